@@ -1,0 +1,50 @@
+# pgpitr: the two commands of the quick start are `make demo` and `make test`.
+#
+# Install layout: when run as root, the virtualenv lives in /opt/pgpitr/venv and is built on the
+# system's /usr/bin/python3.11, because PostgreSQL runs as an unprivileged user that must be able
+# to execute the WAL commands (root's own Python under /root is mode 700).  The package is
+# installed (not linked to the checkout) for the same reason.
+
+PYTHON_SYSTEM ?= /usr/bin/python3.11
+PG_BINDIR     ?= /usr/lib/postgresql/15/bin
+ROOT          := $(filter 0,$(shell id -u))
+VENV          ?= $(if $(ROOT),/opt/pgpitr/venv,$(CURDIR)/.venv)
+PY            := $(VENV)/bin/python
+SUDO          := $(if $(ROOT),,sudo)
+UV            := python3 -m uv
+
+.PHONY: all system venv install test demo lint bench clean
+
+all: install
+
+system:
+	@if [ ! -x $(PG_BINDIR)/postgres ] || [ ! -x $(PYTHON_SYSTEM) ] || ! command -v zstd >/dev/null; then \
+	  echo "installing PostgreSQL 15 and Python 3.11 from the distribution"; \
+	  $(SUDO) mkdir -p /etc/postgresql-common; \
+	  echo "create_main_cluster = false" | $(SUDO) tee /etc/postgresql-common/createcluster.conf >/dev/null; \
+	  $(SUDO) apt-get update -qq; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+	    postgresql-15 postgresql-client-15 python3.11 python3.11-venv zstd tar >/dev/null; \
+	fi
+	@python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install -q uv
+
+venv: system
+	@[ -x $(PY) ] || $(UV) venv -q --python $(PYTHON_SYSTEM) $(VENV)
+
+install: venv
+	$(UV) pip install -q --python $(PY) -c constraints.txt --reinstall-package pgpitr '.[test]'
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check pgpitr tasks flows deployments tests bench
+
+demo: install
+	PGPITR=$(VENV)/bin/pgpitr bash scripts/walkthrough.sh
+
+bench: install
+	$(PY) -m bench $(BENCH_ARGS)
+
+clean:
+	rm -rf .venv build *.egg-info

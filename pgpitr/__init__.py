@@ -1,0 +1,1 @@
+"""pgpitr: point-in-time recovery for PostgreSQL."""

@@ -1,0 +1,85 @@
+"""Database accounts and their roles.  Identifiers always go through psycopg's ``sql`` module."""
+
+from __future__ import annotations
+
+import secrets
+import string
+
+from psycopg import errors as pg_errors
+from psycopg import sql
+
+from pgpitr.errors import AlreadyExists, InvalidInput, NotFound
+from pgpitr.postgres.cluster import Cluster
+
+ROLES = ("READONLY", "READWRITE", "SUPERUSER")
+_ALPHABET = string.ascii_letters + string.digits
+
+
+def generate_password(length: int = 24) -> str:
+    return "".join(secrets.choice(_ALPHABET) for _ in range(length))
+
+
+def _check_username(username: str) -> None:
+    if not username or len(username.encode()) > 63 or "\x00" in username:
+        raise InvalidInput(f"invalid user name {username!r}: 1 to 63 bytes, no NUL character")
+    if username.lower().startswith("pg_") or username == "postgres":
+        raise InvalidInput(f"user name {username!r} is reserved")
+
+
+def create_account(cluster: Cluster, username: str, password: str | None = None) -> str:
+    """Create a login role; return its password (generated when not given)."""
+    _check_username(username)
+    password = password or generate_password()
+    cluster.require_running()
+    with cluster.connect() as db, db.transaction():
+        # The statement carries the password: keep it out of the server log, even on error.
+        db.execute("SET LOCAL log_statement = 'none'")
+        db.execute("SET LOCAL log_min_error_statement = 'panic'")
+        try:
+            db.execute(
+                sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                    sql.Identifier(username), sql.Literal(password)
+                )
+            )
+        except pg_errors.DuplicateObject:
+            raise AlreadyExists(
+                f"account {username!r} already exists in {cluster.name!r}"
+            ) from None
+    return password
+
+
+def grant_role(cluster: Cluster, username: str, role: str) -> None:
+    """READONLY: read every table; READWRITE: read and write every table; SUPERUSER."""
+    _check_username(username)
+    role = role.upper()
+    if role not in ROLES:
+        raise InvalidInput(f"unknown role {role!r}: use one of {', '.join(ROLES)}")
+    cluster.require_running()
+    user = sql.Identifier(username)
+    statements = {
+        "READONLY": [sql.SQL("GRANT pg_read_all_data TO {}").format(user)],
+        "READWRITE": [
+            sql.SQL("GRANT pg_read_all_data TO {}").format(user),
+            sql.SQL("GRANT pg_write_all_data TO {}").format(user),
+        ],
+        "SUPERUSER": [sql.SQL("ALTER ROLE {} SUPERUSER").format(user)],
+    }[role]
+    with cluster.connect() as db:
+        exists = db.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (username,)).fetchone()
+        if not exists:
+            raise NotFound(f"account {username!r} does not exist in {cluster.name!r}")
+        with db.transaction():
+            for statement in statements:
+                db.execute(statement)
+            if role == "READWRITE":
+                db.execute(sql.SQL("GRANT CREATE ON SCHEMA public TO {}").format(user))
+
+
+def list_accounts(cluster: Cluster) -> list[tuple[str, bool, list[str]]]:
+    with cluster.connect() as db:
+        rows = db.execute(
+            "SELECT r.rolname, r.rolsuper, ARRAY(SELECT b.rolname FROM pg_auth_members m "
+            "JOIN pg_roles b ON b.oid = m.roleid WHERE m.member = r.oid ORDER BY 1) "
+            "FROM pg_roles r WHERE r.rolcanlogin AND r.rolname <> 'postgres' ORDER BY 1"
+        ).fetchall()
+    return [(name, superuser, list(roles)) for name, superuser, roles in rows]

@@ -1,0 +1,267 @@
+"""Full backups: pg_basebackup streamed, compressed, into the repository.
+
+Repository layout::
+
+    STANZA/backups/NAME/backup.json     the manifest (status, LSNs, times, sizes, checksum)
+    STANZA/backups/NAME/base.tar.zst    the data directory as one zstd tar, backup_manifest inside
+
+The manifest is written InProgress before any data moves and Completed only after the stream is
+stored and checked, so a backup that dies half-way never counts; its pid lets the catalog tell a
+running backup from a dead one.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from pgpitr import wal
+from pgpitr.errors import AlreadyExists, Busy, InvalidInput, PitrError
+from pgpitr.postgres.cluster import SUPERUSER, Cluster
+from pgpitr.postgres.command import basebackup_command, check, popen
+from pgpitr.repository import Repository
+
+BACKUP_NAME_RULE = re.compile(r"^[a-z0-9][a-z0-9.-]{0,98}[a-z0-9]$")
+_PROGRESS = re.compile(rb"(\d+)/(\d+) kB")
+_START = re.compile(r"write-ahead log start point: ([0-9A-F]+/[0-9A-F]+) on timeline (\d+)")
+_END = re.compile(r"write-ahead log end point: ([0-9A-F]+/[0-9A-F]+)")
+
+Progress = Callable[[int, int], None]  # (bytes done, bytes expected)
+
+
+def manifest_key(stanza: str, name: str) -> str:
+    return f"{stanza}/backups/{name}/backup.json"
+
+
+def data_key(stanza: str, name: str) -> str:
+    return f"{stanza}/backups/{name}/base.tar.zst"
+
+
+def default_name(cluster: str, now: datetime) -> str:
+    return f"backup-default-{cluster}-{now.strftime('%Y%m%d%H%M%S')}"
+
+
+def validate_name(name: str) -> None:
+    if not BACKUP_NAME_RULE.match(name):
+        raise InvalidInput(
+            f"invalid backup name {name!r}: use 2 to 100 lower-case letters, digits, '.' and '-'"
+        )
+
+
+@contextmanager
+def backup_lock(cluster: Cluster) -> Iterator[None]:
+    """One backup per cluster at a time; a second one is refused, not queued."""
+    path = cluster.state.dir / "backup.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
+            raise Busy(
+                f"a backup of cluster {cluster.name!r} is already running ({holder or 'pid ?'})",
+                hint="wait for it to finish; `pgpitr cluster list-backup` shows its progress",
+            ) from None
+        os.ftruncate(fd, 0)
+        stamp = datetime.now(UTC).isoformat(timespec="seconds")
+        os.pwrite(fd, f"pid {os.getpid()}, started {stamp}".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class BackupResult:
+    manifest: dict
+
+    @property
+    def name(self) -> str:
+        return self.manifest["name"]
+
+
+def take_backup(
+    cluster: Cluster,
+    repo: Repository,
+    *,
+    name: str | None = None,
+    log_backup: bool,
+    ttl: timedelta | None = None,
+    compress_level: int = 3,
+    workers: int = 2,
+    progress: Progress | None = None,
+) -> BackupResult:
+    """Take one full backup of a running cluster into ``repo``; return its Completed manifest."""
+    started = datetime.now(UTC)
+    name = name or default_name(cluster.name, started)
+    validate_name(name)
+    cluster.require_running()
+    stanza = cluster.state.stanza
+    with backup_lock(cluster):
+        repo.check()
+        wal.check_archive_info(
+            repo,
+            stanza,
+            cluster.state.system_identifier,
+            create={
+                "cluster": cluster.name,
+                "pg_version": cluster.state.pg_version,
+                "wal_segment_size": cluster.state.wal_segment_size,
+            },
+        )
+        if repo.exists(manifest_key(stanza, name)):
+            raise AlreadyExists(f"backup {name!r} of cluster {cluster.name!r} already exists")
+        manifest = {
+            "name": name,
+            "cluster": cluster.name,
+            "type": "Full",
+            "status": "InProgress",
+            "system_identifier": cluster.state.system_identifier,
+            "pg_version": cluster.state.pg_version,
+            "wal_segment_size": cluster.state.wal_segment_size,
+            "start_time": started.isoformat(),
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "compression": f"zstd:{compress_level}",
+            "wal_in_backup": not log_backup,
+            "repository": repo.url,
+        }
+        repo.put_json(manifest_key(stanza, name), manifest)
+        try:
+            stream = _stream(
+                cluster, repo, stanza, name, log_backup, compress_level, workers, progress
+            )
+        except BaseException as exc:
+            manifest.update(
+                status="Failed", error=_reason(exc), stop_time=datetime.now(UTC).isoformat()
+            )
+            repo.delete(data_key(stanza, name))
+            repo.put_json(manifest_key(stanza, name), manifest)
+            raise
+        stopped = datetime.now(UTC)
+        manifest.update(stream)
+        manifest.update(
+            status="Completed",
+            stop_time=stopped.isoformat(),
+            duration_seconds=round((stopped - started).total_seconds(), 3),
+        )
+        if ttl is not None:
+            manifest["expiration"] = (stopped + ttl).isoformat()
+        manifest.pop("pid")
+        repo.put_json(manifest_key(stanza, name), manifest)
+        return BackupResult(manifest)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, PitrError):
+        return exc.message
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    return type(exc).__name__
+
+
+_HISTORY_FIELD = re.compile(r"^([A-Z ]+): (.*)$", re.M)
+
+
+def _range_from_history_file(
+    repo: Repository, stanza: str, label: str, timeout: float = 60
+) -> tuple[str, str, int]:
+    """(start LSN, stop LSN, timeline) from the archived ``.backup`` file carrying our label.
+
+    The server archives it as the backup stops; with log backup on it reaches the repository
+    right after the stop segment, for which pg_basebackup already waited."""
+    deadline = time.monotonic() + timeout
+    seen: set[str] = set()
+    while True:
+        candidates = [
+            info.key
+            for info in repo.list(f"{stanza}/wal/")
+            if ".backup-" in info.key and info.key not in seen
+        ]
+        for key in sorted(candidates, reverse=True)[:8]:
+            seen.add(key)
+            fields = dict(_HISTORY_FIELD.findall(repo.get_document(key).decode(errors="replace")))
+            if fields.get("LABEL", "").strip() == label:
+                return (
+                    fields["START WAL LOCATION"].split()[0],
+                    fields["STOP WAL LOCATION"].split()[0],
+                    int(fields["START TIMELINE"]),
+                )
+        if time.monotonic() > deadline:
+            raise PitrError(
+                f"the server's backup history file for {label!r} did not reach the repository "
+                f"within {timeout:.0f} s",
+                hint="check that WAL archiving works (pgpitr cluster describe, the server log)",
+            )
+        time.sleep(0.2)
+
+
+def _stream(
+    cluster: Cluster,
+    repo: Repository,
+    stanza: str,
+    name: str,
+    log_backup: bool,
+    compress_level: int,
+    workers: int,
+    progress: Progress | None,
+) -> dict:
+    argv = basebackup_command(
+        cluster.bindir,
+        cluster.state.socket_dir,
+        cluster.state.port,
+        label=name,
+        include_wal=not log_backup,
+        compress_level=compress_level,
+        workers=workers,
+        superuser=SUPERUSER,
+    )
+    process = popen(argv)
+    stderr = bytearray()
+    expected = [0]
+
+    def read_stderr() -> None:
+        assert process.stderr is not None
+        while chunk := process.stderr.read1(4096):
+            stderr.extend(chunk)
+            found = _PROGRESS.findall(chunk)
+            if found:
+                done, total = (int(v) * 1024 for v in found[-1])
+                expected[0] = total
+                if progress:
+                    progress(done, total)
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    try:
+        assert process.stdout is not None
+        stored = repo.put_stream(data_key(stanza, name), process.stdout)
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    finally:
+        process.wait()
+        reader.join(timeout=10)
+    text = stderr.decode(errors="replace")
+    check(process, argv, text)
+    start, end = _START.search(text), _END.search(text)
+    if start and end:
+        wal_range = (start.group(1), end.group(1), int(start.group(2)))
+    else:  # -X none prints no WAL range: the server's backup history file has it
+        wal_range = _range_from_history_file(repo, stanza, name)
+    return {
+        "start_lsn": wal_range[0],
+        "stop_lsn": wal_range[1],
+        "timeline": wal_range[2],
+        "database_size": expected[0],
+        "stored_size": stored.size,
+        "sha256": stored.sha256,
+    }

@@ -1,0 +1,66 @@
+"""The ``pgpitr`` command: a thin shell over the engine.
+
+Command groups live one per module (``cluster``, ``addon``, ``storageclass``, ``config``); this
+module assembles them and is the one place that turns engine errors into messages and exit codes.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from pgpitr.cli import console
+from pgpitr.errors import PitrError
+
+app = typer.Typer(
+    name="pgpitr",
+    help="Point-in-time recovery for PostgreSQL.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _register() -> None:
+    from pgpitr.cli import cluster
+
+    app.add_typer(cluster.app, name="cluster")
+    for name in ("addon", "storageclass", "config"):
+        try:
+            module = __import__(f"pgpitr.cli.{name}", fromlist=["app"])
+        except ModuleNotFoundError as exc:  # a group not built yet
+            if exc.name != f"pgpitr.cli.{name}":
+                raise
+            continue
+        if isinstance(module.app, typer.Typer):
+            app.add_typer(module.app, name=name)
+        else:
+            app.command(name)(module.app)
+
+
+_register()
+
+
+def run(argv: list[str]) -> None:
+    """Run the command line; every PitrError becomes one message and its exit code."""
+    try:
+        app(args=argv, prog_name="pgpitr", standalone_mode=False)
+    except PitrError as exc:
+        console.error(str(exc))
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        console.error("aborted")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        console.error("interrupted")
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as exc:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

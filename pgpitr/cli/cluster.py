@@ -1,0 +1,426 @@
+"""``pgpitr cluster …``: the kbcli-like commands of the local platform."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from typing import Annotated
+
+import typer
+
+from pgpitr import catalog, clusters, timeparse
+from pgpitr.cli import console, progress
+from pgpitr.errors import InvalidInput, NotFound
+from pgpitr.postgres.cluster import Cluster
+
+app = typer.Typer(no_args_is_help=True, help="Create, back up, restore and inspect clusters.")
+
+Output = Annotated[str, typer.Option("--output", "-o", help="table or json")]
+
+
+def _check_output(output: str) -> None:
+    if output not in ("table", "json"):
+        raise InvalidInput(f"unknown output format {output!r}: use table or json")
+
+
+@app.command()
+def create(
+    name: str,
+    port: Annotated[int | None, typer.Option(help="TCP port; a free one by default")] = None,
+    backup_repo: Annotated[str | None, typer.Option(help="repository URL")] = None,
+) -> None:
+    """Create and start a new PostgreSQL cluster managed by pgpitr."""
+    cluster = clusters.create(name, port=port, repository_url=backup_repo)
+    console.info(
+        f"cluster {name} created: port {cluster.state.port}, repository {cluster.state.repository}"
+    )
+
+
+@app.command("list")
+def list_(output: Output = "table") -> None:
+    """List clusters."""
+    _check_output(output)
+    rows = [
+        {
+            "name": c.name,
+            "status": "Running" if c.is_running() else "Stopped",
+            "port": c.state.port,
+            "repository": c.state.repository,
+            "created": c.state.created,
+        }
+        for c in Cluster.all()
+    ]
+    if output == "json":
+        console.as_json(rows)
+    else:
+        console.table(
+            ["NAME", "STATUS", "PORT", "BACKUP-REPO", "CREATED-TIME"],
+            [list(r.values()) for r in rows],
+        )
+
+
+@app.command()
+def start(name: str) -> None:
+    """Start a cluster."""
+    Cluster.get(name).start()
+
+
+@app.command()
+def stop(name: str) -> None:
+    """Stop a cluster (fast shutdown)."""
+    Cluster.get(name).stop()
+
+
+@app.command()
+def delete(name: str) -> None:
+    """Stop and remove a cluster.  Its backups stay in the repository."""
+    clusters.delete(Cluster.get(name))
+    console.info(f"cluster {name} deleted; its backups remain (see list-backup, delete-backup)")
+
+
+@app.command()
+def backup(
+    name: str,
+    backup_name: Annotated[
+        str | None, typer.Option(help="default backup-default-NAME-TIME")
+    ] = None,
+) -> None:
+    """Take a full backup now."""
+    from pgpitr import operations
+
+    with progress.bytes_bar("backup") as update:
+        manifest = operations.backup(Cluster.get(name), name=backup_name, progress=update)
+    console.info(
+        f"backup {manifest['name']} completed: {progress.size(manifest['database_size'])} of data, "
+        f"{progress.size(manifest['stored_size'])} stored, "
+        f"{timeparse.format_duration(manifest['duration_seconds'])}"
+    )
+
+
+def _backup_rows(cluster_names: list[str]) -> list[dict]:
+    rows = []
+    for name in cluster_names:
+        cluster = Cluster.get(name)
+        for b in catalog.list_backups(clusters.repository(cluster), cluster.state.stanza):
+            rows.append(_backup_row(b))
+    return rows
+
+
+def _backup_row(b: catalog.Backup) -> dict:
+    m = b.manifest
+    return {
+        "name": b.name,
+        "cluster": b.cluster,
+        "type": m.get("type", "Full"),
+        "status": b.status,
+        "total_size": m.get("database_size"),
+        "stored_size": m.get("stored_size"),
+        "duration_seconds": m.get("duration_seconds"),
+        "create_time": m["start_time"],
+        "completion_time": m.get("stop_time") if b.status == "Completed" else None,
+        "start_lsn": m.get("start_lsn"),
+        "stop_lsn": m.get("stop_lsn"),
+        "timeline": m.get("timeline"),
+        "expiration": m.get("expiration"),
+    }
+
+
+@app.command("list-backup")
+def list_backup(
+    name: Annotated[str | None, typer.Argument()] = None, output: Output = "table"
+) -> None:
+    """List backups (of one cluster, or of all)."""
+    _check_output(output)
+    names = [name] if name else [c.name for c in Cluster.all()]
+    rows = _backup_rows(names)
+    if output == "json":
+        console.as_json(rows)
+        return
+
+    def when(value: str | None) -> str:
+        return timeparse.format_kbcli(datetime.fromisoformat(value)) if value else ""
+
+    console.table(
+        [
+            "NAME",
+            "CLUSTER",
+            "TYPE",
+            "STATUS",
+            "TOTAL-SIZE",
+            "DURATION",
+            "CREATE-TIME",
+            "COMPLETION-TIME",
+        ],
+        [
+            [
+                r["name"],
+                r["cluster"],
+                r["type"],
+                r["status"],
+                progress.size(r["total_size"]),
+                timeparse.format_duration(r["duration_seconds"]) if r["duration_seconds"] else "",
+                when(r["create_time"]),
+                when(r["completion_time"]),
+            ]
+            for r in rows
+        ],
+    )
+
+
+@app.command()
+def describe(name: str, output: Output = "table") -> None:
+    """Show a cluster and its data protection: schedule, TTL, recoverable window."""
+    from pgpitr import operations
+
+    _check_output(output)
+    info = operations.describe(Cluster.get(name))
+    if output == "json":
+        console.as_json(info)
+        return
+    console.out.print(
+        f"Name: {info['name']}\t Platform: {info['platform']}\t Status: {info['status']}"
+    )
+    console.out.print("\nEndpoints:")
+    console.table(["HOST", "PORT", "SOCKET"], [["127.0.0.1", info["port"], info["socket_dir"]]])
+    console.out.print("\nStorage:")
+    console.table(
+        ["DATA-DIR", "SYSTEM-IDENTIFIER", "BACKUP-REPO"],
+        [[info["datadir"], info["system_identifier"], info["repository"]]],
+    )
+    console.out.print("\nData Protection:")
+    window = info["recoverable_time"]
+    console.table(
+        [
+            "AUTO-BACKUP",
+            "BACKUP-SCHEDULE",
+            "TYPE",
+            "BACKUP-TTL",
+            "LAST-SCHEDULE",
+            "RECOVERABLE-TIME",
+        ],
+        [
+            [
+                "Enabled" if info["auto_backup"] else "Disabled",
+                info["backup_schedule"],
+                info["type"],
+                info["backup_ttl"],
+                timeparse.format_kbcli(datetime.fromisoformat(info["last_schedule"]))
+                if info["last_schedule"]
+                else "",
+                ", ".join(
+                    timeparse.format_window(datetime.fromisoformat(a), datetime.fromisoformat(b))
+                    for a, b in window
+                ),
+            ]
+        ],
+    )
+
+
+@app.command()
+def restore(
+    new_name: Annotated[str, typer.Argument(metavar="NEW-CLUSTER")],
+    source_cluster: Annotated[str, typer.Option(help="the cluster whose backups to use")],
+    restore_to_time: Annotated[
+        str, typer.Option(help='"Apr 17,2023 19:56:40 UTC+0800", an RFC 3339 time, or latest')
+    ] = "latest",
+    backup: Annotated[str | None, typer.Option(help="use this backup")] = None,
+    backup_repo: Annotated[
+        str | None, typer.Option(help="repository of a deleted source cluster")
+    ] = None,
+) -> None:
+    """Restore SOURCE to a point in time into a new cluster."""
+    from pgpitr import operations
+
+    target = timeparse.parse_restore_target(restore_to_time)
+    with progress.bytes_bar("restore") as update:
+        result = operations.restore(
+            new_name,
+            source_cluster,
+            target,
+            backup_name=backup,
+            repository=backup_repo,
+            progress=update,
+        )
+    last = timeparse.format_kbcli(result.last_commit) if result.last_commit else "none"
+    console.info(
+        f"cluster {new_name} restored from backup {result.backup} "
+        f"(timeline {result.timeline}); last replayed commit: {last}"
+    )
+
+
+@app.command("delete-backup")
+def delete_backup(
+    name: Annotated[str, typer.Argument(metavar="CLUSTER")],
+    backup: Annotated[list[str] | None, typer.Option("--name", help="backup name(s)")] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            help="also a backup the window starts from; with no --name, every backup of the cluster"
+        ),
+    ] = False,
+    backup_repo: Annotated[str | None, typer.Option(help="repository of a deleted cluster")] = None,
+) -> None:
+    """Delete backups and the WAL no remaining backup needs."""
+    from pgpitr import operations
+
+    if not backup and not force:
+        raise InvalidInput("name the backup(s) with --name, or delete all of them with --force")
+    removed = operations.delete_backups(name, backup or None, force=force, repository=backup_repo)
+    console.info(f"{name}: {removed.describe()} ({len(removed.backups)} backup(s))")
+
+
+@app.command("list-backup-policy")
+def list_backup_policy(output: Output = "table") -> None:
+    """List backup policies."""
+    from pgpitr import policy as pol
+
+    _check_output(output)
+    rows = []
+    for c in Cluster.all():
+        p = clusters.load_policy(c)
+        rows.append(
+            {
+                "name": p.name,
+                "default": True,
+                "cluster": c.name,
+                "create_time": p.create_time,
+                "status": "Available",
+                **pol.to_dict(p),
+            }
+        )
+    if output == "json":
+        console.as_json(rows)
+        return
+    console.table(
+        ["NAME", "DEFAULT", "CLUSTER", "CREATE-TIME", "STATUS"],
+        [
+            [
+                r["name"],
+                "true",
+                r["cluster"],
+                timeparse.format_kbcli(datetime.fromisoformat(r["create_time"]))
+                if r["create_time"]
+                else "",
+                r["status"],
+            ]
+            for r in rows
+        ],
+    )
+
+
+@app.command("edit-backup-policy")
+def edit_backup_policy(
+    policy_name: Annotated[str, typer.Argument(metavar="POLICY")],
+    set_: Annotated[list[str] | None, typer.Option("--set", help="KEY=VALUE[,KEY=VALUE]")] = None,
+) -> None:
+    """Change a backup policy (with no --set, in $EDITOR)."""
+    from pgpitr import operations
+    from pgpitr import policy as pol
+
+    suffix = "-postgresql-backup-policy"
+    if not policy_name.endswith(suffix):
+        raise InvalidInput(
+            f"{policy_name!r} is not a policy name like my-pg{suffix}",
+            hint="see `pgpitr cluster list-backup-policy`",
+        )
+    cluster = Cluster.get(policy_name[: -len(suffix)])
+    current = clusters.load_policy(cluster)
+    if set_:
+        new = pol.apply_settings(current, set_)
+    else:
+        edited = typer.edit(pol.to_yaml(current), extension=".yaml")
+        if edited is None or edited.strip() == pol.to_yaml(current).strip():
+            console.info("no change")
+            return
+        new = pol.from_yaml(edited, current)
+    operations.update_policy(cluster, new)
+    console.info(f"backup policy {policy_name} updated")
+
+
+@app.command("create-account")
+def create_account(
+    name: str,
+    username: Annotated[str, typer.Option(help="the account's name")],
+    password: Annotated[str | None, typer.Option(help="generated when omitted")] = None,
+) -> None:
+    """Create a database account; a generated password is shown once."""
+    from pgpitr import accounts
+
+    generated = accounts.create_account(Cluster.get(name), username, password)
+    console.info(f"account {username} created")
+    if password is None:
+        console.out.print(f"password: {generated}")
+
+
+@app.command("grant-role")
+def grant_role(
+    name: str,
+    username: Annotated[str, typer.Option(help="the account's name")],
+    role: Annotated[str, typer.Option(help="READONLY, READWRITE or SUPERUSER")],
+) -> None:
+    """Grant READONLY, READWRITE or SUPERUSER to an account."""
+    from pgpitr import accounts
+
+    accounts.grant_role(Cluster.get(name), username, role)
+    console.info(f"granted {role.upper()} to {username}")
+
+
+@app.command()
+def connect(
+    name: str,
+    as_user: Annotated[str | None, typer.Option(help="log in as this account (password)")] = None,
+    dbname: Annotated[str, typer.Option()] = "postgres",
+) -> None:
+    """Open psql on a cluster: as the administrator over the socket, or as an account."""
+    cluster = Cluster.get(name)
+    cluster.require_running()
+    psql = str(cluster.bindir / "psql")
+    if as_user:
+        argv = [
+            psql,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(cluster.state.port),
+            "--username",
+            as_user,
+            "--dbname",
+            dbname,
+        ]
+    else:
+        argv = [
+            psql,
+            "--host",
+            str(cluster.state.socket_dir),
+            "--port",
+            str(cluster.state.port),
+            "--username",
+            "postgres",
+            "--dbname",
+            dbname,
+        ]
+    sys.stdout.flush()
+    if not sys.stdin.isatty():
+        raise typer.Exit(subprocess.call(argv))
+    os.execv(psql, argv)
+
+
+@app.command("verify-backup")
+def verify_backup(
+    name: str,
+    backup: Annotated[str, typer.Option("--name", help="the backup to verify")],
+) -> None:
+    """Read a backup and its WAL back in full and check every checksum."""
+    from pgpitr import operations
+
+    report = operations.verify_backup(Cluster.get(name), backup)
+    console.info(report)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+__all__ = ["app", "NotFound"]

@@ -1,0 +1,197 @@
+"""The local platform: create, delete, start and stop clusters; the log-backup switch.
+
+Each operation is the unit of work the CLI and the Prefect tasks both call.  Whatever a failed
+create leaves behind is removed before the error reaches the caller.
+"""
+
+from __future__ import annotations
+
+import configparser
+import dataclasses
+import io
+import os
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from pgpitr import policy as pol
+from pgpitr import state as st
+from pgpitr import wal
+from pgpitr.errors import AlreadyExists, ClusterStateError, RepositoryError
+from pgpitr.postgres import conf
+from pgpitr.postgres.cluster import Cluster
+from pgpitr.repository import Repository, open_repository, validate_url
+
+POLICY_FILE = "policy.json"
+
+
+# -- repository and policy of a cluster ------------------------------------------------------
+
+
+def repository(cluster: Cluster) -> Repository:
+    return open_repository(cluster.state.repository, cluster.state.credentials_file)
+
+
+def load_policy(cluster: Cluster) -> pol.BackupPolicy:
+    import json
+
+    path = cluster.state.dir / POLICY_FILE
+    with open(path) as f:
+        return pol.from_dict(json.load(f))
+
+
+def save_policy(cluster: Cluster, policy: pol.BackupPolicy) -> None:
+    st.write_json_atomic(cluster.state.dir / POLICY_FILE, pol.to_dict(policy))
+
+
+def _store_credentials(cluster: Cluster) -> None:
+    """Keep the AWS keys of the environment for the archiver (mode 0600, server account)."""
+    key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
+    if not cluster.state.repository.startswith("s3://") or not key or not secret:
+        return
+    ini = configparser.ConfigParser()
+    ini["default"] = {"aws_access_key_id": key, "aws_secret_access_key": secret}
+    if os.environ.get("AWS_SESSION_TOKEN"):
+        ini["default"]["aws_session_token"] = os.environ["AWS_SESSION_TOKEN"]
+    text = io.StringIO()
+    ini.write(text)
+    conf.write_file(cluster.state.credentials_file, text.getvalue(), cluster.owner, 0o600)
+
+
+def _prepare_file_repository(cluster: Cluster) -> None:
+    """A file repository must be writable by the server account, which runs the archiver."""
+    url = cluster.state.repository
+    if not url.startswith("file://"):
+        return
+    from pathlib import Path
+
+    from pgpitr.postgres.command import run
+    from pgpitr.postgres.osuser import make_dir
+
+    root = Path(url[len("file://") :])
+    if not root.exists():
+        make_dir(root, cluster.user, 0o750)
+    probe = run(["test", "-w", str(root), "-a", "-x", str(root)], user=cluster.user, check=False)
+    if probe.returncode != 0:
+        raise RepositoryError(
+            f"the OS user {cluster.state.os_user} cannot write to the repository {url}",
+            hint=f"chown {cluster.state.os_user} {root}",
+        )
+
+
+def ensure_archive_info(cluster: Cluster, repo: Repository) -> dict:
+    return wal.check_archive_info(
+        repo,
+        cluster.state.stanza,
+        cluster.state.system_identifier,
+        create={
+            "cluster": cluster.name,
+            "pg_version": cluster.state.pg_version,
+            "wal_segment_size": cluster.state.wal_segment_size,
+        },
+    )
+
+
+# -- lifecycle -------------------------------------------------------------------------------
+
+
+def create(name: str, *, port: int | None = None, repository_url: str | None = None) -> Cluster:
+    """A new, running cluster with archive_mode on and log backup off."""
+    url = validate_url(repository_url or st.default_repository_url())
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    cluster = Cluster.prepare(name, port=port, repository=url, created=now)
+    try:
+        _store_credentials(cluster)
+        _prepare_file_repository(cluster)
+        repo = repository(cluster)
+        repo.check()
+        if repo.exists(wal.archive_info_key(cluster.state.stanza)):
+            raise AlreadyExists(
+                f"the repository {repo.url} already holds backups of a cluster named {name!r}",
+                hint=f"choose another name, or remove them with `pgpitr cluster delete-backup "
+                f"{name} --force`",
+            )
+        cluster.initdb()
+        cluster.configure(archive=conf.archive_command(st.home(), name, enabled=False))
+        cluster.refresh_identity()
+        save_policy(cluster, pol.BackupPolicy(cluster=name, repository=url, create_time=now))
+        cluster.start()
+        cluster.wait_ready()
+    except BaseException:
+        cluster.remove()
+        raise
+    return cluster
+
+
+def delete(cluster: Cluster) -> None:
+    """Stop and remove a cluster.  Its backups and WAL stay in the repository."""
+    cluster.remove()
+
+
+# -- log backup ------------------------------------------------------------------------------
+
+
+def set_log_backup(cluster: Cluster, enabled: bool, timeout: float = 60) -> str | None:
+    """Turn WAL archiving on or off without a restart.
+
+    On: check the repository, set the archive command, reload, switch to a new segment and wait
+    until that segment is in the repository; raise if it does not arrive.  Off: acknowledge WAL
+    without archiving it, so that pg_wal does not fill up.  Returns the confirmed segment name."""
+    cluster.require_running()
+    repo = repository(cluster)
+    if enabled:
+        repo.check()
+        ensure_archive_info(cluster, repo)
+    cluster.configure(archive=conf.archive_command(st.home(), cluster.name, enabled))
+    cluster.reload()
+    save_policy(cluster, dataclasses.replace(load_policy(cluster), logfile_enabled=enabled))
+    if not enabled:
+        return None
+    return switch_and_confirm(cluster, repo, timeout=timeout)
+
+
+def switch_and_confirm(
+    cluster: Cluster,
+    repo: Repository,
+    timeout: float = 60,
+    on_wait: Callable[[float], None] | None = None,
+) -> str:
+    """Commit a heartbeat, switch WAL, and wait until the finished segment is archived.
+
+    The heartbeat is a transaction with an xid, so its commit record carries a time: the
+    recoverable window then reaches at least this moment."""
+    with cluster.connect() as db:
+        db.execute("SELECT pg_current_xact_id()")
+        row = db.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
+        assert row is not None
+        name = row[0]
+        # pg_switch_wal on an idle segment may not switch; make sure the file is complete
+        deadline = time.monotonic() + timeout
+        while True:
+            if wal.stored_versions(repo, cluster.state.stanza, name):
+                return name
+            if time.monotonic() > deadline:
+                stats = db.execute(
+                    "SELECT failed_count, last_failed_wal, last_failed_time, last_archived_wal "
+                    "FROM pg_stat_archiver"
+                ).fetchone()
+                raise RepositoryError(
+                    f"WAL segment {name} did not reach {repo.url} within {timeout:.0f} s "
+                    f"(archiver: {stats[0]} failures, last failed {stats[1] or '-'}, last "
+                    f"archived {stats[3] or '-'})",
+                    hint=f"see the server log {cluster.state.log_file}; PostgreSQL keeps the WAL "
+                    "and retries",
+                )
+            if on_wait:
+                on_wait(time.monotonic())
+            time.sleep(0.2)
+
+
+def require_idle_name(name: str) -> None:
+    if (st.clusters_dir() / name).exists():
+        raise AlreadyExists(f"cluster {name!r} already exists")
+
+
+def check_not_running(cluster: Cluster) -> None:
+    if cluster.is_running():
+        raise ClusterStateError(f"cluster {cluster.name!r} is running")

@@ -1,0 +1,97 @@
+"""The PitrError family: every failure the engine reports to a person.
+
+The engine raises these and never exits; the CLI maps them to messages and exit codes in one
+place (pgpitr/cli/__init__.py).  Messages name the cause and the next step, and never carry a
+secret.
+"""
+
+from __future__ import annotations
+
+
+class PitrError(Exception):
+    """Base of every error pgpitr reports.  ``exit_code`` is what the CLI exits with."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
+
+
+class InvalidInput(PitrError):
+    """A value given by the user is malformed or out of range (time, TTL, cron, --set key)."""
+
+    exit_code = 2
+
+
+class NotFound(PitrError):
+    """A named thing (cluster, backup, WAL segment, account) does not exist."""
+
+    exit_code = 3
+
+
+class AlreadyExists(PitrError):
+    """A thing to create exists already (cluster, account, backup name)."""
+
+    exit_code = 4
+
+
+class Busy(PitrError):
+    """Another operation holds the lock this one needs (a second backup while one runs)."""
+
+    exit_code = 5
+
+
+class RepositoryError(PitrError):
+    """The backup repository refused or failed an operation (unreachable, 403, missing bucket)."""
+
+    exit_code = 6
+
+
+class ChecksumMismatch(RepositoryError):
+    """An object read back from the repository is not what was written."""
+
+
+class WalConflict(RepositoryError):
+    """A WAL file already archived under this name has different content."""
+
+
+class SystemIdMismatch(RepositoryError):
+    """The repository's archive belongs to another PostgreSQL cluster."""
+
+
+class CommandError(PitrError):
+    """An external program (initdb, pg_ctl, pg_basebackup, ...) failed.  Carries its stderr."""
+
+    exit_code = 7
+
+    def __init__(self, argv: list[str], returncode: int, stderr: str, *, hint: str | None = None):
+        program = argv[0].rsplit("/", 1)[-1] if argv else "?"
+        tail = stderr.strip().splitlines()[-5:]
+        detail = "\n    ".join(tail) if tail else "(no output)"
+        super().__init__(f"{program} exited with code {returncode}:\n    {detail}", hint=hint)
+        self.argv = argv
+        self.returncode = returncode
+        self.stderr = stderr
+
+
+class ClusterStateError(PitrError):
+    """The cluster is not in the state the operation needs (stopped, in recovery, ...)."""
+
+    exit_code = 8
+
+
+class RecoveryTargetError(PitrError):
+    """A restore target lies outside the recoverable window or cannot be reached."""
+
+    exit_code = 9
+
+
+class KubernetesError(PitrError):
+    """The Kubernetes API server refused or failed a request."""
+
+    exit_code = 10

@@ -1,0 +1,357 @@
+"""The backup policy of a cluster: schedule, TTL, WAL archiving and repository.
+
+Pure data and validation; the caller stores it.  Settings use kbcli's keys, both for ``--set``
+(``schedule.logfile.enable=true``) and for the YAML shown in ``$EDITOR``.  A ``BackupPolicy``
+is validated when it is built, so an invalid one cannot exist.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import KW_ONLY, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pendulum
+import yaml
+from croniter import croniter
+
+from pgpitr.errors import InvalidInput
+from pgpitr.timeparse import canonical_zone, parse_ttl
+
+__all__ = [
+    "BackupPolicy",
+    "SETTING_KEYS",
+    "apply_settings",
+    "from_dict",
+    "from_yaml",
+    "next_run",
+    "to_dict",
+    "to_yaml",
+]
+
+
+@dataclass(frozen=True)
+class BackupPolicy:
+    """One cluster's backup policy.  ``create_time`` is an ISO timestamp set by the caller."""
+
+    cluster: str
+    _: KW_ONLY
+    datafile_enabled: bool = True
+    cron: str = "0 18 * * 0"
+    timezone: str = "UTC"
+    logfile_enabled: bool = False
+    ttl: str = "7d"
+    repository: str = ""
+    create_time: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.cluster, str) or not self.cluster.strip():
+            raise InvalidInput(
+                f"a backup policy needs a cluster name, got {self.cluster!r}: e.g. my-pg"
+            )
+        if not isinstance(self.create_time, str):
+            raise InvalidInput(
+                f"create_time {self.create_time!r} is not text: expected an ISO time like "
+                "2023-04-17T11:56:40+00:00"
+            )
+        # Values are checked and brought to canonical form (a trimmed cron, the IANA spelling of
+        # the zone) here, so every way of building a policy goes through the same rules.
+        problems: list[str] = []
+        for key, (attr, check) in _SETTINGS.items():
+            try:
+                object.__setattr__(self, attr, check(getattr(self, attr)))
+            except InvalidInput as exc:
+                problems.append(f"{key}: {exc.message}")
+        if problems:
+            raise _refusal(problems)
+
+    @property
+    def name(self) -> str:
+        return f"{self.cluster}-postgresql-backup-policy"
+
+
+# --- value checks: each returns the canonical value or raises InvalidInput --------------------
+
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower() if isinstance(value, str | int) else None
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise InvalidInput(f"{value!r} is not a boolean: expected true or false (also yes/no, on/off)")
+
+
+def _cron(value: Any) -> str:
+    expected = (
+        'expected a 5-field cron expression like "0 18 * * 0" (minute hour day month weekday)'
+    )
+    if not isinstance(value, str):
+        raise InvalidInput(f"{value!r} is not text: {expected}")
+    fields = value.split()
+    # croniter would read a 6th field as seconds and @daily as a macro; kbcli and Prefect
+    # deployments take the five classic fields, so refuse anything else rather than reinterpret.
+    if len(fields) != 5:
+        raise InvalidInput(f"{value!r} has {len(fields)} fields: {expected}")
+    normal = " ".join(fields)
+    try:
+        # A valid-looking expression can still never fire ("0 0 30 2 *"): ask for one run.
+        croniter(normal, datetime(2000, 1, 1, tzinfo=UTC)).get_next(datetime)
+    except Exception as exc:  # croniter raises many types; none of them is ours to pass on
+        raise InvalidInput(
+            f"{value!r} is not a cron schedule that runs ({exc}): {expected}"
+        ) from None
+    return normal
+
+
+def _timezone(value: Any) -> str:
+    return canonical_zone(value)
+
+
+def _ttl(value: Any) -> str:
+    if not isinstance(value, str):
+        raise InvalidInput(f"{value!r} is not text: expected a TTL like 7d, 12h or 30m")
+    parse_ttl(value)
+    # Kept as written (``90s`` stays ``90s``) so that the user finds their own words again.
+    return value.strip()
+
+
+_REPOSITORY = re.compile(r"file:///\S+|s3://[A-Za-z0-9][^\s/]*(?:/\S*)?")
+
+
+def _repository(value: Any) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str) or (value.strip() and not _REPOSITORY.fullmatch(value.strip())):
+        raise InvalidInput(
+            f"{value!r} is not a repository URL: expected file:///var/lib/pgpitr/repo or "
+            "s3://bucket/prefix (empty for the default repository)"
+        )
+    return value.strip()
+
+
+# kbcli key -> (BackupPolicy attribute, check).  Order is the order shown to people.
+_SETTINGS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "schedule.datafile.enable": ("datafile_enabled", _bool),
+    "schedule.datafile.cronExpression": ("cron", _cron),
+    "schedule.datafile.timezone": ("timezone", _timezone),
+    "schedule.logfile.enable": ("logfile_enabled", _bool),
+    "retention.ttl": ("ttl", _ttl),
+    "backupRepo": ("repository", _repository),
+}
+SETTING_KEYS: tuple[str, ...] = tuple(_SETTINGS)
+_KEYS_BY_LOWER = {key.lower(): key for key in _SETTINGS}
+_SET_EXAMPLE = "e.g. --set schedule.logfile.enable=true,retention.ttl=7d"
+
+
+def _refusal(problems: list[str]) -> InvalidInput:
+    if len(problems) == 1:
+        return InvalidInput(f"invalid backup policy: {problems[0]}")
+    return InvalidInput("invalid backup policy:\n  - " + "\n  - ".join(problems))
+
+
+def _unknown_key(key: str, where: str = "setting") -> str:
+    close = difflib.get_close_matches(key, SETTING_KEYS, n=1)
+    guess = f" (did you mean {close[0]}?)" if close else ""
+    return f"unknown {where} {key!r}{guess}: expected one of {', '.join(SETTING_KEYS)}"
+
+
+class _Changes:
+    """Checked values and problems, kept in the order the person wrote them."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+        self.problems: list[str] = []
+
+    def set(self, key: str, raw: Any) -> None:
+        attr, check = _SETTINGS[key]
+        try:
+            # The last value of a repeated key wins, as with kbcli's --set.
+            self.values[attr] = check(raw)
+        except InvalidInput as exc:
+            self.problems.append(f"{key}: {exc.message}")
+
+    def refuse(self, problem: str) -> None:
+        self.problems.append(problem)
+
+    def applied_to(self, policy: BackupPolicy) -> BackupPolicy:
+        """A new policy when every value is valid; otherwise every problem at once."""
+        if self.problems:
+            raise _refusal(self.problems)
+        return dataclasses.replace(policy, **self.values)
+
+
+# --- --set ---------------------------------------------------------------------------------
+
+# A comma starts a new pair only when what follows looks like "key=": cron lists such as
+# "0 18 * * 1,3,5" keep their commas.
+_PAIR_START = re.compile(r"\s*[A-Za-z][A-Za-z0-9_.]*\s*=", re.ASCII)
+
+
+def _split_pairs(setting: str) -> list[str]:
+    pairs: list[str] = []
+    for segment in setting.strip().strip(",").split(","):
+        if pairs and not _PAIR_START.match(segment):
+            pairs[-1] += "," + segment
+        else:
+            pairs.append(segment)
+    return pairs
+
+
+def apply_settings(policy: BackupPolicy, settings: list[str]) -> BackupPolicy:
+    """Apply kbcli-style ``key=value`` settings (each may be ``a=b,c=d``); all or nothing."""
+    if isinstance(settings, str):
+        settings = [settings]
+    changes = _Changes()
+    for setting in settings:
+        if not isinstance(setting, str):
+            changes.refuse(f"{setting!r} is not text: expected key=value, {_SET_EXAMPLE}")
+            continue
+        for pair in _split_pairs(setting):
+            key, eq, value = pair.partition("=")
+            key = key.strip()
+            if not eq or not key:
+                changes.refuse(f"{pair.strip()!r} is not key=value: {_SET_EXAMPLE}")
+            elif key.lower() not in _KEYS_BY_LOWER:
+                changes.refuse(_unknown_key(key))
+            else:
+                changes.set(_KEYS_BY_LOWER[key.lower()], value.strip())
+    return changes.applied_to(policy)
+
+
+# --- YAML for $EDITOR ------------------------------------------------------------------------
+
+_YAML_HEADER = """\
+# Edit the backup policy below and save.  metadata is read-only.
+# Keys under spec are those of --set, e.g. spec.schedule.logfile.enable is schedule.logfile.enable.
+"""
+# Keys a pasted kbcli object may carry at the top; read-only here, so they are ignored.
+_IGNORED_TOP = {"metadata", "apiVersion", "kind", "status"}
+
+
+def to_yaml(policy: BackupPolicy) -> str:
+    """The policy in kbcli's shape, with a read-only ``metadata`` block, for editing."""
+    document = {
+        "metadata": {"name": policy.name, "cluster": policy.cluster},
+        "spec": {
+            "schedule": {
+                "datafile": {
+                    "enable": policy.datafile_enabled,
+                    "cronExpression": policy.cron,
+                    "timezone": policy.timezone,
+                },
+                "logfile": {"enable": policy.logfile_enabled},
+            },
+            "retention": {"ttl": policy.ttl},
+            "backupRepo": policy.repository,
+        },
+    }
+    return _YAML_HEADER + yaml.safe_dump(document, sort_keys=False, default_flow_style=False)
+
+
+def _flatten(node: Mapping[Any, Any], prefix: str, changes: _Changes) -> None:
+    for raw_key, value in node.items():
+        key = f"{prefix}{raw_key}"
+        # Known keys are at most three levels deep; going no deeper bounds the recursion.
+        if isinstance(value, Mapping) and key.count(".") < 2:
+            _flatten(value, f"{key}.", changes)
+        elif key.lower() in _KEYS_BY_LOWER:
+            changes.set(_KEYS_BY_LOWER[key.lower()], value)
+        elif any(known.startswith(f"{key.lower()}.") for known in _KEYS_BY_LOWER):
+            changes.refuse(f"spec.{key} is {value!r}: expected a mapping, as to_yaml shows it")
+        else:
+            changes.refuse(_unknown_key(f"spec.{key}", "key"))
+
+
+def from_yaml(text: str, base: BackupPolicy) -> BackupPolicy:
+    """Read the edited YAML onto ``base``; keys left out keep ``base``'s values."""
+    if not isinstance(text, str):
+        raise InvalidInput(f"{text!r} is not text: expected the policy YAML from to_yaml")
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise InvalidInput(
+            f"the backup policy is not valid YAML{where}: {problem}",
+            hint="keep the layout shown (two-space indents, spec.retention.ttl: 7d) and quote "
+            'values that start with *, e.g. cronExpression: "*/30 * * * *"',
+        ) from None
+    except Exception as exc:  # PyYAML can fail outside YAMLError (e.g. RecursionError)
+        raise InvalidInput(f"the backup policy could not be read as YAML: {exc}") from None
+    expected = "expected a mapping with a spec: block, as produced by the editor"
+    if document is None:
+        raise InvalidInput(f"the backup policy is empty: {expected}")
+    if not isinstance(document, Mapping):
+        raise InvalidInput(f"the backup policy is {type(document).__name__}, {expected}")
+    changes = _Changes()
+    for key in document:
+        if key != "spec" and key not in _IGNORED_TOP:
+            changes.refuse(
+                f"unknown top-level key {key!r}: settings belong under spec: (check the indent)"
+            )
+    spec = document.get("spec", {})
+    if isinstance(spec, Mapping):
+        _flatten(spec, "", changes)
+    elif spec is not None:
+        changes.refuse(f"spec is {type(spec).__name__}: {expected}")
+    return changes.applied_to(base)
+
+
+# --- JSON storage ----------------------------------------------------------------------------
+
+_FIELDS = tuple(field.name for field in dataclasses.fields(BackupPolicy) if field.name != "_")
+
+
+def to_dict(policy: BackupPolicy) -> dict[str, Any]:
+    """The policy as a JSON-ready dict of its fields."""
+    return {name: getattr(policy, name) for name in _FIELDS}
+
+
+def from_dict(data: Mapping[str, Any]) -> BackupPolicy:
+    """The inverse of ``to_dict``; missing optional fields take their defaults."""
+    if not isinstance(data, Mapping):
+        raise InvalidInput(f"stored backup policy is {type(data).__name__}: expected a mapping")
+    unknown = sorted(str(key) for key in data if key not in _FIELDS)
+    missing = [key for key in ("cluster", "create_time") if key not in data]
+    if unknown or missing:
+        what = [f"unknown fields {', '.join(unknown)}"] if unknown else []
+        what += [f"no {', '.join(missing)}"] if missing else []
+        raise InvalidInput(
+            f"stored backup policy has {' and '.join(what)}: expected the fields "
+            f"{', '.join(_FIELDS)}"
+        )
+    for name in ("datafile_enabled", "logfile_enabled"):
+        if name in data and not isinstance(data[name], bool):
+            raise InvalidInput(
+                f"stored backup policy field {name} is {data[name]!r}: expected a boolean"
+            )
+    return BackupPolicy(**{name: data[name] for name in _FIELDS if name in data})
+
+
+# --- schedule --------------------------------------------------------------------------------
+
+
+def next_run(policy: BackupPolicy, after: datetime) -> datetime | None:
+    """The first scheduled full backup strictly after ``after`` (UTC), or None when disabled."""
+    if not policy.datafile_enabled:
+        return None
+    if not isinstance(after, datetime) or after.utcoffset() is None:
+        raise InvalidInput(f"cannot compute the next run after {after!r}: expected an aware time")
+    try:
+        # croniter reads the expression in the zone of its start time: the policy's zone.
+        start = after.astimezone(pendulum.timezone(policy.timezone))
+        nxt = croniter(policy.cron, start).get_next(datetime)
+        return nxt.astimezone(UTC)
+    except Exception as exc:  # croniter raises many types; none of them is ours to pass on
+        raise InvalidInput(f"no run of {policy.cron!r} after {after.isoformat()}: {exc}") from None

@@ -1,0 +1,284 @@
+"""A local PostgreSQL cluster run by pgpitr: one facade over state, configuration and postmaster."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import shutil
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from pgpitr import state as st
+from pgpitr.errors import AlreadyExists, ClusterStateError, CommandError, InvalidInput, NotFound
+from pgpitr.postgres import conf
+from pgpitr.postgres.command import OsUser, initdb_command, pg_ctl_command, run
+from pgpitr.postgres.osuser import check_reachable, make_dir, server_user
+
+SUPERUSER = "postgres"
+DEFAULT_BINDIR = Path("/usr/lib/postgresql/15/bin")
+
+
+def bindir() -> Path:
+    explicit = os.environ.get("PGPITR_PG_BINDIR")
+    path = Path(explicit) if explicit else DEFAULT_BINDIR
+    if not (path / "postgres").exists():
+        raise ClusterStateError(
+            f"no PostgreSQL server binaries in {path}",
+            hint="install them (apt-get install postgresql-15) or set PGPITR_PG_BINDIR",
+        )
+    return path
+
+
+def validate_name(name: str) -> None:
+    if not st.NAME_RULE.match(name or ""):
+        raise InvalidInput(f"invalid cluster name {name!r}: use {st.NAME_RULE_TEXT}")
+
+
+class Cluster:
+    def __init__(self, state: st.ClusterState) -> None:
+        self.state = state
+
+    # -- lookup ------------------------------------------------------------------------------
+    @classmethod
+    def get(cls, name: str, home: Path | None = None) -> Cluster:
+        validate_name(name)
+        try:
+            return cls(st.ClusterState.load(name, home))
+        except FileNotFoundError:
+            raise NotFound(
+                f"cluster {name!r} does not exist", hint="see `pgpitr cluster list`"
+            ) from None
+
+    @classmethod
+    def all(cls, home: Path | None = None) -> list[Cluster]:
+        base = st.clusters_dir(home)
+        if not base.is_dir():
+            return []
+        found = []
+        for path in sorted(base.iterdir()):
+            if (path / "cluster.json").exists():
+                found.append(cls(st.ClusterState.load(path.name, home)))
+        return found
+
+    @property
+    def name(self) -> str:
+        return self.state.name
+
+    @property
+    def user(self) -> OsUser:
+        entry = pwd.getpwnam(self.state.os_user)
+        return OsUser(entry.pw_name, entry.pw_uid, entry.pw_gid)
+
+    @property
+    def owner(self) -> tuple[int, int] | None:
+        user = self.user
+        return None if user.is_self else (user.uid, user.gid)
+
+    @property
+    def bindir(self) -> Path:
+        return Path(self.state.bindir)
+
+    # -- creation ----------------------------------------------------------------------------
+    @classmethod
+    def prepare(cls, name: str, *, port: int | None, repository: str, created: str) -> Cluster:
+        """Allocate the directories and state of a new cluster (its data directory is empty)."""
+        validate_name(name)
+        home = st.home()
+        if (st.clusters_dir(home) / name).exists():
+            raise AlreadyExists(f"cluster {name!r} already exists")
+        user = server_user()
+        make_dir(home, user, 0o755)
+        check_reachable(user, home)
+        if port is None:
+            port = free_port({c.state.port for c in cls.all(home)})
+        elif not 1024 <= port <= 65535:
+            raise InvalidInput(f"port {port} is out of range 1024-65535")
+        elif not port_is_free(port):
+            raise AlreadyExists(f"port {port} is in use", hint="omit --port to get a free one")
+        state = st.ClusterState(
+            name=name,
+            platform="local",
+            port=port,
+            repository=repository,
+            bindir=str(bindir()),
+            os_user=user.name,
+            created=created,
+            home=str(home),
+        )
+        make_dir(state.dir, user, 0o750)
+        for sub in ("log", "spool"):
+            make_dir(state.dir / sub, user, 0o750)
+        make_dir(state.socket_dir, user, 0o700)
+        make_dir(state.datadir, user, 0o700)
+        state.save()
+        return cls(state)
+
+    def initdb(self) -> None:
+        run(
+            initdb_command(self.bindir, self.state.datadir, superuser=SUPERUSER),
+            user=self.user,
+            timeout=300,
+        )
+
+    def configure(self, *, archive: str) -> None:
+        """Write every file pgpitr manages in the data directory."""
+        datadir = self.state.datadir
+        owner = self.owner
+        conf.ensure_include(datadir, owner)
+        settings = conf.managed_settings(
+            port=self.state.port, socket_dir=self.state.socket_dir, archive=archive
+        )
+        conf.write_file(datadir / conf.MANAGED, conf.render(settings), owner)
+        conf.write_file(datadir / "pg_hba.conf", conf.hba(SUPERUSER), owner)
+        admins = ["root", pwd.getpwuid(os.geteuid()).pw_name, self.state.os_user]
+        conf.write_file(datadir / "pg_ident.conf", conf.ident(admins, SUPERUSER), owner)
+
+    def remove(self) -> None:
+        """Stop the server if it runs and remove everything under the cluster's directory."""
+        if self.is_running():
+            self.stop(mode="immediate")
+        shutil.rmtree(self.state.dir, ignore_errors=True)
+
+    # -- postmaster --------------------------------------------------------------------------
+    def pid(self) -> int | None:
+        """The postmaster's pid, checked against the live process, or None."""
+        try:
+            first = (self.state.datadir / "postmaster.pid").read_text().split("\n", 1)[0]
+            pid = int(first)
+        except (FileNotFoundError, ValueError, PermissionError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return None
+        return pid if b"postgres" in cmdline else None
+
+    def is_running(self) -> bool:
+        return self.pid() is not None
+
+    def start(self, timeout: int = 120) -> None:
+        if self.is_running():
+            return
+        argv = pg_ctl_command(
+            self.bindir, "start", self.state.datadir, log=self.state.log_file, timeout=timeout
+        )
+        try:
+            run(argv, user=self.user, timeout=timeout + 10)
+        except CommandError as exc:
+            raise ClusterStateError(
+                f"cluster {self.name!r} did not start:\n{self.log_tail()}",
+                hint=f"see {self.state.log_file}",
+            ) from exc
+
+    def stop(self, mode: str = "fast") -> None:
+        if not self.is_running():
+            return
+        run(pg_ctl_command(self.bindir, "stop", self.state.datadir, mode=mode), user=self.user)
+
+    def reload(self) -> None:
+        with self.connect() as db:
+            db.execute("SELECT pg_reload_conf()")
+
+    def log_tail(self, lines: int = 8) -> str:
+        try:
+            text = self.state.log_file.read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            return "(no server log)"
+        return "\n".join("    " + line for line in text[-lines:])
+
+    def require_running(self) -> None:
+        if not self.is_running():
+            raise ClusterStateError(
+                f"cluster {self.name!r} is not running",
+                hint=f"start it with `pgpitr cluster start {self.name}`",
+            )
+
+    # -- connections -------------------------------------------------------------------------
+    def conninfo(self, dbname: str = "postgres") -> dict:
+        return {
+            "host": str(self.state.socket_dir),
+            "port": self.state.port,
+            "user": SUPERUSER,
+            "dbname": dbname,
+        }
+
+    @contextmanager
+    def connect(self, dbname: str = "postgres", timeout: int = 10) -> Iterator:
+        import psycopg
+
+        try:
+            conn = psycopg.connect(
+                **self.conninfo(dbname),
+                autocommit=True,
+                connect_timeout=timeout,
+                application_name="pgpitr",
+            )
+        except psycopg.OperationalError as exc:
+            raise ClusterStateError(f"cannot connect to cluster {self.name!r}: {exc}") from None
+        with conn:
+            yield conn
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        import psycopg
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with psycopg.connect(**self.conninfo(), connect_timeout=2):
+                    return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline or not self.is_running():
+                    raise ClusterStateError(
+                        f"cluster {self.name!r} does not accept connections:\n{self.log_tail()}"
+                    ) from None
+                time.sleep(0.2)
+
+    # -- control data ------------------------------------------------------------------------
+    def control_data(self) -> dict[str, str]:
+        out = run(
+            [self.bindir / "pg_controldata", "-D", self.state.datadir], env={"LC_ALL": "C"}
+        ).stdout
+        return dict(
+            (k.strip(), v.strip())
+            for k, _, v in (line.partition(":") for line in out.splitlines())
+            if k
+        )
+
+    def refresh_identity(self) -> None:
+        data = self.control_data()
+        self.state.system_identifier = data["Database system identifier"]
+        self.state.wal_segment_size = int(data["Bytes per WAL segment"])
+        self.state.pg_version = server_version(self.bindir)
+        self.state.save()
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(taken: set[int], start: int = 5433) -> int:
+    for port in range(start, start + 2000):
+        if port not in taken and port_is_free(port):
+            return port
+    raise ClusterStateError("no free TCP port between 5433 and 7433")
+
+
+def server_version(bindir_: Path) -> int:
+    out = run([bindir_ / "postgres", "--version"]).stdout
+    match = re.search(r"(\d+)", out)
+    return int(match.group(1)) if match else 0

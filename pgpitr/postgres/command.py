@@ -1,0 +1,207 @@
+"""The one gateway to external programs, and the pure builders of their command lines.
+
+Every subprocess goes through ``run`` (or ``popen`` for streams), which raises ``CommandError``
+with the program's stderr; builders return argv lists and are unit-tested without a server.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pgpitr.errors import CommandError
+
+
+@dataclass(frozen=True)
+class OsUser:
+    """The account PostgreSQL's processes run as (never root)."""
+
+    name: str
+    uid: int
+    gid: int
+
+    @property
+    def is_self(self) -> bool:
+        return self.uid == os.geteuid()
+
+
+def _identity(user: OsUser | None) -> dict:
+    if user is None or user.is_self:
+        return {}
+    return {"user": user.uid, "group": user.gid, "extra_groups": []}
+
+
+def _env(user: OsUser | None, extra: Mapping[str, str] | None) -> dict[str, str]:
+    env = dict(os.environ)
+    if user is not None and not user.is_self:
+        import pwd
+
+        env["HOME"] = pwd.getpwuid(user.uid).pw_dir
+        env["USER"] = env["LOGNAME"] = user.name
+    env.setdefault("LC_ALL", "C.UTF-8")
+    if extra:
+        env.update(extra)
+    return env
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    user: OsUser | None = None,
+    timeout: float | None = 300,
+    env: Mapping[str, str] | None = None,
+    cwd: str | Path | None = None,
+    input: bytes | None = None,
+    check: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """Run a program to completion; raise CommandError with its stderr when it fails."""
+    argv = [str(a) for a in argv]
+    try:
+        result = subprocess.run(
+            argv,
+            input=input.decode() if input is not None else None,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=_env(user, env),
+            cwd=cwd,
+            **_identity(user),
+        )
+    except FileNotFoundError:
+        raise CommandError(argv, 127, f"{argv[0]}: not found") from None
+    except subprocess.TimeoutExpired as exc:
+        stderr = exc.stderr.decode() if isinstance(exc.stderr, bytes) else (exc.stderr or "")
+        raise CommandError(argv, -1, f"{stderr}\ntimed out after {timeout} s") from None
+    if check and result.returncode != 0:
+        raise CommandError(argv, result.returncode, result.stderr or result.stdout)
+    return result
+
+
+def popen(
+    argv: Sequence[str],
+    *,
+    user: OsUser | None = None,
+    env: Mapping[str, str] | None = None,
+    stdin: int | None = subprocess.DEVNULL,
+    stdout: int | None = subprocess.PIPE,
+) -> subprocess.Popen[bytes]:
+    """Start a program whose output is a stream; the caller waits and calls ``check``."""
+    argv = [str(a) for a in argv]
+    try:
+        return subprocess.Popen(
+            argv,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            env=_env(user, env),
+            **_identity(user),
+        )
+    except FileNotFoundError:
+        raise CommandError(argv, 127, f"{argv[0]}: not found") from None
+
+
+def check(process: subprocess.Popen[bytes], argv: Sequence[str], stderr: str) -> None:
+    if process.returncode != 0:
+        raise CommandError([str(a) for a in argv], process.returncode, stderr)
+
+
+# -- builders --------------------------------------------------------------------------------
+
+
+def initdb_command(bindir: Path, datadir: Path, *, superuser: str = "postgres") -> list[str]:
+    return [
+        str(bindir / "initdb"),
+        "--pgdata",
+        str(datadir),
+        "--username",
+        superuser,
+        "--auth-local",
+        "peer",
+        "--auth-host",
+        "scram-sha-256",
+        "--encoding",
+        "UTF8",
+        "--locale",
+        "C.UTF-8",
+        "--data-checksums",
+    ]
+
+
+def pg_ctl_command(
+    bindir: Path,
+    action: str,
+    datadir: Path,
+    *,
+    log: Path | None = None,
+    mode: str = "fast",
+    timeout: int = 120,
+) -> list[str]:
+    argv = [str(bindir / "pg_ctl"), action, "--pgdata", str(datadir), "--silent"]
+    if action in ("start", "stop", "restart"):
+        argv += ["--wait", "--timeout", str(timeout)]
+    if action in ("start", "restart") and log is not None:
+        argv += ["--log", str(log)]
+    if action in ("stop", "restart"):
+        argv += ["--mode", mode]
+    return argv
+
+
+def basebackup_command(
+    bindir: Path,
+    socket_dir: Path,
+    port: int,
+    *,
+    label: str,
+    include_wal: bool,
+    compress_level: int = 3,
+    workers: int = 2,
+    superuser: str = "postgres",
+) -> list[str]:
+    """pg_basebackup streaming one zstd-compressed tar (with backup_manifest) to stdout.
+
+    WAL: with log backup on, the archive holds the WAL and the server waits until the last segment
+    is archived (``-X none``); with it off, the WAL is fetched into the tar (``-X fetch``).
+    """
+    compress = f"client-zstd:level={compress_level}"
+    if workers > 1:
+        compress += f",workers={workers}"
+    return [
+        str(bindir / "pg_basebackup"),
+        "--host",
+        str(socket_dir),
+        "--port",
+        str(port),
+        "--username",
+        superuser,
+        "--no-password",
+        "--pgdata",
+        "-",
+        "--format",
+        "tar",
+        "--wal-method",
+        "none" if include_wal is False else "fetch",
+        "--checkpoint",
+        "fast",
+        "--compress",
+        compress,
+        "--manifest-checksums",
+        "CRC32C",
+        "--label",
+        label,
+        "--verbose",
+        "--progress",
+    ]
+
+
+def waldump_command(bindir: Path, segment: Path, *, timeline: int) -> list[str]:
+    return [
+        str(bindir / "pg_waldump"),
+        "--rmgr",
+        "Transaction",
+        "--timeline",
+        str(timeline),
+        str(segment),
+    ]

@@ -1,0 +1,150 @@
+"""The configuration files pgpitr manages inside a data directory.
+
+``postgresql.conf`` keeps initdb's defaults and ends with ``include 'pgpitr.conf'``; pgpitr owns
+``pgpitr.conf``, ``pgpitr-recovery.conf`` (present only while a restore replays WAL),
+``pg_hba.conf`` and ``pg_ident.conf``.  A restored data directory carries its source's files, so
+every one of them is rewritten for the new cluster before it starts.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from pathlib import Path
+
+MANAGED = "pgpitr.conf"
+RECOVERY = "pgpitr-recovery.conf"
+INCLUDE_LINES = f"include '{MANAGED}'\ninclude_if_exists '{RECOVERY}'\n"
+ARCHIVE_OFF = "/bin/true"
+#: Settings only pgpitr may set: stripped from postgresql.auto.conf of a restored cluster.
+OWNED_SETTINGS = (
+    "port",
+    "listen_addresses",
+    "unix_socket_directories",
+    "archive_mode",
+    "archive_command",
+    "restore_command",
+    "recovery_target_time",
+    "recovery_target_lsn",
+    "recovery_target",
+    "recovery_target_action",
+    "recovery_target_timeline",
+    "primary_conninfo",
+    "archive_library",
+)
+
+
+def quote(value: str | int | float | bool) -> str:
+    """A postgresql.conf value."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, int | float):
+        return str(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def wal_command(home: Path, verb: str, cluster: str, *args: str) -> str:
+    """The command PostgreSQL runs per WAL file: this interpreter, no PYTHON* variables."""
+    argv = [sys.executable, "-E", "-m", "pgpitr", "--home", str(home), verb, "--cluster", cluster]
+    return " ".join(shlex.quote(a) for a in argv) + "".join(f" {a}" for a in args)
+
+
+def archive_command(home: Path, cluster: str, enabled: bool) -> str:
+    if not enabled:
+        return ARCHIVE_OFF
+    return wal_command(home, "wal-push", cluster, "%p")
+
+
+def restore_command(home: Path, cluster: str) -> str:
+    return wal_command(home, "wal-fetch", cluster, "%f", "%p")
+
+
+def managed_settings(
+    *, port: int, socket_dir: Path, archive: str, archive_timeout: int = 60
+) -> dict[str, str | int | bool]:
+    return {
+        "port": port,
+        "listen_addresses": "127.0.0.1",
+        "unix_socket_directories": str(socket_dir),
+        "unix_socket_permissions": "0700",
+        "wal_level": "replica",
+        "archive_mode": "on",
+        "archive_command": archive,
+        "archive_timeout": archive_timeout,
+        "max_wal_senders": 10,
+        "password_encryption": "scram-sha-256",
+        "logging_collector": False,
+        "log_line_prefix": "%m [%p] ",
+    }
+
+
+def render(settings: dict[str, str | int | bool]) -> str:
+    lines = ["# Managed by pgpitr; edits here are overwritten. Use ALTER SYSTEM for the rest."]
+    lines += [f"{key} = {quote(value)}" for key, value in settings.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_file(path: Path, text: str, owner: tuple[int, int] | None, mode: int = 0o600) -> None:
+    temp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    if owner:
+        os.chown(temp, *owner)
+    os.rename(temp, path)
+
+
+def ensure_include(datadir: Path, owner: tuple[int, int] | None) -> None:
+    conf = datadir / "postgresql.conf"
+    text = conf.read_text()
+    if INCLUDE_LINES not in text:
+        write_file(conf, text.rstrip("\n") + "\n\n" + INCLUDE_LINES, owner)
+
+
+def hba(superuser: str = "postgres") -> str:
+    return (
+        "# Managed by pgpitr.\n"
+        "# Administration: over the Unix socket, only for the OS users mapped in pg_ident.conf.\n"
+        "local   all          all                   peer map=pgpitr\n"
+        "local   replication  all                   peer map=pgpitr\n"
+        "# Accounts: scram-sha-256 over TCP on the loopback address.\n"
+        "host    all          all    127.0.0.1/32   scram-sha-256\n"
+        "host    replication  all    127.0.0.1/32   scram-sha-256\n"
+    )
+
+
+def ident(os_users: list[str], superuser: str = "postgres") -> str:
+    lines = ["# Managed by pgpitr: who may administer the cluster over its socket."]
+    lines += [f"pgpitr  {u}  {superuser}" for u in dict.fromkeys(os_users)]
+    return "\n".join(lines) + "\n"
+
+
+def recovery(restore: str, target_time: str | None, target_lsn: str | None = None) -> str:
+    settings: dict[str, str | int | bool] = {
+        "restore_command": restore,
+        "recovery_target_timeline": "latest",
+    }
+    if target_time:
+        settings["recovery_target_time"] = target_time
+        settings["recovery_target_action"] = "promote"
+    elif target_lsn:
+        settings["recovery_target_lsn"] = target_lsn
+        settings["recovery_target_action"] = "promote"
+    return render(settings)
+
+
+def strip_auto_conf(datadir: Path, owner: tuple[int, int] | None) -> list[str]:
+    """Remove settings pgpitr owns from postgresql.auto.conf; return the ones removed."""
+    path = datadir / "postgresql.auto.conf"
+    if not path.exists():
+        return []
+    kept, removed = [], []
+    for line in path.read_text().splitlines():
+        key = line.split("=", 1)[0].strip().lower()
+        (removed if key in OWNED_SETTINGS else kept).append(line)
+    if removed:
+        write_file(path, "\n".join(kept) + "\n", owner)
+    return removed

@@ -1,0 +1,189 @@
+"""The backup repository: a small driver surface, and everything else written once.
+
+A backend implements five operations (``stat``, ``list``, ``_open_read``, ``_write_atomic``,
+``delete``) plus ``check``.  Compression, checksums, JSON documents and verified reads live here so
+that the filesystem and S3 backends behave the same.
+
+Two kinds of objects exist:
+- *documents* (backup manifests, archive info, WAL segments) are zstd frames written by us with the
+  frame's content checksum on, so every read verifies them;
+- *streams* (a base backup's tar.zst, produced by pg_basebackup) are stored as they come, and their
+  SHA-256 is recorded by the caller in a document; ``open_verified`` checks it while reading.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+from pgpitr.errors import ChecksumMismatch, NotFound
+
+CHUNK = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+
+
+@dataclass(frozen=True)
+class StoredStream:
+    key: str
+    size: int
+    sha256: str
+
+
+def _zstd():
+    import zstandard  # imported on use: the WAL fast path may not need it
+
+    return zstandard
+
+
+class Repository(ABC):
+    """Where backups and WAL live.  Keys are relative, '/'-separated paths."""
+
+    #: How the repository is shown to people: never contains a secret.
+    url: str
+
+    # -- the driver surface ------------------------------------------------------------------
+    @abstractmethod
+    def stat(self, key: str) -> ObjectInfo | None:
+        """The object's size, or None when it does not exist."""
+
+    @abstractmethod
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        """Every object whose key starts with ``prefix``, in key order."""
+
+    @abstractmethod
+    def _open_read(self, key: str) -> BinaryIO:
+        """A raw reader; raises NotFound when the object does not exist."""
+
+    @abstractmethod
+    def _write_atomic(self, key: str, chunks: Iterable[bytes]) -> int:
+        """Store ``chunks`` under ``key``; visible under that key only once complete and durable.
+
+        Returns the number of bytes written.  On any failure nothing is left under ``key``."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove one object; a missing object is not an error."""
+
+    @abstractmethod
+    def check(self) -> None:
+        """Prove the repository is reachable and writable with the given credentials."""
+
+    # -- written once ------------------------------------------------------------------------
+    def exists(self, key: str) -> bool:
+        return self.stat(key) is not None
+
+    def put_document(self, key: str, data: bytes, level: int = 3) -> int:
+        """Compress ``data`` with a checksummed zstd frame and store it atomically."""
+        zstd = _zstd()
+        frame = zstd.ZstdCompressor(level=level, write_checksum=True).compress(data)
+        return self._write_atomic(key, [frame])
+
+    def get_document(self, key: str) -> bytes:
+        """Read a document back; a damaged one raises ChecksumMismatch naming the object."""
+        zstd = _zstd()
+        with self._open_read(key) as raw:
+            frame = raw.read()
+        try:
+            return zstd.ZstdDecompressor().decompress(frame)
+        except zstd.ZstdError as exc:
+            raise ChecksumMismatch(
+                f"object {self.url}/{key} is damaged: {exc}",
+                hint="the copy in the repository is unusable; restore from another backup",
+            ) from None
+
+    def put_json(self, key: str, value: Any) -> None:
+        self.put_document(key, json.dumps(value, indent=1, sort_keys=True).encode())
+
+    def get_json(self, key: str) -> Any:
+        return json.loads(self.get_document(key))
+
+    def put_stream(
+        self,
+        key: str,
+        reader: BinaryIO,
+        progress: Callable[[int], None] | None = None,
+    ) -> StoredStream:
+        """Store a byte stream as it comes, computing its SHA-256 on the way."""
+        digest = hashlib.sha256()
+
+        def chunks() -> Iterator[bytes]:
+            done = 0
+            while chunk := reader.read(CHUNK):
+                digest.update(chunk)
+                done += len(chunk)
+                if progress:
+                    progress(done)
+                yield chunk
+
+        size = self._write_atomic(key, chunks())
+        return StoredStream(key, size, digest.hexdigest())
+
+    def open_verified(self, key: str, sha256: str, size: int | None = None) -> BinaryIO:
+        """A reader that raises ChecksumMismatch at the end if the bytes are not the ones stored."""
+        return _VerifyingReader(self._open_read(key), f"{self.url}/{key}", sha256, size)
+
+    def delete_prefix(self, prefix: str) -> int:
+        keys = [info.key for info in self.list(prefix)]
+        for key in keys:
+            self.delete(key)
+        return len(keys)
+
+    def require(self, key: str) -> ObjectInfo:
+        info = self.stat(key)
+        if info is None:
+            raise NotFound(f"object {self.url}/{key} does not exist")
+        return info
+
+
+class _VerifyingReader(io.RawIOBase):
+    def __init__(self, raw: BinaryIO, name: str, sha256: str, size: int | None) -> None:
+        self._raw = raw
+        self._name = name
+        self._expected = sha256
+        self._size = size
+        self._digest = hashlib.sha256()
+        self._read = 0
+        self._verified = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        chunk = self._raw.read(len(buffer))
+        if not chunk:
+            self._verify()
+            return 0
+        self._digest.update(chunk)
+        self._read += len(chunk)
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+    def _verify(self) -> None:
+        if self._verified:
+            return
+        self._verified = True
+        if self._size is not None and self._read != self._size:
+            raise ChecksumMismatch(
+                f"object {self._name} has {self._read} bytes, the manifest says {self._size}"
+            )
+        if self._digest.hexdigest() != self._expected:
+            raise ChecksumMismatch(
+                f"object {self._name} does not match its checksum (sha256 {self._expected[:16]}…)",
+                hint="the copy in the repository is damaged; use another backup",
+            )
+
+    def close(self) -> None:
+        try:
+            self._raw.close()
+        finally:
+            super().close()

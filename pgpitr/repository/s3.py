@@ -1,0 +1,227 @@
+"""A repository in an S3 bucket (AWS, MinIO, moto, any S3-compatible store).
+
+``s3://bucket/prefix?endpoint=http://127.0.0.1:9000&region=us-east-1&profile=NAME``.
+Credentials come from the standard AWS chain (environment, shared config/credentials files, instance
+roles); never from the URL.  An object is visible only once its PUT or its multipart upload has
+completed, which is S3's durability guarantee; a failed multipart upload is aborted.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import boto3
+import botocore.config
+import botocore.exceptions
+import botocore.session
+
+from pgpitr.errors import NotFound, RepositoryError
+from pgpitr.repository.base import ObjectInfo, Repository
+
+PART_SIZE = 16 * 1024 * 1024
+
+_HINTS = {
+    "InvalidAccessKeyId": "check the access key (AWS_ACCESS_KEY_ID or the profile)",
+    "SignatureDoesNotMatch": "check the secret key (AWS_SECRET_ACCESS_KEY or the profile)",
+    "AccessDenied": "check the access key and secret key, and the bucket's policy",
+    "NoSuchBucket": "create the bucket or fix the repository URL",
+    "AllAccessDisabled": "the bucket refuses all access: check its policy",
+    "InvalidBucketName": "fix the bucket name in the repository URL",
+}
+
+
+class S3Repository(Repository):
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint: str | None = None,
+        region: str | None = None,
+        profile: str | None = None,
+        credentials_file: Path | None = None,
+    ) -> None:
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.endpoint = endpoint
+        self.url = f"s3://{bucket}/{self.prefix}".rstrip("/")
+        if endpoint:
+            self.url += f" (endpoint {endpoint})"
+        core = botocore.session.Session()
+        if (
+            credentials_file is not None
+            and "AWS_ACCESS_KEY_ID" not in os.environ
+            and Path(credentials_file).exists()
+        ):
+            core.set_config_variable("credentials_file", str(credentials_file))
+        session = boto3.session.Session(
+            botocore_session=core, profile_name=profile, region_name=region or "us-east-1"
+        )
+        self._client = session.client(
+            "s3",
+            endpoint_url=endpoint,
+            config=botocore.config.Config(
+                retries={"max_attempts": 4, "mode": "standard"},
+                connect_timeout=5,
+                read_timeout=60,
+                max_pool_connections=16,
+                s3={"addressing_style": "path"} if endpoint else None,
+            ),
+        )
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _error(self, exc: Exception, action: str, key: str) -> RepositoryError:
+        where = f"{self.url}/{key}" if key else self.url
+        if isinstance(exc, botocore.exceptions.ClientError):
+            code = exc.response.get("Error", {}).get("Code", "")
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "?")
+            # HEAD answers carry no body, hence no error code: name the likely cause
+            code = (
+                {"404": "NoSuchBucket", "403": "AccessDenied"}.get(code, code) if not key else code
+            )
+            return RepositoryError(
+                f"the repository at {where} answered {status} ({code}) to {action}",
+                hint=_HINTS.get(code),
+            )
+        if isinstance(exc, botocore.exceptions.NoCredentialsError):
+            return RepositoryError(
+                f"no AWS credentials found for the repository {self.url}",
+                hint="set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a profile",
+            )
+        if isinstance(
+            exc,
+            botocore.exceptions.EndpointConnectionError | botocore.exceptions.ConnectionError,
+        ):
+            return RepositoryError(
+                f"cannot reach the repository {self.url}: connection failed",
+                hint="check that the endpoint is up and the URL is right",
+            )
+        # botocore's other messages do not carry secrets, but keep only the class and the key.
+        return RepositoryError(f"cannot {action} {where}: {type(exc).__name__}")
+
+    def _call(self, action: str, key: str, method: str, **kwargs: Any) -> Any:
+        try:
+            return getattr(self._client, method)(**kwargs)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            raise self._error(exc, action, key) from None
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        try:
+            head = self._client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except botocore.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise self._error(exc, "stat", key) from None
+        except botocore.exceptions.BotoCoreError as exc:
+            raise self._error(exc, "stat", key) from None
+        return ObjectInfo(key, head["ContentLength"])
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        paginator = self._client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
+                for item in page.get("Contents", []):
+                    yield ObjectInfo(item["Key"][strip:], item["Size"])
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            raise self._error(exc, "list", prefix) from None
+
+    def _open_read(self, key: str) -> BinaryIO:
+        try:
+            response = self._client.get_object(Bucket=self.bucket, Key=self._key(key))
+        except botocore.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+                raise NotFound(f"object {self.url}/{key} does not exist") from None
+            raise self._error(exc, "read", key) from None
+        except botocore.exceptions.BotoCoreError as exc:
+            raise self._error(exc, "read", key) from None
+        return response["Body"]
+
+    def _write_atomic(self, key: str, chunks: Iterable[bytes]) -> int:
+        full = self._key(key)
+        buffer = bytearray()
+        iterator = iter(chunks)
+        for chunk in iterator:
+            buffer += chunk
+            if len(buffer) >= PART_SIZE:
+                return self._multipart(key, full, buffer, iterator)
+        self._call("write", key, "put_object", Bucket=self.bucket, Key=full, Body=bytes(buffer))
+        return len(buffer)
+
+    def _multipart(self, key: str, full: str, buffer: bytearray, rest: Iterator[bytes]) -> int:
+        upload = self._call(
+            "start an upload of", key, "create_multipart_upload", Bucket=self.bucket, Key=full
+        )["UploadId"]
+        parts: list[dict[str, Any]] = []
+        size = 0
+
+        def send(data: bytes) -> None:
+            number = len(parts) + 1
+            etag = self._call(
+                "upload a part of",
+                key,
+                "upload_part",
+                Bucket=self.bucket,
+                Key=full,
+                UploadId=upload,
+                PartNumber=number,
+                Body=data,
+            )["ETag"]
+            parts.append({"PartNumber": number, "ETag": etag})
+
+        try:
+            while True:
+                while len(buffer) >= PART_SIZE:
+                    send(bytes(buffer[:PART_SIZE]))
+                    size += PART_SIZE
+                    del buffer[:PART_SIZE]
+                chunk = next(rest, None)
+                if chunk is None:
+                    break
+                buffer += chunk
+            if buffer or not parts:
+                send(bytes(buffer))
+                size += len(buffer)
+            self._call(
+                "complete an upload of",
+                key,
+                "complete_multipart_upload",
+                Bucket=self.bucket,
+                Key=full,
+                UploadId=upload,
+                MultipartUpload={"Parts": parts},
+            )
+        except BaseException:
+            try:
+                self._client.abort_multipart_upload(Bucket=self.bucket, Key=full, UploadId=upload)
+            except Exception:  # noqa: S110 - the original failure is the one to report
+                pass
+            raise
+        return size
+
+    def delete(self, key: str) -> None:
+        self._call("delete", key, "delete_object", Bucket=self.bucket, Key=self._key(key))
+
+    def delete_prefix(self, prefix: str) -> int:
+        keys = [info.key for info in self.list(prefix)]
+        for start in range(0, len(keys), 1000):
+            batch = keys[start : start + 1000]
+            self._call(
+                "delete",
+                prefix,
+                "delete_objects",
+                Bucket=self.bucket,
+                Delete={"Objects": [{"Key": self._key(k)} for k in batch], "Quiet": True},
+            )
+        return len(keys)
+
+    def check(self) -> None:
+        self._call("open", "", "head_bucket", Bucket=self.bucket)
+        probe = ".pgpitr-check"
+        self._call("write", probe, "put_object", Bucket=self.bucket, Key=self._key(probe), Body=b"")
+        self.delete(probe)

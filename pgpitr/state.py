@@ -1,0 +1,121 @@
+"""Where pgpitr keeps what it knows about its clusters: ``PGPITR_HOME``.
+
+Kept deliberately light (json, os, pathlib): the WAL commands load a cluster's state once per
+segment.  Layout::
+
+    PGPITR_HOME/clusters/NAME/cluster.json   what the cluster is (no secrets)
+    PGPITR_HOME/clusters/NAME/policy.json    its backup policy
+    PGPITR_HOME/clusters/NAME/data           PGDATA
+    PGPITR_HOME/clusters/NAME/run            Unix socket directory
+    PGPITR_HOME/clusters/NAME/log            server log
+    PGPITR_HOME/clusters/NAME/spool          WAL pushed ahead / fetched ahead
+    PGPITR_HOME/repo                         the default file repository
+
+When run as root, the default home is /var/lib/pgpitr rather than ~/.local/share/pgpitr: root's
+home directory is mode 700, and the unprivileged user running PostgreSQL must reach its data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+NAME_RULE = re.compile(r"^[a-z][a-z0-9-]{0,46}[a-z0-9]$|^[a-z]$")
+NAME_RULE_TEXT = (
+    "1 to 48 characters: lower-case letters, digits and '-', starting with a letter and not "
+    "ending with '-' (like a Kubernetes name)"
+)
+
+
+def home() -> Path:
+    explicit = os.environ.get("PGPITR_HOME")
+    if explicit:
+        return Path(explicit)
+    if os.geteuid() == 0:
+        return Path("/var/lib/pgpitr")
+    data = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
+    return Path(data, "pgpitr")
+
+
+def clusters_dir(base: Path | None = None) -> Path:
+    return (base or home()) / "clusters"
+
+
+def default_repository_url(base: Path | None = None) -> str:
+    return f"file://{(base or home()) / 'repo'}"
+
+
+@dataclass
+class ClusterState:
+    """What pgpitr knows about one cluster.  Stored as cluster.json (never a secret in it)."""
+
+    name: str
+    platform: str
+    port: int
+    repository: str
+    bindir: str
+    os_user: str
+    system_identifier: str = ""
+    pg_version: int = 15
+    wal_segment_size: int = 16 * 1024 * 1024
+    created: str = ""
+    #: For a restored cluster: where its WAL came from, until recovery finished.
+    restore_source: dict[str, Any] = field(default_factory=dict)
+    home: str = ""
+
+    @property
+    def dir(self) -> Path:
+        return Path(self.home) / "clusters" / self.name
+
+    @property
+    def datadir(self) -> Path:
+        return self.dir / "data"
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.dir / "run"
+
+    @property
+    def log_file(self) -> Path:
+        return self.dir / "log" / "postgresql.log"
+
+    @property
+    def spool(self) -> Path:
+        return self.dir / "spool"
+
+    @property
+    def credentials_file(self) -> Path:
+        return self.dir / "aws-credentials"
+
+    @property
+    def stanza(self) -> str:
+        """The cluster's prefix in the repository."""
+        return self.name
+
+    def save(self) -> None:
+        data = {k: v for k, v in asdict(self).items() if k != "home"}
+        write_json_atomic(self.dir / "cluster.json", data)
+
+    @classmethod
+    def load(cls, name: str, base: Path | None = None) -> ClusterState:
+        base = base or home()
+        path = clusters_dir(base) / name / "cluster.json"
+        with open(path) as f:
+            data = json.load(f)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known}, home=str(base))
+
+
+def write_json_atomic(path: Path, data: Any, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.rename(temp, path)

@@ -1,0 +1,203 @@
+"""The WAL archive: push, fetch, names, and the commit times inside segments.
+
+Repository layout of one cluster (its *stanza*)::
+
+    STANZA/archive.info                                   system identifier, version, segment size
+    STANZA/wal/TTTTTTTTLLLLLLLL/<file>-<sha256>.zst       segments, .partial and .backup files
+    STANZA/wal/history/<TTTTTTTT.history>-<sha256>.zst    timeline history files
+
+The SHA-256 of a file's content is part of its object name, so a re-push of the same content is
+recognised without reading anything back, and a different content under the same name is refused
+without overwriting the stored copy.  This module is imported by the per-segment commands: it must
+stay light (no Prefect, no boto3 unless the repository is S3).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from pgpitr.errors import NotFound, SystemIdMismatch, WalConflict
+from pgpitr.repository.base import Repository
+
+SEGMENT_RE = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})$")
+WAL_FILE_RE = re.compile(r"^[0-9A-F]{24}(\.partial|\.[0-9A-F]{8}\.backup)?$|^[0-9A-F]{8}\.history$")
+OBJECT_RE = re.compile(r"^(?P<name>.+)-(?P<sha>[0-9a-f]{64})\.zst$")
+
+
+@dataclass(frozen=True, order=True)
+class Segment:
+    """A WAL segment's position: timeline and segment number (log * segs_per_log + seg)."""
+
+    timeline: int
+    number: int
+
+    @classmethod
+    def parse(cls, name: str, segment_size: int) -> Segment:
+        match = SEGMENT_RE.match(name)
+        if not match:
+            raise ValueError(f"{name!r} is not a WAL segment name")
+        tli, log, seg = (int(g, 16) for g in match.groups())
+        return cls(tli, log * segments_per_log(segment_size) + seg)
+
+    def name(self, segment_size: int) -> str:
+        per_log = segments_per_log(segment_size)
+        return f"{self.timeline:08X}{self.number // per_log:08X}{self.number % per_log:08X}"
+
+    def next(self) -> Segment:
+        return Segment(self.timeline, self.number + 1)
+
+
+def segments_per_log(segment_size: int) -> int:
+    return 0x100000000 // segment_size
+
+
+def lsn_to_int(lsn: str) -> int:
+    high, _, low = lsn.partition("/")
+    return (int(high, 16) << 32) | int(low, 16)
+
+
+def int_to_lsn(value: int) -> str:
+    return f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"
+
+
+def segment_of(lsn: str | int, timeline: int, segment_size: int) -> Segment:
+    value = lsn_to_int(lsn) if isinstance(lsn, str) else lsn
+    return Segment(timeline, value // segment_size)
+
+
+def wal_dir(stanza: str, name: str) -> str:
+    if name.endswith(".history"):
+        return f"{stanza}/wal/history"
+    return f"{stanza}/wal/{name[:16]}"
+
+
+def object_key(stanza: str, name: str, sha256: str) -> str:
+    return f"{wal_dir(stanza, name)}/{name}-{sha256}.zst"
+
+
+def split_object_key(key: str) -> tuple[str, str] | None:
+    """(file name, sha256) of a WAL object key, or None for anything else."""
+    match = OBJECT_RE.match(key.rsplit("/", 1)[-1])
+    return (match.group("name"), match.group("sha")) if match else None
+
+
+def stored_versions(repo: Repository, stanza: str, name: str) -> list[tuple[str, str]]:
+    """(key, sha256) of every stored object for one WAL file name."""
+    found = []
+    for info in repo.list(f"{wal_dir(stanza, name)}/{name}-"):
+        parsed = split_object_key(info.key)
+        if parsed and parsed[0] == name:
+            found.append((info.key, parsed[1]))
+    return found
+
+
+# -- archive info ----------------------------------------------------------------------------
+
+
+def archive_info_key(stanza: str) -> str:
+    return f"{stanza}/archive.info"
+
+
+def check_archive_info(
+    repo: Repository, stanza: str, system_identifier: str, *, create: dict | None = None
+) -> dict:
+    """The stanza's archive info; refuses a cluster with another system identifier.
+
+    ``create`` (version, segment size, ...) writes the record when the stanza has none yet."""
+    key = archive_info_key(stanza)
+    if repo.exists(key):
+        info = repo.get_json(key)
+        if str(info["system_identifier"]) != str(system_identifier):
+            raise SystemIdMismatch(
+                f"the repository {repo.url} holds the archive of another cluster under "
+                f"{stanza!r} (system identifier {info['system_identifier']}, this cluster has "
+                f"{system_identifier})",
+                hint="use another repository or cluster name, or remove the old archive with "
+                "`pgpitr cluster delete-backup NAME --force`",
+            )
+        return info
+    if create is None:
+        raise NotFound(f"the repository {repo.url} has no archive for cluster {stanza!r}")
+    info = {"system_identifier": str(system_identifier), **create}
+    repo.put_json(key, info)
+    return info
+
+
+def system_identifier_of(datadir: Path) -> str:
+    """Read pg_control's first field (uint64, native order) without running pg_controldata."""
+    with open(datadir / "global" / "pg_control", "rb") as f:
+        return str(int.from_bytes(f.read(8), "little"))
+
+
+# -- push and fetch --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PushResult:
+    name: str
+    key: str
+    size: int
+    stored: int
+    already_there: bool
+
+
+def push_file(repo: Repository, stanza: str, path: Path, level: int = 3) -> PushResult:
+    """Archive one WAL file.  Returns only once it is durably stored.
+
+    The same content under the same name succeeds without writing; a different content fails with
+    WalConflict and leaves the stored copy untouched."""
+    name = path.name
+    if not WAL_FILE_RE.match(name):
+        raise ValueError(f"{name!r} is not a WAL file name")
+    data = path.read_bytes()
+    sha256 = hashlib.sha256(data).hexdigest()
+    existing = stored_versions(repo, stanza, name)
+    for key, stored_sha in existing:
+        if stored_sha == sha256:
+            return PushResult(name, key, len(data), 0, True)
+    if existing:
+        raise WalConflict(
+            f"WAL file {name} is already archived in {repo.url} with different content "
+            f"(stored sha256 {existing[0][1][:12]}…, this one {sha256[:12]}…); the stored copy "
+            "is kept",
+            hint="two clusters may be archiving into the same stanza; check the cluster names",
+        )
+    key = object_key(stanza, name, sha256)
+    stored = repo.put_document(key, data, level=level)
+    return PushResult(name, key, len(data), stored, False)
+
+
+def fetch_file(repo: Repository, stanza: str, name: str, destination: Path) -> int:
+    """Restore one WAL file to ``destination`` (atomically), verifying its checksum."""
+    versions = stored_versions(repo, stanza, name)
+    if not versions:
+        raise NotFound(f"WAL file {name} is not in the archive of {stanza!r}")
+    key, sha256 = versions[0]
+    data = repo.get_document(key)
+    if hashlib.sha256(data).hexdigest() != sha256:
+        from pgpitr.errors import ChecksumMismatch
+
+        raise ChecksumMismatch(f"object {repo.url}/{key} does not match its checksum")
+    temp = destination.with_name(f".{destination.name}.pgpitr-tmp")
+    with open(temp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.rename(temp, destination)
+    return len(data)
+
+
+def following_segments(name: str, segment_size: int, count: int) -> list[str]:
+    """The names of the ``count`` segments after ``name`` on the same timeline."""
+    if not SEGMENT_RE.match(name):
+        return []
+    segment = Segment.parse(name, segment_size)
+    names = []
+    for _ in range(count):
+        segment = segment.next()
+        names.append(segment.name(segment_size))
+    return names

@@ -1,0 +1,137 @@
+"""Fixtures shared by the whole suite.
+
+Real parts only: PostgreSQL 15 servers started with initdb/pg_ctl, moto's S3 server over HTTP on
+127.0.0.1, Prefect's test harness once per session.  Nothing at a boundary is mocked.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+
+import pytest
+
+# Prefect must never touch the developer's profile or send analytics, even when a test imports it
+# indirectly; set this before anything imports prefect.
+_PREFECT_HOME = tempfile.mkdtemp(prefix="pgpitr-prefect-")
+os.environ.setdefault("PREFECT_HOME", _PREFECT_HOME)
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """One Prefect test harness (temporary SQLite server) for the whole session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+# -- PostgreSQL and pgpitr's home --------------------------------------------------------------
+
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import uuid  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+PG_BINDIR = Path(os.environ.get("PGPITR_PG_BINDIR", "/usr/lib/postgresql/15/bin"))
+PGPITR = [sys.executable, "-m", "pgpitr"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stop_everything_under(home: Path) -> None:
+    for pidfile in home.glob("clusters/*/data/postmaster.pid"):
+        try:
+            pid = int(pidfile.read_text().split("\n", 1)[0])
+            os.kill(pid, signal.SIGQUIT)  # immediate shutdown
+        except (ValueError, OSError):
+            continue
+
+
+@pytest.fixture
+def home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A fresh PGPITR_HOME that the server's OS user can reach; every cluster is stopped after."""
+    path = reachable_tempdir("pgpitr-home-")
+    monkeypatch.setenv("PGPITR_HOME", str(path))
+    monkeypatch.setenv("TZ", "UTC")
+    yield path
+    _stop_everything_under(path)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def cli(
+    *args: str, check: bool = True, env: dict | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run the real ``pgpitr`` command line in a child process, as a user would."""
+    result = subprocess.run(
+        [*PGPITR, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"pgpitr {' '.join(args)} failed ({result.returncode}):\n"
+            f"{result.stdout}\n{result.stderr}"
+        )
+    return result
+
+
+# -- S3: moto's server over HTTP on 127.0.0.1 ------------------------------------------------
+
+S3_KEY, S3_SECRET = "AKIAPGPITRTESTKEY001", "pgpitr-test-secret-Kx93mQ7vZt"
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_url(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A new bucket on the moto server, credentials in the environment; its repository URL."""
+    import boto3
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", S3_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", S3_SECRET)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    bucket = f"pgpitr-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1").create_bucket(
+        Bucket=bucket
+    )
+    return f"s3://{bucket}/backups?endpoint={moto_endpoint}&region=us-east-1"
+
+
+def reachable_tempdir(prefix: str) -> Path:
+    """A temporary directory the server's OS user can traverse (pytest's own are mode 700)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture(params=["file", "s3"])
+def repo_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Both repository kinds, for suites that must behave the same on each."""
+    if request.param == "s3":
+        yield request.getfixturevalue("s3_url")
+        return
+    path = reachable_tempdir("pgpitr-repo-")
+    yield f"file://{path / 'repo'}"
+    shutil.rmtree(path, ignore_errors=True)
