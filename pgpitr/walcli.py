@@ -17,10 +17,8 @@ restore never silently ends early.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 PUSH_AHEAD = 16
@@ -29,7 +27,9 @@ THREADS = 4
 ABORT_RECOVERY = 255
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser():
+    import argparse
+
     parser = argparse.ArgumentParser(prog="pgpitr")
     parser.add_argument("--home", type=Path, default=None)
     sub = parser.add_subparsers(dest="verb", required=True)
@@ -50,7 +50,6 @@ def _say(message: str) -> None:
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     from pgpitr import state as st
-    from pgpitr.errors import PitrError
 
     if args.home:
         os.environ["PGPITR_HOME"] = str(args.home)
@@ -63,7 +62,11 @@ def main(argv: list[str]) -> int:
         if args.verb == "wal-push":
             return push(cluster, args.path)
         return fetch(cluster, args.name, args.destination)
-    except PitrError as exc:
+    except Exception as exc:
+        from pgpitr.errors import PitrError
+
+        if not isinstance(exc, PitrError):
+            raise
         _say(str(exc))
         return 1 if args.verb == "wal-push" else ABORT_RECOVERY
 
@@ -75,8 +78,6 @@ def _open(url: str, cluster) -> object:
 
 
 def push(cluster, path: Path) -> int:
-    from pgpitr import wal
-
     if not path.is_absolute():
         path = cluster.datadir / path
     pushed = cluster.spool / "pushed"
@@ -84,6 +85,10 @@ def push(cluster, path: Path) -> int:
     if marker.exists():
         marker.unlink()
         return 0
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pgpitr import wal
+
     repo = _open(cluster.repository, cluster)
     system_id = wal.system_identifier_of(cluster.datadir)
     info_marker = cluster.spool / f"archive-info-{system_id}"
@@ -135,9 +140,6 @@ def _ready_files(path: Path, pushed: Path) -> list[Path]:
 
 
 def fetch(cluster, name: str, destination: Path) -> int:
-    from pgpitr import wal
-    from pgpitr.errors import NotFound
-
     if not destination.is_absolute():
         destination = cluster.datadir / destination
     spool = cluster.spool / "fetched"
@@ -145,6 +147,10 @@ def fetch(cluster, name: str, destination: Path) -> int:
     if spooled.exists():
         os.rename(spooled, destination)
         return 0
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pgpitr import wal
+    from pgpitr.errors import NotFound
     source = cluster.restore_source or {"repository": cluster.repository, "stanza": cluster.stanza}
     repo = _open(source["repository"], cluster)
     stanza = source["stanza"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -67,6 +68,23 @@ def home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     yield path
     _stop_everything_under(path)
     shutil.rmtree(path, ignore_errors=True)
+
+
+@contextmanager
+def shared_home() -> Iterator[Path]:
+    """A PGPITR_HOME for fixtures wider than one test (monkeypatch is function-scoped)."""
+    path = reachable_tempdir("pgpitr-home-")
+    saved = os.environ.get("PGPITR_HOME")
+    os.environ["PGPITR_HOME"] = str(path)
+    try:
+        yield path
+    finally:
+        _stop_everything_under(path)
+        if saved is None:
+            os.environ.pop("PGPITR_HOME", None)
+        else:
+            os.environ["PGPITR_HOME"] = saved
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def cli(

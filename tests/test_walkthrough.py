@@ -141,15 +141,9 @@ def test_unknown_source_and_taken_name_are_refused(restorable_source: Path) -> N
 @pytest.fixture(scope="module")
 def restorable_source():
     """One source cluster with a backup and archived WAL, shared by the refusal tests."""
-    import os
-    import shutil
+    from tests.conftest import shared_home
 
-    from tests.conftest import _stop_everything_under, reachable_tempdir
-
-    home = reachable_tempdir("pgpitr-home-")
-    saved = os.environ.get("PGPITR_HOME")
-    os.environ["PGPITR_HOME"] = str(home)
-    try:
+    with shared_home() as home:
         cli("cluster", "create", "src")
         cli(
             "cluster",
@@ -160,10 +154,3 @@ def restorable_source():
         )
         cli("cluster", "backup", "src")
         yield home
-    finally:
-        _stop_everything_under(home)
-        if saved is None:
-            os.environ.pop("PGPITR_HOME", None)
-        else:
-            os.environ["PGPITR_HOME"] = saved
-        shutil.rmtree(home, ignore_errors=True)

@@ -1,0 +1,210 @@
+"""WAL names, archive rules and the per-segment commands (run as real child processes)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pgpitr import catalog, wal
+from pgpitr.errors import WalConflict
+from pgpitr.repository import open_repository
+from pgpitr.state import ClusterState
+
+SEG = 16 * 1024 * 1024
+
+
+def test_segment_names_and_arithmetic() -> None:
+    s = wal.Segment.parse("0000000100000002000000FF", SEG)
+    assert (s.timeline, s.number) == (1, 2 * 256 + 255)
+    assert s.next().name(SEG) == "000000010000000300000000"
+    assert wal.following_segments("0000000200000000000000FE", SEG, 3) == [
+        "0000000200000000000000FF",
+        "000000020000000100000000",
+        "000000020000000100000001",
+    ]
+    assert wal.following_segments("00000002.history", SEG, 3) == []
+    assert wal.lsn_to_int("1/2000028") == (1 << 32) | 0x2000028
+    assert wal.int_to_lsn(wal.lsn_to_int("A/FF")) == "A/FF"
+    assert wal.segment_of("0/3000000", 1, SEG).name(SEG) == "000000010000000000000003"
+    with pytest.raises(ValueError):
+        wal.Segment.parse("nonsense", SEG)
+
+
+def test_object_keys_carry_the_content_checksum() -> None:
+    key = wal.object_key("my-pg", "000000010000000000000003", "ab" * 32)
+    assert key == f"my-pg/wal/0000000100000000/000000010000000000000003-{'ab' * 32}.zst"
+    assert wal.split_object_key(key) == ("000000010000000000000003", "ab" * 32)
+    assert wal.object_key("my-pg", "00000002.history", "cd" * 32).startswith(
+        "my-pg/wal/history/00000002.history-"
+    )
+
+
+def _wal_file(directory: Path, name: str, fill: bytes) -> Path:
+    path = directory / name
+    path.write_bytes(fill * (1024 * 1024))
+    return path
+
+
+def test_same_content_twice_succeeds_different_content_is_refused(
+    repo_url: str, tmp_path: Path
+) -> None:
+    repo = open_repository(repo_url)
+    first = _wal_file(tmp_path, "000000010000000000000005", b"A" * 16)
+    result = wal.push_file(repo, "c", first)
+    assert not result.already_there and result.stored < result.size
+    assert wal.push_file(repo, "c", first).already_there
+
+    other = tmp_path / "other"
+    other.mkdir()
+    conflicting = _wal_file(other, "000000010000000000000005", b"B" * 16)
+    with pytest.raises(WalConflict, match="different content.*stored copy is kept"):
+        wal.push_file(repo, "c", conflicting)
+    ((key, sha),) = wal.stored_versions(repo, "c", "000000010000000000000005")
+    assert key == result.key
+    wal.fetch_file(repo, "c", "000000010000000000000005", tmp_path / "back")
+    assert (tmp_path / "back").read_bytes() == first.read_bytes()
+
+
+def test_history_partial_and_backup_files_are_archived(tmp_path: Path) -> None:
+    repo = open_repository(f"file://{tmp_path / 'repo'}")
+    names = [
+        "00000002.history",
+        "00000003.history",
+        "000000010000000000000007.partial",
+        "000000010000000000000002.00000028.backup",
+    ]
+    for i, name in enumerate(names):
+        (tmp_path / name).write_bytes(f"content {i}\n".encode())
+        wal.push_file(repo, "c", tmp_path / name)
+    for i, name in enumerate(names):
+        wal.fetch_file(repo, "c", name, tmp_path / "out")
+        assert (tmp_path / "out").read_bytes() == f"content {i}\n".encode()
+    with pytest.raises(ValueError):
+        (tmp_path / "junk.txt").write_bytes(b"x")
+        wal.push_file(repo, "c", tmp_path / "junk.txt")
+
+
+def test_timeline_path_and_chain_end_follow_history_and_stop_at_a_gap() -> None:
+    index = catalog.WalIndex(SEG)
+    for tli, numbers in ((1, range(2, 6)), (2, range(5, 9))):
+        for n in numbers:
+            index.objects[wal.Segment(tli, n).name(SEG)] = "k"
+    # timeline 2 branched from timeline 1 inside segment 5
+    index.history[2] = [(1, 5 * SEG + 0x100)]
+    path = catalog.timeline_path(index, 1)
+    assert path == [(1, 0), (2, 5 * SEG + 0x100)]
+    end = catalog.chain_end(index, wal.Segment(1, 2), path)
+    assert end == wal.Segment(2, 8)
+    del index.objects[wal.Segment(2, 7).name(SEG)]
+    assert catalog.chain_end(index, wal.Segment(1, 2), path) == wal.Segment(2, 6)
+
+
+# -- the commands PostgreSQL runs ------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_cluster(home: Path) -> ClusterState:
+    """A cluster's state and data directory without a server: enough for the WAL commands."""
+    state = ClusterState(
+        name="walc",
+        platform="local",
+        port=1,
+        bindir="/usr/lib/postgresql/15/bin",
+        os_user="root",
+        repository=f"file://{home / 'repo'}",
+        home=str(home),
+        system_identifier="7000000000000000001",
+    )
+    (state.datadir / "global").mkdir(parents=True)
+    (state.datadir / "global" / "pg_control").write_bytes(
+        (7000000000000000001).to_bytes(8, "little") + bytes(100)
+    )
+    (state.datadir / "pg_wal" / "archive_status").mkdir(parents=True)
+    state.spool.mkdir(parents=True)
+    state.save()
+    return state
+
+
+def _run(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-E", "-m", "pgpitr", "--home", str(home), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_wal_push_pushes_ready_files_ahead_and_later_calls_return_at_once(
+    fake_cluster: ClusterState, home: Path
+) -> None:
+    pg_wal = fake_cluster.datadir / "pg_wal"
+    names = [wal.Segment(1, n).name(SEG) for n in range(1, 6)]
+    for i, name in enumerate(names):
+        _wal_file(pg_wal, name, bytes([i + 1]) * 16)
+        (pg_wal / "archive_status" / f"{name}.ready").touch()
+    first = _run(home, "wal-push", "--cluster", "walc", f"pg_wal/{names[0]}")
+    assert first.returncode == 0, first.stderr
+    repo = open_repository(fake_cluster.repository)
+    assert all(wal.stored_versions(repo, "walc", n) for n in names)
+    assert sorted(os.listdir(fake_cluster.spool / "pushed")) == names[1:]
+    # the marker answers for the file, then is gone
+    second = _run(home, "wal-push", "--cluster", "walc", f"pg_wal/{names[1]}")
+    assert second.returncode == 0 and not (fake_cluster.spool / "pushed" / names[1]).exists()
+    assert repo.get_json("walc/archive.info")["system_identifier"] == "7000000000000000001"
+
+
+def test_wal_push_of_a_conflicting_file_fails_and_keeps_the_stored_copy(
+    fake_cluster: ClusterState, home: Path
+) -> None:
+    pg_wal = fake_cluster.datadir / "pg_wal"
+    name = wal.Segment(1, 9).name(SEG)
+    _wal_file(pg_wal, name, b"x" * 16)
+    assert _run(home, "wal-push", "--cluster", "walc", f"pg_wal/{name}").returncode == 0
+    _wal_file(pg_wal, name, b"y" * 16)
+    again = _run(home, "wal-push", "--cluster", "walc", f"pg_wal/{name}")
+    assert again.returncode == 1
+    assert f"WAL file {name} is already archived" in again.stderr
+    repo = open_repository(fake_cluster.repository)
+    ((key, _),) = wal.stored_versions(repo, "walc", name)
+    assert repo.get_document(key) == b"x" * 16 * 1024 * 1024
+
+
+def test_wal_push_refuses_an_archive_of_another_cluster(
+    fake_cluster: ClusterState, home: Path
+) -> None:
+    repo = open_repository(fake_cluster.repository)
+    repo.put_json("walc/archive.info", {"system_identifier": "123", "wal_segment_size": SEG})
+    name = wal.Segment(1, 3).name(SEG)
+    _wal_file(fake_cluster.datadir / "pg_wal", name, b"z")
+    result = _run(home, "wal-push", "--cluster", "walc", f"pg_wal/{name}")
+    assert result.returncode == 1 and "another cluster" in result.stderr
+
+
+def test_wal_fetch_missing_damaged_and_prefetched(
+    fake_cluster: ClusterState, home: Path, tmp_path: Path
+) -> None:
+    repo = open_repository(fake_cluster.repository)
+    names = [wal.Segment(1, n).name(SEG) for n in range(20, 24)]
+    for i, name in enumerate(names):
+        wal.push_file(repo, "walc", _wal_file(tmp_path, name, bytes([i + 7]) * 16))
+    dest = fake_cluster.datadir / "pg_wal" / "RECOVERYXLOG"
+    ok = _run(home, "wal-fetch", "--cluster", "walc", names[0], "pg_wal/RECOVERYXLOG")
+    assert ok.returncode == 0 and dest.read_bytes() == (tmp_path / names[0]).read_bytes()
+    assert sorted(os.listdir(fake_cluster.spool / "fetched")) == names[1:]
+
+    missing = _run(
+        home, "wal-fetch", "--cluster", "walc", wal.Segment(1, 99).name(SEG), "pg_wal/RECOVERYXLOG"
+    )
+    assert missing.returncode == 1  # "not there": PostgreSQL ends recovery here
+
+    ((key, _),) = wal.stored_versions(repo, "walc", names[0])
+    raw = bytearray(Path(repo.root, key).read_bytes())
+    raw[len(raw) // 2] ^= 0x55
+    Path(repo.root, key).write_bytes(bytes(raw))
+    damaged = _run(home, "wal-fetch", "--cluster", "walc", names[0], "pg_wal/RECOVERYXLOG")
+    assert damaged.returncode == 255  # > 125: PostgreSQL stops recovery with an error
+    assert key in damaged.stderr and "damaged" in damaged.stderr
