@@ -78,6 +78,24 @@ def backup_lock(cluster: Cluster) -> Iterator[None]:
         os.close(fd)
 
 
+def check_archiver(cluster: Cluster) -> None:
+    """Refuse to start a backup whose WAL could not be archived: it would wait forever."""
+    with cluster.connect() as db:
+        row = db.execute(
+            "SELECT last_failed_wal, last_failed_time, last_archived_time, "
+            "(SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready') "
+            "FROM pg_stat_archiver"
+        ).fetchone()
+    assert row is not None
+    failed_wal, failed_at, archived_at, ready = row
+    if failed_at is not None and (archived_at is None or failed_at > archived_at):
+        raise PitrError(
+            f"WAL archiving of cluster {cluster.name!r} is failing ({ready} file(s) waiting, "
+            f"last failure on {failed_wal} at {failed_at:%Y-%m-%d %H:%M:%S %Z})",
+            hint=f"fix the repository first; the cause is in {cluster.state.log_file}",
+        )
+
+
 @dataclass
 class BackupResult:
     manifest: dict
@@ -106,6 +124,8 @@ def take_backup(
     stanza = cluster.state.stanza
     with backup_lock(cluster):
         repo.check()
+        if log_backup:
+            check_archiver(cluster)
         wal.check_archive_info(
             repo,
             stanza,

@@ -11,7 +11,9 @@ the repository, never touched.
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -87,6 +89,7 @@ def plan(
     source: Source, new_name: str, target: datetime | None, backup_name: str | None = None
 ) -> Plan:
     validate_name(new_name)
+    remove_interrupted(new_name)
     if (st.clusters_dir() / new_name).exists():
         raise AlreadyExists(f"cluster {new_name!r} already exists", hint="choose another name")
     repo = source.open()
@@ -148,9 +151,47 @@ def _check_space(manifest: dict) -> None:
 
 
 def prepare(p: Plan) -> Cluster:
-    """Register the new cluster and its empty directories (what rollback removes)."""
+    """Register the new cluster and its empty directories (what rollback removes).
+
+    From here until ``finish`` the cluster carries the restoring process's pid: if that process
+    is killed, nothing can roll back, and the next restore to that name (or ``remove_interrupted``)
+    recognises the leftovers and removes them."""
     now = datetime.now(UTC).isoformat(timespec="seconds")
-    return Cluster.prepare(p.new_name, port=None, repository=p.source.repository, created=now)
+    cluster = Cluster.prepare(p.new_name, port=None, repository=p.source.repository, created=now)
+    cluster.state.restore_source = {
+        "repository": p.source.repository,
+        "stanza": p.source.cluster,
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+    }
+    cluster.state.save()
+    return cluster
+
+
+def interrupted(cluster: Cluster) -> bool:
+    """True when a restore into this cluster was started by a process that no longer runs."""
+    marker = cluster.state.restore_source
+    if not marker.get("pid") or marker.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(int(marker["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def remove_interrupted(name: str) -> bool:
+    """Remove what a killed restore left under ``name``; True when there was something."""
+    try:
+        cluster = Cluster.get(name)
+    except (NotFound, FileNotFoundError):
+        return False
+    if not interrupted(cluster):
+        return False
+    cluster.remove()
+    return True
 
 
 def materialise(p: Plan, cluster: Cluster, progress: Progress | None = None) -> None:
@@ -220,7 +261,11 @@ def configure_recovery(p: Plan, cluster: Cluster) -> None:
         owner,
     )
     conf.write_file(datadir / "recovery.signal", "", owner)
-    cluster.state.restore_source = {"repository": p.source.repository, "stanza": p.source.cluster}
+    cluster.state.restore_source = {
+        **cluster.state.restore_source,
+        "repository": p.source.repository,
+        "stanza": p.source.cluster,
+    }
     if p.source.credentials_file and Path(p.source.credentials_file).exists():
         conf.write_file(
             cluster.state.credentials_file,

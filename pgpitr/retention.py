@@ -78,6 +78,7 @@ def prune_wal(repo: Repository, stanza: str) -> int:
         ),
         default=None,
     )
+    repo.remove_stale_temporaries()
     removed = 0
     for info in repo.list(f"{stanza}/wal/"):
         parsed = wal.split_object_key(info.key)

@@ -37,6 +37,7 @@ import signal  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
+import time  # noqa: E402
 import uuid  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -153,3 +154,47 @@ def repo_url(request: pytest.FixtureRequest) -> Iterator[str]:
     path = reachable_tempdir("pgpitr-repo-")
     yield f"file://{path / 'repo'}"
     shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def moto_with_auth() -> Iterator[dict[str, str]]:
+    """A second moto server, in its own process, that checks credentials (IAM on).
+
+    The first few requests are allowed without authentication: they create the user, its policy,
+    its access key and the bucket."""
+    import json
+
+    import boto3
+
+    port = free_port()
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "5"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "moto server did not start"
+                time.sleep(0.1)
+        iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1",
+                           aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap")
+        iam.create_user(UserName="pgpitr")
+        iam.put_user_policy(UserName="pgpitr", PolicyName="s3", PolicyDocument=json.dumps(
+            {"Version": "2012-10-17",
+             "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+        key = iam.create_access_key(UserName="pgpitr")["AccessKey"]
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                     aws_access_key_id=key["AccessKeyId"],
+                     aws_secret_access_key=key["SecretAccessKey"]).create_bucket(
+            Bucket="pgpitr-auth")
+        yield {"endpoint": endpoint, "key": key["AccessKeyId"],
+               "secret": key["SecretAccessKey"], "bucket": "pgpitr-auth"}
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

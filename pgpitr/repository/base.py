@@ -78,6 +78,10 @@ class Repository(ABC):
     def check(self) -> None:
         """Prove the repository is reachable and writable with the given credentials."""
 
+    def remove_stale_temporaries(self, older_than: float = 3600) -> int:
+        """Remove what killed writers left (never visible as objects); a backend may have none."""
+        return 0
+
     # -- written once ------------------------------------------------------------------------
     def exists(self, key: str) -> bool:
         return self.stat(key) is not None

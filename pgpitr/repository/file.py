@@ -159,12 +159,18 @@ class FileRepository(Repository):
                 f"the repository {self.url} is not writable", hint=f"check the mode of {self.root}"
             )
 
-    def remove_stale_temporaries(self) -> int:
-        """Remove temporaries a killed writer left (never visible as objects)."""
+    def remove_stale_temporaries(self, older_than: float = 3600) -> int:
+        """Remove temporaries a killed writer left (never visible as objects).
+
+        Only those untouched for ``older_than`` seconds: a running writer's file is younger."""
+        import time
+
         removed = 0
+        limit = time.time() - older_than
         for dirpath, _dirs, files in os.walk(self.root):
             for name in files:
-                if _TEMP_MARK in name:
-                    Path(dirpath, name).unlink(missing_ok=True)
+                path = Path(dirpath, name)
+                if _TEMP_MARK in name and path.stat().st_mtime <= limit:
+                    path.unlink(missing_ok=True)
                     removed += 1
         return removed

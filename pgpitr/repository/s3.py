@@ -220,8 +220,38 @@ class S3Repository(Repository):
             )
         return len(keys)
 
+    def remove_stale_temporaries(self, older_than: float = 3600) -> int:
+        """Abort multipart uploads a killed writer left behind (they are never visible)."""
+        from datetime import UTC, datetime, timedelta
+
+        limit = datetime.now(UTC) - timedelta(seconds=older_than)
+        answer = self._call(
+            "list uploads in",
+            "",
+            "list_multipart_uploads",
+            Bucket=self.bucket,
+            Prefix=self._key(""),
+        )
+        aborted = 0
+        for upload in answer.get("Uploads", []):
+            if upload["Initiated"] <= limit:
+                self._call(
+                    "abort an upload of",
+                    upload["Key"],
+                    "abort_multipart_upload",
+                    Bucket=self.bucket,
+                    Key=upload["Key"],
+                    UploadId=upload["UploadId"],
+                )
+                aborted += 1
+        return aborted
+
     def check(self) -> None:
-        self._call("open", "", "head_bucket", Bucket=self.bucket)
+        # A LIST, not a HEAD: its error answers carry the code (NoSuchBucket, InvalidAccessKeyId,
+        # SignatureDoesNotMatch) that tells the user what to fix.
+        self._call(
+            "list", "", "list_objects_v2", Bucket=self.bucket, MaxKeys=1, Prefix=self._key("")
+        )
         probe = ".pgpitr-check"
         self._call("write", probe, "put_object", Bucket=self.bucket, Key=self._key(probe), Body=b"")
         self.delete(probe)

@@ -1,0 +1,119 @@
+"""Operations that overlap, and a repository that runs out of space."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from pgpitr import backup as bk
+from pgpitr import catalog, clusters, operations, retention
+from pgpitr.errors import Busy, PitrError
+from pgpitr.postgres.cluster import Cluster
+from tests.faults.helpers import archived_cluster, engine, now, pgbench, wait_archived
+from tests.pg import commit_now, sql
+
+
+def _backup_in_child(name: str, backup_name: str) -> subprocess.Popen:
+    return engine(
+        "from pgpitr import operations; from pgpitr.postgres.cluster import Cluster; "
+        f"operations.backup(Cluster.get({name!r}), name={backup_name!r})"
+    )
+
+
+def _wait_in_progress(cluster: Cluster, backup_name: str, child: subprocess.Popen) -> None:
+    repo = clusters.repository(cluster)
+    deadline = time.monotonic() + 60
+    while not repo.exists(bk.manifest_key(cluster.name, backup_name)):
+        assert child.poll() is None, child.stderr.read()
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+def test_overlapping_backup_retention_and_restore(home: Path) -> None:
+    cluster = archived_cluster("busy")
+    first = catalog.list_backups(clusters.repository(cluster), "busy")[0].name
+    pgbench(cluster, "-i", "-s", "20")
+    sql("busy", "CREATE TABLE msg (id int)")
+    commit_now("busy", "INSERT INTO msg VALUES (1)")
+    time.sleep(1.1)
+    target = now().replace(microsecond=0)
+    time.sleep(1.1)
+    commit_now("busy", "INSERT INTO msg VALUES (2)")
+    wait_archived(cluster, sql("busy", "SELECT pg_walfile_name(pg_switch_wal())")[0][0])
+
+    child = _backup_in_child("busy", "running")
+    _wait_in_progress(cluster, "running", child)
+    with pytest.raises(Busy):  # two backups of one cluster: the second is refused
+        operations.backup(cluster, name="second")
+    repo = clusters.repository(cluster)
+    wal_before = len(list(repo.list("busy/wal/")))
+    assert retention.prune_wal(repo, "busy") == 0, "a running backup's WAL must be kept"
+    # a restore while the source is being backed up uses the completed backup
+    result = operations.restore("busy-copy", "busy", target)
+    assert result.backup == first
+    assert [r[0] for r in sql("busy-copy", "SELECT id FROM msg")] == [1]
+    assert child.wait(timeout=300) == 0, child.stderr.read()
+    statuses = {b.name: b.status for b in catalog.list_backups(repo, "busy")}
+    assert statuses == {first: "Completed", "running": "Completed"}
+    assert len(list(repo.list("busy/wal/"))) >= wal_before - 1
+
+
+@pytest.fixture
+def small_repository(home: Path):
+    """A 6 MB tmpfs as the repository, owned by the server's OS user; grown on demand."""
+    from pgpitr.postgres.osuser import server_user
+
+    mount = home / "small-repo"
+    mount.mkdir()
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=6m,mode=0750", "tmpfs", str(mount)], check=True
+    )
+    user = server_user()
+    import os
+
+    os.chown(mount, user.uid, user.gid)
+
+    def grow() -> None:
+        subprocess.run(["mount", "-o", "remount,size=512m", str(mount)], check=True)
+
+    yield mount, grow
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_repository_fails_the_backup_and_archiving_loudly(
+    home: Path, small_repository
+) -> None:
+    mount, grow = small_repository
+    cluster = clusters.create("full", repository_url=f"file://{mount}")
+    clusters.set_log_backup(cluster, True)
+    pgbench(cluster, "-i", "-s", "15")  # ~250 MB of WAL: more than the repository holds
+    switched = sql("full", "SELECT pg_walfile_name(pg_switch_wal())")[0][0]
+    deadline = time.monotonic() + 60
+    while sql("full", "SELECT failed_count FROM pg_stat_archiver")[0][0] == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert "No space left on device" in cluster.state.log_file.read_text()
+    ready = list((cluster.state.datadir / "pg_wal" / "archive_status").glob("*.ready"))
+    assert ready, "WAL that could not be archived stays in pg_wal"
+
+    with pytest.raises(PitrError) as info:
+        operations.backup(cluster, name="no-room")
+    assert "WAL archiving of cluster 'full' is failing" in str(info.value)
+    statuses = json.dumps(
+        [
+            b.manifest.get("status")
+            for b in catalog.list_backups(clusters.repository(cluster), "full")
+        ]
+    )
+    assert "Completed" not in statuses
+
+    grow()
+    wait_archived(cluster, switched, timeout=180)
+    operations.backup(cluster, name="with-room")
+    backups = {b.name: b.status for b in catalog.list_backups(clusters.repository(cluster), "full")}
+    assert backups["with-room"] == "Completed"
+    assert backups.get("no-room", "Failed") == "Failed"

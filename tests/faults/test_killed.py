@@ -1,0 +1,131 @@
+"""kill -9 in the middle: nothing partial is ever visible as complete; a second run works."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pgpitr import clusters, wal
+from pgpitr import restore as rs
+from pgpitr.postgres.cluster import Cluster
+from pgpitr.repository import open_repository
+from pgpitr.state import ClusterState
+from tests.faults.helpers import archived_cluster, engine, pgbench, wait_archived
+from tests.pg import sql
+
+SEGMENT = "000000010000000000000042"
+
+
+@pytest.fixture
+def big_segment_cluster(home: Path, repo_url: str) -> ClusterState:
+    """A cluster's state and a 160 MB incompressible 'segment' (slow enough to be killed)."""
+    state = ClusterState(
+        name="kill",
+        platform="local",
+        port=1,
+        os_user="root",
+        bindir="/usr/lib/postgresql/15/bin",
+        repository=repo_url,
+        home=str(home),
+        system_identifier="42",
+    )
+    (state.datadir / "global").mkdir(parents=True)
+    (state.datadir / "global" / "pg_control").write_bytes((42).to_bytes(8, "little"))
+    (state.datadir / "pg_wal" / "archive_status").mkdir(parents=True)
+    state.spool.mkdir(parents=True)
+    state.save()
+    (state.datadir / "pg_wal" / SEGMENT).write_bytes(os.urandom(160 * 1024 * 1024))
+    return state
+
+
+def _push(home: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-E",
+            "-m",
+            "pgpitr",
+            "--home",
+            str(home),
+            "wal-push",
+            "--cluster",
+            "kill",
+            f"pg_wal/{SEGMENT}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def _upload_started(state: ClusterState) -> bool:
+    url = state.repository
+    if url.startswith("file://"):
+        root = Path(url[len("file://") :])
+        return any(".pgpitr-tmp-" in p.name for p in root.rglob("*"))
+    import boto3
+
+    repo = open_repository(url)
+    s3 = boto3.client("s3", endpoint_url=repo.endpoint, region_name="us-east-1")
+    return bool(s3.list_multipart_uploads(Bucket=repo.bucket).get("Uploads"))
+
+
+def test_killed_wal_push_leaves_nothing_that_looks_archived(
+    big_segment_cluster: ClusterState, home: Path
+) -> None:
+    state = big_segment_cluster
+    process = _push(home)
+    deadline = time.monotonic() + 60
+    while not _upload_started(state):
+        assert process.poll() is None, "wal-push finished before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    repo = open_repository(state.repository)
+    assert wal.stored_versions(repo, "kill", SEGMENT) == []
+    assert not (state.spool / "pushed" / SEGMENT).exists()
+
+    again = _push(home)
+    assert again.wait(timeout=120) == 0, again.stderr.read().decode()
+    ((key, sha),) = wal.stored_versions(repo, "kill", SEGMENT)
+    assert repo.get_document(key) == (state.datadir / "pg_wal" / SEGMENT).read_bytes()
+    if state.repository.startswith("file://"):
+        # the killed writer's temporary file is never listed, and is cleaned up by age
+        assert repo.remove_stale_temporaries(older_than=0) == 1
+    else:
+        assert repo.remove_stale_temporaries(older_than=0) == 1  # the aborted upload
+
+
+def test_killed_restore_leaves_nothing_once_run_again(home: Path) -> None:
+    source = archived_cluster("ksrc")
+    sql("ksrc", "CREATE TABLE msg (id int)")
+    sql("ksrc", "INSERT INTO msg VALUES (1)")
+    pgbench(source, "-i", "-s", "25")  # WAL to replay: long enough to be killed during replay
+    wait_archived(source, sql("ksrc", "SELECT pg_walfile_name(pg_switch_wal())")[0][0])
+    code = "from pgpitr import operations; operations.restore('kdst', 'ksrc', None)"
+    process = engine(code)
+    pidfile = home / "clusters" / "kdst" / "data" / "postmaster.pid"
+    deadline = time.monotonic() + 120
+    while not pidfile.exists():
+        assert process.poll() is None, process.stderr.read()
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    half = Cluster.get("kdst")
+    assert rs.interrupted(half)
+    assert "kdst" not in [c.name for c in Cluster.all() if not rs.interrupted(c)]
+
+    again = engine(code)
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    assert sql("kdst", "SELECT count(*) FROM msg") == [(1,)]
+    assert sql("kdst", "SELECT count(*) FROM pgbench_accounts") == [(2_500_000,)]
+    assert not rs.interrupted(Cluster.get("kdst"))
+    assert clusters.repository(Cluster.get("kdst")).url == clusters.repository(source).url
