@@ -5,11 +5,33 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import psycopg
 
 from pgpitr.postgres.cluster import Cluster
+from pgpitr.state import ClusterState
 from tests.conftest import cli
+
+
+def serverless_cluster(home: Path, name: str, repository: str, system_id: int) -> ClusterState:
+    """A cluster's state and a data directory without a server: enough for the WAL commands."""
+    state = ClusterState(
+        name=name,
+        platform="local",
+        port=1,
+        os_user="root",
+        bindir="/usr/lib/postgresql/15/bin",
+        repository=repository,
+        home=str(home),
+        system_identifier=str(system_id),
+    )
+    (state.datadir / "global").mkdir(parents=True)
+    (state.datadir / "global" / "pg_control").write_bytes(system_id.to_bytes(8, "little"))
+    (state.datadir / "pg_wal" / "archive_status").mkdir(parents=True)
+    state.spool.mkdir(parents=True)
+    state.save()
+    return state
 
 
 def sql(cluster: str, query: str, params: tuple = ()) -> list[tuple]:

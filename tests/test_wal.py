@@ -13,6 +13,7 @@ from pgpitr import catalog, wal
 from pgpitr.errors import WalConflict
 from pgpitr.repository import open_repository
 from pgpitr.state import ClusterState
+from tests.pg import serverless_cluster
 
 SEG = 16 * 1024 * 1024
 
@@ -108,25 +109,7 @@ def test_timeline_path_and_chain_end_follow_history_and_stop_at_a_gap() -> None:
 
 @pytest.fixture
 def fake_cluster(home: Path) -> ClusterState:
-    """A cluster's state and data directory without a server: enough for the WAL commands."""
-    state = ClusterState(
-        name="walc",
-        platform="local",
-        port=1,
-        bindir="/usr/lib/postgresql/15/bin",
-        os_user="root",
-        repository=f"file://{home / 'repo'}",
-        home=str(home),
-        system_identifier="7000000000000000001",
-    )
-    (state.datadir / "global").mkdir(parents=True)
-    (state.datadir / "global" / "pg_control").write_bytes(
-        (7000000000000000001).to_bytes(8, "little") + bytes(100)
-    )
-    (state.datadir / "pg_wal" / "archive_status").mkdir(parents=True)
-    state.spool.mkdir(parents=True)
-    state.save()
-    return state
+    return serverless_cluster(home, "walc", f"file://{home / 'repo'}", 7000000000000000001)
 
 
 def _run(home: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -17,7 +17,7 @@ from pgpitr.postgres.cluster import Cluster
 from pgpitr.repository import open_repository
 from pgpitr.state import ClusterState
 from tests.faults.helpers import archived_cluster, engine, pgbench, wait_archived
-from tests.pg import sql
+from tests.pg import serverless_cluster, sql
 
 SEGMENT = "000000010000000000000042"
 
@@ -25,21 +25,7 @@ SEGMENT = "000000010000000000000042"
 @pytest.fixture
 def big_segment_cluster(home: Path, repo_url: str) -> ClusterState:
     """A cluster's state and a 160 MB incompressible 'segment' (slow enough to be killed)."""
-    state = ClusterState(
-        name="kill",
-        platform="local",
-        port=1,
-        os_user="root",
-        bindir="/usr/lib/postgresql/15/bin",
-        repository=repo_url,
-        home=str(home),
-        system_identifier="42",
-    )
-    (state.datadir / "global").mkdir(parents=True)
-    (state.datadir / "global" / "pg_control").write_bytes((42).to_bytes(8, "little"))
-    (state.datadir / "pg_wal" / "archive_status").mkdir(parents=True)
-    state.spool.mkdir(parents=True)
-    state.save()
+    state = serverless_cluster(home, "kill", repo_url, 42)
     (state.datadir / "pg_wal" / SEGMENT).write_bytes(os.urandom(160 * 1024 * 1024))
     return state
 
