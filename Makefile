@@ -41,7 +41,7 @@ lint: install
 	$(VENV)/bin/ruff check pgpitr tasks flows deployments tests bench
 
 demo: install
-	PGPITR=$(VENV)/bin/pgpitr bash scripts/walkthrough.sh
+	PGPITR=$(VENV)/bin/pgpitr bash scripts/demo_flows.sh
 
 bench: install
 	$(PY) -m bench $(BENCH_ARGS)

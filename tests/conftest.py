@@ -21,13 +21,27 @@ os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def prefect_harness() -> Iterator[None]:
-    """One Prefect test harness (temporary SQLite server) for the whole session."""
+    """One Prefect test harness (temporary SQLite server) for the whole session.
+
+    Its API URL goes into os.environ so that every child process (the `pgpitr` CLI, whose
+    changing commands run flows, and `pgpitr serve`) reports to it instead of starting Prefect's
+    temporary server, which costs 12-15 s per command."""
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=120):
-        yield
+        import prefect.settings
+
+        saved = os.environ.get("PREFECT_API_URL")
+        os.environ["PREFECT_API_URL"] = prefect.settings.PREFECT_API_URL.value()
+        try:
+            yield
+        finally:
+            if saved is None:
+                os.environ.pop("PREFECT_API_URL", None)
+            else:
+                os.environ["PREFECT_API_URL"] = saved
 
 
 # -- PostgreSQL and pgpitr's home --------------------------------------------------------------

@@ -22,6 +22,11 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _root() -> None:
+    """Point-in-time recovery for PostgreSQL."""
+
+
 GROUPS = ("cluster", "addon", "storageclass", "config", "serve")
 
 
@@ -47,22 +52,11 @@ def run(argv: list[str]) -> None:
     """Run the command line; every PitrError becomes one message and its exit code."""
     _register(argv)
     try:
-        app(args=argv, prog_name="pgpitr", standalone_mode=False)
+        # standalone: click reports usage errors itself (exit 2, usage line, no traceback)
+        app(args=argv, prog_name="pgpitr", standalone_mode=True)
     except PitrError as exc:
         console.error(str(exc))
         sys.exit(exc.exit_code)
-    except typer.Abort:
-        console.error("aborted")
-        sys.exit(130)
     except KeyboardInterrupt:
         console.error("interrupted")
         sys.exit(130)
-    except SystemExit:
-        raise
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise

@@ -11,13 +11,21 @@ from typing import Annotated
 import typer
 
 from pgpitr import catalog, clusters, timeparse
-from pgpitr.cli import console, progress
+from pgpitr.cli import console, flowio, progress, runner
 from pgpitr.errors import InvalidInput, NotFound
-from pgpitr.postgres.cluster import Cluster
+from pgpitr.postgres.cluster import Cluster, validate_name
 
 app = typer.Typer(no_args_is_help=True, help="Create, back up, restore and inspect clusters.")
 
 Output = Annotated[str, typer.Option("--output", "-o", help="table or json")]
+Wait = Annotated[
+    bool | None,
+    typer.Option(
+        "--wait/--no-wait",
+        help="run through the served deployment (pgpitr serve); --no-wait returns once queued",
+        show_default=False,
+    ),
+]
 
 
 def _check_output(output: str) -> None:
@@ -30,12 +38,12 @@ def create(
     name: str,
     port: Annotated[int | None, typer.Option(help="TCP port; a free one by default")] = None,
     backup_repo: Annotated[str | None, typer.Option(help="repository URL")] = None,
+    wait: Wait = None,
 ) -> None:
     """Create and start a new PostgreSQL cluster managed by pgpitr."""
-    cluster = clusters.create(name, port=port, repository_url=backup_repo)
-    console.info(
-        f"cluster {name} created: port {cluster.state.port}, repository {cluster.state.repository}"
-    )
+    validate_name(name)  # bad input fails at once, not as a failed flow run
+    spec = "flows.clusters:create_cluster"
+    flowio.created(runner.run(spec, wait, name=name, port=port, backup_repo=backup_repo))
 
 
 @app.command("list")
@@ -74,10 +82,10 @@ def stop(name: str) -> None:
 
 
 @app.command()
-def delete(name: str) -> None:
+def delete(name: str, wait: Wait = None) -> None:
     """Stop and remove a cluster.  Its backups stay in the repository."""
-    clusters.delete(Cluster.get(name))
-    console.info(f"cluster {name} deleted; its backups remain (see list-backup, delete-backup)")
+    Cluster.get(name)  # an unknown name fails at once, not as a failed flow run
+    flowio.deleted_cluster(name, runner.run("flows.clusters:delete_cluster", wait, name=name))
 
 
 @app.command()
@@ -86,17 +94,11 @@ def backup(
     backup_name: Annotated[
         str | None, typer.Option(help="default backup-default-NAME-TIME")
     ] = None,
+    wait: Wait = None,
 ) -> None:
     """Take a full backup now."""
-    from pgpitr import operations
-
-    with progress.bytes_bar("backup") as update:
-        manifest = operations.backup(Cluster.get(name), name=backup_name, progress=update)
-    console.info(
-        f"backup {manifest['name']} completed: {progress.size(manifest['database_size'])} of data, "
-        f"{progress.size(manifest['stored_size'])} stored, "
-        f"{timeparse.format_duration(manifest['duration_seconds'])}"
-    )
+    parameters = {"cluster": name, "backup_name": backup_name}
+    flowio.backed_up(runner.run("flows.backup:backup", wait, progress="backup", **parameters))
 
 
 def _backup_rows(cluster_names: list[str]) -> list[dict]:
@@ -176,6 +178,7 @@ def describe(name: str, output: Output = "table") -> None:
 
     _check_output(output)
     info = operations.describe(Cluster.get(name))
+    info.update(runner.schedule_fields(name, clusters.load_policy(Cluster.get(name))))
     if output == "json":
         console.as_json(info)
         return
@@ -229,25 +232,16 @@ def restore(
     backup_repo: Annotated[
         str | None, typer.Option(help="repository of a deleted source cluster")
     ] = None,
+    wait: Wait = None,
 ) -> None:
     """Restore SOURCE to a point in time into a new cluster."""
-    from pgpitr import operations
-
-    target = timeparse.parse_restore_target(restore_to_time)
-    with progress.bytes_bar("restore") as update:
-        result = operations.restore(
-            new_name,
-            source_cluster,
-            target,
-            backup_name=backup,
-            repository=backup_repo,
-            progress=update,
-        )
-    last = timeparse.format_kbcli(result.last_commit) if result.last_commit else "none"
-    console.info(
-        f"cluster {new_name} restored from backup {result.backup} "
-        f"(timeline {result.timeline}); last replayed commit: {last}"
-    )
+    timeparse.parse_restore_target(restore_to_time)  # a typo fails before any flow runs
+    validate_name(new_name)
+    validate_name(source_cluster)
+    parameters = {"new_name": new_name, "source_cluster": source_cluster, "backup_name": backup}
+    parameters.update(restore_to_time=restore_to_time, backup_repo=backup_repo)
+    result = runner.run("flows.restore:restore", wait, progress="restore", **parameters)
+    flowio.restored(new_name, result)
 
 
 @app.command("delete-backup")
@@ -261,14 +255,13 @@ def delete_backup(
         ),
     ] = False,
     backup_repo: Annotated[str | None, typer.Option(help="repository of a deleted cluster")] = None,
+    wait: Wait = None,
 ) -> None:
     """Delete backups and the WAL no remaining backup needs."""
-    from pgpitr import operations
-
     if not backup and not force:
         raise InvalidInput("name the backup(s) with --name, or delete all of them with --force")
-    removed = operations.delete_backups(name, backup or None, force=force, repository=backup_repo)
-    console.info(f"{name}: {removed.describe()} ({len(removed.backups)} backup(s))")
+    parameters = {"cluster": name, "names": backup, "force": force, "backup_repo": backup_repo}
+    flowio.deleted_backups(name, runner.run("flows.retention:delete_backup", wait, **parameters))
 
 
 @app.command("list-backup-policy")
@@ -288,6 +281,7 @@ def list_backup_policy(output: Output = "table") -> None:
                 "create_time": p.create_time,
                 "status": "Available",
                 **pol.to_dict(p),
+                **runner.schedule_fields(c.name, p),
             }
         )
     if output == "json":
@@ -314,29 +308,12 @@ def list_backup_policy(output: Output = "table") -> None:
 def edit_backup_policy(
     policy_name: Annotated[str, typer.Argument(metavar="POLICY")],
     set_: Annotated[list[str] | None, typer.Option("--set", help="KEY=VALUE[,KEY=VALUE]")] = None,
+    wait: Wait = None,
 ) -> None:
-    """Change a backup policy (with no --set, in $EDITOR)."""
-    from pgpitr import operations
-    from pgpitr import policy as pol
-
-    suffix = "-postgresql-backup-policy"
-    if not policy_name.endswith(suffix):
-        raise InvalidInput(
-            f"{policy_name!r} is not a policy name like my-pg{suffix}",
-            hint="see `pgpitr cluster list-backup-policy`",
-        )
-    cluster = Cluster.get(policy_name[: -len(suffix)])
-    current = clusters.load_policy(cluster)
-    if set_:
-        new = pol.apply_settings(current, set_)
-    else:
-        edited = typer.edit(pol.to_yaml(current), extension=".yaml")
-        if edited is None or edited.strip() == pol.to_yaml(current).strip():
-            console.info("no change")
-            return
-        new = pol.from_yaml(edited, current)
-    operations.update_policy(cluster, new)
-    console.info(f"backup policy {policy_name} updated")
+    """Change a backup policy (with no --set, in $EDITOR) and the schedules it drives."""
+    change = flowio.policy_change(policy_name, set_)
+    result = runner.run("flows.policy:edit_backup_policy", wait, **change) if change else None
+    flowio.policy_updated(policy_name, result)
 
 
 @app.command("create-account")
@@ -348,10 +325,13 @@ def create_account(
     """Create a database account; a generated password is shown once."""
     from pgpitr import accounts
 
-    generated = accounts.create_account(Cluster.get(name), username, password)
+    secret = {flowio.PASSWORD_ENV: password or accounts.generate_password()}
+    runner.run(
+        "flows.clusters:create_account", None, environment=secret, cluster=name, username=username
+    )
     console.info(f"account {username} created")
     if password is None:
-        console.out.print(f"password: {generated}")
+        console.out.print(f"password: {secret[flowio.PASSWORD_ENV]}")
 
 
 @app.command("grant-role")
@@ -359,12 +339,11 @@ def grant_role(
     name: str,
     username: Annotated[str, typer.Option(help="the account's name")],
     role: Annotated[str, typer.Option(help="READONLY, READWRITE or SUPERUSER")],
+    wait: Wait = None,
 ) -> None:
     """Grant READONLY, READWRITE or SUPERUSER to an account."""
-    from pgpitr import accounts
-
-    accounts.grant_role(Cluster.get(name), username, role)
-    console.info(f"granted {role.upper()} to {username}")
+    parameters = {"cluster": name, "username": username, "role": role}
+    flowio.granted(role, username, runner.run("flows.clusters:grant_role", wait, **parameters))
 
 
 @app.command()

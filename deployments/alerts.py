@@ -1,0 +1,100 @@
+"""Automations that alert on pgpitr's events: ``python -m deployments.alerts WEBHOOK_URL``.
+
+Creates (or replaces) a Slack-compatible webhook block named ``pgpitr-alerts`` and three
+automations that notify through it, for every cluster (resource ``pgpitr.cluster.*``):
+
+- a backup failed (``pgpitr.backup.failed``);
+- WAL archiving falls behind (``pgpitr.wal.archiving-behind``, from the window refresh);
+- no backup completed for 8 days (no ``pgpitr.backup.completed`` per cluster: the weekly
+  schedule missed a run).
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import timedelta
+
+from prefect.automations import Automation
+from prefect.blocks.notifications import SlackWebhook
+from prefect.events.actions import SendNotification
+from prefect.events.schemas.automations import EventTrigger, Posture
+
+BLOCK = "pgpitr-alerts"
+CLUSTER = "{{ event.resource['pgpitr.cluster'] }}"
+
+
+def automations(block_id: object) -> list[Automation]:
+    def notify(subject: str, body: str) -> SendNotification:
+        return SendNotification(block_document_id=block_id, subject=subject, body=body)
+
+    return [
+        Automation(
+            name="pgpitr: backup failed",
+            trigger=EventTrigger(
+                expect={"pgpitr.backup.failed"},
+                match={"prefect.resource.id": "pgpitr.cluster.*"},
+                posture=Posture.Reactive,
+                threshold=1,
+            ),
+            actions=[
+                notify(
+                    f"pgpitr: a backup of {CLUSTER} failed",
+                    "Backup {{ event.payload.name }} of " + CLUSTER + " failed: "
+                    "{{ event.payload.reason }}",
+                )
+            ],
+        ),
+        Automation(
+            name="pgpitr: WAL archiving behind",
+            trigger=EventTrigger(
+                expect={"pgpitr.wal.archiving-behind"},
+                match={"prefect.resource.id": "pgpitr.cluster.*"},
+                posture=Posture.Reactive,
+                threshold=1,
+            ),
+            actions=[
+                notify(
+                    f"pgpitr: WAL archiving of {CLUSTER} is behind",
+                    "{{ event.payload.reason }}. The recoverable window stops growing until "
+                    "archiving catches up: check the repository and the server log.",
+                )
+            ],
+        ),
+        Automation(
+            name="pgpitr: no backup for 8 days",
+            trigger=EventTrigger(
+                expect={"pgpitr.backup.completed"},
+                match={"prefect.resource.id": "pgpitr.cluster.*"},
+                for_each={"prefect.resource.id"},
+                posture=Posture.Proactive,
+                threshold=1,
+                within=timedelta(days=8),
+            ),
+            actions=[
+                notify(
+                    "pgpitr: no backup completed for 8 days",
+                    "A cluster that had backups has none completed for 8 days: "
+                    "{{ event.resource['prefect.resource.id'] }}",
+                )
+            ],
+        ),
+    ]
+
+
+def create(webhook_url: str) -> list[str]:
+    block_id = SlackWebhook(url=webhook_url).save(BLOCK, overwrite=True)
+    made = []
+    for automation in automations(block_id):
+        try:
+            Automation.read(name=automation.name).delete()
+        except ValueError:  # none of that name yet
+            pass
+        made.append(automation.create().name)
+    return made
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        raise SystemExit("usage: python -m deployments.alerts WEBHOOK_URL")
+    for name in create(sys.argv[1]):
+        print(f"automation {name!r} created")

@@ -1,0 +1,43 @@
+"""The ``backup`` flow: one full backup of a cluster, then (on schedule) retention."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+
+from flows.retention import apply_retention
+from tasks import backup as t
+from tasks import events
+from tasks._slots import cluster_slot
+
+
+@flow(name="backup", flow_run_name="backup-{cluster}", persist_result=True)
+def backup(
+    cluster: str,
+    backup_name: str | None = None,
+    verify: bool = False,
+    apply_retention_after: bool = False,
+) -> dict[str, Any]:
+    """Take a full backup of CLUSTER now; a second backup of the same cluster waits its turn.
+
+    With log backup on, a WAL switch right after the backup must reach the repository (so the
+    window reaches the backup's end at once).  ``verify`` reads the backup back in full;
+    ``apply_retention_after`` (set by the schedule) expires old backups afterwards."""
+    name = backup_name or t.backup_name(cluster)
+    try:
+        with cluster_slot("backup", cluster, wait=True):
+            policy = t.check_cluster(cluster)
+            manifest = t.stream_base_backup(cluster, name)
+            if policy["logfile_enabled"]:
+                t.confirm_wal_arrival(cluster)
+            if verify:
+                t.verify_backup(cluster, name)
+    except BaseException as exc:
+        events.backup_failed(cluster, name, exc)
+        raise
+    events.backup_completed(cluster, manifest)
+    t.publish_backup_table(cluster)
+    if apply_retention_after:
+        apply_retention(cluster)
+    return manifest

@@ -1,0 +1,50 @@
+"""``apply-retention`` (the policy's TTL) and ``delete-backup`` (what the user names)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+
+from pgpitr.errors import InvalidInput, NotFound
+from tasks import backup as tb
+from tasks import retention as t
+from tasks._common import artifact_key
+
+
+@flow(name="apply-retention", flow_run_name="apply-retention-{cluster}", persist_result=True)
+def apply_retention(cluster: str) -> dict[str, Any]:
+    """Remove the backups past the policy's retention.ttl (never the one the window needs while
+    no other can replace it) and the WAL older than every remaining backup."""
+    plan = t.choose_expired(cluster)
+    removed = t.delete_expired(cluster, plan.remove)
+    tb.publish_backup_table(cluster)
+    lines = [f"- removed backup `{name}`" for name in removed.backups] or ["- no backup expired"]
+    lines += [f"- kept `{name}` although expired: {why}" for name, why in plan.kept.items()]
+    lines.append(f"- removed {removed.wal_files} WAL file(s) older than every remaining backup")
+    create_markdown_artifact(
+        f"# Retention of {cluster}\n\n" + "\n".join(lines),
+        key=artifact_key("retention", cluster),
+        description=f"what retention removed from {cluster}",
+    )
+    return {"removed": removed.backups, "wal_files": removed.wal_files, "kept": plan.kept}
+
+
+@flow(name="delete-backup", flow_run_name="delete-backup-{cluster}", persist_result=True)
+def delete_backup(
+    cluster: str,
+    names: list[str] | None = None,
+    force: bool = False,
+    backup_repo: str | None = None,
+) -> dict[str, Any]:
+    """Delete the named backups, or with ``force`` and no names every backup of CLUSTER, and
+    the WAL no remaining backup needs.  ``force`` also allows the backup the window starts from."""
+    if not names and not force:
+        raise InvalidInput("name the backup(s) with --name, or delete all of them with --force")
+    removed = t.delete_objects(cluster, names or None, force, backup_repo)
+    try:
+        tb.publish_backup_table(cluster)
+    except NotFound:  # a deleted cluster's backups: nothing left to show for it
+        pass
+    return {"removed": removed.backups, "wal_files": removed.wal_files}

@@ -1,0 +1,61 @@
+"""The ``refresh-recoverable-window`` flow: what a cluster can be restored to, and whether WAL
+archiving keeps up (an event tells an automation when it does not)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+
+from pgpitr import clusters, timeparse
+from pgpitr.postgres.cluster import Cluster
+from tasks import events
+from tasks import window as t
+from tasks._common import artifact_key
+
+
+@flow(
+    name="refresh-recoverable-window",
+    flow_run_name="refresh-recoverable-window-{cluster}",
+    persist_result=True,
+)
+def refresh_recoverable_window(cluster: str) -> dict[str, Any]:
+    """Publish CLUSTER's recoverable window; with log backup on, check the archiver."""
+    window = t.read_window(cluster)
+    c = Cluster.get(cluster)
+    archiver = None
+    if clusters.load_policy(c).logfile_enabled and c.is_running():
+        status = t.check_archiver(cluster)
+        archiver = status.as_payload()
+        if status.behind:
+            events.archiving_behind(status)
+    create_markdown_artifact(
+        _markdown(cluster, window, archiver),
+        key=artifact_key("recoverable-window", cluster),
+        description=f"recoverable window of {cluster}",
+    )
+    return {**window, "archiver": archiver}
+
+
+def _markdown(cluster: str, window: dict[str, Any], archiver: dict[str, Any] | None) -> str:
+    def when(text: str) -> str:
+        return timeparse.format_kbcli(datetime.fromisoformat(text))
+
+    lines = [f"# Recoverable window of {cluster}", ""]
+    if window["window"]:
+        lines += [
+            "- " + timeparse.format_window(datetime.fromisoformat(a), datetime.fromisoformat(b))
+            for a, b in window["window"]
+        ]
+    else:
+        lines.append("- none yet: take a backup with log backup on, then commit something")
+    lines += ["", "| backup | from | to |", "|---|---|---|"]
+    lines += [
+        f"| {r['backup']} | {when(r['start'])} | {when(r['end'])} |" for r in window["ranges"]
+    ]
+    if archiver is not None:
+        state = "**behind**" if archiver["behind"] else "keeps up"
+        lines += ["", f"WAL archiving {state}: {archiver['reason']}"]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,103 @@
+"""What goes into a flow from the command line, and the line a person reads about what came out.
+
+Kept apart from the commands so that each command stays a few lines: parse, run the flow
+(pgpitr/cli/runner.py), report.  Every report is silent when the result is elsewhere
+(``runner.NO_RESULT``: queued with --no-wait, or completed where its result is kept).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import typer
+
+from pgpitr import clusters, timeparse
+from pgpitr import policy as pol
+from pgpitr.cli import console, progress, runner
+from pgpitr.errors import InvalidInput
+from pgpitr.postgres.cluster import Cluster
+
+POLICY_SUFFIX = "-postgresql-backup-policy"
+#: The account password's way into the create-account flow (tasks/clusters.py reads it).
+PASSWORD_ENV = "PGPITR_ACCOUNT_PASSWORD"
+
+
+def created(result: Any) -> None:
+    if result is not runner.NO_RESULT:
+        console.info(
+            f"cluster {result['name']} created: port {result['port']}, "
+            f"repository {result['repository']}"
+        )
+
+
+def deleted_cluster(name: str, result: Any) -> None:
+    if result is not runner.NO_RESULT:
+        console.info(f"cluster {name} deleted; its backups remain (see list-backup, delete-backup)")
+
+
+def backed_up(manifest: Any) -> None:
+    if manifest is not runner.NO_RESULT:
+        console.info(
+            f"backup {manifest['name']} completed: {progress.size(manifest['database_size'])} "
+            f"of data, {progress.size(manifest['stored_size'])} stored, "
+            f"{timeparse.format_duration(manifest['duration_seconds'])}"
+        )
+
+
+def restored(new_name: str, result: Any) -> None:
+    if result is runner.NO_RESULT:
+        return
+    last = result["last_commit"]
+    shown = timeparse.format_kbcli(datetime.fromisoformat(last)) if last else "none"
+    console.info(
+        f"cluster {new_name} restored from backup {result['backup']} "
+        f"(timeline {result['timeline']}); last replayed commit: {shown}"
+    )
+
+
+def deleted_backups(cluster: str, result: Any) -> None:
+    if result is not runner.NO_RESULT:
+        names = ", ".join(result["removed"]) or "no backup"
+        console.info(
+            f"{cluster}: removed {names} and {result['wal_files']} WAL file(s) "
+            f"({len(result['removed'])} backup(s))"
+        )
+
+
+def granted(role: str, username: str, result: Any) -> None:
+    if result is not runner.NO_RESULT:
+        console.info(f"granted {role.upper()} to {username}")
+
+
+def policy_change(policy_name: str, settings: list[str] | None) -> dict[str, Any] | None:
+    """The edit-backup-policy flow's parameters: the --set values, or the policy as edited in
+    $EDITOR (None when nothing changed).  Checked here too, so a typo fails before any run."""
+    if not policy_name.endswith(POLICY_SUFFIX):
+        raise InvalidInput(
+            f"{policy_name!r} is not a policy name like my-pg{POLICY_SUFFIX}",
+            hint="see `pgpitr cluster list-backup-policy`",
+        )
+    cluster = Cluster.get(policy_name[: -len(POLICY_SUFFIX)])
+    current = clusters.load_policy(cluster)
+    if settings:
+        pol.apply_settings(current, settings)
+        return {"cluster": cluster.name, "settings": settings}
+    edited = typer.edit(pol.to_yaml(current), extension=".yaml")
+    if edited is None or edited.strip() == pol.to_yaml(current).strip():
+        return None
+    return {"cluster": cluster.name, "policy": pol.to_dict(pol.from_yaml(edited, current))}
+
+
+def policy_updated(policy_name: str, result: Any) -> None:
+    if result is runner.NO_RESULT:
+        return
+    if result is None:
+        console.info("no change")
+        return
+    console.info(f"backup policy {policy_name} updated")
+    deployed = [line for line in result["schedules"] if not line.endswith(": not deployed")]
+    for line in deployed:
+        console.info(f"  schedule {line}")
+    if not deployed:
+        console.info("  schedules: not deployed yet (`pgpitr serve` creates them from this policy)")

@@ -1,0 +1,50 @@
+"""``pgpitr storageclass``: list the storage classes, make one the only default."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from pgpitr.cli import console
+from pgpitr.cli.addon import Context, DryRun, Kubeconfig, run_flow
+from pgpitr.kubernetes import storageclass
+from pgpitr.kubernetes.client import connect
+
+Create = Annotated[
+    str | None,
+    typer.Option("--create", help="create the class first, as an EBS class of this volume type"),
+]
+
+app = typer.Typer(help="Kubernetes storage classes.", no_args_is_help=True)
+
+
+@app.command("list")
+def list_classes(kubeconfig: Kubeconfig = None, context: Context = None) -> None:
+    """NAME PROVISIONER RECLAIMPOLICY VOLUMEBINDINGMODE ALLOWVOLUMEEXPANSION DEFAULT."""
+    classes = storageclass.list_classes(connect(kubeconfig, context))
+    console.table(storageclass.COLUMNS, storageclass.rows(classes))
+
+
+@app.command("set-default")
+def set_default(
+    name: str,
+    create: Create = None,
+    dry_run: DryRun = False,
+    kubeconfig: Kubeconfig = None,
+    context: Context = None,
+) -> None:
+    """Make NAME the only default: set-default ebs-sc --create gp3 (xfs, WaitForFirstConsumer)."""
+    from flows.setup import set_default_storage_class
+
+    run_flow(
+        set_default_storage_class,
+        None,
+        (),
+        "storageclass set-default",
+        name=name,
+        create=create,
+        kubeconfig=kubeconfig,
+        context=context,
+        dry_run=dry_run,
+    )

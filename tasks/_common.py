@@ -1,0 +1,116 @@
+"""What every pgpitr task shares: the retry policy, the logger, byte progress as an artifact.
+
+Only failures ``pgpitr.transient`` calls transient are retried (S3 5xx or throttling, a dropped
+connection, PostgreSQL not ready yet), with exponential backoff; anything else fails at once,
+because it would fail the same way again.  Tasks never cache (they have side effects) and never
+persist their results (a task's return value is an engine object that only this run needs).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from prefect import get_run_logger
+from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import MissingContextError
+from prefect.tasks import exponential_backoff
+
+from pgpitr.transient import is_transient
+
+#: Base delay of the first retry in seconds; then 2x, 4x.
+RETRY_BASE_DELAY = 2.0
+
+
+def _retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
+    try:
+        state.result()
+    except Exception as exc:  # the failure the state carries
+        return is_transient(exc)
+    return False
+
+
+#: Options of a task whose step may meet a transient failure.
+RETRYING: dict[str, Any] = {
+    "retries": 3,
+    "retry_delay_seconds": exponential_backoff(backoff_factor=RETRY_BASE_DELAY),
+    "retry_jitter_factor": 0.2,
+    "retry_condition_fn": _retry_if_transient,
+    "cache_policy": NO_CACHE,
+    "persist_result": False,
+}
+#: Options of a task that retrying cannot help (local files, a decision from given data).
+ONCE: dict[str, Any] = {"cache_policy": NO_CACHE, "persist_result": False}
+
+
+def logger() -> logging.Logger | logging.LoggerAdapter:
+    try:
+        return get_run_logger()
+    except MissingContextError:  # called outside a run, e.g. from a unit test
+        return logging.getLogger("pgpitr.tasks")
+
+
+def artifact_key(*parts: str) -> str:
+    """Artifact keys allow lower-case letters, digits and dashes only."""
+    text = "-".join(parts).lower()
+    return "".join(c if c.isalnum() or c == "-" else "-" for c in text)
+
+
+# Whoever runs a flow in this process (the CLI's progress bar) may listen to the bytes moved.
+_listeners: list[Callable[[int, int], None]] = []
+
+
+def add_listener(listener: Callable[[int, int], None]) -> Callable[[], None]:
+    """Call ``listener(done, total)`` on every progress report; returns the undo."""
+    _listeners.append(listener)
+    return lambda: _listeners.remove(listener)
+
+
+class ByteProgress:
+    """A progress artifact for bytes moved, updated at most once per ``interval`` seconds.
+
+    The engine reports progress from whatever thread moves the bytes (pg_basebackup's stderr
+    reader for a backup); the Prefect settings and run context live in context variables, which
+    a thread does not inherit, so updates run in a copy of the task's context."""
+
+    def __init__(self, key: str, description: str, interval: float = 1.0) -> None:
+        from prefect.artifacts import create_progress_artifact
+
+        self._context = contextvars.copy_context()
+        self._interval = interval
+        self._last = 0.0
+        self._lock = threading.Lock()
+        self._artifact = None
+        try:
+            self._artifact = create_progress_artifact(0.0, key=key, description=description)
+        except Exception as exc:  # an artifact is a view: never fail the work for it
+            logger().warning("no progress artifact: %s", type(exc).__name__)
+
+    def __call__(self, done: int, total: int) -> None:
+        for listener in list(_listeners):
+            listener(done, total)
+        now = time.monotonic()
+        if self._artifact is None or now - self._last < self._interval:
+            return
+        with self._lock:
+            self._last = now
+            self._update(100.0 * done / total if total else 0.0)
+
+    def finish(self) -> None:
+        self._update(100.0)
+
+    def _update(self, percent: float) -> None:
+        if self._artifact is None:
+            return
+        from prefect.artifacts import update_progress_artifact
+
+        try:
+            self._context.run(update_progress_artifact, self._artifact, min(percent, 100.0))
+        except RuntimeError:  # the context is in use by the other thread: skip this tick
+            pass
+        except Exception as exc:
+            logger().debug("progress artifact not updated: %s", type(exc).__name__)

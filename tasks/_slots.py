@@ -1,0 +1,45 @@
+"""One backup and one restore per cluster at a time, across every process and worker.
+
+A deployment's own concurrency limit counts the runs of that deployment, and pgpitr's
+deployments serve every cluster; so the limit per cluster is a Prefect global concurrency limit
+named after it (``pgpitr-backup-my-pg``, limit 1, created on first use and visible in the UI).
+A second backup waits for its turn; a second restore from the same source is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+
+from pgpitr.errors import Busy
+
+
+def slot_name(kind: str, cluster: str) -> str:
+    return f"pgpitr-{kind}-{cluster}"
+
+
+@contextmanager
+def cluster_slot(kind: str, cluster: str, *, wait: bool) -> Iterator[None]:
+    from prefect.client.orchestration import get_client
+    from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError
+    from prefect.concurrency.sync import concurrency
+
+    name = slot_name(kind, cluster)
+    with get_client(sync_client=True) as client:
+        client.upsert_global_concurrency_limit_by_name(name, 1)
+    # Refusing asks once (no retry on 423 Locked) rather than with a short timeout, which a
+    # busy API server could exceed while the slot is free.
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(
+                concurrency(name, occupy=1, max_retries=None if wait else 0, strict=True)
+            )
+        except ConcurrencySlotAcquisitionError as exc:
+            status = getattr(getattr(exc.__cause__, "response", None), "status_code", None)
+            if status != 423:
+                raise
+            raise Busy(
+                f"a {kind} of cluster {cluster!r} is already running",
+                hint="wait for it to finish (see its flow run in the Prefect UI)",
+            ) from None
+        yield

@@ -1,0 +1,82 @@
+"""Reading back from the Prefect API what the flows recorded: runs, task runs, logs, artifacts,
+events."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterKey,
+    FlowRunFilter,
+    FlowRunFilterId,
+    FlowRunFilterName,
+    LogFilter,
+    LogFilterFlowRunId,
+)
+
+
+def flow_runs(*names: str) -> list[Any]:
+    with get_client(sync_client=True) as client:
+        flt = FlowRunFilter(name=FlowRunFilterName(any_=list(names))) if names else None
+        return client.read_flow_runs(flow_run_filter=flt, limit=200)
+
+
+def task_runs(flow_run_id: Any) -> list[Any]:
+    with get_client(sync_client=True) as client:
+        return client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])), limit=200
+        )
+
+
+def task_run(flow_run_id: Any, task_name: str) -> Any:
+    (found,) = [t for t in task_runs(flow_run_id) if t.name.startswith(f"{task_name}-")]
+    return found
+
+
+def logs(flow_run_id: Any = None) -> list[str]:
+    """Every log message (of one flow run, or of all), oldest first."""
+    messages: list[str] = []
+    flt = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])) if flow_run_id else None
+    with get_client(sync_client=True) as client:
+        while True:
+            page = client.read_logs(log_filter=flt, limit=200, offset=len(messages))
+            messages += [log.message for log in page]
+            if len(page) < 200:
+                return messages
+
+
+def artifacts(key: str) -> list[Any]:
+    with get_client(sync_client=True) as client:
+        return client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])), limit=50
+        )
+
+
+def events(prefix: str, timeout: float = 15) -> list[dict[str, Any]]:
+    """Events whose name starts with ``prefix`` (they arrive asynchronously: wait for one)."""
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            response = client.request(
+                "POST",
+                "/events/filter",
+                json={"filter": {"event": {"prefix": [prefix]}}, "limit": 50},
+            )
+            found = response.json()["events"]
+            if found or time.monotonic() > deadline:
+                return found
+            time.sleep(0.5)
+
+
+def wait_for(predicate: Any, timeout: float, what: str, interval: float = 1.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)

@@ -1,0 +1,292 @@
+"""Orchestration end to end: the CLI runs flows, deployments are served, schedules follow the
+backup policy, tasks retry what is transient, a failed restore leaves nothing, retention keeps
+what the window needs, events reach the API, and no secret is ever recorded.
+
+The tests share one source cluster (on S3) and one served set of deployments; they run in file
+order, and the backup scheduled to run every minute is checked last, so that its wait overlaps
+the tests in between.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from pgpitr import catalog, clusters, operations, timeparse, wal
+from pgpitr.errors import ChecksumMismatch, RecoveryTargetError
+from pgpitr.postgres.cluster import Cluster
+from tests.conftest import S3_SECRET, cli
+from tests.flows import api
+from tests.flows.conftest import REPO_ROOT, wait_served
+from tests.flows.repos import RefusesFirstUpload, ShortBaseBackup
+from tests.pg import archive_now, commit_now, rows, sql
+
+pytestmark = pytest.mark.timeout(240)
+SEEN: dict[str, object] = {}  # what later tests check: the password, when the schedule changed
+
+
+def deployment(name: str):
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_deployment_by_name(name)
+
+
+def backup_schedule(cluster: str):
+    (found,) = [s for s in deployment("backup/pgpitr").schedules if s.slug == cluster]
+    return found
+
+
+def test_walkthrough_runs_as_flows_with_tasks_and_artifacts(source, served, flows_home):
+    wait_served(served, flows_home)
+    created = cli("cluster", "create-account", "src", "--username", "myuser")
+    SEEN["password"] = re.search(r"password: (\S+)", created.stdout).group(1)
+    cli("cluster", "grant-role", "src", "--username", "myuser", "--role", "READWRITE")
+    sql("src", "CREATE TABLE msg (id int PRIMARY KEY)")
+    after_1 = commit_now("src", "INSERT INTO msg VALUES (1)")
+    noted = (after_1 + timedelta(seconds=1)).replace(microsecond=0)
+    while datetime.now(UTC) < noted + timedelta(seconds=1):
+        time.sleep(0.1)
+    commit_now("src", "INSERT INTO msg VALUES (2)")
+    archive_now("src")
+    restored = cli(
+        "cluster",
+        "restore",
+        "restored",
+        "--restore-to-time",
+        timeparse.format_kbcli(noted, "Asia/Shanghai"),
+        "--source-cluster",
+        "src",
+    )
+    assert "Traceback" not in restored.stderr and "Flow run" not in restored.stderr
+    assert rows("restored") == [1]
+
+    expected = [
+        "create-cluster-src",
+        "edit-backup-policy-src",
+        "set-log-backup-src",
+        "backup-src",
+        "create-account-src-myuser",
+        "grant-role-src-myuser",
+        "restore-restored-from-src",
+    ]
+    runs = {r.name: r for r in api.flow_runs(*expected) if r.state.is_completed()}
+    assert sorted(runs) == sorted(expected)
+    for run in runs.values():
+        assert api.task_runs(run.id), f"{run.name} has no task run"
+    assert api.task_run(runs["restore-restored-from-src"].id, "materialise").state.is_completed()
+    for key in ("backups-src", "backup-progress-src", "restore-progress-restored"):
+        assert api.artifacts(key), f"no artifact {key}"
+    (table,) = api.artifacts("backups-src")[:1]
+    assert "backup-default-src-" in json.dumps(table.data)
+    completed = api.events("pgpitr.backup.completed")
+    assert any(e["resource"]["prefect.resource.id"] == "pgpitr.cluster.src" for e in completed)
+
+
+def test_restore_triggered_through_the_api_runs_on_the_served_deployment(source, flows_home):
+    run = subprocess.run(
+        [sys.executable, "-m", "prefect", "deployment", "run", "restore/pgpitr"]
+        + ["--param", "new_name=api-restored", "--param", "source_cluster=src"]
+        + ["--watch", "--watch-timeout", "150"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=200,
+    )
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert rows("api-restored") == [1, 2]
+    (flow_run,) = api.flow_runs("restore-api-restored-from-src")
+    assert flow_run.deployment_id == deployment("restore/pgpitr").id
+    # through the deployment from the CLI, an engine error keeps its message and exit code
+    refused = cli(
+        "cluster",
+        "restore",
+        "too-early",
+        "--source-cluster",
+        "src",
+        "--restore-to-time",
+        "2001-01-01T00:00:00Z",
+        "--wait",
+        check=False,
+    )
+    assert refused.returncode == 9, refused.stderr
+    assert refused.stderr.startswith("error: Jan 01,2001 00:00:00 UTC+0000 is outside")
+    assert "Traceback" not in refused.stderr
+
+
+def test_edit_backup_policy_sets_the_deployment_schedule(source):
+    SEEN["schedule_changed"] = datetime.now(UTC)
+    cli(
+        "cluster",
+        "edit-backup-policy",
+        "src-postgresql-backup-policy",
+        "--set",
+        "schedule.datafile.cronExpression=* * * * *,schedule.datafile.timezone=Asia/Shanghai",
+    )
+    schedule = backup_schedule("src")
+    assert schedule.schedule.cron == "* * * * *"
+    assert schedule.schedule.timezone == "Asia/Shanghai"
+    assert schedule.active
+    assert schedule.parameters == {"cluster": "src", "apply_retention_after": True}
+    listed = json.loads(cli("cluster", "list-backup-policy", "-o", "json").stdout)
+    (row,) = [r for r in listed if r["cluster"] == "src"]
+    assert row["backup_schedule"] == "* * * * *" and row["auto_backup"] is True
+    assert row["schedule_source"] == "deployment backup/pgpitr"
+
+
+def test_a_refused_upload_is_retried_and_the_backup_completes(source, monkeypatch):
+    from flows.backup import backup
+
+    real = clusters.repository
+    monkeypatch.setattr(clusters, "repository", lambda c: RefusesFirstUpload(real(c)))
+    RefusesFirstUpload.failures.clear()
+    state = backup(cluster="src", backup_name="retried-backup", return_state=True)
+    assert state.is_completed(), state.message
+    assert RefusesFirstUpload.failures == ["src/backups/retried-backup/base.tar.zst"]
+    stream = api.task_run(state.state_details.flow_run_id, "stream-base-backup")
+    assert stream.run_count == 2 and stream.state.is_completed()
+    named = [b for b in catalog.list_backups(real(Cluster.get("src")), "src")]
+    assert [b.status for b in named if b.name == "retried-backup"] == ["Completed"]
+
+
+def test_a_bad_target_fails_at_once_without_retries(source):
+    from flows.restore import restore
+
+    with pytest.raises(RecoveryTargetError, match="outside the recoverable window"):
+        restore(new_name="never", source_cluster="src", restore_to_time="2001-01-01T00:00:00Z")
+    (run,) = api.flow_runs("restore-never-from-src")
+    assert api.task_run(run.id, "choose-backup").run_count == 1
+    assert "never" not in [c.name for c in Cluster.all()]
+
+
+def test_a_failed_restore_rolls_back_and_leaves_nothing(source, flows_home, monkeypatch):
+    from flows.restore import restore
+    from pgpitr import restore as rs
+
+    real = rs.open_repository
+    monkeypatch.setattr(rs, "open_repository", lambda *a, **k: ShortBaseBackup(real(*a, **k)))
+    with pytest.raises(ChecksumMismatch):
+        restore(new_name="broken", source_cluster="src")
+    assert not (flows_home / "clusters" / "broken").exists()
+    assert "broken" not in [c.name for c in Cluster.all()]
+    (run,) = api.flow_runs("restore-broken-from-src")
+    assert api.task_run(run.id, "create-cluster-directory").state.is_completed()
+    materialise = api.task_run(run.id, "materialise")
+    assert materialise.state.is_failed() and materialise.run_count == 1
+
+
+def _set_policy(cluster: Cluster, **changes: object) -> None:
+    policy = clusters.load_policy(cluster)
+    if "logfile_enabled" in changes:
+        clusters.set_log_backup(cluster, bool(changes["logfile_enabled"]))
+        policy = clusters.load_policy(cluster)
+    clusters.save_policy(cluster, dataclasses.replace(policy, **changes))
+
+
+def test_retention_expires_by_ttl_keeps_the_window_and_prunes_wal(flows_home, api_url):
+    from flows.retention import apply_retention
+
+    ret = clusters.create("ret")
+    _set_policy(ret, logfile_enabled=True, ttl="2s")
+    first = operations.backup(ret)["name"]
+    _set_policy(ret, logfile_enabled=False, ttl="7d")
+    unarchived = operations.backup(ret)["name"]  # WAL inside, none archived: starts no window
+    time.sleep(2.2)
+
+    kept = apply_retention("ret")
+    assert kept["removed"] == [] and list(kept["kept"]) == [first]
+
+    _set_policy(ret, logfile_enabled=True)
+    third = operations.backup(ret)["name"]
+    pruned = apply_retention("ret")
+    assert pruned["removed"] == [first] and pruned["wal_files"] > 0
+    repo = clusters.repository(ret)
+    remaining = catalog.list_backups(repo, "ret")
+    assert [b.name for b in remaining] == [unarchived, third]
+    floor = min(b.start_lsn for b in remaining)
+    size = ret.state.wal_segment_size
+    for info in repo.list("ret/wal/"):
+        name = wal.split_object_key(info.key)[0]
+        if not name.endswith(".history"):
+            assert wal.Segment.parse(name[:24], size).number >= floor // size, name
+    assert any(first in a.data for a in api.artifacts("retention-ret"))
+
+
+def test_archiving_that_falls_behind_raises_an_event(flows_home):
+    from flows.window import refresh_recoverable_window
+
+    wal_root = flows_home / "repo" / "ret" / "wal"
+    directories = [wal_root, *(p for p in wal_root.rglob("*") if p.is_dir())]
+    for d in directories:
+        d.chmod(0o555)  # the archiver (the server's OS user) can no longer write
+    try:
+        sql("ret", "CREATE TABLE IF NOT EXISTS t (i int); INSERT INTO t VALUES (1)")
+        sql("ret", "SELECT pg_switch_wal()")
+        api.wait_for(
+            lambda: sql("ret", "SELECT failed_count FROM pg_stat_archiver")[0][0] > 0,
+            30,
+            "a failed archive attempt",
+            interval=0.3,
+        )
+        result = refresh_recoverable_window("ret")
+    finally:
+        for d in directories:
+            d.chmod(0o750)
+    assert result["archiver"]["behind"] and "fails" in result["archiver"]["reason"]
+    (event, *_) = api.events("pgpitr.wal.archiving-behind")
+    assert event["resource"]["prefect.resource.id"] == "pgpitr.cluster.ret"
+    assert api.artifacts("recoverable-window-ret")
+
+
+def test_without_an_api_the_schedule_comes_from_the_saved_policy(source):
+    listed = cli(
+        "cluster",
+        "list-backup-policy",
+        "-o",
+        "json",
+        env={"PREFECT_API_URL": "http://127.0.0.1:9/api"},
+    )
+    (row,) = [r for r in json.loads(listed.stdout) if r["cluster"] == "src"]
+    assert row["schedule_source"].startswith("saved policy")
+    assert "does not answer" in listed.stderr
+
+
+def test_the_scheduled_backup_fires_and_disabling_pauses_the_schedule(source, flows_home):
+    since = SEEN["schedule_changed"]
+    backup_deployment = deployment("backup/pgpitr").id
+
+    def fired():
+        return [
+            r
+            for r in api.flow_runs()
+            if r.deployment_id == backup_deployment and r.auto_scheduled and r.state.is_completed()
+        ]
+
+    api.wait_for(fired, 120, "a scheduled backup of src")
+    repo = clusters.repository(Cluster.get("src"))
+    assert any(b.completed and b.start_time >= since for b in catalog.list_backups(repo, "src"))
+    assert api.flow_runs("apply-retention-src"), "retention runs after a scheduled backup"
+
+    from flows.policy import edit_backup_policy
+
+    edit_backup_policy(cluster="src", settings=["schedule.datafile.enable=false"])
+    assert backup_schedule("src").active is False
+    described = cli("cluster", "describe", "src").stdout
+    assert re.search(r"^Disabled\s+\* \* \* \* \*", described, re.M), described
+
+
+def test_no_secret_in_any_flow_parameter_or_log(source):
+    secrets = [S3_SECRET, str(SEEN["password"])]
+    runs = api.flow_runs()
+    assert len(runs) >= 10
+    recorded = json.dumps([r.parameters for r in runs]) + "\n".join(api.logs())
+    for secret in secrets:
+        assert secret not in recorded
+    assert any(r.name == "create-account-src-myuser" for r in runs)
