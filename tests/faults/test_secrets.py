@@ -1,0 +1,106 @@
+"""With a known S3 secret key and a known account password, run backup, restore, create-account
+and a failing S3 call; then search everything pgpitr and Prefect recorded for them."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tests.conftest import S3_SECRET, cli
+from tests.flows.api import flow_runs, logs
+from tests.pg import archive_now, commit_now, sql
+
+PASSWORD = "Known-Account-Password-7f3a"  # noqa: S105 - the value the sweep looks for
+
+
+def _all_artifacts() -> list[str]:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return [
+            json.dumps([a.key, a.data, a.description], default=str)
+            for a in client.read_artifacts(limit=200)
+        ]
+
+
+def _files_written(home: Path) -> list[Path]:
+    """Every file pgpitr wrote outside the repository and the data directories."""
+    found = []
+    for path in home.rglob("*"):
+        rel = path.relative_to(home).parts
+        if path.is_file() and "repo" not in rel[:1] and "data" not in rel[2:3]:
+            found.append(path)
+    return found
+
+
+def test_secrets_never_appear_anywhere(home: Path, s3_url: str) -> None:
+    started = datetime.now(UTC)
+    outputs = []
+    outputs.append(cli("cluster", "create", "sec", "--backup-repo", s3_url))
+    outputs.append(
+        cli(
+            "cluster",
+            "edit-backup-policy",
+            "sec-postgresql-backup-policy",
+            "--set",
+            "schedule.logfile.enable=true",
+        )
+    )
+    outputs.append(cli("cluster", "backup", "sec"))
+    outputs.append(
+        cli("cluster", "create-account", "sec", "--username", "alice", "--password", PASSWORD)
+    )
+    outputs.append(
+        cli("cluster", "grant-role", "sec", "--username", "alice", "--role", "READWRITE")
+    )
+    sql("sec", "CREATE TABLE msg (id int)")
+    commit_now("sec", "INSERT INTO msg VALUES (1)")
+    time.sleep(1.1)
+    target = datetime.now(UTC).replace(microsecond=0).isoformat()
+    time.sleep(1.1)
+    commit_now("sec", "INSERT INTO msg VALUES (2)")
+    archive_now("sec")
+    outputs.append(
+        cli(
+            "cluster", "restore", "sec-copy", "--source-cluster", "sec", "--restore-to-time", target
+        )
+    )
+    # a failing S3 call: the right secret, a wrong key id
+    outputs.append(
+        cli(
+            "cluster",
+            "create",
+            "sec-bad",
+            "--backup-repo",
+            s3_url,
+            check=False,
+            env={
+                "AWS_ACCESS_KEY_ID": "",
+                "AWS_SECRET_ACCESS_KEY": S3_SECRET,
+                "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+            },
+        )
+    )
+    assert sql("sec-copy", "SELECT id FROM msg") == [(1,)]
+
+    secrets = [S3_SECRET, PASSWORD]
+    text = "\n".join(o.stdout + o.stderr for o in outputs)
+    runs = [r for r in flow_runs() if r.created and r.created >= started]
+    assert runs, "the commands ran as flows"
+    text += "\n".join(json.dumps(r.parameters, default=str) for r in runs)
+    text += "\n".join(m for r in runs for m in logs(r.id))
+    text += "\n".join(_all_artifacts())
+    for path in _files_written(home):
+        text += path.read_text(errors="replace") if path.name != "aws-credentials" else ""
+    text += Path(home, "clusters", "sec", "log", "postgresql.log").read_text()
+    for secret in secrets:
+        assert secret not in text
+
+    for cluster in ("sec", "sec-copy"):
+        creds = home / "clusters" / cluster / "aws-credentials"
+        assert creds.exists() and oct(creds.stat().st_mode & 0o777) == "0o600"
+        assert S3_SECRET in creds.read_text()  # the one place it is kept, for the archiver
+    assert os.stat(home / "clusters" / "sec" / "data").st_mode & 0o077 == 0
