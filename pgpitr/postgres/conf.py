@@ -64,8 +64,16 @@ def archive_command(home: Path, cluster: str, enabled: bool) -> str:
     return f"{{ test -e {marker} && rm {marker}; }} || {push}"
 
 
+def fetched_spool_dir(home: Path, cluster: str) -> Path:
+    """Where wal-fetch leaves the segments it fetched ahead, checksums verified."""
+    return home / "clusters" / cluster / "spool" / "fetched"
+
+
 def restore_command(home: Path, cluster: str) -> str:
-    return wal_command(home, "wal-fetch", cluster, "%f", "%p")
+    """wal-fetch, behind a shell test: a segment fetched ahead costs a rename, no Python start."""
+    spooled = shlex.quote(str(fetched_spool_dir(home, cluster))) + "/%f"
+    fetch = wal_command(home, "wal-fetch", cluster, "%f", "%p")
+    return f"{{ test -e {spooled} && mv {spooled} %p; }} || {fetch}"
 
 
 def managed_settings(
