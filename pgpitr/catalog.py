@@ -118,6 +118,20 @@ def get_backup(repo: Repository, stanza: str, name: str) -> Backup:
     return Backup(repo.get_json(key))
 
 
+def leftover_stanza(repo: Repository, stanza: str) -> bool:
+    """True when a stanza holds no backup and no WAL segment, only its archive info or history
+    files: what `delete-backup --force` leaves of a deleted cluster.  Those would mislead a new
+    cluster of the same name (another system identifier, old timelines), so creating one removes
+    them."""
+    found = False
+    for info in repo.list(f"{stanza}/"):
+        found = True
+        name = info.key.rsplit("/", 1)[-1]
+        if info.key.endswith("/backup.json") or wal.SEGMENT_RE.match(name.split("-", 1)[0]):
+            return False
+    return found
+
+
 # -- the WAL archive -------------------------------------------------------------------------
 
 

@@ -14,9 +14,9 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from pgpitr import catalog, wal
 from pgpitr import policy as pol
 from pgpitr import state as st
-from pgpitr import wal
 from pgpitr.errors import AlreadyExists, ClusterStateError, RepositoryError
 from pgpitr.postgres import conf
 from pgpitr.postgres.cluster import Cluster
@@ -79,18 +79,6 @@ def _prepare_file_repository(cluster: Cluster) -> None:
         )
 
 
-def _stanza_is_leftover(repo: Repository, stanza: str) -> bool:
-    """No backup and no WAL segment left: what `delete-backup --force` leaves of a deleted
-    cluster.  Its archive info and history files would mislead a new cluster of that name, so
-    they are removed."""
-    for info in repo.list(f"{stanza}/"):
-        name = info.key.rsplit("/", 1)[-1]
-        if info.key.endswith("/backup.json") or wal.SEGMENT_RE.match(name.split("-", 1)[0]):
-            return False
-    repo.delete_prefix(f"{stanza}/")
-    return True
-
-
 def ensure_archive_info(cluster: Cluster, repo: Repository) -> dict:
     return wal.check_archive_info(
         repo,
@@ -118,7 +106,9 @@ def create(name: str, *, port: int | None = None, repository_url: str | None = N
         repo = repository(cluster)
         repo.check()
         stanza = cluster.state.stanza
-        if repo.exists(wal.archive_info_key(stanza)) and not _stanza_is_leftover(repo, stanza):
+        if catalog.leftover_stanza(repo, stanza):
+            repo.delete_prefix(f"{stanza}/")
+        if repo.exists(wal.archive_info_key(stanza)):
             raise AlreadyExists(
                 f"the repository {repo.url} already holds backups of a cluster named {name!r}",
                 hint=f"choose another name, or remove them with `pgpitr cluster delete-backup "

@@ -93,7 +93,7 @@ def plan(
     if (st.clusters_dir() / new_name).exists():
         raise AlreadyExists(f"cluster {new_name!r} already exists", hint="choose another name")
     repo = source.open()
-    if repo.exists(wal.archive_info_key(new_name)):
+    if repo.exists(wal.archive_info_key(new_name)) and not catalog.leftover_stanza(repo, new_name):
         raise AlreadyExists(
             f"the repository {repo.url} already holds the archive of a cluster named "
             f"{new_name!r}; the restored cluster would archive into it",
@@ -157,6 +157,9 @@ def prepare(p: Plan) -> Cluster:
     is killed, nothing can roll back, and the next restore to that name (or ``remove_interrupted``)
     recognises the leftovers and removes them."""
     now = datetime.now(UTC).isoformat(timespec="seconds")
+    repo = p.source.open()
+    if catalog.leftover_stanza(repo, p.new_name):
+        repo.delete_prefix(f"{p.new_name}/")
     cluster = Cluster.prepare(p.new_name, port=None, repository=p.source.repository, created=now)
     cluster.state.restore_source = {
         "repository": p.source.repository,

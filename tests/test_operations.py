@@ -264,3 +264,25 @@ def test_cluster_processes_run_as_an_unprivileged_user(archived: Cluster) -> Non
     data = archived.state.datadir
     assert os.stat(data).st_uid == archived.user.uid
     assert oct(os.stat(data).st_mode & 0o777) == "0o700"
+
+
+def test_a_deleted_clusters_leftover_stanza_does_not_block_its_name(home: Path) -> None:
+    from pgpitr import operations
+    from pgpitr import restore as rs
+
+    first = clusters.create("reuse")
+    clusters.set_log_backup(first, True)
+    operations.backup(first)
+    old_system_id = first.state.system_identifier
+    clusters.delete(first)
+    repo = clusters.repository(first)
+    assert not catalog.leftover_stanza(repo, "reuse")  # backups remain: the name stays taken
+    with pytest.raises(Exception, match="already holds backups"):
+        clusters.create("reuse")
+    operations.delete_backups("reuse", None, force=True)
+    assert catalog.leftover_stanza(repo, "reuse")  # archive info and history only
+    again = clusters.create("reuse")
+    clusters.set_log_backup(again, True)
+    assert again.state.system_identifier != old_system_id
+    assert repo.get_json("reuse/archive.info")["system_identifier"] == again.state.system_identifier
+    assert rs.remove_interrupted("reuse") is False
