@@ -13,6 +13,8 @@ from contextlib import ExitStack, contextmanager
 
 from pgpitr.errors import Busy
 
+LEASE_SECONDS = 60  # the shortest lease Prefect's API accepts
+
 
 def slot_name(kind: str, cluster: str) -> str:
     return f"pgpitr-{kind}-{cluster}"
@@ -32,7 +34,15 @@ def cluster_slot(kind: str, cluster: str, *, wait: bool) -> Iterator[None]:
     with ExitStack() as stack:
         try:
             stack.enter_context(
-                concurrency(name, occupy=1, max_retries=None if wait else 0, strict=True)
+                concurrency(
+                    name,
+                    occupy=1,
+                    max_retries=None if wait else 0,
+                    strict=True,
+                    # renewed while held; a killed holder's slot frees within a minute and the
+                    # server's next lease sweep (15 s), not Prefect's default five minutes
+                    lease_duration=LEASE_SECONDS,
+                )
             )
         except ConcurrencySlotAcquisitionError as exc:
             status = getattr(getattr(exc.__cause__, "response", None), "status_code", None)

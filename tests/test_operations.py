@@ -47,7 +47,17 @@ def test_a_second_backup_while_one_runs_is_refused(archived: Cluster) -> None:
     assert [b["status"] for b in _backups("ops")] == ["Completed"]
 
 
-def test_a_killed_backup_is_failed_and_never_used(archived: Cluster) -> None:
+def test_a_killed_backup_is_failed_and_never_used(home: Path) -> None:
+    # its own cluster name: the killed backup's Prefect slot is held until its lease expires
+    cli("cluster", "create", "killed")
+    cli(
+        "cluster",
+        "edit-backup-policy",
+        "killed-postgresql-backup-policy",
+        "--set",
+        "schedule.logfile.enable=true",
+    )
+    archived = Cluster.get("killed")
     subprocess.run(
         [
             str(archived.bindir / "pgbench"),
@@ -68,29 +78,29 @@ def test_a_killed_backup_is_failed_and_never_used(archived: Cluster) -> None:
     )
     repo = clusters.repository(archived)
     process = subprocess.Popen(
-        [*PGPITR, "cluster", "backup", "ops", "--backup-name", "doomed"],
+        [*PGPITR, "cluster", "backup", "killed", "--backup-name", "doomed"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 30
-    while not repo.exists(bk.manifest_key("ops", "doomed")):
+    while not repo.exists(bk.manifest_key("killed", "doomed")):
         assert time.monotonic() < deadline and process.poll() is None
         time.sleep(0.02)
     time.sleep(0.3)  # streaming
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    (doomed,) = _backups("ops")
+    (doomed,) = _backups("killed")
     assert doomed["status"] == "Failed" and doomed["completion_time"] is None
-    assert not repo.exists(bk.data_key("ops", "doomed"))
-    assert catalog.backup_ranges(repo, "ops", archived.bindir) == []
-    refused = cli("cluster", "restore", "from-doomed", "--source-cluster", "ops", check=False)
+    assert not repo.exists(bk.data_key("killed", "doomed"))
+    assert catalog.backup_ranges(repo, "killed", archived.bindir) == []
+    refused = cli("cluster", "restore", "from-doomed", "--source-cluster", "killed", check=False)
     assert refused.returncode == 3 and "no completed backup" in refused.stderr
     refused = cli(
         "cluster",
         "restore",
         "from-doomed",
         "--source-cluster",
-        "ops",
+        "killed",
         "--backup",
         "doomed",
         check=False,
