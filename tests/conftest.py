@@ -6,7 +6,9 @@ Real parts only: PostgreSQL 15 servers started with initdb/pg_ctl, moto's S3 ser
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +18,7 @@ import pytest
 # Prefect must never touch the developer's profile or send analytics, even when a test imports it
 # indirectly; set this before anything imports prefect.
 _PREFECT_HOME = tempfile.mkdtemp(prefix="pgpitr-prefect-")
+atexit.register(shutil.rmtree, _PREFECT_HOME, ignore_errors=True)
 os.environ.setdefault("PREFECT_HOME", _PREFECT_HOME)
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
@@ -46,7 +49,6 @@ def prefect_harness() -> Iterator[None]:
 
 # -- PostgreSQL and pgpitr's home --------------------------------------------------------------
 
-import shutil  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
