@@ -50,7 +50,7 @@ def default_name(cluster: str, now: datetime) -> str:
 
 
 def validate_name(name: str) -> None:
-    if not BACKUP_NAME_RULE.match(name):
+    if not BACKUP_NAME_RULE.fullmatch(name):
         raise InvalidInput(
             f"invalid backup name {name!r}: use 2 to 100 lower-case letters, digits, '.' and '-'"
         )

@@ -23,9 +23,9 @@ from pathlib import Path
 from pgpitr.errors import NotFound, SystemIdMismatch, WalConflict
 from pgpitr.repository.base import Repository
 
-SEGMENT_RE = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})$")
-WAL_FILE_RE = re.compile(r"^[0-9A-F]{24}(\.partial|\.[0-9A-F]{8}\.backup)?$|^[0-9A-F]{8}\.history$")
-OBJECT_RE = re.compile(r"^(?P<name>.+)-(?P<sha>[0-9a-f]{64})\.zst$")
+SEGMENT_RE = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})\Z")
+WAL_FILE_RE = re.compile(r"^[0-9A-F]{24}(\.partial|\.[0-9A-F]{8}\.backup)?\Z|^[0-9A-F]{8}\.history\Z")
+OBJECT_RE = re.compile(r"^(?P<name>.+)-(?P<sha>[0-9a-f]{64})\.zst\Z")
 
 
 @dataclass(frozen=True, order=True)

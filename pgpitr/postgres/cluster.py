@@ -34,7 +34,7 @@ def bindir() -> Path:
 
 
 def validate_name(name: str) -> None:
-    if not st.NAME_RULE.match(name or ""):
+    if not st.NAME_RULE.fullmatch(name or ""):
         raise InvalidInput(f"invalid cluster name {name!r}: use {st.NAME_RULE_TEXT}")
 
 

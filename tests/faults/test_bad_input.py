@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from pgpitr import backup as bk
@@ -32,18 +32,21 @@ HOSTILE = [
 
 @settings(max_examples=300, deadline=None)
 @given(st.text())
+@example("pg\n")  # `$` matches before a trailing newline: the rule must match the whole text
+@example("my-pg")
 def test_cluster_names_are_accepted_by_the_rule_or_refused_with_it(name: str) -> None:
     try:
         validate_name(name)
     except InvalidInput as exc:
         assert "lower-case letters, digits and '-'" in str(exc)
         return
-    assert NAME_RULE.match(name)
+    assert NAME_RULE.fullmatch(name)
     assert re.fullmatch(r"[a-z0-9-]+", name), "only path- and SQL-safe characters pass"
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.text())
+@example("backup-1\n")
 def test_backup_names_and_repository_urls_never_crash(text: str) -> None:
     try:
         bk.validate_name(text)
