@@ -8,7 +8,6 @@ largest of the child and its waited-for descendants).
 from __future__ import annotations
 
 import os
-import pwd
 import resource
 import shutil
 import signal
@@ -18,6 +17,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from pgpitr.postgres.command import OsUser
+from pgpitr.postgres.command import _env as _env
+from pgpitr.postgres.command import _identity as _identity
 
 PG_BINDIR = Path(os.environ.get("PGPITR_PG_BINDIR", "/usr/lib/postgresql/15/bin"))
 #: The repository checkout that holds ``bench`` and ``pgpitr`` (children run from there).
@@ -36,11 +39,8 @@ class BenchError(RuntimeError):
     """A step of the benchmark failed; the message names the step and carries stderr."""
 
 
-@dataclass(frozen=True)
-class User:
-    name: str
-    uid: int
-    gid: int
+# One account type and one way to run a child as it: the engine's own (pgpitr/postgres/command.py).
+User = OsUser
 
 
 def server_user() -> User:
@@ -49,23 +49,6 @@ def server_user() -> User:
 
     u = engine_user()
     return User(u.name, u.uid, u.gid)
-
-
-def _identity(user: User | None) -> dict:
-    if user is None or user.uid == os.geteuid():
-        return {}
-    return {"user": user.uid, "group": user.gid, "extra_groups": []}
-
-
-def _env(user: User | None, extra: Mapping[str, str] | None) -> dict[str, str]:
-    env = dict(os.environ)
-    if user is not None and user.uid != os.geteuid():
-        env["HOME"] = pwd.getpwuid(user.uid).pw_dir
-        env["USER"] = env["LOGNAME"] = user.name
-    env.setdefault("LC_ALL", "C.UTF-8")
-    if extra:
-        env.update(extra)
-    return env
 
 
 def run(
