@@ -139,12 +139,11 @@ def _step(name: str, call: Callable[[], None]) -> None:
 
 
 def _walcli_constants() -> dict[str, int]:
-    from pgpitr import walcli
+    from pgpitr import walspool
 
     return {
-        "PUSH_AHEAD": walcli.PUSH_AHEAD,
-        "FETCH_AHEAD": walcli.FETCH_AHEAD,
-        "THREADS": walcli.THREADS,
+        "FETCH_AHEAD": walspool.FETCH_AHEAD,
+        "THREADS": walspool.THREADS,
     }
 
 

@@ -1,13 +1,11 @@
 """``pgpitr wal-push`` and ``pgpitr wal-fetch``: PostgreSQL's archive and restore commands.
 
 They run once per WAL file, so they import only what they need (argparse, the state file, the
-repository's backend) and speed up the queue behind them:
-
-- wal-push, given one file, also pushes up to PUSH_AHEAD other files PostgreSQL has marked
-  ``.ready``, in parallel, and leaves a marker for each in the spool; when PostgreSQL then asks for
-  one of those, the call finds the marker and returns at once, without touching the repository.
-- wal-fetch, asked for one segment, also fetches the segments after it in parallel into the
-  spool; the following calls find them there.
+repository's backend).  The work itself is done by one background worker per direction (see
+walspool): a call starts it if none runs and waits only for its own file, so that the archiver is
+never held up by the uploads of the files queued behind it, nor replay by the downloads ahead of it.
+A file that is not PostgreSQL's (no ``.ready`` mark; a history file to fetch) is handled in the
+call itself.
 
 Exit codes follow PostgreSQL's rules: 0 archived/restored; 1 not done (the archiver retries, the
 startup process treats the file as missing); 255 (> 125) makes recovery stop with an error, used
@@ -21,9 +19,6 @@ import os
 import sys
 from pathlib import Path
 
-PUSH_AHEAD = 32  # measured in bench/: fewer interpreter starts per segment than 16
-FETCH_AHEAD = 16  # measured in bench/: replay waits less with a deeper spool
-THREADS = 4
 ABORT_RECOVERY = 255
 
 
@@ -80,21 +75,19 @@ def _open(url: str, cluster) -> object:
 def push(cluster, path: Path) -> int:
     if not path.is_absolute():
         path = cluster.datadir / path
-    pushed = cluster.spool / "pushed"
-    marker = pushed / path.name
+    marker = cluster.spool / "pushed" / path.name
     if marker.exists():
         marker.unlink()
         return 0
-    from concurrent.futures import ThreadPoolExecutor
+    from functools import partial
 
-    from pgpitr import wal
+    from pgpitr import wal, walspool
 
-    repo = _open(cluster.repository, cluster)
     system_id = wal.system_identifier_of(cluster.datadir)
     info_marker = cluster.spool / f"archive-info-{system_id}"
     if not info_marker.exists():
         wal.check_archive_info(
-            repo,
+            _open(cluster.repository, cluster),
             cluster.stanza,
             system_id,
             create={
@@ -105,71 +98,48 @@ def push(cluster, path: Path) -> int:
         )
         info_marker.touch()
 
-    others = _ready_files(path, pushed)
-    with ThreadPoolExecutor(THREADS) as pool:
-        own = pool.submit(wal.push_file, repo, cluster.stanza, path)
-        ahead = [(p, pool.submit(wal.push_file, repo, cluster.stanza, p)) for p in others]
-        result = own.result()  # raises: PostgreSQL keeps the file and retries
-        pushed.mkdir(exist_ok=True)
-        for other, future in ahead:
-            if future.exception() is None:
-                (pushed / other.name).touch()
-    if result.already_there:
-        _say(f"{result.name} was already archived with the same content")
+    spool = walspool.PushSpool(cluster.spool, path.parent)
+    if not spool.is_ready(path.name):
+        result = wal.push_file(_open(cluster.repository, cluster), cluster.stanza, path)
+        if result.already_there:
+            _say(f"{result.name} was already archived with the same content")
+        return 0
+
+    def worker() -> None:
+        spool.run(partial(wal.push_file, _open(cluster.repository, cluster), cluster.stanza))
+
+    reason = spool.wait(path.name, worker)
+    if reason is not None:
+        _say(reason)
+        return 1
     return 0
-
-
-def _ready_files(path: Path, pushed: Path) -> list[Path]:
-    status = path.parent / "archive_status"
-    try:
-        names = sorted(
-            entry.name[: -len(".ready")]
-            for entry in os.scandir(status)
-            if entry.name.endswith(".ready")
-        )
-    except FileNotFoundError:
-        return []
-    chosen = []
-    for name in names:
-        if name == path.name or (pushed / name).exists():
-            continue
-        chosen.append(path.parent / name)
-        if len(chosen) >= PUSH_AHEAD - 1:
-            break
-    return chosen
 
 
 def fetch(cluster, name: str, destination: Path) -> int:
     if not destination.is_absolute():
         destination = cluster.datadir / destination
-    spool = cluster.spool / "fetched"
-    spooled = spool / name
+    spooled = cluster.spool / "fetched" / name
     if spooled.exists():
         os.rename(spooled, destination)
         return 0
-    from concurrent.futures import ThreadPoolExecutor
+    from functools import partial
 
-    from pgpitr import wal
+    from pgpitr import wal, walspool
     from pgpitr.errors import NotFound
+
     source = cluster.restore_source or {"repository": cluster.repository, "stanza": cluster.stanza}
-    repo = _open(source["repository"], cluster)
     stanza = source["stanza"]
-    ahead = wal.following_segments(name, cluster.wal_segment_size, FETCH_AHEAD)
-    if ahead:
-        spool.mkdir(exist_ok=True)
-    with ThreadPoolExecutor(THREADS) as pool:
-        own = pool.submit(wal.fetch_file, repo, stanza, name, destination)
-        futures = [
-            pool.submit(wal.fetch_file, repo, stanza, n, spool / n)
-            for n in ahead
-            if not (spool / n).exists()
-        ]
-        try:
-            own.result()
-        except NotFound:
-            for future in futures:
-                future.cancel()
-            return 1
-        for future in futures:
-            future.exception()  # a missing or damaged file ahead is found when it is asked for
+    if wal.SEGMENT_RE.fullmatch(name):
+        spool = walspool.FetchSpool(cluster.spool, cluster.wal_segment_size)
+
+        def worker() -> None:
+            spool.run(partial(wal.fetch_file, _open(source["repository"], cluster), stanza))
+
+        if spool.wait(name, destination, worker):
+            return 0
+    # a history file, or a segment the worker could not get: the repository's own answer
+    try:
+        wal.fetch_file(_open(source["repository"], cluster), stanza, name, destination)
+    except NotFound:
+        return 1
     return 0

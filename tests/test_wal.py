@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -121,23 +123,70 @@ def _run(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_wal_push_pushes_ready_files_ahead_and_later_calls_return_at_once(
+def _eventually(condition, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the worker did not get there"
+        time.sleep(0.02)
+
+
+def _worker_running(spool: Path, direction: str) -> bool:
+    """A worker holds its lock for its whole life."""
+    fd = os.open(spool / f"{direction}.lock", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def _ready(pg_wal: Path, name: str, content: bytes) -> None:
+    _wal_file(pg_wal, name, content)
+    (pg_wal / "archive_status" / f"{name}.ready").touch()
+
+
+def test_wal_push_archives_the_ready_queue_behind_the_call_and_later_calls_return_at_once(
     fake_cluster: ClusterState, home: Path
 ) -> None:
     pg_wal = fake_cluster.datadir / "pg_wal"
     names = [wal.Segment(1, n).name(SEG) for n in range(1, 6)]
     for i, name in enumerate(names):
-        _wal_file(pg_wal, name, bytes([i + 1]) * 16)
-        (pg_wal / "archive_status" / f"{name}.ready").touch()
+        _ready(pg_wal, name, bytes([i + 1]) * 16)
     first = _run(home, "wal-push", "--cluster", "walc", f"pg_wal/{names[0]}")
     assert first.returncode == 0, first.stderr
     repo = open_repository(fake_cluster.repository)
+    assert wal.stored_versions(repo, "walc", names[0])  # stored before the call said so
+    pushed = fake_cluster.spool / "pushed"
+    _eventually(lambda: sorted(os.listdir(pushed)) == names[1:])
     assert all(wal.stored_versions(repo, "walc", n) for n in names)
-    assert sorted(os.listdir(fake_cluster.spool / "pushed")) == names[1:]
     # the marker answers for the file, then is gone
     second = _run(home, "wal-push", "--cluster", "walc", f"pg_wal/{names[1]}")
-    assert second.returncode == 0 and not (fake_cluster.spool / "pushed" / names[1]).exists()
+    assert second.returncode == 0 and not (pushed / names[1]).exists()
     assert repo.get_json("walc/archive.info")["system_identifier"] == "7000000000000000001"
+    # idle, the worker goes away by itself
+    _eventually(lambda: not _worker_running(fake_cluster.spool, "push"))
+
+
+def test_wal_push_worker_failure_reaches_the_call_and_is_retried_on_the_next(
+    fake_cluster: ClusterState, home: Path
+) -> None:
+    pg_wal = fake_cluster.datadir / "pg_wal"
+    name = wal.Segment(1, 7).name(SEG)
+    repo = open_repository(fake_cluster.repository)
+    wal.push_file(repo, "walc", _wal_file(home, name, b"stored" * 16))  # another copy is there
+    _ready(pg_wal, name, b"local" * 16)
+    for _attempt in range(2):  # the failure is reported, then the archiver's retry fails again
+        result = _run(home, "wal-push", "--cluster", "walc", f"pg_wal/{name}")
+        assert result.returncode == 1
+        assert f"WAL file {name} is already archived" in result.stderr
+    assert not (fake_cluster.spool / "pushed" / name).exists()
+    ((key, _),) = wal.stored_versions(repo, "walc", name)
+    assert repo.get_document(key) == b"stored" * 16 * 1024 * 1024
+    # once the local file is right, the next call archives it
+    _ready(pg_wal, name, b"stored" * 16)
+    assert _run(home, "wal-push", "--cluster", "walc", f"pg_wal/{name}").returncode == 0
 
 
 def test_wal_push_of_a_conflicting_file_fails_and_keeps_the_stored_copy(
@@ -177,12 +226,19 @@ def test_wal_fetch_missing_damaged_and_prefetched(
     dest = fake_cluster.datadir / "pg_wal" / "RECOVERYXLOG"
     ok = _run(home, "wal-fetch", "--cluster", "walc", names[0], "pg_wal/RECOVERYXLOG")
     assert ok.returncode == 0 and dest.read_bytes() == (tmp_path / names[0]).read_bytes()
-    assert sorted(os.listdir(fake_cluster.spool / "fetched")) == names[1:]
+    spool = fake_cluster.spool / "fetched"
+    _eventually(lambda: sorted(os.listdir(spool)) == names[1:])  # the next ones wait, verified
+    assert (spool / names[1]).read_bytes() == (tmp_path / names[1]).read_bytes()
+
+    # replay may ask for the same segment again right after it took it
+    again = _run(home, "wal-fetch", "--cluster", "walc", names[0], "pg_wal/RECOVERYXLOG")
+    assert again.returncode == 0 and dest.read_bytes() == (tmp_path / names[0]).read_bytes()
 
     missing = _run(
         home, "wal-fetch", "--cluster", "walc", wal.Segment(1, 99).name(SEG), "pg_wal/RECOVERYXLOG"
     )
     assert missing.returncode == 1  # "not there": PostgreSQL ends recovery here
+    assert not dest.exists() or dest.read_bytes() == (tmp_path / names[0]).read_bytes()
 
     ((key, _),) = wal.stored_versions(repo, "walc", names[0])
     raw = bytearray(Path(repo.root, key).read_bytes())
@@ -191,3 +247,4 @@ def test_wal_fetch_missing_damaged_and_prefetched(
     damaged = _run(home, "wal-fetch", "--cluster", "walc", names[0], "pg_wal/RECOVERYXLOG")
     assert damaged.returncode == 255  # > 125: PostgreSQL stops recovery with an error
     assert key in damaged.stderr and "damaged" in damaged.stderr
+    _eventually(lambda: not _worker_running(fake_cluster.spool, "fetch"))
