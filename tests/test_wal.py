@@ -14,6 +14,7 @@ import pytest
 from pgpitr import catalog, wal
 from pgpitr.errors import WalConflict
 from pgpitr.repository import open_repository
+from pgpitr.repository.base import document_frame
 from pgpitr.state import ClusterState
 from tests.pg import serverless_cluster
 
@@ -60,12 +61,18 @@ def test_same_content_twice_succeeds_different_content_is_refused(
     result = wal.push_file(repo, "c", first)
     assert not result.already_there and result.stored < result.size
     assert wal.push_file(repo, "c", first).already_there
+    # compressed otherwise (another level, another zstd): still recognised as the same content
+    content = first.read_bytes()
+    assert document_frame(content, 9) != document_frame(content, 3)  # so it is read and compared
+    assert wal.push_file(repo, "c", first, level=9).already_there
 
     other = tmp_path / "other"
     other.mkdir()
     conflicting = _wal_file(other, "000000010000000000000005", b"B" * 16)
     with pytest.raises(WalConflict, match="different content.*stored copy is kept"):
         wal.push_file(repo, "c", conflicting)
+    with pytest.raises(WalConflict):  # whatever its compressed form
+        wal.push_file(repo, "c", conflicting, level=9)
     ((key, sha),) = wal.stored_versions(repo, "c", "000000010000000000000005")
     assert key == result.key
     wal.fetch_file(repo, "c", "000000010000000000000005", tmp_path / "back")

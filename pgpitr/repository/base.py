@@ -45,6 +45,11 @@ def _zstd():
     return zstandard
 
 
+def document_frame(data: bytes, level: int = 3) -> bytes:
+    """A document as stored: one zstd frame with its content checksum on."""
+    return _zstd().ZstdCompressor(level=level, write_checksum=True).compress(data)
+
+
 class Repository(ABC):
     """Where backups and WAL live.  Keys are relative, '/'-separated paths."""
 
@@ -88,22 +93,28 @@ class Repository(ABC):
 
     def put_document(self, key: str, data: bytes, level: int = 3) -> int:
         """Compress ``data`` with a checksummed zstd frame and store it atomically."""
-        zstd = _zstd()
-        frame = zstd.ZstdCompressor(level=level, write_checksum=True).compress(data)
+        return self.put_frame(key, document_frame(data, level))
+
+    def put_frame(self, key: str, frame: bytes) -> int:
+        """Store a frame made by ``document_frame`` (a caller that needed it first, to name it)."""
         return self._write_atomic(key, [frame])
 
-    def get_document(self, key: str) -> bytes:
-        """Read a document back; a damaged one raises ChecksumMismatch naming the object."""
+    def get_document(self, key: str, sha256: str | None = None) -> bytes:
+        """Read a document back; a damaged one raises ChecksumMismatch naming the object.
+
+        With ``sha256`` (of the stored frame) the bytes are checked before decompressing; the
+        frame's own content checksum is checked in any case."""
         zstd = _zstd()
         with self._open_read(key) as raw:
             frame = raw.read()
+        damaged = f"object {self.url}/{key} is damaged"
+        hint = "the copy in the repository is unusable; restore from another backup"
+        if sha256 is not None and hashlib.sha256(frame).hexdigest() != sha256:
+            raise ChecksumMismatch(f"{damaged}: its SHA-256 does not match", hint=hint)
         try:
             return zstd.ZstdDecompressor().decompress(frame)
         except zstd.ZstdError as exc:
-            raise ChecksumMismatch(
-                f"object {self.url}/{key} is damaged: {exc}",
-                hint="the copy in the repository is unusable; restore from another backup",
-            ) from None
+            raise ChecksumMismatch(f"{damaged}: {exc}", hint=hint) from None
 
     def put_json(self, key: str, value: Any) -> None:
         self.put_document(key, json.dumps(value, indent=1, sort_keys=True).encode())
