@@ -8,6 +8,7 @@ engine's ``Cluster.configure``, then a reload), and its repository URL for pgpit
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import subprocess
@@ -129,9 +130,27 @@ class SourceCluster:
         self.sql("CHECKPOINT")
 
     def pause_archiving(self) -> None:
-        """archive_command=/bin/false, once the queue is empty."""
+        """archive_command=/bin/false, once the queue is empty, and no pgpitr push worker left:
+        one still running would archive the files queued next outside the clock (and take CPU
+        from the tool measured next)."""
         wait_until(lambda: self.ready_count() == 0, 600, "WAL queue empty before pausing")
         self.set_archive("/bin/false")
+        wait_until(self._no_push_worker, 60, "pgpitr's push worker gone", 0.05)
+        for marker in (self.cluster.state.spool / "pushed").glob("*"):
+            marker.unlink()
+
+    def _no_push_worker(self) -> bool:
+        lock = self.cluster.state.spool / "push.lock"
+        if not lock.exists():
+            return True
+        fd = os.open(lock, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
+        finally:
+            os.close(fd)
 
     def wait_archiver_idle(self, timeout: float = 60) -> None:
         """Wait until the archiver's round of failed attempts is over (it sleeps 1 s between
