@@ -118,13 +118,15 @@ def backup_s3(ctx: Context, barman_ready: bool) -> None:
 
 
 def limits(ctx: Context) -> None:
-    """pg_basebackup -Ft uncompressed vs pgpitr at zstd level 1 (-X fetch both), and dd."""
+    """pg_basebackup -Ft uncompressed vs pgpitr uncompressed, and both at zstd level 1 (-X fetch
+    everywhere), and dd."""
     src = ctx.source
     src.set_archive("/bin/true")
     size = du(src.datadir) - du(src.datadir / "pg_wal")  # what a base backup reads
     blocks = max(1, size // (8 << 20))
     for run in range(ctx.runs):
-        for variant in order(["pg_basebackup", "pgpitr", "pg_basebackup_zstd1", "dd"], run):
+        variants = ["pg_basebackup", "pgpitr", "pgpitr_none", "pg_basebackup_zstd1", "dd"]
+        for variant in order(variants, run):
             with ctx.rundir(f"limit-{variant}-{run}") as rundir:
                 if variant == "pg_basebackup_zstd1":
                     t = timed(
@@ -156,22 +158,24 @@ def limits(ctx: Context) -> None:
                         t.seconds,
                         stored_bytes=du(out),
                     )
-                elif variant == "pgpitr":
+                elif variant in ("pgpitr", "pgpitr_none"):
+                    level = 1 if variant == "pgpitr" else 0
                     repo = ctx.repo_dir(rundir)
                     record = ctx.pgpitr_backup(
                         rundir,
                         f"file://{repo}",
-                        name=f"bench-zstd1-{run}",
+                        name=f"bench-level{level}-{run}",
                         workers=2,
-                        level=1,
+                        level=level,
                         log_backup=False,
                     )
                     record["stored_bytes"] = du(repo / "bench-src" / "backups")
-                    ctx.results.add(
-                        "backup.local.pgpitr.zstd1",
-                        "pgpitr take_backup, zstd:1 (no uncompressed mode), workers=2, -X fetch",
-                        **_pop_seconds(record),
+                    key, label = (
+                        ("backup.local.pgpitr.zstd1", "pgpitr take_backup, zstd:1, workers=2")
+                        if level
+                        else ("backup.local.pgpitr.none", "pgpitr take_backup, no compression")
                     )
+                    ctx.results.add(key, f"{label}, -X fetch", **_pop_seconds(record))
                 else:
                     _dd(ctx, rundir, blocks)
             src.checkpoint()

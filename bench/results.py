@@ -49,7 +49,7 @@ RATIOS: list[tuple[str, str, str, str, float, str]] = [
     (
         "uncompressed_share",
         "limit.pg_basebackup.none",
-        "backup.local.pgpitr.zstd1",
+        "backup.local.pgpitr.none",
         "time",
         0.8,
         ">=",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import shutil
 import socket
 import threading
 import time
@@ -22,6 +23,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import BinaryIO
 
 from pgpitr import wal
 from pgpitr.errors import AlreadyExists, Busy, InvalidInput, PitrError
@@ -35,14 +37,56 @@ _START = re.compile(r"write-ahead log start point: ([0-9A-F]+/[0-9A-F]+) on time
 _END = re.compile(r"write-ahead log end point: ([0-9A-F]+/[0-9A-F]+)")
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes expected)
+COPY_CHUNK = 1 << 20
 
 
 def manifest_key(stanza: str, name: str) -> str:
     return f"{stanza}/backups/{name}/backup.json"
 
 
-def data_key(stanza: str, name: str) -> str:
-    return f"{stanza}/backups/{name}/base.tar.zst"
+def data_key(stanza: str, name: str, compression: str = "zstd") -> str:
+    """Where a backup's tar is: ``base.tar.zst``, or ``base.tar`` with compression ``none``."""
+    return f"{stanza}/backups/{name}/base.{'tar' if compression == 'none' else 'tar.zst'}"
+
+
+def data_keys(stanza: str, name: str) -> list[str]:
+    """Every place a backup's data may be, for deleting what an attempt left."""
+    return [data_key(stanza, name, c) for c in ("zstd", "none")]
+
+
+def compression_of(level: int) -> str:
+    """0: the tar stored as it comes (for fast disks and data that does not compress)."""
+    return "none" if level == 0 else f"zstd:{level}"
+
+
+def copy_data(
+    repo: Repository, stanza: str, manifest: dict, out: BinaryIO, progress: Progress | None = None
+) -> None:
+    """Write a backup's tar to ``out``: read back, checked against the manifest's SHA-256, and
+    decompressed.  A damaged object raises ChecksumMismatch when its end is reached."""
+    compression = manifest.get("compression", "zstd")
+    total = int(manifest["stored_size"])
+    key = data_key(stanza, manifest["name"], compression)
+    with repo.open_verified(key, manifest["sha256"], total) as raw:
+        done = 0
+
+        class Counting:
+            def read(self, size: int = -1) -> bytes:
+                nonlocal done
+                chunk = raw.read(size)
+                done += len(chunk)
+                if progress:
+                    progress(done, total)
+                return chunk
+
+        if compression == "none":
+            shutil.copyfileobj(Counting(), out, COPY_CHUNK)
+        else:
+            import zstandard
+
+            zstandard.ZstdDecompressor().copy_stream(
+                Counting(), out, read_size=COPY_CHUNK, write_size=COPY_CHUNK
+            )
 
 
 def default_name(cluster: str, now: datetime) -> str:
@@ -149,7 +193,7 @@ def take_backup(
             "start_time": started.isoformat(),
             "pid": os.getpid(),
             "host": socket.gethostname(),
-            "compression": f"zstd:{compress_level}",
+            "compression": compression_of(compress_level),
             "wal_in_backup": not log_backup,
             "repository": repo.url,
         }
@@ -162,7 +206,7 @@ def take_backup(
             manifest.update(
                 status="Failed", error=_reason(exc), stop_time=datetime.now(UTC).isoformat()
             )
-            repo.delete(data_key(stanza, name))
+            repo.delete(data_key(stanza, name, manifest["compression"]))
             repo.put_json(manifest_key(stanza, name), manifest)
             raise
         stopped = datetime.now(UTC)
@@ -262,7 +306,8 @@ def _stream(
     reader.start()
     try:
         assert process.stdout is not None
-        stored = repo.put_stream(data_key(stanza, name), process.stdout)
+        key = data_key(stanza, name, compression_of(compress_level))
+        stored = repo.put_stream(key, process.stdout)
     except BaseException:
         process.kill()
         process.wait()

@@ -118,8 +118,6 @@ def verify_backup(cluster: Cluster, name: str) -> str:
         raise InvalidInput(
             f"backup {name!r} is {b.status}; only a Completed backup can be verified"
         )
-    import zstandard
-
     work = Path(tempfile.mkdtemp(prefix=f"pgpitr-verify-{name}-", dir=_tmp_dir()))
     try:
         data, waldir = work / "data", work / "wal"
@@ -129,10 +127,7 @@ def verify_backup(cluster: Cluster, name: str) -> str:
         tar = popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
         assert tar.stdin is not None
         try:
-            with repo.open_verified(
-                bk.data_key(stanza, name), b.manifest["sha256"], b.manifest["stored_size"]
-            ) as raw:
-                zstandard.ZstdDecompressor().copy_stream(raw, tar.stdin)
+            bk.copy_data(repo, stanza, b.manifest, tar.stdin)
             tar.stdin.close()
         except BaseException:
             tar.kill()

@@ -199,10 +199,6 @@ def remove_interrupted(name: str) -> bool:
 
 def materialise(p: Plan, cluster: Cluster, progress: Progress | None = None) -> None:
     """Stream the backup out of the repository into the data directory, checking its SHA-256."""
-    import zstandard
-
-    repo = p.source.open()
-    manifest = p.backup
     datadir = cluster.state.datadir
     if any(datadir.iterdir()):  # a retried step starts again from an empty directory
         for child in datadir.iterdir():
@@ -210,26 +206,8 @@ def materialise(p: Plan, cluster: Cluster, progress: Progress | None = None) -> 
     argv = ["tar", "--extract", "--file", "-", "--directory", str(datadir)]
     tar = popen(argv, user=cluster.user, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
     assert tar.stdin is not None
-    total = int(manifest["stored_size"])
-    done = 0
     try:
-        raw = repo.open_verified(
-            bk.data_key(p.source.cluster, manifest["name"]), manifest["sha256"], total
-        )
-
-        class Counting:
-            def read(self, size: int = -1) -> bytes:
-                nonlocal done
-                chunk = raw.read(size)
-                done += len(chunk)
-                if progress:
-                    progress(done, total)
-                return chunk
-
-        zstandard.ZstdDecompressor().copy_stream(
-            Counting(), tar.stdin, read_size=1 << 20, write_size=1 << 20
-        )
-        raw.close()
+        bk.copy_data(p.source.open(), p.source.cluster, p.backup, tar.stdin, progress)
         tar.stdin.close()
     except BaseException:
         tar.kill()
@@ -319,7 +297,7 @@ def wait_promoted(
             pass
         if time.monotonic() > deadline:
             raise ClusterStateError(f"recovery of {cluster.name!r} did not finish in {timeout} s")
-        time.sleep(0.3)
+        time.sleep(0.1)
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,8 @@ def delete_backups(
             )
     removed = Removed()
     for name in names:
-        repo.delete(bk.data_key(stanza, name))
+        for key in bk.data_keys(stanza, name):
+            repo.delete(key)
         repo.delete(bk.manifest_key(stanza, name))  # last: a half-deleted backup stays listed
         removed.backups.append(name)
     removed.wal_files = prune_wal(repo, stanza)

@@ -76,7 +76,8 @@ def _forget_failed_attempt(repo: Repository, stanza: str, name: str) -> None:
         return
     previous = catalog.get_backup(repo, stanza, name)
     if previous.status == "Failed":
-        repo.delete(bk.data_key(stanza, name))
+        for key in bk.data_keys(stanza, name):
+            repo.delete(key)
         repo.delete(bk.manifest_key(stanza, name))
         logger().info("removed the failed earlier attempt of backup %s", name)
 

@@ -296,3 +296,28 @@ def test_a_deleted_clusters_leftover_stanza_does_not_block_its_name(home: Path) 
     assert again.state.system_identifier != old_system_id
     assert repo.get_json("reuse/archive.info")["system_identifier"] == again.state.system_identifier
     assert rs.remove_interrupted("reuse") is False
+
+
+def test_an_uncompressed_backup_is_verified_restored_and_deleted(archived: Cluster) -> None:
+    from pgpitr import operations, retention
+
+    sql("ops", "CREATE TABLE msg (id int)")
+    commit_now("ops", "INSERT INTO msg VALUES (1)")
+    repo = clusters.repository(archived)
+    result = bk.take_backup(archived, repo, name="plain", log_backup=True, compress_level=0)
+    clusters.switch_and_confirm(archived, repo)
+    assert result.manifest["compression"] == "none"
+    assert repo.exists("ops/backups/plain/base.tar")
+    assert not repo.exists("ops/backups/plain/base.tar.zst")
+    assert result.manifest["stored_size"] >= result.manifest["database_size"] * 0.9
+    operations.verify_backup(archived, "plain")
+
+    target = commit_now("ops", "INSERT INTO msg VALUES (2)")
+    time.sleep(0.05)
+    commit_now("ops", "INSERT INTO msg VALUES (3)")
+    archive_now("ops")
+    operations.restore("ops-plain", "ops", target)
+    assert sql("ops-plain", "SELECT id FROM msg ORDER BY id") == [(1,), (2,)]
+
+    retention.delete_backups(repo, "ops", ["plain"], archived.bindir, force=True)
+    assert not repo.exists("ops/backups/plain/base.tar")

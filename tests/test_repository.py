@@ -38,6 +38,36 @@ def test_stream_is_stored_with_its_checksum_and_verified_on_read(repo) -> None:
             f.read()
 
 
+class _BrokenPipe(io.RawIOBase):
+    """A producer that dies after some data, as pg_basebackup killed mid-stream."""
+
+    def __init__(self, good: int) -> None:
+        self.left = good
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        if self.left <= 0:
+            raise OSError("the producer died")
+        n = min(len(buffer), self.left)
+        buffer[:n] = b"x" * n
+        self.left -= n
+        return n
+
+
+def test_a_stream_whose_producer_fails_stores_nothing(repo) -> None:
+    import threading
+
+    with pytest.raises(OSError, match="the producer died"):
+        repo.put_stream("broken/data", io.BufferedReader(_BrokenPipe(5 << 20)))
+    assert list(repo.list("broken/")) == []
+    for thread in threading.enumerate():
+        if thread.name == "read-ahead":
+            thread.join(5)
+            assert not thread.is_alive()
+
+
 def test_damaged_document_is_reported_by_name(repo) -> None:
     repo.put_document("doc", b"x" * 10_000)
     raw = bytearray(repo._open_read("doc").read())

@@ -160,13 +160,14 @@ def basebackup_command(
     workers: int = 2,
     superuser: str = "postgres",
 ) -> list[str]:
-    """pg_basebackup streaming one zstd-compressed tar (with backup_manifest) to stdout.
+    """pg_basebackup streaming one tar (with backup_manifest) to stdout, zstd-compressed unless
+    ``compress_level`` is 0.
 
     WAL: with log backup on, the archive holds the WAL and the server waits until the last segment
     is archived (``-X none``); with it off, the WAL is fetched into the tar (``-X fetch``).
     """
-    compress = f"client-zstd:level={compress_level}"
-    if workers > 1:
+    compress = f"client-zstd:level={compress_level}" if compress_level else "none"
+    if compress_level and workers > 1:
         compress += f",workers={workers}"
     return [
         str(bindir / "pg_basebackup"),

@@ -16,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import queue
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -48,6 +50,46 @@ def _zstd():
 def document_frame(data: bytes, level: int = 3) -> bytes:
     """A document as stored: one zstd frame with its content checksum on."""
     return _zstd().ZstdCompressor(level=level, write_checksum=True).compress(data)
+
+
+def _read_ahead(reader: BinaryIO, size: int = 1 << 20, depth: int = 8) -> Iterator[bytes]:
+    """The chunks of ``reader``, read by a thread ahead of the consumer.
+
+    Reading, hashing and storing in turn would stall the producer behind a pipe (pg_basebackup)
+    whenever a chunk is hashed or written: the pipe holds 64 kB.  Measured on an uncompressed
+    backup, that made the stream take twice as long as pg_basebackup writing to disk itself."""
+    chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(depth)
+    stop = threading.Event()
+
+    def pump() -> None:
+        item: bytes | BaseException | None
+        try:
+            while chunk := reader.read(size):
+                if not handed(chunk):
+                    return
+            item = None
+        except BaseException as exc:  # handed to the consumer, raised there
+            item = exc
+        handed(item)
+
+    def handed(item: bytes | BaseException | None) -> bool:
+        while not stop.is_set():
+            try:
+                chunks.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    thread = threading.Thread(target=pump, name="read-ahead", daemon=True)
+    thread.start()
+    try:
+        while (item := chunks.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()  # a consumer that stopped early does not leave the thread blocked
 
 
 class Repository(ABC):
@@ -133,7 +175,7 @@ class Repository(ABC):
 
         def chunks() -> Iterator[bytes]:
             done = 0
-            while chunk := reader.read(CHUNK):
+            for chunk in _read_ahead(reader):
                 digest.update(chunk)
                 done += len(chunk)
                 if progress:
