@@ -186,7 +186,9 @@ def moto_with_auth() -> Iterator[dict[str, str]]:
     env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "5"}
     server = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     endpoint = f"http://127.0.0.1:{port}"
     try:
@@ -198,19 +200,38 @@ def moto_with_auth() -> Iterator[dict[str, str]]:
             except OSError:
                 assert time.monotonic() < deadline, "moto server did not start"
                 time.sleep(0.1)
-        iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1",
-                           aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap")
+        iam = boto3.client(
+            "iam",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="bootstrap",
+            aws_secret_access_key="bootstrap",
+        )
         iam.create_user(UserName="pgpitr")
-        iam.put_user_policy(UserName="pgpitr", PolicyName="s3", PolicyDocument=json.dumps(
-            {"Version": "2012-10-17",
-             "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+        iam.put_user_policy(
+            UserName="pgpitr",
+            PolicyName="s3",
+            PolicyDocument=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}],
+                }
+            ),
+        )
         key = iam.create_access_key(UserName="pgpitr")["AccessKey"]
-        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                     aws_access_key_id=key["AccessKeyId"],
-                     aws_secret_access_key=key["SecretAccessKey"]).create_bucket(
-            Bucket="pgpitr-auth")
-        yield {"endpoint": endpoint, "key": key["AccessKeyId"],
-               "secret": key["SecretAccessKey"], "bucket": "pgpitr-auth"}
+        boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=key["AccessKeyId"],
+            aws_secret_access_key=key["SecretAccessKey"],
+        ).create_bucket(Bucket="pgpitr-auth")
+        yield {
+            "endpoint": endpoint,
+            "key": key["AccessKeyId"],
+            "secret": key["SecretAccessKey"],
+            "bucket": "pgpitr-auth",
+        }
     finally:
         server.terminate()
         server.wait(timeout=10)
