@@ -81,6 +81,30 @@ def _spawn(lock_fd: int, work: Callable[[], None], log: Path) -> None:
         os._exit(code)
 
 
+class _Starter:
+    """Starts a call's worker whenever none holds the lock; gives up after SPAWNS starts."""
+
+    def __init__(self, lock: Path, work: Callable[[], None], log: Path) -> None:
+        self.lock, self.work, self.log = lock, work, log
+        self.spawns = 0
+
+    def running(self, answered: Callable[[], bool]) -> bool:
+        """Make sure a worker runs, unless the call's answer is there; False when the worker
+        keeps dying without giving one."""
+        fd = _try_lock(self.lock)
+        if fd is None:
+            return True
+        if answered():  # the worker finished and left as we looked
+            os.close(fd)
+            return True
+        if self.spawns == SPAWNS:
+            os.close(fd)
+            return False
+        _spawn(fd, self.work, self.log)
+        self.spawns += 1
+        return True
+
+
 def _write_text(path: Path, text: str) -> None:
     temp = path.with_name(f".{path.name}.tmp")
     temp.write_text(text)
@@ -132,7 +156,7 @@ class PushSpool:
             # a failure left before this call is old news: the answer is a new attempt's
             failure.unlink(missing_ok=True)
             (self.asked / name).touch()
-        spawns = 0
+        starter = _Starter(self.lock, worker, self.spool / "worker.log")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if marker.exists():
@@ -143,16 +167,8 @@ class PushSpool:
                 reason = failure.read_text()
                 failure.unlink()
                 return reason
-            lock = _try_lock(self.lock)
-            if lock is not None:
-                if marker.exists() or failure.exists():  # the worker finished as we looked
-                    os.close(lock)
-                    continue
-                if spawns == SPAWNS:
-                    os.close(lock)
-                    return f"the archiving worker stopped {SPAWNS} times without storing {name}"
-                _spawn(lock, worker, self.spool / "worker.log")
-                spawns += 1
+            if not starter.running(lambda: marker.exists() or failure.exists()):
+                return f"the archiving worker stopped {SPAWNS} times without storing {name}"
             time.sleep(POLL)
         return f"{name} was not archived within {timeout:.0f} s"
 
@@ -251,7 +267,7 @@ class FetchSpool:
             directory.mkdir(parents=True, exist_ok=True)
         _write_text(self.want, f"{name} {os.getpid()} {time.time_ns()}")  # a new request each call
         spooled, mark = self.fetched / name, self.status / name
-        spawns = 0
+        starter = _Starter(self.lock, worker, self.spool / "worker.log")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -262,16 +278,8 @@ class FetchSpool:
             if mark.exists():
                 mark.unlink()
                 return False
-            lock = _try_lock(self.lock)
-            if lock is not None:
-                if spooled.exists() or mark.exists():
-                    os.close(lock)
-                    continue
-                if spawns == SPAWNS:
-                    os.close(lock)
-                    return False
-                _spawn(lock, worker, self.spool / "worker.log")
-                spawns += 1
+            if not starter.running(lambda: spooled.exists() or mark.exists()):
+                return False
             time.sleep(POLL)
         return False
 

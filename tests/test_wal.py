@@ -255,3 +255,20 @@ def test_wal_fetch_missing_damaged_and_prefetched(
     assert damaged.returncode == 255  # > 125: PostgreSQL stops recovery with an error
     assert key in damaged.stderr and "damaged" in damaged.stderr
     _eventually(lambda: not _worker_running(fake_cluster.spool, "fetch"))
+
+
+def test_a_worker_that_keeps_dying_fails_the_call_with_the_reason_in_its_log(
+    fake_cluster: ClusterState, home: Path
+) -> None:
+    pg_wal = fake_cluster.datadir / "pg_wal"
+    name = wal.Segment(1, 11).name(SEG)
+    _ready(pg_wal, name, b"w" * 16)
+    # the archive was checked before (marker), then the repository became unusable to the worker
+    (fake_cluster.spool / "archive-info-7000000000000000001").touch()
+    fake_cluster.repository = "nope://elsewhere"
+    fake_cluster.save()
+    result = _run(home, "wal-push", "--cluster", "walc", f"pg_wal/{name}")
+    assert result.returncode == 1
+    assert "stopped 3 times without storing" in result.stderr
+    assert "nope" in (fake_cluster.spool / "worker.log").read_text()
+    assert not (fake_cluster.spool / "pushed" / name).exists()
