@@ -59,6 +59,11 @@ def compression_of(level: int) -> str:
     return "none" if level == 0 else f"zstd:{level}"
 
 
+def level_of(compression: str) -> int:
+    """The inverse of ``compression_of``, for a policy's canonical ``none`` or ``zstd:N``."""
+    return 0 if compression == "none" else int(compression.partition(":")[2] or 3)
+
+
 def copy_data(
     repo: Repository, stanza: str, manifest: dict, out: BinaryIO, progress: Progress | None = None
 ) -> None:

@@ -35,6 +35,7 @@ def backup(cluster: Cluster, name: str | None = None, progress: Progress | None 
         name=name,
         log_backup=policy.logfile_enabled,
         ttl=timeparse.parse_ttl(policy.ttl),
+        compress_level=bk.level_of(policy.compression),
         progress=progress,
     )
     if policy.logfile_enabled:

@@ -46,6 +46,7 @@ class BackupPolicy:
     logfile_enabled: bool = False
     ttl: str = "7d"
     repository: str = ""
+    compression: str = "zstd:3"
     create_time: str
 
     def __post_init__(self) -> None:
@@ -125,6 +126,24 @@ def _ttl(value: Any) -> str:
     return value.strip()
 
 
+_COMPRESSION = re.compile(r"(?:zstd)(?::(\d{1,2}))?|none", re.IGNORECASE)
+
+
+def _compression(value: Any) -> str:
+    expected = "expected zstd:N with a level from 1 to 19 (zstd alone is zstd:3), or none"
+    if not isinstance(value, str):
+        raise InvalidInput(f"{value!r} is not text: {expected}")
+    match = _COMPRESSION.fullmatch(value.strip())
+    if not match:
+        raise InvalidInput(f"{value!r} is not a compression: {expected}")
+    if value.strip().lower() == "none":
+        return "none"
+    level = int(match.group(1) or 3)
+    if not 1 <= level <= 19:
+        raise InvalidInput(f"{value!r} has level {level}: {expected}")
+    return f"zstd:{level}"
+
+
 _REPOSITORY = re.compile(r"file:///\S+|s3://[A-Za-z0-9][^\s/]*(?:/\S*)?")
 
 
@@ -144,6 +163,7 @@ _SETTINGS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "schedule.datafile.enable": ("datafile_enabled", _bool),
     "schedule.datafile.cronExpression": ("cron", _cron),
     "schedule.datafile.timezone": ("timezone", _timezone),
+    "schedule.datafile.compression": ("compression", _compression),
     "schedule.logfile.enable": ("logfile_enabled", _bool),
     "retention.ttl": ("ttl", _ttl),
     "backupRepo": ("repository", _repository),
@@ -248,6 +268,7 @@ def to_yaml(policy: BackupPolicy) -> str:
                     "enable": policy.datafile_enabled,
                     "cronExpression": policy.cron,
                     "timezone": policy.timezone,
+                    "compression": policy.compression,
                 },
                 "logfile": {"enable": policy.logfile_enabled},
             },

@@ -40,7 +40,7 @@ FETCH_AHEAD = 16  # 256 MB of 16 MB segments waiting for replay
 PUSH_IDLE_EXIT = 2.0
 FETCH_IDLE_EXIT = 5.0
 POLL = 0.003  # a waiting call checks its marker this often; a stat costs microseconds
-SPAWNS = 3  # a worker that keeps dying without answering: the caller does the work itself
+SPAWNS = 3  # then a call fails (push) or reads the repository itself (fetch)
 
 
 # -- the lock and the detached process -----------------------------------------------------------

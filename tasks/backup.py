@@ -56,6 +56,7 @@ def stream_base_backup(cluster: str, name: str) -> dict[str, Any]:
         name=name,
         log_backup=policy.logfile_enabled,
         ttl=timeparse.parse_ttl(policy.ttl),
+        compress_level=bk.level_of(policy.compression),
         progress=progress,
     )
     progress.finish()

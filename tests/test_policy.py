@@ -185,6 +185,21 @@ def test_apply_settings_is_all_or_nothing_and_lists_every_problem() -> None:
     assert lines[3].startswith("  - backupRepo: 'ftp://x'")
 
 
+def test_compression_is_zstd_with_a_level_or_none() -> None:
+    for given_value, canonical in [
+        ("none", "none"),
+        ("NONE", "none"),
+        ("zstd", "zstd:3"),
+        ("zstd:1", "zstd:1"),
+        (" ZSTD:19 ", "zstd:19"),
+    ]:
+        policy = apply_settings(BASE, [f"schedule.datafile.compression={given_value}"])
+        assert policy.compression == canonical
+    for bad in ["gzip", "zstd:0", "zstd:20", "zstd:", "zstd:3x", "lz4:1"]:
+        message = refusal(apply_settings, BASE, [f"schedule.datafile.compression={bad}"])
+        assert "schedule.datafile.compression" in message and "zstd:N" in message
+
+
 KEYS = st.sampled_from(SETTING_KEYS).flatmap(
     lambda key: st.sampled_from([key, key.upper(), f" {key} "])
 )
@@ -216,7 +231,12 @@ def test_to_yaml_shape() -> None:
         "metadata": {"name": "my-pg-postgresql-backup-policy", "cluster": "my-pg"},
         "spec": {
             "schedule": {
-                "datafile": {"enable": True, "cronExpression": "0 18 * * 0", "timezone": "UTC"},
+                "datafile": {
+                    "enable": True,
+                    "cronExpression": "0 18 * * 0",
+                    "timezone": "UTC",
+                    "compression": "zstd:3",
+                },
                 "logfile": {"enable": True},
             },
             "retention": {"ttl": "7d"},
@@ -289,6 +309,7 @@ policies = st.builds(
     logfile_enabled=st.booleans(),
     ttl=st.integers(1, 3650 * 86400).map(lambda s: format_ttl(timedelta(seconds=s))),
     repository=st.sampled_from(["", "s3://demo/pg", "file:///srv/pgpitr%20repo", "s3://b"]),
+    compression=st.sampled_from(["none", "zstd:1", "zstd:3", "zstd:19"]),
     create_time=st.just(CREATED),
 )
 
@@ -328,6 +349,7 @@ def test_to_dict_fields() -> None:
         "logfile_enabled": False,
         "ttl": "7d",
         "repository": "",
+        "compression": "zstd:3",
         "create_time": CREATED,
     }
 
