@@ -32,7 +32,7 @@ venv: system
 	@[ -x $(PY) ] || $(UV) venv -q --python $(PYTHON_SYSTEM) $(VENV)
 
 install: venv
-	$(UV) pip install -q --python $(PY) -c constraints.txt --reinstall-package pgpitr '.[test]'
+	$(UV) pip install -q --python $(PY) -c constraints.txt --reinstall-package pgpitr '.[kubernetes,test]'
 
 test: install
 	$(PY) -m pytest -q
