@@ -11,62 +11,33 @@ deployments keep what the policies say, and their runs wait until serving resume
 
 from __future__ import annotations
 
-import importlib
 import os
 import subprocess
 import sys
 import time
 from typing import Any
 
+from deployments.api import answers, api_url
+from flows import registry
 from pgpitr import clusters
+from pgpitr.errors import PitrError
 from pgpitr.postgres.cluster import Cluster
+from tasks.naming import deployment_name
 
-#: Every flow a deployment serves, as module:function.  create-account is not among them: its
-#: password travels only through the environment of a run started by the CLI.
-FLOWS = (
-    "flows.backup:backup",
-    "flows.restore:restore",
-    "flows.retention:apply_retention",
-    "flows.retention:delete_backup",
-    "flows.window:refresh_recoverable_window",
-    "flows.policy:edit_backup_policy",
-    "flows.policy:set_log_backup",
-    "flows.clusters:create_cluster",
-    "flows.clusters:delete_cluster",
-    "flows.clusters:grant_role",
-)
-#: The Kubernetes platform's setup flows, served when their module is present.
-SETUP_FLOWS = (
-    "flows.setup:setup",
-    "flows.setup:enable_addon",
-    "flows.setup:disable_addon",
-    "flows.setup:set_default_storage_class",
-    "flows.setup:configure",
-)
 LOCAL_PORT = 4200
 
 
-def load(spec: str) -> Any:
-    module, _, name = spec.partition(":")
-    return getattr(importlib.import_module(module), name)
-
-
 def all_flows() -> list[Any]:
-    found = [load(spec) for spec in FLOWS]
-    try:
-        found += [load(spec) for spec in SETUP_FLOWS]
-    except (ModuleNotFoundError, AttributeError):  # the Kubernetes platform is not built in
-        pass
-    return found
+    return [registry.load(e.name) for e in registry.served()]
 
 
 def build(deployment: str | None = None) -> list[Any]:
     """The deployments to serve, with every cluster's schedules from its saved policy."""
     from prefect.deployments.runner import EntrypointType
 
-    from deployments import schedules
+    from tasks import schedules
 
-    name = deployment or schedules.deployment_name()
+    name = deployment or deployment_name()
     wanted = [s for c in Cluster.all() for s in schedules.for_policy(clusters.load_policy(c))]
     return [
         flow.to_deployment(
@@ -83,8 +54,6 @@ def build(deployment: str | None = None) -> list[Any]:
 
 def start_local_server(port: int = LOCAL_PORT, timeout: float = 120) -> subprocess.Popen[bytes]:
     """A Prefect server on 127.0.0.1:PORT for as long as this process serves."""
-    from pgpitr.cli import runner
-
     url = f"http://127.0.0.1:{port}/api"
     log = open(os.devnull, "wb")  # the child owns it for its lifetime
     server = subprocess.Popen(
@@ -94,10 +63,13 @@ def start_local_server(port: int = LOCAL_PORT, timeout: float = 120) -> subproce
         stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + timeout
-    while not runner.answers(url, timeout=1):
+    while not answers(url, timeout=1):
         if server.poll() is not None or time.monotonic() > deadline:
             server.kill()
-            raise SystemExit(f"pgpitr serve: the Prefect server on port {port} did not start")
+            raise PitrError(
+                f"the Prefect server on port {port} did not start",
+                hint=f"run `prefect server start --port {port}` to see why",
+            )
         time.sleep(0.5)
     os.environ["PREFECT_API_URL"] = url
     return server
@@ -105,11 +77,9 @@ def start_local_server(port: int = LOCAL_PORT, timeout: float = 120) -> subproce
 
 def main(limit: int | None = None) -> None:
     """Serve until interrupted."""
-    from pgpitr.cli import runner
-
     os.environ.setdefault("PREFECT_RUNNER_POLL_FREQUENCY", "2")  # a queued run starts within 2 s
     server = None
-    url = runner.api_url()
+    url = api_url()
     if url is None:
         server = start_local_server()
         url = os.environ["PREFECT_API_URL"]

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import UTC, datetime
 
 from prefect import flow
 
 from flows.retention import apply_retention
+from pgpitr import backup as bk
+from pgpitr.manifest import BackupManifest
 from tasks import backup as t
 from tasks import events
+from tasks._common import STEPS
 from tasks._slots import cluster_slot
 
 
@@ -18,21 +21,17 @@ def backup(
     backup_name: str | None = None,
     verify: bool = False,
     apply_retention_after: bool = False,
-) -> dict[str, Any]:
+) -> BackupManifest:
     """Take a full backup of CLUSTER now; a second backup of the same cluster waits its turn.
 
     With log backup on, a WAL switch right after the backup must reach the repository (so the
     window reaches the backup's end at once).  ``verify`` reads the backup back in full;
     ``apply_retention_after`` (set by the schedule) expires old backups afterwards."""
-    name = backup_name or t.backup_name(cluster)
+    # chosen once per run, so that every attempt of the stream writes the same backup
+    name = backup_name or bk.default_name(cluster, datetime.now(UTC))
     try:
         with cluster_slot("backup", cluster, wait=True):
-            policy = t.check_cluster(cluster)
-            manifest = t.stream_base_backup(cluster, name)
-            if policy["logfile_enabled"]:
-                t.confirm_wal_arrival(cluster)
-            if verify:
-                t.verify_backup(cluster, name)
+            manifest = bk.run(STEPS, cluster, name, verify_after=verify)
     except BaseException as exc:
         events.backup_failed(cluster, name, exc)
         raise

@@ -1,4 +1,5 @@
-"""Flows that create and remove clusters and manage their accounts."""
+"""Flows that create and remove clusters and manage their accounts (pgpitr/clusters.py and
+pgpitr/accounts.py hold the steps' order)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ from typing import Any
 
 from prefect import flow
 
-from tasks import clusters as t
-from tasks.schedules import remove_schedules, sync_schedules
+from pgpitr import accounts, clusters
+from tasks import clusters as _tasks  # noqa: F401  (the steps' tasks)
+from tasks._common import STEPS
 
 
 @flow(name="create-cluster", flow_run_name="create-cluster-{name}", persist_result=True)
@@ -15,26 +17,23 @@ def create_cluster(
     name: str, port: int | None = None, backup_repo: str | None = None
 ) -> dict[str, Any]:
     """A new running PostgreSQL cluster with the default backup policy and its schedules."""
-    created = t.create_cluster(name, port, backup_repo)
-    sync_schedules(name)
-    return created
+    return clusters.run_create(STEPS, name, port, backup_repo)
 
 
 @flow(name="delete-cluster", flow_run_name="delete-cluster-{name}", persist_result=True)
 def delete_cluster(name: str) -> None:
     """Stop and remove the cluster and its schedules; its backups stay in the repository."""
-    t.delete_cluster(name)
-    remove_schedules(name)
+    clusters.run_delete(STEPS, name)
 
 
 @flow(name="create-account", flow_run_name="create-account-{cluster}-{username}")
 def create_account(cluster: str, username: str) -> None:
     """Create a login role.  Its password is read from the flow's environment
     (PGPITR_ACCOUNT_PASSWORD), never passed as a parameter nor logged nor kept as a result."""
-    t.create_account(cluster, username)
+    accounts.run_create_account(STEPS, cluster, username)
 
 
 @flow(name="grant-role", flow_run_name="grant-role-{cluster}-{username}", persist_result=True)
 def grant_role(cluster: str, username: str, role: str) -> None:
     """Grant READONLY, READWRITE or SUPERUSER to an account."""
-    t.grant_role(cluster, username, role)
+    accounts.run_grant_role(STEPS, cluster, username, role)

@@ -1,5 +1,5 @@
 """``edit-backup-policy`` (the policy and the schedules it drives, in one run) and
-``set-log-backup`` (the WAL archiving switch)."""
+``set-log-backup`` (the WAL archiving switch); pgpitr/clusters.py holds the steps' order."""
 
 from __future__ import annotations
 
@@ -9,15 +9,14 @@ from prefect import flow
 
 from pgpitr import clusters
 from pgpitr import policy as pol
-from pgpitr.postgres.cluster import Cluster
-from tasks import clusters as t
-from tasks.schedules import sync_schedules
+from tasks import clusters as _tasks  # noqa: F401  (the steps' tasks)
+from tasks._common import STEPS
 
 
 @flow(name="set-log-backup", flow_run_name="set-log-backup-{cluster}", persist_result=True)
 def set_log_backup(cluster: str, enabled: bool) -> str | None:
     """Turn WAL archiving on (and wait until a switched segment is archived) or off."""
-    return t.set_log_backup(cluster, enabled)
+    return clusters.run_set_log_backup(STEPS, cluster, enabled)
 
 
 @flow(
@@ -32,10 +31,5 @@ def edit_backup_policy(
 ) -> dict[str, Any]:
     """Change CLUSTER's backup policy with kbcli settings (``schedule.logfile.enable=true``) or
     a whole policy, then make the deployments' schedules say the same."""
-    current = clusters.load_policy(Cluster.get(cluster))
-    new = pol.apply_settings(current, settings or []) if policy is None else pol.from_dict(policy)
-    same_repository = new.repository in ("", current.repository)
-    if same_repository and new.logfile_enabled != current.logfile_enabled:
-        set_log_backup(cluster, new.logfile_enabled)
-    saved = t.save_policy(cluster, pol.to_dict(new))
-    return {"policy": saved, "schedules": sync_schedules(cluster)}
+    edit = clusters.run_edit_policy(STEPS, cluster, settings, policy)
+    return {"policy": pol.to_dict(edit.policy), "schedules": edit.schedules}

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
-from prefect.transactions import transaction
 
-from tasks import restore as t
-from tasks._common import artifact_key
+from pgpitr import restore as rs
+from pgpitr import timeparse
+from tasks import restore as _tasks  # noqa: F401  (the steps' tasks)
+from tasks._common import STEPS, artifact_key
 from tasks._slots import cluster_slot
-from tasks.schedules import sync_schedules
 
 
 @flow(
@@ -25,27 +23,22 @@ def restore(
     restore_to_time: str = "latest",
     backup_name: str | None = None,
     backup_repo: str | None = None,
-) -> dict[str, Any]:
+) -> rs.RestoreResult:
     """Restore SOURCE_CLUSTER as it was at RESTORE_TO_TIME into the new cluster NEW_NAME.
 
     Times: "Apr 17,2023 19:56:40 UTC+0800", RFC 3339, or latest.  Everything is checked before
     anything is created; if a later step fails for good, the new cluster is removed.  One restore
     per source cluster at a time: a second one is refused."""
+    request = rs.RestoreRequest.parse(
+        new_name, source_cluster, restore_to_time, backup_name, backup_repo
+    )
     with cluster_slot("restore", source_cluster, wait=False):
-        plan = t.choose_backup(new_name, source_cluster, restore_to_time, backup_name, backup_repo)
-        with transaction():
-            name = t.create_cluster_directory(plan)
-            t.materialise(plan, name)
-            t.configure_recovery(plan, name)
-            t.start_recovery(name)
-            t.wait_promoted(name)
-            result = t.verify_restored(plan, name)
-    sync_schedules(new_name)
+        result = rs.run(STEPS, request)
+    last = timeparse.format_kbcli(result.last_commit) if result.last_commit else "none"
     create_markdown_artifact(
         f"# {new_name} restored from {source_cluster}\n\n"
         f"| backup | target | last replayed commit | timeline |\n|---|---|---|---|\n"
-        f"| {result['backup']} | {result['target'] or 'latest'} | {result['last_commit']} "
-        f"| {result['timeline']} |\n",
+        f"| {result.backup} | {request.target} | {last} | {result.timeline} |\n",
         key=artifact_key("restore", new_name),
         description=f"restore of {new_name}",
     )

@@ -1,4 +1,5 @@
-"""``apply-retention`` (the policy's TTL) and ``delete-backup`` (what the user names)."""
+"""``apply-retention`` (the policy's TTL) and ``delete-backup`` (what the user names);
+pgpitr/retention.py holds the steps' order."""
 
 from __future__ import annotations
 
@@ -7,28 +8,29 @@ from typing import Any
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from pgpitr.errors import InvalidInput, NotFound
+from pgpitr import retention
+from pgpitr.errors import NotFound
 from tasks import backup as tb
-from tasks import retention as t
-from tasks._common import artifact_key
+from tasks import retention as _tasks  # noqa: F401  (the steps' tasks)
+from tasks._common import STEPS, artifact_key
 
 
 @flow(name="apply-retention", flow_run_name="apply-retention-{cluster}", persist_result=True)
 def apply_retention(cluster: str) -> dict[str, Any]:
     """Remove the backups past the policy's retention.ttl (never the one the window needs while
     no other can replace it) and the WAL older than every remaining backup."""
-    plan = t.choose_expired(cluster)
-    removed = t.delete_expired(cluster, plan.remove)
+    report = retention.apply(STEPS, cluster)
+    removed = report.removed
     tb.publish_backup_table(cluster)
     lines = [f"- removed backup `{name}`" for name in removed.backups] or ["- no backup expired"]
-    lines += [f"- kept `{name}` although expired: {why}" for name, why in plan.kept.items()]
+    lines += [f"- kept `{name}` although expired: {why}" for name, why in report.kept.items()]
     lines.append(f"- removed {removed.wal_files} WAL file(s) older than every remaining backup")
     create_markdown_artifact(
         f"# Retention of {cluster}\n\n" + "\n".join(lines),
         key=artifact_key("retention", cluster),
         description=f"what retention removed from {cluster}",
     )
-    return {"removed": removed.backups, "wal_files": removed.wal_files, "kept": plan.kept}
+    return {"removed": removed.backups, "wal_files": removed.wal_files, "kept": report.kept}
 
 
 @flow(name="delete-backup", flow_run_name="delete-backup-{cluster}", persist_result=True)
@@ -40,9 +42,7 @@ def delete_backup(
 ) -> dict[str, Any]:
     """Delete the named backups, or with ``force`` and no names every backup of CLUSTER, and
     the WAL no remaining backup needs.  ``force`` also allows the backup the window starts from."""
-    if not names and not force:
-        raise InvalidInput("name the backup(s) with --name, or delete all of them with --force")
-    removed = t.delete_objects(cluster, names or None, force, backup_repo)
+    removed = retention.delete(STEPS, cluster, names, force=force, repository=backup_repo)
     try:
         tb.publish_backup_table(cluster)
     except NotFound:  # a deleted cluster's backups: nothing left to show for it

@@ -9,11 +9,11 @@ from typing import Any
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from pgpitr import clusters, timeparse
-from pgpitr.postgres.cluster import Cluster
+from pgpitr import timeparse
+from pgpitr import window as w
 from tasks import events
-from tasks import window as t
-from tasks._common import artifact_key
+from tasks import window as _tasks  # noqa: F401  (the steps' tasks)
+from tasks._common import STEPS, artifact_key
 
 
 @flow(
@@ -23,20 +23,16 @@ from tasks._common import artifact_key
 )
 def refresh_recoverable_window(cluster: str) -> dict[str, Any]:
     """Publish CLUSTER's recoverable window; with log backup on, check the archiver."""
-    window = t.read_window(cluster)
-    c = Cluster.get(cluster)
-    archiver = None
-    if clusters.load_policy(c).logfile_enabled and c.is_running():
-        status = t.check_archiver(cluster)
-        archiver = status.as_payload()
-        if status.behind:
-            events.archiving_behind(status)
+    report = w.refresh(STEPS, cluster)
+    if report.archiver is not None and report.archiver.behind:
+        events.archiving_behind(report.archiver)
+    shown = report.as_dict()
     create_markdown_artifact(
-        _markdown(cluster, window, archiver),
+        _markdown(cluster, shown, shown["archiver"]),
         key=artifact_key("recoverable-window", cluster),
         description=f"recoverable window of {cluster}",
     )
-    return {**window, "archiver": archiver}
+    return shown
 
 
 def _markdown(cluster: str, window: dict[str, Any], archiver: dict[str, Any] | None) -> str:

@@ -1,7 +1,14 @@
-"""Database accounts and their roles.  Identifiers always go through psycopg's ``sql`` module."""
+"""Database accounts and their roles.  Identifiers always go through psycopg's ``sql`` module.
+
+``run_create_account`` and ``run_grant_role`` are the two operations.  An account's password
+reaches the step through the environment (``PASSWORD_ENV``), never as a parameter of a flow or a
+task, so that it is neither shown in the UI nor kept as a result.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
 import secrets
 import string
 
@@ -10,9 +17,37 @@ from psycopg import sql
 
 from pgpitr.errors import AlreadyExists, InvalidInput, NotFound
 from pgpitr.postgres.cluster import Cluster
+from pgpitr.steps import Steps
 
 ROLES = ("READONLY", "READWRITE", "SUPERUSER")
 _ALPHABET = string.ascii_letters + string.digits
+#: Where the create-account step finds the password (set by the CLI for the run it starts).
+PASSWORD_ENV = "PGPITR_ACCOUNT_PASSWORD"
+log = logging.getLogger(__name__)
+
+
+def run_create_account(steps: Steps, cluster: str, username: str) -> None:
+    steps(create_account_from_environment, cluster, username)
+
+
+def run_grant_role(steps: Steps, cluster: str, username: str, role: str) -> None:
+    steps(grant, cluster, username, role)
+
+
+def create_account_from_environment(cluster: str, username: str) -> None:
+    password = os.environ.get(PASSWORD_ENV)
+    if not password:
+        raise InvalidInput(
+            f"no password for {username!r}: the step expects it in ${PASSWORD_ENV}",
+            hint="run `pgpitr cluster create-account`, which generates one",
+        )
+    create_account(Cluster.get(cluster), username, password)
+    log.info("account %s created in %s", username, cluster)
+
+
+def grant(cluster: str, username: str, role: str) -> None:
+    grant_role(Cluster.get(cluster), username, role)
+    log.info("granted %s to %s in %s", role.upper(), username, cluster)
 
 
 def generate_password(length: int = 24) -> str:

@@ -1,5 +1,8 @@
 """Full backups: pg_basebackup streamed, compressed, into the repository.
 
+``run`` is the backup operation, the one place its steps are put in order: check the cluster,
+stream the backup, confirm the WAL reached the repository, and verify it when asked.
+
 Repository layout::
 
     STANZA/backups/NAME/backup.json     the manifest (status, LSNs, times, sizes, checksum)
@@ -13,23 +16,26 @@ running backup from a dead one.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import re
-import shutil
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import BinaryIO
 
-from pgpitr import wal
+from pgpitr import catalog, clusters, timeparse, verify
+from pgpitr import policy as pol
 from pgpitr.errors import AlreadyExists, Busy, InvalidInput, PitrError
+from pgpitr.manifest import BackupManifest, data_key, data_keys, manifest_key
 from pgpitr.postgres.cluster import SUPERUSER, Cluster
 from pgpitr.postgres.command import basebackup_command, check, popen
 from pgpitr.repository import Repository
+from pgpitr.steps import Steps
+
+log = logging.getLogger(__name__)
 
 BACKUP_NAME_RULE = re.compile(r"^[a-z0-9][a-z0-9.-]{0,98}[a-z0-9]$")
 _PROGRESS = re.compile(rb"(\d+)/(\d+) kB")
@@ -37,21 +43,85 @@ _START = re.compile(r"write-ahead log start point: ([0-9A-F]+/[0-9A-F]+) on time
 _END = re.compile(r"write-ahead log end point: ([0-9A-F]+/[0-9A-F]+)")
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes expected)
-COPY_CHUNK = 1 << 20
+#: How long the WAL switched after a backup may take to reach the repository.
+WAL_ARRIVAL_TIMEOUT = 120.0
 
 
-def manifest_key(stanza: str, name: str) -> str:
-    return f"{stanza}/backups/{name}/backup.json"
+# -- the operation ---------------------------------------------------------------------------
 
 
-def data_key(stanza: str, name: str, compression: str = "zstd") -> str:
-    """Where a backup's tar is: ``base.tar.zst``, or ``base.tar`` with compression ``none``."""
-    return f"{stanza}/backups/{name}/base.{'tar' if compression == 'none' else 'tar.zst'}"
+def run(steps: Steps, cluster: str, name: str, *, verify_after: bool = False) -> BackupManifest:
+    """One full backup of CLUSTER named NAME (chosen once, so that a retried stream reuses it)."""
+    policy = steps(check_cluster, cluster)
+    manifest = steps(stream, cluster, name)
+    if policy.logfile_enabled:
+        steps(confirm_wal_arrival, cluster)
+    if verify_after:
+        steps(verify.verify_backup, cluster, name)
+    return manifest
 
 
-def data_keys(stanza: str, name: str) -> list[str]:
-    """Every place a backup's data may be, for deleting what an attempt left."""
-    return [data_key(stanza, name, c) for c in ("zstd", "none")]
+def check_cluster(cluster: str) -> pol.BackupPolicy:
+    """The cluster runs and its repository answers; returns its backup policy."""
+    c = Cluster.get(cluster)
+    c.require_running()
+    clusters.repository(c).check()
+    policy = clusters.load_policy(c)
+    log.info(
+        "cluster %s runs on port %s; repository %s; log backup %s",
+        cluster,
+        c.state.port,
+        c.state.repository,
+        "on" if policy.logfile_enabled else "off",
+    )
+    return policy
+
+
+def stream(cluster: str, name: str, progress: Progress | None = None) -> BackupManifest:
+    """pg_basebackup into the repository, as the policy says; Completed only once stored."""
+    c = Cluster.get(cluster)
+    repo = clusters.repository(c)
+    policy = clusters.load_policy(c)
+    _forget_failed_attempt(repo, c.state.stanza, name)
+    manifest = take_backup(
+        c,
+        repo,
+        name=name,
+        log_backup=policy.logfile_enabled,
+        ttl=timeparse.parse_ttl(policy.ttl),
+        compress_level=level_of(policy.compression),
+        progress=progress,
+    )
+    log.info(
+        "backup %s stored: %s bytes of data, %s bytes in the repository, %.1f s",
+        name,
+        manifest.database_size,
+        manifest.stored_size,
+        manifest.duration_seconds or 0,
+    )
+    return manifest
+
+
+def _forget_failed_attempt(repo: Repository, stanza: str, name: str) -> None:
+    """A retry reuses the name: remove what a failed attempt left under it (never a good one)."""
+    if not repo.exists(manifest_key(stanza, name)):
+        return
+    if catalog.get_backup(repo, stanza, name).status == "Failed":
+        for key in data_keys(stanza, name):
+            repo.delete(key)
+        repo.delete(manifest_key(stanza, name))
+        log.info("removed the failed earlier attempt of backup %s", name)
+
+
+def confirm_wal_arrival(cluster: str, timeout: float = WAL_ARRIVAL_TIMEOUT) -> str:
+    """Switch WAL and wait until the finished segment is in the repository."""
+    c = Cluster.get(cluster)
+    segment = clusters.switch_and_confirm(c, clusters.repository(c), timeout=timeout)
+    log.info("WAL segment %s is in the repository", segment)
+    return segment
+
+
+# -- the unit of work ------------------------------------------------------------------------
 
 
 def compression_of(level: int) -> str:
@@ -62,36 +132,6 @@ def compression_of(level: int) -> str:
 def level_of(compression: str) -> int:
     """The inverse of ``compression_of``, for a policy's canonical ``none`` or ``zstd:N``."""
     return 0 if compression == "none" else int(compression.partition(":")[2] or 3)
-
-
-def copy_data(
-    repo: Repository, stanza: str, manifest: dict, out: BinaryIO, progress: Progress | None = None
-) -> None:
-    """Write a backup's tar to ``out``: read back, checked against the manifest's SHA-256, and
-    decompressed.  A damaged object raises ChecksumMismatch when its end is reached."""
-    compression = manifest.get("compression", "zstd")
-    total = int(manifest["stored_size"])
-    key = data_key(stanza, manifest["name"], compression)
-    with repo.open_verified(key, manifest["sha256"], total) as raw:
-        done = 0
-
-        class Counting:
-            def read(self, size: int = -1) -> bytes:
-                nonlocal done
-                chunk = raw.read(size)
-                done += len(chunk)
-                if progress:
-                    progress(done, total)
-                return chunk
-
-        if compression == "none":
-            shutil.copyfileobj(Counting(), out, COPY_CHUNK)
-        else:
-            import zstandard
-
-            zstandard.ZstdDecompressor().copy_stream(
-                Counting(), out, read_size=COPY_CHUNK, write_size=COPY_CHUNK
-            )
 
 
 def default_name(cluster: str, now: datetime) -> str:
@@ -145,15 +185,6 @@ def check_archiver(cluster: Cluster) -> None:
         )
 
 
-@dataclass
-class BackupResult:
-    manifest: dict
-
-    @property
-    def name(self) -> str:
-        return self.manifest["name"]
-
-
 def take_backup(
     cluster: Cluster,
     repo: Repository,
@@ -164,7 +195,7 @@ def take_backup(
     compress_level: int = 3,
     workers: int = 2,
     progress: Progress | None = None,
-) -> BackupResult:
+) -> BackupManifest:
     """Take one full backup of a running cluster into ``repo``; return its Completed manifest."""
     started = datetime.now(UTC)
     name = name or default_name(cluster.name, started)
@@ -175,57 +206,47 @@ def take_backup(
         repo.check()
         if log_backup:
             check_archiver(cluster)
-        wal.check_archive_info(
-            repo,
-            stanza,
-            cluster.state.system_identifier,
-            create={
-                "cluster": cluster.name,
-                "pg_version": cluster.state.pg_version,
-                "wal_segment_size": cluster.state.wal_segment_size,
-            },
-        )
+        clusters.ensure_archive_info(cluster, repo)
         if repo.exists(manifest_key(stanza, name)):
             raise AlreadyExists(f"backup {name!r} of cluster {cluster.name!r} already exists")
-        manifest = {
-            "name": name,
-            "cluster": cluster.name,
-            "type": "Full",
-            "status": "InProgress",
-            "system_identifier": cluster.state.system_identifier,
-            "pg_version": cluster.state.pg_version,
-            "wal_segment_size": cluster.state.wal_segment_size,
-            "start_time": started.isoformat(),
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "compression": compression_of(compress_level),
-            "wal_in_backup": not log_backup,
-            "repository": repo.url,
-        }
-        repo.put_json(manifest_key(stanza, name), manifest)
+        manifest = BackupManifest(
+            name=name,
+            cluster=cluster.name,
+            type="Full",
+            status="InProgress",
+            system_identifier=cluster.state.system_identifier,
+            pg_version=cluster.state.pg_version,
+            wal_segment_size=cluster.state.wal_segment_size,
+            start_time=started,
+            pid=os.getpid(),
+            host=socket.gethostname(),
+            compression=compression_of(compress_level),
+            wal_in_backup=not log_backup,
+            repository=repo.url,
+        )
+        catalog.save_backup(repo, stanza, manifest)
         try:
-            stream = _stream(
+            streamed = _stream(
                 cluster, repo, stanza, name, log_backup, compress_level, workers, progress
             )
         except BaseException as exc:
-            manifest.update(
-                status="Failed", error=_reason(exc), stop_time=datetime.now(UTC).isoformat()
+            failed = manifest.replace(
+                status="Failed", error=_reason(exc), stop_time=datetime.now(UTC)
             )
-            repo.delete(data_key(stanza, name, manifest["compression"]))
-            repo.put_json(manifest_key(stanza, name), manifest)
+            repo.delete(data_key(stanza, name, manifest.data_compression))
+            catalog.save_backup(repo, stanza, failed)
             raise
         stopped = datetime.now(UTC)
-        manifest.update(stream)
-        manifest.update(
+        completed = manifest.replace(
+            **streamed,
             status="Completed",
-            stop_time=stopped.isoformat(),
+            stop_time=stopped,
             duration_seconds=round((stopped - started).total_seconds(), 3),
+            expiration=stopped + ttl if ttl is not None else None,
+            pid=None,
         )
-        if ttl is not None:
-            manifest["expiration"] = (stopped + ttl).isoformat()
-        manifest.pop("pid")
-        repo.put_json(manifest_key(stanza, name), manifest)
-        return BackupResult(manifest)
+        catalog.save_backup(repo, stanza, completed)
+        return completed
 
 
 def _reason(exc: BaseException) -> str:

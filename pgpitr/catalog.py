@@ -10,7 +10,6 @@ the gap.  The window never claims a time a restore cannot reach.
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 import tempfile
@@ -18,9 +17,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pgpitr import backup as bk
 from pgpitr import wal
 from pgpitr.errors import NotFound
+from pgpitr.manifest import BackupManifest, manifest_key
+from pgpitr.osutil import process_alive
 from pgpitr.postgres.command import run, waldump_command
 from pgpitr.repository import Repository
 
@@ -32,90 +32,42 @@ _XACT_TIME = re.compile(
 COMMIT_SEARCH_DEPTH = 32
 
 
-def parse_time(text: str) -> datetime:
-    return datetime.fromisoformat(text)
-
-
-@dataclass
-class Backup:
-    manifest: dict
-
-    @property
-    def name(self) -> str:
-        return self.manifest["name"]
-
-    @property
-    def cluster(self) -> str:
-        return self.manifest["cluster"]
-
-    @property
-    def status(self) -> str:
-        """Completed, Failed, or InProgress; an InProgress backup whose process died is Failed."""
-        status = self.manifest["status"]
-        if status == "InProgress" and self.manifest.get("host") == socket.gethostname():
-            pid = self.manifest.get("pid")
-            if not pid or not _alive(int(pid)):
-                return "Failed"
-        return status
-
-    @property
-    def completed(self) -> bool:
-        return self.status == "Completed"
-
-    @property
-    def start_time(self) -> datetime:
-        return parse_time(self.manifest["start_time"])
-
-    @property
-    def stop_time(self) -> datetime | None:
-        stop = self.manifest.get("stop_time")
-        return parse_time(stop) if stop else None
-
-    @property
-    def timeline(self) -> int:
-        return int(self.manifest["timeline"])
-
-    @property
-    def start_lsn(self) -> int:
-        return wal.lsn_to_int(self.manifest["start_lsn"])
-
-    @property
-    def stop_lsn(self) -> int:
-        return wal.lsn_to_int(self.manifest["stop_lsn"])
-
-    @property
-    def expiration(self) -> datetime | None:
-        value = self.manifest.get("expiration")
-        return parse_time(value) if value else None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
+def _alive(manifest: BackupManifest) -> bool:
+    """Whether the process an InProgress backup names still runs (on this host; elsewhere,
+    it is taken at its word)."""
+    if manifest.host != socket.gethostname():
         return True
-    return True
+    return bool(manifest.pid) and process_alive(int(manifest.pid or 0))
 
 
-def list_backups(repo: Repository, stanza: str) -> list[Backup]:
-    """Every backup of a stanza, oldest first."""
+def _loaded(data: dict) -> BackupManifest:
+    manifest = BackupManifest.from_dict(data)
+    if manifest.status == "InProgress" and not _alive(manifest):
+        return manifest.replace(status="Failed")  # its process died: it never completes
+    return manifest
+
+
+def list_backups(repo: Repository, stanza: str) -> list[BackupManifest]:
+    """Every backup of a stanza, oldest first; one whose process died is Failed."""
     found = []
     for info in repo.list(f"{stanza}/backups/"):
         if info.key.endswith("/backup.json"):
-            found.append(Backup(repo.get_json(info.key)))
-    return sorted(found, key=lambda b: (b.manifest["start_time"], b.name))
+            found.append(_loaded(repo.get_json(info.key)))
+    return sorted(found, key=lambda b: (b.start_time, b.name))
 
 
-def get_backup(repo: Repository, stanza: str, name: str) -> Backup:
-    key = bk.manifest_key(stanza, name)
+def get_backup(repo: Repository, stanza: str, name: str) -> BackupManifest:
+    key = manifest_key(stanza, name)
     if not repo.exists(key):
         raise NotFound(
             f"backup {name!r} of cluster {stanza!r} does not exist",
             hint=f"see `pgpitr cluster list-backup {stanza}`",
         )
-    return Backup(repo.get_json(key))
+    return _loaded(repo.get_json(key))
+
+
+def save_backup(repo: Repository, stanza: str, manifest: BackupManifest) -> None:
+    repo.put_json(manifest_key(stanza, manifest.name), manifest.to_dict())
 
 
 def leftover_stanza(repo: Repository, stanza: str) -> bool:
@@ -260,19 +212,49 @@ class Range:
     end_segment: str
 
 
+@dataclass(frozen=True)
+class Window:
+    """What a stanza can be restored to: its backups, each one's range, and their union."""
+
+    backups: list[BackupManifest]
+    ranges: list[Range]
+
+    @property
+    def periods(self) -> list[tuple[datetime, datetime]]:
+        """The recoverable time, as disjoint (start, end) periods, oldest first."""
+        return merge(self.ranges)
+
+    @property
+    def start_backup(self) -> str | None:
+        """The backup the recoverable window starts from: the oldest one with a range."""
+        return min(self.ranges, key=lambda r: r.start).backup if self.ranges else None
+
+    def fitting(self, target: datetime) -> list[Range]:
+        return [r for r in self.ranges if r.start <= target <= r.end]
+
+
+def recoverable_window(
+    repo: Repository, stanza: str, bindir: Path, backups: list[BackupManifest] | None = None
+) -> Window:
+    """The window of ``stanza``: from ``backups`` (all of its backups when None)."""
+    backups = list_backups(repo, stanza) if backups is None else backups
+    return Window(backups, backup_ranges(repo, stanza, bindir, backups))
+
+
 def backup_ranges(
-    repo: Repository, stanza: str, bindir: Path, backups: list[Backup] | None = None
+    repo: Repository, stanza: str, bindir: Path, backups: list[BackupManifest]
 ) -> list[Range]:
     """One range per completed backup whose WAL chain reaches a commit after its stop time."""
-    backups = [b for b in (backups or list_backups(repo, stanza)) if b.completed]
+    backups = [b for b in backups if b.completed]
     if not backups:
         return []
-    segment_size = int(backups[0].manifest.get("wal_segment_size", 16 * 1024 * 1024))
+    segment_size = backups[0].wal_segment_size
     index = wal_index(repo, stanza, segment_size)
     ranges, ends = [], {}
     for b in backups:
-        start = wal.segment_of(b.start_lsn, b.timeline, segment_size)
-        stop = wal.segment_of(b.stop_lsn, b.timeline, segment_size)
+        assert b.timeline is not None
+        start = wal.segment_of(b.start_lsn_int, b.timeline, segment_size)
+        stop = wal.segment_of(b.stop_lsn_int, b.timeline, segment_size)
         path = timeline_path(index, b.timeline)
         try:
             end = chain_end(index, start, path)

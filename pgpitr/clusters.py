@@ -1,7 +1,9 @@
-"""The local platform: create, delete, start and stop clusters; the log-backup switch.
+"""The local platform: create and delete clusters, their backup policy, the log-backup switch.
 
-Each operation is the unit of work the CLI and the Prefect tasks both call.  Whatever a failed
-create leaves behind is removed before the error reaches the caller.
+The operations (``run_create``, ``run_delete``, ``run_set_log_backup``, ``run_edit_policy``)
+each put their steps in order here, once; the steps take a cluster's name and reload its state,
+so that a retried step starts from what is on disk.  Whatever a failed create leaves behind is
+removed before the error reaches the caller.
 """
 
 from __future__ import annotations
@@ -9,18 +11,25 @@ from __future__ import annotations
 import configparser
 import dataclasses
 import io
+import logging
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 from pgpitr import catalog, wal
 from pgpitr import policy as pol
 from pgpitr import state as st
-from pgpitr.errors import AlreadyExists, ClusterStateError, RepositoryError
+from pgpitr.errors import AlreadyExists, ClusterStateError, InvalidInput, NotFound, RepositoryError
 from pgpitr.postgres import conf
-from pgpitr.postgres.cluster import Cluster
+from pgpitr.postgres.cluster import Cluster, validate_name
 from pgpitr.repository import Repository, open_repository, validate_url
+from pgpitr.steps import Steps
+
+log = logging.getLogger(__name__)
 
 POLICY_FILE = "policy.json"
 
@@ -90,6 +99,157 @@ def ensure_archive_info(cluster: Cluster, repo: Repository) -> dict:
             "wal_segment_size": cluster.state.wal_segment_size,
         },
     )
+
+
+# -- the operations --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PolicyChange:
+    current: pol.BackupPolicy
+    new: pol.BackupPolicy
+
+    @property
+    def repository_switch(self) -> bool:
+        return bool(self.new.repository) and self.new.repository != self.current.repository
+
+    @property
+    def log_backup_switch(self) -> bool:
+        return self.new.logfile_enabled != self.current.logfile_enabled
+
+
+@dataclass(frozen=True)
+class PolicyEdit:
+    policy: pol.BackupPolicy
+    schedules: list[str]
+
+
+def run_create(
+    steps: Steps, name: str, port: int | None = None, repository_url: str | None = None
+) -> dict[str, Any]:
+    """A new running cluster with the default backup policy, and its schedules."""
+    created = steps(create_cluster, name, port, repository_url)
+    steps.sync_schedules(name)
+    return created
+
+
+def run_delete(steps: Steps, name: str) -> None:
+    """Stop and remove the cluster and its schedules; its backups stay in the repository."""
+    steps(delete_cluster, name)
+    steps.remove_schedules(name)
+
+
+def run_set_log_backup(steps: Steps, cluster: str, enabled: bool) -> str | None:
+    return steps(switch_log_backup, cluster, enabled)
+
+
+def run_edit_policy(
+    steps: Steps,
+    cluster: str,
+    settings: list[str] | None = None,
+    policy: dict[str, Any] | None = None,
+) -> PolicyEdit:
+    """Change CLUSTER's backup policy with kbcli settings or a whole policy; a new repository
+    and the log-backup switch take effect now; the deployments' schedules follow."""
+    change = steps(read_policy_change, cluster, settings, policy)
+    if change.repository_switch:
+        steps(switch_repository, cluster, change.new.repository)
+    if change.log_backup_switch:
+        steps(switch_log_backup, cluster, change.new.logfile_enabled)
+    saved = steps(save_policy_of, cluster, change.new)
+    return PolicyEdit(saved, steps.sync_schedules(cluster))
+
+
+# -- the steps -------------------------------------------------------------------------------
+
+
+def create_cluster(name: str, port: int | None, repository_url: str | None) -> dict[str, Any]:
+    """initdb, configure, start; a failed attempt removes what it made before it fails."""
+    c = create(name, port=port, repository_url=repository_url)
+    log.info("cluster %s created: port %s, repository %s", name, c.state.port, c.state.repository)
+    return {"name": name, "port": c.state.port, "repository": c.state.repository}
+
+
+def delete_cluster(name: str) -> None:
+    delete(Cluster.get(name))
+    log.info("cluster %s stopped and removed; its backups stay in the repository", name)
+
+
+def switch_log_backup(cluster: str, enabled: bool) -> str | None:
+    """Archive WAL or not; on, wait until a switched segment is in the repository."""
+    segment = set_log_backup(Cluster.get(cluster), enabled)
+    if enabled:
+        log.info("log backup on for %s: segment %s archived", cluster, segment)
+    else:
+        log.info("log backup off for %s", cluster)
+    return segment
+
+
+def read_policy_change(
+    cluster: str, settings: list[str] | None, policy: dict[str, Any] | None
+) -> PolicyChange:
+    """The policy as it is and as asked for; checked, nothing saved."""
+    current = load_policy(Cluster.get(cluster))
+    new = pol.apply_settings(current, settings or []) if policy is None else pol.from_dict(policy)
+    if new.cluster != cluster:
+        raise InvalidInput(f"the policy is {new.name}, not the policy of cluster {cluster!r}")
+    return PolicyChange(current, new)
+
+
+def switch_repository(cluster: str, url: str) -> None:
+    """Archive and back up into another repository from now on (it must answer first)."""
+    c = Cluster.get(cluster)
+    checked = validate_url(url)
+    open_repository(checked, c.state.credentials_file).check()
+    c.state.repository = checked
+    c.state.save()
+    log.info("cluster %s now uses the repository %s", cluster, checked)
+
+
+def save_policy_of(cluster: str, policy: pol.BackupPolicy) -> pol.BackupPolicy:
+    c = Cluster.get(cluster)
+    save_policy(c, policy)
+    log.info("backup policy %s saved", policy.name)
+    return load_policy(c)
+
+
+# -- where the backups of a cluster are (a live one, or one deleted whose backups remain) ------
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a restore reads from: a repository and a stanza (the source cluster's name)."""
+
+    cluster: str
+    repository: str
+    credentials_file: str | None = None
+
+    def open(self) -> Repository:
+        creds = Path(self.credentials_file) if self.credentials_file else None
+        return open_repository(self.repository, creds)
+
+
+def resolve_source(name: str, repository: str | None = None) -> Source:
+    """The source of a restore: a cluster pgpitr knows, or one deleted whose backups remain."""
+    validate_name(name)
+    try:
+        cluster = Cluster.get(name)
+        return Source(
+            name, repository or cluster.state.repository, str(cluster.state.credentials_file)
+        )
+    except NotFound:
+        pass
+    url = repository or st.default_repository_url()
+    source = Source(name, url)
+    if not source.open().exists(wal.archive_info_key(name)) and not catalog.list_backups(
+        source.open(), name
+    ):
+        raise NotFound(
+            f"cluster {name!r} is unknown and the repository {source.open().url} has no backups "
+            "of it",
+            hint="see `pgpitr cluster list`, or pass --backup-repo with the repository URL",
+        )
+    return source
 
 
 # -- lifecycle -------------------------------------------------------------------------------

@@ -3,6 +3,12 @@
 The engine raises these and never exits; the CLI maps them to messages and exit codes in one
 place (pgpitr/cli/__init__.py).  Messages name the cause and the next step, and never carry a
 secret.
+
+``transient`` says whether the same call may succeed later (an S3 5xx, throttling, a dropped
+connection, PostgreSQL starting up).  It is decided where the failure is classified, by whoever
+raises the error, and it is the only thing the Prefect tasks' retry condition reads.  An error
+pickles with its message, hint, exit code and ``transient`` intact, so that a failure inside a
+flow run on another process reaches the CLI as the same error.
 """
 
 from __future__ import annotations
@@ -12,14 +18,32 @@ class PitrError(Exception):
     """Base of every error pgpitr reports.  ``exit_code`` is what the CLI exits with."""
 
     exit_code = 1
+    #: Whether trying the same call again may succeed; an instance may say otherwise.
+    transient = False
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, hint: str | None = None, transient: bool | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        if transient is not None:
+            self.transient = transient
 
     def __str__(self) -> str:
         return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
+
+    def __reduce__(self) -> tuple:
+        # Exceptions pickle as cls(*args); subclasses take other arguments, so rebuild the
+        # instance from its attributes instead.
+        return (_rebuild, (type(self), self.__dict__))
+
+
+def _rebuild(kind: type[PitrError], attributes: dict) -> PitrError:
+    error = kind.__new__(kind)
+    Exception.__init__(error, attributes.get("message", ""))
+    error.__dict__.update(attributes)
+    return error
 
 
 class InvalidInput(PitrError):
@@ -69,11 +93,23 @@ class CommandError(PitrError):
 
     exit_code = 7
 
-    def __init__(self, argv: list[str], returncode: int, stderr: str, *, hint: str | None = None):
+    def __init__(
+        self,
+        argv: list[str],
+        returncode: int,
+        stderr: str,
+        *,
+        hint: str | None = None,
+        transient: bool | None = None,
+    ):
         program = argv[0].rsplit("/", 1)[-1] if argv else "?"
         tail = stderr.strip().splitlines()[-5:]
         detail = "\n    ".join(tail) if tail else "(no output)"
-        super().__init__(f"{program} exited with code {returncode}:\n    {detail}", hint=hint)
+        super().__init__(
+            f"{program} exited with code {returncode}:\n    {detail}",
+            hint=hint,
+            transient=transient,
+        )
         self.argv = argv
         self.returncode = returncode
         self.stderr = stderr

@@ -1,16 +1,18 @@
 """Restore a cluster's backup and WAL to a point in time, into a new cluster.
 
-``plan`` checks everything it can before anything is created: the source has backups, the new
-name is free, the target lies inside the recoverable window, there is room for the data.  The
-steps after it (``materialise``, ``configure_recovery``, ``start_recovery``, ``wait_promoted``,
-``finish``) each do one thing so that Prefect can run and retry them one by one; ``restore``
-chains them and removes the new cluster if any step fails.  The source cluster is only read from
-the repository, never touched.
+``run`` is the restore operation, the one place its steps are put in order.  ``choose_backup``
+checks everything it can before anything is created: the source has backups, the new name is
+free, the target lies inside the recoverable window, there is room for the data.  The steps after
+it (``prepare``, ``materialise``, ``configure_recovery``, ``start_recovery``, ``wait_promoted``,
+``finish``) each do one thing, so that each can be run and retried on its own; they run in one
+transaction, and a failure removes the new cluster.  The source cluster is only read from the
+repository, never touched.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import shutil
 import socket
@@ -21,7 +23,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pgpitr import backup as bk
 from pgpitr import catalog, clusters, timeparse, wal
 from pgpitr import policy as pol
 from pgpitr import state as st
@@ -29,64 +30,113 @@ from pgpitr.errors import (
     AlreadyExists,
     ClusterStateError,
     NotFound,
-    PitrError,
     RecoveryTargetError,
 )
+from pgpitr.manifest import BackupManifest, copy_data
+from pgpitr.osutil import process_alive
 from pgpitr.postgres import conf
 from pgpitr.postgres.cluster import Cluster, bindir, validate_name
 from pgpitr.postgres.command import check, popen
-from pgpitr.repository import Repository, open_repository
+from pgpitr.steps import Steps, undone_by
 
 Progress = Callable[[int, int], None]
+log = logging.getLogger(__name__)
+#: Upper bounds enforced by pg_ctl and by the replay wait.
+START_TIMEOUT = 3600
+REPLAY_TIMEOUT = 6 * 3600
 
 
 @dataclass(frozen=True)
-class Source:
-    """Where a restore reads from: a repository and a stanza (the source cluster's name)."""
+class RestoreTarget:
+    """Where recovery stops: a time, or None for the end of the archived WAL (``latest``)."""
 
-    cluster: str
-    repository: str
-    credentials_file: str | None = None
+    time: datetime | None = None
 
-    def open(self) -> Repository:
-        creds = Path(self.credentials_file) if self.credentials_file else None
-        return open_repository(self.repository, creds)
+    @classmethod
+    def parse(cls, text: str) -> RestoreTarget:
+        return cls(timeparse.parse_restore_target(text))
+
+    @property
+    def latest(self) -> bool:
+        return self.time is None
+
+    def __str__(self) -> str:
+        return "latest" if self.time is None else self.time.isoformat()
+
+    def describe(self) -> str:
+        if self.time is None:
+            return "the end of the archived WAL"
+        return timeparse.format_kbcli(self.time)
 
 
-def resolve_source(name: str, repository: str | None = None) -> Source:
-    """The source of a restore: a cluster pgpitr knows, or one deleted whose backups remain."""
-    validate_name(name)
-    try:
-        cluster = Cluster.get(name)
-        return Source(
-            name, repository or cluster.state.repository, str(cluster.state.credentials_file)
-        )
-    except NotFound:
-        pass
-    url = repository or st.default_repository_url()
-    source = Source(name, url)
-    if not source.open().exists(wal.archive_info_key(name)) and not catalog.list_backups(
-        source.open(), name
-    ):
-        raise NotFound(
-            f"cluster {name!r} is unknown and the repository {source.open().url} has no backups "
-            "of it",
-            hint="see `pgpitr cluster list`, or pass --backup-repo with the repository URL",
-        )
-    return source
+@dataclass(frozen=True)
+class RestoreRequest:
+    """What a restore was asked for, read and checked once, at the edge (CLI, flow, API)."""
+
+    new_name: str
+    source_cluster: str
+    target: RestoreTarget
+    backup_name: str | None = None
+    backup_repo: str | None = None
+
+    @classmethod
+    def parse(
+        cls,
+        new_name: str,
+        source_cluster: str,
+        restore_to_time: str = "latest",
+        backup_name: str | None = None,
+        backup_repo: str | None = None,
+    ) -> RestoreRequest:
+        """Checks that need nothing but the text: names and the target."""
+        validate_name(new_name)
+        validate_name(source_cluster)
+        target = RestoreTarget.parse(restore_to_time)
+        return cls(new_name, source_cluster, target, backup_name or None, backup_repo or None)
+
+
+# -- the operation ---------------------------------------------------------------------------
+
+
+def run(steps: Steps, request: RestoreRequest) -> RestoreResult:
+    """Restore ``request.source_cluster`` to its target into the new cluster; all or nothing."""
+    plan = steps(choose_backup, request)
+    with steps.transaction():
+        name = steps(prepare, plan)
+        steps(materialise, plan, name)
+        steps(configure_recovery, plan, name)
+        steps(start_recovery, name)
+        steps(wait_promoted, name)
+        result = steps(finish, plan, name)
+    steps.sync_schedules(request.new_name)
+    return result
+
+
+def choose_backup(request: RestoreRequest) -> Plan:
+    """Check everything before creating anything; pick the newest backup before the target."""
+    source = clusters.resolve_source(request.source_cluster, request.backup_repo)
+    chosen = plan(source, request.new_name, request.target.time, request.backup_name)
+    log.info(
+        "restoring %s from backup %s of %s to %s",
+        request.new_name,
+        chosen.backup.name,
+        request.source_cluster,
+        request.target.describe(),
+    )
+    return chosen
 
 
 @dataclass(frozen=True)
 class Plan:
-    source: Source
+    source: clusters.Source
     new_name: str
-    backup: dict  # the chosen backup's manifest
+    backup: BackupManifest  # the chosen one
     target: datetime | None  # None: the end of the archived WAL
     window: list[tuple[datetime, datetime]]
 
 
 def plan(
-    source: Source, new_name: str, target: datetime | None, backup_name: str | None = None
+    source: clusters.Source, new_name: str, target: datetime | None, backup_name: str | None = None
 ) -> Plan:
     validate_name(new_name)
     remove_interrupted(new_name)
@@ -110,22 +160,21 @@ def plan(
             f"cluster {source.cluster!r} has no completed backup",
             hint=f"take one with `pgpitr cluster backup {source.cluster}`",
         )
-    ranges = catalog.backup_ranges(repo, source.cluster, bindir(), backups)
-    window = catalog.merge(ranges)
+    window = catalog.recoverable_window(repo, source.cluster, bindir(), backups)
     if target is None:
-        chosen_manifest = backups[-1].manifest
+        chosen = backups[-1]
     else:
-        fitting = [r for r in ranges if r.start <= target <= r.end]
+        fitting = window.fitting(target)
         if not fitting:
             raise RecoveryTargetError(
                 f"{timeparse.format_kbcli(target)} is outside the recoverable window of "
-                f"{source.cluster!r}: {_describe(window)}",
+                f"{source.cluster!r}: {_describe(window.periods)}",
                 hint=f"pick a time inside the window (`pgpitr cluster describe {source.cluster}`)",
             )
         best = max(fitting, key=lambda r: r.start)
-        chosen_manifest = next(b.manifest for b in backups if b.name == best.backup)
-    _check_space(chosen_manifest)
-    return Plan(source, new_name, chosen_manifest, target, window)
+        chosen = next(b for b in backups if b.name == best.backup)
+    _check_space(chosen)
+    return Plan(source, new_name, chosen, target, window.periods)
 
 
 def _describe(window: list[tuple[datetime, datetime]]) -> str:
@@ -134,8 +183,8 @@ def _describe(window: list[tuple[datetime, datetime]]) -> str:
     return ", ".join(timeparse.format_window(a, b) for a, b in window)
 
 
-def _check_space(manifest: dict) -> None:
-    need = int(manifest.get("database_size") or 0)
+def _check_space(manifest: BackupManifest) -> None:
+    need = manifest.database_size or 0
     home = st.home()
     home.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(home).free
@@ -150,7 +199,17 @@ def _check_space(manifest: dict) -> None:
 # -- the steps -------------------------------------------------------------------------------
 
 
-def prepare(p: Plan) -> Cluster:
+def remove_restored(name: str) -> None:
+    """The undo of ``prepare``: remove the new cluster (a failed restore leaves nothing)."""
+    try:
+        Cluster.get(name).remove()
+    except NotFound:
+        return
+    log.warning("restore failed: removed the new cluster %s", name)
+
+
+@undone_by(remove_restored)
+def prepare(p: Plan) -> str:
     """Register the new cluster and its empty directories (what rollback removes).
 
     From here until ``finish`` the cluster carries the restoring process's pid: if that process
@@ -168,7 +227,7 @@ def prepare(p: Plan) -> Cluster:
         "host": socket.gethostname(),
     }
     cluster.state.save()
-    return cluster
+    return cluster.name
 
 
 def interrupted(cluster: Cluster) -> bool:
@@ -176,13 +235,7 @@ def interrupted(cluster: Cluster) -> bool:
     marker = cluster.state.restore_source
     if not marker.get("pid") or marker.get("host") != socket.gethostname():
         return False
-    try:
-        os.kill(int(marker["pid"]), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    return not process_alive(int(marker["pid"]))
 
 
 def remove_interrupted(name: str) -> bool:
@@ -197,8 +250,10 @@ def remove_interrupted(name: str) -> bool:
     return True
 
 
-def materialise(p: Plan, cluster: Cluster, progress: Progress | None = None) -> None:
-    """Stream the backup out of the repository into the data directory, checking its SHA-256."""
+def materialise(p: Plan, new_cluster: str, progress: Progress | None = None) -> None:
+    """Stream the backup out of the repository into the data directory, checking its SHA-256;
+    from an empty directory on every attempt."""
+    cluster = Cluster.get(new_cluster)
     datadir = cluster.state.datadir
     if any(datadir.iterdir()):  # a retried step starts again from an empty directory
         for child in datadir.iterdir():
@@ -207,7 +262,7 @@ def materialise(p: Plan, cluster: Cluster, progress: Progress | None = None) -> 
     tar = popen(argv, user=cluster.user, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
     assert tar.stdin is not None
     try:
-        bk.copy_data(p.source.open(), p.source.cluster, p.backup, tar.stdin, progress)
+        copy_data(p.source.open(), p.source.cluster, p.backup, tar.stdin, progress)
         tar.stdin.close()
     except BaseException:
         tar.kill()
@@ -218,8 +273,9 @@ def materialise(p: Plan, cluster: Cluster, progress: Progress | None = None) -> 
     check(tar, argv, stderr)
 
 
-def configure_recovery(p: Plan, cluster: Cluster) -> None:
+def configure_recovery(p: Plan, new_cluster: str) -> None:
     """Rewrite the source's configuration for the new cluster and ask for recovery to the target."""
+    cluster = Cluster.get(new_cluster)
     owner = cluster.owner
     datadir = cluster.state.datadir
     for stale in ("postmaster.pid", "postmaster.opts", conf.RECOVERY):
@@ -254,9 +310,9 @@ def configure_recovery(p: Plan, cluster: Cluster) -> None:
             owner,
             0o600,
         )
-    cluster.state.system_identifier = p.backup["system_identifier"]
-    cluster.state.wal_segment_size = int(p.backup["wal_segment_size"])
-    cluster.state.pg_version = int(p.backup["pg_version"])
+    cluster.state.system_identifier = p.backup.system_identifier
+    cluster.state.wal_segment_size = p.backup.wal_segment_size
+    cluster.state.pg_version = p.backup.pg_version
     cluster.state.save()
 
 
@@ -267,15 +323,17 @@ def _source_policy(p: Plan) -> pol.BackupPolicy:
         return pol.BackupPolicy(cluster=p.new_name, repository=p.source.repository, create_time="")
 
 
-def start_recovery(cluster: Cluster) -> None:
-    cluster.start(timeout=3600)
+def start_recovery(new_cluster: str) -> None:
+    Cluster.get(new_cluster).start(timeout=START_TIMEOUT)
 
 
-def wait_promoted(
-    cluster: Cluster, timeout: float = 3600, progress: Callable[[str], None] | None = None
-) -> None:
-    """Wait until recovery reached its target and the server was promoted."""
+def wait_promoted(new_cluster: str, timeout: float = REPLAY_TIMEOUT) -> None:
+    """Wait until recovery reached its target and the server was promoted; log the replay
+    position every few seconds."""
     import psycopg
+
+    cluster = Cluster.get(new_cluster)
+    logged = 0.0
 
     deadline = time.monotonic() + timeout
     while True:
@@ -291,8 +349,9 @@ def wait_promoted(
                 assert row is not None
                 if not row[0]:
                     return
-                if progress:
-                    progress(row[1] or "")
+                if time.monotonic() - logged >= 5:
+                    logged = time.monotonic()
+                    log.info("%s: replayed up to %s", new_cluster, row[1] or "?")
         except (ClusterStateError, psycopg.OperationalError):
             pass
         if time.monotonic() > deadline:
@@ -309,8 +368,9 @@ class RestoreResult:
     timeline: int
 
 
-def finish(p: Plan, cluster: Cluster) -> RestoreResult:
+def finish(p: Plan, new_cluster: str) -> RestoreResult:
     """Check what was restored, then make the new cluster an ordinary one."""
+    cluster = Cluster.get(new_cluster)
     with cluster.connect() as db:
         row = db.execute(
             "SELECT pg_last_xact_replay_timestamp(), "
@@ -330,24 +390,11 @@ def finish(p: Plan, cluster: Cluster) -> RestoreResult:
     cluster.state.restore_source = {}
     cluster.state.save()
     cluster.reload()
-    return RestoreResult(cluster.name, p.backup["name"], p.target, last_commit, int(timeline))
-
-
-def restore(
-    p: Plan,
-    progress: Progress | None = None,
-    on_replay: Callable[[str], None] | None = None,
-) -> RestoreResult:
-    """All the steps; a failure at any of them removes the new cluster."""
-    cluster = prepare(p)
-    try:
-        materialise(p, cluster, progress)
-        configure_recovery(p, cluster)
-        start_recovery(cluster)
-        wait_promoted(cluster, progress=on_replay)
-        return finish(p, cluster)
-    except BaseException as exc:
-        cluster.remove()
-        if isinstance(exc, PitrError | KeyboardInterrupt):
-            raise
-        raise PitrError(f"restore of {p.new_name!r} failed: {type(exc).__name__}: {exc}") from exc
+    result = RestoreResult(cluster.name, p.backup.name, p.target, last_commit, int(timeline))
+    log.info(
+        "cluster %s restored on timeline %s; last replayed commit %s",
+        cluster.name,
+        result.timeline,
+        result.last_commit.isoformat() if result.last_commit else "none",
+    )
+    return result

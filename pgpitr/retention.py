@@ -1,20 +1,26 @@
-"""Removing backups and the WAL no remaining backup needs.
+"""Removing backups and the WAL no remaining backup needs: the TTL's retention, and deletes.
 
-A backup the recoverable window starts from is removed only when the caller says ``force``;
-WAL is pruned only below the start of the oldest backup that remains (a running backup counts),
-so nothing a restore can still use is ever removed by accident.
+``apply`` (the policy's TTL) and ``delete`` (what the user names) are the two operations, each
+the one place its steps are put in order.  A backup the recoverable window starts from is removed
+only with ``force``, or by retention when another backup can start a window; WAL is pruned only
+below the start of the oldest backup that remains (a running backup counts), so nothing a restore
+can still use is ever removed by accident.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
-from datetime import datetime
-from pathlib import Path
+from datetime import UTC, datetime
 
-from pgpitr import backup as bk
-from pgpitr import catalog, wal
-from pgpitr.errors import PitrError
+from pgpitr import catalog, clusters, wal
+from pgpitr.errors import InvalidInput, PitrError
+from pgpitr.manifest import data_keys, manifest_key
+from pgpitr.postgres.cluster import Cluster, bindir
 from pgpitr.repository import Repository
+from pgpitr.steps import Steps
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -27,14 +33,101 @@ class Removed:
         return f"removed {names} and {self.wal_files} WAL file(s)"
 
 
-def window_start_backup(repo: Repository, stanza: str, bindir: Path) -> str | None:
-    """The backup the recoverable window starts from: the oldest one with a range."""
-    ranges = catalog.backup_ranges(repo, stanza, bindir)
-    return min(ranges, key=lambda r: r.start).backup if ranges else None
+@dataclass(frozen=True)
+class ExpiryPlan:
+    remove: list[str]
+    #: backups past their TTL that stay, with the reason
+    kept: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RetentionReport:
+    removed: Removed
+    kept: dict[str, str]
+
+
+# -- the operations --------------------------------------------------------------------------
+
+
+def apply(steps: Steps, cluster: str) -> RetentionReport:
+    """Remove what the policy's TTL expired, and the WAL older than every remaining backup."""
+    plan = steps(choose_expired, cluster)
+    removed = steps(delete_expired, cluster, plan.remove)
+    return RetentionReport(removed, plan.kept)
+
+
+def delete(
+    steps: Steps,
+    cluster: str,
+    names: list[str] | None,
+    *,
+    force: bool = False,
+    repository: str | None = None,
+) -> Removed:
+    """Delete the named backups, or with ``force`` and no names every backup of CLUSTER."""
+    require_names_or_force(names, force)
+    return steps(delete_named, cluster, names or None, force, repository)
+
+
+def require_names_or_force(names: list[str] | None, force: bool) -> None:
+    """Deleting every backup of a cluster must be asked for by name or with --force."""
+    if not names and not force:
+        raise InvalidInput("name the backup(s) with --name, or delete all of them with --force")
+
+
+# -- the steps -------------------------------------------------------------------------------
+
+
+def choose_expired(cluster: str, now: datetime | None = None) -> ExpiryPlan:
+    """The backups the TTL removes now, and those past it that must stay (with the reason).
+
+    The backup the recoverable window starts from stays while no other backup can start a
+    window, so that retention never leaves a cluster with nothing to restore from."""
+    c = Cluster.get(cluster)
+    repo = clusters.repository(c)
+    due = expired(repo, c.state.stanza, now or datetime.now(UTC))
+    kept: dict[str, str] = {}
+    if due:
+        window = catalog.recoverable_window(repo, c.state.stanza, c.bindir)
+        others = {r.backup for r in window.ranges} - set(due)
+        if window.start_backup in due and not others:
+            kept[window.start_backup] = (
+                "the recoverable window starts from it and no other backup can start one yet"
+            )
+    for name, why in kept.items():
+        log.info("backup %s is past its TTL but stays: %s", name, why)
+    return ExpiryPlan([name for name in due if name not in kept], kept)
+
+
+def delete_expired(cluster: str, names: list[str]) -> Removed:
+    """Remove the chosen backups (maybe none), then the WAL older than every remaining one."""
+    c = Cluster.get(cluster)
+    repo = clusters.repository(c)
+    # Already deleted by an earlier attempt of this step: not an error on a retry.
+    present = {b.name for b in catalog.list_backups(repo, c.state.stanza)}
+    removed = delete_backups(repo, c.state.stanza, [n for n in names if n in present], force=True)
+    log.info("%s: %s", cluster, removed.describe())
+    return removed
+
+
+def delete_named(
+    cluster: str, names: list[str] | None, force: bool, repository: str | None = None
+) -> Removed:
+    """The backups asked for (all of the cluster's when ``names`` is None and ``force``); a
+    deleted cluster's backups too, from the repository given or the default one."""
+    repo = clusters.resolve_source(cluster, repository).open()
+    if names is None:
+        names = [b.name for b in catalog.list_backups(repo, cluster)]
+    removed = delete_backups(repo, cluster, names, force=force)
+    log.info("%s: %s", cluster, removed.describe())
+    return removed
+
+
+# -- the unit of work ------------------------------------------------------------------------
 
 
 def delete_backups(
-    repo: Repository, stanza: str, names: list[str], bindir: Path, *, force: bool = False
+    repo: Repository, stanza: str, names: list[str], *, force: bool = False
 ) -> Removed:
     backups = {b.name: b for b in catalog.list_backups(repo, stanza)}
     for name in names:
@@ -43,7 +136,7 @@ def delete_backups(
         if backups[name].status == "InProgress":
             raise PitrError(f"backup {name!r} is still running; it cannot be deleted")
     if not force:
-        first = window_start_backup(repo, stanza, bindir)
+        first = catalog.recoverable_window(repo, stanza, bindir()).start_backup
         if first in names:
             raise PitrError(
                 f"the recoverable window of {stanza!r} starts from backup {first!r}; deleting it "
@@ -52,9 +145,9 @@ def delete_backups(
             )
     removed = Removed()
     for name in names:
-        for key in bk.data_keys(stanza, name):
+        for key in data_keys(stanza, name):
             repo.delete(key)
-        repo.delete(bk.manifest_key(stanza, name))  # last: a half-deleted backup stays listed
+        repo.delete(manifest_key(stanza, name))  # last: a half-deleted backup stays listed
         removed.backups.append(name)
     removed.wal_files = prune_wal(repo, stanza)
     return removed
@@ -65,7 +158,7 @@ def prune_wal(repo: Repository, stanza: str) -> int:
     keep = [
         b for b in catalog.list_backups(repo, stanza) if b.status in ("Completed", "InProgress")
     ]
-    if any(b.status == "InProgress" and "start_lsn" not in b.manifest for b in keep):
+    if any(b.status == "InProgress" and b.start_lsn is None for b in keep):
         return 0  # a running backup's start is not known yet: keep everything
     info_key = wal.archive_info_key(stanza)
     if not repo.exists(info_key):
@@ -73,7 +166,7 @@ def prune_wal(repo: Repository, stanza: str) -> int:
     segment_size = int(repo.get_json(info_key)["wal_segment_size"])
     floor = min(
         (
-            wal.segment_of(b.start_lsn, b.timeline, segment_size).number
+            wal.segment_of(b.start_lsn_int, b.timeline or 1, segment_size).number
             for b in keep
             if b.status == "Completed"
         ),
@@ -92,7 +185,7 @@ def prune_wal(repo: Repository, stanza: str) -> int:
     return removed
 
 
-def expired(repo: Repository, stanza: str, bindir: Path, now: datetime) -> list[str]:
+def expired(repo: Repository, stanza: str, now: datetime) -> list[str]:
     """Completed or failed backups past their expiration; never the only completed backup."""
     backups = catalog.list_backups(repo, stanza)
     completed = [b for b in backups if b.completed]

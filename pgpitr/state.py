@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from pgpitr.osutil import write_atomic
+
 NAME_RULE = re.compile(r"^[a-z][a-z0-9-]{0,46}[a-z0-9]$|^[a-z]$")
 NAME_RULE_TEXT = (
     "1 to 48 characters: lower-case letters, digits and '-', starting with a letter and not "
@@ -112,10 +114,4 @@ class ClusterState:
 
 def write_json_atomic(path: Path, data: Any, mode: int = 0o644) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.rename(temp, path)
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=True), mode=mode)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pgpitr.errors import NotFound, SystemIdMismatch, WalConflict
+from pgpitr.osutil import write_atomic
 from pgpitr.repository.base import Repository, document_frame
 
 SEGMENT_RE = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})\Z")
@@ -194,9 +195,7 @@ def fetch_file(repo: Repository, stanza: str, name: str, destination: Path) -> i
         raise NotFound(f"WAL file {name} is not in the archive of {stanza!r}")
     key, sha256 = versions[0]
     data = repo.get_document(key, sha256)
-    temp = destination.with_name(f".{destination.name}.pgpitr-tmp")
-    temp.write_bytes(data)
-    os.rename(temp, destination)
+    write_atomic(destination, data, durable=False)
     return len(data)
 
 

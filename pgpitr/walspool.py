@@ -30,6 +30,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from pgpitr import wal
+from pgpitr.osutil import write_atomic
 
 # Compression and hashing are CPU work: one thread per CPU.  Measured in bench/ on 2 CPUs, 4
 # threads archived 26 segments/s and 2 threads 31-34 (less contention, ~55 instead of ~70 ms of
@@ -106,9 +107,7 @@ class _Starter:
 
 
 def _write_text(path: Path, text: str) -> None:
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text(text)
-    os.rename(temp, path)
+    write_atomic(path, text, durable=False)
 
 
 def _describe(exc: BaseException) -> str:

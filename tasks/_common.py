@@ -1,25 +1,38 @@
-"""What every pgpitr task shares: the retry policy, the logger, byte progress as an artifact.
+"""What every pgpitr task shares: how an engine step becomes a task, the retry policy, the
+engine's log in the run's log, byte progress as an artifact.
+
+A task is an engine step (``pgpitr.*``) wrapped by ``step_task``; ``TaskSteps`` is the
+``pgpitr.steps.Steps`` a flow hands to an engine operation, so that the operation's order of
+steps, written once in the engine, runs here with each step as its task.
 
 Only failures ``pgpitr.transient`` calls transient are retried (S3 5xx or throttling, a dropped
-connection, PostgreSQL not ready yet), with exponential backoff; anything else fails at once,
-because it would fail the same way again.  Tasks never cache (they have side effects) and never
-persist their results (a task's return value is an engine object that only this run needs).
+connection, PostgreSQL not ready yet), three times with exponential backoff (2, 4, 8 s); anything
+else fails at once, because it would fail the same way again.  Prefect owns the retries: the S3
+client retries a request once on its own, nothing else does.  Tasks never cache (they have side
+effects) and never persist their results (a task's return value is an engine object that only
+this run needs).
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
+import functools
+import inspect
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from prefect import get_run_logger
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import MissingContextError
-from prefect.tasks import exponential_backoff
+from prefect.tasks import Task, exponential_backoff
+from prefect.transactions import Transaction, get_transaction, transaction
 
+from pgpitr.errors import PitrError
+from pgpitr.steps import Steps, undo_of
 from pgpitr.transient import is_transient
 
 #: Base delay of the first retry in seconds; then 2x, 4x.
@@ -52,6 +65,110 @@ def logger() -> logging.Logger | logging.LoggerAdapter:
         return get_run_logger()
     except MissingContextError:  # called outside a run, e.g. from a unit test
         return logging.getLogger("pgpitr.tasks")
+
+
+class _ToRunLog(logging.Handler):
+    """The engine logs with the standard ``logging`` module (it imports no Prefect); inside a
+    flow or task run, its records go to that run's log, in the UI."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            run_logger = get_run_logger()
+        except MissingContextError:
+            return
+        except Exception:  # a log line is a view: never fail the work for it
+            return
+        run_logger.log(record.levelno, record.getMessage())
+
+
+_engine_log = logging.getLogger("pgpitr")
+if not any(isinstance(h, _ToRunLog) for h in _engine_log.handlers):
+    _engine_log.addHandler(_ToRunLog())
+    if _engine_log.level == logging.NOTSET or _engine_log.level > logging.INFO:
+        _engine_log.setLevel(logging.INFO)
+
+
+# -- engine steps as tasks ---------------------------------------------------------------------
+
+#: Every engine step that has a task, and its task.
+_TASKS: dict[Callable[..., Any], Task] = {}
+
+
+def step_task(
+    step: Callable[..., Any],
+    name: str,
+    *,
+    progress: str | None = None,
+    **options: Any,
+) -> Task:
+    """The task of an engine step: the same call, with ``options`` (RETRYING or ONCE).
+
+    ``progress`` names the progress artifact (``NAME-<first argument>``) of a step that takes a
+    ``progress`` callback.  A step marked ``@undone_by(fn)`` keeps its result in its transaction
+    and is undone by ``fn(result)`` when the flow's transaction rolls back."""
+    undo = undo_of(step)
+    takes_progress = "progress" in inspect.signature(step).parameters
+
+    @functools.wraps(step)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        bar = None
+        if progress and takes_progress and kwargs.get("progress") is None:
+            subject = str(args[0]) if args else name
+            bar = ByteProgress(artifact_key(progress, subject), f"{name} {subject}: bytes moved")
+            kwargs["progress"] = bar
+        result = step(*args, **kwargs)
+        if bar is not None:
+            bar.finish()
+        if undo is not None:
+            txn = get_transaction()
+            if txn is not None:
+                txn.set("undo", result)
+        return result
+
+    wrapped = task(run, name=name, **options)
+    if undo is not None:
+
+        def rollback(txn: Transaction) -> None:
+            result = txn.get("undo", None)
+            if result is not None:
+                undo(result)
+
+        wrapped.on_rollback(rollback)
+    _TASKS[step] = wrapped
+    return wrapped
+
+
+class TaskSteps(Steps):
+    """Runs each step as its task, and transactions as Prefect transactions."""
+
+    def __call__(self, step: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            wrapped = _TASKS[step]
+        except KeyError:
+            raise PitrError(
+                f"the engine step {step.__module__}.{step.__qualname__} has no Prefect task",
+                hint="wrap it with tasks._common.step_task in its tasks module",
+            ) from None
+        return wrapped(*args, **kwargs)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        with transaction():
+            yield
+
+    def sync_schedules(self, cluster: str) -> list[str]:
+        from tasks.schedules import sync_schedules
+
+        return sync_schedules(cluster)
+
+    def remove_schedules(self, cluster: str) -> list[str]:
+        from tasks.schedules import remove_schedules
+
+        return remove_schedules(cluster)
+
+
+#: What flows hand to the engine's operations.
+STEPS = TaskSteps()
 
 
 def artifact_key(*parts: str) -> str:

@@ -11,6 +11,7 @@ from typing import Any
 from prefect.events import emit_event
 
 from pgpitr.errors import PitrError
+from pgpitr.manifest import BackupManifest
 from pgpitr.monitor import ArchiverStatus
 from tasks._common import logger
 
@@ -34,9 +35,10 @@ def _emit(event: str, cluster: str, payload: dict[str, Any]) -> None:
         logger().warning("event %s not emitted: %s", event, type(exc).__name__)
 
 
-def backup_completed(cluster: str, manifest: dict[str, Any]) -> None:
+def backup_completed(cluster: str, manifest: BackupManifest) -> None:
     keys = ("name", "database_size", "stored_size", "duration_seconds", "stop_time", "expiration")
-    _emit(BACKUP_COMPLETED, cluster, {key: manifest.get(key) for key in keys})
+    shown = manifest.to_dict()
+    _emit(BACKUP_COMPLETED, cluster, {key: shown.get(key) for key in keys})
 
 
 def backup_failed(cluster: str, name: str, exc: BaseException) -> None:

@@ -1,19 +1,173 @@
-"""Tasks that keep the deployments' schedules equal to the clusters' backup policies."""
+"""Each cluster's backup policy, as schedules of the pgpitr deployments: one source of truth;
+and the tasks that write them.
+
+One deployment per flow serves every cluster (the cluster is a flow parameter).  Each cluster has
+one schedule on the ``backup``, ``apply-retention`` and ``refresh-recoverable-window``
+deployments, whose slug is the cluster's name and whose parameters name the cluster:
+
+- backup: the policy's ``schedule.datafile.cronExpression`` in its timezone, active while
+  ``schedule.datafile.enable`` is true, and retention applied right after each scheduled backup;
+- apply-retention: every hour (a backup that expires between two backups still goes);
+- refresh-recoverable-window: every ten minutes, which also checks that WAL archiving keeps up.
+
+``sync`` writes a cluster's schedules from its policy (``edit-backup-policy`` runs it in the same
+flow that saves the policy); ``remove`` takes them away when the cluster is deleted; serving the
+deployments (``deployments.serve``) recreates all of them from the saved policies, and
+``python -m deployments.schedules`` rewrites them after a ``prefect deploy``.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
 from prefect import task
 
-from deployments import schedules
 from pgpitr import clusters
+from pgpitr import policy as pol
 from pgpitr.postgres.cluster import Cluster
 from tasks._common import RETRYING, logger
+from tasks.naming import deployment_name
+
+RETENTION_CRON = "30 * * * *"
+WINDOW_CRON = "*/10 * * * *"
+#: Runs created ahead of time for each schedule when it changes (the scheduler adds the rest).
+NEXT_RUNS = 3
+SCHEDULED_FLOWS = ("backup", "apply-retention", "refresh-recoverable-window")
+
+
+@dataclass(frozen=True)
+class ClusterSchedule:
+    flow: str
+    cluster: str
+    cron: str
+    timezone: str
+    active: bool
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+def for_policy(policy: pol.BackupPolicy) -> list[ClusterSchedule]:
+    name = policy.cluster
+    return [
+        ClusterSchedule(
+            "backup",
+            name,
+            policy.cron,
+            policy.timezone,
+            policy.datafile_enabled,
+            {"cluster": name, "apply_retention_after": True},
+        ),
+        ClusterSchedule("apply-retention", name, RETENTION_CRON, "UTC", True, {"cluster": name}),
+        ClusterSchedule(
+            "refresh-recoverable-window", name, WINDOW_CRON, "UTC", True, {"cluster": name}
+        ),
+    ]
+
+
+def as_prefect(schedule: ClusterSchedule) -> Any:
+    """The schedule as ``flow.to_deployment(schedules=...)`` takes it."""
+    from prefect.schedules import Cron
+
+    return Cron(
+        schedule.cron,
+        timezone=schedule.timezone,
+        active=schedule.active,
+        parameters=schedule.parameters,
+        slug=schedule.cluster,
+    )
+
+
+def sync(policy: pol.BackupPolicy, client: Any = None) -> list[str]:
+    """Create or update the cluster's schedules on every deployment that exists; say what."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import DeploymentScheduleCreate
+    from prefect.client.schemas.schedules import CronSchedule
+    from prefect.exceptions import ObjectNotFound
+
+    done = []
+    with _client(client, get_client) as api:
+        for wanted in for_policy(policy):
+            target = f"{wanted.flow}/{deployment_name()}"
+            try:
+                deployment = api.read_deployment_by_name(target)
+            except ObjectNotFound:
+                done.append(f"{target}: not deployed")
+                continue
+            cron = CronSchedule(cron=wanted.cron, timezone=wanted.timezone)
+            existing = {s.slug: s for s in deployment.schedules}
+            if wanted.cluster in existing:
+                api.update_deployment_schedule(
+                    deployment.id,
+                    existing[wanted.cluster].id,
+                    active=wanted.active,
+                    schedule=cron,
+                    parameters=wanted.parameters,
+                )
+            else:
+                api.create_deployment_schedules(
+                    deployment.id,
+                    [
+                        DeploymentScheduleCreate(
+                            schedule=cron,
+                            active=wanted.active,
+                            parameters=wanted.parameters,
+                            slug=wanted.cluster,
+                        )
+                    ],
+                )
+            # The server's scheduler would get to it within a minute; do it now so that the
+            # next run shows at once (runs are keyed by schedule and time: never twice).
+            api.request(
+                "POST", f"/deployments/{deployment.id}/schedule", json={"max_runs": NEXT_RUNS}
+            )
+            state = "active" if wanted.active else "paused"
+            done.append(f"{target}: {wanted.cron} ({wanted.timezone}), {state}")
+    return done
+
+
+def remove(cluster: str, client: Any = None) -> list[str]:
+    """Take the cluster's schedules off every deployment (its scheduled runs go with them)."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    done = []
+    with _client(client, get_client) as api:
+        for flow_name in SCHEDULED_FLOWS:
+            target = f"{flow_name}/{deployment_name()}"
+            try:
+                deployment = api.read_deployment_by_name(target)
+            except ObjectNotFound:
+                continue
+            for schedule in deployment.schedules:
+                if schedule.slug == cluster:
+                    api.delete_deployment_schedule(deployment.id, schedule.id)
+                    done.append(f"{target}: schedule of {cluster} removed")
+    return done
+
+
+class _client:
+    """The caller's client, or a new synchronous one closed afterwards."""
+
+    def __init__(self, given: Any, factory: Any) -> None:
+        self._given = given
+        self._factory = factory
+        self._own: Any = None
+
+    def __enter__(self) -> Any:
+        if self._given is not None:
+            return self._given
+        self._own = self._factory(sync_client=True)
+        return self._own.__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._own is not None:
+            self._own.__exit__(*exc)
 
 
 @task(name="sync-schedules", **RETRYING)
 def sync_schedules(cluster: str) -> list[str]:
     """Write the cluster's policy into the deployments' schedules."""
-    done = schedules.sync(clusters.load_policy(Cluster.get(cluster)))
+    done = sync(clusters.load_policy(Cluster.get(cluster)))
     for line in done:
         logger().info(line)
     return done
@@ -21,7 +175,7 @@ def sync_schedules(cluster: str) -> list[str]:
 
 @task(name="remove-schedules", **RETRYING)
 def remove_schedules(cluster: str) -> list[str]:
-    done = schedules.remove(cluster)
+    done = remove(cluster)
     for line in done:
         logger().info(line)
     return done

@@ -42,8 +42,9 @@ def create(
 ) -> None:
     """Create and start a new PostgreSQL cluster managed by pgpitr."""
     validate_name(name)  # bad input fails at once, not as a failed flow run
-    spec = "flows.clusters:create_cluster"
-    flowio.created(runner.run(spec, wait, name=name, port=port, backup_repo=backup_repo))
+    flowio.created(
+        runner.run("create-cluster", wait, name=name, port=port, backup_repo=backup_repo)
+    )
 
 
 @app.command("list")
@@ -85,7 +86,7 @@ def stop(name: str) -> None:
 def delete(name: str, wait: Wait = None) -> None:
     """Stop and remove a cluster.  Its backups stay in the repository."""
     Cluster.get(name)  # an unknown name fails at once, not as a failed flow run
-    flowio.deleted_cluster(name, runner.run("flows.clusters:delete_cluster", wait, name=name))
+    flowio.deleted_cluster(name, runner.run("delete-cluster", wait, name=name))
 
 
 @app.command()
@@ -98,35 +99,18 @@ def backup(
 ) -> None:
     """Take a full backup now."""
     parameters = {"cluster": name, "backup_name": backup_name}
-    flowio.backed_up(runner.run("flows.backup:backup", wait, progress="backup", **parameters))
+    flowio.backed_up(runner.run("backup", wait, progress="backup", **parameters))
 
 
 def _backup_rows(cluster_names: list[str]) -> list[dict]:
+    from pgpitr.manifest import backup_row
+
     rows = []
     for name in cluster_names:
         cluster = Cluster.get(name)
         for b in catalog.list_backups(clusters.repository(cluster), cluster.state.stanza):
-            rows.append(_backup_row(b))
+            rows.append(backup_row(b))
     return rows
-
-
-def _backup_row(b: catalog.Backup) -> dict:
-    m = b.manifest
-    return {
-        "name": b.name,
-        "cluster": b.cluster,
-        "type": m.get("type", "Full"),
-        "status": b.status,
-        "total_size": m.get("database_size"),
-        "stored_size": m.get("stored_size"),
-        "duration_seconds": m.get("duration_seconds"),
-        "create_time": m["start_time"],
-        "completion_time": m.get("stop_time") if b.status == "Completed" else None,
-        "start_lsn": m.get("start_lsn"),
-        "stop_lsn": m.get("stop_lsn"),
-        "timeline": m.get("timeline"),
-        "expiration": m.get("expiration"),
-    }
 
 
 @app.command("list-backup")
@@ -174,10 +158,10 @@ def list_backup(
 @app.command()
 def describe(name: str, output: Output = "table") -> None:
     """Show a cluster and its data protection: schedule, TTL, recoverable window."""
-    from pgpitr import operations
+    from pgpitr import window
 
     _check_output(output)
-    info = operations.describe(Cluster.get(name))
+    info = window.describe(Cluster.get(name))
     info.update(runner.schedule_fields(name, clusters.load_policy(Cluster.get(name))))
     if output == "json":
         console.as_json(info)
@@ -235,12 +219,13 @@ def restore(
     wait: Wait = None,
 ) -> None:
     """Restore SOURCE to a point in time into a new cluster."""
-    timeparse.parse_restore_target(restore_to_time)  # a typo fails before any flow runs
-    validate_name(new_name)
-    validate_name(source_cluster)
+    from pgpitr.restore import RestoreRequest
+
+    # a typo fails here, before any flow runs; the flow gets the canonical form
+    request = RestoreRequest.parse(new_name, source_cluster, restore_to_time, backup, backup_repo)
     parameters = {"new_name": new_name, "source_cluster": source_cluster, "backup_name": backup}
-    parameters.update(restore_to_time=restore_to_time, backup_repo=backup_repo)
-    result = runner.run("flows.restore:restore", wait, progress="restore", **parameters)
+    parameters.update(restore_to_time=str(request.target), backup_repo=backup_repo)
+    result = runner.run("restore", wait, progress="restore", **parameters)
     flowio.restored(new_name, result)
 
 
@@ -258,10 +243,11 @@ def delete_backup(
     wait: Wait = None,
 ) -> None:
     """Delete backups and the WAL no remaining backup needs."""
-    if not backup and not force:
-        raise InvalidInput("name the backup(s) with --name, or delete all of them with --force")
+    from pgpitr.retention import require_names_or_force
+
+    require_names_or_force(backup, force)
     parameters = {"cluster": name, "names": backup, "force": force, "backup_repo": backup_repo}
-    flowio.deleted_backups(name, runner.run("flows.retention:delete_backup", wait, **parameters))
+    flowio.deleted_backups(name, runner.run("delete-backup", wait, **parameters))
 
 
 @app.command("list-backup-policy")
@@ -312,7 +298,7 @@ def edit_backup_policy(
 ) -> None:
     """Change a backup policy (with no --set, in $EDITOR) and the schedules it drives."""
     change = flowio.policy_change(policy_name, set_)
-    result = runner.run("flows.policy:edit_backup_policy", wait, **change) if change else None
+    result = runner.run("edit-backup-policy", wait, **change) if change else None
     flowio.policy_updated(policy_name, result)
 
 
@@ -325,13 +311,11 @@ def create_account(
     """Create a database account; a generated password is shown once."""
     from pgpitr import accounts
 
-    secret = {flowio.PASSWORD_ENV: password or accounts.generate_password()}
-    runner.run(
-        "flows.clusters:create_account", None, environment=secret, cluster=name, username=username
-    )
+    secret = {accounts.PASSWORD_ENV: password or accounts.generate_password()}
+    runner.run("create-account", None, environment=secret, cluster=name, username=username)
     console.info(f"account {username} created")
     if password is None:
-        console.out.print(f"password: {secret[flowio.PASSWORD_ENV]}")
+        console.out.print(f"password: {secret[accounts.PASSWORD_ENV]}")
 
 
 @app.command("grant-role")
@@ -343,7 +327,7 @@ def grant_role(
 ) -> None:
     """Grant READONLY, READWRITE or SUPERUSER to an account."""
     parameters = {"cluster": name, "username": username, "role": role}
-    flowio.granted(role, username, runner.run("flows.clusters:grant_role", wait, **parameters))
+    flowio.granted(role, username, runner.run("grant-role", wait, **parameters))
 
 
 @app.command()
@@ -392,10 +376,9 @@ def verify_backup(
     backup: Annotated[str, typer.Option("--name", help="the backup to verify")],
 ) -> None:
     """Read a backup and its WAL back in full and check every checksum."""
-    from pgpitr import operations
+    from pgpitr import verify
 
-    report = operations.verify_backup(Cluster.get(name), backup)
-    console.info(report)
+    console.info(verify.verify_backup(name, backup))
 
 
 def _now() -> datetime:

@@ -7,7 +7,6 @@ Kept apart from the commands so that each command stays a few lines: parse, run 
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 import typer
@@ -19,8 +18,6 @@ from pgpitr.errors import InvalidInput
 from pgpitr.postgres.cluster import Cluster
 
 POLICY_SUFFIX = "-postgresql-backup-policy"
-#: The account password's way into the create-account flow (tasks/clusters.py reads it).
-PASSWORD_ENV = "PGPITR_ACCOUNT_PASSWORD"
 
 
 def created(result: Any) -> None:
@@ -39,20 +36,20 @@ def deleted_cluster(name: str, result: Any) -> None:
 def backed_up(manifest: Any) -> None:
     if manifest is not runner.NO_RESULT:
         console.info(
-            f"backup {manifest['name']} completed: {progress.size(manifest['database_size'])} "
-            f"of data, {progress.size(manifest['stored_size'])} stored, "
-            f"{timeparse.format_duration(manifest['duration_seconds'])}"
+            f"backup {manifest.name} completed: {progress.size(manifest.database_size)} "
+            f"of data, {progress.size(manifest.stored_size)} stored, "
+            f"{timeparse.format_duration(manifest.duration_seconds or 0)}"
         )
 
 
 def restored(new_name: str, result: Any) -> None:
     if result is runner.NO_RESULT:
         return
-    last = result["last_commit"]
-    shown = timeparse.format_kbcli(datetime.fromisoformat(last)) if last else "none"
+    last = result.last_commit
+    shown = timeparse.format_kbcli(last) if last else "none"
     console.info(
-        f"cluster {new_name} restored from backup {result['backup']} "
-        f"(timeline {result['timeline']}); last replayed commit: {shown}"
+        f"cluster {new_name} restored from backup {result.backup} "
+        f"(timeline {result.timeline}); last replayed commit: {shown}"
     )
 
 

@@ -20,74 +20,29 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib
 import logging
 import os
-import re
-import tomllib
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
+from deployments.api import LOCAL_SERVER, answers, api_url, ui_url
+from flows import registry
 from pgpitr.cli import console
 from pgpitr.errors import PitrError
+from tasks.naming import deployment_name
 
-LOCAL_SERVER = "http://127.0.0.1:4200/api"
+__all__ = ["LOCAL_SERVER", "NO_RESULT", "answers", "api_url", "run", "schedule_fields"]
+
 #: What ``run`` returns when the flow's result is not here (queued with --no-wait, or kept in
 #: another machine's result storage); the command then has nothing more to print.
 NO_RESULT: Any = type("NoResult", (), {"__repr__": lambda self: "NO_RESULT"})()
-DEPLOYMENT_ENV = "PGPITR_DEPLOYMENT"
-_FAILED = re.compile(r"^Flow run encountered an exception: (\w+): (.*)$", re.S)
-
-
-# -- where the Prefect API is ------------------------------------------------------------------
-
-
-@functools.cache
-def api_url() -> str | None:
-    """The configured Prefect API, or the local server if one answers, else None."""
-    explicit = os.environ.get("PREFECT_API_URL") or _profile_setting("PREFECT_API_URL")
-    if explicit:
-        return explicit.rstrip("/")
-    return LOCAL_SERVER if answers(LOCAL_SERVER) else None
-
-
-def answers(url: str, timeout: float = 0.5) -> bool:
-    import httpx
-
-    try:
-        return httpx.get(f"{url}/health", timeout=timeout).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def _profile_setting(name: str) -> str | None:
-    """A setting of the active Prefect profile, read without importing Prefect."""
-    home = Path(os.environ.get("PREFECT_HOME") or Path.home() / ".prefect")
-    path = Path(os.environ.get("PREFECT_PROFILES_PATH") or home / "profiles.toml")
-    try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError):
-        return None
-    active = os.environ.get("PREFECT_PROFILE") or data.get("active", "ephemeral")
-    value = data.get("profiles", {}).get(active, {}).get(name)
-    return str(value) if value else None
-
-
-def deployment_name() -> str:
-    return os.environ.get(DEPLOYMENT_ENV) or "pgpitr"
-
-
-def ui_url(path: str) -> str:
-    base = (api_url() or LOCAL_SERVER).removesuffix("/api")
-    return f"{base}/{path.lstrip('/')}"
 
 
 # -- running a flow ----------------------------------------------------------------------------
 
 
 def run(
-    spec: str,
+    flow_name: str,
     wait: bool | None,
     /,
     *,
@@ -95,20 +50,20 @@ def run(
     environment: Mapping[str, str] | None = None,
     **parameters: Any,
 ) -> Any:
-    """Run the flow ``module:function`` with ``parameters``; return its result.
+    """Run the flow FLOW_NAME (flows/registry.py) with ``parameters``; return its result.
 
     ``wait`` None runs it here; True/False go through the deployment.  ``environment`` is set
     for an in-process run only (how a secret reaches a flow without being a parameter)."""
     prepare()
     if wait is None:
-        return _run_here(spec, parameters, progress, environment)
+        return _run_here(flow_name, parameters, progress, environment)
     if environment:
         raise PitrError(
             "this command passes a secret to its flow through the environment, which a "
             "deployment's run does not share",
             hint="run it without --wait/--no-wait",
         )
-    return _run_deployment(spec, parameters, wait)
+    return _run_deployment(flow_name, parameters, wait)
 
 
 _noted: list[bool] = []
@@ -135,18 +90,13 @@ def prepare() -> None:
         )
 
 
-def _load(spec: str) -> Any:
-    module, _, name = spec.partition(":")
-    return getattr(importlib.import_module(module), name)
-
-
 def _run_here(
-    spec: str,
+    flow_name: str,
     parameters: dict[str, Any],
     label: str | None,
     environment: Mapping[str, str] | None,
 ) -> Any:
-    flow = _load(spec)
+    flow = registry.load(flow_name)
     with _environment(environment or {}), _progress_bar(label):
         try:
             return flow(**parameters)
@@ -190,12 +140,14 @@ def _progress_bar(label: str | None) -> Iterator[None]:
             remove()
 
 
-def _run_deployment(spec: str, parameters: dict[str, Any], wait: bool) -> Any:
+def _run_deployment(flow_name: str, parameters: dict[str, Any], wait: bool) -> Any:
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
     from prefect.exceptions import ObjectNotFound
 
-    target = f"{_load(spec).name}/{deployment_name()}"
+    if registry.entry(flow_name).kubernetes:
+        registry.require_kubernetes()
+    target = f"{flow_name}/{deployment_name()}"
     with get_client(sync_client=True) as client:
         try:
             deployment = client.read_deployment_by_name(target)
@@ -215,30 +167,29 @@ def _run_deployment(spec: str, parameters: dict[str, Any], wait: bool) -> Any:
     if not wait:
         console.info(f"flow run {flow_run.name} queued on {target}: {link}")
         return NO_RESULT
-    state = flow_run.state
-    if state is not None and state.is_completed():
+    return _result(flow_run.state, flow_run.name, link)
+
+
+def _result(state: Any, run_name: str, link: str) -> Any:
+    """The run's result; for a failed run, the exception it raised, as it was raised: an engine
+    error keeps its type, message, hint and exit code (it pickles whole, pgpitr/errors.py)."""
+    if state is None:
+        raise PitrError(f"flow run {run_name} has no state", hint=link)
+    if state.is_completed():
         try:
             return state.result()
         except Exception:  # a result kept elsewhere (another machine's storage): say where
-            console.info(f"flow run {flow_run.name} completed: {link}")
+            console.info(f"flow run {run_name} completed: {link}")
             return NO_RESULT
-    raise error_from_state(state, flow_run.name, link)
-
-
-def error_from_state(state: Any, run_name: str, link: str) -> PitrError:
-    """The engine error a failed run raised, rebuilt from its state: same message, same code."""
-    from pgpitr import errors
-
-    message = (getattr(state, "message", None) or "").strip()
-    found = _FAILED.match(message)
-    if found:
-        kind = getattr(errors, found.group(1), None)
-        if isinstance(kind, type) and issubclass(kind, PitrError):
-            error = PitrError(found.group(2))
-            error.exit_code = kind.exit_code
-            return error
-    name = getattr(state, "name", "did not complete")
-    return PitrError(f"flow run {run_name} {name}: {message or 'no message'}", hint=link)
+    try:
+        state.result(raise_on_failure=True)
+    except PitrError:
+        raise
+    except Exception as exc:  # not the engine's, or not readable here: one line and the link
+        message = (getattr(state, "message", None) or str(exc) or "no message").strip()
+        first = (message.splitlines() or [""])[0][:300]
+        raise PitrError(f"flow run {run_name} {state.name}: {first}", hint=link) from None
+    raise PitrError(f"flow run {run_name} ended {state.name}", hint=link)
 
 
 # -- what the deployments really have ----------------------------------------------------------

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pgpitr import state as st
 from pgpitr.errors import AlreadyExists, ClusterStateError, CommandError, InvalidInput, NotFound
+from pgpitr.osutil import process_alive
 from pgpitr.postgres import conf
 from pgpitr.postgres.command import OsUser, initdb_command, pg_ctl_command, run
 from pgpitr.postgres.osuser import check_reachable, make_dir, server_user
@@ -151,12 +152,8 @@ class Cluster:
             pid = int(first)
         except (FileNotFoundError, ValueError, PermissionError):
             return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not process_alive(pid):
             return None
-        except PermissionError:
-            pass
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
@@ -224,7 +221,10 @@ class Cluster:
                 application_name="pgpitr",
             )
         except psycopg.OperationalError as exc:
-            raise ClusterStateError(f"cannot connect to cluster {self.name!r}: {exc}") from None
+            # a running server that refuses (starting up, too many clients) may accept later
+            raise ClusterStateError(
+                f"cannot connect to cluster {self.name!r}: {exc}", transient=self.is_running()
+            ) from None
         with conn:
             yield conn
 

@@ -8,10 +8,11 @@ every one of them is rewritten for the new cluster before it starts.
 
 from __future__ import annotations
 
-import os
 import shlex
 import sys
 from pathlib import Path
+
+from pgpitr.osutil import write_atomic
 
 MANAGED = "pgpitr.conf"
 RECOVERY = "pgpitr-recovery.conf"
@@ -102,15 +103,7 @@ def render(settings: dict[str, str | int | bool]) -> str:
 
 
 def write_file(path: Path, text: str, owner: tuple[int, int] | None, mode: int = 0o600) -> None:
-    temp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    if owner:
-        os.chown(temp, *owner)
-    os.rename(temp, path)
+    write_atomic(path, text, mode=mode, owner=owner)
 
 
 def ensure_include(datadir: Path, owner: tuple[int, int] | None) -> None:

@@ -33,6 +33,19 @@ _HINTS = {
 }
 
 
+#: Error codes of a store that is busy or briefly down (whatever the HTTP status says).
+_BUSY = {
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestTimeout",
+    "RequestTimeTooSkewed",
+    "InternalError",
+    "ServiceUnavailable",
+    "RequestLimitExceeded",
+}
+
+
 class S3Repository(Repository):
     def __init__(
         self,
@@ -64,7 +77,9 @@ class S3Repository(Repository):
             "s3",
             endpoint_url=endpoint,
             config=botocore.config.Config(
-                retries={"max_attempts": 4, "mode": "standard"},
+                # Prefect's task retries own the policy (tasks/_common.py); the client retries a
+                # request once, so that one dropped request does not restart a whole stream.
+                retries={"max_attempts": 2, "mode": "standard"},
                 connect_timeout=5,
                 read_timeout=60,
                 max_pool_connections=16,
@@ -87,6 +102,7 @@ class S3Repository(Repository):
             return RepositoryError(
                 f"the repository at {where} answered {status} ({code}) to {action}",
                 hint=_HINTS.get(code),
+                transient=str(status).startswith("5") or status == 429 or code in _BUSY,
             )
         if isinstance(exc, botocore.exceptions.NoCredentialsError):
             return RepositoryError(
@@ -100,9 +116,13 @@ class S3Repository(Repository):
             return RepositoryError(
                 f"cannot reach the repository {self.url}: connection failed",
                 hint="check that the endpoint is up and the URL is right",
+                transient=True,
             )
         # botocore's other messages do not carry secrets, but keep only the class and the key.
-        return RepositoryError(f"cannot {action} {where}: {type(exc).__name__}")
+        timed_out = isinstance(exc, botocore.exceptions.ReadTimeoutError)
+        return RepositoryError(
+            f"cannot {action} {where}: {type(exc).__name__}", transient=timed_out
+        )
 
     def _call(self, action: str, key: str, method: str, **kwargs: Any) -> Any:
         try:

@@ -45,7 +45,8 @@ class RefusesFirstUpload(Wrapped):
             RefusesFirstUpload.failures.append(key)
             next(iter(chunks), None)
             raise RepositoryError(
-                f"the repository at {self.url}/{key} answered 503 (SlowDown) to upload"
+                f"the repository at {self.url}/{key} answered 503 (SlowDown) to upload",
+                transient=True,
             )
         return super()._write_atomic(key, chunks)
 

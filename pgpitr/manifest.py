@@ -1,0 +1,170 @@
+"""A stored backup: its manifest (``STANZA/backups/NAME/backup.json``), loaded and dumped in
+one place; where its objects are; reading its data back.
+
+The JSON keys are the repository format and stay as they are: manifests written by earlier
+versions read the same (a missing ``type`` is Full, a missing ``compression`` is zstd, unknown
+keys are kept and written back).  Times are timezone-aware datetimes here and ISO 8601 text in
+the JSON; LSNs are PostgreSQL's text form (``0/3000028``) with integer properties beside them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, BinaryIO
+
+from pgpitr import wal
+from pgpitr.repository import Repository
+
+_TIMES = ("start_time", "stop_time", "expiration")
+
+
+@dataclass(frozen=True)
+class BackupManifest:
+    name: str
+    cluster: str
+    status: str  # InProgress, Completed, Failed
+    start_time: datetime
+    system_identifier: str = ""
+    pg_version: int = 0
+    wal_segment_size: int = 16 * 1024 * 1024
+    type: str = "Full"
+    compression: str = "zstd"  # or "none", or "zstd:N" as written by later versions
+    wal_in_backup: bool = False
+    repository: str = ""
+    pid: int | None = None
+    host: str | None = None
+    start_lsn: str | None = None
+    stop_lsn: str | None = None
+    timeline: int | None = None
+    database_size: int | None = None
+    stored_size: int | None = None
+    sha256: str | None = None
+    stop_time: datetime | None = None
+    duration_seconds: float | None = None
+    expiration: datetime | None = None
+    error: str | None = None
+    #: keys this version does not know, kept so that a rewrite loses nothing
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def completed(self) -> bool:
+        return self.status == "Completed"
+
+    @property
+    def start_lsn_int(self) -> int:
+        assert self.start_lsn is not None, f"backup {self.name} has no start LSN"
+        return wal.lsn_to_int(self.start_lsn)
+
+    @property
+    def stop_lsn_int(self) -> int:
+        assert self.stop_lsn is not None, f"backup {self.name} has no stop LSN"
+        return wal.lsn_to_int(self.stop_lsn)
+
+    @property
+    def data_compression(self) -> str:
+        """How the data object is stored: ``zstd`` (base.tar.zst) or ``none`` (base.tar)."""
+        return "none" if self.compression == "none" else "zstd"
+
+    def replace(self, **changes: Any) -> BackupManifest:
+        return dataclasses.replace(self, **changes)
+
+    # -- the JSON form -----------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BackupManifest:
+        known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        values: dict[str, Any] = {k: v for k, v in data.items() if k in known}
+        for key in _TIMES:
+            if values.get(key):
+                values[key] = datetime.fromisoformat(values[key])
+        for key in ("pg_version", "wal_segment_size", "timeline"):
+            if values.get(key) is not None:
+                values[key] = int(values[key])
+        extra = {k: v for k, v in data.items() if k not in known}
+        return cls(**values, extra=extra)
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = dict(self.extra)
+        for f in dataclasses.fields(self):
+            if f.name == "extra":
+                continue
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            data[f.name] = value.isoformat() if isinstance(value, datetime) else value
+        return data
+
+
+def backup_row(b: BackupManifest) -> dict[str, Any]:
+    """A backup as the CLI's list-backup and the backups artifact show it."""
+    return {
+        "name": b.name,
+        "cluster": b.cluster,
+        "type": b.type,
+        "status": b.status,
+        "total_size": b.database_size,
+        "stored_size": b.stored_size,
+        "duration_seconds": b.duration_seconds,
+        "create_time": b.start_time.isoformat(),
+        "completion_time": b.stop_time.isoformat() if b.completed and b.stop_time else None,
+        "start_lsn": b.start_lsn,
+        "stop_lsn": b.stop_lsn,
+        "timeline": b.timeline,
+        "expiration": b.expiration.isoformat() if b.expiration else None,
+    }
+
+
+# -- where a backup's objects are, and reading its data back ---------------------------------
+
+COPY_CHUNK = 1 << 20
+
+
+def manifest_key(stanza: str, name: str) -> str:
+    return f"{stanza}/backups/{name}/backup.json"
+
+
+def data_key(stanza: str, name: str, compression: str = "zstd") -> str:
+    """Where a backup's tar is: ``base.tar.zst``, or ``base.tar`` with compression ``none``."""
+    return f"{stanza}/backups/{name}/base.{'tar' if compression == 'none' else 'tar.zst'}"
+
+
+def data_keys(stanza: str, name: str) -> list[str]:
+    """Every place a backup's data may be, for deleting what an attempt left."""
+    return [data_key(stanza, name, c) for c in ("zstd", "none")]
+
+
+def copy_data(
+    repo: Repository,
+    stanza: str,
+    manifest: BackupManifest,
+    out: BinaryIO,
+    progress: Callable[[int, int], None] | None = None,
+) -> None:
+    """Write a backup's tar to ``out``: read back, checked against the manifest's SHA-256, and
+    decompressed.  A damaged object raises ChecksumMismatch when its end is reached."""
+    assert manifest.stored_size is not None and manifest.sha256 is not None
+    total = manifest.stored_size
+    key = data_key(stanza, manifest.name, manifest.data_compression)
+    with repo.open_verified(key, manifest.sha256, total) as raw:
+        done = 0
+
+        class Counting:
+            def read(self, size: int = -1) -> bytes:
+                nonlocal done
+                chunk = raw.read(size)
+                done += len(chunk)
+                if progress:
+                    progress(done, total)
+                return chunk
+
+        if manifest.data_compression == "none":
+            shutil.copyfileobj(Counting(), out, COPY_CHUNK)
+        else:
+            import zstandard
+
+            zstandard.ZstdDecompressor().copy_stream(
+                Counting(), out, read_size=COPY_CHUNK, write_size=COPY_CHUNK
+            )

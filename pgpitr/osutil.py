@@ -1,0 +1,46 @@
+"""Operating-system helpers the engine shares: atomic file writes, whether a process runs.
+
+Imported by the WAL commands' fast path: standard library only.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def write_atomic(
+    path: Path,
+    data: bytes | str,
+    *,
+    mode: int = 0o644,
+    owner: tuple[int, int] | None = None,
+    durable: bool = True,
+) -> None:
+    """Replace ``path`` by ``data`` at once: a reader sees the old file or the new, never part.
+
+    ``durable`` fsyncs the file before the rename (what must survive a crash); spool markers and
+    fetched WAL, which are rebuilt when lost, skip it."""
+    temp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
+    if owner:
+        os.chown(temp, *owner)
+    os.rename(temp, path)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (one of another user's counts)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

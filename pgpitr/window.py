@@ -1,0 +1,97 @@
+"""What a cluster can be restored to, and whether WAL archiving keeps up.
+
+``refresh`` is the refresh-recoverable-window operation (read the window, check the archiver);
+``describe`` is the read-only view of a cluster that ``pgpitr cluster describe`` prints, built
+from the same window and started as no flow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pgpitr import catalog, clusters, monitor
+from pgpitr.postgres.cluster import Cluster
+from pgpitr.steps import Steps
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WindowReport:
+    cluster: str
+    window: catalog.Window
+    #: the archiver's state; None when log backup is off or the server is stopped
+    archiver: monitor.ArchiverStatus | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "cluster": self.cluster,
+            "backups": len(self.window.backups),
+            "window": [(a.isoformat(), b.isoformat()) for a, b in self.window.periods],
+            "ranges": [
+                {"backup": r.backup, "start": r.start.isoformat(), "end": r.end.isoformat()}
+                for r in self.window.ranges
+            ],
+            "archiver": self.archiver.as_payload() if self.archiver else None,
+        }
+
+
+def refresh(steps: Steps, cluster: str) -> WindowReport:
+    """CLUSTER's recoverable window; with log backup on, whether archiving keeps up."""
+    window = steps(read_window, cluster)
+    archiver = steps(check_archiver, cluster)
+    return WindowReport(cluster, window, archiver)
+
+
+def read_window(cluster: str) -> catalog.Window:
+    c = Cluster.get(cluster)
+    window = catalog.recoverable_window(clusters.repository(c), c.state.stanza, c.bindir)
+    log.info(
+        "%s: %d backup(s), recoverable %s",
+        cluster,
+        len(window.backups),
+        ", ".join(f"{a.isoformat()} ~ {b.isoformat()}" for a, b in window.periods) or "nowhere yet",
+    )
+    return window
+
+
+def check_archiver(cluster: str) -> monitor.ArchiverStatus | None:
+    c = Cluster.get(cluster)
+    if not clusters.load_policy(c).logfile_enabled or not c.is_running():
+        return None
+    status = monitor.archiver_status(c)
+    (log.warning if status.behind else log.info)("%s: %s", cluster, status.reason)
+    return status
+
+
+def describe(cluster: Cluster) -> dict[str, Any]:
+    """A cluster and its data protection, as ``describe`` shows it (no flow, no write)."""
+    policy = clusters.load_policy(cluster)
+    repo = clusters.repository(cluster)
+    window = catalog.recoverable_window(repo, cluster.state.stanza, cluster.bindir)
+    completed = [b for b in window.backups if b.completed]
+    last: datetime | None = completed[-1].start_time if completed else None
+    return {
+        "name": cluster.name,
+        "platform": cluster.state.platform,
+        "status": "Running" if cluster.is_running() else "Stopped",
+        "port": cluster.state.port,
+        "socket_dir": str(cluster.state.socket_dir),
+        "datadir": str(cluster.state.datadir),
+        "system_identifier": cluster.state.system_identifier,
+        "repository": repo.url,
+        "policy": policy.name,
+        "auto_backup": policy.datafile_enabled,
+        "backup_schedule": policy.cron,
+        "type": "Full + WAL" if policy.logfile_enabled else "Full",
+        "log_backup": policy.logfile_enabled,
+        "backup_ttl": policy.ttl,
+        "last_schedule": last.isoformat() if last else None,
+        "backups": len(window.backups),
+        "recoverable_time": [(a.isoformat(), b.isoformat()) for a, b in window.periods],
+        "ranges": [dataclasses.asdict(r) for r in window.ranges],
+    }
