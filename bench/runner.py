@@ -41,13 +41,12 @@ def _backup(args: argparse.Namespace) -> dict:
         compress_level=args.level,
         workers=args.workers,
     )
-    m = result.manifest
     return {
         "import_seconds": imported - _T0,
         "engine_seconds": time.perf_counter() - imported,
-        "database_size": m.get("database_size"),
-        "stored_size": m.get("stored_size"),
-        "compression": m.get("compression"),
+        "database_size": result.database_size,
+        "stored_size": result.stored_size,
+        "compression": result.compression,
     }
 
 
@@ -55,13 +54,25 @@ def _restore(args: argparse.Namespace) -> dict:
     from datetime import datetime
 
     from pgpitr import restore
+    from pgpitr.steps import Steps
+
+    class Timed(Steps):
+        """The engine's own restore, noting when the plan (every check) is done."""
+
+        planned = 0.0
+
+        def __call__(self, step, *args, **kwargs):  # type: ignore[no-untyped-def]
+            result = super().__call__(step, *args, **kwargs)
+            if step is restore.choose_backup:
+                self.planned = time.perf_counter()
+            return result
 
     imported = time.perf_counter()
-    source = restore.Source(args.source, args.repo)
-    target = datetime.fromisoformat(args.target)
-    plan = restore.plan(source, args.new, target)
-    planned = time.perf_counter()
-    result = restore.restore(plan)
+    target = restore.RestoreTarget(datetime.fromisoformat(args.target))
+    request = restore.RestoreRequest(args.new, args.source, target, backup_repo=args.repo)
+    steps = Timed()
+    result = restore.run(steps, request)
+    planned = steps.planned
     return {
         "import_seconds": imported - _T0,
         "plan_seconds": planned - imported,

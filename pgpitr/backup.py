@@ -50,8 +50,12 @@ WAL_ARRIVAL_TIMEOUT = 120.0
 # -- the operation ---------------------------------------------------------------------------
 
 
-def run(steps: Steps, cluster: str, name: str, *, verify_after: bool = False) -> BackupManifest:
-    """One full backup of CLUSTER named NAME (chosen once, so that a retried stream reuses it)."""
+def run(
+    steps: Steps, cluster: str, name: str | None = None, *, verify_after: bool = False
+) -> BackupManifest:
+    """One full backup of CLUSTER named NAME (chosen here once when not given, so that a
+    retried stream reuses it)."""
+    name = name or default_name(cluster, datetime.now(UTC))
     policy = steps(check_cluster, cluster)
     manifest = steps(stream, cluster, name)
     if policy.logfile_enabled:

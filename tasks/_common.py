@@ -107,15 +107,20 @@ def step_task(
     ``progress`` callback.  A step marked ``@undone_by(fn)`` keeps its result in its transaction
     and is undone by ``fn(result)`` when the flow's transaction rolls back."""
     undo = undo_of(step)
-    takes_progress = "progress" in inspect.signature(step).parameters
+    signature = inspect.signature(step)
+    takes_progress = "progress" in signature.parameters
 
     @functools.wraps(step)
     def run(*args: Any, **kwargs: Any) -> Any:
         bar = None
-        if progress and takes_progress and kwargs.get("progress") is None:
-            subject = str(args[0]) if args else name
-            bar = ByteProgress(artifact_key(progress, subject), f"{name} {subject}: bytes moved")
-            kwargs["progress"] = bar
+        if progress and takes_progress:
+            bound = signature.bind(*args, **kwargs)
+            if bound.arguments.get("progress") is None:
+                subject = str(next(iter(bound.arguments.values()), name))
+                description = f"{name} {subject}: bytes moved"
+                bar = ByteProgress(artifact_key(progress, subject), description)
+                bound.arguments["progress"] = bar
+                args, kwargs = bound.args, bound.kwargs
         result = step(*args, **kwargs)
         if bar is not None:
             bar.finish()

@@ -14,8 +14,10 @@ import psycopg
 import pytest
 
 from pgpitr import backup as bk
-from pgpitr import catalog, clusters
+from pgpitr import catalog, clusters, manifest
+from pgpitr.errors import AlreadyExists
 from pgpitr.postgres.cluster import Cluster
+from tests import engine
 from tests.conftest import PGPITR, cli, free_port, shared_home
 from tests.pg import archive_now, commit_now, sql
 
@@ -83,7 +85,7 @@ def test_a_killed_backup_is_failed_and_never_used(home: Path) -> None:
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 30
-    while not repo.exists(bk.manifest_key("killed", "doomed")):
+    while not repo.exists(manifest.manifest_key("killed", "doomed")):
         assert time.monotonic() < deadline and process.poll() is None
         time.sleep(0.02)
     time.sleep(0.3)  # streaming
@@ -91,8 +93,8 @@ def test_a_killed_backup_is_failed_and_never_used(home: Path) -> None:
     process.wait()
     (doomed,) = _backups("killed")
     assert doomed["status"] == "Failed" and doomed["completion_time"] is None
-    assert not repo.exists(bk.data_key("killed", "doomed"))
-    assert catalog.backup_ranges(repo, "killed", archived.bindir) == []
+    assert not repo.exists(manifest.data_key("killed", "doomed"))
+    assert catalog.recoverable_window(repo, "killed", archived.bindir).ranges == []
     refused = cli("cluster", "restore", "from-doomed", "--source-cluster", "killed", check=False)
     assert refused.returncode == 3 and "no completed backup" in refused.stderr
     refused = cli(
@@ -277,19 +279,18 @@ def test_cluster_processes_run_as_an_unprivileged_user(archived: Cluster) -> Non
 
 
 def test_a_deleted_clusters_leftover_stanza_does_not_block_its_name(home: Path) -> None:
-    from pgpitr import operations
     from pgpitr import restore as rs
 
     first = clusters.create("reuse")
     clusters.set_log_backup(first, True)
-    operations.backup(first)
+    engine.backup(first)
     old_system_id = first.state.system_identifier
     clusters.delete(first)
     repo = clusters.repository(first)
     assert not catalog.leftover_stanza(repo, "reuse")  # backups remain: the name stays taken
-    with pytest.raises(Exception, match="already holds backups"):
+    with pytest.raises(AlreadyExists, match="already holds backups"):
         clusters.create("reuse")
-    operations.delete_backups("reuse", None, force=True)
+    engine.delete_backups("reuse", None, force=True)
     assert catalog.leftover_stanza(repo, "reuse")  # archive info and history only
     again = clusters.create("reuse")
     clusters.set_log_backup(again, True)
@@ -299,7 +300,7 @@ def test_a_deleted_clusters_leftover_stanza_does_not_block_its_name(home: Path) 
 
 
 def test_an_uncompressed_backup_is_verified_restored_and_deleted(archived: Cluster) -> None:
-    from pgpitr import operations, retention
+    from pgpitr import retention, verify
 
     sql("ops", "CREATE TABLE msg (id int)")
     commit_now("ops", "INSERT INTO msg VALUES (1)")
@@ -307,19 +308,19 @@ def test_an_uncompressed_backup_is_verified_restored_and_deleted(archived: Clust
     cli("cluster", "edit-backup-policy", policy, "--set", "schedule.datafile.compression=none")
     cli("cluster", "backup", "ops", "--backup-name", "plain")
     repo = clusters.repository(archived)
-    manifest = catalog.get_backup(repo, "ops", "plain").manifest
-    assert manifest["compression"] == "none"
+    plain = catalog.get_backup(repo, "ops", "plain")
+    assert plain.compression == "none"
     assert repo.exists("ops/backups/plain/base.tar")
     assert not repo.exists("ops/backups/plain/base.tar.zst")
-    assert manifest["stored_size"] >= manifest["database_size"] * 0.9
-    operations.verify_backup(archived, "plain")
+    assert plain.stored_size >= plain.database_size * 0.9
+    verify.verify_backup("ops", "plain")
 
     target = commit_now("ops", "INSERT INTO msg VALUES (2)")
     time.sleep(0.05)
     commit_now("ops", "INSERT INTO msg VALUES (3)")
     archive_now("ops")
-    operations.restore("ops-plain", "ops", target)
+    engine.restore("ops-plain", "ops", target)
     assert sql("ops-plain", "SELECT id FROM msg ORDER BY id") == [(1,), (2,)]
 
-    retention.delete_backups(repo, "ops", ["plain"], archived.bindir, force=True)
+    retention.delete_backups(repo, "ops", ["plain"], force=True)
     assert not repo.exists("ops/backups/plain/base.tar")

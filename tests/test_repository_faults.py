@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pgpitr import backup as bk
+from pgpitr.manifest import data_key
 from pgpitr import clusters
 from pgpitr.postgres.cluster import Cluster
 from tests.conftest import cli, free_port
@@ -89,7 +89,7 @@ def test_restore_stops_at_a_damaged_backup_and_names_it(home: Path) -> None:
     )
     cli("cluster", "backup", "dmg", "--backup-name", "b1")
     repo = clusters.repository(Cluster.get("dmg"))
-    path = Path(repo.root, bk.data_key("dmg", "b1"))
+    path = Path(repo.root, data_key("dmg", "b1"))
     raw = bytearray(path.read_bytes())
     raw[len(raw) // 3] ^= 0x01
     path.write_bytes(bytes(raw))

@@ -1,0 +1,35 @@
+"""The engine's operations as the flows run them, with the plain ``Steps`` (no Prefect): what
+tests call when they need an operation's effect rather than its command line."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pgpitr import backup as bk
+from pgpitr import restore as rs
+from pgpitr import retention
+from pgpitr.manifest import BackupManifest
+from pgpitr.postgres.cluster import Cluster
+from pgpitr.steps import Steps
+
+
+def backup(cluster: Cluster | str, name: str | None = None) -> BackupManifest:
+    return bk.run(Steps(), cluster if isinstance(cluster, str) else cluster.name, name)
+
+
+def restore(
+    new_name: str,
+    source: str,
+    target: datetime | None,
+    *,
+    backup_name: str | None = None,
+    repository: str | None = None,
+) -> rs.RestoreResult:
+    request = rs.RestoreRequest(new_name, source, rs.RestoreTarget(target), backup_name, repository)
+    return rs.run(Steps(), request)
+
+
+def delete_backups(
+    cluster: str, names: list[str] | None, *, force: bool = False, repository: str | None = None
+) -> retention.Removed:
+    return retention.delete(Steps(), cluster, names, force=force, repository=repository)
