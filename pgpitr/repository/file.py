@@ -16,14 +16,16 @@ from typing import BinaryIO
 
 from pgpitr.errors import NotFound, RepositoryError
 from pgpitr.repository.base import ObjectInfo, Repository
+from pgpitr.repository.url import FileUrl
 
 _TEMP_MARK = ".pgpitr-tmp-"
 
 
 class FileRepository(Repository):
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
-        self.url = f"file://{self.root}"
+    def __init__(self, root: FileUrl | Path) -> None:
+        self.location = root if isinstance(root, FileUrl) else FileUrl(Path(root))
+        self.root = self.location.path
+        self.url = self.location.display
         self._owner: tuple[int, int] | None = None
         if os.geteuid() == 0 and self.root.exists():
             st = self.root.stat()

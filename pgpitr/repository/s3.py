@@ -20,6 +20,7 @@ import botocore.session
 
 from pgpitr.errors import NotFound, RepositoryError
 from pgpitr.repository.base import ObjectInfo, Repository
+from pgpitr.repository.url import S3Url
 
 PART_SIZE = 16 * 1024 * 1024
 
@@ -34,22 +35,12 @@ _HINTS = {
 
 
 class S3Repository(Repository):
-    def __init__(
-        self,
-        bucket: str,
-        prefix: str = "",
-        *,
-        endpoint: str | None = None,
-        region: str | None = None,
-        profile: str | None = None,
-        credentials_file: Path | None = None,
-    ) -> None:
-        self.bucket = bucket
-        self.prefix = prefix.strip("/")
-        self.endpoint = endpoint
-        self.url = f"s3://{bucket}/{self.prefix}".rstrip("/")
-        if endpoint:
-            self.url += f" (endpoint {endpoint})"
+    def __init__(self, location: S3Url, *, credentials_file: Path | None = None) -> None:
+        self.location = location
+        self.bucket = location.bucket
+        self.prefix = location.prefix
+        self.endpoint = endpoint = location.endpoint
+        self.url = location.display
         core = botocore.session.Session()
         if (
             credentials_file is not None
@@ -58,7 +49,9 @@ class S3Repository(Repository):
         ):
             core.set_config_variable("credentials_file", str(credentials_file))
         session = boto3.session.Session(
-            botocore_session=core, profile_name=profile, region_name=region or "us-east-1"
+            botocore_session=core,
+            profile_name=location.profile,
+            region_name=location.region or "us-east-1",
         )
         self._client = session.client(
             "s3",
