@@ -260,3 +260,11 @@ def test_s3_repository_gets_typed_fields() -> None:
     assert repo.location == S3Url("b", "p", "http://127.0.0.1:1", "eu-west-1")
     assert repo.url == "s3://b/p (endpoint http://127.0.0.1:1)"
     assert (repo.bucket, repo.prefix) == ("b", "p")  # type: ignore[attr-defined]
+
+
+def test_a_bad_key_is_a_pitr_error(tmp_path: Path) -> None:
+    repo = open_repository(f"file://{tmp_path}")
+    for key in ("/etc/passwd", "a/../../b", ".."):
+        with pytest.raises(InvalidInput, match="invalid repository key") as info:
+            repo.get_document(key)
+        assert isinstance(info.value, PitrError)

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from pgpitr.errors import NotFound, RepositoryError
+from pgpitr.errors import InvalidInput, NotFound, RepositoryError
 from pgpitr.repository.base import ObjectInfo, Repository
 from pgpitr.repository.url import FileUrl
 
@@ -34,7 +34,9 @@ class FileRepository(Repository):
 
     def _path(self, key: str) -> Path:
         if key.startswith("/") or ".." in key.split("/"):
-            raise ValueError(f"invalid repository key {key!r}")
+            raise InvalidInput(
+                f"invalid repository key {key!r}: expected a relative path without '..'"
+            )
         return self.root / key
 
     def _errors(self, exc: OSError, action: str, key: str) -> RepositoryError:
