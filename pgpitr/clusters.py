@@ -20,7 +20,7 @@ from pgpitr import state as st
 from pgpitr.errors import AlreadyExists, ClusterStateError, RepositoryError
 from pgpitr.postgres import conf
 from pgpitr.postgres.cluster import Cluster
-from pgpitr.repository import Repository, open_repository, validate_url
+from pgpitr.repository import FileUrl, Repository, RepositoryUrl, open_repository
 
 POLICY_FILE = "policy.json"
 
@@ -47,7 +47,7 @@ def save_policy(cluster: Cluster, policy: pol.BackupPolicy) -> None:
 def _store_credentials(cluster: Cluster) -> None:
     """Keep the AWS keys of the environment for the archiver (mode 0600, server account)."""
     key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
-    if not cluster.state.repository.startswith("s3://") or not key or not secret:
+    if not RepositoryUrl.parse(cluster.state.repository).is_s3 or not key or not secret:
         return
     ini = configparser.ConfigParser()
     ini["default"] = {"aws_access_key_id": key, "aws_secret_access_key": secret}
@@ -60,21 +60,19 @@ def _store_credentials(cluster: Cluster) -> None:
 
 def _prepare_file_repository(cluster: Cluster) -> None:
     """A file repository must be writable by the server account, which runs the archiver."""
-    url = cluster.state.repository
-    if not url.startswith("file://"):
+    location = RepositoryUrl.parse(cluster.state.repository)
+    if not isinstance(location, FileUrl):
         return
-    from pathlib import Path
-
     from pgpitr.postgres.command import run
     from pgpitr.postgres.osuser import make_dir
 
-    root = Path(url[len("file://") :])
+    root = location.path
     if not root.exists():
         make_dir(root, cluster.user, 0o750)
     probe = run(["test", "-w", str(root), "-a", "-x", str(root)], user=cluster.user, check=False)
     if probe.returncode != 0:
         raise RepositoryError(
-            f"the OS user {cluster.state.os_user} cannot write to the repository {url}",
+            f"the OS user {cluster.state.os_user} cannot write to the repository {location}",
             hint=f"chown {cluster.state.os_user} {root}",
         )
 
@@ -95,9 +93,11 @@ def ensure_archive_info(cluster: Cluster, repo: Repository) -> dict:
 # -- lifecycle -------------------------------------------------------------------------------
 
 
-def create(name: str, *, port: int | None = None, repository_url: str | None = None) -> Cluster:
+def create(
+    name: str, *, port: int | None = None, repository_url: RepositoryUrl | str | None = None
+) -> Cluster:
     """A new, running cluster with archive_mode on and log backup off."""
-    url = validate_url(repository_url or st.default_repository_url())
+    url = str(RepositoryUrl.parse(repository_url or st.default_repository_url()))
     now = datetime.now(UTC).isoformat(timespec="seconds")
     cluster = Cluster.prepare(name, port=port, repository=url, created=now)
     try:
