@@ -8,7 +8,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from pgpitr.errors import InvalidInput, PitrError
+from pgpitr.errors import InvalidInput, PitrError, RepositoryError
 from pgpitr.repository import FileUrl, RepositoryUrl, S3Url, open_repository
 
 FAST = settings(max_examples=300, deadline=None)
@@ -268,3 +268,10 @@ def test_a_bad_key_is_a_pitr_error(tmp_path: Path) -> None:
         with pytest.raises(InvalidInput, match="invalid repository key") as info:
             repo.get_document(key)
         assert isinstance(info.value, PitrError)
+
+
+def test_an_unknown_profile_is_a_repository_error(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
+    with pytest.raises(RepositoryError, match="the AWS profile 'nope' named by the repository"):
+        open_repository("s3://b/p?profile=nope")

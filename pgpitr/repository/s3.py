@@ -48,11 +48,18 @@ class S3Repository(Repository):
             and Path(credentials_file).exists()
         ):
             core.set_config_variable("credentials_file", str(credentials_file))
-        session = boto3.session.Session(
-            botocore_session=core,
-            profile_name=location.profile,
-            region_name=location.region or "us-east-1",
-        )
+        try:
+            session = boto3.session.Session(
+                botocore_session=core,
+                profile_name=location.profile,
+                region_name=location.region or "us-east-1",
+            )
+        except botocore.exceptions.ProfileNotFound:
+            raise RepositoryError(
+                f"the AWS profile {location.profile!r} named by the repository {self.url} is "
+                "not configured",
+                hint="add it to ~/.aws/config or ~/.aws/credentials, or fix ?profile= in the URL",
+            ) from None
         self._client = session.client(
             "s3",
             endpoint_url=endpoint,
