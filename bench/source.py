@@ -109,8 +109,7 @@ class SourceCluster:
             marker.unlink()
         for pushed in (state.spool / "pushed").glob("*"):
             pushed.unlink()
-        if url.startswith("s3://"):
-            clusters._store_credentials(self.cluster)  # the archiver's AWS keys, as at create
+        clusters._store_credentials(self.cluster)  # the archiver's AWS keys (S3), as at create
         clusters.set_log_backup(self.cluster, True, timeout=120)
 
     def ready_count(self) -> int:

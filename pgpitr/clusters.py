@@ -26,7 +26,7 @@ from pgpitr import state as st
 from pgpitr.errors import AlreadyExists, ClusterStateError, InvalidInput, NotFound, RepositoryError
 from pgpitr.postgres import conf
 from pgpitr.postgres.cluster import Cluster, validate_name
-from pgpitr.repository import Repository, open_repository, validate_url
+from pgpitr.repository import FileUrl, Repository, RepositoryUrl, open_repository
 from pgpitr.steps import Steps
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ def save_policy(cluster: Cluster, policy: pol.BackupPolicy) -> None:
 def _store_credentials(cluster: Cluster) -> None:
     """Keep the AWS keys of the environment for the archiver (mode 0600, server account)."""
     key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
-    if not cluster.state.repository.startswith("s3://") or not key or not secret:
+    if not RepositoryUrl.parse(cluster.state.repository).is_s3 or not key or not secret:
         return
     ini = configparser.ConfigParser()
     ini["default"] = {"aws_access_key_id": key, "aws_secret_access_key": secret}
@@ -69,21 +69,19 @@ def _store_credentials(cluster: Cluster) -> None:
 
 def _prepare_file_repository(cluster: Cluster) -> None:
     """A file repository must be writable by the server account, which runs the archiver."""
-    url = cluster.state.repository
-    if not url.startswith("file://"):
+    location = RepositoryUrl.parse(cluster.state.repository)
+    if not isinstance(location, FileUrl):
         return
-    from pathlib import Path
-
     from pgpitr.postgres.command import run
     from pgpitr.postgres.osuser import make_dir
 
-    root = Path(url[len("file://") :])
+    root = location.path
     if not root.exists():
         make_dir(root, cluster.user, 0o750)
     probe = run(["test", "-w", str(root), "-a", "-x", str(root)], user=cluster.user, check=False)
     if probe.returncode != 0:
         raise RepositoryError(
-            f"the OS user {cluster.state.os_user} cannot write to the repository {url}",
+            f"the OS user {cluster.state.os_user} cannot write to the repository {location}",
             hint=f"chown {cluster.state.os_user} {root}",
         )
 
@@ -111,7 +109,13 @@ class PolicyChange:
 
     @property
     def repository_switch(self) -> bool:
-        return bool(self.new.repository) and self.new.repository != self.current.repository
+        if not self.new.repository:
+            return False
+        if not self.current.repository:
+            return True
+        return RepositoryUrl.parse(self.new.repository) != RepositoryUrl.parse(
+            self.current.repository
+        )
 
     @property
     def log_backup_switch(self) -> bool:
@@ -199,11 +203,11 @@ def read_policy_change(
 def switch_repository(cluster: str, url: str) -> None:
     """Archive and back up into another repository from now on (it must answer first)."""
     c = Cluster.get(cluster)
-    checked = validate_url(url)
+    checked = RepositoryUrl.parse(url)
     open_repository(checked, c.state.credentials_file).check()
-    c.state.repository = checked
+    c.state.repository = str(checked)
     c.state.save()
-    log.info("cluster %s now uses the repository %s", cluster, checked)
+    log.info("cluster %s now uses the repository %s", cluster, checked.display)
 
 
 def save_policy_of(cluster: str, policy: pol.BackupPolicy) -> pol.BackupPolicy:
@@ -255,9 +259,11 @@ def resolve_source(name: str, repository: str | None = None) -> Source:
 # -- lifecycle -------------------------------------------------------------------------------
 
 
-def create(name: str, *, port: int | None = None, repository_url: str | None = None) -> Cluster:
+def create(
+    name: str, *, port: int | None = None, repository_url: RepositoryUrl | str | None = None
+) -> Cluster:
     """A new, running cluster with archive_mode on and log backup off."""
-    url = validate_url(repository_url or st.default_repository_url())
+    url = str(RepositoryUrl.parse(repository_url or st.default_repository_url()))
     now = datetime.now(UTC).isoformat(timespec="seconds")
     cluster = Cluster.prepare(name, port=port, repository=url, created=now)
     try:

@@ -20,6 +20,7 @@ import yaml
 from croniter import croniter
 
 from pgpitr.errors import InvalidInput
+from pgpitr.repository.url import RepositoryUrl
 from pgpitr.timeparse import canonical_zone, parse_ttl
 
 __all__ = [
@@ -144,18 +145,14 @@ def _compression(value: Any) -> str:
     return f"zstd:{level}"
 
 
-_REPOSITORY = re.compile(r"file:///\S+|s3://[A-Za-z0-9][^\s/]*(?:/\S*)?")
-
-
 def _repository(value: Any) -> str:
-    if value is None:
+    """A repository URL, normalised (file://localhost/x is file:///x); empty for the default."""
+    if value is None or (isinstance(value, str) and not value.strip()):
         return ""
-    if not isinstance(value, str) or (value.strip() and not _REPOSITORY.fullmatch(value.strip())):
-        raise InvalidInput(
-            f"{value!r} is not a repository URL: expected file:///var/lib/pgpitr/repo or "
-            "s3://bucket/prefix (empty for the default repository)"
-        )
-    return value.strip()
+    try:
+        return str(RepositoryUrl.parse(value.strip() if isinstance(value, str) else value))
+    except InvalidInput as exc:
+        raise InvalidInput(f"{exc.message} (empty for the default repository)") from None
 
 
 # kbcli key -> (BackupPolicy attribute, check).  Order is the order shown to people.

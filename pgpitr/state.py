@@ -48,7 +48,10 @@ def clusters_dir(base: Path | None = None) -> Path:
 
 
 def default_repository_url(base: Path | None = None) -> str:
-    return f"file://{(base or home()) / 'repo'}"
+    """The embedded default repository, as a normalised URL (``FileUrl`` parses it)."""
+    from pgpitr.repository.url import FileUrl
+
+    return str(FileUrl((base or home()) / "repo"))
 
 
 @dataclass

@@ -77,6 +77,12 @@ def test_construction_validates_and_canonicalises() -> None:
         (["backupRepo=s3://demo/pg"], {"repository": "s3://demo/pg"}),
         (["backupRepo=file:///var/lib/pgpitr/repo"], {"repository": "file:///var/lib/pgpitr/repo"}),
         (["backupRepo="], {"repository": ""}),
+        # one grammar with the repository itself: stored normalised
+        (["backupRepo=file://localhost/srv/repo/"], {"repository": "file:///srv/repo"}),
+        (
+            ["backupRepo=s3://demo/pg/?region=r&endpoint=http://h:9000"],
+            {"repository": "s3://demo/pg?endpoint=http://h:9000&region=r"},
+        ),
         # kbcli's comma-separated pairs, several --set flags, spaces and key case
         (
             ["schedule.logfile.enable=true,retention.ttl=3d", "backupRepo=s3://b"],
@@ -144,6 +150,10 @@ def test_apply_settings_leaves_the_input_alone() -> None:
         ("backupRepo=http://example.com", "expected file:///var/lib/pgpitr/repo or s3://bucket"),
         ("backupRepo=/var/lib/repo", "expected file:///"),
         ("backupRepo=s3://", "s3://bucket/prefix"),
+        ("backupRepo=s3://key:secret@b/x", "must not carry credentials"),
+        ("backupRepo=s3://b/x?token=1", "unknown S3 repository option(s) token"),
+        ("backupRepo=file://host/x", "a file repository is local"),
+        ("backupRepo=ftp://x", "(empty for the default repository)"),
     ],
 )
 def test_apply_settings_refuses_values(setting: str, expected: str) -> None:

@@ -7,7 +7,7 @@ import io
 import pytest
 
 from pgpitr.errors import ChecksumMismatch, InvalidInput, NotFound, RepositoryError
-from pgpitr.repository import open_repository, validate_url
+from pgpitr.repository import RepositoryUrl, open_repository
 
 
 @pytest.fixture
@@ -101,11 +101,11 @@ def test_failed_write_leaves_nothing_visible(repo) -> None:
 
 def test_url_validation() -> None:
     with pytest.raises(InvalidInput, match="credentials"):
-        validate_url("s3://key:secret@bucket/x")
+        RepositoryUrl.parse("s3://key:secret@bucket/x")
     with pytest.raises(InvalidInput, match="unsupported"):
-        validate_url("ftp://host/x")
+        RepositoryUrl.parse("ftp://host/x")
     with pytest.raises(InvalidInput, match="unknown S3 repository option"):
-        validate_url("s3://bucket/x?secret=1")
+        RepositoryUrl.parse("s3://bucket/x?secret=1")
 
 
 def test_unreachable_endpoint_names_the_repository(monkeypatch) -> None:

@@ -224,7 +224,8 @@ def restore(
     # a typo fails here, before any flow runs; the flow gets the canonical form
     request = RestoreRequest.parse(new_name, source_cluster, restore_to_time, backup, backup_repo)
     parameters = {"new_name": new_name, "source_cluster": source_cluster, "backup_name": backup}
-    parameters.update(restore_to_time=str(request.target), backup_repo=backup_repo)
+    parameters.update(restore_to_time=str(request.target))
+    parameters.update(backup_repo=flowio.repository_url(backup_repo))
     result = runner.run("restore", wait, progress="restore", **parameters)
     flowio.restored(new_name, result)
 
@@ -246,6 +247,7 @@ def delete_backup(
     from pgpitr.retention import require_names_or_force
 
     require_names_or_force(backup, force)
+    backup_repo = flowio.repository_url(backup_repo)
     parameters = {"cluster": name, "names": backup, "force": force, "backup_repo": backup_repo}
     flowio.deleted_backups(name, runner.run("delete-backup", wait, **parameters))
 

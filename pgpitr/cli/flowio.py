@@ -20,6 +20,13 @@ from pgpitr.postgres.cluster import Cluster
 POLICY_SUFFIX = "-postgresql-backup-policy"
 
 
+def repository_url(text: str | None) -> str | None:
+    """A --backup-repo value checked here, before any flow runs, and passed on normalised."""
+    from pgpitr.repository import RepositoryUrl
+
+    return str(RepositoryUrl.parse(text)) if text else None
+
+
 def created(result: Any) -> None:
     if result is not runner.NO_RESULT:
         console.info(

@@ -21,9 +21,12 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from pgpitr.errors import ChecksumMismatch, NotFound
+
+if TYPE_CHECKING:
+    from pgpitr.repository.url import RepositoryUrl
 
 CHUNK = 8 * 1024 * 1024
 
@@ -95,8 +98,10 @@ def _read_ahead(reader: BinaryIO, size: int = 1 << 20, depth: int = 8) -> Iterat
 class Repository(ABC):
     """Where backups and WAL live.  Keys are relative, '/'-separated paths."""
 
-    #: How the repository is shown to people: never contains a secret.
+    #: How the repository is shown to people: never contains a secret (``location.display``).
     url: str
+    #: The parsed URL it was opened from (a wrapper may leave it unset).
+    location: RepositoryUrl
 
     # -- the driver surface ------------------------------------------------------------------
     @abstractmethod

@@ -14,16 +14,18 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from pgpitr.errors import NotFound, RepositoryError
+from pgpitr.errors import InvalidInput, NotFound, RepositoryError
 from pgpitr.repository.base import ObjectInfo, Repository
+from pgpitr.repository.url import FileUrl
 
 _TEMP_MARK = ".pgpitr-tmp-"
 
 
 class FileRepository(Repository):
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
-        self.url = f"file://{self.root}"
+    def __init__(self, root: FileUrl | Path) -> None:
+        self.location = root if isinstance(root, FileUrl) else FileUrl(Path(root))
+        self.root = self.location.path
+        self.url = self.location.display
         self._owner: tuple[int, int] | None = None
         if os.geteuid() == 0 and self.root.exists():
             st = self.root.stat()
@@ -32,7 +34,9 @@ class FileRepository(Repository):
 
     def _path(self, key: str) -> Path:
         if key.startswith("/") or ".." in key.split("/"):
-            raise ValueError(f"invalid repository key {key!r}")
+            raise InvalidInput(
+                f"invalid repository key {key!r}: expected a relative path without '..'"
+            )
         return self.root / key
 
     def _errors(self, exc: OSError, action: str, key: str) -> RepositoryError:

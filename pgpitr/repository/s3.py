@@ -20,6 +20,7 @@ import botocore.session
 
 from pgpitr.errors import NotFound, RepositoryError
 from pgpitr.repository.base import ObjectInfo, Repository
+from pgpitr.repository.url import S3Url
 
 PART_SIZE = 16 * 1024 * 1024
 
@@ -47,22 +48,12 @@ _BUSY = {
 
 
 class S3Repository(Repository):
-    def __init__(
-        self,
-        bucket: str,
-        prefix: str = "",
-        *,
-        endpoint: str | None = None,
-        region: str | None = None,
-        profile: str | None = None,
-        credentials_file: Path | None = None,
-    ) -> None:
-        self.bucket = bucket
-        self.prefix = prefix.strip("/")
-        self.endpoint = endpoint
-        self.url = f"s3://{bucket}/{self.prefix}".rstrip("/")
-        if endpoint:
-            self.url += f" (endpoint {endpoint})"
+    def __init__(self, location: S3Url, *, credentials_file: Path | None = None) -> None:
+        self.location = location
+        self.bucket = location.bucket
+        self.prefix = location.prefix
+        self.endpoint = endpoint = location.endpoint
+        self.url = location.display
         core = botocore.session.Session()
         if (
             credentials_file is not None
@@ -70,9 +61,18 @@ class S3Repository(Repository):
             and Path(credentials_file).exists()
         ):
             core.set_config_variable("credentials_file", str(credentials_file))
-        session = boto3.session.Session(
-            botocore_session=core, profile_name=profile, region_name=region or "us-east-1"
-        )
+        try:
+            session = boto3.session.Session(
+                botocore_session=core,
+                profile_name=location.profile,
+                region_name=location.region or "us-east-1",
+            )
+        except botocore.exceptions.ProfileNotFound:
+            raise RepositoryError(
+                f"the AWS profile {location.profile!r} named by the repository {self.url} is "
+                "not configured",
+                hint="add it to ~/.aws/config or ~/.aws/credentials, or fix ?profile= in the URL",
+            ) from None
         self._client = session.client(
             "s3",
             endpoint_url=endpoint,

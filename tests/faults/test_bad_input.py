@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from pgpitr import backup as bk
 from pgpitr.errors import InvalidInput
 from pgpitr.postgres.cluster import validate_name
-from pgpitr.repository import validate_url
+from pgpitr.repository import RepositoryUrl
 from pgpitr.state import NAME_RULE
 from tests.conftest import cli
 
@@ -54,7 +54,7 @@ def test_backup_names_and_repository_urls_never_crash(text: str) -> None:
     except InvalidInput as exc:
         assert "lower-case letters" in str(exc)
     try:
-        validate_url(text)
+        RepositoryUrl.parse(text)
     except InvalidInput as exc:
         assert exc.message
 

@@ -15,6 +15,7 @@ class Wrapped(Repository):
     def __init__(self, inner: Repository) -> None:
         self.inner = inner
         self.url = inner.url
+        self.location = inner.location
 
     def stat(self, key: str) -> ObjectInfo | None:
         return self.inner.stat(key)
