@@ -11,8 +11,8 @@ from pgpitr import backup as bk
 from pgpitr.manifest import BackupManifest
 from tasks import backup as t
 from tasks import events
-from tasks._common import STEPS
 from tasks._slots import cluster_slot
+from tasks.steps import STEPS
 
 
 @flow(name="backup", flow_run_name="backup-{cluster}", persist_result=True)

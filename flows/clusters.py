@@ -9,7 +9,7 @@ from prefect import flow
 
 from pgpitr import accounts, clusters
 from tasks import clusters as _tasks  # noqa: F401  (the steps' tasks)
-from tasks._common import STEPS
+from tasks.steps import STEPS
 
 
 @flow(name="create-cluster", flow_run_name="create-cluster-{name}", persist_result=True)

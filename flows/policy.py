@@ -10,7 +10,7 @@ from prefect import flow
 from pgpitr import clusters
 from pgpitr import policy as pol
 from tasks import clusters as _tasks  # noqa: F401  (the steps' tasks)
-from tasks._common import STEPS
+from tasks.steps import STEPS
 
 
 @flow(name="set-log-backup", flow_run_name="set-log-backup-{cluster}", persist_result=True)

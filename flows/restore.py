@@ -8,8 +8,9 @@ from prefect.artifacts import create_markdown_artifact
 from pgpitr import restore as rs
 from pgpitr import timeparse
 from tasks import restore as _tasks  # noqa: F401  (the steps' tasks)
-from tasks._common import STEPS, artifact_key
+from tasks._common import artifact_key
 from tasks._slots import cluster_slot
+from tasks.steps import STEPS
 
 
 @flow(

@@ -12,7 +12,8 @@ from pgpitr import retention
 from pgpitr.errors import NotFound
 from tasks import backup as tb
 from tasks import retention as _tasks  # noqa: F401  (the steps' tasks)
-from tasks._common import STEPS, artifact_key
+from tasks._common import artifact_key
+from tasks.steps import STEPS
 
 
 @flow(name="apply-retention", flow_run_name="apply-retention-{cluster}", persist_result=True)

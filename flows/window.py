@@ -13,7 +13,8 @@ from pgpitr import timeparse
 from pgpitr import window as w
 from tasks import events
 from tasks import window as _tasks  # noqa: F401  (the steps' tasks)
-from tasks._common import STEPS, artifact_key
+from tasks._common import artifact_key
+from tasks.steps import STEPS
 
 
 @flow(

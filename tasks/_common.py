@@ -1,7 +1,7 @@
 """What every pgpitr task shares: how an engine step becomes a task, the retry policy, the
 engine's log in the run's log, byte progress as an artifact.
 
-A task is an engine step (``pgpitr.*``) wrapped by ``step_task``; ``TaskSteps`` is the
+A task is an engine step (``pgpitr.*``) wrapped by ``step_task``; ``tasks.steps.STEPS`` is the
 ``pgpitr.steps.Steps`` a flow hands to an engine operation, so that the operation's order of
 steps, written once in the engine, runs here with each step as its task.
 
@@ -15,24 +15,22 @@ this run needs).
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import functools
 import inspect
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import MissingContextError
 from prefect.tasks import Task, exponential_backoff
-from prefect.transactions import Transaction, get_transaction, transaction
+from prefect.transactions import Transaction, get_transaction
 
-from pgpitr.errors import PitrError
-from pgpitr.steps import Steps, undo_of
+from pgpitr.steps import undo_of
 from pgpitr.transient import is_transient
 
 #: Base delay of the first retry in seconds; then 2x, 4x.
@@ -91,7 +89,7 @@ if not any(isinstance(h, _ToRunLog) for h in _engine_log.handlers):
 # -- engine steps as tasks ---------------------------------------------------------------------
 
 #: Every engine step that has a task, and its task.
-_TASKS: dict[Callable[..., Any], Task] = {}
+TASKS: dict[Callable[..., Any], Task] = {}
 
 
 def step_task(
@@ -139,41 +137,8 @@ def step_task(
                 undo(result)
 
         wrapped.on_rollback(rollback)
-    _TASKS[step] = wrapped
+    TASKS[step] = wrapped
     return wrapped
-
-
-class TaskSteps(Steps):
-    """Runs each step as its task, and transactions as Prefect transactions."""
-
-    def __call__(self, step: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        try:
-            wrapped = _TASKS[step]
-        except KeyError:
-            raise PitrError(
-                f"the engine step {step.__module__}.{step.__qualname__} has no Prefect task",
-                hint="wrap it with tasks._common.step_task in its tasks module",
-            ) from None
-        return wrapped(*args, **kwargs)
-
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
-        with transaction():
-            yield
-
-    def sync_schedules(self, cluster: str) -> list[str]:
-        from tasks.schedules import sync_schedules
-
-        return sync_schedules(cluster)
-
-    def remove_schedules(self, cluster: str) -> list[str]:
-        from tasks.schedules import remove_schedules
-
-        return remove_schedules(cluster)
-
-
-#: What flows hand to the engine's operations.
-STEPS = TaskSteps()
 
 
 def artifact_key(*parts: str) -> str:

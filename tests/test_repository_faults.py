@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pgpitr.manifest import data_key
 from pgpitr import clusters
+from pgpitr.manifest import data_key
 from pgpitr.postgres.cluster import Cluster
 from tests.conftest import cli, free_port
 
