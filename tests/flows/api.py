@@ -19,9 +19,15 @@ from prefect.client.schemas.filters import (
 
 
 def flow_runs(*names: str) -> list[Any]:
+    """Every flow run (or those with these names), however many the session has made."""
+    found: list[Any] = []
+    flt = FlowRunFilter(name=FlowRunFilterName(any_=list(names))) if names else None
     with get_client(sync_client=True) as client:
-        flt = FlowRunFilter(name=FlowRunFilterName(any_=list(names))) if names else None
-        return client.read_flow_runs(flow_run_filter=flt, limit=200)
+        while True:
+            page = client.read_flow_runs(flow_run_filter=flt, limit=200, offset=len(found))
+            found += page
+            if len(page) < 200:
+                return found
 
 
 def task_runs(flow_run_id: Any) -> list[Any]:
@@ -55,16 +61,16 @@ def artifacts(key: str) -> list[Any]:
         )
 
 
-def events(prefix: str, timeout: float = 15) -> list[dict[str, Any]]:
-    """Events whose name starts with ``prefix`` (they arrive asynchronously: wait for one)."""
+def events(prefix: str, resource: str | None = None, timeout: float = 15) -> list[dict[str, Any]]:
+    """Events whose name starts with ``prefix``, about ``resource`` if given (other tests of the
+    session raise the same events); they arrive asynchronously: wait for one."""
     deadline = time.monotonic() + timeout
+    flt: dict[str, Any] = {"event": {"prefix": [prefix]}}
+    if resource is not None:
+        flt["resource"] = {"id": [resource]}
     with get_client(sync_client=True) as client:
         while True:
-            response = client.request(
-                "POST",
-                "/events/filter",
-                json={"filter": {"event": {"prefix": [prefix]}}, "limit": 50},
-            )
+            response = client.request("POST", "/events/filter", json={"filter": flt, "limit": 50})
             found = response.json()["events"]
             if found or time.monotonic() > deadline:
                 return found

@@ -2,9 +2,11 @@
 backup policy, tasks retry what is transient, a failed restore leaves nothing, retention keeps
 what the window needs, events reach the API, and no secret is ever recorded.
 
-The tests share one source cluster (on S3) and one served set of deployments; they run in file
-order, and the backup scheduled to run every minute is checked last, so that its wait overlaps
-the tests in between.
+The tests share one served set of deployments and module-scoped fixtures that build what they
+check: the source cluster `src` (on S3), the walkthrough on it, a cluster `sched` whose backups
+are scheduled every minute.  Every test asks for the fixtures it needs, so that each one passes
+alone and the file passes in any order (pytest-randomly shuffles it).  A test that changes shared
+state (the schedule of `sched`) works on a cluster no other test reads it from.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import re
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -29,7 +32,6 @@ from tests.flows.repos import RefusesFirstUpload, ShortBaseBackup
 from tests.pg import archive_now, commit_now, rows, sql
 
 pytestmark = pytest.mark.timeout(240)
-SEEN: dict[str, object] = {}  # what later tests check: the password, when the schedule changed
 
 
 def deployment(name: str):
@@ -44,10 +46,25 @@ def backup_schedule(cluster: str):
     return found
 
 
-def test_walkthrough_runs_as_flows_with_tasks_and_artifacts(source, served, flows_home):
+@pytest.fixture(scope="module")
+def ready(served: subprocess.Popen[bytes], flows_home) -> None:
+    """Every deployment applied and served."""
     wait_served(served, flows_home)
+
+
+@dataclass(frozen=True)
+class Walkthrough:
+    password: str  # of account myuser, printed once by create-account
+    restored: subprocess.CompletedProcess[str]  # `cluster restore restored` to between rows 1, 2
+
+
+@pytest.fixture(scope="module")
+def walkthrough(source: str, ready: None) -> Walkthrough:
+    """kbcli's walkthrough on `src` through the CLI: an account with a role, table msg with row 1
+    committed a second before a noted time and row 2 a second after, archived, and a restore to
+    the noted time into `restored`."""
     created = cli("cluster", "create-account", "src", "--username", "myuser")
-    SEEN["password"] = re.search(r"password: (\S+)", created.stdout).group(1)
+    password = re.search(r"password: (\S+)", created.stdout).group(1)
     cli("cluster", "grant-role", "src", "--username", "myuser", "--role", "READWRITE")
     sql("src", "CREATE TABLE msg (id int PRIMARY KEY)")
     after_1 = commit_now("src", "INSERT INTO msg VALUES (1)")
@@ -65,6 +82,11 @@ def test_walkthrough_runs_as_flows_with_tasks_and_artifacts(source, served, flow
         "--source-cluster",
         "src",
     )
+    return Walkthrough(password=password, restored=restored)
+
+
+def test_walkthrough_runs_as_flows_with_tasks_and_artifacts(walkthrough: Walkthrough):
+    restored = walkthrough.restored
     assert "Traceback" not in restored.stderr and "Flow run" not in restored.stderr
     assert rows("restored") == [1]
 
@@ -86,11 +108,11 @@ def test_walkthrough_runs_as_flows_with_tasks_and_artifacts(source, served, flow
         assert api.artifacts(key), f"no artifact {key}"
     (table,) = api.artifacts("backups-src")[:1]
     assert "backup-default-src-" in json.dumps(table.data)
-    completed = api.events("pgpitr.backup.completed")
+    completed = api.events("pgpitr.backup.completed", resource="pgpitr.cluster.src")
     assert any(e["resource"]["prefect.resource.id"] == "pgpitr.cluster.src" for e in completed)
 
 
-def test_restore_triggered_through_the_api_runs_on_the_served_deployment(source, flows_home):
+def test_restore_triggered_through_the_api_runs_on_the_served_deployment(walkthrough: Walkthrough):
     run = subprocess.run(
         [sys.executable, "-m", "prefect", "deployment", "run", "restore/pgpitr"]
         + ["--param", "new_name=api-restored", "--param", "source_cluster=src"]
@@ -121,22 +143,36 @@ def test_restore_triggered_through_the_api_runs_on_the_served_deployment(source,
     assert "Traceback" not in refused.stderr
 
 
-def test_edit_backup_policy_sets_the_deployment_schedule(source):
-    SEEN["schedule_changed"] = datetime.now(UTC)
+EVERY_MINUTE = "schedule.datafile.cronExpression=* * * * *,schedule.datafile.timezone=Asia/Shanghai"
+
+
+@pytest.fixture(scope="module")
+def every_minute(flows_home, s3_repo: str, ready: None) -> datetime:
+    """Cluster `sched`, its backups scheduled every minute (its own cluster: the schedule tests
+    change its policy, and a scheduled backup of `src` would make the other tests' backups of
+    `src` Busy); the time just before the schedule changed."""
+    cli("cluster", "create", "sched", "--backup-repo", s3_repo)
+    changed = datetime.now(UTC)
+    cli("cluster", "edit-backup-policy", "sched-postgresql-backup-policy", "--set", EVERY_MINUTE)
+    return changed
+
+
+def test_edit_backup_policy_sets_the_deployment_schedule(every_minute: datetime):
+    # enabled again explicitly: the test of the scheduled backup may have disabled it already
     cli(
         "cluster",
         "edit-backup-policy",
-        "src-postgresql-backup-policy",
+        "sched-postgresql-backup-policy",
         "--set",
-        "schedule.datafile.cronExpression=* * * * *,schedule.datafile.timezone=Asia/Shanghai",
+        f"{EVERY_MINUTE},schedule.datafile.enable=true",
     )
-    schedule = backup_schedule("src")
+    schedule = backup_schedule("sched")
     assert schedule.schedule.cron == "* * * * *"
     assert schedule.schedule.timezone == "Asia/Shanghai"
     assert schedule.active
-    assert schedule.parameters == {"cluster": "src", "apply_retention_after": True}
+    assert schedule.parameters == {"cluster": "sched", "apply_retention_after": True}
     listed = json.loads(cli("cluster", "list-backup-policy", "-o", "json").stdout)
-    (row,) = [r for r in listed if r["cluster"] == "src"]
+    (row,) = [r for r in listed if r["cluster"] == "sched"]
     assert row["backup_schedule"] == "* * * * *" and row["auto_backup"] is True
     assert row["schedule_source"] == "deployment backup/pgpitr"
 
@@ -219,30 +255,33 @@ def test_retention_expires_by_ttl_keeps_the_window_and_prunes_wal(flows_home, ap
     assert any(first in a.data for a in api.artifacts("retention-ret"))
 
 
-def test_archiving_that_falls_behind_raises_an_event(flows_home):
+def test_archiving_that_falls_behind_raises_an_event(flows_home, api_url):
     from flows.window import refresh_recoverable_window
 
-    wal_root = flows_home / "repo" / "ret" / "wal"
+    behind = clusters.create("behind")
+    clusters.set_log_backup(behind, True)
+    archive_now("behind")  # the repository's WAL directories exist
+    wal_root = flows_home / "repo" / "behind" / "wal"
     directories = [wal_root, *(p for p in wal_root.rglob("*") if p.is_dir())]
     for d in directories:
         d.chmod(0o555)  # the archiver (the server's OS user) can no longer write
     try:
-        sql("ret", "CREATE TABLE IF NOT EXISTS t (i int); INSERT INTO t VALUES (1)")
-        sql("ret", "SELECT pg_switch_wal()")
+        sql("behind", "CREATE TABLE IF NOT EXISTS t (i int); INSERT INTO t VALUES (1)")
+        sql("behind", "SELECT pg_switch_wal()")
         api.wait_for(
-            lambda: sql("ret", "SELECT failed_count FROM pg_stat_archiver")[0][0] > 0,
-            30,
+            lambda: sql("behind", "SELECT failed_count FROM pg_stat_archiver")[0][0] > 0,
+            60,
             "a failed archive attempt",
             interval=0.3,
         )
-        result = refresh_recoverable_window("ret")
+        result = refresh_recoverable_window("behind")
     finally:
         for d in directories:
             d.chmod(0o750)
     assert result["archiver"]["behind"] and "fails" in result["archiver"]["reason"]
-    (event, *_) = api.events("pgpitr.wal.archiving-behind")
-    assert event["resource"]["prefect.resource.id"] == "pgpitr.cluster.ret"
-    assert api.artifacts("recoverable-window-ret")
+    (event, *_) = api.events("pgpitr.wal.archiving-behind", resource="pgpitr.cluster.behind")
+    assert event["resource"]["prefect.resource.id"] == "pgpitr.cluster.behind"
+    assert api.artifacts("recoverable-window-behind")
 
 
 def test_without_an_api_the_schedule_comes_from_the_saved_policy(source):
@@ -258,32 +297,37 @@ def test_without_an_api_the_schedule_comes_from_the_saved_policy(source):
     assert "does not answer" in listed.stderr
 
 
-def test_the_scheduled_backup_fires_and_disabling_pauses_the_schedule(source, flows_home):
-    since = SEEN["schedule_changed"]
+@pytest.mark.timeout(360)
+def test_the_scheduled_backup_fires_and_disabling_pauses_the_schedule(every_minute: datetime):
+    since = every_minute
     backup_deployment = deployment("backup/pgpitr").id
 
     def fired():
         return [
             r
             for r in api.flow_runs()
-            if r.deployment_id == backup_deployment and r.auto_scheduled and r.state.is_completed()
+            if r.deployment_id == backup_deployment
+            and r.parameters.get("cluster") == "sched"
+            and r.auto_scheduled
+            and r.state.is_completed()
         ]
 
-    api.wait_for(fired, 120, "a scheduled backup of src")
-    repo = clusters.repository(Cluster.get("src"))
-    assert any(b.completed and b.start_time >= since for b in catalog.list_backups(repo, "src"))
-    assert api.flow_runs("apply-retention-src"), "retention runs after a scheduled backup"
+    # the scheduler's next pass, the next minute, then the backup itself, on a loaded machine
+    api.wait_for(fired, 240, "a scheduled backup of sched")
+    repo = clusters.repository(Cluster.get("sched"))
+    assert any(b.completed and b.start_time >= since for b in catalog.list_backups(repo, "sched"))
+    assert api.flow_runs("apply-retention-sched"), "retention runs after a scheduled backup"
 
     from flows.policy import edit_backup_policy
 
-    edit_backup_policy(cluster="src", settings=["schedule.datafile.enable=false"])
-    assert backup_schedule("src").active is False
-    described = cli("cluster", "describe", "src").stdout
+    edit_backup_policy(cluster="sched", settings=["schedule.datafile.enable=false"])
+    assert backup_schedule("sched").active is False
+    described = cli("cluster", "describe", "sched").stdout
     assert re.search(r"^Disabled\s+\* \* \* \* \*", described, re.M), described
 
 
-def test_no_secret_in_any_flow_parameter_or_log(source):
-    secrets = [S3_SECRET, str(SEEN["password"])]
+def test_no_secret_in_any_flow_parameter_or_log(walkthrough: Walkthrough, every_minute: datetime):
+    secrets = [S3_SECRET, walkthrough.password]
     runs = api.flow_runs()
     assert len(runs) >= 10
     recorded = json.dumps([r.parameters for r in runs]) + "\n".join(api.logs())

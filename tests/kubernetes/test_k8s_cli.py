@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import socket
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -22,8 +23,9 @@ def table(out: str) -> dict[str, list[str]]:
     return {line.split()[0]: line.split() for line in out.strip().splitlines()}
 
 
-def flow_runs_and_logs(flow_name: str) -> tuple[list[dict], list[str]]:
-    """Parameters of every run of the flow and every log line they sent, read from the API."""
+def flow_runs_and_logs(flow_name: str, since: datetime) -> tuple[list[dict], list[str]]:
+    """Parameters of every run of the flow created since ``since`` (other tests of the session
+    run the same flow) and every log line they sent, read from the API."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         FlowFilter,
@@ -36,6 +38,7 @@ def flow_runs_and_logs(flow_name: str) -> tuple[list[dict], list[str]]:
     APILogHandler().flush()
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])))
+        runs = [r for r in runs if r.created is not None and r.created >= since]
         logs = client.read_logs(
             log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[r.id for r in runs]))
         )
@@ -56,6 +59,7 @@ def test_secret_values_never_leak(
     eks: ApiEmulator, cli, setup_flows, chatty_prefect, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
+    started = datetime.now(UTC)
     ok = cli("addon", "enable", "csi-s3", "--set", f"{SECRET_SET},{S3_SET}")
     # A server that echoes the request body in its error (some admission webhooks do).
     eks.fail("PATCH", "secrets", status=422, echo=True)
@@ -68,7 +72,7 @@ def test_secret_values_never_leak(
     assert "***" in failed.err  # the echoed values were redacted
     stored = eks.stored("v1/secrets", "kube-system", "csi-s3-secret")
     assert stored["data"]["accessKeyID"] == b64(ACCESS_KEY)  # the first run's, restored
-    parameters, api_logs = flow_runs_and_logs("addon-enable")
+    parameters, api_logs = flow_runs_and_logs("addon-enable", started)
     assert len(parameters) == 2 and parameters[0]["settings"]["storageClass.singleBucket"] == "demo"
     seen = "\n".join(
         [ok.out, ok.err, failed.out, failed.err, caplog.text, *api_logs, json.dumps(parameters)]

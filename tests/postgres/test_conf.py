@@ -1,0 +1,275 @@
+"""pgpitr/postgres/conf.py: the archive and restore commands, the managed settings and files, and
+the stripping of postgresql.auto.conf (real files in a temporary directory, no server)."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pgpitr.postgres import conf
+
+HOME = Path("/var/lib/pg pitr")  # a space: the commands must quote it for the shell
+
+
+# -- quoting -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (True, "on"),
+        (False, "off"),
+        (5432, "5432"),
+        (0, "0"),
+        (1.5, "1.5"),
+        ("127.0.0.1", "'127.0.0.1'"),
+        ("it's", "'it''s'"),
+        ("", "''"),
+        ("%m [%p] ", "'%m [%p] '"),
+    ],
+)
+def test_quote_renders_postgresql_conf_values(value, expected: str) -> None:
+    assert conf.quote(value) == expected
+
+
+# -- the WAL commands ----------------------------------------------------------------------------
+
+
+def test_wal_command_runs_this_interpreter_isolated_with_the_home_and_cluster() -> None:
+    command = conf.wal_command(HOME, "wal-push", "my-pg", "%p")
+    assert shlex.split(command) == [
+        sys.executable,
+        "-E",
+        "-m",
+        "pgpitr",
+        "--home",
+        "/var/lib/pg pitr",
+        "wal-push",
+        "--cluster",
+        "my-pg",
+        "%p",
+    ]
+    assert "'/var/lib/pg pitr'" in command
+
+
+def test_archive_command_off_is_true() -> None:
+    assert conf.archive_command(HOME, "my-pg", enabled=False) == "/bin/true" == conf.ARCHIVE_OFF
+
+
+def test_archive_command_answers_a_pushed_file_with_a_shell_test_then_pushes() -> None:
+    marker = "'/var/lib/pg pitr/clusters/my-pg/spool/pushed'/%f"
+    push = conf.wal_command(HOME, "wal-push", "my-pg", "%p")
+    assert conf.archive_command(HOME, "my-pg", enabled=True) == (
+        f"{{ test -e {marker} && rm {marker}; }} || {push}"
+    )
+    assert conf.pushed_marker_dir(HOME, "my-pg") == HOME / "clusters/my-pg/spool/pushed"
+
+
+def test_restore_command_renames_a_fetched_segment_in_or_fetches() -> None:
+    spooled = "'/var/lib/pg pitr/clusters/my-pg/spool/fetched'/%f"
+    fetch = conf.wal_command(HOME, "wal-fetch", "my-pg", "%f", "%p")
+    assert conf.restore_command(HOME, "my-pg") == (
+        f"{{ test -e {spooled} && mv {spooled} %p; }} || {fetch}"
+    )
+    assert fetch.endswith(" wal-fetch --cluster my-pg %f %p")
+    assert conf.fetched_spool_dir(HOME, "my-pg") == HOME / "clusters/my-pg/spool/fetched"
+
+
+def _as_postgres_would(
+    command: str, tmp_path: Path, **percent: str
+) -> subprocess.CompletedProcess[str]:
+    """Run a command the way PostgreSQL does: %-placeholders replaced, through /bin/sh."""
+    for key, value in percent.items():
+        command = command.replace(f"%{key}", value)
+    return subprocess.run(
+        ["/bin/sh", "-c", command], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_archive_commands_shell_test_consumes_the_marker_without_starting_python(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "home dir"
+    marker = conf.pushed_marker_dir(home, "c1") / "000000010000000000000003"
+    marker.parent.mkdir(parents=True)
+    marker.touch()
+    # the home has no cluster: were wal-push started, it would fail
+    command = conf.archive_command(home, "c1", enabled=True)
+    done = _as_postgres_would(command, tmp_path, p="pg_wal/x", f="000000010000000000000003")
+    assert done.returncode == 0, done.stderr
+    assert not marker.exists()
+    again = _as_postgres_would(command, tmp_path, p="pg_wal/x", f="000000010000000000000003")
+    assert again.returncode != 0  # no marker now: wal-push ran, and found no cluster c1
+
+
+def test_restore_commands_shell_test_moves_the_spooled_segment_into_place(tmp_path: Path) -> None:
+    home = tmp_path / "home dir"
+    spooled = conf.fetched_spool_dir(home, "c1") / "000000010000000000000009"
+    spooled.parent.mkdir(parents=True)
+    spooled.write_bytes(b"segment bytes")
+    (tmp_path / "pg_wal").mkdir()
+    command = conf.restore_command(home, "c1")
+    done = _as_postgres_would(
+        command, tmp_path, f="000000010000000000000009", p="pg_wal/RECOVERYXLOG"
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "pg_wal" / "RECOVERYXLOG").read_bytes() == b"segment bytes"
+    assert not spooled.exists()
+
+
+# -- managed settings and files -----------------------------------------------------------------
+
+
+def test_managed_settings() -> None:
+    settings = conf.managed_settings(
+        port=5499, socket_dir=Path("/run/x"), archive="/bin/true", archive_timeout=30
+    )
+    assert settings == {
+        "port": 5499,
+        "listen_addresses": "127.0.0.1",
+        "unix_socket_directories": "/run/x",
+        "unix_socket_permissions": "0700",
+        "wal_level": "replica",
+        "archive_mode": "on",
+        "archive_command": "/bin/true",
+        "archive_timeout": 30,
+        "max_wal_senders": 10,
+        "password_encryption": "scram-sha-256",
+        "logging_collector": False,
+        "log_line_prefix": "%m [%p] ",
+    }
+    default = conf.managed_settings(port=1, socket_dir=Path("/s"), archive="a")
+    assert default["archive_timeout"] == 60
+
+
+def test_render_writes_one_quoted_line_per_setting_after_a_header() -> None:
+    text = conf.render({"port": 5432, "archive_command": "echo 'x'", "logging_collector": False})
+    assert text == (
+        "# Managed by pgpitr; edits here are overwritten. Use ALTER SYSTEM for the rest.\n"
+        "port = 5432\n"
+        "archive_command = 'echo ''x'''\n"
+        "logging_collector = off\n"
+    )
+
+
+def test_recovery_settings_for_each_kind_of_target() -> None:
+    header = conf.render({})
+    to_time = conf.recovery("RESTORE", "2026-01-02 03:04:05+00")
+    assert to_time == header + (
+        "restore_command = 'RESTORE'\n"
+        "recovery_target_timeline = 'latest'\n"
+        "recovery_target_time = '2026-01-02 03:04:05+00'\n"
+        "recovery_target_action = 'promote'\n"
+    )
+    to_lsn = conf.recovery("RESTORE", None, "0/3000028")
+    assert "recovery_target_lsn = '0/3000028'\nrecovery_target_action = 'promote'\n" in to_lsn
+    assert "recovery_target_time =" not in to_lsn
+    both = conf.recovery("RESTORE", "2026-01-02 03:04:05+00", "0/3000028")
+    assert "recovery_target_lsn" not in both  # a time wins over an LSN
+    latest = conf.recovery("RESTORE", None)
+    assert latest == header + ("restore_command = 'RESTORE'\nrecovery_target_timeline = 'latest'\n")
+
+
+def test_hba_allows_only_peer_on_the_socket_and_scram_on_loopback() -> None:
+    lines = [line.split() for line in conf.hba().splitlines() if not line.startswith("#")]
+    assert lines == [
+        ["local", "all", "all", "peer", "map=pgpitr"],
+        ["local", "replication", "all", "peer", "map=pgpitr"],
+        ["host", "all", "all", "127.0.0.1/32", "scram-sha-256"],
+        ["host", "replication", "all", "127.0.0.1/32", "scram-sha-256"],
+    ]
+    assert "trust" not in conf.hba()
+
+
+def test_ident_maps_each_os_user_once_in_order() -> None:
+    assert conf.ident(["root", "postgres", "root"], superuser="admin") == (
+        "# Managed by pgpitr: who may administer the cluster over its socket.\n"
+        "pgpitr  root  admin\n"
+        "pgpitr  postgres  admin\n"
+    )
+
+
+def test_write_file_replaces_atomically_with_the_mode(tmp_path: Path) -> None:
+    path = tmp_path / "pgpitr.conf"
+    path.write_text("old\n")
+    conf.write_file(path, "new\n", None, mode=0o640)
+    assert path.read_text() == "new\n"
+    assert path.stat().st_mode & 0o777 == 0o640
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pgpitr.conf"]  # no temporary left
+    conf.write_file(path, "owned\n", (os.getuid(), os.getgid()))
+    assert (path.stat().st_uid, path.stat().st_gid) == (os.getuid(), os.getgid())
+    assert path.stat().st_mode & 0o777 == 0o600  # the default mode
+
+
+def test_ensure_include_appends_the_includes_once(tmp_path: Path) -> None:
+    main = tmp_path / "postgresql.conf"
+    main.write_text("shared_buffers = 128MB\n\n\n")
+    conf.ensure_include(tmp_path, None)
+    expected = (
+        "shared_buffers = 128MB\n"
+        "\n"
+        "include 'pgpitr.conf'\n"
+        "include_if_exists 'pgpitr-recovery.conf'\n"
+    )
+    assert main.read_text() == expected
+    conf.ensure_include(tmp_path, None)
+    assert main.read_text() == expected
+
+
+# -- postgresql.auto.conf ------------------------------------------------------------------------
+
+
+def test_strip_auto_conf_removes_only_the_settings_pgpitr_owns(tmp_path: Path) -> None:
+    auto = tmp_path / "postgresql.auto.conf"
+    auto.write_text(
+        "# Do not edit this file manually!\n"
+        "# It will be overwritten by the ALTER SYSTEM command.\n"
+        "work_mem = '64MB'\n"
+        "archive_command = 'cp %p /elsewhere/%f'\n"
+        "Port=5999\n"
+        "  restore_command = 'cp /x/%f %p'\n"
+        "recovery_target_time = '2020-01-01'\n"
+        "archive_timeout = '5min'\n"
+        "shared_preload_libraries = 'pg_stat_statements'\n"
+    )
+    removed = conf.strip_auto_conf(tmp_path, None)
+    assert removed == [
+        "archive_command = 'cp %p /elsewhere/%f'",
+        "Port=5999",
+        "  restore_command = 'cp /x/%f %p'",
+        "recovery_target_time = '2020-01-01'",
+    ]
+    assert auto.read_text() == (
+        "# Do not edit this file manually!\n"
+        "# It will be overwritten by the ALTER SYSTEM command.\n"
+        "work_mem = '64MB'\n"
+        "archive_timeout = '5min'\n"
+        "shared_preload_libraries = 'pg_stat_statements'\n"
+    )
+
+
+def test_strip_auto_conf_leaves_a_file_without_owned_settings_untouched(tmp_path: Path) -> None:
+    auto = tmp_path / "postgresql.auto.conf"
+    auto.write_text("work_mem = '64MB'")  # no final newline: not rewritten, so kept as it is
+    before = auto.stat().st_mtime_ns, auto.stat().st_ino
+    assert conf.strip_auto_conf(tmp_path, None) == []
+    assert auto.read_text() == "work_mem = '64MB'"
+    assert (auto.stat().st_mtime_ns, auto.stat().st_ino) == before
+
+
+def test_strip_auto_conf_without_the_file_removes_nothing(tmp_path: Path) -> None:
+    assert conf.strip_auto_conf(tmp_path, None) == []
+    assert not (tmp_path / "postgresql.auto.conf").exists()
+
+
+def test_every_owned_setting_is_stripped(tmp_path: Path) -> None:
+    auto = tmp_path / "postgresql.auto.conf"
+    auto.write_text("".join(f"{name} = 'x'\n" for name in conf.OWNED_SETTINGS) + "keep = 1\n")
+    removed = conf.strip_auto_conf(tmp_path, None)
+    assert len(removed) == len(conf.OWNED_SETTINGS) == 13
+    assert auto.read_text() == "keep = 1\n"
