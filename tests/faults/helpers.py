@@ -7,8 +7,9 @@ import sys
 import time
 from datetime import UTC, datetime
 
-from pgpitr import clusters, operations
+from pgpitr import clusters
 from pgpitr.postgres.cluster import Cluster
+from tests import engine
 from tests.pg import sql
 
 
@@ -16,7 +17,7 @@ def archived_cluster(name: str, repository: str | None = None) -> Cluster:
     """A running cluster with log backup on and one completed backup."""
     cluster = clusters.create(name, repository_url=repository)
     clusters.set_log_backup(cluster, True)
-    operations.backup(cluster)
+    engine.backup(cluster)
     return cluster
 
 
@@ -52,7 +53,7 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def engine(code: str) -> subprocess.Popen:
+def in_child(code: str) -> subprocess.Popen:
     """Run engine code in a child process (so that a test can kill it)."""
     return subprocess.Popen(
         [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pgpitr import catalog, clusters, operations, wal
+from pgpitr import catalog, clusters, wal
 from pgpitr.errors import PitrError
+from tests import engine
 from tests.conftest import free_port
 from tests.faults.helpers import archived_cluster, now, pgbench, wait_archived
 from tests.pg import commit_now, sql
@@ -76,10 +77,10 @@ def test_repository_outage_during_archiving_loses_nothing(home: Path, own_moto) 
     own_moto.start()
     wait_archived(cluster, switched, timeout=120)
     repo = clusters.repository(cluster)
-    (window,) = catalog.merge(catalog.backup_ranges(repo, "outage", cluster.bindir))
+    (window,) = catalog.recoverable_window(repo, "outage", cluster.bindir).periods
     assert window[0] < inside_outage < window[1], "no gap: the window covers the outage"
 
-    result = operations.restore("after-outage", "outage", inside_outage)
+    result = engine.restore("after-outage", "outage", inside_outage)
     assert [r[0] for r in sql("after-outage", "SELECT id FROM msg ORDER BY id")] == [1, 2]
     assert result.last_commit is not None and result.last_commit <= inside_outage
 
@@ -97,9 +98,9 @@ def test_source_crash_during_writes_keeps_the_window_unbroken(home: Path) -> Non
     after = commit_now("crashy", "INSERT INTO msg VALUES (1)")
     wait_archived(cluster, sql("crashy", "SELECT pg_walfile_name(pg_switch_wal())")[0][0])
     repo = clusters.repository(cluster)
-    ranges = catalog.backup_ranges(repo, "crashy", cluster.bindir)
-    assert len(catalog.merge(ranges)) == 1
-    assert catalog.merge(ranges)[0][1] >= after - timedelta(seconds=1)
+    periods = catalog.recoverable_window(repo, "crashy", cluster.bindir).periods
+    assert len(periods) == 1
+    assert periods[0][1] >= after - timedelta(seconds=1)
 
 
 def test_a_damaged_segment_stops_the_restore_and_is_named(home: Path) -> None:
@@ -119,7 +120,7 @@ def test_a_damaged_segment_stops_the_restore_and_is_named(home: Path) -> None:
     raw[len(raw) // 2] ^= 0xFF
     path.write_bytes(bytes(raw))
     with pytest.raises(PitrError) as info:
-        operations.restore("from-segdmg", "segdmg", target.replace(microsecond=0))
+        engine.restore("from-segdmg", "segdmg", target.replace(microsecond=0))
     assert key in str(info.value)
     assert not (home / "clusters" / "from-segdmg").exists()
 
@@ -134,12 +135,12 @@ def test_timelines_restore_of_a_restored_cluster(home: Path) -> None:
     commit_now("tl-src", "INSERT INTO msg VALUES (2)")
     wait_archived(cluster, sql("tl-src", "SELECT pg_walfile_name(pg_switch_wal())")[0][0])
 
-    first = operations.restore("tl-one", "tl-src", t1.replace(microsecond=0))
+    first = engine.restore("tl-one", "tl-src", t1.replace(microsecond=0))
     assert first.timeline == 2
     restored = clusters.Cluster.get("tl-one")
     assert [r[0] for r in sql("tl-one", "SELECT id FROM msg ORDER BY id")] == [1]
     # the restored cluster archives into its own stanza: a new timeline and its history file
-    operations.backup(restored)
+    engine.backup(restored)
     commit_now("tl-one", "INSERT INTO msg VALUES (10)")
     time.sleep(1.1)
     t2 = now()
@@ -151,7 +152,7 @@ def test_timelines_restore_of_a_restored_cluster(home: Path) -> None:
     assert any("00000002.history" in k for k in keys)
     assert all("/wal/history/" in k or "/00000002" in k for k in keys if "tl-one/wal/" in k), keys
 
-    second = operations.restore("tl-two", "tl-one", t2.replace(microsecond=0))
+    second = engine.restore("tl-two", "tl-one", t2.replace(microsecond=0))
     assert second.timeline == 3
     assert [r[0] for r in sql("tl-two", "SELECT id FROM msg ORDER BY id")] == [1, 10]
     # the source's own archive is untouched by the restored clusters

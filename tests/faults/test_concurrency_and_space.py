@@ -9,25 +9,23 @@ from pathlib import Path
 
 import pytest
 
-from pgpitr import backup as bk
-from pgpitr import catalog, clusters, operations, retention
+from pgpitr import catalog, clusters, retention
 from pgpitr.errors import Busy, PitrError
+from pgpitr.manifest import manifest_key
 from pgpitr.postgres.cluster import Cluster
-from tests.faults.helpers import archived_cluster, engine, now, pgbench, wait_archived
+from tests import engine
+from tests.faults.helpers import archived_cluster, in_child, now, pgbench, wait_archived
 from tests.pg import commit_now, sql
 
 
 def _backup_in_child(name: str, backup_name: str) -> subprocess.Popen:
-    return engine(
-        "from pgpitr import operations; from pgpitr.postgres.cluster import Cluster; "
-        f"operations.backup(Cluster.get({name!r}), name={backup_name!r})"
-    )
+    return in_child(f"from tests import engine; engine.backup({name!r}, {backup_name!r})")
 
 
 def _wait_in_progress(cluster: Cluster, backup_name: str, child: subprocess.Popen) -> None:
     repo = clusters.repository(cluster)
     deadline = time.monotonic() + 60
-    while not repo.exists(bk.manifest_key(cluster.name, backup_name)):
+    while not repo.exists(manifest_key(cluster.name, backup_name)):
         assert child.poll() is None, child.stderr.read()
         assert time.monotonic() < deadline
         time.sleep(0.01)
@@ -48,12 +46,12 @@ def test_overlapping_backup_retention_and_restore(home: Path) -> None:
     child = _backup_in_child("busy", "running")
     _wait_in_progress(cluster, "running", child)
     with pytest.raises(Busy):  # two backups of one cluster: the second is refused
-        operations.backup(cluster, name="second")
+        engine.backup(cluster, "second")
     repo = clusters.repository(cluster)
     wal_before = len(list(repo.list("busy/wal/")))
     assert retention.prune_wal(repo, "busy") == 0, "a running backup's WAL must be kept"
     # a restore while the source is being backed up uses the completed backup
-    result = operations.restore("busy-copy", "busy", target)
+    result = engine.restore("busy-copy", "busy", target)
     assert result.backup == first
     assert [r[0] for r in sql("busy-copy", "SELECT id FROM msg")] == [1]
     assert child.wait(timeout=300) == 0, child.stderr.read()
@@ -101,19 +99,16 @@ def test_a_full_repository_fails_the_backup_and_archiving_loudly(
     assert ready, "WAL that could not be archived stays in pg_wal"
 
     with pytest.raises(PitrError) as info:
-        operations.backup(cluster, name="no-room")
+        engine.backup(cluster, "no-room")
     assert "WAL archiving of cluster 'full' is failing" in str(info.value)
     statuses = json.dumps(
-        [
-            b.manifest.get("status")
-            for b in catalog.list_backups(clusters.repository(cluster), "full")
-        ]
+        [b.status for b in catalog.list_backups(clusters.repository(cluster), "full")]
     )
     assert "Completed" not in statuses
 
     grow()
     wait_archived(cluster, switched, timeout=180)
-    operations.backup(cluster, name="with-room")
+    engine.backup(cluster, "with-room")
     backups = {b.name: b.status for b in catalog.list_backups(clusters.repository(cluster), "full")}
     assert backups["with-room"] == "Completed"
     assert backups.get("no-room", "Failed") == "Failed"

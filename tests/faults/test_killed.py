@@ -16,7 +16,7 @@ from pgpitr import restore as rs
 from pgpitr.postgres.cluster import Cluster
 from pgpitr.repository import open_repository
 from pgpitr.state import ClusterState
-from tests.faults.helpers import archived_cluster, engine, pgbench, wait_archived
+from tests.faults.helpers import archived_cluster, in_child, pgbench, wait_archived
 from tests.pg import serverless_cluster, sql
 
 SEGMENT = "000000010000000000000042"
@@ -94,8 +94,8 @@ def test_killed_restore_leaves_nothing_once_run_again(home: Path) -> None:
     sql("ksrc", "INSERT INTO msg VALUES (1)")
     pgbench(source, "-i", "-s", "25")  # WAL to replay: long enough to be killed during replay
     wait_archived(source, sql("ksrc", "SELECT pg_walfile_name(pg_switch_wal())")[0][0])
-    code = "from pgpitr import operations; operations.restore('kdst', 'ksrc', None)"
-    process = engine(code)
+    code = "from tests import engine; engine.restore('kdst', 'ksrc', None)"
+    process = in_child(code)
     pidfile = home / "clusters" / "kdst" / "data" / "postmaster.pid"
     deadline = time.monotonic() + 120
     while not pidfile.exists():
@@ -108,7 +108,7 @@ def test_killed_restore_leaves_nothing_once_run_again(home: Path) -> None:
     assert rs.interrupted(half)
     assert "kdst" not in [c.name for c in Cluster.all() if not rs.interrupted(c)]
 
-    again = engine(code)
+    again = in_child(code)
     out, err = again.communicate(timeout=300)
     assert again.returncode == 0, err
     assert sql("kdst", "SELECT count(*) FROM msg") == [(1,)]

@@ -22,9 +22,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pgpitr import catalog, clusters, operations, timeparse, wal
+from pgpitr import catalog, clusters, timeparse, wal
 from pgpitr.errors import ChecksumMismatch, RecoveryTargetError
 from pgpitr.postgres.cluster import Cluster
+from tests import engine
 from tests.conftest import S3_SECRET, cli
 from tests.flows import api
 from tests.flows.conftest import REPO_ROOT, wait_served
@@ -204,10 +205,9 @@ def test_a_bad_target_fails_at_once_without_retries(source):
 
 def test_a_failed_restore_rolls_back_and_leaves_nothing(source, flows_home, monkeypatch):
     from flows.restore import restore
-    from pgpitr import restore as rs
 
-    real = rs.open_repository
-    monkeypatch.setattr(rs, "open_repository", lambda *a, **k: ShortBaseBackup(real(*a, **k)))
+    real = clusters.open_repository
+    monkeypatch.setattr(clusters, "open_repository", lambda *a, **k: ShortBaseBackup(real(*a, **k)))
     with pytest.raises(ChecksumMismatch):
         restore(new_name="broken", source_cluster="src")
     assert not (flows_home / "clusters" / "broken").exists()
@@ -231,16 +231,16 @@ def test_retention_expires_by_ttl_keeps_the_window_and_prunes_wal(flows_home, ap
 
     ret = clusters.create("ret")
     _set_policy(ret, logfile_enabled=True, ttl="2s")
-    first = operations.backup(ret)["name"]
+    first = engine.backup(ret).name
     _set_policy(ret, logfile_enabled=False, ttl="7d")
-    unarchived = operations.backup(ret)["name"]  # WAL inside, none archived: starts no window
+    unarchived = engine.backup(ret).name  # WAL inside, none archived: starts no window
     time.sleep(2.2)
 
     kept = apply_retention("ret")
     assert kept["removed"] == [] and list(kept["kept"]) == [first]
 
     _set_policy(ret, logfile_enabled=True)
-    third = operations.backup(ret)["name"]
+    third = engine.backup(ret).name
     pruned = apply_retention("ret")
     assert pruned["removed"] == [first] and pruned["wal_files"] > 0
     repo = clusters.repository(ret)
