@@ -141,6 +141,11 @@ def connect(
     """A client for the cluster named by the kubeconfig and context, or the in-cluster one."""
     configuration = k8s_client.Configuration()
     configuration.retries = 0  # retrying is the Prefect task's decision, with backoff
+    if kubeconfig and not Path(kubeconfig).expanduser().is_file():
+        raise KubernetesError(
+            f"kubeconfig {kubeconfig} does not exist",
+            hint="pass --kubeconfig the file your cluster's tools wrote (e.g. ~/.kube/config)",
+        )
     path = _kubeconfig_paths(kubeconfig)
     if path:
         try:
