@@ -93,8 +93,11 @@ def run_flow(
     if platform is not None and not any(k.name == "platform" for k in keyset):
         raise InvalidInput(f"--platform does not apply to {what}")
     given = _with_platform(given, platform)
-    elsewhere = bool(parameters.get("dry_run") or parameters.get("s3_credentials_block"))
-    keys.validate(given, keyset, what=what, secrets_elsewhere=elsewhere)
+    if parameters.get("dry_run"):  # a required key not given becomes a placeholder
+        keys.check(given, keyset, what=what, require=False)
+    else:
+        elsewhere = bool(parameters.get("s3_credentials_block"))
+        keys.validate(given, keyset, what=what, secrets_elsewhere=elsewhere)
     public, secrets = keys.split_secrets(given, keyset)
     if keyset:
         parameters["settings"] = public

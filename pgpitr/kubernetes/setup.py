@@ -92,9 +92,35 @@ def checked_settings(
     return keys.validate(given, keyset, what=what, secrets_elsewhere=secrets_elsewhere)
 
 
-def _begin(steps: Steps, target: KubeTarget) -> tuple[KubeTarget, Outcome]:
+def _settings(
+    given: Mapping[str, str] | None,
+    keyset: tuple[keys.Key, ...],
+    what: str,
+    target: KubeTarget,
+    credentials: Credentials | None,
+) -> tuple[dict[str, str], list[str]]:
+    """``checked_settings``; a dry run fills a required key not given with a placeholder, and
+    says so (the second value)."""
+    if not target.dry_run:
+        return checked_settings(given, keyset, what, credentials is not None), []
+    given = dict(given or {})
+    keys.refuse_secrets(given, keyset)
+    checked = keys.check(given, keyset, what=what, require=False)
+    missing = [k.name for k in keyset if k.required and not k.secret and k.name not in checked]
+    checked.update({name: placeholder(name) for name in missing})
+    notes = [f"placeholder for {', '.join(missing)} (not given)"] if missing else []
+    return checked, notes
+
+
+def placeholder(name: str) -> str:
+    return f"<{name}>"
+
+
+def _begin(
+    steps: Steps, target: KubeTarget, notes: list[str] | None = None
+) -> tuple[KubeTarget, Outcome]:
     target = steps(reach, target)
-    outcome = Outcome(target.dry_run)
+    outcome = Outcome(target.dry_run, notes=list(notes or []))
     if target.offline:
         outcome.notes.append(f"dry run without a cluster ({target.offline.splitlines()[0]})")
     return target, outcome
@@ -210,10 +236,9 @@ def setup(
 ) -> Outcome:
     """The whole platform, all or nothing.  ``credentials`` None: the S3 keys come from the
     environment (PGPITR_S3_ACCESS_KEY / PGPITR_S3_SECRET_KEY)."""
-    elsewhere = target.dry_run or credentials is not None
-    checked = checked_settings(settings, keys.SETUP_KEYS, "setup", elsewhere)
+    checked, notes = _settings(settings, keys.SETUP_KEYS, "setup", target, credentials)
     data_protection = {k: v for k, v in checked.items() if k.startswith(dataprotection.PREFIX)}
-    target, outcome = _begin(steps, target)
+    target, outcome = _begin(steps, target, notes)
     with steps.transaction():
         _snapshot_controller(steps, target, outcome, checked.get("platform"), wait)
         _default_storage_class(
@@ -238,9 +263,8 @@ def enable_addon(
     wait: Wait = DEFAULT_WAIT,
 ) -> Outcome:
     addon = get_addon(name)
-    elsewhere = target.dry_run or credentials is not None
-    checked = checked_settings(settings, addon.keys, f"add-on {name}", elsewhere)
-    target, outcome = _begin(steps, target)
+    checked, notes = _settings(settings, addon.keys, f"add-on {name}", target, credentials)
+    target, outcome = _begin(steps, target, notes)
     with steps.transaction():
         if name == "snapshot-controller":
             _snapshot_controller(steps, target, outcome, checked.get("platform"), wait)
