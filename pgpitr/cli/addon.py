@@ -1,22 +1,31 @@
 """``pgpitr addon``: list, enable, disable the Kubernetes add-ons, and run the whole setup.
 
 Also home of what ``storageclass`` and ``config`` share: the cluster options (--kubeconfig,
---context), and running a setup flow from --set values with the secrets kept out of its
-parameters (they reach the flow through its environment only).
+--context, --platform), reading the cluster for the read-only commands, and running a setup flow
+through the runner from --set values, the secrets kept out of its parameters (they reach the
+flow through its environment only).
+
+Importing this module does not import the ``kubernetes`` client library (an optional extra):
+`pgpitr --help` works without it, and each command says how to install it when it is missing.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
-from typing import Annotated, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from pgpitr.cli import console
+from flows import registry
+from pgpitr.cli import console, runner
+from pgpitr.errors import InvalidInput
 from pgpitr.kubernetes import addons
 from pgpitr.kubernetes import settings as keys
-from pgpitr.kubernetes.client import connect
+from pgpitr.kubernetes.snapshot import PLATFORM_DRIVERS
+
+if TYPE_CHECKING:
+    from pgpitr.kubernetes.client import Kube
 
 Kubeconfig = Annotated[
     str | None,
@@ -24,7 +33,18 @@ Kubeconfig = Annotated[
 ]
 Context = Annotated[str | None, typer.Option("--context", help="kubeconfig context to use")]
 Sets = Annotated[list[str] | None, typer.Option("--set", help="key=value[,key=value...]")]
-DryRun = Annotated[bool, typer.Option("--dry-run", help="print the manifests, change nothing")]
+DryRun = Annotated[
+    bool,
+    typer.Option("--dry-run", help="print the manifests, change nothing (needs no cluster)"),
+]
+Platform = Annotated[
+    str | None,
+    typer.Option(
+        "--platform",
+        help=f"{'|'.join(PLATFORM_DRIVERS)}: the CSI driver of the VolumeSnapshotClass "
+        "(default: detected from the nodes; eks when no cluster answers)",
+    ),
+]
 Namespace = Annotated[str, typer.Option("--namespace", "-n", help="pgpitr's namespace")]
 CredentialsBlock = Annotated[
     str | None,
@@ -37,20 +57,53 @@ RemoveCrds = Annotated[
 app = typer.Typer(help="Kubernetes add-ons: snapshot-controller, csi-s3.", no_args_is_help=True)
 
 
+def connect(kubeconfig: str | None, context: str | None) -> Kube:
+    """The cluster, for a command that only reads it (and starts no flow)."""
+    registry.require_kubernetes()
+    from pgpitr.kubernetes.client import connect as connect_to
+
+    return connect_to(kubeconfig, context)
+
+
+def _with_platform(given: dict[str, str], platform: str | None) -> dict[str, str]:
+    """--platform is --set platform=…; both may be given only when they agree."""
+    if platform is None:
+        return given
+    if given.get("platform", platform) != platform:
+        raise InvalidInput(
+            f"--platform {platform} and --set platform={given['platform']} disagree",
+            hint="give one of them",
+        )
+    return {**given, "platform": platform}
+
+
 def run_flow(
-    flow_fn: Callable[..., dict[str, Any]],
+    flow_name: str,
     set_values: Sequence[str] | None,
     keyset: tuple[keys.Key, ...],
     what: str,
+    *,
+    platform: str | None = None,
     **parameters: Any,
 ) -> None:
-    """Check --set, run the flow here with secrets in its environment, show the result."""
+    """Check --set, run the flow FLOW_NAME (flows/registry.py) through the runner with the
+    secrets in its environment only, and show what it applied (or the dry run's manifests)."""
+    registry.require_kubernetes()
     given = keys.parse_set(set_values or [])
-    elsewhere = bool(parameters.get("dry_run") or parameters.get("s3_credentials_block"))
-    keys.validate(given, keyset, what=what, secrets_elsewhere=elsewhere)
+    if platform is not None and not any(k.name == "platform" for k in keyset):
+        raise InvalidInput(f"--platform does not apply to {what}")
+    given = _with_platform(given, platform)
+    if parameters.get("dry_run"):  # a required key not given becomes a placeholder
+        keys.check(given, keyset, what=what, require=False)
+    else:
+        elsewhere = bool(parameters.get("s3_credentials_block"))
+        keys.validate(given, keyset, what=what, secrets_elsewhere=elsewhere)
     public, secrets = keys.split_secrets(given, keyset)
-    with keys.secrets_in_environment(secrets):
-        result = flow_fn(settings=public, **parameters) if keyset else flow_fn(**parameters)
+    if keyset:
+        parameters["settings"] = public
+    result = runner.run(flow_name, None, environment=secrets, **parameters)
+    for note in result.get("notes") or []:
+        console.info(f"note: {note}")
     if result.get("dry_run"):
         sys.stdout.write(result["yaml"])
         return
@@ -72,15 +125,15 @@ def enable(
     kubeconfig: Kubeconfig = None,
     context: Context = None,
     s3_credentials_block: CredentialsBlock = None,
+    platform: Platform = None,
 ) -> None:
     """Install an add-on: enable csi-s3 --set secret.accessKey=…,storageClass.singleBucket=…"""
-    from flows.setup import enable_addon
-
     run_flow(
-        enable_addon,
+        "addon-enable",
         set_,
         addons.get_addon(name).keys,
         f"add-on {name}",
+        platform=platform,
         name=name,
         kubeconfig=kubeconfig,
         context=context,
@@ -97,11 +150,15 @@ def disable(
     context: Context = None,
 ) -> None:
     """Remove what pgpitr installed for an add-on; objects it did not create stay."""
-    from flows.setup import disable_addon
-
+    registry.require_kubernetes()
     addons.get_addon(name)
-    result = disable_addon(
-        name=name, remove_crds=remove_crds, kubeconfig=kubeconfig, context=context
+    result = runner.run(
+        "addon-disable",
+        None,
+        name=name,
+        remove_crds=remove_crds,
+        kubeconfig=kubeconfig,
+        context=context,
     )
     console.info("\n".join(result["removed"]))
 
@@ -114,16 +171,16 @@ def setup(
     kubeconfig: Kubeconfig = None,
     context: Context = None,
     s3_credentials_block: CredentialsBlock = None,
+    platform: Platform = None,
 ) -> None:
     """All steps in order, all or nothing: snapshot-controller, default storage class, csi-s3,
     data protection."""
-    from flows.setup import setup as setup_flow
-
     run_flow(
-        setup_flow,
+        "setup",
         set_,
         keys.SETUP_KEYS,
         "setup",
+        platform=platform,
         namespace=namespace,
         kubeconfig=kubeconfig,
         context=context,

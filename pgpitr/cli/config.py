@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from pgpitr.cli import console
-from pgpitr.cli.addon import Context, DryRun, Kubeconfig, Namespace, Sets, run_flow
+from pgpitr.cli.addon import Context, DryRun, Kubeconfig, Namespace, Sets, connect, run_flow
 from pgpitr.kubernetes import dataprotection
 from pgpitr.kubernetes import settings as keys
-from pgpitr.kubernetes.client import connect
 
 
 def app(
@@ -24,10 +23,8 @@ def app(
     if not set_:
         stored = dataprotection.read_config(connect(kubeconfig, context), namespace)
         return console.table(("KEY", "VALUE"), sorted(stored.items()))
-    from flows.setup import configure
-
     run_flow(
-        configure,
+        "config",
         set_,
         keys.DATA_PROTECTION_KEYS,
         "config",

@@ -7,9 +7,8 @@ from typing import Annotated
 import typer
 
 from pgpitr.cli import console
-from pgpitr.cli.addon import Context, DryRun, Kubeconfig, run_flow
+from pgpitr.cli.addon import Context, DryRun, Kubeconfig, connect, run_flow
 from pgpitr.kubernetes import storageclass
-from pgpitr.kubernetes.client import connect
 
 Create = Annotated[
     str | None,
@@ -35,10 +34,8 @@ def set_default(
     context: Context = None,
 ) -> None:
     """Make NAME the only default: set-default ebs-sc --create gp3 (xfs, WaitForFirstConsumer)."""
-    from flows.setup import set_default_storage_class
-
     run_flow(
-        set_default_storage_class,
+        "storageclass-set-default",
         None,
         (),
         "storageclass set-default",

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pgpitr.errors import NotFound
 from pgpitr.kubernetes import apply, csi_s3, snapshot
-from pgpitr.kubernetes.client import Kube
 from pgpitr.kubernetes.crds import snapshot_crds
 from pgpitr.kubernetes.resources import ObjectRef, ref_of
 from pgpitr.kubernetes.settings import CSI_S3_KEYS, SNAPSHOT_KEYS, Key
+
+if TYPE_CHECKING:  # the client library is imported only to talk to a cluster
+    from pgpitr.kubernetes.client import Kube
 
 COLUMNS = ("NAME", "TYPE", "STATUS", "EXTRAS", "AUTO-INSTALL")
 WORKLOADS = ("Deployment", "DaemonSet")

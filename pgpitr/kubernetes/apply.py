@@ -12,12 +12,14 @@ import base64
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pgpitr.errors import AlreadyExists
-from pgpitr.kubernetes.client import Kube
 from pgpitr.kubernetes.errors import CrdIncompatible, ImmutableField, NotReady
 from pgpitr.kubernetes.resources import ObjectRef, ref_of
+
+if TYPE_CHECKING:  # the client library is imported only to talk to a cluster
+    from pgpitr.kubernetes.client import Kube
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "pgpitr"

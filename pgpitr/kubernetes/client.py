@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,19 +22,11 @@ from kubernetes.config.config_exception import ConfigException
 from pgpitr.errors import KubernetesError, NotFound
 from pgpitr.kubernetes.errors import api_error, unreachable
 from pgpitr.kubernetes.resources import ObjectRef, ResourceType, ref_of
+from pgpitr.kubernetes.target import KubeTarget
+
+__all__ = ["Kube", "KubeTarget", "connect"]
 
 IN_CLUSTER_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
-
-
-@dataclass(frozen=True)
-class KubeTarget:
-    """Which cluster to talk to: plain strings, safe to pass as flow and task parameters."""
-
-    kubeconfig: str | None = None
-    context: str | None = None
-
-    def connect(self, timeout: float = 30.0) -> Kube:
-        return connect(self.kubeconfig, self.context, timeout=timeout)
 
 
 class Kube:
@@ -150,6 +141,11 @@ def connect(
     """A client for the cluster named by the kubeconfig and context, or the in-cluster one."""
     configuration = k8s_client.Configuration()
     configuration.retries = 0  # retrying is the Prefect task's decision, with backoff
+    if kubeconfig and not Path(kubeconfig).expanduser().is_file():
+        raise KubernetesError(
+            f"kubeconfig {kubeconfig} does not exist",
+            hint="pass --kubeconfig the file your cluster's tools wrote (e.g. ~/.kube/config)",
+        )
     path = _kubeconfig_paths(kubeconfig)
     if path:
         try:

@@ -6,12 +6,14 @@ The cluster is the source of truth: every command reads the ConfigMap, nothing i
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pgpitr.errors import NotFound
 from pgpitr.kubernetes import manifests as m
-from pgpitr.kubernetes.client import Kube
 from pgpitr.kubernetes.resources import ObjectRef
+
+if TYPE_CHECKING:  # the client library is imported only to talk to a cluster
+    from pgpitr.kubernetes.client import Kube
 
 NAMESPACE = "pgpitr-system"
 CONFIG_MAP = "pgpitr-config"

@@ -97,10 +97,20 @@ def redacted(manifest: dict[str, Any]) -> dict[str, Any]:
     return safe
 
 
+class _Dumper(yaml.SafeDumper):
+    """Writes a value shared by two parts of a manifest twice, not as an ``&id001`` anchor."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def to_yaml(manifests: Iterable[dict[str, Any]]) -> str:
     """A multi-document YAML stream, as ``kubectl apply -f -`` takes it, secrets redacted."""
-    return yaml.safe_dump_all(
-        [redacted(m) for m in manifests], sort_keys=False, default_flow_style=False
+    return yaml.dump_all(
+        [redacted(m) for m in manifests],
+        Dumper=_Dumper,
+        sort_keys=False,
+        default_flow_style=False,
     )
 
 

@@ -54,7 +54,8 @@ def detect_platform(nodes: Iterable[dict[str, Any]]) -> str:
     shown = ", ".join(sorted(set(seen))[:3]) or "no nodes"
     raise InvalidInput(
         f"cannot tell the platform from the nodes' provider IDs ({shown})",
-        hint="pass --set platform=" + "|".join(PLATFORM_DRIVERS),
+        hint=f"pass --platform {'|'.join(PLATFORM_DRIVERS)} "
+        f"(or --set platform={'|'.join(PLATFORM_DRIVERS)})",
     )
 
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pgpitr.errors import InvalidInput, NotFound, PitrError
 from pgpitr.kubernetes import apply
 from pgpitr.kubernetes import manifests as m
-from pgpitr.kubernetes.client import Kube
 from pgpitr.kubernetes.errors import ApiUnavailable, ApiUnreachable
 from pgpitr.kubernetes.resources import TYPES, ObjectRef
+
+if TYPE_CHECKING:  # the client library is imported only to talk to a cluster
+    from pgpitr.kubernetes.client import Kube
 
 DEFAULT_ANNOTATION = "storageclass.kubernetes.io/is-default-class"
 BETA_DEFAULT_ANNOTATION = "storageclass.beta.kubernetes.io/is-default-class"
