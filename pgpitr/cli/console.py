@@ -16,7 +16,10 @@ err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() el
 
 
 def error(message: str) -> None:
-    err.print(f"[bold red]error:[/] {message}", markup=True)
+    from rich.markup import escape
+
+    # the message is text, not markup: brackets in it ("pgpitr[kubernetes]") must show
+    err.print(f"[bold red]error:[/] {escape(message)}", markup=True)
 
 
 def info(message: str) -> None:

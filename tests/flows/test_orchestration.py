@@ -94,7 +94,6 @@ def test_walkthrough_runs_as_flows_with_tasks_and_artifacts(walkthrough: Walkthr
     expected = [
         "create-cluster-src",
         "edit-backup-policy-src",
-        "set-log-backup-src",
         "backup-src",
         "create-account-src-myuser",
         "grant-role-src-myuser",
@@ -104,6 +103,9 @@ def test_walkthrough_runs_as_flows_with_tasks_and_artifacts(walkthrough: Walkthr
     assert sorted(runs) == sorted(expected)
     for run in runs.values():
         assert api.task_runs(run.id), f"{run.name} has no task run"
+    # the log-backup switch is a step (task) of the policy edit, run once, completed
+    switched = api.task_run(runs["edit-backup-policy-src"].id, "set-log-backup")
+    assert switched.state.is_completed() and switched.run_count == 1
     assert api.task_run(runs["restore-restored-from-src"].id, "materialise").state.is_completed()
     for key in ("backups-src", "backup-progress-src", "restore-progress-restored"):
         assert api.artifacts(key), f"no artifact {key}"
