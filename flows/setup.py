@@ -21,7 +21,8 @@ from pgpitr.kubernetes import dataprotection
 from pgpitr.kubernetes import setup as ops
 from pgpitr.kubernetes.target import KubeTarget
 from tasks import kubernetes as t
-from tasks._common import STEPS, artifact_key
+from tasks._common import artifact_key
+from tasks.steps import STEPS
 
 
 def _report(outcome: ops.Outcome, key: str) -> dict[str, Any]:

@@ -22,9 +22,8 @@ from kubernetes.config.config_exception import ConfigException
 from pgpitr.errors import KubernetesError, NotFound
 from pgpitr.kubernetes.errors import api_error, unreachable
 from pgpitr.kubernetes.resources import ObjectRef, ResourceType, ref_of
-from pgpitr.kubernetes.target import KubeTarget
 
-__all__ = ["Kube", "KubeTarget", "connect"]
+__all__ = ["Kube", "connect"]
 
 IN_CLUSTER_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 

@@ -1,7 +1,7 @@
 """The Kubernetes platform operations, each composed once from ``pgpitr.kubernetes.steps``.
 
 Every operation takes a ``pgpitr.steps.Steps`` and calls each step through it: plain Python runs
-them here, a flow passes ``tasks._common.STEPS`` to run each as its task.  ``setup`` runs
+them here, a flow passes ``tasks.steps.STEPS`` to run each as its task.  ``setup`` runs
 snapshot-controller, the default storage class, csi-s3 and data protection inside one
 transaction: a failure undoes what this run created or patched, nothing else.
 ``enable_addon``, ``set_default_storage_class`` and ``configure`` run their part the same way;
