@@ -1,0 +1,84 @@
+"""pgpitr/retention.py on a repository of real objects, without a server: which backups the TTL
+expires, what a delete refuses, and that WAL is pruned only below every remaining backup."""
+
+from __future__ import annotations
+
+import os
+import socket
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from pgpitr import catalog, retention, wal
+from pgpitr.errors import InvalidInput, NotFound, PitrError
+from pgpitr.manifest import BackupManifest, data_key, manifest_key
+from pgpitr.repository import open_repository
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+SEG = 16 * 1024 * 1024
+
+
+@pytest.fixture
+def repo(tmp_path: Path):
+    return open_repository(f"file://{tmp_path / 'repo'}")
+
+
+def _backup(repo, name: str, hours: int, status: str = "Completed", **fields) -> BackupManifest:
+    m = BackupManifest(
+        name, "s", status, T0 + timedelta(hours=hours), timeline=1, wal_segment_size=SEG, **fields
+    )
+    catalog.save_backup(repo, "s", m)
+    repo.put_document(data_key("s", name), b"data")
+    return m
+
+
+def test_expired_takes_failed_and_past_ttl_but_keeps_the_newest_completed(repo) -> None:
+    now = T0 + timedelta(days=10)
+    _backup(repo, "old", 0, expiration=T0 + timedelta(days=1))
+    _backup(repo, "failed", 1, status="Failed")
+    _backup(repo, "newest", 2, expiration=T0 + timedelta(days=2))
+    assert retention.expired(repo, "s", now) == ["failed", "old"]
+    _backup(repo, "fresh", 3, expiration=now + timedelta(days=1))
+    assert retention.expired(repo, "s", now) == ["failed", "old", "newest"]
+
+
+def test_deleting_everything_must_be_asked_for() -> None:
+    with pytest.raises(InvalidInput, match="--force"):
+        retention.require_names_or_force(None, False)
+    retention.require_names_or_force(None, True)
+    retention.require_names_or_force(["b"], False)
+
+
+def test_a_delete_refuses_unknown_and_running_backups_and_removes_what_it_names(repo) -> None:
+    _backup(repo, "done", 0, start_lsn="0/2000028")
+    here = socket.gethostname()
+    _backup(repo, "running", 1, status="InProgress", pid=os.getpid(), host=here)
+    with pytest.raises(NotFound, match="'nope'"):
+        retention.delete_backups(repo, "s", ["nope"])
+    with pytest.raises(PitrError, match="still running"):
+        retention.delete_backups(repo, "s", ["running"])
+    removed = retention.delete_backups(repo, "s", ["done"], force=True)
+    assert removed.backups == ["done"]
+    assert not repo.exists(manifest_key("s", "done")) and not repo.exists(data_key("s", "done"))
+    assert repo.exists(manifest_key("s", "running"))
+
+
+def test_wal_is_pruned_below_the_oldest_remaining_backup_and_history_stays(repo) -> None:
+    repo.put_json(wal.archive_info_key("s"), {"wal_segment_size": SEG, "system_identifier": "1"})
+    for number in range(1, 7):
+        name = wal.Segment(1, number).name(SEG)
+        repo.put_document(f"s/wal/{name[:16]}/{name}-{number:064x}.zst", b"seg")
+    repo.put_document("s/wal/00000002.history-" + "0" * 64 + ".zst", b"1\t0/4000000\tx\n")
+    _backup(repo, "b4", 0, start_lsn="0/4000028")
+    assert retention.prune_wal(repo, "s") == 3  # segments 1, 2, 3
+    left = sorted(wal.split_object_key(i.key)[0] for i in repo.list("s/wal/"))
+    assert left == ["00000002.history"] + [wal.Segment(1, n).name(SEG) for n in (4, 5, 6)]
+
+
+def test_a_running_backup_whose_start_is_unknown_keeps_all_wal(repo) -> None:
+    repo.put_json(wal.archive_info_key("s"), {"wal_segment_size": SEG, "system_identifier": "1"})
+    name = wal.Segment(1, 1).name(SEG)
+    repo.put_document(f"s/wal/{name[:16]}/{name}-{0:064x}.zst", b"seg")
+    _backup(repo, "starting", 0, status="InProgress", pid=os.getpid(), host=socket.gethostname())
+    assert retention.prune_wal(repo, "s") == 0
