@@ -96,13 +96,13 @@ def step_task(
     step: Callable[..., Any],
     name: str,
     *,
-    progress: str | None = None,
+    progress: tuple[str, str] | None = None,
     **options: Any,
 ) -> Task:
     """The task of an engine step: the same call, with ``options`` (RETRYING or ONCE).
 
-    ``progress`` names the progress artifact (``NAME-<first argument>``) of a step that takes a
-    ``progress`` callback.  A step marked ``@undone_by(fn)`` keeps its result in its transaction
+    ``progress`` = (KEY, PARAMETER) gives a step that takes a ``progress`` callback a progress
+    artifact, keyed ``KEY-<the value of PARAMETER>`` (``backup-progress-my-pg``).  A step marked ``@undone_by(fn)`` keeps its result in its transaction
     and is undone by ``fn(result)`` when the flow's transaction rolls back."""
     undo = undo_of(step)
     signature = inspect.signature(step)
@@ -114,9 +114,10 @@ def step_task(
         if progress and takes_progress:
             bound = signature.bind(*args, **kwargs)
             if bound.arguments.get("progress") is None:
-                subject = str(next(iter(bound.arguments.values()), name))
+                key, parameter = progress
+                subject = str(bound.arguments[parameter])
                 description = f"{name} {subject}: bytes moved"
-                bar = ByteProgress(artifact_key(progress, subject), description)
+                bar = ByteProgress(artifact_key(key, subject), description)
                 bound.arguments["progress"] = bar
                 args, kwargs = bound.args, bound.kwargs
         result = step(*args, **kwargs)

@@ -15,7 +15,7 @@ from tasks._common import ONCE, RETRYING, artifact_key, step_task
 
 check_cluster = step_task(bk.check_cluster, "check-cluster", **RETRYING)
 stream_base_backup = step_task(
-    bk.stream, "stream-base-backup", progress="backup-progress", **RETRYING
+    bk.stream, "stream-base-backup", progress=("backup-progress", "cluster"), **RETRYING
 )
 confirm_wal_arrival = step_task(bk.confirm_wal_arrival, "confirm-wal-arrival", **RETRYING)
 verify_backup = step_task(verify.verify_backup, "verify-backup", **RETRYING)

@@ -12,7 +12,9 @@ from tasks._common import ONCE, RETRYING, step_task
 
 choose_backup = step_task(rs.choose_backup, "choose-backup", **RETRYING)
 create_cluster_directory = step_task(rs.prepare, "create-cluster-directory", **ONCE)
-materialise = step_task(rs.materialise, "materialise", progress="restore-progress", **RETRYING)
+materialise = step_task(
+    rs.materialise, "materialise", progress=("restore-progress", "new_cluster"), **RETRYING
+)
 configure_recovery = step_task(rs.configure_recovery, "configure-recovery", **ONCE)
 start_recovery = step_task(rs.start_recovery, "start-recovery", **RETRYING)
 wait_promoted = step_task(rs.wait_promoted, "wait-promoted", **ONCE)

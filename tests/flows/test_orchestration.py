@@ -248,7 +248,7 @@ def test_retention_expires_by_ttl_keeps_the_window_and_prunes_wal(flows_home, ap
     repo = clusters.repository(ret)
     remaining = catalog.list_backups(repo, "ret")
     assert [b.name for b in remaining] == [unarchived, third]
-    floor = min(b.start_lsn for b in remaining)
+    floor = min(b.start_lsn_int for b in remaining)
     size = ret.state.wal_segment_size
     for info in repo.list("ret/wal/"):
         name = wal.split_object_key(info.key)[0]
