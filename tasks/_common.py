@@ -102,7 +102,8 @@ def step_task(
     """The task of an engine step: the same call, with ``options`` (RETRYING or ONCE).
 
     ``progress`` = (KEY, PARAMETER) gives a step that takes a ``progress`` callback a progress
-    artifact, keyed ``KEY-<the value of PARAMETER>`` (``backup-progress-my-pg``).  A step marked ``@undone_by(fn)`` keeps its result in its transaction
+    artifact, keyed ``KEY-<the value of PARAMETER>`` (``backup-progress-my-pg``).  A step marked
+    ``@undone_by(fn)`` keeps its result in its transaction
     and is undone by ``fn(result)`` when the flow's transaction rolls back."""
     undo = undo_of(step)
     signature = inspect.signature(step)
