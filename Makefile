@@ -13,7 +13,7 @@ PY            := $(VENV)/bin/python
 SUDO          := $(if $(ROOT),,sudo)
 UV            := python3 -m uv
 
-.PHONY: all system venv install test demo lint bench clean
+.PHONY: all system venv install test test-matrix demo lint bench clean
 
 all: install
 
@@ -34,8 +34,21 @@ venv: system
 install: venv
 	$(UV) pip install -q --python $(PY) -c constraints.txt --reinstall-package pgpitr '.[kubernetes,test]'
 
+# The version matrix: the whole suite runs on PostgreSQL 15 (Debian's); these run again on 17 and
+# 18 (the test wheels, tests/pgwheels.py).
+MATRIX_TESTS ?= tests/test_walkthrough.py \
+	tests/faults/test_archiving_faults.py::test_timelines_restore_of_a_restored_cluster
+
 test: install
 	$(PY) -m pytest -q
+	$(MAKE) --no-print-directory test-matrix
+
+test-matrix: install
+	@for major in 17 18; do \
+	  bindir=$$($(PY) -m tests.pgwheels $$major) || exit 1; \
+	  echo "== PostgreSQL $$major ($$bindir)"; \
+	  PGPITR_PG_BINDIR=$$bindir $(PY) -m pytest -q -p no:randomly $(MATRIX_TESTS) || exit 1; \
+	done
 
 lint: install
 	$(VENV)/bin/ruff check pgpitr tasks flows deployments tests bench

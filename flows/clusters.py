@@ -14,10 +14,11 @@ from tasks.steps import STEPS
 
 @flow(name="create-cluster", flow_run_name="create-cluster-{name}", persist_result=True)
 def create_cluster(
-    name: str, port: int | None = None, backup_repo: str | None = None
+    name: str, port: int | None = None, backup_repo: str | None = None, bindir: str | None = None
 ) -> dict[str, Any]:
-    """A new running PostgreSQL cluster with the default backup policy and its schedules."""
-    return clusters.run_create(STEPS, name, port, backup_repo)
+    """A new running PostgreSQL cluster with the default backup policy and its schedules, run by
+    the binaries in BINDIR (default: the newest PostgreSQL installed on the host)."""
+    return clusters.run_create(STEPS, name, port, backup_repo, bindir)
 
 
 @flow(name="delete-cluster", flow_run_name="delete-cluster-{name}", persist_result=True)

@@ -24,14 +24,16 @@ def restore(
     restore_to_time: str = "latest",
     backup_name: str | None = None,
     backup_repo: str | None = None,
+    bindir: str | None = None,
 ) -> rs.RestoreResult:
     """Restore SOURCE_CLUSTER as it was at RESTORE_TO_TIME into the new cluster NEW_NAME.
 
     Times: "Apr 17,2023 19:56:40 UTC+0800", RFC 3339, or latest.  Everything is checked before
     anything is created; if a later step fails for good, the new cluster is removed.  One restore
-    per source cluster at a time: a second one is refused."""
+    per source cluster at a time: a second one is refused.  The new cluster runs the binaries of
+    the backup's major found on the host, or those in BINDIR."""
     request = rs.RestoreRequest.parse(
-        new_name, source_cluster, restore_to_time, backup_name, backup_repo
+        new_name, source_cluster, restore_to_time, backup_name, backup_repo, bindir
     )
     with cluster_slot("restore", source_cluster, wait=False):
         result = rs.run(STEPS, request)

@@ -25,11 +25,13 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from typing import BinaryIO
 
 from pgpitr import catalog, clusters, timeparse, verify
 from pgpitr import policy as pol
 from pgpitr.errors import AlreadyExists, Busy, InvalidInput, PitrError
 from pgpitr.manifest import BackupManifest, data_key, data_keys, manifest_key
+from pgpitr.postgres import binaries
 from pgpitr.postgres.cluster import SUPERUSER, Cluster
 from pgpitr.postgres.command import basebackup_command, check, popen
 from pgpitr.repository import Repository
@@ -307,15 +309,19 @@ def _stream(
     workers: int,
     progress: Progress | None,
 ) -> dict:
+    # pg_basebackup compresses when its build can (15+ with libzstd); otherwise pgpitr does, in
+    # the same format, so that a backup reads back the same whoever compressed it
+    by_tool = compress_level > 0 and binaries.basebackup_compresses_zstd(cluster.bindir)
     argv = basebackup_command(
         cluster.bindir,
         cluster.state.socket_dir,
         cluster.state.port,
         label=name,
         include_wal=not log_backup,
-        compress_level=compress_level,
+        compress_level=compress_level if by_tool else 0,
         workers=workers,
         superuser=SUPERUSER,
+        major=binaries.major_of(cluster.bindir),
     )
     process = popen(argv)
     stderr = bytearray()
@@ -337,7 +343,13 @@ def _stream(
     try:
         assert process.stdout is not None
         key = data_key(stanza, name, compression_of(compress_level))
-        stored = repo.put_stream(key, process.stdout)
+        source: BinaryIO = process.stdout
+        if compress_level and not by_tool:
+            import zstandard
+
+            compressor = zstandard.ZstdCompressor(level=compress_level, threads=workers)
+            source = compressor.stream_reader(process.stdout, read_size=1 << 20)
+        stored = repo.put_stream(key, source)
     except BaseException:
         process.kill()
         process.wait()

@@ -234,10 +234,22 @@ class Window:
 
 
 def recoverable_window(
-    repo: Repository, stanza: str, bindir: Path, backups: list[BackupManifest] | None = None
+    repo: Repository,
+    stanza: str,
+    bindir: Path | None = None,
+    backups: list[BackupManifest] | None = None,
 ) -> Window:
-    """The window of ``stanza``: from ``backups`` (all of its backups when None)."""
+    """The window of ``stanza``: from ``backups`` (all of its backups when None).  Commit
+    times are read with the pg_waldump of ``bindir``, by default the installed one of the
+    backups' major (pg_waldump reads only its own major's WAL)."""
     backups = list_backups(repo, stanza) if backups is None else backups
+    completed = [b for b in backups if b.completed]
+    if bindir is None and completed:
+        from pgpitr.postgres import binaries
+
+        bindir = binaries.resolve(completed[-1].pg_version or None)
+    if bindir is None:
+        return Window(backups, [])
     return Window(backups, backup_ranges(repo, stanza, bindir, backups))
 
 

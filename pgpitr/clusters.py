@@ -24,7 +24,7 @@ from pgpitr import catalog, wal
 from pgpitr import policy as pol
 from pgpitr import state as st
 from pgpitr.errors import AlreadyExists, ClusterStateError, InvalidInput, NotFound, RepositoryError
-from pgpitr.postgres import conf
+from pgpitr.postgres import binaries, conf
 from pgpitr.postgres.cluster import Cluster, validate_name
 from pgpitr.repository import FileUrl, Repository, RepositoryUrl, open_repository
 from pgpitr.steps import Steps
@@ -129,10 +129,14 @@ class PolicyEdit:
 
 
 def run_create(
-    steps: Steps, name: str, port: int | None = None, repository_url: str | None = None
+    steps: Steps,
+    name: str,
+    port: int | None = None,
+    repository_url: str | None = None,
+    bindir: str | None = None,
 ) -> dict[str, Any]:
     """A new running cluster with the default backup policy, and its schedules."""
-    created = steps(create_cluster, name, port, repository_url)
+    created = steps(create_cluster, name, port, repository_url, bindir)
     steps.sync_schedules(name)
     return created
 
@@ -167,11 +171,24 @@ def run_edit_policy(
 # -- the steps -------------------------------------------------------------------------------
 
 
-def create_cluster(name: str, port: int | None, repository_url: str | None) -> dict[str, Any]:
+def create_cluster(
+    name: str, port: int | None, repository_url: str | None, bindir: str | None = None
+) -> dict[str, Any]:
     """initdb, configure, start; a failed attempt removes what it made before it fails."""
-    c = create(name, port=port, repository_url=repository_url)
-    log.info("cluster %s created: port %s, repository %s", name, c.state.port, c.state.repository)
-    return {"name": name, "port": c.state.port, "repository": c.state.repository}
+    c = create(name, port=port, repository_url=repository_url, bindir=bindir)
+    log.info(
+        "cluster %s created: PostgreSQL %s, port %s, repository %s",
+        name,
+        c.state.pg_version,
+        c.state.port,
+        c.state.repository,
+    )
+    return {
+        "name": name,
+        "port": c.state.port,
+        "repository": c.state.repository,
+        "pg_version": c.state.pg_version,
+    }
 
 
 def delete_cluster(name: str) -> None:
@@ -227,6 +244,8 @@ class Source:
     cluster: str
     repository: str
     credentials_file: str | None = None
+    #: the binaries of the source cluster when it lives on this host
+    bindir: str | None = None
 
     def open(self) -> Repository:
         creds = Path(self.credentials_file) if self.credentials_file else None
@@ -239,7 +258,10 @@ def resolve_source(name: str, repository: str | None = None) -> Source:
     try:
         cluster = Cluster.get(name)
         return Source(
-            name, repository or cluster.state.repository, str(cluster.state.credentials_file)
+            name,
+            repository or cluster.state.repository,
+            str(cluster.state.credentials_file),
+            str(cluster.bindir),
         )
     except NotFound:
         pass
@@ -260,12 +282,19 @@ def resolve_source(name: str, repository: str | None = None) -> Source:
 
 
 def create(
-    name: str, *, port: int | None = None, repository_url: RepositoryUrl | str | None = None
+    name: str,
+    *,
+    port: int | None = None,
+    repository_url: RepositoryUrl | str | None = None,
+    bindir: Path | str | None = None,
+    version: int | None = None,
 ) -> Cluster:
-    """A new, running cluster with archive_mode on and log backup off."""
+    """A new, running cluster with archive_mode on and log backup off, run by the binaries in
+    ``bindir`` (or those of PostgreSQL ``version``, or the newest installed)."""
     url = str(RepositoryUrl.parse(repository_url or st.default_repository_url()))
+    binaries_dir = binaries.resolve(version, bindir)
     now = datetime.now(UTC).isoformat(timespec="seconds")
-    cluster = Cluster.prepare(name, port=port, repository=url, created=now)
+    cluster = Cluster.prepare(name, port=port, repository=url, created=now, bindir=binaries_dir)
     try:
         _store_credentials(cluster)
         _prepare_file_repository(cluster)

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pgpitr import catalog, clusters, wal
 from pgpitr.errors import InvalidInput, PitrError
 from pgpitr.manifest import data_keys, manifest_key
-from pgpitr.postgres.cluster import Cluster, bindir
+from pgpitr.postgres.cluster import Cluster
 from pgpitr.repository import Repository
 from pgpitr.steps import Steps
 
@@ -136,7 +136,7 @@ def delete_backups(
         if backups[name].status == "InProgress":
             raise PitrError(f"backup {name!r} is still running; it cannot be deleted")
     if not force:
-        first = catalog.recoverable_window(repo, stanza, bindir()).start_backup
+        first = catalog.recoverable_window(repo, stanza).start_backup
         if first in names:
             raise PitrError(
                 f"the recoverable window of {stanza!r} starts from backup {first!r}; deleting it "

@@ -83,6 +83,8 @@ def describe(cluster: Cluster) -> dict[str, Any]:
         "socket_dir": str(cluster.state.socket_dir),
         "datadir": str(cluster.state.datadir),
         "system_identifier": cluster.state.system_identifier,
+        "pg_version": cluster.state.pg_version,
+        "bindir": str(cluster.bindir),
         "repository": repo.url,
         "policy": policy.name,
         "auto_backup": policy.datafile_enabled,

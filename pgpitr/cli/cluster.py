@@ -38,13 +38,21 @@ def create(
     name: str,
     port: Annotated[int | None, typer.Option(help="TCP port; a free one by default")] = None,
     backup_repo: Annotated[str | None, typer.Option(help="repository URL")] = None,
+    version: Annotated[
+        int | None, typer.Option(help="PostgreSQL major (default: the newest installed)")
+    ] = None,
+    bindir: Annotated[str | None, typer.Option(help="the server binaries to use")] = None,
     wait: Wait = None,
 ) -> None:
     """Create and start a new PostgreSQL cluster managed by pgpitr."""
-    validate_name(name)  # bad input fails at once, not as a failed flow run
-    flowio.created(
-        runner.run("create-cluster", wait, name=name, port=port, backup_repo=backup_repo)
-    )
+    from pgpitr.postgres import binaries
+
+    # bad input fails at once, not as a failed flow run
+    validate_name(name)
+    backup_repo = flowio.repository_url(backup_repo)
+    bindir = str(binaries.resolve(version, bindir))
+    parameters = {"name": name, "port": port, "backup_repo": backup_repo, "bindir": bindir}
+    flowio.created(runner.run("create-cluster", wait, **parameters))
 
 
 @app.command("list")
@@ -55,6 +63,7 @@ def list_(output: Output = "table") -> None:
         {
             "name": c.name,
             "status": "Running" if c.is_running() else "Stopped",
+            "version": c.state.pg_version,
             "port": c.state.port,
             "repository": c.state.repository,
             "created": c.state.created,
@@ -65,7 +74,7 @@ def list_(output: Output = "table") -> None:
         console.as_json(rows)
     else:
         console.table(
-            ["NAME", "STATUS", "PORT", "BACKUP-REPO", "CREATED-TIME"],
+            ["NAME", "STATUS", "VERSION", "PORT", "BACKUP-REPO", "CREATED-TIME"],
             [list(r.values()) for r in rows],
         )
 
@@ -173,8 +182,8 @@ def describe(name: str, output: Output = "table") -> None:
     console.table(["HOST", "PORT", "SOCKET"], [["127.0.0.1", info["port"], info["socket_dir"]]])
     console.out.print("\nStorage:")
     console.table(
-        ["DATA-DIR", "SYSTEM-IDENTIFIER", "BACKUP-REPO"],
-        [[info["datadir"], info["system_identifier"], info["repository"]]],
+        ["DATA-DIR", "VERSION", "SYSTEM-IDENTIFIER", "BACKUP-REPO"],
+        [[info["datadir"], info["pg_version"], info["system_identifier"], info["repository"]]],
     )
     console.out.print("\nData Protection:")
     window = info["recoverable_time"]
@@ -216,6 +225,10 @@ def restore(
     backup_repo: Annotated[
         str | None, typer.Option(help="repository of a deleted source cluster")
     ] = None,
+    bindir: Annotated[
+        str | None,
+        typer.Option(help="binaries for the new cluster (default: of the backup's major)"),
+    ] = None,
     wait: Wait = None,
 ) -> None:
     """Restore SOURCE to a point in time into a new cluster."""
@@ -225,7 +238,7 @@ def restore(
     request = RestoreRequest.parse(new_name, source_cluster, restore_to_time, backup, backup_repo)
     parameters = {"new_name": new_name, "source_cluster": source_cluster, "backup_name": backup}
     parameters.update(restore_to_time=str(request.target))
-    parameters.update(backup_repo=flowio.repository_url(backup_repo))
+    parameters.update(backup_repo=flowio.repository_url(backup_repo), bindir=bindir)
     result = runner.run("restore", wait, progress="restore", **parameters)
     flowio.restored(new_name, result)
 

@@ -30,7 +30,8 @@ def repository_url(text: str | None) -> str | None:
 def created(result: Any) -> None:
     if result is not runner.NO_RESULT:
         console.info(
-            f"cluster {result['name']} created: port {result['port']}, "
+            f"cluster {result['name']} created: PostgreSQL {result.get('pg_version', '?')}, "
+            f"port {result['port']}, "
             f"repository {result['repository']}"
         )
 

@@ -77,7 +77,7 @@ def installed() -> dict[int, Path]:
 
 def resolve(major: int | None = None, bindir: Path | str | None = None) -> Path:
     """The bindir to use: the one given (of ``major``, when a major is asked for too), or the
-    installed one of ``major``, or the newest installed."""
+    installed one of ``major``, or PGPITR_PG_BINDIR, or the newest installed."""
     if bindir is not None:
         path = Path(bindir)
         have = major_of(path)
@@ -98,6 +98,9 @@ def resolve(major: int | None = None, bindir: Path | str | None = None) -> Path:
             )
         _check_supported(major, available[major])
         return available[major]
+    explicit = os.environ.get(BINDIR_ENV)
+    if explicit:
+        return resolve(None, explicit)
     supported = {m: p for m, p in available.items() if m in SUPPORTED}
     if not supported:
         raise ClusterStateError(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import pwd
-import re
 import shutil
 import socket
 import time
@@ -15,23 +14,11 @@ from pathlib import Path
 from pgpitr import state as st
 from pgpitr.errors import AlreadyExists, ClusterStateError, CommandError, InvalidInput, NotFound
 from pgpitr.osutil import process_alive
-from pgpitr.postgres import conf
+from pgpitr.postgres import binaries, conf
 from pgpitr.postgres.command import OsUser, initdb_command, pg_ctl_command, run
 from pgpitr.postgres.osuser import check_reachable, make_dir, server_user
 
 SUPERUSER = "postgres"
-DEFAULT_BINDIR = Path("/usr/lib/postgresql/15/bin")
-
-
-def bindir() -> Path:
-    explicit = os.environ.get("PGPITR_PG_BINDIR")
-    path = Path(explicit) if explicit else DEFAULT_BINDIR
-    if not (path / "postgres").exists():
-        raise ClusterStateError(
-            f"no PostgreSQL server binaries in {path}",
-            hint="install them (apt-get install postgresql-15) or set PGPITR_PG_BINDIR",
-        )
-    return path
 
 
 def validate_name(name: str) -> None:
@@ -85,8 +72,11 @@ class Cluster:
 
     # -- creation ----------------------------------------------------------------------------
     @classmethod
-    def prepare(cls, name: str, *, port: int | None, repository: str, created: str) -> Cluster:
-        """Allocate the directories and state of a new cluster (its data directory is empty)."""
+    def prepare(
+        cls, name: str, *, port: int | None, repository: str, created: str, bindir: Path
+    ) -> Cluster:
+        """Allocate the directories and state of a new cluster (its data directory is empty),
+        to be run by the binaries in ``bindir``."""
         validate_name(name)
         home = st.home()
         if (st.clusters_dir(home) / name).exists():
@@ -105,7 +95,8 @@ class Cluster:
             platform="local",
             port=port,
             repository=repository,
-            bindir=str(bindir()),
+            bindir=str(bindir),
+            pg_version=binaries.major_of(bindir),
             os_user=user.name,
             created=created,
             home=str(home),
@@ -258,7 +249,7 @@ class Cluster:
         data = self.control_data()
         self.state.system_identifier = data["Database system identifier"]
         self.state.wal_segment_size = int(data["Bytes per WAL segment"])
-        self.state.pg_version = server_version(self.bindir)
+        self.state.pg_version = binaries.major_of(self.bindir)
         self.state.save()
 
 
@@ -276,9 +267,3 @@ def free_port(taken: set[int], start: int = 5433) -> int:
         if port not in taken and port_is_free(port):
             return port
     raise ClusterStateError("no free TCP port between 5433 and 7433")
-
-
-def server_version(bindir_: Path) -> int:
-    out = run([bindir_ / "postgres", "--version"]).stdout
-    match = re.search(r"(\d+)", out)
-    return int(match.group(1)) if match else 0

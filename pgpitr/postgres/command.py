@@ -159,9 +159,11 @@ def basebackup_command(
     compress_level: int = 3,
     workers: int = 2,
     superuser: str = "postgres",
+    major: int = 15,
 ) -> list[str]:
     """pg_basebackup streaming one tar (with backup_manifest) to stdout, zstd-compressed unless
-    ``compress_level`` is 0.
+    ``compress_level`` is 0.  Before PostgreSQL 15, pg_basebackup cannot compress with zstd (nor
+    take ``--compress none``): the tar comes as it is and the caller compresses it.
 
     WAL: with log backup on, the archive holds the WAL and the server waits until the last segment
     is archived (``-X none``); with it off, the WAL is fetched into the tar (``-X fetch``).
@@ -169,6 +171,9 @@ def basebackup_command(
     compress = f"client-zstd:level={compress_level}" if compress_level else "none"
     if compress_level and workers > 1:
         compress += f",workers={workers}"
+    if major < 15 and compress_level:
+        raise ValueError(f"pg_basebackup {major} cannot compress with zstd: compress in pgpitr")
+    compression = ["--compress", compress] if major >= 15 else []
     return [
         str(bindir / "pg_basebackup"),
         "--host",
@@ -186,8 +191,7 @@ def basebackup_command(
         "none" if include_wal is False else "fetch",
         "--checkpoint",
         "fast",
-        "--compress",
-        compress,
+        *compression,
         "--manifest-checksums",
         "CRC32C",
         "--label",
