@@ -287,7 +287,7 @@ def test_a_deleted_clusters_leftover_stanza_does_not_block_its_name(home: Path) 
     clusters.delete(first)
     repo = clusters.repository(first)
     assert not catalog.leftover_stanza(repo, "reuse")  # backups remain: the name stays taken
-    with pytest.raises(Exception, match="already holds backups"):
+    with pytest.raises(clusters.AlreadyExists, match="already holds backups"):
         clusters.create("reuse")
     operations.delete_backups("reuse", None, force=True)
     assert catalog.leftover_stanza(repo, "reuse")  # archive info and history only
