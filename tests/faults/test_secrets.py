@@ -17,13 +17,16 @@ PASSWORD = "Known-Account-Password-7f3a"  # noqa: S105 - the value the sweep loo
 
 
 def _all_artifacts() -> list[str]:
+    """Every artifact of the session, however many the tests before this one made."""
     from prefect.client.orchestration import get_client
 
+    found: list[str] = []
     with get_client(sync_client=True) as client:
-        return [
-            json.dumps([a.key, a.data, a.description], default=str)
-            for a in client.read_artifacts(limit=200)
-        ]
+        while True:
+            page = client.read_artifacts(limit=200, offset=len(found))
+            found += [json.dumps([a.key, a.data, a.description], default=str) for a in page]
+            if len(page) < 200:
+                return found
 
 
 def _files_written(home: Path) -> list[Path]:

@@ -4,6 +4,7 @@ and the gateway's error (run against /bin/sh, no PostgreSQL)."""
 from __future__ import annotations
 
 import os
+import pwd
 from pathlib import Path
 
 import pytest
@@ -251,3 +252,27 @@ def test_popen_streams_and_check_raises_with_the_given_stderr() -> None:
 def test_os_user_is_self_only_for_this_process_uid() -> None:
     assert OsUser("me", os.geteuid(), os.getegid()).is_self
     assert not OsUser("other", os.geteuid() + 1, 0).is_self
+
+
+def test_a_command_for_another_os_user_gets_its_identity_and_home() -> None:
+    nobody = pwd.getpwnam("nobody")
+    user = OsUser("nobody", nobody.pw_uid, nobody.pw_gid)
+    assert command._identity(user) == {
+        "user": nobody.pw_uid,
+        "group": nobody.pw_gid,
+        "extra_groups": [],
+    }
+    env = command._env(user, {"PGPITR_TEST_VALUE": "1"})
+    assert env["HOME"] == nobody.pw_dir
+    assert env["USER"] == env["LOGNAME"] == "nobody"
+    assert env["PGPITR_TEST_VALUE"] == "1"
+    assert command._identity(None) == {}
+    assert command._identity(OsUser("me", os.geteuid(), os.getegid())) == {}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can run a program as another user")
+def test_run_as_another_os_user_runs_with_its_uid() -> None:
+    nobody = pwd.getpwnam("nobody")
+    user = OsUser("nobody", nobody.pw_uid, nobody.pw_gid)
+    result = command.run(["/bin/sh", "-c", 'id -u; echo "$USER"'], user=user, cwd="/")
+    assert result.stdout == f"{nobody.pw_uid}\nnobody\n"
