@@ -37,6 +37,7 @@ from pgpitr.osutil import process_alive
 from pgpitr.postgres import binaries, conf
 from pgpitr.postgres.cluster import Cluster, validate_name
 from pgpitr.postgres.command import check, popen
+from pgpitr.repository import open_repository
 from pgpitr.steps import Steps, undone_by
 
 Progress = Callable[[int, int], None]
@@ -235,10 +236,31 @@ def _check_space(manifest: BackupManifest) -> None:
 def remove_restored(name: str) -> None:
     """The undo of ``prepare``: remove the new cluster (a failed restore leaves nothing)."""
     try:
-        Cluster.get(name).remove()
+        cluster = Cluster.get(name)
     except NotFound:
         return
+    _discard(cluster)
     log.warning("restore failed: removed the new cluster %s", name)
+
+
+def _discard(cluster: Cluster) -> None:
+    """Stop and remove an unfinished restore's cluster, and whatever its server archived.
+
+    A server left running by a killed restore goes on alone: it replays, promotes and archives
+    into the new name's stanza.  Nothing there is anyone else's (the plan refused a name whose
+    stanza held an archive, and the name is taken until this removal), so it goes too; else the
+    next restore to that name would be refused."""
+    marker = cluster.state.restore_source
+    cluster.remove()
+    if marker.get("repository"):
+        repo = open_repository(marker["repository"], cluster.state.credentials_file)
+        removed = repo.delete_prefix(f"{cluster.name}/")
+        if removed:
+            log.warning(
+                "removed %d object(s) the unfinished restore's server archived as %s",
+                removed,
+                cluster.name,
+            )
 
 
 @undone_by(remove_restored)
@@ -281,7 +303,7 @@ def remove_interrupted(name: str) -> bool:
         return False
     if not interrupted(cluster):
         return False
-    cluster.remove()
+    _discard(cluster)
     return True
 
 

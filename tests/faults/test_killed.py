@@ -143,15 +143,6 @@ def test_killed_restore_leaves_nothing_once_run_again(home: Path) -> None:
     assert clusters.repository(Cluster.get("kdst")).url == clusters.repository(source).url
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: the server of a killed restore goes on alone, promotes and archives into "
-    "the new name's stanza; once a WAL segment of its own is there (archive_timeout, or any "
-    "switch), a second run of the restore removes the cluster but then refuses the name "
-    "(AlreadyExists: the repository already holds the archive of a cluster named ...): "
-    "remove_interrupted leaves the stanza the orphan wrote, and leftover_stanza only clears "
-    "archive.info and history files",
-)
 def test_a_killed_restores_server_that_archives_alone_does_not_block_a_second_run(
     home: Path,
 ) -> None:
@@ -159,8 +150,8 @@ def test_a_killed_restores_server_that_archives_alone_does_not_block_a_second_ru
     sql("osrc", "CREATE TABLE msg (id int)")
     sql("osrc", "INSERT INTO msg VALUES (1)")
     wait_archived(source, sql("osrc", "SELECT pg_walfile_name(pg_switch_wal())")[0][0])
-    code = "from pgpitr import operations; operations.restore('odst', 'osrc', None)"
-    process = engine(code)
+    code = "from tests import engine; engine.restore('odst', 'osrc', None)"
+    process = in_child(code)
     pidfile = home / "clusters" / "odst" / "data" / "postmaster.pid"
     deadline = time.monotonic() + 300
     while not pidfile.exists():
@@ -182,7 +173,7 @@ def test_a_killed_restores_server_that_archives_alone_does_not_block_a_second_ru
         time.sleep(0.1)
     assert rs.interrupted(Cluster.get("odst"))
 
-    again = engine(code)
+    again = in_child(code)
     out, err = again.communicate(timeout=300)
     assert again.returncode == 0, err
     assert sql("odst", "SELECT count(*) FROM msg") == [(1,)]
