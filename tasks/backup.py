@@ -17,7 +17,12 @@ check_cluster = step_task(bk.check_cluster, "check-cluster", **RETRYING)
 stream_base_backup = step_task(
     bk.stream, "stream-base-backup", progress=("backup-progress", "cluster"), **RETRYING
 )
-confirm_wal_arrival = step_task(bk.confirm_wal_arrival, "confirm-wal-arrival", **RETRYING)
+confirm_wal_arrival = step_task(
+    bk.confirm_wal_arrival,
+    "confirm-wal-arrival",
+    timeout_seconds=bk.WAL_ARRIVAL_TIMEOUT + 60,  # the engine's own wait is the bound
+    **RETRYING,
+)
 verify_backup = step_task(verify.verify_backup, "verify-backup", **RETRYING)
 
 

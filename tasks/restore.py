@@ -16,6 +16,11 @@ materialise = step_task(
     rs.materialise, "materialise", progress=("restore-progress", "new_cluster"), **RETRYING
 )
 configure_recovery = step_task(rs.configure_recovery, "configure-recovery", **ONCE)
-start_recovery = step_task(rs.start_recovery, "start-recovery", **RETRYING)
-wait_promoted = step_task(rs.wait_promoted, "wait-promoted", **ONCE)
+# the engine enforces each bound (pg_ctl -t, its own polling); the task's is the outer one
+start_recovery = step_task(
+    rs.start_recovery, "start-recovery", timeout_seconds=rs.START_TIMEOUT + 60, **RETRYING
+)
+wait_promoted = step_task(
+    rs.wait_promoted, "wait-promoted", timeout_seconds=rs.REPLAY_TIMEOUT + 60, **ONCE
+)
 verify_restored = step_task(rs.finish, "verify-restored", **RETRYING)
