@@ -313,7 +313,7 @@ def create(
         cluster.configure(archive=conf.archive_command(st.home(), name, enabled=False))
         cluster.refresh_identity()
         save_policy(cluster, pol.BackupPolicy(cluster=name, repository=url, create_time=now))
-        cluster.start()
+        cluster.start(move_if_port_taken=port is None)
         cluster.wait_ready()
     except BaseException:
         cluster.remove()

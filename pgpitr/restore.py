@@ -381,7 +381,8 @@ def _source_policy(p: Plan) -> pol.BackupPolicy:
 
 
 def start_recovery(new_cluster: str) -> None:
-    Cluster.get(new_cluster).start(timeout=START_TIMEOUT)
+    # the port was chosen by pgpitr: another process may have taken it since
+    Cluster.get(new_cluster).start(timeout=START_TIMEOUT, move_if_port_taken=True)
 
 
 def wait_promoted(new_cluster: str, timeout: float = REPLAY_TIMEOUT) -> None:

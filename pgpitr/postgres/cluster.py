@@ -154,7 +154,23 @@ class Cluster:
     def is_running(self) -> bool:
         return self.pid() is not None
 
-    def start(self, timeout: int = 120) -> None:
+    def start(self, timeout: int = 120, *, move_if_port_taken: bool = False) -> None:
+        """Start the server.  ``move_if_port_taken`` (for a port pgpitr chose): when another
+        process took the port between the choice and the start, move to a free one and retry."""
+        for _ in range(3):
+            try:
+                self._start(timeout)
+                return
+            except ClusterStateError:
+                if not move_if_port_taken or port_is_free(self.state.port):
+                    raise
+            taken = {c.state.port for c in Cluster.all(Path(self.state.home))} | {self.state.port}
+            self.state.port = free_port(taken)
+            self.state.save()
+            conf.set_managed(self.state.datadir, self.owner, port=self.state.port)
+        self._start(timeout)
+
+    def _start(self, timeout: int) -> None:
         if self.is_running():
             return
         argv = pg_ctl_command(

@@ -106,6 +106,16 @@ def write_file(path: Path, text: str, owner: tuple[int, int] | None, mode: int =
     write_atomic(path, text, mode=mode, owner=owner)
 
 
+def set_managed(datadir: Path, owner: tuple[int, int] | None, **settings: str | int) -> None:
+    """Change some settings of pgpitr's managed file, keeping the others."""
+    path = datadir / MANAGED
+    lines = path.read_text().splitlines()
+    for key, value in settings.items():
+        line = render({key: value}).strip().splitlines()[-1]
+        lines = [line if entry.split("=", 1)[0].strip() == key else entry for entry in lines]
+    write_file(path, "\n".join(lines) + "\n", owner)
+
+
 def ensure_include(datadir: Path, owner: tuple[int, int] | None) -> None:
     conf = datadir / "postgresql.conf"
     text = conf.read_text()

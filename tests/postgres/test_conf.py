@@ -273,3 +273,15 @@ def test_every_owned_setting_is_stripped(tmp_path: Path) -> None:
     removed = conf.strip_auto_conf(tmp_path, None)
     assert len(removed) == len(conf.OWNED_SETTINGS) == 13
     assert auto.read_text() == "keep = 1\n"
+
+
+def test_set_managed_changes_one_setting_and_keeps_the_others(tmp_path) -> None:
+    from pgpitr.postgres import conf as c
+
+    settings = c.managed_settings(port=5433, socket_dir=tmp_path, archive="true")
+    (tmp_path / c.MANAGED).write_text(c.render(settings))
+    c.set_managed(tmp_path, None, port=6001)
+    text = (tmp_path / c.MANAGED).read_text()
+    assert "port = 6001" in text and "port = 5433" not in text
+    expected = c.render({**settings, "port": 6001})
+    assert text == expected
