@@ -107,6 +107,19 @@ def test_killed_wal_push_leaves_nothing_that_looks_archived(
     assert repo.remove_stale_temporaries(older_than=0) == 0
 
 
+def _kill_once_its_server_started(home: Path, new_cluster: str, code: str) -> None:
+    """Run a restore in a child and SIGKILL it once the new cluster's server has started."""
+    process = in_child(code)
+    pidfile = home / "clusters" / new_cluster / "data" / "postmaster.pid"
+    deadline = time.monotonic() + 300
+    while not pidfile.exists():
+        assert process.poll() is None, process.stderr.read()
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
 def test_killed_restore_leaves_nothing_once_run_again(home: Path) -> None:
     source = archived_cluster("ksrc")
     sql("ksrc", "CREATE TABLE msg (id int)")
@@ -114,15 +127,7 @@ def test_killed_restore_leaves_nothing_once_run_again(home: Path) -> None:
     pgbench(source, "-i", "-s", "25")  # WAL to replay: long enough to be killed during replay
     wait_archived(source, sql("ksrc", "SELECT pg_walfile_name(pg_switch_wal())")[0][0])
     code = "from tests import engine; engine.restore('kdst', 'ksrc', None)"
-    process = in_child(code)
-    pidfile = home / "clusters" / "kdst" / "data" / "postmaster.pid"
-    deadline = time.monotonic() + 120
-    while not pidfile.exists():
-        assert process.poll() is None, process.stderr.read()
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    _kill_once_its_server_started(home, "kdst", code)
     half = Cluster.get("kdst")
     assert rs.interrupted(half)
     # What the killed restore started goes on without it: its server, and the detached worker
@@ -151,15 +156,7 @@ def test_a_killed_restores_server_that_archives_alone_does_not_block_a_second_ru
     sql("osrc", "INSERT INTO msg VALUES (1)")
     wait_archived(source, sql("osrc", "SELECT pg_walfile_name(pg_switch_wal())")[0][0])
     code = "from tests import engine; engine.restore('odst', 'osrc', None)"
-    process = in_child(code)
-    pidfile = home / "clusters" / "odst" / "data" / "postmaster.pid"
-    deadline = time.monotonic() + 300
-    while not pidfile.exists():
-        assert process.poll() is None, process.stderr.read()
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    _kill_once_its_server_started(home, "odst", code)
     # the orphaned server replays to the end, promotes, and archives as odst
     repo = clusters.repository(source)
     deadline = time.monotonic() + 300
