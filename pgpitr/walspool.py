@@ -319,8 +319,8 @@ class FetchSpool:
                     name = following.name(self.segment_size)
                     following = following.next()
                     if name not in spooled and name not in running:
+                        # in flight: counted in ``running`` until it lands in the spool
                         running[name] = pool.submit(fetch, name, self.fetched / name)
-                        spooled.add(name)  # counted against the spool's room from now on
                 state = (request, frozenset(_names(self.fetched)), frozenset(running))
                 if state != seen or running:
                     seen, last_change = state, time.monotonic()
