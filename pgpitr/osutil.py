@@ -6,6 +6,7 @@ Imported by the WAL commands' fast path: standard library only.
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 
@@ -19,18 +20,24 @@ def write_atomic(
 ) -> None:
     """Replace ``path`` by ``data`` at once: a reader sees the old file or the new, never part.
 
-    ``durable`` fsyncs the file before the rename (what must survive a crash); spool markers and
-    fetched WAL, which are rebuilt when lost, skip it."""
-    temp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data.encode() if isinstance(data, str) else data)
-        if durable:
-            f.flush()
-            os.fsync(f.fileno())
-    if owner:
-        os.chown(temp, *owner)
-    os.rename(temp, path)
+    Each writer has a temporary name of its own, so that two writing the same file at once (two
+    WAL fetch workers, say) each rename a whole file.  ``durable`` fsyncs the file before the
+    rename (what must survive a crash); spool markers and fetched WAL, which are rebuilt when
+    lost, skip it."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        if owner:
+            os.chown(temp, *owner)
+        os.rename(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
 
 
 def process_alive(pid: int) -> bool:

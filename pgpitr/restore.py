@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pgpitr import catalog, clusters, timeparse, wal
+from pgpitr import catalog, clusters, timeparse, wal, walspool
 from pgpitr import policy as pol
 from pgpitr import state as st
 from pgpitr.errors import (
@@ -251,6 +251,11 @@ def _discard(cluster: Cluster) -> None:
     stanza held an archive, and the name is taken until this removal), so it goes too; else the
     next restore to that name would be refused."""
     marker = cluster.state.restore_source
+    if cluster.is_running():
+        cluster.stop(mode="immediate")
+    # the killed restore's fetch worker may still write into the spool: let it go first
+    if not walspool.wait_idle(cluster.state.spool):
+        log.warning("a WAL worker of %s still runs; removing its cluster anyway", cluster.name)
     cluster.remove()
     if marker.get("repository"):
         repo = open_repository(marker["repository"], cluster.state.credentials_file)

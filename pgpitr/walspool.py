@@ -106,6 +106,22 @@ class _Starter:
         return True
 
 
+def wait_idle(spool: Path, timeout: float = 60) -> bool:
+    """Wait until no WAL worker of this spool runs (one exits a few seconds after it idles);
+    False when one still does after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    for name in ("push.lock", "fetch.lock"):
+        while (spool / name).exists():
+            fd = _try_lock(spool / name)
+            if fd is not None:
+                os.close(fd)
+                break
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+    return True
+
+
 def _write_text(path: Path, text: str) -> None:
     write_atomic(path, text, durable=False)
 

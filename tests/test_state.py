@@ -182,3 +182,42 @@ def test_write_json_atomic_keeps_the_old_file_when_the_data_cannot_be_written(
     with pytest.raises(TypeError):
         state.write_json_atomic(path, {"bad": object()})  # not serialisable, half written
     assert json.loads(path.read_text()) == {"kept": 1}
+
+
+def test_each_writer_of_a_file_has_a_temporary_of_its_own(tmp_path, monkeypatch) -> None:
+    """Two writers of one file (two WAL fetch workers) must never share a temporary: one would
+    rename the other's half-written bytes into place."""
+    import os
+
+    from pgpitr import osutil
+
+    renamed: list[str] = []
+    real_rename = os.rename
+
+    def recording(source, destination):
+        renamed.append(os.path.basename(source))
+        real_rename(source, destination)
+
+    monkeypatch.setattr(osutil.os, "rename", recording)
+    target = tmp_path / "segment"
+    osutil.write_atomic(target, b"first")
+    osutil.write_atomic(target, b"second")
+    assert target.read_bytes() == b"second"
+    assert len(set(renamed)) == 2 and all(n.startswith(".segment.") for n in renamed)
+    assert [p.name for p in tmp_path.iterdir()] == ["segment"]  # no temporary left
+
+
+def test_a_failed_write_leaves_no_temporary_and_the_old_file(tmp_path, monkeypatch) -> None:
+    from pgpitr import osutil
+
+    target = tmp_path / "segment"
+    osutil.write_atomic(target, b"old")
+
+    def refuse(*_):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(osutil.os, "rename", refuse)
+    with pytest.raises(OSError, match="No space left"):
+        osutil.write_atomic(target, b"new")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["segment"]
