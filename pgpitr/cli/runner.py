@@ -3,8 +3,8 @@
 A command that changes something runs its flow:
 
 - here, in this process, against the Prefect API: PREFECT_API_URL, the active Prefect profile's,
-  or a server answering on 127.0.0.1:4200 (``pgpitr serve`` and ``make demo`` start one there);
-  with none of them, against Prefect's temporary local server, which this says once;
+  or pgpitr's local server on 127.0.0.1:4200 (PGPITR_PREFECT_PORT), started by the first command
+  that needs it and kept for the next ones (deployments/localserver.py);
 - or, with ``--wait``/``--no-wait``, through ``run_deployment`` on the served deployment
   ``FLOW/pgpitr`` (PGPITR_DEPLOYMENT names another), so that the run happens where the
   schedules run; ``--no-wait`` returns as soon as the run is queued.
@@ -25,7 +25,7 @@ import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from deployments.api import LOCAL_SERVER, answers, api_url, ui_url
+from deployments.api import LOCAL_SERVER, answers, api_url, ensure_api_url, ui_url
 from flows import registry
 from pgpitr.cli import console
 from pgpitr.errors import PitrError
@@ -66,9 +66,6 @@ def run(
     return _run_deployment(flow_name, parameters, wait)
 
 
-_noted: list[bool] = []
-
-
 def prepare() -> None:
     """Point Prefect at the API and quiet its console; call before importing a flow module."""
     # Set before Prefect is imported: its logging reads these once.  The runs' logs still go to
@@ -78,15 +75,12 @@ def prepare() -> None:
     # Its background workers report their exit-time drain on loggers of their own names.
     for name in ("EventsWorker", "APILogWorker"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    url = api_url()
-    if url:
-        os.environ["PREFECT_API_URL"] = url
-    elif not _noted:
-        _noted.append(True)
+    url, started = ensure_api_url()
+    os.environ["PREFECT_API_URL"] = url
+    if started:
         console.info(
-            "note: no Prefect server configured (PREFECT_API_URL) or running on 127.0.0.1:4200: "
-            "this flow runs on Prefect's temporary local server (10 to 15 s more per command); "
-            "`pgpitr serve` starts a lasting one"
+            f"note: started the local Prefect server {url.removesuffix('/api')} "
+            "(it keeps running for the next commands; `pgpitr server stop` stops it)"
         )
 
 
@@ -203,7 +197,7 @@ def _deployment(flow_name: str) -> tuple[dict[str, Any] | None, str]:
     url = api_url()
     target = f"{flow_name}/{deployment_name()}"
     if url is None:
-        return None, "no Prefect API is configured or running on 127.0.0.1:4200"
+        return None, "no Prefect API is configured or running (`pgpitr server start`)"
     try:
         response = httpx.get(f"{url}/deployments/name/{target}", timeout=3)
     except httpx.HTTPError:

@@ -14,7 +14,7 @@ def app(
 ) -> None:
     """Serve every pgpitr deployment here: schedules from the backup policies, runs started from
     the UI, `prefect deployment run` or `pgpitr cluster … --wait`.  Starts a Prefect server on
-    127.0.0.1:4200 when none is configured or running."""
+    127.0.0.1:4200 (pgpitr's local one, kept running) when none is configured."""
     from deployments.serve import main
 
     main(limit=limit)
