@@ -20,7 +20,8 @@ from prefect.events.actions import SendNotification
 from prefect.events.schemas.automations import EventTrigger, Posture
 
 BLOCK = "pgpitr-alerts"
-CLUSTER = "{{ event.resource['pgpitr.cluster'] }}"
+#: the cluster as HOST/NAME (events of clusters on other hosts look alike otherwise)
+CLUSTER = "{{ event.resource['pgpitr.host'] }}/{{ event.resource['pgpitr.cluster'] }}"
 
 
 def automations(block_id: object) -> list[Automation]:

@@ -1,13 +1,13 @@
-"""Serve every pgpitr deployment from one process on this machine: ``pgpitr serve`` or
-``python -m deployments.serve``.
+"""Serve this host's pgpitr deployments from one process: what the agent runs (and supervises,
+deployments/agent.py); ``python -m deployments.serve`` alone serves once.
 
-Each flow is one deployment named ``pgpitr`` (or $PGPITR_DEPLOYMENT), for every cluster; the
-clusters' schedules are rebuilt from their saved backup policies each time serving starts, so the
-policies stay the one source of truth.  Runs execute in child processes of this one.  With no
-Prefect API configured, this uses pgpitr's local Prefect server (deployments/localserver.py),
-started if need be and kept running after this process ends.  Stopping this process does not
-pause the schedules: the deployments keep what the policies say, and their runs wait until
-serving resumes.
+Each flow is one deployment named ``pgpitr-HOST`` (or $PGPITR_DEPLOYMENT) for every cluster of
+this host (PGPITR_HOST or the hostname); the clusters' schedules are rebuilt from their saved
+backup policies each time serving starts, so the policies stay the one source of truth.  Runs
+execute in child processes of this one.  With no Prefect API configured, this uses pgpitr's
+local Prefect server (deployments/localserver.py), started if need be and kept running after
+this process ends.  Stopping this process does not pause the schedules: the deployments keep
+what the policies say, and their runs go Late until serving resumes.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from deployments.api import ensure_api_url
 from flows import registry
 from pgpitr import clusters
 from pgpitr.postgres.cluster import Cluster
-from tasks.naming import deployment_name
+from tasks.naming import deployment_name, this_host
 
 
 def all_flows() -> list[Any]:
@@ -32,14 +32,16 @@ def build(deployment: str | None = None) -> list[Any]:
 
     from tasks import schedules
 
-    name = deployment or deployment_name()
-    wanted = [s for c in Cluster.all() for s in schedules.for_policy(clusters.load_policy(c))]
+    host = this_host()
+    name = deployment or deployment_name(host)
+    mine = [c for c in Cluster.all() if c.state.host == host]
+    wanted = [s for c in mine for s in schedules.for_policy(clusters.load_policy(c), host)]
     return [
         flow.to_deployment(
             name=name,
             schedules=[schedules.as_prefect(s) for s in wanted if s.flow == flow.name],
             description=(flow.description or "").strip() or None,
-            tags=["pgpitr"],
+            tags=["pgpitr", f"host:{host}"],
             # by module path: the same entrypoint from a checkout and from the installed package
             entrypoint_type=EntrypointType.MODULE_PATH,
         )

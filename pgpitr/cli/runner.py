@@ -6,7 +6,7 @@ A command that changes something runs its flow:
   or pgpitr's local server on 127.0.0.1:4200 (PGPITR_PREFECT_PORT), started by the first command
   that needs it and kept for the next ones (deployments/localserver.py);
 - or, with ``--wait``/``--no-wait``, through ``run_deployment`` on the served deployment
-  ``FLOW/pgpitr`` (PGPITR_DEPLOYMENT names another), so that the run happens where the
+  ``FLOW/pgpitr-HOST`` (PGPITR_DEPLOYMENT names another), so that the run happens where the
   schedules run; ``--no-wait`` returns as soon as the run is queued.
 
 Prefect's own console logging is silenced (the runs' logs still go to the API); an engine error
@@ -29,7 +29,8 @@ from deployments.api import LOCAL_SERVER, answers, api_url, ensure_api_url, ui_u
 from flows import registry
 from pgpitr.cli import console
 from pgpitr.errors import PitrError
-from tasks.naming import deployment_name
+from pgpitr.postgres.cluster import Cluster
+from tasks.naming import deployment_name, schedule_slug, this_host
 
 __all__ = ["LOCAL_SERVER", "NO_RESULT", "answers", "api_url", "run", "schedule_fields"]
 
@@ -52,8 +53,10 @@ def run(
 ) -> Any:
     """Run the flow FLOW_NAME (flows/registry.py) with ``parameters``; return its result.
 
-    ``wait`` None runs it here; True/False go through the deployment.  ``environment`` is set
-    for an in-process run only (how a secret reaches a flow without being a parameter)."""
+    ``wait`` None runs it here; True/False go through the deployment, of the host named by
+    the ``host`` parameter (taken out of the flow's parameters) or this one's.  ``environment``
+    is set for an in-process run only (how a secret reaches a flow without being a parameter)."""
+    host = parameters.pop("host", None)
     prepare()
     if wait is None:
         return _run_here(flow_name, parameters, progress, environment)
@@ -63,7 +66,7 @@ def run(
             "deployment's run does not share",
             hint="run it without --wait/--no-wait",
         )
-    return _run_deployment(flow_name, parameters, wait)
+    return _run_deployment(flow_name, parameters, wait, host)
 
 
 def prepare() -> None:
@@ -134,26 +137,28 @@ def _progress_bar(label: str | None) -> Iterator[None]:
             remove()
 
 
-def _run_deployment(flow_name: str, parameters: dict[str, Any], wait: bool) -> Any:
+def _run_deployment(
+    flow_name: str, parameters: dict[str, Any], wait: bool, host: str | None = None
+) -> Any:
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
     from prefect.exceptions import ObjectNotFound
 
     if registry.entry(flow_name).kubernetes:
         registry.require_kubernetes()
-    target = f"{flow_name}/{deployment_name()}"
+    target = f"{flow_name}/{deployment_name(host)}"
     with get_client(sync_client=True) as client:
         try:
             deployment = client.read_deployment_by_name(target)
         except ObjectNotFound:
             raise PitrError(
                 f"no deployment {target} in the Prefect API at {api_url()}",
-                hint="start `pgpitr serve` (or `prefect deploy --all` and a worker), or run "
-                "the command without --wait/--no-wait to run the flow here",
+                hint=f"start the agent of host {host or this_host()} (`pgpitr agent start` "
+                "there), or run the command without --wait/--no-wait to run the flow here",
             ) from None
     status = getattr(deployment, "status", None)
     if getattr(status, "value", status) == "NOT_READY":
-        console.info(f"note: nothing serves {target} right now; the run waits for a runner")
+        console.info(f"note: no agent serves {target} right now; the run waits for one")
     flow_run = run_deployment(
         target, parameters=parameters, timeout=None if wait else 0, poll_interval=1
     )
@@ -218,7 +223,8 @@ def schedule_fields(cluster: str, policy: Any) -> dict[str, Any]:
     deployment, why = _deployment("backup")
     schedule = None
     if deployment is not None:
-        schedule = next((s for s in deployment["schedules"] if s.get("slug") == cluster), None)
+        slug = schedule_slug(cluster, Cluster.get(cluster).state.host)
+        schedule = next((s for s in deployment["schedules"] if s.get("slug") == slug), None)
         if schedule is None:
             why = f"backup/{deployment_name()} has no schedule for {cluster}"
     if schedule is None or "cron" not in schedule.get("schedule", {}):

@@ -31,6 +31,7 @@ def alone() -> Iterator[dict[str, str]]:
         PGPITR_HOME=str(base / "home"),
         PREFECT_HOME=str(base / "prefect-home"),
         PGPITR_PREFECT_PORT=str(free_port()),
+        PGPITR_HOST="solo",
         TZ="UTC",
     )
     yield env
@@ -78,7 +79,7 @@ def test_the_first_command_starts_one_server_and_the_next_reuse_it(alone):
     )
     assert runs.returncode == 0, runs.stderr
     names = {run["name"] for run in json.loads(runs.stdout)}
-    assert {"create-cluster-my-pg", "delete-cluster-my-pg"} <= names
+    assert {"create-cluster-solo/my-pg", "delete-cluster-solo/my-pg"} <= names
 
     stopped = pgpitr(alone, "server", "stop")
     assert str(before["pid"]) in stopped.stderr
