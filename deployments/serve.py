@@ -61,4 +61,8 @@ def main(limit: int | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m deployments.serve")
+    parser.add_argument("--limit", type=int, default=None)
+    main(limit=parser.parse_args().limit)
