@@ -212,6 +212,8 @@ def describe(name: str, output: Output = "table") -> None:
             ]
         ],
     )
+    for line in runner.health_lines(info):
+        console.out.print(line)
 
 
 @app.command()

@@ -13,13 +13,13 @@ Prefect's own console logging is silenced (the runs' logs still go to the API); 
 raised inside the flow reaches the user as the original PitrError, with its message and exit code.
 
 Reading the schedules (``list-backup-policy``, ``describe``) never imports Prefect nor starts a
-flow: one HTTP request to the API, and the saved policy when no API answers.
+flow: HTTP requests to the API (the deployment, its runs: deployments/health.py), and the saved
+policy when no API answers.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
 from collections.abc import Iterator, Mapping
@@ -194,53 +194,107 @@ def _result(state: Any, run_name: str, link: str) -> Any:
 # -- what the deployments really have ----------------------------------------------------------
 
 
-@functools.cache
-def _deployment(flow_name: str) -> tuple[dict[str, Any] | None, str]:
-    """(the deployment as the API returns it, or None; why None)."""
-    import httpx
-
-    url = api_url()
-    target = f"{flow_name}/{deployment_name()}"
-    if url is None:
-        return None, "no Prefect API is configured or running (`pgpitr server start`)"
-    try:
-        response = httpx.get(f"{url}/deployments/name/{target}", timeout=3)
-    except httpx.HTTPError:
-        return None, f"the Prefect API at {url} does not answer"
-    if response.status_code == 404:
-        return None, f"{target} is not deployed (start `pgpitr serve`)"
-    if response.status_code != 200:
-        return None, f"the Prefect API at {url} answered {response.status_code}"
-    return response.json(), ""
-
-
 _explained: set[str] = set()
 
 
+def _note(text: str) -> None:
+    if text not in _explained:
+        _explained.add(text)
+        console.info(text)
+
+
 def schedule_fields(cluster: str, policy: Any) -> dict[str, Any]:
-    """The backup schedule of ``cluster`` as its deployment has it, in describe's fields; the
-    saved policy's when the deployment cannot be read (and a note on stderr, once)."""
-    deployment, why = _deployment("backup")
+    """The backup schedule of ``cluster`` as its host's deployment has it, in describe's fields,
+    with its health (is an agent serving it, next/last/late runs); the saved policy's when the
+    deployment cannot be read.  Warnings go to stderr.  HTTP to the API only: no flow."""
+    from deployments.health import deployment_health, runs_health
+
+    host = Cluster.get(cluster).state.host
+    health = deployment_health("backup", host)
+    deployment, why = health.deployment, health.why
     schedule = None
     if deployment is not None:
-        slug = schedule_slug(cluster, Cluster.get(cluster).state.host)
+        slug = schedule_slug(cluster, host)
         schedule = next((s for s in deployment["schedules"] if s.get("slug") == slug), None)
         if schedule is None:
-            why = f"backup/{deployment_name()} has no schedule for {cluster}"
-    if schedule is None or "cron" not in schedule.get("schedule", {}):
-        if why not in _explained:
-            _explained.add(why)
-            console.info(f"note: backup schedule from the saved policy: {why}")
-        return {
-            "auto_backup": policy.datafile_enabled,
-            "backup_schedule": policy.cron,
-            "schedule_timezone": policy.timezone,
-            "schedule_source": f"saved policy ({why})",
-        }
-    assert deployment is not None
-    return {
-        "auto_backup": bool(schedule["active"]) and not deployment.get("paused", False),
-        "backup_schedule": schedule["schedule"]["cron"],
-        "schedule_timezone": schedule["schedule"].get("timezone") or "UTC",
-        "schedule_source": f"deployment backup/{deployment_name()}",
+            why = f"{health.target} has no schedule for {slug}"
+    runs = runs_health(health, cluster)
+    fields: dict[str, Any] = {
+        "host": host,
+        "agent": "serving" if health.served else ("unknown" if deployment is None else "none"),
+        "agent_last_polled": health.last_polled,
+        "next_run": runs.next_run,
+        "last_run": runs.last_run,
+        "last_run_state": runs.last_state,
+        "late_runs": runs.late,
     }
+    if schedule is None or "cron" not in schedule.get("schedule", {}):
+        _note(f"note: backup schedule from the saved policy: {why}")
+        fields.update(
+            auto_backup=policy.datafile_enabled,
+            backup_schedule=policy.cron,
+            schedule_timezone=policy.timezone,
+            schedule_source=f"saved policy ({why})",
+        )
+    else:
+        fields.update(
+            auto_backup=bool(schedule["active"]) and not deployment.get("paused", False),
+            backup_schedule=schedule["schedule"]["cron"],
+            schedule_timezone=schedule["schedule"].get("timezone") or "UTC",
+            schedule_source=f"deployment {health.target}",
+        )
+        saved = (policy.datafile_enabled, policy.cron, policy.timezone)
+        deployed = (fields["auto_backup"], fields["backup_schedule"], fields["schedule_timezone"])
+        if saved != deployed:
+            _note(
+                f"warning: the saved policy of {cluster} ({_shown(saved)}) and {health.target} "
+                f"({_shown(deployed)}) disagree: restart the agent of host {host} "
+                "(`pgpitr agent stop; pgpitr agent start`), which rebuilds the schedules from "
+                "the policies, or set the policy again with `edit-backup-policy`"
+            )
+    fields["schedule_warning"] = _warning(cluster, host, fields, health)
+    if fields["schedule_warning"]:
+        _note(f"warning: {fields['schedule_warning']}")
+    return fields
+
+
+def _shown(schedule: tuple[bool, str, str]) -> str:
+    enabled, cron, timezone = schedule
+    return f"{'enabled' if enabled else 'disabled'}, {cron} {timezone}"
+
+
+def _warning(cluster: str, host: str, fields: dict[str, Any], health: Any) -> str | None:
+    if (
+        not fields["auto_backup"]
+        or fields["agent"] == "unknown"
+        and health.why.startswith(("no Prefect API", "the Prefect API"))
+    ):
+        return None  # nothing scheduled, or no API to ask (said above)
+    if fields["agent"] != "serving":
+        polled = f", last polled {health.last_polled}" if health.last_polled else ""
+        late = f"; {fields['late_runs']} run(s) Late" if fields["late_runs"] else ""
+        return (
+            f"scheduled backups of {cluster} will not run: no agent serves host {host} "
+            f"({health.target} {health.status or 'not deployed'}{polled}{late}) — start one "
+            "with `pgpitr agent start`"
+        )
+    if fields["late_runs"]:
+        return (
+            f"{fields['late_runs']} scheduled run(s) of {cluster} are Late although an agent "
+            f"serves host {host}: see {ui_url('runs')} and the agent's log (`pgpitr agent status`)"
+        )
+    return None
+
+
+def health_lines(info: dict[str, Any]) -> list[str]:
+    """describe's lines on the schedule's health."""
+    agent = {
+        "serving": f"served by the agent of host {info['host']}",
+        "none": f"NOT served: no agent of host {info['host']} polls",
+        "unknown": "not known (no deployment to ask)",
+    }[info["agent"]]
+    last = f"{info['last_run']} {info['last_run_state']}" if info["last_run"] else "none"
+    return [
+        f"Schedule: {agent}; next run {info['next_run'] or 'none'}; last run {last}; "
+        f"late runs {info['late_runs']}"
+    ]
