@@ -232,15 +232,23 @@ def restore(
         typer.Option(help="binaries for the new cluster (default: of the backup's major)"),
     ] = None,
     wait: Wait = None,
+    host: Annotated[
+        str | None, typer.Option(help="make the new cluster on this host, run by its agent")
+    ] = None,
 ) -> None:
-    """Restore SOURCE to a point in time into a new cluster."""
+    """Restore SOURCE to a point in time into a new cluster (on another host with --host)."""
     from pgpitr.restore import RestoreRequest
 
     # a typo fails here, before any flow runs; the flow gets the canonical form
     request = RestoreRequest.parse(new_name, source_cluster, restore_to_time, backup, backup_repo)
+    if host and not backup_repo:  # the other host reads the source's repository
+        backup_repo = clusters.resolve_source(source_cluster).repository
     parameters = {"new_name": new_name, "source_cluster": source_cluster, "backup_name": backup}
     parameters.update(restore_to_time=str(request.target))
     parameters.update(backup_repo=flowio.repository_url(backup_repo), bindir=bindir)
+    if host:
+        wait = True if wait is None else wait
+        parameters["host"] = host  # runner.run: through that host's deployment
     result = runner.run("restore", wait, progress="restore", **parameters)
     flowio.restored(new_name, result)
 

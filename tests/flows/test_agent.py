@@ -1,6 +1,7 @@
 """The agent of a host: a `* * * * *` backup schedule fires on its host's agent and never on
-another's; `describe` says when no agent serves the schedules.  Two hosts are simulated by two
-homes with their own PGPITR_HOST and agent, on the session's Prefect server."""
+another's; `describe` says when no agent serves the schedules; a restore of host A's cluster
+onto host B runs on B's agent and has the exact rows.  Two hosts are simulated by two homes with
+their own PGPITR_HOST and agent, on the session's Prefect server."""
 
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from pgpitr.postgres.cluster import Cluster
 from tests.conftest import PGPITR, _stop_everything_under, cli, free_port, reachable_tempdir
 from tests.flows import api
 from tests.flows.conftest import REPO_ROOT
+from tests.pg import archive_now, rows, sql
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -80,6 +83,44 @@ def hosts(api_url: str) -> Iterator[dict[str, dict[str, str]]]:
 def describe(env: dict[str, str]) -> tuple[dict, str]:
     done = cli("cluster", "describe", "my-pg", "-o", "json", env=env)
     return json.loads(done.stdout), done.stderr
+
+
+@contextlib.contextmanager
+def at(env: dict[str, str]) -> Iterator[None]:
+    """This process acting in ENV's home (tests/pg.py reaches clusters through it)."""
+    saved = os.environ.get("PGPITR_HOME")
+    os.environ["PGPITR_HOME"] = env["PGPITR_HOME"]
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("PGPITR_HOME", None)
+        else:
+            os.environ["PGPITR_HOME"] = saved
+
+
+def test_a_restore_onto_another_host_runs_on_its_agent_with_the_exact_rows(hosts):
+    a, b = hosts["agent-a"], hosts["agent-b"]
+    cli("cluster", "create", "src-a", "--port", str(free_port()), env=a)
+    policy = "src-a-postgresql-backup-policy"
+    cli("cluster", "edit-backup-policy", policy, "--set", "schedule.logfile.enable=true", env=a)
+    with at(a):
+        sql("src-a", "CREATE TABLE msg (id int); INSERT INTO msg VALUES (1), (2)")
+    cli("cluster", "backup", "src-a", env=a)
+    with at(a):
+        sql("src-a", "INSERT INTO msg VALUES (3)")
+        archive_now("src-a")
+
+    restored = cli(
+        "cluster", "restore", "copy-b", "--source-cluster", "src-a", "--host", "agent-b", env=a
+    )
+    assert "Traceback" not in restored.stderr
+    assert not (Path(a["PGPITR_HOME"]) / "clusters" / "copy-b").exists()  # made on host b
+    with at(b):
+        assert rows("copy-b") == [1, 2, 3]
+        assert Cluster.get("copy-b").state.host == "agent-b"
+    (run,) = api.flow_runs("restore-agent-b/copy-b-from-src-a")
+    assert run.deployment_id == deployment("restore/pgpitr-agent-b").id
 
 
 def test_a_schedule_fires_on_its_hosts_agent_only_and_a_stopped_agent_shows(hosts):
