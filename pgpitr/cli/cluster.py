@@ -12,8 +12,9 @@ import typer
 
 from pgpitr import catalog, clusters, timeparse
 from pgpitr.cli import console, flowio, progress, runner
-from pgpitr.errors import InvalidInput, NotFound
+from pgpitr.errors import AlreadyExists, InvalidInput, NotFound
 from pgpitr.postgres.cluster import Cluster, validate_name
+from pgpitr.state import clusters_dir
 
 app = typer.Typer(no_args_is_help=True, help="Create, back up, restore and inspect clusters.")
 
@@ -47,8 +48,10 @@ def create(
     """Create and start a new PostgreSQL cluster managed by pgpitr."""
     from pgpitr.postgres import binaries
 
-    # bad input fails at once, not as a failed flow run
+    # bad input fails at once, not as a failed flow run (nor starts a Prefect server)
     validate_name(name)
+    if (clusters_dir() / name).exists():
+        raise AlreadyExists(f"cluster {name!r} already exists", hint="choose another name")
     backup_repo = flowio.repository_url(backup_repo)
     bindir = str(binaries.resolve(version, bindir))
     parameters = {"name": name, "port": port, "backup_repo": backup_repo, "bindir": bindir}
@@ -107,6 +110,7 @@ def backup(
     wait: Wait = None,
 ) -> None:
     """Take a full backup now."""
+    Cluster.get(name)  # an unknown name fails at once, not as a failed flow run
     parameters = {"cluster": name, "backup_name": backup_name}
     flowio.backed_up(runner.run("backup", wait, progress="backup", **parameters))
 

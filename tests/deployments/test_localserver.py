@@ -86,9 +86,17 @@ def test_the_first_command_starts_one_server_and_the_next_reuse_it(alone):
     assert not server_status(alone)["answering"]
 
 
-def test_read_only_commands_start_no_server(alone):
+def test_read_only_commands_and_refused_input_start_no_server(alone):
     listed = pgpitr(alone, "cluster", "list-backup-policy")
     assert listed.returncode == 0
+    # checks that need no flow answer before any flow (or server) starts
+    unknown = pgpitr(alone, "cluster", "backup", "nope", check=False)
+    assert unknown.returncode == 3 and "cluster 'nope' does not exist" in unknown.stderr
+    scheme = pgpitr(alone, "cluster", "create", "x", "--backup-repo", "http://a/b", check=False)
+    assert scheme.returncode != 0 and "expected file://" in scheme.stderr
+    (Path(alone["PGPITR_HOME"]) / "clusters" / "taken").mkdir(parents=True)
+    taken = pgpitr(alone, "cluster", "create", "taken", check=False)
+    assert taken.returncode == 4 and "cluster 'taken' already exists" in taken.stderr
     assert not (Path(alone["PGPITR_HOME"]) / "prefect" / "server.json").exists()
     assert not server_status(alone)["answering"]
 
