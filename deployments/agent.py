@@ -135,6 +135,11 @@ def _recorded() -> int | None:
     return pid
 
 
+def status_pid() -> int | None:
+    """The pid of this home's background agent, while it runs."""
+    return _recorded()
+
+
 def start(timeout: float = START_TIMEOUT) -> tuple[int, bool]:
     """Start the agent daemon unless it runs; (pid, started now)."""
     running = _recorded()

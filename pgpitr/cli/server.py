@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from deployments import localserver
+from deployments import agent, localserver
 from deployments.api import configured_url
 from pgpitr.cli import console
 
@@ -64,3 +64,8 @@ def stop() -> None:
         console.info("no local Prefect server started by pgpitr is running")
     else:
         console.info(f"stopped the local Prefect server (pid {pid})")
+    if agent.status_pid() is not None:
+        console.info(
+            "note: this home's agent is running and starts the server again when it serves "
+            "next; stop it first with `pgpitr agent stop`"
+        )
