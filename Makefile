@@ -12,6 +12,8 @@ VENV          ?= $(if $(ROOT),/opt/pgpitr/venv,$(CURDIR)/.venv)
 PY            := $(VENV)/bin/python
 SUDO          := $(if $(ROOT),,sudo)
 UV            := python3 -m uv
+# where `make install` links the pgpitr and prefect commands, so a plain shell finds them
+BINDIR        ?= $(if $(ROOT),/usr/local/bin,$(HOME)/.local/bin)
 
 .PHONY: all system venv install test test-matrix demo lint bench clean
 
@@ -33,6 +35,8 @@ venv: system
 
 install: venv
 	$(UV) pip install -q --python $(PY) -c constraints.txt --reinstall-package pgpitr '.[kubernetes,test]'
+	@mkdir -p $(BINDIR) && ln -sf $(VENV)/bin/pgpitr $(VENV)/bin/prefect $(BINDIR)/
+	@case ":$$PATH:" in *":$(BINDIR):"*) ;; *) echo "add $(BINDIR) to PATH to run pgpitr and prefect";; esac
 
 # The version matrix: the whole suite runs on PostgreSQL 15 (Debian's); these run again on 17 and
 # 18 (the test wheels, tests/pgwheels.py).

@@ -1,12 +1,14 @@
 """Automations that alert on pgpitr's events: ``python -m deployments.alerts WEBHOOK_URL``.
 
-Creates (or replaces) a Slack-compatible webhook block named ``pgpitr-alerts`` and three
+Creates (or replaces) a Slack-compatible webhook block named ``pgpitr-alerts`` and four
 automations that notify through it, for every cluster (resource ``pgpitr.cluster.*``):
 
 - a backup failed (``pgpitr.backup.failed``);
 - WAL archiving falls behind (``pgpitr.wal.archiving-behind``, from the window refresh);
 - no backup completed for 8 days (no ``pgpitr.backup.completed`` per cluster: the weekly
-  schedule missed a run).
+  schedule missed a run);
+- a scheduled backup is Late (Prefect's ``prefect.flow-run.Late`` of a ``backup`` run: no agent
+  serves its host, ``pgpitr cluster describe`` says the same).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from prefect.events.actions import SendNotification
 from prefect.events.schemas.automations import EventTrigger, Posture
 
 BLOCK = "pgpitr-alerts"
-CLUSTER = "{{ event.resource['pgpitr.cluster'] }}"
+#: the cluster as HOST/NAME (events of clusters on other hosts look alike otherwise)
+CLUSTER = "{{ event.resource['pgpitr.host'] }}/{{ event.resource['pgpitr.cluster'] }}"
 
 
 def automations(block_id: object) -> list[Automation]:
@@ -75,6 +78,24 @@ def automations(block_id: object) -> list[Automation]:
                     "pgpitr: no backup completed for 8 days",
                     "A cluster that had backups has none completed for 8 days: "
                     "{{ event.resource['prefect.resource.id'] }}",
+                )
+            ],
+        ),
+        Automation(
+            name="pgpitr: scheduled backup late",
+            trigger=EventTrigger(
+                expect={"prefect.flow-run.Late"},
+                match={"prefect.resource.id": "prefect.flow-run.*"},
+                match_related={"prefect.resource.role": "flow", "prefect.resource.name": "backup"},
+                posture=Posture.Reactive,
+                threshold=1,
+            ),
+            actions=[
+                notify(
+                    "pgpitr: a scheduled backup is late",
+                    "Backup run {{ event.resource['prefect.resource.name'] }} of deployment "
+                    "{{ deployment.name }} did not start on time: no agent serves its host "
+                    "(deployments pgpitr-HOST). Start it there with `pgpitr agent start`.",
                 )
             ],
         ),

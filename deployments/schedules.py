@@ -15,7 +15,10 @@ def sync_all() -> list[str]:
 
     done = []
     for cluster in Cluster.all():
-        done += [f"{cluster.name}: {line}" for line in sync(clusters.load_policy(cluster))]
+        done += [
+            f"{cluster.name}: {line}"
+            for line in sync(clusters.load_policy(cluster), host=cluster.state.host)
+        ]
     return done
 
 

@@ -1,30 +1,25 @@
-"""Serve every pgpitr deployment from one process on this machine: ``pgpitr serve`` or
-``python -m deployments.serve``.
+"""Serve this host's pgpitr deployments from one process: what the agent runs (and supervises,
+deployments/agent.py); ``python -m deployments.serve`` alone serves once.
 
-Each flow is one deployment named ``pgpitr`` (or $PGPITR_DEPLOYMENT), for every cluster; the
-clusters' schedules are rebuilt from their saved backup policies each time serving starts, so the
-policies stay the one source of truth.  Runs execute in child processes of this one.  With no
-Prefect API configured and none answering on 127.0.0.1:4200, this starts a Prefect server there
-(UI included) and stops it on exit.  Stopping this process does not pause the schedules: the
-deployments keep what the policies say, and their runs wait until serving resumes.
+Each flow is one deployment named ``pgpitr-HOST`` (or $PGPITR_DEPLOYMENT) for every cluster of
+this host (PGPITR_HOST or the hostname); the clusters' schedules are rebuilt from their saved
+backup policies each time serving starts, so the policies stay the one source of truth.  Runs
+execute in child processes of this one.  With no Prefect API configured, this uses pgpitr's
+local Prefect server (deployments/localserver.py), started if need be and kept running after
+this process ends.  Stopping this process does not pause the schedules: the deployments keep
+what the policies say, and their runs go Late until serving resumes.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
 from typing import Any
 
-from deployments.api import answers, api_url
+from deployments.api import ensure_api_url
 from flows import registry
 from pgpitr import clusters
-from pgpitr.errors import PitrError
 from pgpitr.postgres.cluster import Cluster
-from tasks.naming import deployment_name
-
-LOCAL_PORT = 4200
+from tasks.naming import deployment_name, this_host
 
 
 def all_flows() -> list[Any]:
@@ -37,14 +32,16 @@ def build(deployment: str | None = None) -> list[Any]:
 
     from tasks import schedules
 
-    name = deployment or deployment_name()
-    wanted = [s for c in Cluster.all() for s in schedules.for_policy(clusters.load_policy(c))]
+    host = this_host()
+    name = deployment or deployment_name(host)
+    mine = [c for c in Cluster.all() if c.state.host == host]
+    wanted = [s for c in mine for s in schedules.for_policy(clusters.load_policy(c), host)]
     return [
         flow.to_deployment(
             name=name,
             schedules=[schedules.as_prefect(s) for s in wanted if s.flow == flow.name],
             description=(flow.description or "").strip() or None,
-            tags=["pgpitr"],
+            tags=["pgpitr", f"host:{host}"],
             # by module path: the same entrypoint from a checkout and from the installed package
             entrypoint_type=EntrypointType.MODULE_PATH,
         )
@@ -52,49 +49,20 @@ def build(deployment: str | None = None) -> list[Any]:
     ]
 
 
-def start_local_server(port: int = LOCAL_PORT, timeout: float = 120) -> subprocess.Popen[bytes]:
-    """A Prefect server on 127.0.0.1:PORT for as long as this process serves."""
-    url = f"http://127.0.0.1:{port}/api"
-    log = open(os.devnull, "wb")  # the child owns it for its lifetime
-    server = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1"]
-        + ["--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + timeout
-    while not answers(url, timeout=1):
-        if server.poll() is not None or time.monotonic() > deadline:
-            server.kill()
-            raise PitrError(
-                f"the Prefect server on port {port} did not start",
-                hint=f"run `prefect server start --port {port}` to see why",
-            )
-        time.sleep(0.5)
-    os.environ["PREFECT_API_URL"] = url
-    return server
-
-
 def main(limit: int | None = None) -> None:
     """Serve until interrupted."""
     os.environ.setdefault("PREFECT_RUNNER_POLL_FREQUENCY", "2")  # a queued run starts within 2 s
-    server = None
-    url = api_url()
-    if url is None:
-        server = start_local_server()
-        url = os.environ["PREFECT_API_URL"]
-    else:
-        os.environ["PREFECT_API_URL"] = url
+    url, _ = ensure_api_url()
+    os.environ["PREFECT_API_URL"] = url
     print(f"pgpitr serve: Prefect API {url}, UI {url.removesuffix('/api')}", flush=True)
     from prefect import serve
 
-    try:
-        serve(*build(), pause_on_shutdown=False, limit=limit)
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait(timeout=30)
+    serve(*build(), pause_on_shutdown=False, limit=limit)
 
 
 if __name__ == "__main__":
-    main()
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m deployments.serve")
+    parser.add_argument("--limit", type=int, default=None)
+    main(limit=parser.parse_args().limit)

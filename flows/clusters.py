@@ -9,10 +9,15 @@ from prefect import flow
 
 from pgpitr import accounts, clusters
 from tasks import clusters as _tasks  # noqa: F401  (the steps' tasks)
+from tasks.naming import run_name
 from tasks.steps import STEPS
 
 
-@flow(name="create-cluster", flow_run_name="create-cluster-{name}", persist_result=True)
+@flow(
+    name="create-cluster",
+    flow_run_name=run_name("create-cluster-{host}/{name}"),
+    persist_result=True,
+)
 def create_cluster(
     name: str, port: int | None = None, backup_repo: str | None = None, bindir: str | None = None
 ) -> dict[str, Any]:
@@ -21,20 +26,28 @@ def create_cluster(
     return clusters.run_create(STEPS, name, port, backup_repo, bindir)
 
 
-@flow(name="delete-cluster", flow_run_name="delete-cluster-{name}", persist_result=True)
+@flow(
+    name="delete-cluster",
+    flow_run_name=run_name("delete-cluster-{host}/{name}"),
+    persist_result=True,
+)
 def delete_cluster(name: str) -> None:
     """Stop and remove the cluster and its schedules; its backups stay in the repository."""
     clusters.run_delete(STEPS, name)
 
 
-@flow(name="create-account", flow_run_name="create-account-{cluster}-{username}")
+@flow(name="create-account", flow_run_name=run_name("create-account-{host}/{cluster}-{username}"))
 def create_account(cluster: str, username: str) -> None:
     """Create a login role.  Its password is read from the flow's environment
     (PGPITR_ACCOUNT_PASSWORD), never passed as a parameter nor logged nor kept as a result."""
     accounts.run_create_account(STEPS, cluster, username)
 
 
-@flow(name="grant-role", flow_run_name="grant-role-{cluster}-{username}", persist_result=True)
+@flow(
+    name="grant-role",
+    flow_run_name=run_name("grant-role-{host}/{cluster}-{username}"),
+    persist_result=True,
+)
 def grant_role(cluster: str, username: str, role: str) -> None:
     """Grant READONLY, READWRITE or SUPERUSER to an account."""
     accounts.run_grant_role(STEPS, cluster, username, role)

@@ -10,10 +10,15 @@ from prefect import flow
 from pgpitr import clusters
 from pgpitr import policy as pol
 from tasks import clusters as _tasks  # noqa: F401  (the steps' tasks)
+from tasks.naming import run_name
 from tasks.steps import STEPS
 
 
-@flow(name="set-log-backup", flow_run_name="set-log-backup-{cluster}", persist_result=True)
+@flow(
+    name="set-log-backup",
+    flow_run_name=run_name("set-log-backup-{host}/{cluster}"),
+    persist_result=True,
+)
 def set_log_backup(cluster: str, enabled: bool) -> str | None:
     """Turn WAL archiving on (and wait until a switched segment is archived) or off."""
     return clusters.run_set_log_backup(STEPS, cluster, enabled)
@@ -21,7 +26,7 @@ def set_log_backup(cluster: str, enabled: bool) -> str | None:
 
 @flow(
     name="edit-backup-policy",
-    flow_run_name="edit-backup-policy-{cluster}",
+    flow_run_name=run_name("edit-backup-policy-{host}/{cluster}"),
     persist_result=True,
 )
 def edit_backup_policy(

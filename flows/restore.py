@@ -8,14 +8,15 @@ from prefect.artifacts import create_markdown_artifact
 from pgpitr import restore as rs
 from pgpitr import timeparse
 from tasks import restore as _tasks  # noqa: F401  (the steps' tasks)
-from tasks._common import artifact_key
+from tasks._common import cluster_artifact_key
 from tasks._slots import cluster_slot
+from tasks.naming import run_name
 from tasks.steps import STEPS
 
 
 @flow(
     name="restore",
-    flow_run_name="restore-{new_name}-from-{source_cluster}",
+    flow_run_name=run_name("restore-{host}/{new_name}-from-{source_cluster}"),
     persist_result=True,
 )
 def restore(
@@ -42,7 +43,7 @@ def restore(
         f"# {new_name} restored from {source_cluster}\n\n"
         f"| backup | target | last replayed commit | timeline |\n|---|---|---|---|\n"
         f"| {result.backup} | {request.target} | {last} | {result.timeline} |\n",
-        key=artifact_key("restore", new_name),
+        key=cluster_artifact_key("restore", new_name),
         description=f"restore of {new_name}",
     )
     return result

@@ -12,11 +12,16 @@ from pgpitr import retention
 from pgpitr.errors import NotFound
 from tasks import backup as tb
 from tasks import retention as _tasks  # noqa: F401  (the steps' tasks)
-from tasks._common import artifact_key
+from tasks._common import cluster_artifact_key
+from tasks.naming import run_name
 from tasks.steps import STEPS
 
 
-@flow(name="apply-retention", flow_run_name="apply-retention-{cluster}", persist_result=True)
+@flow(
+    name="apply-retention",
+    flow_run_name=run_name("apply-retention-{host}/{cluster}"),
+    persist_result=True,
+)
 def apply_retention(cluster: str) -> dict[str, Any]:
     """Remove the backups past the policy's retention.ttl (never the one the window needs while
     no other can replace it) and the WAL older than every remaining backup."""
@@ -28,13 +33,17 @@ def apply_retention(cluster: str) -> dict[str, Any]:
     lines.append(f"- removed {removed.wal_files} WAL file(s) older than every remaining backup")
     create_markdown_artifact(
         f"# Retention of {cluster}\n\n" + "\n".join(lines),
-        key=artifact_key("retention", cluster),
+        key=cluster_artifact_key("retention", cluster),
         description=f"what retention removed from {cluster}",
     )
     return {"removed": removed.backups, "wal_files": removed.wal_files, "kept": report.kept}
 
 
-@flow(name="delete-backup", flow_run_name="delete-backup-{cluster}", persist_result=True)
+@flow(
+    name="delete-backup",
+    flow_run_name=run_name("delete-backup-{host}/{cluster}"),
+    persist_result=True,
+)
 def delete_backup(
     cluster: str,
     names: list[str] | None = None,

@@ -13,13 +13,14 @@ from pgpitr import timeparse
 from pgpitr import window as w
 from tasks import events
 from tasks import window as _tasks  # noqa: F401  (the steps' tasks)
-from tasks._common import artifact_key
+from tasks._common import cluster_artifact_key
+from tasks.naming import run_name
 from tasks.steps import STEPS
 
 
 @flow(
     name="refresh-recoverable-window",
-    flow_run_name="refresh-recoverable-window-{cluster}",
+    flow_run_name=run_name("refresh-recoverable-window-{host}/{cluster}"),
     persist_result=True,
 )
 def refresh_recoverable_window(cluster: str) -> dict[str, Any]:
@@ -30,7 +31,7 @@ def refresh_recoverable_window(cluster: str) -> dict[str, Any]:
     shown = report.as_dict()
     create_markdown_artifact(
         _markdown(cluster, shown, shown["archiver"]),
-        key=artifact_key("recoverable-window", cluster),
+        key=cluster_artifact_key("recoverable-window", cluster),
         description=f"recoverable window of {cluster}",
     )
     return shown

@@ -20,10 +20,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from pgpitr.errors import InvalidInput
 from pgpitr.osutil import write_atomic
 
 NAME_RULE = re.compile(r"^[a-z][a-z0-9-]{0,46}[a-z0-9]$|^[a-z]$")
@@ -31,6 +33,21 @@ NAME_RULE_TEXT = (
     "1 to 48 characters: lower-case letters, digits and '-', starting with a letter and not "
     "ending with '-' (like a Kubernetes name)"
 )
+
+
+HOST_ENV = "PGPITR_HOST"
+HOST_RULE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+def this_host() -> str:
+    """The host (agent) this process acts for: PGPITR_HOST, else the machine's hostname."""
+    name = os.environ.get(HOST_ENV) or socket.gethostname()
+    if not HOST_RULE.fullmatch(name):
+        raise InvalidInput(
+            f"invalid host name {name!r}: use letters, digits, '.', '_' and '-' (at most 63)",
+            hint=f"set {HOST_ENV} to this machine's name",
+        )
+    return name
 
 
 def home() -> Path:
@@ -70,6 +87,8 @@ class ClusterState:
     created: str = ""
     #: For a restored cluster: where its WAL came from, until recovery finished.
     restore_source: dict[str, Any] = field(default_factory=dict)
+    #: The host (agent) the cluster lives on; a state saved before hosts existed is this one's.
+    host: str = field(default_factory=this_host)
     home: str = ""
 
     @property

@@ -30,6 +30,7 @@ from prefect.exceptions import MissingContextError
 from prefect.tasks import Task, exponential_backoff
 from prefect.transactions import Transaction, get_transaction
 
+from pgpitr.state import this_host
 from pgpitr.steps import undo_of
 from pgpitr.transient import is_transient
 
@@ -102,9 +103,9 @@ def step_task(
     """The task of an engine step: the same call, with ``options`` (RETRYING or ONCE).
 
     ``progress`` = (KEY, PARAMETER) gives a step that takes a ``progress`` callback a progress
-    artifact, keyed ``KEY-<the value of PARAMETER>`` (``backup-progress-my-pg``).  A step marked
-    ``@undone_by(fn)`` keeps its result in its transaction
-    and is undone by ``fn(result)`` when the flow's transaction rolls back."""
+    artifact, keyed ``KEY-HOST-<the value of PARAMETER>`` (``backup-progress-db1-my-pg``).  A
+    step marked ``@undone_by(fn)`` keeps its result in its transaction and is undone by
+    ``fn(result)`` when the flow's transaction rolls back."""
     undo = undo_of(step)
     signature = inspect.signature(step)
     takes_progress = "progress" in signature.parameters
@@ -118,7 +119,7 @@ def step_task(
                 key, parameter = progress
                 subject = str(bound.arguments[parameter])
                 description = f"{name} {subject}: bytes moved"
-                bar = ByteProgress(artifact_key(key, subject), description)
+                bar = ByteProgress(cluster_artifact_key(key, subject), description)
                 bound.arguments["progress"] = bar
                 args, kwargs = bound.args, bound.kwargs
         result = step(*args, **kwargs)
@@ -141,6 +142,11 @@ def step_task(
         wrapped.on_rollback(rollback)
     TASKS[step] = wrapped
     return wrapped
+
+
+def cluster_artifact_key(kind: str, cluster: str) -> str:
+    """KIND-HOST-CLUSTER: a cluster's artifact, apart from a same-named one on another host."""
+    return artifact_key(kind, this_host(), cluster)
 
 
 def artifact_key(*parts: str) -> str:

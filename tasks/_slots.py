@@ -2,8 +2,9 @@
 
 A deployment's own concurrency limit counts the runs of that deployment, and pgpitr's
 deployments serve every cluster; so the limit per cluster is a Prefect global concurrency limit
-named after it (``pgpitr-backup-my-pg``, limit 1, created on first use and visible in the UI).
-A second backup waits for its turn; a second restore from the same source is refused.
+named after it and its host (``pgpitr-backup-db1.my-pg``, limit 1, created on first use and
+visible in the UI).  A second backup waits for its turn; a second restore from the same source
+is refused.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
 from pgpitr.errors import Busy
+from tasks.naming import qualified
 
 LEASE_SECONDS = 60  # the shortest lease Prefect's API accepts
 
 
 def slot_name(kind: str, cluster: str) -> str:
-    return f"pgpitr-{kind}-{cluster}"
+    """``pgpitr-backup-HOST.NAME``: per cluster of this host (a limit's name takes no '/')."""
+    return f"pgpitr-{kind}-{qualified(cluster)}"
 
 
 @contextmanager

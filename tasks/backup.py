@@ -11,7 +11,7 @@ from pgpitr import backup as bk
 from pgpitr import catalog, clusters, verify
 from pgpitr.manifest import backup_row
 from pgpitr.postgres.cluster import Cluster
-from tasks._common import ONCE, RETRYING, artifact_key, step_task
+from tasks._common import ONCE, RETRYING, cluster_artifact_key, step_task
 
 check_cluster = step_task(bk.check_cluster, "check-cluster", **RETRYING)
 stream_base_backup = step_task(
@@ -35,7 +35,7 @@ def publish_backup_table(cluster: str) -> list[dict[str, Any]]:
     rows = [backup_row(b) for b in catalog.list_backups(clusters.repository(c), c.state.stanza)]
     create_table_artifact(
         rows or [{"name": "", "status": "no backup"}],
-        key=artifact_key("backups", cluster),
+        key=cluster_artifact_key("backups", cluster),
         description=f"backups of {cluster}",
     )
     return rows

@@ -1,7 +1,9 @@
 """Prefect events an automation can act on: a backup finished or failed, WAL archiving lags.
 
-Every event's resource is the cluster, ``pgpitr.cluster.NAME``, so one automation can match all
-clusters (``pgpitr.cluster.*``) or one.  Payloads carry names, sizes and reasons, never a secret.
+Every event's resource is the cluster on its host, ``pgpitr.cluster.HOST.NAME`` (labels
+``pgpitr.host`` and ``pgpitr.cluster``), so one automation can match all clusters
+(``pgpitr.cluster.*``), one host's (``pgpitr.cluster.db1.*``) or one.  Payloads carry names,
+sizes and reasons, never a secret.
 """
 
 from __future__ import annotations
@@ -14,23 +16,25 @@ from pgpitr.errors import PitrError
 from pgpitr.manifest import BackupManifest
 from pgpitr.monitor import ArchiverStatus
 from tasks._common import logger
+from tasks.naming import qualified, schedule_slug, this_host
 
 BACKUP_COMPLETED = "pgpitr.backup.completed"
 BACKUP_FAILED = "pgpitr.backup.failed"
 ARCHIVING_BEHIND = "pgpitr.wal.archiving-behind"
 
 
-def _resource(cluster: str) -> dict[str, str]:
+def resource(cluster: str) -> dict[str, str]:
     return {
-        "prefect.resource.id": f"pgpitr.cluster.{cluster}",
-        "prefect.resource.name": cluster,
+        "prefect.resource.id": f"pgpitr.cluster.{qualified(cluster)}",
+        "prefect.resource.name": schedule_slug(cluster),
         "pgpitr.cluster": cluster,
+        "pgpitr.host": this_host(),
     }
 
 
 def _emit(event: str, cluster: str, payload: dict[str, Any]) -> None:
     try:
-        emit_event(event=event, resource=_resource(cluster), payload=payload)
+        emit_event(event=event, resource=resource(cluster), payload=payload)
     except Exception as exc:  # an event is a notification: never fail the work for it
         logger().warning("event %s not emitted: %s", event, type(exc).__name__)
 

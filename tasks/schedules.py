@@ -1,9 +1,10 @@
 """Each cluster's backup policy, as schedules of the pgpitr deployments: one source of truth;
 and the tasks that write them.
 
-One deployment per flow serves every cluster (the cluster is a flow parameter).  Each cluster has
-one schedule on the ``backup``, ``apply-retention`` and ``refresh-recoverable-window``
-deployments, whose slug is the cluster's name and whose parameters name the cluster:
+One deployment per flow and host serves every cluster of that host (the cluster is a flow
+parameter; ``FLOW/pgpitr-HOST``, tasks/naming.py).  Each cluster has one schedule on its host's
+``backup``, ``apply-retention`` and ``refresh-recoverable-window`` deployments, whose slug is
+``HOST/NAME`` and whose parameters name the cluster:
 
 - backup: the policy's ``schedule.datafile.cronExpression`` in its timezone, active while
   ``schedule.datafile.enable`` is true, and retention applied right after each scheduled backup;
@@ -27,7 +28,7 @@ from pgpitr import clusters
 from pgpitr import policy as pol
 from pgpitr.postgres.cluster import Cluster
 from tasks._common import RETRYING, logger
-from tasks.naming import deployment_name
+from tasks.naming import deployment_name, schedule_slug, this_host
 
 RETENTION_CRON = "30 * * * *"
 WINDOW_CRON = "*/10 * * * *"
@@ -44,10 +45,20 @@ class ClusterSchedule:
     timezone: str
     active: bool
     parameters: dict[str, Any] = field(default_factory=dict)
+    host: str = field(default_factory=this_host)
+
+    @property
+    def slug(self) -> str:
+        return schedule_slug(self.cluster, self.host)
+
+    @property
+    def deployment(self) -> str:
+        return f"{self.flow}/{deployment_name(self.host)}"
 
 
-def for_policy(policy: pol.BackupPolicy) -> list[ClusterSchedule]:
+def for_policy(policy: pol.BackupPolicy, host: str | None = None) -> list[ClusterSchedule]:
     name = policy.cluster
+    host = host or this_host()
     return [
         ClusterSchedule(
             "backup",
@@ -56,10 +67,13 @@ def for_policy(policy: pol.BackupPolicy) -> list[ClusterSchedule]:
             policy.timezone,
             policy.datafile_enabled,
             {"cluster": name, "apply_retention_after": True},
+            host,
         ),
-        ClusterSchedule("apply-retention", name, RETENTION_CRON, "UTC", True, {"cluster": name}),
         ClusterSchedule(
-            "refresh-recoverable-window", name, WINDOW_CRON, "UTC", True, {"cluster": name}
+            "apply-retention", name, RETENTION_CRON, "UTC", True, {"cluster": name}, host
+        ),
+        ClusterSchedule(
+            "refresh-recoverable-window", name, WINDOW_CRON, "UTC", True, {"cluster": name}, host
         ),
     ]
 
@@ -73,11 +87,11 @@ def as_prefect(schedule: ClusterSchedule) -> Any:
         timezone=schedule.timezone,
         active=schedule.active,
         parameters=schedule.parameters,
-        slug=schedule.cluster,
+        slug=schedule.slug,
     )
 
 
-def sync(policy: pol.BackupPolicy, client: Any = None) -> list[str]:
+def sync(policy: pol.BackupPolicy, client: Any = None, host: str | None = None) -> list[str]:
     """Create or update the cluster's schedules on every deployment that exists; say what."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import DeploymentScheduleCreate
@@ -86,8 +100,8 @@ def sync(policy: pol.BackupPolicy, client: Any = None) -> list[str]:
 
     done = []
     with _client(client, get_client) as api:
-        for wanted in for_policy(policy):
-            target = f"{wanted.flow}/{deployment_name()}"
+        for wanted in for_policy(policy, host):
+            target = wanted.deployment
             try:
                 deployment = api.read_deployment_by_name(target)
             except ObjectNotFound:
@@ -95,10 +109,10 @@ def sync(policy: pol.BackupPolicy, client: Any = None) -> list[str]:
                 continue
             cron = CronSchedule(cron=wanted.cron, timezone=wanted.timezone)
             existing = {s.slug: s for s in deployment.schedules}
-            if wanted.cluster in existing:
+            if wanted.slug in existing:
                 api.update_deployment_schedule(
                     deployment.id,
-                    existing[wanted.cluster].id,
+                    existing[wanted.slug].id,
                     active=wanted.active,
                     schedule=cron,
                     parameters=wanted.parameters,
@@ -111,7 +125,7 @@ def sync(policy: pol.BackupPolicy, client: Any = None) -> list[str]:
                             schedule=cron,
                             active=wanted.active,
                             parameters=wanted.parameters,
-                            slug=wanted.cluster,
+                            slug=wanted.slug,
                         )
                     ],
                 )
@@ -125,21 +139,21 @@ def sync(policy: pol.BackupPolicy, client: Any = None) -> list[str]:
     return done
 
 
-def remove(cluster: str, client: Any = None) -> list[str]:
-    """Take the cluster's schedules off every deployment (its scheduled runs go with them)."""
+def remove(cluster: str, client: Any = None, host: str | None = None) -> list[str]:
+    """Take the cluster's schedules off its host's deployments (their scheduled runs go too)."""
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
 
     done = []
     with _client(client, get_client) as api:
         for flow_name in SCHEDULED_FLOWS:
-            target = f"{flow_name}/{deployment_name()}"
+            target = f"{flow_name}/{deployment_name(host)}"
             try:
                 deployment = api.read_deployment_by_name(target)
             except ObjectNotFound:
                 continue
             for schedule in deployment.schedules:
-                if schedule.slug == cluster:
+                if schedule.slug == schedule_slug(cluster, host):
                     api.delete_deployment_schedule(deployment.id, schedule.id)
                     done.append(f"{target}: schedule of {cluster} removed")
     return done
@@ -167,7 +181,8 @@ class _client:
 @task(name="sync-schedules", **RETRYING)
 def sync_schedules(cluster: str) -> list[str]:
     """Write the cluster's policy into the deployments' schedules."""
-    done = sync(clusters.load_policy(Cluster.get(cluster)))
+    found = Cluster.get(cluster)
+    done = sync(clusters.load_policy(found), host=found.state.host)
     for line in done:
         logger().info(line)
     return done

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from pgpitr import state
+from pgpitr.errors import InvalidInput
 from pgpitr.state import NAME_RULE, ClusterState
 
 
@@ -118,6 +119,7 @@ def test_save_writes_cluster_json_without_the_home(tmp_path: Path) -> None:
         "os_user": "postgres",
         "system_identifier": "7000000000000000001",
         "pg_version": 15,
+        "host": st.host,
         "wal_segment_size": 16 * 1024 * 1024,
         "created": "",
         "restore_source": {"from": "a"},
@@ -221,3 +223,21 @@ def test_a_failed_write_leaves_no_temporary_and_the_old_file(tmp_path, monkeypat
         osutil.write_atomic(target, b"new")
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["segment"]
+
+
+def test_a_cluster_belongs_to_this_host_unless_pgpitr_host_says_otherwise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    monkeypatch.delenv("PGPITR_HOST", raising=False)
+    assert state.this_host() == socket.gethostname()
+    monkeypatch.setenv("PGPITR_HOST", "db1.example.com")
+    st = _state(tmp_path)
+    assert st.host == "db1.example.com"
+    st.save()
+    monkeypatch.setenv("PGPITR_HOST", "elsewhere")
+    assert ClusterState.load("my-pg", tmp_path).host == "db1.example.com"  # recorded
+    monkeypatch.setenv("PGPITR_HOST", "no/slash")
+    with pytest.raises(InvalidInput, match="invalid host name 'no/slash'"):
+        state.this_host()

@@ -27,7 +27,7 @@ def _root() -> None:
     """Point-in-time recovery for PostgreSQL."""
 
 
-GROUPS = ("cluster", "addon", "storageclass", "config", "serve")
+GROUPS = ("cluster", "addon", "storageclass", "config", "serve", "server", "agent")
 
 
 def _register(argv: list[str]) -> None:

@@ -12,8 +12,9 @@ import typer
 
 from pgpitr import catalog, clusters, timeparse
 from pgpitr.cli import console, flowio, progress, runner
-from pgpitr.errors import InvalidInput, NotFound
+from pgpitr.errors import AlreadyExists, InvalidInput, NotFound
 from pgpitr.postgres.cluster import Cluster, validate_name
+from pgpitr.state import clusters_dir
 
 app = typer.Typer(no_args_is_help=True, help="Create, back up, restore and inspect clusters.")
 
@@ -47,8 +48,10 @@ def create(
     """Create and start a new PostgreSQL cluster managed by pgpitr."""
     from pgpitr.postgres import binaries
 
-    # bad input fails at once, not as a failed flow run
+    # bad input fails at once, not as a failed flow run (nor starts a Prefect server)
     validate_name(name)
+    if (clusters_dir() / name).exists():
+        raise AlreadyExists(f"cluster {name!r} already exists", hint="choose another name")
     backup_repo = flowio.repository_url(backup_repo)
     bindir = str(binaries.resolve(version, bindir))
     parameters = {"name": name, "port": port, "backup_repo": backup_repo, "bindir": bindir}
@@ -107,6 +110,7 @@ def backup(
     wait: Wait = None,
 ) -> None:
     """Take a full backup now."""
+    Cluster.get(name)  # an unknown name fails at once, not as a failed flow run
     parameters = {"cluster": name, "backup_name": backup_name}
     flowio.backed_up(runner.run("backup", wait, progress="backup", **parameters))
 
@@ -212,6 +216,8 @@ def describe(name: str, output: Output = "table") -> None:
             ]
         ],
     )
+    for line in runner.health_lines(info):
+        console.out.print(line)
 
 
 @app.command()
@@ -230,15 +236,23 @@ def restore(
         typer.Option(help="binaries for the new cluster (default: of the backup's major)"),
     ] = None,
     wait: Wait = None,
+    host: Annotated[
+        str | None, typer.Option(help="make the new cluster on this host, run by its agent")
+    ] = None,
 ) -> None:
-    """Restore SOURCE to a point in time into a new cluster."""
+    """Restore SOURCE to a point in time into a new cluster (on another host with --host)."""
     from pgpitr.restore import RestoreRequest
 
     # a typo fails here, before any flow runs; the flow gets the canonical form
     request = RestoreRequest.parse(new_name, source_cluster, restore_to_time, backup, backup_repo)
+    if host and not backup_repo:  # the other host reads the source's repository
+        backup_repo = clusters.resolve_source(source_cluster).repository
     parameters = {"new_name": new_name, "source_cluster": source_cluster, "backup_name": backup}
     parameters.update(restore_to_time=str(request.target))
     parameters.update(backup_repo=flowio.repository_url(backup_repo), bindir=bindir)
+    if host:
+        wait = True if wait is None else wait
+        parameters["host"] = host  # runner.run: through that host's deployment
     result = runner.run("restore", wait, progress="restore", **parameters)
     flowio.restored(new_name, result)
 

@@ -3,33 +3,34 @@
 A command that changes something runs its flow:
 
 - here, in this process, against the Prefect API: PREFECT_API_URL, the active Prefect profile's,
-  or a server answering on 127.0.0.1:4200 (``pgpitr serve`` and ``make demo`` start one there);
-  with none of them, against Prefect's temporary local server, which this says once;
+  or pgpitr's local server on 127.0.0.1:4200 (PGPITR_PREFECT_PORT), started by the first command
+  that needs it and kept for the next ones (deployments/localserver.py);
 - or, with ``--wait``/``--no-wait``, through ``run_deployment`` on the served deployment
-  ``FLOW/pgpitr`` (PGPITR_DEPLOYMENT names another), so that the run happens where the
+  ``FLOW/pgpitr-HOST`` (PGPITR_DEPLOYMENT names another), so that the run happens where the
   schedules run; ``--no-wait`` returns as soon as the run is queued.
 
 Prefect's own console logging is silenced (the runs' logs still go to the API); an engine error
 raised inside the flow reaches the user as the original PitrError, with its message and exit code.
 
 Reading the schedules (``list-backup-policy``, ``describe``) never imports Prefect nor starts a
-flow: one HTTP request to the API, and the saved policy when no API answers.
+flow: HTTP requests to the API (the deployment, its runs: deployments/health.py), and the saved
+policy when no API answers.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from deployments.api import LOCAL_SERVER, answers, api_url, ui_url
+from deployments.api import LOCAL_SERVER, answers, api_url, ensure_api_url, ui_url
 from flows import registry
 from pgpitr.cli import console
 from pgpitr.errors import PitrError
-from tasks.naming import deployment_name
+from pgpitr.postgres.cluster import Cluster
+from tasks.naming import deployment_name, schedule_slug, this_host
 
 __all__ = ["LOCAL_SERVER", "NO_RESULT", "answers", "api_url", "run", "schedule_fields"]
 
@@ -52,8 +53,10 @@ def run(
 ) -> Any:
     """Run the flow FLOW_NAME (flows/registry.py) with ``parameters``; return its result.
 
-    ``wait`` None runs it here; True/False go through the deployment.  ``environment`` is set
-    for an in-process run only (how a secret reaches a flow without being a parameter)."""
+    ``wait`` None runs it here; True/False go through the deployment, of the host named by
+    the ``host`` parameter (taken out of the flow's parameters) or this one's.  ``environment``
+    is set for an in-process run only (how a secret reaches a flow without being a parameter)."""
+    host = parameters.pop("host", None)
     prepare()
     if wait is None:
         return _run_here(flow_name, parameters, progress, environment)
@@ -63,10 +66,7 @@ def run(
             "deployment's run does not share",
             hint="run it without --wait/--no-wait",
         )
-    return _run_deployment(flow_name, parameters, wait)
-
-
-_noted: list[bool] = []
+    return _run_deployment(flow_name, parameters, wait, host)
 
 
 def prepare() -> None:
@@ -78,15 +78,12 @@ def prepare() -> None:
     # Its background workers report their exit-time drain on loggers of their own names.
     for name in ("EventsWorker", "APILogWorker"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    url = api_url()
-    if url:
-        os.environ["PREFECT_API_URL"] = url
-    elif not _noted:
-        _noted.append(True)
+    url, started = ensure_api_url()
+    os.environ["PREFECT_API_URL"] = url
+    if started:
         console.info(
-            "note: no Prefect server configured (PREFECT_API_URL) or running on 127.0.0.1:4200: "
-            "this flow runs on Prefect's temporary local server (10 to 15 s more per command); "
-            "`pgpitr serve` starts a lasting one"
+            f"note: started the local Prefect server {url.removesuffix('/api')} "
+            "(it keeps running for the next commands; `pgpitr server stop` stops it)"
         )
 
 
@@ -140,26 +137,28 @@ def _progress_bar(label: str | None) -> Iterator[None]:
             remove()
 
 
-def _run_deployment(flow_name: str, parameters: dict[str, Any], wait: bool) -> Any:
+def _run_deployment(
+    flow_name: str, parameters: dict[str, Any], wait: bool, host: str | None = None
+) -> Any:
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
     from prefect.exceptions import ObjectNotFound
 
     if registry.entry(flow_name).kubernetes:
         registry.require_kubernetes()
-    target = f"{flow_name}/{deployment_name()}"
+    target = f"{flow_name}/{deployment_name(host)}"
     with get_client(sync_client=True) as client:
         try:
             deployment = client.read_deployment_by_name(target)
         except ObjectNotFound:
             raise PitrError(
                 f"no deployment {target} in the Prefect API at {api_url()}",
-                hint="start `pgpitr serve` (or `prefect deploy --all` and a worker), or run "
-                "the command without --wait/--no-wait to run the flow here",
+                hint=f"start the agent of host {host or this_host()} (`pgpitr agent start` "
+                "there), or run the command without --wait/--no-wait to run the flow here",
             ) from None
     status = getattr(deployment, "status", None)
     if getattr(status, "value", status) == "NOT_READY":
-        console.info(f"note: nothing serves {target} right now; the run waits for a runner")
+        console.info(f"note: no agent serves {target} right now; the run waits for one")
     flow_run = run_deployment(
         target, parameters=parameters, timeout=None if wait else 0, poll_interval=1
     )
@@ -195,52 +194,107 @@ def _result(state: Any, run_name: str, link: str) -> Any:
 # -- what the deployments really have ----------------------------------------------------------
 
 
-@functools.cache
-def _deployment(flow_name: str) -> tuple[dict[str, Any] | None, str]:
-    """(the deployment as the API returns it, or None; why None)."""
-    import httpx
-
-    url = api_url()
-    target = f"{flow_name}/{deployment_name()}"
-    if url is None:
-        return None, "no Prefect API is configured or running on 127.0.0.1:4200"
-    try:
-        response = httpx.get(f"{url}/deployments/name/{target}", timeout=3)
-    except httpx.HTTPError:
-        return None, f"the Prefect API at {url} does not answer"
-    if response.status_code == 404:
-        return None, f"{target} is not deployed (start `pgpitr serve`)"
-    if response.status_code != 200:
-        return None, f"the Prefect API at {url} answered {response.status_code}"
-    return response.json(), ""
-
-
 _explained: set[str] = set()
 
 
+def _note(text: str) -> None:
+    if text not in _explained:
+        _explained.add(text)
+        console.info(text)
+
+
 def schedule_fields(cluster: str, policy: Any) -> dict[str, Any]:
-    """The backup schedule of ``cluster`` as its deployment has it, in describe's fields; the
-    saved policy's when the deployment cannot be read (and a note on stderr, once)."""
-    deployment, why = _deployment("backup")
+    """The backup schedule of ``cluster`` as its host's deployment has it, in describe's fields,
+    with its health (is an agent serving it, next/last/late runs); the saved policy's when the
+    deployment cannot be read.  Warnings go to stderr.  HTTP to the API only: no flow."""
+    from deployments.health import deployment_health, runs_health
+
+    host = Cluster.get(cluster).state.host
+    health = deployment_health("backup", host)
+    deployment, why = health.deployment, health.why
     schedule = None
     if deployment is not None:
-        schedule = next((s for s in deployment["schedules"] if s.get("slug") == cluster), None)
+        slug = schedule_slug(cluster, host)
+        schedule = next((s for s in deployment["schedules"] if s.get("slug") == slug), None)
         if schedule is None:
-            why = f"backup/{deployment_name()} has no schedule for {cluster}"
-    if schedule is None or "cron" not in schedule.get("schedule", {}):
-        if why not in _explained:
-            _explained.add(why)
-            console.info(f"note: backup schedule from the saved policy: {why}")
-        return {
-            "auto_backup": policy.datafile_enabled,
-            "backup_schedule": policy.cron,
-            "schedule_timezone": policy.timezone,
-            "schedule_source": f"saved policy ({why})",
-        }
-    assert deployment is not None
-    return {
-        "auto_backup": bool(schedule["active"]) and not deployment.get("paused", False),
-        "backup_schedule": schedule["schedule"]["cron"],
-        "schedule_timezone": schedule["schedule"].get("timezone") or "UTC",
-        "schedule_source": f"deployment backup/{deployment_name()}",
+            why = f"{health.target} has no schedule for {slug}"
+    runs = runs_health(health, cluster)
+    fields: dict[str, Any] = {
+        "host": host,
+        "agent": "serving" if health.served else ("unknown" if deployment is None else "none"),
+        "agent_last_polled": health.last_polled,
+        "next_run": runs.next_run,
+        "last_run": runs.last_run,
+        "last_run_state": runs.last_state,
+        "late_runs": runs.late,
     }
+    if schedule is None or "cron" not in schedule.get("schedule", {}):
+        _note(f"note: backup schedule from the saved policy: {why}")
+        fields.update(
+            auto_backup=policy.datafile_enabled,
+            backup_schedule=policy.cron,
+            schedule_timezone=policy.timezone,
+            schedule_source=f"saved policy ({why})",
+        )
+    else:
+        fields.update(
+            auto_backup=bool(schedule["active"]) and not deployment.get("paused", False),
+            backup_schedule=schedule["schedule"]["cron"],
+            schedule_timezone=schedule["schedule"].get("timezone") or "UTC",
+            schedule_source=f"deployment {health.target}",
+        )
+        saved = (policy.datafile_enabled, policy.cron, policy.timezone)
+        deployed = (fields["auto_backup"], fields["backup_schedule"], fields["schedule_timezone"])
+        if saved != deployed:
+            _note(
+                f"warning: the saved policy of {cluster} ({_shown(saved)}) and {health.target} "
+                f"({_shown(deployed)}) disagree: restart the agent of host {host} "
+                "(`pgpitr agent stop; pgpitr agent start`), which rebuilds the schedules from "
+                "the policies, or set the policy again with `edit-backup-policy`"
+            )
+    fields["schedule_warning"] = _warning(cluster, host, fields, health)
+    if fields["schedule_warning"]:
+        _note(f"warning: {fields['schedule_warning']}")
+    return fields
+
+
+def _shown(schedule: tuple[bool, str, str]) -> str:
+    enabled, cron, timezone = schedule
+    return f"{'enabled' if enabled else 'disabled'}, {cron} {timezone}"
+
+
+def _warning(cluster: str, host: str, fields: dict[str, Any], health: Any) -> str | None:
+    if (
+        not fields["auto_backup"]
+        or fields["agent"] == "unknown"
+        and health.why.startswith(("no Prefect API", "the Prefect API"))
+    ):
+        return None  # nothing scheduled, or no API to ask (said above)
+    if fields["agent"] != "serving":
+        polled = f", last polled {health.last_polled}" if health.last_polled else ""
+        late = f"; {fields['late_runs']} run(s) Late" if fields["late_runs"] else ""
+        return (
+            f"scheduled backups of {cluster} will not run: no agent serves host {host} "
+            f"({health.target} {health.status or 'not deployed'}{polled}{late}) — start one "
+            "with `pgpitr agent start`"
+        )
+    if fields["late_runs"]:
+        return (
+            f"{fields['late_runs']} scheduled run(s) of {cluster} are Late although an agent "
+            f"serves host {host}: see {ui_url('runs')} and the agent's log (`pgpitr agent status`)"
+        )
+    return None
+
+
+def health_lines(info: dict[str, Any]) -> list[str]:
+    """describe's lines on the schedule's health."""
+    agent = {
+        "serving": f"served by the agent of host {info['host']}",
+        "none": f"NOT served: no agent of host {info['host']} polls",
+        "unknown": "not known (no deployment to ask)",
+    }[info["agent"]]
+    last = f"{info['last_run']} {info['last_run_state']}" if info["last_run"] else "none"
+    return [
+        f"Schedule: {agent}; next run {info['next_run'] or 'none'}; last run {last}; "
+        f"late runs {info['late_runs']}"
+    ]

@@ -1,20 +1,10 @@
-"""``pgpitr serve``: every deployment served from this process (deployments/serve.py)."""
+"""``pgpitr serve``: an alias of ``pgpitr agent run`` (one concept: the agent of this host)."""
 
 from __future__ import annotations
 
-from typing import Annotated
-
-import typer
+from pgpitr.cli.agent import Limit, run
 
 
-def app(
-    limit: Annotated[
-        int | None, typer.Option(help="at most this many flow runs at once (default 5)")
-    ] = None,
-) -> None:
-    """Serve every pgpitr deployment here: schedules from the backup policies, runs started from
-    the UI, `prefect deployment run` or `pgpitr cluster … --wait`.  Starts a Prefect server on
-    127.0.0.1:4200 when none is configured or running."""
-    from deployments.serve import main
-
-    main(limit=limit)
+def app(limit: Limit = None) -> None:
+    """The same as `pgpitr agent run`: serve this host's deployments in the foreground."""
+    run(limit=limit)

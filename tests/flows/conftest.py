@@ -53,10 +53,22 @@ def s3_repo(moto_endpoint: str) -> Iterator[str]:
             os.environ[key] = value
 
 
+#: The host the module's clusters live on (PGPITR_HOST), in every name the flows give.
+HOST = "flows-host"
+
+
 @pytest.fixture(scope="module")
 def flows_home(api_url: str, s3_repo: str) -> Iterator[Path]:
-    with shared_home() as home:
-        yield home
+    saved = os.environ.get("PGPITR_HOST")
+    os.environ["PGPITR_HOST"] = HOST
+    try:
+        with shared_home() as home:
+            yield home
+    finally:
+        if saved is None:
+            os.environ.pop("PGPITR_HOST", None)
+        else:
+            os.environ["PGPITR_HOST"] = saved
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +103,7 @@ def wait_served(process: subprocess.Popen[bytes], home: Path, timeout: float = 9
         while time.monotonic() < deadline:
             assert process.poll() is None, (home / "serve.log").read_text()[-3000:]
             try:
-                deployment = client.read_deployment_by_name("grant-role/pgpitr")
+                deployment = client.read_deployment_by_name(f"grant-role/pgpitr-{HOST}")
                 if getattr(deployment.status, "value", deployment.status) == "READY":
                     return
             except ObjectNotFound:

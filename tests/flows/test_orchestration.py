@@ -28,22 +28,23 @@ from pgpitr.postgres.cluster import Cluster
 from tests import engine
 from tests.conftest import S3_SECRET, cli
 from tests.flows import api
-from tests.flows.conftest import REPO_ROOT, wait_served
+from tests.flows.conftest import HOST, REPO_ROOT, wait_served
 from tests.flows.repos import RefusesFirstUpload, ShortBaseBackup
 from tests.pg import archive_now, commit_now, rows, sql
 
 pytestmark = pytest.mark.timeout(240)
 
 
-def deployment(name: str):
+def deployment(flow_name: str):
+    """FLOW's deployment on the module's host."""
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
-        return client.read_deployment_by_name(name)
+        return client.read_deployment_by_name(f"{flow_name}/pgpitr-{HOST}")
 
 
 def backup_schedule(cluster: str):
-    (found,) = [s for s in deployment("backup/pgpitr").schedules if s.slug == cluster]
+    (found,) = [s for s in deployment("backup").schedules if s.slug == f"{HOST}/{cluster}"]
     return found
 
 
@@ -92,32 +93,37 @@ def test_walkthrough_runs_as_flows_with_tasks_and_artifacts(walkthrough: Walkthr
     assert rows("restored") == [1]
 
     expected = [
-        "create-cluster-src",
-        "edit-backup-policy-src",
-        "backup-src",
-        "create-account-src-myuser",
-        "grant-role-src-myuser",
-        "restore-restored-from-src",
+        f"create-cluster-{HOST}/src",
+        f"edit-backup-policy-{HOST}/src",
+        f"backup-{HOST}/src",
+        f"create-account-{HOST}/src-myuser",
+        f"grant-role-{HOST}/src-myuser",
+        f"restore-{HOST}/restored-from-src",
     ]
     runs = {r.name: r for r in api.flow_runs(*expected) if r.state.is_completed()}
     assert sorted(runs) == sorted(expected)
     for run in runs.values():
         assert api.task_runs(run.id), f"{run.name} has no task run"
     # the log-backup switch is a step (task) of the policy edit, run once, completed
-    switched = api.task_run(runs["edit-backup-policy-src"].id, "set-log-backup")
+    switched = api.task_run(runs[f"edit-backup-policy-{HOST}/src"].id, "set-log-backup")
     assert switched.state.is_completed() and switched.run_count == 1
-    assert api.task_run(runs["restore-restored-from-src"].id, "materialise").state.is_completed()
-    for key in ("backups-src", "backup-progress-src", "restore-progress-restored"):
-        assert api.artifacts(key), f"no artifact {key}"
-    (table,) = api.artifacts("backups-src")[:1]
+    assert api.task_run(
+        runs[f"restore-{HOST}/restored-from-src"].id, "materialise"
+    ).state.is_completed()
+    for key in ("backups", "backup-progress"):
+        assert api.artifacts(f"{key}-{HOST}-src"), f"no artifact {key}-{HOST}-src"
+    assert api.artifacts(f"restore-progress-{HOST}-restored")
+    (table,) = api.artifacts(f"backups-{HOST}-src")[:1]
     assert "backup-default-src-" in json.dumps(table.data)
-    completed = api.events("pgpitr.backup.completed", resource="pgpitr.cluster.src")
-    assert any(e["resource"]["prefect.resource.id"] == "pgpitr.cluster.src" for e in completed)
+    resource = f"pgpitr.cluster.{HOST}.src"
+    completed = api.events("pgpitr.backup.completed", resource=resource)
+    assert any(e["resource"]["prefect.resource.id"] == resource for e in completed)
+    assert all(e["resource"]["pgpitr.host"] == HOST for e in completed)
 
 
 def test_restore_triggered_through_the_api_runs_on_the_served_deployment(walkthrough: Walkthrough):
     run = subprocess.run(
-        [sys.executable, "-m", "prefect", "deployment", "run", "restore/pgpitr"]
+        [sys.executable, "-m", "prefect", "deployment", "run", f"restore/pgpitr-{HOST}"]
         + ["--param", "new_name=api-restored", "--param", "source_cluster=src"]
         + ["--watch", "--watch-timeout", "150"],
         cwd=REPO_ROOT,
@@ -127,8 +133,8 @@ def test_restore_triggered_through_the_api_runs_on_the_served_deployment(walkthr
     )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     assert rows("api-restored") == [1, 2]
-    (flow_run,) = api.flow_runs("restore-api-restored-from-src")
-    assert flow_run.deployment_id == deployment("restore/pgpitr").id
+    (flow_run,) = api.flow_runs(f"restore-{HOST}/api-restored-from-src")
+    assert flow_run.deployment_id == deployment("restore").id
     # through the deployment from the CLI, an engine error keeps its message and exit code
     refused = cli(
         "cluster",
@@ -177,7 +183,7 @@ def test_edit_backup_policy_sets_the_deployment_schedule(every_minute: datetime)
     listed = json.loads(cli("cluster", "list-backup-policy", "-o", "json").stdout)
     (row,) = [r for r in listed if r["cluster"] == "sched"]
     assert row["backup_schedule"] == "* * * * *" and row["auto_backup"] is True
-    assert row["schedule_source"] == "deployment backup/pgpitr"
+    assert row["schedule_source"] == f"deployment backup/pgpitr-{HOST}"
 
 
 def test_a_refused_upload_is_retried_and_the_backup_completes(source, monkeypatch):
@@ -200,7 +206,7 @@ def test_a_bad_target_fails_at_once_without_retries(source):
 
     with pytest.raises(RecoveryTargetError, match="outside the recoverable window"):
         restore(new_name="never", source_cluster="src", restore_to_time="2001-01-01T00:00:00Z")
-    (run,) = api.flow_runs("restore-never-from-src")
+    (run,) = api.flow_runs(f"restore-{HOST}/never-from-src")
     assert api.task_run(run.id, "choose-backup").run_count == 1
     assert "never" not in [c.name for c in Cluster.all()]
 
@@ -214,7 +220,7 @@ def test_a_failed_restore_rolls_back_and_leaves_nothing(source, flows_home, monk
         restore(new_name="broken", source_cluster="src")
     assert not (flows_home / "clusters" / "broken").exists()
     assert "broken" not in [c.name for c in Cluster.all()]
-    (run,) = api.flow_runs("restore-broken-from-src")
+    (run,) = api.flow_runs(f"restore-{HOST}/broken-from-src")
     assert api.task_run(run.id, "create-cluster-directory").state.is_completed()
     materialise = api.task_run(run.id, "materialise")
     assert materialise.state.is_failed() and materialise.run_count == 1
@@ -254,7 +260,7 @@ def test_retention_expires_by_ttl_keeps_the_window_and_prunes_wal(flows_home, ap
         name = wal.split_object_key(info.key)[0]
         if not name.endswith(".history"):
             assert wal.Segment.parse(name[:24], size).number >= floor // size, name
-    assert any(first in a.data for a in api.artifacts("retention-ret"))
+    assert any(first in a.data for a in api.artifacts(f"retention-{HOST}-ret"))
 
 
 def test_archiving_that_falls_behind_raises_an_event(flows_home, api_url):
@@ -281,9 +287,10 @@ def test_archiving_that_falls_behind_raises_an_event(flows_home, api_url):
         for d in directories:
             d.chmod(0o750)
     assert result["archiver"]["behind"] and "fails" in result["archiver"]["reason"]
-    (event, *_) = api.events("pgpitr.wal.archiving-behind", resource="pgpitr.cluster.behind")
-    assert event["resource"]["prefect.resource.id"] == "pgpitr.cluster.behind"
-    assert api.artifacts("recoverable-window-behind")
+    resource = f"pgpitr.cluster.{HOST}.behind"
+    (event, *_) = api.events("pgpitr.wal.archiving-behind", resource=resource)
+    assert event["resource"]["prefect.resource.id"] == resource
+    assert api.artifacts(f"recoverable-window-{HOST}-behind")
 
 
 def test_without_an_api_the_schedule_comes_from_the_saved_policy(source):
@@ -302,7 +309,7 @@ def test_without_an_api_the_schedule_comes_from_the_saved_policy(source):
 @pytest.mark.timeout(360)
 def test_the_scheduled_backup_fires_and_disabling_pauses_the_schedule(every_minute: datetime):
     since = every_minute
-    backup_deployment = deployment("backup/pgpitr").id
+    backup_deployment = deployment("backup").id
 
     def fired():
         return [
@@ -318,7 +325,7 @@ def test_the_scheduled_backup_fires_and_disabling_pauses_the_schedule(every_minu
     api.wait_for(fired, 240, "a scheduled backup of sched")
     repo = clusters.repository(Cluster.get("sched"))
     assert any(b.completed and b.start_time >= since for b in catalog.list_backups(repo, "sched"))
-    assert api.flow_runs("apply-retention-sched"), "retention runs after a scheduled backup"
+    assert api.flow_runs(f"apply-retention-{HOST}/sched"), "retention runs after a scheduled backup"
 
     from flows.policy import edit_backup_policy
 
@@ -335,4 +342,4 @@ def test_no_secret_in_any_flow_parameter_or_log(walkthrough: Walkthrough, every_
     recorded = json.dumps([r.parameters for r in runs]) + "\n".join(api.logs())
     for secret in secrets:
         assert secret not in recorded
-    assert any(r.name == "create-account-src-myuser" for r in runs)
+    assert any(r.name == f"create-account-{HOST}/src-myuser" for r in runs)

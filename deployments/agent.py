@@ -1,0 +1,240 @@
+"""The agent: the long-running pgpitr process of a host, serving that host's deployments.
+
+``pgpitr agent run`` (foreground: systemd, containers) supervises ``deployments.serve`` in a
+child process, which serves ``FLOW/pgpitr-HOST`` for every flow (tasks/naming.py) with the
+schedules of this host's clusters; so scheduled runs, runs started from the UI or the API, and
+``pgpitr cluster … --wait`` for a cluster of this host execute here, and never on another
+host's agent.  When the child ends (the Prefect server went away and its runner gave up, a
+crash), the agent starts it again after a short pause, starting pgpitr's local Prefect server
+again first when that is the one in use; so the agent survives a server restart.
+
+``pgpitr agent start|stop|status`` runs the same as a daemon, detached, with everything under
+``PGPITR_HOME/agent``: ``agent.json`` (pid, host), ``agent.log``.
+
+Why deployments per host rather than one work pool with a queue per host: a served deployment
+runs its flows in the serving process's children, with no code storage to set up and no worker
+to run beside it, and a deployment's status (READY while its runner polls, NOT_READY a minute
+after it stops) is exactly "does an agent serve this host", which ``describe`` shows.  A work
+queue per host would still need a deployment per host, since a schedule cannot pick a queue.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from pgpitr import state
+from pgpitr.errors import PitrError
+
+#: where the deployments package is, so that the served flows are this checkout's (or package's)
+ROOT = Path(__file__).resolve().parents[1]
+RESTART_PAUSE = (2.0, 30.0)  # first and longest pause before serving again
+START_TIMEOUT = 60.0
+
+
+def directory() -> Path:
+    return state.home() / "agent"
+
+
+def pidfile() -> Path:
+    return directory() / "agent.json"
+
+
+def logfile() -> Path:
+    return directory() / "agent.log"
+
+
+# -- the foreground agent ----------------------------------------------------------------------
+
+
+def run(limit: int | None = None) -> int:
+    """Serve this host's deployments until SIGTERM/SIGINT; serving restarts when it ends."""
+    from deployments.api import ensure_api_url
+
+    host = state.this_host()
+    stopping: list[int] = []
+    child: list[subprocess.Popen[bytes]] = []
+
+    def stop(signum: int, _frame: object) -> None:
+        stopping.append(signum)
+        for process in child:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    pause = RESTART_PAUSE[0]
+    while not stopping:
+        try:
+            url, _ = ensure_api_url()
+        except PitrError as exc:
+            _say(f"no Prefect API: {exc}; trying again in {pause:.0f} s")
+        else:
+            _say(f"serving host {host} (deployments */pgpitr-{host}) on {url}")
+            started = time.monotonic()
+            argv = [sys.executable, "-m", "deployments.serve"]
+            if limit is not None:
+                argv += ["--limit", str(limit)]
+            env = {**os.environ, "PREFECT_API_URL": url, state.HOST_ENV: host}
+            child[:] = [subprocess.Popen(argv, cwd=ROOT, env=env)]
+            code = child[0].wait()
+            child.clear()
+            if stopping:
+                break
+            if time.monotonic() - started > 120:
+                pause = RESTART_PAUSE[0]  # it served for a while: a fresh failure
+            _say(f"serving ended (exit {code}); serving again in {pause:.0f} s")
+        deadline = time.monotonic() + pause
+        while not stopping and time.monotonic() < deadline:
+            time.sleep(0.2)
+        pause = min(pause * 2, RESTART_PAUSE[1])
+    _say("agent stopped")
+    return 0
+
+
+def _say(message: str) -> None:
+    print(f"pgpitr agent: {message}", flush=True)
+
+
+# -- the daemon --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AgentStatus:
+    host: str
+    running: bool
+    pid: int | None
+    log: str
+    #: what the Prefect API says of this host's deployments (None: not readable)
+    deployment: str
+    deployment_status: str | None
+    last_polled: str | None
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _recorded() -> int | None:
+    try:
+        pid = int(json.loads(pidfile().read_text())["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    if b"agent" not in cmdline or b"run" not in cmdline:
+        return None  # the pid was reused
+    return pid
+
+
+def status_pid() -> int | None:
+    """The pid of this home's background agent, while it runs."""
+    return _recorded()
+
+
+def start(timeout: float = START_TIMEOUT) -> tuple[int, bool]:
+    """Start the agent daemon unless it runs; (pid, started now)."""
+    running = _recorded()
+    if running is not None:
+        return running, False
+    directory().mkdir(parents=True, exist_ok=True)
+    with open(logfile(), "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pgpitr", "agent", "run"],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            start_new_session=True,
+        )
+    state.write_json_atomic(pidfile(), {"pid": process.pid, "host": state.this_host()})
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:  # until it runs its serving child, or ends
+        if process.poll() is not None:
+            pidfile().unlink(missing_ok=True)
+            raise PitrError(
+                f"the agent ended at once (exit {process.returncode})",
+                hint=f"see its log {logfile()}",
+            )
+        if _children(process.pid):
+            break
+        time.sleep(0.2)
+    return process.pid, True
+
+
+def stop(timeout: float = 60) -> int | None:
+    pid = _recorded()
+    if pid is None:
+        pidfile().unlink(missing_ok=True)
+        return None
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.2)
+    if _alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+    pidfile().unlink(missing_ok=True)
+    return pid
+
+
+def _alive(pid: int) -> bool:
+    with contextlib.suppress(ChildProcessError):
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+def resident_memory(pid: int) -> int:
+    """Resident bytes of PID and all its descendants (the agent and its serving process)."""
+    total = 0
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            for line in Path(f"/proc/{current}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        except OSError:
+            continue
+        todo += _children(current)
+    return total
+
+
+def status() -> AgentStatus:
+    from deployments.health import deployment_health
+
+    host = state.this_host()
+    pid = _recorded()
+    health = deployment_health("backup", host)
+    return AgentStatus(
+        host=host,
+        running=pid is not None,
+        pid=pid,
+        log=str(logfile()),
+        deployment=health.target,
+        deployment_status=health.status,
+        last_polled=health.last_polled,
+    )

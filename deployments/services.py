@@ -1,0 +1,110 @@
+"""systemd units for the agent, and for the local Prefect server when pgpitr runs one:
+``pgpitr agent install-service [--dir DIR]``.
+
+The units carry what this shell has (PGPITR_HOME, PGPITR_HOST, the Prefect API or the local
+server's port), so that the service acts for the same home and host as the commands.  Written
+only; enabling them is the user's step (printed), as is stopping a daemon started by hand.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from deployments import localserver
+from deployments.agent import ROOT
+from deployments.api import configured_url
+from pgpitr import state
+
+AGENT_UNIT = "pgpitr-agent.service"
+SERVER_UNIT = "pgpitr-prefect-server.service"
+
+
+def default_directory() -> Path:
+    if os.geteuid() == 0:
+        return Path("/etc/systemd/system")
+    config = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
+    return Path(config, "systemd", "user")
+
+
+def _system() -> bool:
+    return os.geteuid() == 0
+
+
+def units() -> dict[str, str]:
+    """Unit name → text: the agent's, and the local server's when no API is configured."""
+    home, host = state.home(), state.this_host()
+    api = configured_url()
+    wanted_by = "multi-user.target" if _system() else "default.target"
+    made: dict[str, str] = {}
+    environment = [f"PGPITR_HOME={home}", f"PGPITR_HOST={host}"]
+    after = "network-online.target"
+    wants = "network-online.target"
+    if api is None:
+        api = localserver.url()
+        port = localserver.port()
+        made[SERVER_UNIT] = f"""[Unit]
+Description=Prefect server of pgpitr on 127.0.0.1:{port} (database {localserver.database()})
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+Type=simple
+WorkingDirectory={localserver.directory()}
+Environment=PREFECT_HOME={localserver.directory()}
+Environment=PREFECT_API_DATABASE_CONNECTION_URL=sqlite+aiosqlite:///{localserver.database()}
+Environment=PREFECT_UI_API_URL={api}
+ExecStart={sys.executable} -m prefect server start --host 127.0.0.1 --port {port}
+Restart=always
+RestartSec=5
+TimeoutStopSec=30
+
+[Install]
+WantedBy={wanted_by}
+"""
+        after += f" {SERVER_UNIT}"
+        wants += f" {SERVER_UNIT}"
+    environment.append(f"PREFECT_API_URL={api}")
+    lines = "\n".join(f"Environment={e}" for e in environment)
+    made[AGENT_UNIT] = f"""[Unit]
+Description=pgpitr agent of host {host}: serves its clusters' Prefect deployments
+After={after}
+Wants={wants}
+
+[Service]
+Type=simple
+WorkingDirectory={ROOT}
+{lines}
+ExecStart={sys.executable} -m pgpitr agent run
+# the agent stops its serving process itself on SIGTERM; then everything left goes
+KillMode=mixed
+TimeoutStopSec=60
+Restart=always
+RestartSec=5
+
+[Install]
+WantedBy={wanted_by}
+"""
+    return made
+
+
+def write(directory: Path | None = None) -> list[Path]:
+    target = directory or default_directory()
+    target.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in units().items():
+        path = target / name
+        path.write_text(text)
+        written.append(path)
+    return written
+
+
+def next_steps(directory: Path | None = None) -> str:
+    names = " ".join(reversed(list(units())))
+    flag = "" if _system() else " --user"
+    where = "" if directory is None else f" (copy them into {default_directory()} first)"
+    return (
+        f"to run them{where}: `pgpitr agent stop; pgpitr server stop; "
+        f"systemctl{flag} daemon-reload; systemctl{flag} enable --now {names}`"
+    )

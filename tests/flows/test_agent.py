@@ -1,0 +1,163 @@
+"""The agent of a host: a `* * * * *` backup schedule fires on its host's agent and never on
+another's; `describe` says when no agent serves the schedules; a restore of host A's cluster
+onto host B runs on B's agent and has the exact rows.  Two hosts are simulated by two homes with
+their own PGPITR_HOST and agent, on the session's Prefect server."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pgpitr.postgres.cluster import Cluster
+from tests.conftest import PGPITR, _stop_everything_under, cli, free_port, reachable_tempdir
+from tests.flows import api
+from tests.flows.conftest import REPO_ROOT
+from tests.pg import archive_now, rows, sql
+
+pytestmark = pytest.mark.timeout(600)
+
+HOSTS = ("agent-a", "agent-b")
+
+
+def deployment(name: str):
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_deployment_by_name(name)
+
+
+def agent(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*PGPITR, "agent", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        cwd=REPO_ROOT,
+        timeout=120,
+    )
+
+
+def served(host: str) -> bool:
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        found = deployment(f"backup/pgpitr-{host}")
+    except ObjectNotFound:
+        return False
+    return getattr(found.status, "value", found.status) == "READY"
+
+
+@pytest.fixture(scope="module")
+def hosts(api_url: str) -> Iterator[dict[str, dict[str, str]]]:
+    """An environment per host, each with its agent running."""
+    made = {}
+    try:
+        for host in HOSTS:
+            path = reachable_tempdir(f"pgpitr-{host}-")
+            made[host] = {"PGPITR_HOST": host, "PGPITR_HOME": str(path), "TZ": "UTC"}
+            started = agent(made[host], "start")
+            assert started.returncode == 0, started.stderr
+        for host in HOSTS:
+            api.wait_for(lambda host=host: served(host), 180, f"the agent of {host} serving")
+        yield made
+    finally:
+        for env in made.values():
+            home = Path(env["PGPITR_HOME"])
+            agent(env, "stop")
+            with contextlib.suppress(OSError, ValueError, KeyError):  # if stop did not
+                os.killpg(
+                    json.loads((home / "agent" / "agent.json").read_text())["pid"], signal.SIGKILL
+                )
+            _stop_everything_under(home)
+            shutil.rmtree(home, ignore_errors=True)
+
+
+def describe(env: dict[str, str]) -> tuple[dict, str]:
+    done = cli("cluster", "describe", "my-pg", "-o", "json", env=env)
+    return json.loads(done.stdout), done.stderr
+
+
+@contextlib.contextmanager
+def at(env: dict[str, str]) -> Iterator[None]:
+    """This process acting in ENV's home (tests/pg.py reaches clusters through it)."""
+    saved = os.environ.get("PGPITR_HOME")
+    os.environ["PGPITR_HOME"] = env["PGPITR_HOME"]
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("PGPITR_HOME", None)
+        else:
+            os.environ["PGPITR_HOME"] = saved
+
+
+def test_a_restore_onto_another_host_runs_on_its_agent_with_the_exact_rows(hosts):
+    a, b = hosts["agent-a"], hosts["agent-b"]
+    cli("cluster", "create", "src-a", "--port", str(free_port()), env=a)
+    policy = "src-a-postgresql-backup-policy"
+    cli("cluster", "edit-backup-policy", policy, "--set", "schedule.logfile.enable=true", env=a)
+    with at(a):
+        sql("src-a", "CREATE TABLE msg (id int); INSERT INTO msg VALUES (1), (2)")
+    cli("cluster", "backup", "src-a", env=a)
+    with at(a):
+        sql("src-a", "INSERT INTO msg VALUES (3)")
+        archive_now("src-a")
+
+    restored = cli(
+        "cluster", "restore", "copy-b", "--source-cluster", "src-a", "--host", "agent-b", env=a
+    )
+    assert "Traceback" not in restored.stderr
+    assert not (Path(a["PGPITR_HOME"]) / "clusters" / "copy-b").exists()  # made on host b
+    with at(b):
+        assert rows("copy-b") == [1, 2, 3]
+        assert Cluster.get("copy-b").state.host == "agent-b"
+    (run,) = api.flow_runs("restore-agent-b/copy-b-from-src-a")
+    assert run.deployment_id == deployment("restore/pgpitr-agent-b").id
+
+
+def test_a_schedule_fires_on_its_hosts_agent_only_and_a_stopped_agent_shows(hosts):
+    a, b = hosts["agent-a"], hosts["agent-b"]
+    for env in (a, b):
+        cli("cluster", "create", "my-pg", "--port", str(free_port()), env=env)
+    policy = "my-pg-postgresql-backup-policy"
+    every_minute = "schedule.datafile.cronExpression=* * * * *"
+    cli("cluster", "edit-backup-policy", policy, "--set", every_minute, env=a)
+
+    ids = {host: deployment(f"backup/pgpitr-{host}").id for host in HOSTS}
+
+    def fired() -> list:
+        return [
+            r
+            for r in api.flow_runs()
+            if r.deployment_id == ids["agent-a"] and r.auto_scheduled and r.state.is_completed()
+        ]
+
+    (run, *_) = api.wait_for(fired, 240, "a scheduled backup on agent-a")
+    # the run names itself with the host it executes on: agent-a's
+    assert run.name == "backup-agent-a/my-pg" and run.parameters["cluster"] == "my-pg"
+    repo_b = Path(b["PGPITR_HOME"]) / "repo" / "my-pg" / "backups"
+    assert not repo_b.exists() or not any(repo_b.iterdir()), "no backup on host b"
+    assert not [r for r in api.flow_runs() if r.deployment_id == ids["agent-b"] and r.start_time]
+
+    info, err = describe(a)
+    assert info["agent"] == "serving" and info["last_run_state"] == "Completed", info
+    assert "will not run" not in err
+
+    assert agent(a, "stop").returncode == 0
+    warning = "scheduled backups of my-pg will not run: no agent serves host agent-a"
+
+    def warned() -> bool:
+        info, err = describe(a)
+        return info["agent"] == "none" and warning in err
+
+    api.wait_for(warned, 90, "describe warning that no agent serves agent-a", interval=5)
+    info, err = describe(b)
+    assert info["agent"] == "serving" and "will not run" not in err
