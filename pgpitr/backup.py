@@ -30,7 +30,7 @@ from pgpitr import catalog, clusters, timeparse, verify
 from pgpitr import policy as pol
 from pgpitr.errors import AlreadyExists, Busy, InvalidInput, PitrError
 from pgpitr.manifest import BackupManifest, data_key, data_keys, manifest_key
-from pgpitr.postgres.cluster import SUPERUSER, Cluster
+from pgpitr.postgres.cluster import Cluster
 from pgpitr.postgres.command import basebackup_command, check, popen
 from pgpitr.repository import Repository
 from pgpitr.steps import Steps
@@ -315,9 +315,9 @@ def _stream(
         include_wal=not log_backup,
         compress_level=compress_level,
         workers=workers,
-        superuser=SUPERUSER,
+        superuser=cluster.superuser,
     )
-    process = popen(argv)
+    process = popen(argv, user=cluster.client_user)
     stderr = bytearray()
     expected = [0]
 
