@@ -24,6 +24,7 @@ def restore(
     restore_to_time: str = "latest",
     backup_name: str | None = None,
     backup_repo: str | None = None,
+    bindir: str | None = None,
 ) -> rs.RestoreResult:
     """Restore SOURCE_CLUSTER as it was at RESTORE_TO_TIME into the new cluster NEW_NAME.
 
@@ -31,7 +32,7 @@ def restore(
     anything is created; if a later step fails for good, the new cluster is removed.  One restore
     per source cluster at a time: a second one is refused."""
     request = rs.RestoreRequest.parse(
-        new_name, source_cluster, restore_to_time, backup_name, backup_repo
+        new_name, source_cluster, restore_to_time, backup_name, backup_repo, bindir
     )
     with cluster_slot("restore", source_cluster, wait=False):
         result = rs.run(STEPS, request)

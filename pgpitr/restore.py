@@ -35,7 +35,7 @@ from pgpitr.errors import (
 from pgpitr.manifest import BackupManifest, copy_data
 from pgpitr.osutil import process_alive
 from pgpitr.postgres import conf
-from pgpitr.postgres.cluster import Cluster, bindir, validate_name
+from pgpitr.postgres.cluster import Cluster, validate_name
 from pgpitr.postgres.command import check, popen
 from pgpitr.steps import Steps, undone_by
 
@@ -78,6 +78,8 @@ class RestoreRequest:
     target: RestoreTarget
     backup_name: str | None = None
     backup_repo: str | None = None
+    #: binaries for the new cluster; by default the installed ones of the backup's major
+    bindir: str | None = None
 
     @classmethod
     def parse(
@@ -87,12 +89,20 @@ class RestoreRequest:
         restore_to_time: str = "latest",
         backup_name: str | None = None,
         backup_repo: str | None = None,
+        bindir: str | None = None,
     ) -> RestoreRequest:
         """Checks that need nothing but the text: names and the target."""
         validate_name(new_name)
         validate_name(source_cluster)
         target = RestoreTarget.parse(restore_to_time)
-        return cls(new_name, source_cluster, target, backup_name or None, backup_repo or None)
+        return cls(
+            new_name,
+            source_cluster,
+            target,
+            backup_name or None,
+            backup_repo or None,
+            bindir or None,
+        )
 
 
 # -- the operation ---------------------------------------------------------------------------
@@ -115,7 +125,9 @@ def run(steps: Steps, request: RestoreRequest) -> RestoreResult:
 def choose_backup(request: RestoreRequest) -> Plan:
     """Check everything before creating anything; pick the newest backup before the target."""
     source = clusters.resolve_source(request.source_cluster, request.backup_repo)
-    chosen = plan(source, request.new_name, request.target.time, request.backup_name)
+    chosen = plan(
+        source, request.new_name, request.target.time, request.backup_name, request.bindir
+    )
     log.info(
         "restoring %s from backup %s of %s to %s",
         request.new_name,
@@ -133,10 +145,15 @@ class Plan:
     backup: BackupManifest  # the chosen one
     target: datetime | None  # None: the end of the archived WAL
     window: list[tuple[datetime, datetime]]
+    bindir: Path | None = None  # binaries of the backup's major, for the new cluster
 
 
 def plan(
-    source: clusters.Source, new_name: str, target: datetime | None, backup_name: str | None = None
+    source: clusters.Source,
+    new_name: str,
+    target: datetime | None,
+    backup_name: str | None = None,
+    bindir_: str | None = None,
 ) -> Plan:
     validate_name(new_name)
     remove_interrupted(new_name)
@@ -160,7 +177,10 @@ def plan(
             f"cluster {source.cluster!r} has no completed backup",
             hint=f"take one with `pgpitr cluster backup {source.cluster}`",
         )
-    window = catalog.recoverable_window(repo, source.cluster, bindir(), backups)
+    # binaries of the source's major (a registered source may run another than pgpitr's
+    # default): none on this host is refused here, before anything is created
+    pg_bin = _binaries_for(backups[-1].pg_version, bindir_)
+    window = catalog.recoverable_window(repo, source.cluster, pg_bin, backups)
     if target is None:
         chosen = backups[-1]
     else:
@@ -173,8 +193,25 @@ def plan(
             )
         best = max(fitting, key=lambda r: r.start)
         chosen = next(b for b in backups if b.name == best.backup)
+    if chosen.pg_version != backups[-1].pg_version:
+        pg_bin = _binaries_for(chosen.pg_version, bindir_)
     _check_space(chosen)
-    return Plan(source, new_name, chosen, target, window.periods)
+    return Plan(source, new_name, chosen, target, window.periods, pg_bin)
+
+
+def _binaries_for(major: int, given: str | None) -> Path:
+    from pgpitr.errors import PitrError
+    from pgpitr.postgres import binaries
+
+    try:
+        return binaries.resolve(major, given)
+    except PitrError as exc:
+        if given:
+            raise
+        raise ClusterStateError(
+            f"the backup is PostgreSQL {major}; install postgresql-{major} or pass --bindir",
+            hint=exc.message,
+        ) from None
 
 
 def _describe(window: list[tuple[datetime, datetime]]) -> str:
@@ -220,6 +257,8 @@ def prepare(p: Plan) -> str:
     if catalog.leftover_stanza(repo, p.new_name):
         repo.delete_prefix(f"{p.new_name}/")
     cluster = Cluster.prepare(p.new_name, port=None, repository=p.source.repository, created=now)
+    if p.bindir is not None:
+        cluster.state.bindir = str(p.bindir)
     cluster.state.restore_source = {
         "repository": p.source.repository,
         "stanza": p.source.cluster,
