@@ -363,10 +363,9 @@ def check_server(request: RegisterRequest, server: Server) -> Settings:
             f"archive_mode is off on {request.name}; turning it on needs a restart: pass "
             "--restart, or set it and restart yourself"
         )
-    repo = open_repository(url)
-    repo.check()
+    # read only: a file repository is created (owned by the server's OS user) when saved
     try:
-        wal.check_archive_info(repo, request.name, server.system_identifier)
+        wal.check_archive_info(open_repository(url), request.name, server.system_identifier)
     except NotFound:
         pass  # a new stanza; the same system's archive (registered before) is continued
     if rows["archive_mode"] != "off":
@@ -409,17 +408,22 @@ def save_registration(request: RegisterRequest, server: Server, found: Settings)
     home = st.home()
     if not home.exists():
         make_dir(home, user, 0o755)
-    check_reachable(user, home)
+    check_reachable(user, home, writable=False)  # it writes only in its own directory
     make_dir(state.dir, user, 0o750)
-    for sub in ("log", "spool"):
-        make_dir(state.dir / sub, user, 0o750)
-    state.save()
-    cluster = Cluster(state)
-    clusters._store_credentials(cluster)
-    clusters._prepare_file_repository(cluster)
-    clusters.save_policy(
-        cluster, pol.BackupPolicy(cluster=cluster.name, repository=url, create_time=now)
-    )
+    try:
+        for sub in ("log", "spool"):
+            make_dir(state.dir / sub, user, 0o750)
+        state.save()
+        cluster = Cluster(state)
+        clusters._store_credentials(cluster)
+        clusters._prepare_file_repository(cluster)
+        clusters.repository(cluster).check()
+        clusters.save_policy(
+            cluster, pol.BackupPolicy(cluster=cluster.name, repository=url, create_time=now)
+        )
+    except BaseException:  # a failed step is not undone by its transaction: leave nothing
+        shutil.rmtree(state.dir, ignore_errors=True)
+        raise
     log.info(
         "registered %s: %s (PostgreSQL %s, port %s, socket %s, OS user %s)",
         request.name,

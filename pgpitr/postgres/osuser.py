@@ -72,7 +72,7 @@ def make_dir(path: Path, user: OsUser, mode: int = 0o750) -> None:
         os.chown(path, user.uid, user.gid)
 
 
-def check_reachable(user: OsUser, home: Path) -> None:
+def check_reachable(user: OsUser, home: Path, *, writable: bool = True) -> None:
     """Prove that the server account can use pgpitr's home and run the WAL commands.
 
     On these machines root's Python lives under /root (mode 700): a cluster whose archive_command
@@ -80,10 +80,13 @@ def check_reachable(user: OsUser, home: Path) -> None:
     """
     if user.is_self:
         return
-    result = run(["test", "-w", str(home), "-a", "-x", str(home)], user=user, check=False)
+    test = (
+        ["test", "-w", str(home), "-a", "-x", str(home)] if writable else ["test", "-x", str(home)]
+    )
+    result = run(test, user=user, check=False)
     if result.returncode != 0:
         raise ClusterStateError(
-            f"the OS user {user.name} cannot write to {home}",
+            f"the OS user {user.name} cannot {'write to' if writable else 'enter'} {home}",
             hint="set PGPITR_HOME to a directory it can reach (the default for root is "
             "/var/lib/pgpitr)",
         )
