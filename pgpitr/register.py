@@ -327,13 +327,12 @@ def check_server(request: RegisterRequest, server: Server) -> Settings:
             superuser = db.execute(
                 "SELECT current_user::text, rolsuper FROM pg_roles WHERE rolname = current_user"
             ).fetchone()
-            previous = {
-                name: {"value": setting, "in_auto_conf": (source or "").endswith(".auto.conf")}
-                for name, setting, source in db.execute(
-                    "SELECT name, setting, sourcefile FROM pg_settings WHERE name = ANY(%s)",
-                    (list(CHANGED) + ["archive_mode"],),
+            current = dict(
+                db.execute(
+                    "SELECT name, current_setting(name) FROM pg_settings WHERE name = ANY(%s)",
+                    ([*CHANGED, "archive_mode"],),
                 ).fetchall()
-            }
+            )
     except ClusterStateError as exc:
         raise ClusterStateError(
             f"cannot log in to the server of {server.datadir} as role {server.os_user} over "
@@ -368,9 +367,31 @@ def check_server(request: RegisterRequest, server: Server) -> Settings:
         wal.check_archive_info(open_repository(url), request.name, server.system_identifier)
     except NotFound:
         pass  # a new stanza; the same system's archive (registered before) is continued
-    if rows["archive_mode"] != "off":
-        previous.pop("archive_mode")
+    # what ALTER SYSTEM had written, exactly as written, so that it can be written back
+    auto_conf = read_auto_conf(Path(server.datadir))
+    changed = [*CHANGED, "archive_mode"] if rows["archive_mode"] == "off" else list(CHANGED)
+    previous = {
+        name: {"value": auto_conf.get(name, current[name]), "in_auto_conf": name in auto_conf}
+        for name in changed
+    }
     return Settings(superuser[0], rows["archive_mode"], previous)
+
+
+_AUTO_LINE = re.compile(r"^\s*([A-Za-z_.]+)\s*=\s*'((?:[^']|'')*)'\s*$")
+
+
+def read_auto_conf(datadir: Path) -> dict[str, str]:
+    """The settings in postgresql.auto.conf (ALTER SYSTEM's file; read, never written here)."""
+    try:
+        text = (datadir / "postgresql.auto.conf").read_text()
+    except FileNotFoundError:
+        return {}
+    found = {}
+    for line in text.splitlines():
+        match = _AUTO_LINE.match(line)
+        if match:
+            found[match.group(1).lower()] = match.group(2).replace("''", "'")
+    return found
 
 
 # -- registration ----------------------------------------------------------------------------
