@@ -159,9 +159,9 @@ class Cluster:
             port=self.state.port, socket_dir=self.state.socket_dir, archive=archive
         )
         conf.write_file(datadir / conf.MANAGED, conf.render(settings), owner)
-        conf.write_file(datadir / "pg_hba.conf", conf.hba(SUPERUSER), owner)
+        conf.write_file(datadir / "pg_hba.conf", conf.hba(self.superuser), owner)
         admins = ["root", pwd.getpwuid(os.geteuid()).pw_name, self.state.os_user]
-        conf.write_file(datadir / "pg_ident.conf", conf.ident(admins, SUPERUSER), owner)
+        conf.write_file(datadir / "pg_ident.conf", conf.ident(admins, self.superuser), owner)
 
     def remove(self) -> None:
         """Stop the server if it runs and remove everything under the cluster's directory."""
