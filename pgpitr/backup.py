@@ -221,7 +221,7 @@ def take_backup(
             system_identifier=cluster.state.system_identifier,
             pg_version=cluster.state.pg_version,
             wal_segment_size=cluster.state.wal_segment_size,
-            superuser=cluster.superuser,
+            superuser=None if cluster.superuser == "postgres" else cluster.superuser,
             start_time=started,
             pid=os.getpid(),
             host=socket.gethostname(),

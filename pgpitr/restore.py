@@ -259,7 +259,8 @@ def prepare(p: Plan) -> str:
     cluster = Cluster.prepare(p.new_name, port=None, repository=p.source.repository, created=now)
     if p.bindir is not None:
         cluster.state.bindir = str(p.bindir)
-    cluster.state.superuser = p.backup.superuser  # the source's roles come with its data
+    if p.backup.superuser:  # the source's roles come with its data
+        cluster.state.superuser = p.backup.superuser
     cluster.state.restore_source = {
         "repository": p.source.repository,
         "stanza": p.source.cluster,

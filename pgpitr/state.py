@@ -58,6 +58,17 @@ def default_repository_url(base: Path | None = None) -> str:
     return str(FileUrl((base or home()) / "repo"))
 
 
+_REGISTERED_ONLY = (
+    "registered",
+    "pgdata",
+    "server_socket_dir",
+    "server_log",
+    "config_dir",
+    "debian_cluster",
+    "previous_settings",
+)
+
+
 @dataclass
 class ClusterState:
     """What pgpitr knows about one cluster.  Stored as cluster.json (never a secret in it)."""
@@ -124,6 +135,11 @@ class ClusterState:
 
     def save(self) -> None:
         data = {k: v for k, v in asdict(self).items() if k != "home"}
+        if not self.registered:  # a created cluster's cluster.json stays as it always was
+            for key in _REGISTERED_ONLY:
+                data.pop(key)
+            if self.superuser == "postgres":
+                data.pop("superuser")
         write_json_atomic(self.dir / "cluster.json", data)
 
     @classmethod
