@@ -1,5 +1,5 @@
-"""Flows that create and remove clusters and manage their accounts (pgpitr/clusters.py and
-pgpitr/accounts.py hold the steps' order)."""
+"""Flows that create, register and remove clusters and manage their accounts
+(pgpitr/clusters.py, pgpitr/register.py and pgpitr/accounts.py hold the steps' order)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 from prefect import flow
 
-from pgpitr import accounts, clusters
+from pgpitr import accounts, clusters, register
 from tasks import clusters as _tasks  # noqa: F401  (the steps' tasks)
 from tasks.naming import run_name
 from tasks.steps import STEPS
@@ -34,6 +34,40 @@ def create_cluster(
 def delete_cluster(name: str) -> None:
     """Stop and remove the cluster and its schedules; its backups stay in the repository."""
     clusters.run_delete(STEPS, name)
+
+
+@flow(
+    name="register-cluster",
+    flow_run_name=run_name("register-cluster-{host}/{name}"),
+    persist_result=True,
+)
+def register_cluster(
+    name: str,
+    pgdata: str,
+    bindir: str | None = None,
+    socket_dir: str | None = None,
+    port: int | None = None,
+    os_user: str | None = None,
+    backup_repo: str | None = None,
+    restart: bool = False,
+) -> dict[str, Any]:
+    """Protect a server that already runs: archive_command and archive_timeout set with ALTER
+    SYSTEM (the old values remembered); a restart only when ``restart`` (archive_mode off)."""
+    request = register.RegisterRequest.parse(
+        name, pgdata, bindir, socket_dir, port, os_user, backup_repo, restart
+    )
+    return register.run_register(STEPS, request)
+
+
+@flow(
+    name="unregister-cluster",
+    flow_run_name=run_name("unregister-cluster-{host}/{name}"),
+    persist_result=True,
+)
+def unregister_cluster(name: str) -> dict[str, Any]:
+    """Stop protecting a registered server: its settings put back, its backups kept, the
+    server left running."""
+    return register.run_unregister(STEPS, name)
 
 
 @flow(name="create-account", flow_run_name=run_name("create-account-{host}/{cluster}-{username}"))

@@ -42,6 +42,8 @@ FLOWS: tuple[FlowEntry, ...] = (
     FlowEntry("set-log-backup", "flows.policy:set_log_backup"),
     FlowEntry("create-cluster", "flows.clusters:create_cluster"),
     FlowEntry("delete-cluster", "flows.clusters:delete_cluster"),
+    FlowEntry("register-cluster", "flows.clusters:register_cluster"),
+    FlowEntry("unregister-cluster", "flows.clusters:unregister_cluster"),
     FlowEntry("create-account", "flows.clusters:create_account", served=False),
     FlowEntry("grant-role", "flows.clusters:grant_role"),
     FlowEntry("setup", "flows.setup:setup", kubernetes=True),

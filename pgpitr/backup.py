@@ -32,7 +32,7 @@ from pgpitr import policy as pol
 from pgpitr.errors import AlreadyExists, Busy, InvalidInput, PitrError
 from pgpitr.manifest import BackupManifest, data_key, data_keys, manifest_key
 from pgpitr.postgres import binaries
-from pgpitr.postgres.cluster import SUPERUSER, Cluster
+from pgpitr.postgres.cluster import Cluster
 from pgpitr.postgres.command import basebackup_command, check, popen
 from pgpitr.repository import Repository
 from pgpitr.steps import Steps
@@ -223,6 +223,7 @@ def take_backup(
             system_identifier=cluster.state.system_identifier,
             pg_version=cluster.state.pg_version,
             wal_segment_size=cluster.state.wal_segment_size,
+            superuser=None if cluster.superuser == "postgres" else cluster.superuser,
             start_time=started,
             pid=os.getpid(),
             host=socket.gethostname(),
@@ -320,10 +321,10 @@ def _stream(
         include_wal=not log_backup,
         compress_level=compress_level if by_tool else 0,
         workers=workers,
-        superuser=SUPERUSER,
+        superuser=cluster.superuser,
         major=binaries.major_of(cluster.bindir),
     )
-    process = popen(argv)
+    process = popen(argv, user=cluster.client_user)
     stderr = bytearray()
     expected = [0]
 

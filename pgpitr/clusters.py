@@ -322,7 +322,9 @@ def create(
 
 
 def delete(cluster: Cluster) -> None:
-    """Stop and remove a cluster.  Its backups and WAL stay in the repository."""
+    """Stop and remove a cluster.  Its backups and WAL stay in the repository.  A registered
+    server is refused (``unregister`` is how pgpitr lets go of it)."""
+    cluster.refuse_if_registered("delete")
     cluster.remove()
 
 
@@ -340,8 +342,7 @@ def set_log_backup(cluster: Cluster, enabled: bool, timeout: float = 60) -> str 
     if enabled:
         repo.check()
         ensure_archive_info(cluster, repo)
-    cluster.configure(archive=conf.archive_command(st.home(), cluster.name, enabled))
-    cluster.reload()
+    cluster.set_archive_command(conf.archive_command(st.home(), cluster.name, enabled))
     save_policy(cluster, dataclasses.replace(load_policy(cluster), logfile_enabled=enabled))
     if not enabled:
         return None

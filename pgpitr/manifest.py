@@ -31,6 +31,9 @@ class BackupManifest:
     system_identifier: str = ""
     pg_version: int = 0
     wal_segment_size: int = 16 * 1024 * 1024
+    #: the role pgpitr administered the source as, when not ``postgres`` (a registered
+    #: server's superuser): a restored cluster has the same roles
+    superuser: str | None = None
     type: str = "Full"
     compression: str = "zstd"  # or "none", or "zstd:N" as written by later versions
     wal_in_backup: bool = False

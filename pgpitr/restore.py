@@ -192,6 +192,8 @@ def plan(
             )
         best = max(fitting, key=lambda r: r.start)
         chosen = next(b for b in backups if b.name == best.backup)
+    if chosen.pg_version != backups[-1].pg_version:  # an older backup of another major
+        server = _binaries_for(chosen.pg_version, bindir, None)
     _check_space(chosen)
     return Plan(source, new_name, chosen, target, window.periods, str(server))
 
@@ -206,8 +208,8 @@ def _binaries_for(major: int, bindir: str | None, source_bindir: str | None) -> 
         return binaries.resolve(major, bindir)
     except ClusterStateError:
         raise ClusterStateError(
-            f"the backup is PostgreSQL {major}; no PostgreSQL {major} binaries on this host",
-            hint=f"install postgresql-{major} or pass --bindir",
+            f"the backup is PostgreSQL {major}; install postgresql-{major} or pass --bindir",
+            hint=f"no PostgreSQL {major} binaries were found on this host",
         ) from None
 
 
@@ -282,6 +284,8 @@ def prepare(p: Plan) -> str:
     cluster = Cluster.prepare(
         p.new_name, port=None, repository=p.source.repository, created=now, bindir=Path(p.bindir)
     )
+    if p.backup.superuser:  # the source's roles come with its data
+        cluster.state.superuser = p.backup.superuser
     cluster.state.restore_source = {
         "repository": p.source.repository,
         "stanza": p.source.cluster,

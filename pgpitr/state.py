@@ -11,6 +11,10 @@ segment.  Layout::
     PGPITR_HOME/clusters/NAME/spool          WAL pushed ahead / fetched ahead
     PGPITR_HOME/repo                         the default file repository
 
+A *registered* cluster is a server pgpitr did not create (``pgpitr cluster register``): its
+directory here holds only cluster.json, policy.json, log and spool; ``datadir``, ``socket_dir``
+and ``log_file`` name the server's own, wherever they are, and its data is never touched.
+
 When run as root, the default home is /var/lib/pgpitr rather than ~/.local/share/pgpitr: root's
 home directory is mode 700, and the unprivileged user running PostgreSQL must reach its data.
 """
@@ -71,6 +75,17 @@ def default_repository_url(base: Path | None = None) -> str:
     return str(FileUrl((base or home()) / "repo"))
 
 
+_REGISTERED_ONLY = (
+    "registered",
+    "pgdata",
+    "server_socket_dir",
+    "server_log",
+    "config_dir",
+    "debian_cluster",
+    "previous_settings",
+)
+
+
 @dataclass
 class ClusterState:
     """What pgpitr knows about one cluster.  Stored as cluster.json (never a secret in it)."""
@@ -89,6 +104,21 @@ class ClusterState:
     restore_source: dict[str, Any] = field(default_factory=dict)
     #: The host (agent) the cluster lives on; a state saved before hosts existed is this one's.
     host: str = field(default_factory=this_host)
+    #: Someone else's server, protected by pgpitr (``cluster register``); the rest of these
+    #: fields are set only for one.
+    registered: bool = False
+    #: Its data directory, socket directory and server log (not under PGPITR_HOME).
+    pgdata: str = ""
+    server_socket_dir: str = ""
+    server_log: str = ""
+    #: Debian's layout: the configuration directory /etc/postgresql/N/M and "N/M" for
+    #: pg_ctlcluster; empty for a server run with pg_ctl.
+    config_dir: str = ""
+    debian_cluster: str = ""
+    #: The role pgpitr administers as (peer authentication as the server's OS user).
+    superuser: str = "postgres"
+    #: The settings registration changed, as they were: name -> {"value", "in_auto_conf"}.
+    previous_settings: dict[str, Any] = field(default_factory=dict)
     home: str = ""
 
     @property
@@ -97,14 +127,16 @@ class ClusterState:
 
     @property
     def datadir(self) -> Path:
-        return self.dir / "data"
+        return Path(self.pgdata) if self.registered else self.dir / "data"
 
     @property
     def socket_dir(self) -> Path:
-        return self.dir / "run"
+        return Path(self.server_socket_dir) if self.registered else self.dir / "run"
 
     @property
     def log_file(self) -> Path:
+        if self.registered and self.server_log:
+            return Path(self.server_log)
         return self.dir / "log" / "postgresql.log"
 
     @property
@@ -122,6 +154,11 @@ class ClusterState:
 
     def save(self) -> None:
         data = {k: v for k, v in asdict(self).items() if k != "home"}
+        if not self.registered:  # a created cluster's cluster.json stays as it always was
+            for key in _REGISTERED_ONLY:
+                data.pop(key)
+            if self.superuser == "postgres":
+                data.pop("superuser")
         write_json_atomic(self.dir / "cluster.json", data)
 
     @classmethod

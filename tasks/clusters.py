@@ -1,9 +1,9 @@
 """Tasks that create, change and remove clusters, their policy and their accounts
-(pgpitr/clusters.py and pgpitr/accounts.py compose them)."""
+(pgpitr/clusters.py, pgpitr/register.py and pgpitr/accounts.py compose them)."""
 
 from __future__ import annotations
 
-from pgpitr import accounts, clusters
+from pgpitr import accounts, clusters, register
 from tasks._common import ONCE, RETRYING, step_task
 
 create_cluster = step_task(clusters.create_cluster, "create-cluster", **RETRYING)
@@ -14,3 +14,11 @@ switch_repository = step_task(clusters.switch_repository, "switch-repository", *
 save_policy = step_task(clusters.save_policy_of, "save-backup-policy", **RETRYING)
 create_account = step_task(accounts.create_account_from_environment, "create-account", **ONCE)
 grant_role = step_task(accounts.grant, "grant-role", **RETRYING)
+find_server = step_task(register.find_server, "find-server", **ONCE)
+check_server = step_task(register.check_server, "check-server", **RETRYING)
+save_registration = step_task(register.save_registration, "save-registration", **ONCE)
+turn_on_archive_mode = step_task(register.turn_on_archive_mode, "turn-on-archive-mode", **ONCE)
+set_archive_settings = step_task(register.set_archive_settings, "set-archive-settings", **RETRYING)
+check_registered = step_task(register.check_registered, "check-registered", **ONCE)
+put_back_settings = step_task(register.put_back_settings, "put-back-settings", **RETRYING)
+forget_cluster = step_task(register.forget_cluster, "forget-cluster", **ONCE)

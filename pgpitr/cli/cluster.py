@@ -58,6 +58,50 @@ def create(
     flowio.created(runner.run("create-cluster", wait, **parameters))
 
 
+@app.command()
+def register(
+    name: str,
+    pgdata: Annotated[
+        str, typer.Option(help="its data directory, or Debian's /etc/postgresql/N/NAME")
+    ],
+    bindir: Annotated[
+        str | None, typer.Option(help="its binaries; found by its major version by default")
+    ] = None,
+    socket_dir: Annotated[
+        str | None, typer.Option(help="its Unix socket directory; from postmaster.pid by default")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="its port; from postmaster.pid by default")
+    ] = None,
+    os_user: Annotated[
+        str | None, typer.Option(help="the OS user it runs as; the data directory's owner")
+    ] = None,
+    backup_repo: Annotated[str | None, typer.Option(help="repository URL")] = None,
+    restart: Annotated[
+        bool, typer.Option(help="restart the server when archive_mode must be turned on")
+    ] = False,
+    wait: Wait = None,
+) -> None:
+    """Protect a PostgreSQL server that already runs (its data stays where it is)."""
+    from pgpitr.register import RegisterRequest
+
+    # what needs no server (name, path, bindir's major) fails at once, not as a failed run
+    request = RegisterRequest.parse(
+        name, pgdata, bindir, socket_dir, port, os_user, backup_repo, restart
+    )
+    parameters = {k: v for k, v in vars(request).items()}
+    flowio.registered(runner.run("register-cluster", wait, **parameters))
+
+
+@app.command()
+def unregister(name: str, wait: Wait = None) -> None:
+    """Stop protecting a registered server: its settings put back, its backups kept."""
+    from pgpitr.register import check_registered
+
+    check_registered(name)
+    flowio.unregistered(name, runner.run("unregister-cluster", wait, name=name))
+
+
 @app.command("list")
 def list_(output: Output = "table") -> None:
     """List clusters."""
@@ -82,22 +126,26 @@ def list_(output: Output = "table") -> None:
         )
 
 
+Force = Annotated[bool, typer.Option(help="also a registered server (someone else's)")]
+
+
 @app.command()
-def start(name: str) -> None:
+def start(name: str, force: Force = False) -> None:
     """Start a cluster."""
-    Cluster.get(name).start()
+    Cluster.get(name).start(force=force)
 
 
 @app.command()
-def stop(name: str) -> None:
+def stop(name: str, force: Force = False) -> None:
     """Stop a cluster (fast shutdown)."""
-    Cluster.get(name).stop()
+    Cluster.get(name).stop(force=force)
 
 
 @app.command()
 def delete(name: str, wait: Wait = None) -> None:
     """Stop and remove a cluster.  Its backups stay in the repository."""
-    Cluster.get(name)  # an unknown name fails at once, not as a failed flow run
+    # an unknown name or a registered server fails at once, not as a failed flow run
+    Cluster.get(name).refuse_if_registered("delete")
     flowio.deleted_cluster(name, runner.run("delete-cluster", wait, name=name))
 
 
@@ -244,10 +292,14 @@ def restore(
     from pgpitr.restore import RestoreRequest
 
     # a typo fails here, before any flow runs; the flow gets the canonical form
-    request = RestoreRequest.parse(new_name, source_cluster, restore_to_time, backup, backup_repo)
+    request = RestoreRequest.parse(
+        new_name, source_cluster, restore_to_time, backup, backup_repo, bindir
+    )
     if host and not backup_repo:  # the other host reads the source's repository
         backup_repo = clusters.resolve_source(source_cluster).repository
     parameters = {"new_name": new_name, "source_cluster": source_cluster, "backup_name": backup}
+    if bindir:
+        parameters["bindir"] = bindir
     parameters.update(restore_to_time=str(request.target))
     parameters.update(backup_repo=flowio.repository_url(backup_repo), bindir=bindir)
     if host:
@@ -369,6 +421,8 @@ def connect(
     cluster = Cluster.get(name)
     cluster.require_running()
     psql = str(cluster.bindir / "psql")
+    # as the server's OS user for a registered server: its own peer authentication
+    user = None if as_user else cluster.client_user
     if as_user:
         argv = [
             psql,
@@ -389,13 +443,18 @@ def connect(
             "--port",
             str(cluster.state.port),
             "--username",
-            "postgres",
+            cluster.superuser,
             "--dbname",
             dbname,
         ]
     sys.stdout.flush()
+    identity = {"user": user.uid, "group": user.gid, "extra_groups": []} if user else {}
     if not sys.stdin.isatty():
-        raise typer.Exit(subprocess.call(argv))
+        raise typer.Exit(subprocess.call(argv, **identity))
+    if user:
+        os.setgroups([])
+        os.setgid(user.gid)
+        os.setuid(user.uid)
     os.execv(psql, argv)
 
 

@@ -36,6 +36,29 @@ def created(result: Any) -> None:
         )
 
 
+def registered(result: Any) -> None:
+    if result is runner.NO_RESULT:
+        return
+    console.info(
+        f"cluster {result['name']} registered: {result['datadir']} (PostgreSQL "
+        f"{result['pg_version']}, port {result['port']})"
+        + ("; restarted to turn archive_mode on" if result["restarted"] else "")
+    )
+    before = ", ".join(f"{key}={old['value']!r}" for key, old in result["previous"].items())
+    console.info(f"settings before registration (`unregister` puts them back): {before}")
+
+
+def unregistered(name: str, result: Any) -> None:
+    if result is runner.NO_RESULT:
+        return
+    console.info(
+        f"cluster {name} unregistered: settings put back, the server runs on; its backups "
+        "remain (see list-backup, delete-backup)"
+    )
+    for note in result["notes"]:
+        console.info(note)
+
+
 def deleted_cluster(name: str, result: Any) -> None:
     if result is not runner.NO_RESULT:
         console.info(f"cluster {name} deleted; its backups remain (see list-backup, delete-backup)")

@@ -1,4 +1,13 @@
-"""A local PostgreSQL cluster run by pgpitr: one facade over state, configuration and postmaster."""
+"""A local PostgreSQL cluster: one facade over state, configuration and postmaster.
+
+A cluster is *created* (pgpitr ran initdb and owns its configuration files) or *registered*
+(someone else's server, ``pgpitr cluster register``).  The facade hides the difference from the
+operations: ``state.datadir``/``socket_dir``/``port`` are the server's own, connections and
+client programs act as the server's OS user (peer authentication as its superuser role), and
+the archive command is set with ``ALTER SYSTEM`` instead of in pgpitr's managed file.  A
+registered server is started, stopped or restarted only when asked explicitly, and never
+removed.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +25,7 @@ from pgpitr.errors import AlreadyExists, ClusterStateError, CommandError, Invali
 from pgpitr.osutil import process_alive
 from pgpitr.postgres import binaries, conf
 from pgpitr.postgres.command import OsUser, initdb_command, pg_ctl_command, run
-from pgpitr.postgres.osuser import check_reachable, make_dir, server_user
+from pgpitr.postgres.osuser import acting_as, check_reachable, make_dir, server_user
 
 SUPERUSER = "postgres"
 
@@ -70,6 +79,21 @@ class Cluster:
     def bindir(self) -> Path:
         return Path(self.state.bindir)
 
+    @property
+    def registered(self) -> bool:
+        return self.state.registered
+
+    @property
+    def client_user(self) -> OsUser | None:
+        """Whom connections and client programs (pg_basebackup, psql) act as: nobody special
+        for a created cluster (its pg_ident.conf maps root and pgpitr's user), the server's OS
+        user for a registered one (its own peer authentication)."""
+        return self.user if self.registered else None
+
+    @property
+    def superuser(self) -> str:
+        return self.state.superuser or SUPERUSER
+
     # -- creation ----------------------------------------------------------------------------
     @classmethod
     def prepare(
@@ -118,6 +142,7 @@ class Cluster:
 
     def configure(self, *, archive: str) -> None:
         """Write every file pgpitr manages in the data directory."""
+        self.refuse_if_registered("rewrite the configuration files of")
         datadir = self.state.datadir
         owner = self.owner
         conf.ensure_include(datadir, owner)
@@ -125,12 +150,13 @@ class Cluster:
             port=self.state.port, socket_dir=self.state.socket_dir, archive=archive
         )
         conf.write_file(datadir / conf.MANAGED, conf.render(settings), owner)
-        conf.write_file(datadir / "pg_hba.conf", conf.hba(SUPERUSER), owner)
+        conf.write_file(datadir / "pg_hba.conf", conf.hba(self.superuser), owner)
         admins = ["root", pwd.getpwuid(os.geteuid()).pw_name, self.state.os_user]
-        conf.write_file(datadir / "pg_ident.conf", conf.ident(admins, SUPERUSER), owner)
+        conf.write_file(datadir / "pg_ident.conf", conf.ident(admins, self.superuser), owner)
 
     def remove(self) -> None:
         """Stop the server if it runs and remove everything under the cluster's directory."""
+        self.refuse_if_registered("remove")
         if self.is_running():
             self.stop(mode="immediate")
         shutil.rmtree(self.state.dir, ignore_errors=True)
@@ -154,15 +180,43 @@ class Cluster:
     def is_running(self) -> bool:
         return self.pid() is not None
 
-    def start(self, timeout: int = 120, *, move_if_port_taken: bool = False) -> None:
-        """Start the server.  ``move_if_port_taken`` (for a port pgpitr chose): when another
-        process took the port between the choice and the start, move to a free one and retry."""
+    def refuse_if_registered(self, what: str) -> None:
+        if self.registered:
+            raise ClusterStateError(
+                f"cluster {self.name!r} is a registered server: pgpitr does not {what} it",
+                hint=f"`pgpitr cluster unregister {self.name}` stops protecting it",
+            )
+
+    def _require_force(self, action: str, force: bool) -> None:
+        if self.registered and not force:
+            raise ClusterStateError(
+                f"cluster {self.name!r} is a registered server (someone else's): pgpitr does not "
+                f"{action} it unless told to",
+                hint=f"pass --force to {action} it anyway",
+            )
+
+    def _pg_ctlcluster(self, action: str, timeout: int = 120) -> None:
+        version, _, name = self.state.debian_cluster.partition("/")
+        argv = ["pg_ctlcluster", version, name, action]
+        if action in ("stop", "restart"):
+            argv += ["--mode", "fast"]
+        run(argv, timeout=timeout + 10)
+
+    def start(
+        self, timeout: int = 120, *, force: bool = False, move_if_port_taken: bool = False
+    ) -> None:
+        """Start the server (a registered one only with ``force``).  ``move_if_port_taken`` (for
+        a port pgpitr chose): when another process took the port between the choice and the
+        start, move to a free one and retry."""
+        if self.is_running():
+            return
+        self._require_force("start", force)
         for _ in range(3):
             try:
                 self._start(timeout)
                 return
             except ClusterStateError:
-                if not move_if_port_taken or port_is_free(self.state.port):
+                if not move_if_port_taken or self.registered or port_is_free(self.state.port):
                     raise
             taken = {c.state.port for c in Cluster.all(Path(self.state.home))} | {self.state.port}
             self.state.port = free_port(taken)
@@ -172,6 +226,9 @@ class Cluster:
 
     def _start(self, timeout: int) -> None:
         if self.is_running():
+            return
+        if self.state.debian_cluster:
+            self._pg_ctlcluster("start", timeout)
             return
         argv = pg_ctl_command(
             self.bindir, "start", self.state.datadir, log=self.state.log_file, timeout=timeout
@@ -184,10 +241,54 @@ class Cluster:
                 hint=f"see {self.state.log_file}",
             ) from exc
 
-    def stop(self, mode: str = "fast") -> None:
+    def stop(self, mode: str = "fast", *, force: bool = False) -> None:
         if not self.is_running():
             return
+        self._require_force("stop", force)
+        if self.state.debian_cluster:
+            self._pg_ctlcluster("stop")
+            return
         run(pg_ctl_command(self.bindir, "stop", self.state.datadir, mode=mode), user=self.user)
+
+    def restart(self, timeout: int = 120) -> None:
+        """Restart the server (fast shutdown): ``pg_ctlcluster`` for a Debian cluster."""
+        if self.state.debian_cluster:
+            self._pg_ctlcluster("restart", timeout)
+        else:
+            argv = pg_ctl_command(
+                self.bindir,
+                "restart",
+                self.state.datadir,
+                log=self.state.log_file,
+                timeout=timeout,
+            )
+            run(argv, user=self.user, timeout=timeout + 10)
+        self.wait_ready()
+
+    def alter_system(self, settings: dict[str, str | None]) -> None:
+        """``ALTER SYSTEM SET`` each setting (``RESET`` for None), then reload."""
+        from psycopg import sql
+
+        with self.connect() as db:
+            for name, value in settings.items():
+                if value is None:
+                    db.execute(sql.SQL("ALTER SYSTEM RESET {}").format(sql.Identifier(name)))
+                else:
+                    db.execute(
+                        sql.SQL("ALTER SYSTEM SET {} = {}").format(
+                            sql.Identifier(name), sql.Literal(value)
+                        )
+                    )
+            db.execute("SELECT pg_reload_conf()")
+
+    def set_archive_command(self, command: str) -> None:
+        """The archive command, in effect once this returns: pgpitr's managed file for a created
+        cluster, ``ALTER SYSTEM`` for a registered one (never someone else's files)."""
+        if self.registered:
+            self.alter_system({"archive_command": command})
+            return
+        self.configure(archive=command)
+        self.reload()
 
     def reload(self) -> None:
         with self.connect() as db:
@@ -212,7 +313,7 @@ class Cluster:
         return {
             "host": str(self.state.socket_dir),
             "port": self.state.port,
-            "user": SUPERUSER,
+            "user": self.superuser,
             "dbname": dbname,
         }
 
@@ -221,12 +322,13 @@ class Cluster:
         import psycopg
 
         try:
-            conn = psycopg.connect(
-                **self.conninfo(dbname),
-                autocommit=True,
-                connect_timeout=timeout,
-                application_name="pgpitr",
-            )
+            with acting_as(self.client_user):
+                conn = psycopg.connect(
+                    **self.conninfo(dbname),
+                    autocommit=True,
+                    connect_timeout=timeout,
+                    application_name="pgpitr",
+                )
         except psycopg.OperationalError as exc:
             # a running server that refuses (starting up, too many clients) may accept later
             raise ClusterStateError(
@@ -241,8 +343,10 @@ class Cluster:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                with psycopg.connect(**self.conninfo(), connect_timeout=2):
-                    return
+                with acting_as(self.client_user):
+                    conn = psycopg.connect(**self.conninfo(), connect_timeout=2)
+                conn.close()
+                return
             except psycopg.OperationalError:
                 if time.monotonic() > deadline or not self.is_running():
                     raise ClusterStateError(

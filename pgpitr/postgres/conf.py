@@ -118,7 +118,8 @@ def set_managed(datadir: Path, owner: tuple[int, int] | None, **settings: str | 
 
 def ensure_include(datadir: Path, owner: tuple[int, int] | None) -> None:
     conf = datadir / "postgresql.conf"
-    text = conf.read_text()
+    # a restored backup of a Debian cluster has none: its configuration lived in /etc
+    text = conf.read_text() if conf.exists() else "# Written by pgpitr for a restored cluster.\n"
     if INCLUDE_LINES not in text:
         write_file(conf, text.rstrip("\n") + "\n\n" + INCLUDE_LINES, owner)
 

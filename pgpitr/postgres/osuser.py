@@ -7,10 +7,14 @@ account created on first use.  Run by anyone else, the servers run as that user.
 
 from __future__ import annotations
 
+import ctypes
 import os
+import platform
 import pwd
 import shutil
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from pgpitr.errors import ClusterStateError, PitrError
@@ -68,7 +72,7 @@ def make_dir(path: Path, user: OsUser, mode: int = 0o750) -> None:
         os.chown(path, user.uid, user.gid)
 
 
-def check_reachable(user: OsUser, home: Path) -> None:
+def check_reachable(user: OsUser, home: Path, *, writable: bool = True) -> None:
     """Prove that the server account can use pgpitr's home and run the WAL commands.
 
     On these machines root's Python lives under /root (mode 700): a cluster whose archive_command
@@ -76,10 +80,13 @@ def check_reachable(user: OsUser, home: Path) -> None:
     """
     if user.is_self:
         return
-    result = run(["test", "-w", str(home), "-a", "-x", str(home)], user=user, check=False)
+    test = (
+        ["test", "-w", str(home), "-a", "-x", str(home)] if writable else ["test", "-x", str(home)]
+    )
+    result = run(test, user=user, check=False)
     if result.returncode != 0:
         raise ClusterStateError(
-            f"the OS user {user.name} cannot write to {home}",
+            f"the OS user {user.name} cannot {'write to' if writable else 'enter'} {home}",
             hint="set PGPITR_HOME to a directory it can reach (the default for root is "
             "/var/lib/pgpitr)",
         )
@@ -91,3 +98,44 @@ def check_reachable(user: OsUser, home: Path) -> None:
             hint="install pgpitr where every user can read it: `make install` puts it in "
             "/opt/pgpitr/venv",
         )
+
+
+#: setresuid(2) by number: the libc wrapper changes every thread of the process, the system
+#: call only the calling one.
+_SYS_SETRESUID = {"x86_64": 117, "aarch64": 147}
+
+
+def _setresuid_this_thread(euid: int) -> None:
+    number = _SYS_SETRESUID.get(platform.machine())
+    if number is None:
+        raise ClusterStateError(f"cannot change a thread's identity on {platform.machine()}")
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(number, -1, euid, -1) != 0:
+        errno = ctypes.get_errno()
+        raise ClusterStateError(f"setresuid(-1, {euid}, -1) failed: {os.strerror(errno)}")
+
+
+@contextmanager
+def acting_as(user: OsUser | None) -> Iterator[None]:
+    """While the block runs, this thread's effective uid is USER's; the other threads of the
+    process (a flow run's API and log workers) keep theirs.
+
+    Peer authentication checks the uid a Unix-socket connection was opened with, so a
+    connection opened inside this block logs in as USER's role on a server whose pg_hba.conf
+    pgpitr did not write (a registered cluster), and stays usable after the block.  Only
+    opening connections belongs inside: nothing that writes files."""
+    if user is None or user.is_self:
+        yield
+        return
+    if os.geteuid() != 0:
+        me = pwd.getpwuid(os.geteuid()).pw_name
+        raise ClusterStateError(
+            f"pgpitr runs as {me}; the server runs as {user.name}, whose peer authentication "
+            f"only {user.name} (or root, acting as it) passes",
+            hint=f"run pgpitr as root or as {user.name}",
+        )
+    _setresuid_this_thread(user.uid)
+    try:
+        yield
+    finally:
+        _setresuid_this_thread(0)
