@@ -423,7 +423,7 @@ def test_a_restore_with_no_binaries_of_the_backups_major_is_refused() -> None:
     if missing is None:
         pytest.skip("every supported major is installed here")
     with pytest.raises(ClusterStateError) as refused:
-        rs._binaries_for(missing, None)
+        rs._binaries_for(missing, None, None)
     assert refused.value.message == (
         f"the backup is PostgreSQL {missing}; install postgresql-{missing} or pass --bindir"
     )
