@@ -41,7 +41,8 @@ install: venv
 # The version matrix: the whole suite runs on PostgreSQL 15 (Debian's); these run again on 17 and
 # 18 (the test wheels, tests/pgwheels.py).
 MATRIX_TESTS ?= tests/test_walkthrough.py \
-	tests/faults/test_archiving_faults.py::test_timelines_restore_of_a_restored_cluster
+	tests/faults/test_archiving_faults.py::test_timelines_restore_of_a_restored_cluster \
+	tests/test_register.py::test_a_server_run_by_hand_under_another_user_is_protected_and_let_go
 
 test: install
 	$(PY) -m pytest -q
