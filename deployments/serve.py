@@ -21,6 +21,7 @@ import os
 from typing import Any
 
 from deployments.api import ensure_api_url
+from deployments.health import POLL_SECONDS
 from flows import registry
 from pgpitr import clusters
 from pgpitr.postgres.cluster import Cluster
@@ -96,7 +97,8 @@ def remove_stale(serving: str | None = None) -> list[str]:
 
 def main(limit: int | None = None) -> None:
     """Serve until interrupted."""
-    os.environ.setdefault("PREFECT_RUNNER_POLL_FREQUENCY", "2")  # a queued run starts within 2 s
+    # a queued run starts within 2 s; deployments/health.py reads the same setting
+    os.environ.setdefault("PREFECT_RUNNER_POLL_FREQUENCY", str(int(POLL_SECONDS)))
     url, _ = ensure_api_url()
     os.environ["PREFECT_API_URL"] = url
     print(f"pgpitr serve: Prefect API {url}, UI {url.removesuffix('/api')}", flush=True)
