@@ -54,6 +54,8 @@ def test_a_run_on_the_shared_deployment_goes_to_the_queue_of_its_host(
         )
         mine = [r for r in runs if r.parameters.get("name") == "queued-pg"]
         assert [r.work_queue_name for r in mine] == ["queue-host"]
-        for run in mine:  # no worker will take it: leave nothing queued for other tests
+        # no worker will take it: leave nothing queued, nor a shared deployment, for other tests
+        for run in mine:
             client.delete_flow_run(run.id)
+        client.delete_deployment(deployment_id)
     assert not (home / "clusters" / "queued-pg").exists()
