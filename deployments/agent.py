@@ -21,7 +21,6 @@ queue per host would still need a deployment per host, since a schedule cannot p
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -30,6 +29,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from deployments.daemon import Daemon, children
 from pgpitr import state
 from pgpitr.errors import PitrError
 
@@ -37,18 +37,20 @@ from pgpitr.errors import PitrError
 ROOT = Path(__file__).resolve().parents[1]
 RESTART_PAUSE = (2.0, 30.0)  # first and longest pause before serving again
 START_TIMEOUT = 60.0
+#: PGPITR_HOME/agent/agent.json (pid, host) and agent.log; its command line is `… agent run`
+DAEMON = Daemon("agent", "agent", marks=(b"agent", b"run"))
 
 
 def directory() -> Path:
-    return state.home() / "agent"
+    return DAEMON.directory()
 
 
 def pidfile() -> Path:
-    return directory() / "agent.json"
+    return DAEMON.pidfile()
 
 
 def logfile() -> Path:
-    return directory() / "agent.log"
+    return DAEMON.logfile()
 
 
 # -- the foreground agent ----------------------------------------------------------------------
@@ -122,17 +124,8 @@ class AgentStatus:
 
 
 def _recorded() -> int | None:
-    try:
-        pid = int(json.loads(pidfile().read_text())["pid"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return None
-    if b"agent" not in cmdline or b"run" not in cmdline:
-        return None  # the pid was reused
-    return pid
+    found = DAEMON.recorded()
+    return None if found is None else found["pid"]
 
 
 def status_pid() -> int | None:
@@ -145,66 +138,25 @@ def start(timeout: float = START_TIMEOUT) -> tuple[int, bool]:
     running = _recorded()
     if running is not None:
         return running, False
-    directory().mkdir(parents=True, exist_ok=True)
-    with open(logfile(), "ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "pgpitr", "agent", "run"],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-            start_new_session=True,
-        )
-    state.write_json_atomic(pidfile(), {"pid": process.pid, "host": state.this_host()})
+    process = DAEMON.spawn(
+        [sys.executable, "-m", "pgpitr", "agent", "run"], cwd=ROOT, host=state.this_host()
+    )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:  # until it runs its serving child, or ends
         if process.poll() is not None:
-            pidfile().unlink(missing_ok=True)
+            DAEMON.forget()
             raise PitrError(
                 f"the agent ended at once (exit {process.returncode})",
                 hint=f"see its log {logfile()}",
             )
-        if _children(process.pid):
+        if children(process.pid):
             break
         time.sleep(0.2)
     return process.pid, True
 
 
 def stop(timeout: float = 60) -> int | None:
-    pid = _recorded()
-    if pid is None:
-        pidfile().unlink(missing_ok=True)
-        return None
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _alive(pid):
-        time.sleep(0.2)
-    if _alive(pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
-    pidfile().unlink(missing_ok=True)
-    return pid
-
-
-def _alive(pid: int) -> bool:
-    with contextlib.suppress(ChildProcessError):
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except OSError:
-        return []
-    return [int(p) for p in text.split()]
+    return DAEMON.stop(timeout)
 
 
 def resident_memory(pid: int) -> int:
@@ -219,7 +171,7 @@ def resident_memory(pid: int) -> int:
                     total += int(line.split()[1]) * 1024
         except OSError:
             continue
-        todo += _children(current)
+        todo += children(current)
     return total
 
 

@@ -1,14 +1,20 @@
 """Automations that alert on pgpitr's events: ``python -m deployments.alerts WEBHOOK_URL``.
 
-Creates (or replaces) a Slack-compatible webhook block named ``pgpitr-alerts`` and four
-automations that notify through it, for every cluster (resource ``pgpitr.cluster.*``):
+Creates (or replaces) a webhook block named ``pgpitr-alerts`` and four automations that notify
+through it, for every cluster (resource ``pgpitr.cluster.*``).  The block POSTs
+``{"text": SUBJECT\nBODY}``, which Slack's (and Mattermost's) incoming webhooks take and any
+other receiver can read; the URL is kept as the block's secret (a Slack webhook URL is one):
 
 - a backup failed (``pgpitr.backup.failed``);
 - WAL archiving falls behind (``pgpitr.wal.archiving-behind``, from the window refresh);
 - no backup completed for 8 days (no ``pgpitr.backup.completed`` per cluster: the weekly
   schedule missed a run);
-- a scheduled backup is Late (Prefect's ``prefect.flow-run.Late`` of a ``backup`` run: no agent
-  serves its host, ``pgpitr cluster describe`` says the same).
+- a scheduled backup is Late (Prefect's ``prefect.flow-run.Late`` of a ``backup`` run, raised by
+  the server's late-runs service: no agent serves its host, ``pgpitr cluster describe`` says the
+  same).
+
+Why not Prefect's ``SlackWebhook`` block: it hands the URL to apprise, which knows only
+``hooks.slack.com`` URLs; any other webhook was accepted here and never notified.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import sys
 from datetime import timedelta
 
 from prefect.automations import Automation
-from prefect.blocks.notifications import SlackWebhook
+from prefect.blocks.notifications import CustomWebhookNotificationBlock
 from prefect.events.actions import SendNotification
 from prefect.events.schemas.automations import EventTrigger, Posture
 
@@ -93,17 +99,29 @@ def automations(block_id: object) -> list[Automation]:
             actions=[
                 notify(
                     "pgpitr: a scheduled backup is late",
-                    "Backup run {{ event.resource['prefect.resource.name'] }} of deployment "
-                    "{{ deployment.name }} did not start on time: no agent serves its host "
-                    "(deployments pgpitr-HOST). Start it there with `pgpitr agent start`.",
+                    "The scheduled backup of cluster {{ flow_run.parameters['cluster'] }} "
+                    "(run {{ flow_run.name }} of backup/{{ deployment.name }}) did not start "
+                    "on time: no agent serves its host. Start the agent there with "
+                    "`pgpitr agent start`; `pgpitr cluster describe` shows the late runs.",
                 )
             ],
         ),
     ]
 
 
+def webhook(webhook_url: str) -> CustomWebhookNotificationBlock:
+    """The notification block: POST {"text": …} to WEBHOOK_URL, the URL kept secret."""
+    return CustomWebhookNotificationBlock(
+        name=BLOCK,
+        url="{{webhook_url}}",
+        secrets={"webhook_url": webhook_url},
+        json_data={"text": "{{subject}}\n{{body}}"},
+    )
+
+
 def create(webhook_url: str) -> list[str]:
-    block_id = SlackWebhook(url=webhook_url).save(BLOCK, overwrite=True)
+    """The block and the automations, replacing those of the same names; their names."""
+    block_id = webhook(webhook_url).save(BLOCK, overwrite=True)
     made = []
     for automation in automations(block_id):
         try:

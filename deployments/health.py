@@ -9,6 +9,7 @@ backup deployment give the next and the last run and any Late one.
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -17,8 +18,20 @@ from deployments.api import api_url
 from tasks.naming import deployment_name
 
 TIMEOUT = 3.0
-#: an agent polls every 2 s (deployments/serve.py); this long without a poll, it is gone
-STALE_AFTER = 30.0
+#: how often an agent polls for runs (deployments/serve.py), unless PREFECT_RUNNER_POLL_FREQUENCY
+POLL_SECONDS = 2.0
+#: this many poll intervals without a poll, the agent is gone (30 s at the default 2 s)
+STALE_POLLS = 15
+
+
+def stale_after() -> float:
+    """Seconds without a poll after which no agent serves a deployment: STALE_POLLS of the
+    agents' poll interval (PREFECT_RUNNER_POLL_FREQUENCY, as the agent has it), at least 10 s."""
+    try:
+        poll = float(os.environ.get("PREFECT_RUNNER_POLL_FREQUENCY") or POLL_SECONDS)
+    except ValueError:
+        poll = POLL_SECONDS
+    return max(10.0, STALE_POLLS * poll)
 
 
 @dataclass(frozen=True)
@@ -44,10 +57,10 @@ class DeploymentHealth:
 
     @property
     def served(self) -> bool:
-        """An agent polls for its runs: READY, and polled within STALE_AFTER seconds (Prefect
-        marks it NOT_READY only a minute or more after its agent stopped)."""
+        """An agent polls for its runs: READY, and polled within ``stale_after()`` seconds
+        (Prefect marks it NOT_READY only a minute or more after its agent stopped)."""
         ago = self.polled_seconds_ago
-        return self.status == "READY" and ago is not None and ago < STALE_AFTER
+        return self.status == "READY" and ago is not None and ago < stale_after()
 
 
 @functools.cache

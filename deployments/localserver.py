@@ -23,8 +23,6 @@ import contextlib
 import fcntl
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 import tomllib
@@ -32,13 +30,16 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from pgpitr import state
+from deployments.daemon import Daemon, kill
 from pgpitr.errors import PitrError
 
 PORT_ENV = "PGPITR_PREFECT_PORT"
 DEFAULT_PORT = 4200
 PROFILE = "pgpitr"
 START_TIMEOUT = 180.0  # a loaded 2-core machine takes 10-30 s to migrate and serve
+#: PGPITR_HOME/prefect/server.json (pid, port) and server.log; its command line is
+#: `… -m prefect server start …`
+DAEMON = Daemon("prefect", "server", marks=(b"prefect", b"server"))
 
 
 def port() -> int:
@@ -56,15 +57,15 @@ def url(at: int | None = None) -> str:
 
 
 def directory() -> Path:
-    return state.home() / "prefect"
+    return DAEMON.directory()
 
 
 def pidfile() -> Path:
-    return directory() / "server.json"
+    return DAEMON.pidfile()
 
 
 def logfile() -> Path:
-    return directory() / "server.log"
+    return DAEMON.logfile()
 
 
 def database() -> Path:
@@ -101,18 +102,11 @@ def _answers(api: str, timeout: float = 0.5) -> bool:
 
 def _recorded() -> tuple[int, int] | None:
     """(pid, port) of the server pgpitr started, while that process lives."""
+    found = DAEMON.recorded()
     try:
-        data = json.loads(pidfile().read_text())
-        pid, at = int(data["pid"]), int(data["port"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return (found["pid"], int(found["port"])) if found else None
+    except (KeyError, TypeError, ValueError):
         return None
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return None
-    if b"prefect" not in b" ".join(cmdline) or b"server" not in cmdline:
-        return None  # the pid was reused by something else
-    return pid, at
 
 
 def status() -> ServerStatus:
@@ -167,23 +161,18 @@ def _start(timeout: float) -> int:
         PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{database()}",
         PREFECT_UI_API_URL=api,
     )
-    with open(logfile(), "ab") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1"]
-            + ["--port", str(at)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=directory(),
-            start_new_session=True,  # outlives this command; stopped as a process group
-        )
-    state.write_json_atomic(pidfile(), {"pid": server.pid, "port": at})
+    server = DAEMON.spawn(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1"]
+        + ["--port", str(at)],
+        cwd=directory(),
+        env=env,
+        port=at,
+    )
     deadline = time.monotonic() + timeout
     while not _answers(api, timeout=1):
         if server.poll() is not None or time.monotonic() > deadline:
-            _kill(server.pid)
-            pidfile().unlink(missing_ok=True)
+            kill(server.pid)
+            DAEMON.forget()
             raise PitrError(
                 f"the local Prefect server on port {at} did not start",
                 hint=f"see its log {logfile()}; another program may hold port {at} "
@@ -195,37 +184,10 @@ def _start(timeout: float) -> int:
 
 def stop(timeout: float = 30) -> int | None:
     """Stop the server pgpitr started; its pid, or None when none runs."""
-    recorded = _recorded()
-    if recorded is None:
-        pidfile().unlink(missing_ok=True)
+    if _recorded() is None:
+        DAEMON.forget()
         return None
-    _kill(recorded[0], timeout)
-    pidfile().unlink(missing_ok=True)
-    return recorded[0]
-
-
-def _kill(pid: int, timeout: float = 30) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            return
-        time.sleep(0.2)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
-
-
-def _alive(pid: int) -> bool:
-    with contextlib.suppress(ChildProcessError):
-        done, _ = os.waitpid(pid, os.WNOHANG)  # reap it when it is our child
-        if done:
-            return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    return DAEMON.stop(timeout)
 
 
 # -- the Prefect profile -----------------------------------------------------------------------

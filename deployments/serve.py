@@ -8,6 +8,11 @@ execute in child processes of this one.  With no Prefect API configured, this us
 local Prefect server (deployments/localserver.py), started if need be and kept running after
 this process ends.  Stopping this process does not pause the schedules: the deployments keep
 what the policies say, and their runs go Late until serving resumes.
+
+Before serving, the served deployments of the naming before host identity (``FLOW/pgpitr``, one
+for every host, no work pool) are removed: no agent serves that name any more, so their
+schedules' runs would go Late forever.  The ``FLOW/pgpitr`` deployments of prefect.yaml are in a
+work pool (``pgpitr-process``, for workers) and stay.
 """
 
 from __future__ import annotations
@@ -16,10 +21,11 @@ import os
 from typing import Any
 
 from deployments.api import ensure_api_url
+from deployments.health import POLL_SECONDS
 from flows import registry
 from pgpitr import clusters
 from pgpitr.postgres.cluster import Cluster
-from tasks.naming import deployment_name, this_host
+from tasks.naming import DEFAULT_DEPLOYMENT, deployment_name, this_host
 
 
 def all_flows() -> list[Any]:
@@ -49,15 +55,59 @@ def build(deployment: str | None = None) -> list[Any]:
     ]
 
 
+def remove_stale(serving: str | None = None) -> list[str]:
+    """Remove the served deployments ``FLOW/pgpitr`` of pgpitr's flows (the naming before host
+    identity, served by no agent now), unless SERVING is that name (PGPITR_DEPLOYMENT=pgpitr);
+    a work pool's ``FLOW/pgpitr`` stays.  One line per deployment removed."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterName,
+        FlowFilter,
+        FlowFilterName,
+    )
+    from prefect.exceptions import ObjectNotFound
+
+    if (serving or deployment_name()) == DEFAULT_DEPLOYMENT:
+        return []
+    ours = FlowFilter(name=FlowFilterName(any_=[e.name for e in registry.FLOWS]))
+    removed = []
+    with get_client(sync_client=True) as client:
+        flows = {f.id: f.name for f in client.read_flows(flow_filter=ours)}
+        found = client.read_deployments(
+            flow_filter=ours,
+            deployment_filter=DeploymentFilter(
+                name=DeploymentFilterName(any_=[DEFAULT_DEPLOYMENT])
+            ),
+        )
+        for stale in found:
+            if stale.work_pool_name or stale.flow_id not in flows:
+                continue  # a work pool's: its workers serve it
+            try:
+                client.delete_deployment(stale.id)
+            except ObjectNotFound:  # another host's agent removed it first
+                continue
+            removed.append(
+                f"removed the deployment {flows[stale.flow_id]}/{stale.name}: served under the "
+                "name before deployments per host (now FLOW/pgpitr-HOST), no agent serves it; "
+                "its scheduled runs, which could only go Late, went with it"
+            )
+    return removed
+
+
 def main(limit: int | None = None) -> None:
     """Serve until interrupted."""
-    os.environ.setdefault("PREFECT_RUNNER_POLL_FREQUENCY", "2")  # a queued run starts within 2 s
+    # a queued run starts within 2 s; deployments/health.py reads the same setting
+    os.environ.setdefault("PREFECT_RUNNER_POLL_FREQUENCY", str(int(POLL_SECONDS)))
     url, _ = ensure_api_url()
     os.environ["PREFECT_API_URL"] = url
     print(f"pgpitr serve: Prefect API {url}, UI {url.removesuffix('/api')}", flush=True)
     from prefect import serve
 
-    serve(*build(), pause_on_shutdown=False, limit=limit)
+    deployments = build()
+    for line in remove_stale():
+        print(f"pgpitr serve: {line}", flush=True)
+    serve(*deployments, pause_on_shutdown=False, limit=limit)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Fixtures shared by the whole suite.
 
 Real parts only: PostgreSQL 15 servers started with initdb/pg_ctl, moto's S3 server over HTTP on
-127.0.0.1, Prefect's test harness once per session.  Nothing at a boundary is mocked.
+127.0.0.1, Prefect's test harness once per session (started by the first test that needs it).
+Nothing at a boundary is mocked.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 
 import pytest
 
@@ -23,28 +24,78 @@ os.environ.setdefault("PREFECT_HOME", _PREFECT_HOME)
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
+#: The Prefect API of a test that did not ask for one (see ``prefect_harness``): nothing answers
+#: there, so a flow run fails at once and names this address, instead of the CLI starting pgpitr's
+#: own persistent local server on port 4200 (with no PREFECT_API_URL it would), or reaching a
+#: developer's server.  Set before Prefect is imported: its settings read it once.
+NO_API = "http://127.0.0.1:9/no-prefect-api-request-the-prefect_harness-fixture/api"
+os.environ["PREFECT_API_URL"] = NO_API
 
-@pytest.fixture(scope="session", autouse=True)
-def prefect_harness() -> Iterator[None]:
-    """One Prefect test harness (temporary SQLite server) for the whole session.
 
-    Its API URL goes into os.environ so that every child process (the `pgpitr` CLI, whose
-    changing commands run flows, and `pgpitr serve`) reports to it instead of starting Prefect's
-    temporary server, which costs 12-15 s per command."""
-    from prefect.testing.utilities import prefect_test_harness
+class _Harness:
+    """Prefect's test harness (a temporary SQLite server in a subprocess), started by the first
+    test that needs it and kept until the session ends: a unit-only session never pays its
+    10-15 s start."""
 
-    with prefect_test_harness(server_startup_timeout=120):
-        import prefect.settings
+    def __init__(self) -> None:
+        self._stack: ExitStack | None = None
+        self.url: str | None = None
 
-        saved = os.environ.get("PREFECT_API_URL")
-        os.environ["PREFECT_API_URL"] = prefect.settings.PREFECT_API_URL.value()
-        try:
-            yield
-        finally:
-            if saved is None:
-                os.environ.pop("PREFECT_API_URL", None)
-            else:
-                os.environ["PREFECT_API_URL"] = saved
+    def ensure(self) -> str:
+        if self.url is None:
+            import prefect.settings
+            from prefect.testing.utilities import prefect_test_harness
+
+            stack = ExitStack()
+            # the harness's server is not told of NO_API (its environment is this process's)
+            os.environ.pop("PREFECT_API_URL", None)
+            try:
+                stack.enter_context(
+                    prefect.settings.temporary_settings(
+                        restore_defaults={prefect.settings.PREFECT_API_URL}
+                    )
+                )
+                stack.enter_context(prefect_test_harness(server_startup_timeout=120))
+            except BaseException:
+                os.environ["PREFECT_API_URL"] = NO_API  # never no URL at all: see NO_API
+                stack.close()
+                raise
+            self.url, self._stack = prefect.settings.PREFECT_API_URL.value(), stack
+        # in os.environ so that every child process (the `pgpitr` CLI, whose changing commands
+        # run flows, and the agents) reports to it
+        os.environ["PREFECT_API_URL"] = self.url
+        return self.url
+
+    def close(self) -> None:
+        if self._stack is not None:
+            # its settings context was entered in a test's frame: resetting it may complain,
+            # once the server is already stopped
+            with suppress(ValueError, RuntimeError):
+                self._stack.close()
+            self._stack, self.url = None, None
+
+
+HARNESS = _Harness()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # tests/kubernetes' `cli` fixture runs the CLI in this process: its flows need the API
+    for item in items:
+        if "cli" in getattr(item, "fixturenames", ()) and "prefect_harness" not in (
+            item.fixturenames
+        ):
+            item.fixturenames.append("prefect_harness")
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    HARNESS.close()
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> str:
+    """The session's Prefect API (started on first use); request it in every test that runs a
+    flow or reads the API in this process.  ``cli()`` starts it itself."""
+    return HARNESS.ensure()
 
 
 # -- PostgreSQL and pgpitr's home --------------------------------------------------------------
@@ -107,7 +158,10 @@ def shared_home() -> Iterator[Path]:
 def cli(
     *args: str, check: bool = True, env: dict | None = None, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
-    """Run the real ``pgpitr`` command line in a child process, as a user would."""
+    """Run the real ``pgpitr`` command line in a child process, as a user would, against the
+    session's Prefect harness (started now if no test has needed it yet)."""
+    if "PREFECT_API_URL" not in (env or {}):
+        HARNESS.ensure()
     result = subprocess.run(
         [*PGPITR, *args],
         capture_output=True,

@@ -104,12 +104,13 @@ def unregister(name: str, wait: Wait = None) -> None:
 
 @app.command("list")
 def list_(output: Output = "table") -> None:
-    """List clusters."""
+    """List clusters: TYPE is Created (pgpitr runs it) or Registered (someone else's server)."""
     _check_output(output)
     rows = [
         {
             "name": c.name,
             "status": "Running" if c.is_running() else "Stopped",
+            "type": "Registered" if c.registered else "Created",
             "version": c.state.pg_version,
             "port": c.state.port,
             "repository": c.state.repository,
@@ -121,7 +122,7 @@ def list_(output: Output = "table") -> None:
         console.as_json(rows)
     else:
         console.table(
-            ["NAME", "STATUS", "VERSION", "PORT", "BACKUP-REPO", "CREATED-TIME"],
+            ["NAME", "STATUS", "TYPE", "VERSION", "PORT", "BACKUP-REPO", "CREATED-TIME"],
             [list(r.values()) for r in rows],
         )
 

@@ -156,15 +156,23 @@ def _run_deployment(
                 hint=f"start the agent of host {host or this_host()} (`pgpitr agent start` "
                 "there), or run the command without --wait/--no-wait to run the flow here",
             ) from None
+    # a work pool's deployment is shared by the hosts (PGPITR_DEPLOYMENT, prefect.yaml): the run
+    # goes to the queue of the cluster's host, which that host's worker polls
+    queue = (host or this_host()) if deployment.work_pool_name else None
     status = getattr(deployment, "status", None)
-    if getattr(status, "value", status) == "NOT_READY":
+    if queue is None and getattr(status, "value", status) == "NOT_READY":
         console.info(f"note: no agent serves {target} right now; the run waits for one")
     flow_run = run_deployment(
-        target, parameters=parameters, timeout=None if wait else 0, poll_interval=1
+        target,
+        parameters=parameters,
+        timeout=None if wait else 0,
+        poll_interval=1,
+        work_queue_name=queue,
     )
     link = ui_url(f"runs/flow-run/{flow_run.id}")
     if not wait:
-        console.info(f"flow run {flow_run.name} queued on {target}: {link}")
+        where = f"{target}, work queue {queue}" if queue else target
+        console.info(f"flow run {flow_run.name} queued on {where}: {link}")
         return NO_RESULT
     return _result(flow_run.state, flow_run.name, link)
 

@@ -20,7 +20,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def api_url(prefect_harness: None) -> Iterator[str]:
+def api_url(prefect_harness: str) -> Iterator[str]:
     """The harness's API, also in os.environ so that every child process reaches it."""
     import prefect.settings
 

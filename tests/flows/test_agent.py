@@ -1,7 +1,10 @@
 """The agent of a host: a `* * * * *` backup schedule fires on its host's agent and never on
 another's; `describe` says when no agent serves the schedules; a restore of host A's cluster
-onto host B runs on B's agent and has the exact rows.  Two hosts are simulated by two homes with
-their own PGPITR_HOST and agent, on the session's Prefect server."""
+onto host B runs on B's agent and has the exact rows; an agent that starts serving removes the
+served deployments of the naming before host identity.  Two hosts are simulated by two homes
+with their own PGPITR_HOST and agent, on the session's Prefect server.  The agents poll every
+second (PREFECT_RUNNER_POLL_FREQUENCY, which describe reads too), so that a stopped agent shows
+after 15 s rather than 30."""
 
 from __future__ import annotations
 
@@ -12,12 +15,14 @@ import shutil
 import signal
 import subprocess
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from pgpitr.postgres.cluster import Cluster
 from tests.conftest import PGPITR, _stop_everything_under, cli, free_port, reachable_tempdir
+from tests.deployments.test_serve import existing, make_old_deployments
 from tests.flows import api
 from tests.flows.conftest import REPO_ROOT
 from tests.pg import archive_now, rows, sql
@@ -56,13 +61,24 @@ def served(host: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def hosts(api_url: str) -> Iterator[dict[str, dict[str, str]]]:
-    """An environment per host, each with its agent running."""
+def old_deployments(api_url: str) -> dict:
+    return make_old_deployments()
+
+
+@pytest.fixture(scope="module")
+def hosts(api_url: str, old_deployments: dict) -> Iterator[dict[str, dict[str, str]]]:
+    """An environment per host, each with its agent running; before they start, the server has
+    the deployments of an older pgpitr (``old_deployments``)."""
     made = {}
     try:
         for host in HOSTS:
             path = reachable_tempdir(f"pgpitr-{host}-")
-            made[host] = {"PGPITR_HOST": host, "PGPITR_HOME": str(path), "TZ": "UTC"}
+            made[host] = {
+                "PGPITR_HOST": host,
+                "PGPITR_HOME": str(path),
+                "TZ": "UTC",
+                "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+            }
             started = agent(made[host], "start")
             assert started.returncode == 0, started.stderr
         for host in HOSTS:
@@ -132,6 +148,14 @@ def test_a_schedule_fires_on_its_hosts_agent_only_and_a_stopped_agent_shows(host
     cli("cluster", "edit-backup-policy", policy, "--set", every_minute, env=a)
 
     ids = {host: deployment(f"backup/pgpitr-{host}").id for host in HOSTS}
+    # the schedule's run of the minute just gone (a backfill of its cron), rather than waiting
+    # up to a minute for the next one; made by the server's scheduler, from the schedule
+    from prefect.client.orchestration import get_client
+
+    now = datetime.now(UTC)
+    with get_client(sync_client=True) as client:
+        window = {"start_time": (now - timedelta(seconds=61)).isoformat(), "max_runs": 1}
+        client.request("POST", f"/deployments/{ids['agent-a']}/schedule", json=window)
 
     def fired() -> list:
         return [
@@ -158,6 +182,15 @@ def test_a_schedule_fires_on_its_hosts_agent_only_and_a_stopped_agent_shows(host
         info, err = describe(a)
         return info["agent"] == "none" and warning in err
 
-    api.wait_for(warned, 90, "describe warning that no agent serves agent-a", interval=5)
+    api.wait_for(warned, 90, "describe warning that no agent serves agent-a", interval=3)
     info, err = describe(b)
     assert info["agent"] == "serving" and "will not run" not in err
+
+
+def test_serving_removed_the_served_deployments_of_the_old_naming(hosts, old_deployments):
+    assert existing(old_deployments) == set(old_deployments) - {"backup/pgpitr"}
+    logs = [
+        (Path(env["PGPITR_HOME"]) / "agent" / "agent.log").read_text() for env in hosts.values()
+    ]
+    said = [line for log in logs for line in log.splitlines() if "removed the deployment" in line]
+    assert len(said) == 1 and "backup/pgpitr:" in said[0], said  # by one of the two agents

@@ -1,0 +1,95 @@
+"""Serving removes the served deployments of the naming before host identity (FLOW/pgpitr, no
+work pool: no agent serves them any more, their runs go Late forever) and nothing else: not
+prefect.yaml's FLOW/pgpitr in the work pool pgpitr-process, not another flow's `pgpitr`, not
+the deployments per host."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+def client() -> Any:
+    from prefect.client.orchestration import get_client
+
+    return get_client(sync_client=True)
+
+
+def make_old_deployments() -> dict[str, Any]:
+    """What an upgraded server holds: backup/pgpitr served (with a run due five minutes ago),
+    restore/pgpitr in the work pool, another flow's served `pgpitr`, backup/pgpitr-HOST."""
+    from prefect import flow
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+    from prefect.states import Scheduled
+
+    from flows import registry
+
+    made = {}
+    made["backup/pgpitr"] = registry.load("backup").to_deployment(name="pgpitr").apply()
+    made["backup/pgpitr-stale-host"] = (
+        registry.load("backup").to_deployment(name="pgpitr-stale-host").apply()
+    )
+
+    @flow(name="not-pgpitrs")
+    def other() -> None:
+        """Someone else's flow, whose deployment is also named pgpitr."""
+
+    made["not-pgpitrs/pgpitr"] = other.to_deployment(name="pgpitr").apply()
+    with client() as api:
+        try:
+            api.create_work_pool(WorkPoolCreate(name="pgpitr-process", type="process"))
+        except ObjectAlreadyExists:
+            pass
+        restore = api.create_flow_from_name("restore")
+        made["restore/pgpitr"] = api.create_deployment(
+            flow_id=restore,
+            name="pgpitr",
+            work_pool_name="pgpitr-process",
+            entrypoint="flows/restore.py:restore",
+        )
+        api.create_flow_run_from_deployment(
+            made["backup/pgpitr"],
+            parameters={"cluster": "old-pg"},
+            state=Scheduled(scheduled_time=datetime.now(UTC) - timedelta(minutes=5)),
+        )
+    return made
+
+
+def existing(made: dict[str, Any]) -> set[str]:
+    from prefect.exceptions import ObjectNotFound
+
+    found = set()
+    with client() as api:
+        for name, deployment_id in made.items():
+            try:
+                api.read_deployment(deployment_id)
+                found.add(name)
+            except ObjectNotFound:
+                pass
+    return found
+
+
+def test_only_the_served_deployments_of_the_old_naming_are_removed() -> None:
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    from deployments.serve import remove_stale
+
+    made = make_old_deployments()
+    # an agent with PGPITR_DEPLOYMENT=pgpitr serves that very name: nothing to remove
+    assert remove_stale(serving="pgpitr") == []
+    assert existing(made) == set(made)
+
+    removed = remove_stale(serving="pgpitr-stale-host")
+    assert len(removed) == 1 and removed[0].startswith("removed the deployment backup/pgpitr:")
+    assert existing(made) == set(made) - {"backup/pgpitr"}
+    with client() as api:  # its scheduled run went with it
+        runs = api.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[made["backup/pgpitr"]]))
+        )
+    assert runs == []
+    assert remove_stale(serving="pgpitr-stale-host") == []  # once
