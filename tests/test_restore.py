@@ -73,7 +73,7 @@ def test_each_kind_of_target_is_read_and_round_trips_as_json(fields, kind, shown
         ({"time": "2023-04-17 19:56:40"}, "has no time zone"),
         ({"time": "2023-04-17T19:56:40+15:00"}, "beyond ±14:00"),
         ({"time": datetime(2023, 4, 17)}, "has no time zone"),
-        ({"lsn": "0/1", "xid": 745}, "--restore-to-lsn (lsn) and --restore-to-xid (xid) were given"),
+        ({"lsn": "0/1", "xid": 745}, "--restore-to-lsn (lsn) and --restore-to-xid (xid)"),
         ({"time": "latest", "immediate": True, "name": "p"}, "--restore-to-name (name) and"),
         ({"inclusive": False}, "a target of kind latest has nothing to stop before"),
         ({"name": "p", "inclusive": False}, "a target of kind name"),
