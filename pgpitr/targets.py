@@ -76,10 +76,10 @@ class RestoreTarget(BaseModel):
         default=None,
         title="Restore to time",
         description=(
-            "Recover every transaction committed by this time (to the microsecond). kbcli's "
-            '"Apr 17,2023 19:56:40 UTC+0800", RFC 3339 2023-04-17T11:56:40Z, or '
-            '"2023-04-17 19:56:40 Asia/Shanghai"; a zone is required. "latest" or empty: '
-            "the end of the archived WAL."
+            "Recover every transaction committed by this time (to the microsecond), with its "
+            "zone: RFC 3339 2023-04-17T11:56:40Z (the form's date picker), or through the API "
+            "and CLI also kbcli's \"Apr 17,2023 19:56:40 UTC+0800\" or \"2023-04-17 19:56:40 "
+            'Asia/Shanghai". Empty (or "latest"): the end of the archived WAL.'
         ),
     )
     lsn: str | None = Field(
