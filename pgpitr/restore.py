@@ -1,8 +1,11 @@
-"""Restore a cluster's backup and WAL to a point in time, into a new cluster.
+"""Restore a cluster's backup and WAL to a target, into a new cluster.
 
-``run`` is the restore operation, the one place its steps are put in order.  ``choose_backup``
-checks everything it can before anything is created: the source has backups, the new name is
-free, the target lies inside the recoverable window, there is room for the data.  The steps after
+The target (pgpitr/targets.py) is a time, an LSN, a transaction id, a restore point, the end of
+the backup (immediate) or the end of the archived WAL (latest).  ``run`` is the restore
+operation, the one place its steps are put in order.  ``choose_backup`` checks everything it can
+before anything is created: the source has backups, the new name is free, the target can be
+reached (a time inside the recoverable window; an LSN, a transaction's commit or a restore point
+inside the archived chain of a backup consistent before it), there is room for the data.  The steps after
 it (``prepare``, ``materialise``, ``configure_recovery``, ``start_recovery``, ``wait_promoted``,
 ``finish``) each do one thing, so that each can be run and retried on its own; they run in one
 transaction, and a failure removes the new cluster.  The source cluster is only read from the

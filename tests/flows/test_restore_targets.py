@@ -133,12 +133,22 @@ def test_the_cli_sends_the_target_through_the_deployment_as_json(history) -> Non
     assert '"name": "after-1"' in described and '"restorable": true' in described
 
 
-def test_a_malformed_target_from_the_api_fails_the_run_and_creates_nothing(history) -> None:
+def test_a_bad_target_from_the_api_is_refused_and_creates_nothing(history) -> None:
     from prefect.deployments import run_deployment
+    from prefect.exceptions import PrefectHTTPStatusError
 
-    parameters = {"new_name": "api-bad", "source_cluster": "src", "target": {"lsn": "0/XYZ"}}
-    run = run_deployment(
-        f"restore/pgpitr-{HOST}", parameters=parameters, timeout=120, poll_interval=1
-    )
-    assert not run.state.is_completed()
-    assert "api-bad" not in [c.name for c in Cluster.all()]
+    def start(new_name: str, target: dict, timeout: float):
+        parameters = {"new_name": new_name, "source_cluster": "src", "target": target}
+        return run_deployment(
+            f"restore/pgpitr-{HOST}", parameters=parameters, timeout=timeout, poll_interval=1
+        )
+
+    # what the schema can say (an LSN's form) the API itself refuses: no run is created
+    with pytest.raises(PrefectHTTPStatusError, match="target.lsn"):
+        start("api-bad-lsn", {"lsn": "0/XYZ"}, 0)
+    # what it cannot (one kind at most) fails the run before any step, saying why
+    run = start("api-two", {"lsn": "0/1", "xid": 745}, 120)
+    assert run.state.is_failed()
+    assert "were given together" in run.state.message, run.state.message
+    assert not api.task_runs(run.id)
+    assert {"api-bad-lsn", "api-two"}.isdisjoint(c.name for c in Cluster.all())
