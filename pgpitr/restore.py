@@ -5,11 +5,11 @@ the backup (immediate) or the end of the archived WAL (latest).  ``run`` is the 
 operation, the one place its steps are put in order.  ``choose_backup`` checks everything it can
 before anything is created: the source has backups, the new name is free, the target can be
 reached (a time inside the recoverable window; an LSN, a transaction's commit or a restore point
-inside the archived chain of a backup consistent before it), there is room for the data.  The steps after
-it (``prepare``, ``materialise``, ``configure_recovery``, ``start_recovery``, ``wait_promoted``,
-``finish``) each do one thing, so that each can be run and retried on its own; they run in one
-transaction, and a failure removes the new cluster.  The source cluster is only read from the
-repository, never touched.
+inside the archived chain of a backup consistent before it), there is room for the data.  The
+steps after it (``prepare``, ``materialise``, ``configure_recovery``, ``start_recovery``,
+``wait_promoted``, ``finish``) each do one thing, so that each can be run and retried on its own;
+they run in one transaction, and a failure removes the new cluster.  The source cluster is only
+read from the repository, never touched.
 """
 
 from __future__ import annotations
@@ -182,15 +182,18 @@ class _Finder:
         kind = self.target.kind
         if kind == "time":
             return self._time(), ""
+        if kind in ("latest", "immediate"):
+            # the newest backup that can become consistent: its WAL archived, or inside it
+            usable = {c.backup.name for c in self.chains}
+            candidates = [b for b in self.window.backups if b.name in usable or b.wal_in_backup]
+            if candidates:
+                return max(candidates, key=lambda b: (b.start_time, b.name)), ""
         if not self.chains:
             raise RecoveryTargetError(
                 f"no backup of {self.stanza!r} has all of its own WAL archived, so none can "
                 "become consistent",
                 hint="check WAL archiving (`pgpitr cluster describe`), then take a new backup",
             )
-        if kind in ("latest", "immediate"):
-            # the newest consistent chain; for immediate, its backup's content is the target
-            return self.chains[-1].backup, ""
         if kind == "lsn":
             return self._lsn(self.target.lsn_int, f"LSN {self.target.lsn}", None), ""
         if kind == "name":

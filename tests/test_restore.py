@@ -247,3 +247,32 @@ def test_a_restore_point_not_archived_yet_is_refused(home: Path) -> None:
     with pytest.raises(RecoveryTargetError, match="past the end of the archived WAL"):
         engine.restore("t-too-soon", "unarch", RestoreTarget(name="too-soon"))
     assert not (home / "clusters" / "t-too-soon").exists()
+
+
+def test_waiting_for_promotion_fails_at_once_when_the_login_is_refused(source: Source) -> None:
+    from pgpitr import restore as rs
+    from pgpitr.errors import ClusterStateError
+
+    engine.restore("t-login", "tsrc", RestoreTarget(immediate=True))
+    cluster = Cluster.get("t-login")
+    cluster.state.superuser = "no-such-role"  # what a backup without pgpitr's superuser gives
+    cluster.state.save()
+    try:
+        with pytest.raises(ClusterStateError, match="cannot log in") as info:
+            rs.wait_promoted("t-login")  # the 6 h bound: only failing fast ends this test
+        assert 'authentication failed for user "no-such-role"' in str(info.value)
+        assert info.value.hint and not info.value.transient
+    finally:
+        cluster.stop()
+
+
+def test_a_backup_carrying_its_own_wal_restores_to_latest_and_immediate(home: Path) -> None:
+    cluster = clusters.create("selfwal")  # log backup off: the backup's WAL goes into its tar
+    sql("selfwal", "CREATE TABLE msg (id int); INSERT INTO msg VALUES (1)")
+    assert engine.backup(cluster).wal_in_backup
+    for name, target in (("t-self-latest", {}), ("t-self-immediate", {"immediate": True})):
+        engine.restore(name, "selfwal", RestoreTarget.of(**target))
+        assert rows(name) == [1]
+        Cluster.get(name).stop()
+    with pytest.raises(RecoveryTargetError, match="has all of its own WAL archived"):
+        engine.restore("t-self-lsn", "selfwal", RestoreTarget(lsn="0/1"))
