@@ -3,8 +3,9 @@
 The window of a backup runs from its stop time (the consistency point, measured after
 pg_basebackup returned, so never early) to the last commit found in the unbroken chain of archived
 segments that starts at the backup's start segment.  PostgreSQL (13+) refuses to finish a recovery
-whose target time it did not reach, and it reaches a time only by seeing a commit at or after it:
-so the window ends at the last commit, and a missing segment ends it at the last commit before
+whose target time it did not reach, and it reaches a time only by seeing a commit after it (at or
+after it, exclusive: the restore plan refuses the last commit's own time inclusive): so the
+window ends at the last commit, and a missing segment ends it at the last commit before
 the gap.  The window never claims a time a restore cannot reach.
 
 The other targets are positions in that same chain (``Chain``): an LSN or a restore point is

@@ -204,6 +204,19 @@ class _Finder:
         when = self.target.time
         assert when is not None
         fitting = self.window.fitting(when)
+        if self.target.inclusive:
+            # inclusive, recovery stops at the first commit *after* the target: at the last
+            # commit's own time there is none, and PostgreSQL ends without reaching it
+            at_end = [r for r in fitting if when >= r.end]
+            fitting = [r for r in fitting if when < r.end]
+            if at_end and not fitting:
+                raise RecoveryTargetError(
+                    f"{timeparse.format_kbcli(when)} ({when.isoformat()}) is the time of the "
+                    f"last archived commit of {self.stanza!r}: recovery to it, inclusive, "
+                    "stops only at a later commit, and there is none yet",
+                    hint="add --exclusive to stop just before that commit, or wait for a "
+                    "later commit to be archived (archive_timeout)",
+                )
         if not fitting:
             raise RecoveryTargetError(
                 f"{timeparse.format_kbcli(when)} is outside the recoverable window of "

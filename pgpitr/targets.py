@@ -78,7 +78,7 @@ class RestoreTarget(BaseModel):
         description=(
             "Recover every transaction committed by this time (to the microsecond), with its "
             "zone: RFC 3339 2023-04-17T11:56:40Z (the form's date picker), or through the API "
-            "and CLI also kbcli's \"Apr 17,2023 19:56:40 UTC+0800\" or \"2023-04-17 19:56:40 "
+            'and CLI also kbcli\'s "Apr 17,2023 19:56:40 UTC+0800" or "2023-04-17 19:56:40 '
             'Asia/Shanghai". Empty (or "latest"): the end of the archived WAL.'
         ),
     )
@@ -175,6 +175,20 @@ class RestoreTarget(BaseModel):
         if value is None or (isinstance(value, str) and not value.strip()):
             return None
         return check_point_name(value)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _latest_alone(cls, data: Any) -> Any:
+        # "latest" reads as no time: with another target it would silently give way to it
+        if isinstance(data, dict) and str(data.get("time") or "").strip().lower() == "latest":
+            others = [k for k in _OPTIONS if k != "time" and data.get(k) not in (None, False, "")]
+            if others:
+                shown = " and ".join(f"{_OPTIONS[k]} ({k})" for k in others)
+                raise ValueError(
+                    f"--restore-to-time latest and {shown} were given together: give one "
+                    "restore target at most"
+                )
+        return data
 
     @model_validator(mode="after")
     def _one_kind(self) -> RestoreTarget:

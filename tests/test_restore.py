@@ -20,7 +20,7 @@ from pgpitr.errors import AlreadyExists, InvalidInput, NotFound, RecoveryTargetE
 from pgpitr.postgres.cluster import Cluster
 from pgpitr.restore import RestoreRequest, RestoreTarget
 from tests import engine
-from tests.conftest import shared_home
+from tests.conftest import cli, shared_home
 from tests.faults.helpers import archived_cluster
 from tests.pg import archive_now, rows, sql
 
@@ -75,6 +75,7 @@ def test_each_kind_of_target_is_read_and_round_trips_as_json(fields, kind, shown
         ({"time": datetime(2023, 4, 17)}, "has no time zone"),
         ({"lsn": "0/1", "xid": 745}, "--restore-to-lsn (lsn) and --restore-to-xid (xid)"),
         ({"time": "latest", "immediate": True, "name": "p"}, "--restore-to-name (name) and"),
+        ({"time": "Latest", "lsn": "0/1"}, "--restore-to-time latest and --restore-to-lsn"),
         ({"inclusive": False}, "a target of kind latest has nothing to stop before"),
         ({"name": "p", "inclusive": False}, "a target of kind name"),
         ({"when": "latest"}, "when: Extra inputs are not permitted"),
@@ -237,6 +238,9 @@ def test_restore_points_are_recorded_once_with_a_checked_name(source: Source) ->
     with pytest.raises(InvalidInput, match="invalid restore point name 'a/b'"):
         engine.create_restore_point("tsrc", "a/b")
     assert not repo.exists("tsrc/restore_points/a/b.json")
+    described = cli("cluster", "describe", "tsrc").stdout
+    (line,) = [row for row in described.splitlines() if "between-2-and-3" in row]
+    assert "Restore Points:" in described and point.lsn in line and line.rstrip().endswith("yes")
 
 
 def test_a_restore_point_not_archived_yet_is_refused(home: Path) -> None:
@@ -276,3 +280,11 @@ def test_a_backup_carrying_its_own_wal_restores_to_latest_and_immediate(home: Pa
         Cluster.get(name).stop()
     with pytest.raises(RecoveryTargetError, match="has all of its own WAL archived"):
         engine.restore("t-self-lsn", "selfwal", RestoreTarget(lsn="0/1"))
+
+
+def test_the_last_commits_own_time_is_refused_inclusive(source: Source) -> None:
+    repo = clusters.repository(Cluster.get("tsrc"))
+    (last,) = [r.end for r in catalog.recoverable_window(repo, "tsrc").ranges]
+    with pytest.raises(RecoveryTargetError, match="is the time of the last archived commit"):
+        engine.restore("t-at-end", "tsrc", RestoreTarget(time=last))
+    assert not (source.home / "clusters" / "t-at-end").exists()
