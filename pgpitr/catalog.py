@@ -271,10 +271,11 @@ def find_transaction(
     end: wal.Segment,
     floor: int,
     xid: int,
-    depth: int = XID_SEARCH_DEPTH,
+    depth: int | None = None,
 ) -> XidSearch:
     """Look for the COMMIT or ABORT of ``xid`` in the segments from ``end`` back to ``floor``
-    (a segment number), newest first, reading at most ``depth`` segments."""
+    (a segment number), newest first, reading at most ``depth`` segments (XID_SEARCH_DEPTH)."""
+    depth = XID_SEARCH_DEPTH if depth is None else depth
     first = last = None
     newest: int | None = None
     with tempfile.TemporaryDirectory(prefix="pgpitr-waldump-") as tmp:

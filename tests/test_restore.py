@@ -288,3 +288,15 @@ def test_the_last_commits_own_time_is_refused_inclusive(source: Source) -> None:
     with pytest.raises(RecoveryTargetError, match="is the time of the last archived commit"):
         engine.restore("t-at-end", "tsrc", RestoreTarget(time=last))
     assert not (source.home / "clusters" / "t-at-end").exists()
+
+
+def test_a_bounded_xid_search_says_what_it_could_not_check(
+    source: Source, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(catalog, "XID_SEARCH_DEPTH", 1)  # the newest segment only
+    with pytest.raises(RecoveryTargetError) as info:
+        engine.restore("t-bounded", "tsrc", RestoreTarget(xid=source.xid_row_4 + 1000))
+    assert "was not found in the newest 1 archived WAL segments" in str(info.value)
+    assert "could not be checked" in str(info.value)
+    assert "--restore-to-time" in (info.value.hint or "")
+    assert not (source.home / "clusters" / "t-bounded").exists()
