@@ -68,7 +68,7 @@ def _restore(args: argparse.Namespace) -> dict:
             return result
 
     imported = time.perf_counter()
-    target = restore.RestoreTarget(datetime.fromisoformat(args.target))
+    target = restore.RestoreTarget(time=datetime.fromisoformat(args.target))
     request = restore.RestoreRequest(args.new, args.source, target, backup_repo=args.repo)
     steps = Timed()
     result = restore.run(steps, request)

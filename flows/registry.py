@@ -35,6 +35,7 @@ class FlowEntry:
 FLOWS: tuple[FlowEntry, ...] = (
     FlowEntry("backup", "flows.backup:backup"),
     FlowEntry("restore", "flows.restore:restore"),
+    FlowEntry("create-restore-point", "flows.restore:create_restore_point"),
     FlowEntry("apply-retention", "flows.retention:apply_retention"),
     FlowEntry("delete-backup", "flows.retention:delete_backup"),
     FlowEntry("refresh-recoverable-window", "flows.window:refresh_recoverable_window"),

@@ -1,4 +1,5 @@
-"""The ``restore`` flow: a point in time of a cluster, into a new cluster."""
+"""The ``restore`` flow (a point of a cluster's history, into a new cluster) and the
+``create-restore-point`` flow (a named point to restore to later)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from pgpitr import restore as rs
-from pgpitr import timeparse
+from pgpitr import restore_points, timeparse
+from pgpitr.targets import RestoreTarget
 from tasks import restore as _tasks  # noqa: F401  (the steps' tasks)
 from tasks._common import cluster_artifact_key
 from tasks._slots import cluster_slot
@@ -22,28 +24,52 @@ from tasks.steps import STEPS
 def restore(
     new_name: str,
     source_cluster: str,
-    restore_to_time: str = "latest",
+    target: RestoreTarget = RestoreTarget(),  # noqa: B008  (frozen: one shared value is safe)
     backup_name: str | None = None,
     backup_repo: str | None = None,
     bindir: str | None = None,
 ) -> rs.RestoreResult:
-    """Restore SOURCE_CLUSTER as it was at RESTORE_TO_TIME into the new cluster NEW_NAME.
+    """Restore SOURCE_CLUSTER as it was at TARGET into the new cluster NEW_NAME.
 
-    Times: "Apr 17,2023 19:56:40 UTC+0800", RFC 3339, or latest.  Everything is checked before
-    anything is created; if a later step fails for good, the new cluster is removed.  One restore
-    per source cluster at a time: a second one is refused.  The new cluster runs the binaries of
-    the backup's major found on the host, or those in BINDIR."""
-    request = rs.RestoreRequest.parse(
-        new_name, source_cluster, restore_to_time, backup_name, backup_repo, bindir
-    )
+    Everything is checked before anything is created; if a later step fails for good, the new
+    cluster is removed.  One restore per source cluster at a time: a second one is refused.
+
+    Args:
+        new_name: the new cluster's name (lower-case letters, digits and '-').
+        source_cluster: the cluster whose backups and WAL are restored; never touched.
+        target: where recovery stops: one of a time, an LSN, a transaction id, a restore point
+            or the end of the backup (immediate); none of them: the end of the archived WAL.
+        backup_name: restore from this backup instead of the newest one before the target.
+        backup_repo: the repository URL of a source cluster this host does not know.
+        bindir: the PostgreSQL binaries of the new cluster (default: the backup's major's).
+    """
+    request = rs.RestoreRequest(new_name, source_cluster, target, backup_name, backup_repo, bindir)
     with cluster_slot("restore", source_cluster, wait=False):
         result = rs.run(STEPS, request)
     last = timeparse.format_kbcli(result.last_commit) if result.last_commit else "none"
     create_markdown_artifact(
         f"# {new_name} restored from {source_cluster}\n\n"
-        f"| backup | target | last replayed commit | timeline |\n|---|---|---|---|\n"
-        f"| {result.backup} | {request.target} | {last} | {result.timeline} |\n",
+        "| backup | target | recovery stopped | last replayed commit | timeline |\n"
+        "|---|---|---|---|---|\n"
+        f"| {result.backup} | {target.describe()} | {result.stopped} | {last} "
+        f"| {result.timeline} |\n",
         key=cluster_artifact_key("restore", new_name),
         description=f"restore of {new_name}",
     )
     return result
+
+
+@flow(
+    name="create-restore-point",
+    flow_run_name=run_name("create-restore-point-{host}/{cluster}-{name}"),
+    persist_result=True,
+)
+def create_restore_point(cluster: str, name: str) -> restore_points.RestorePoint:
+    """Create the restore point NAME on CLUSTER (pg_create_restore_point) and record it in the
+    repository; a restore reaches it (`--restore-to-name NAME`) once its WAL is archived.
+
+    Args:
+        cluster: a running cluster pgpitr protects.
+        name: the point's name: 1 to 63 letters, digits, '.', '_' or '-'; unique per cluster.
+    """
+    return restore_points.run(STEPS, cluster, name)

@@ -1,12 +1,16 @@
-"""Restore a cluster's backup and WAL to a point in time, into a new cluster.
+"""Restore a cluster's backup and WAL to a target, into a new cluster.
 
-``run`` is the restore operation, the one place its steps are put in order.  ``choose_backup``
-checks everything it can before anything is created: the source has backups, the new name is
-free, the target lies inside the recoverable window, there is room for the data.  The steps after
-it (``prepare``, ``materialise``, ``configure_recovery``, ``start_recovery``, ``wait_promoted``,
-``finish``) each do one thing, so that each can be run and retried on its own; they run in one
-transaction, and a failure removes the new cluster.  The source cluster is only read from the
-repository, never touched.
+The target (pgpitr/targets.py) is a time, an LSN, a transaction id, a restore point, the end of
+the backup (immediate) or the end of the archived WAL (latest).  ``run`` is the restore
+operation, the one place its steps are put in order.  ``choose_backup`` checks everything it can
+before anything is created: the source has backups, the new name is free, the target can be
+reached (pgpitr/reach.py: a time inside the recoverable window; an LSN, a transaction's commit
+or a restore point inside the archived chain of a backup consistent before it), there is room
+for the data.  The steps after it (``prepare``, ``materialise``, ``configure_recovery``,
+``start_recovery``, ``wait_promoted``, ``finish``) each do one thing, so that each can be run
+and retried on its own; they run in one transaction, and a failure removes the new cluster.
+``finish`` checks where PostgreSQL says recovery stopped against the target.  The source cluster
+is only read from the repository, never touched.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -23,12 +28,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pgpitr import catalog, clusters, timeparse, wal, walspool
+from pgpitr import catalog, clusters, reach, wal, walspool
 from pgpitr import policy as pol
 from pgpitr import state as st
 from pgpitr.errors import (
     AlreadyExists,
     ClusterStateError,
+    InvalidInput,
     NotFound,
     RecoveryTargetError,
 )
@@ -39,6 +45,9 @@ from pgpitr.postgres.cluster import Cluster, validate_name
 from pgpitr.postgres.command import check, popen
 from pgpitr.repository import open_repository
 from pgpitr.steps import Steps, undone_by
+from pgpitr.targets import RestoreTarget
+
+__all__ = ["Plan", "RestoreRequest", "RestoreResult", "RestoreTarget", "run"]
 
 Progress = Callable[[int, int], None]
 log = logging.getLogger(__name__)
@@ -48,62 +57,26 @@ REPLAY_TIMEOUT = 6 * 3600
 
 
 @dataclass(frozen=True)
-class RestoreTarget:
-    """Where recovery stops: a time, or None for the end of the archived WAL (``latest``)."""
-
-    time: datetime | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> RestoreTarget:
-        return cls(timeparse.parse_restore_target(text))
-
-    @property
-    def latest(self) -> bool:
-        return self.time is None
-
-    def __str__(self) -> str:
-        return "latest" if self.time is None else self.time.isoformat()
-
-    def describe(self) -> str:
-        if self.time is None:
-            return "the end of the archived WAL"
-        return timeparse.format_kbcli(self.time)
-
-
-@dataclass(frozen=True)
 class RestoreRequest:
-    """What a restore was asked for, read and checked once, at the edge (CLI, flow, API)."""
+    """What a restore was asked for, checked once when it is made (CLI, flow, API): the names'
+    form and empty options; the target is already a checked ``RestoreTarget``."""
 
     new_name: str
     source_cluster: str
-    target: RestoreTarget
+    target: RestoreTarget = RestoreTarget()
     backup_name: str | None = None
     backup_repo: str | None = None
     #: the binaries the new cluster runs; by default those of the backup's major on this host
     bindir: str | None = None
 
-    @classmethod
-    def parse(
-        cls,
-        new_name: str,
-        source_cluster: str,
-        restore_to_time: str = "latest",
-        backup_name: str | None = None,
-        backup_repo: str | None = None,
-        bindir: str | None = None,
-    ) -> RestoreRequest:
-        """Checks that need nothing but the text: names and the target."""
-        validate_name(new_name)
-        validate_name(source_cluster)
-        target = RestoreTarget.parse(restore_to_time)
-        return cls(
-            new_name,
-            source_cluster,
-            target,
-            backup_name or None,
-            backup_repo or None,
-            bindir or None,
-        )
+    def __post_init__(self) -> None:
+        validate_name(self.new_name)
+        validate_name(self.source_cluster)
+        if not isinstance(self.target, RestoreTarget):
+            raise InvalidInput(f"restore target {self.target!r} is not a RestoreTarget")
+        for key in ("backup_name", "backup_repo", "bindir"):
+            if not getattr(self, key):  # "" from a form or a flag means not given
+                object.__setattr__(self, key, None)
 
 
 # -- the operation ---------------------------------------------------------------------------
@@ -126,15 +99,13 @@ def run(steps: Steps, request: RestoreRequest) -> RestoreResult:
 def choose_backup(request: RestoreRequest) -> Plan:
     """Check everything before creating anything; pick the newest backup before the target."""
     source = clusters.resolve_source(request.source_cluster, request.backup_repo)
-    chosen = plan(
-        source, request.new_name, request.target.time, request.backup_name, request.bindir
-    )
+    chosen = plan(source, request.new_name, request.target, request.backup_name, request.bindir)
     log.info(
         "restoring %s from backup %s of %s to %s",
         request.new_name,
         chosen.backup.name,
         request.source_cluster,
-        request.target.describe(),
+        chosen.stop_at or request.target.describe(),
     )
     return chosen
 
@@ -144,18 +115,25 @@ class Plan:
     source: clusters.Source
     new_name: str
     backup: BackupManifest  # the chosen one
-    target: datetime | None  # None: the end of the archived WAL
-    window: list[tuple[datetime, datetime]]
+    target: RestoreTarget
+    window: list[tuple[datetime, datetime]]  # the recoverable time (for a time target)
     bindir: str  # the binaries the new cluster runs
+    #: what the plan found the target to be, for a person: "the commit of transaction 745 at
+    #: LSN 0/3000140 (Dec 01,2026 …)", "restore point 'before' at LSN …"
+    stop_at: str = ""
 
 
 def plan(
     source: clusters.Source,
     new_name: str,
-    target: datetime | None,
+    target: RestoreTarget | datetime | None,
     backup_name: str | None = None,
     bindir: str | None = None,
 ) -> Plan:
+    """Choose the backup for ``target`` after checking it can be reached: the newest completed
+    backup consistent before it whose archived chain reaches it."""
+    if not isinstance(target, RestoreTarget):  # a time, or None for latest (older callers)
+        target = RestoreTarget(time=target)
     validate_name(new_name)
     remove_interrupted(new_name)
     if (st.clusters_dir() / new_name).exists():
@@ -180,22 +158,11 @@ def plan(
         )
     server = _binaries_for(backups[-1].pg_version, bindir, source.bindir)
     window = catalog.recoverable_window(repo, source.cluster, server, backups)
-    if target is None:
-        chosen = backups[-1]
-    else:
-        fitting = window.fitting(target)
-        if not fitting:
-            raise RecoveryTargetError(
-                f"{timeparse.format_kbcli(target)} is outside the recoverable window of "
-                f"{source.cluster!r}: {_describe(window.periods)}",
-                hint=f"pick a time inside the window (`pgpitr cluster describe {source.cluster}`)",
-            )
-        best = max(fitting, key=lambda r: r.start)
-        chosen = next(b for b in backups if b.name == best.backup)
+    chosen, stop_at = reach.backup_for(repo, source.cluster, server, window, target)
     if chosen.pg_version != backups[-1].pg_version:  # an older backup of another major
         server = _binaries_for(chosen.pg_version, bindir, None)
     _check_space(chosen)
-    return Plan(source, new_name, chosen, target, window.periods, str(server))
+    return Plan(source, new_name, chosen, target, window.periods, str(server), stop_at)
 
 
 def _binaries_for(major: int, bindir: str | None, source_bindir: str | None) -> Path:
@@ -211,12 +178,6 @@ def _binaries_for(major: int, bindir: str | None, source_bindir: str | None) -> 
             f"the backup is PostgreSQL {major}; install postgresql-{major} or pass --bindir",
             hint=f"no PostgreSQL {major} binaries were found on this host",
         ) from None
-
-
-def _describe(window: list[tuple[datetime, datetime]]) -> str:
-    if not window:
-        return "there is none yet (no completed backup followed by archived WAL with a commit)"
-    return ", ".join(timeparse.format_window(a, b) for a, b in window)
 
 
 def _check_space(manifest: BackupManifest) -> None:
@@ -357,12 +318,7 @@ def configure_recovery(p: Plan, new_cluster: str) -> None:
     clusters.save_policy(cluster, policy)
     home = st.home()
     cluster.configure(archive=conf.archive_command(home, cluster.name, policy.logfile_enabled))
-    target = p.target.isoformat(sep=" ") if p.target else None
-    conf.write_file(
-        datadir / conf.RECOVERY,
-        conf.recovery(conf.restore_command(home, cluster.name), target),
-        owner,
-    )
+    conf.write_file(datadir / conf.RECOVERY, recovery_settings(p, home, cluster.name), owner)
     conf.write_file(datadir / "recovery.signal", "", owner)
     cluster.state.restore_source = {
         **cluster.state.restore_source,
@@ -380,6 +336,20 @@ def configure_recovery(p: Plan, new_cluster: str) -> None:
     cluster.state.wal_segment_size = p.backup.wal_segment_size
     cluster.state.pg_version = p.backup.pg_version
     cluster.state.save()
+
+
+def recovery_settings(p: Plan, home: Path, new_cluster: str) -> str:
+    """The recovery settings file for the plan's target (pgpitr-recovery.conf)."""
+    t = p.target
+    return conf.recovery(
+        conf.restore_command(home, new_cluster),
+        time=t.time.isoformat(sep=" ") if t.time else None,
+        lsn=t.lsn,
+        xid=t.xid,
+        name=t.name,
+        immediate=t.immediate,
+        inclusive=t.inclusive,
+    )
 
 
 def _source_policy(p: Plan) -> pol.BackupPolicy:
@@ -419,37 +389,68 @@ def wait_promoted(new_cluster: str, timeout: float = REPLAY_TIMEOUT) -> None:
                 if time.monotonic() - logged >= 5:
                     logged = time.monotonic()
                     log.info("%s: replayed up to %s", new_cluster, row[1] or "?")
-        except (ClusterStateError, psycopg.OperationalError):
-            pass
+        except (ClusterStateError, psycopg.OperationalError) as exc:
+            # "starting up" passes; a refused login stays refused for the 6 h of the wait
+            if _authentication_failed(exc):
+                raise ClusterStateError(
+                    f"recovery of {cluster.name!r} runs, but pgpitr cannot log in to it: "
+                    f"{_first_line(exc)}",
+                    hint="the restored data's roles and pg_hba.conf come from the backup; check "
+                    "that the backup's superuser exists there (see the server log: "
+                    f"{cluster.state.datadir}/log or `pgpitr cluster describe {cluster.name}`)",
+                ) from None
         if time.monotonic() > deadline:
             raise ClusterStateError(f"recovery of {cluster.name!r} did not finish in {timeout} s")
         time.sleep(0.1)
+
+
+#: What PostgreSQL's server says when it refuses a login (its FATAL messages, as libpq
+#: reports them; a connection error carries no SQLSTATE): retrying cannot help.
+_LOGIN_REFUSED = (
+    "authentication failed",  # password, peer, ident, scram …
+    "no pg_hba.conf entry",
+    "does not exist",  # role "x" / database "x" does not exist
+    "not permitted to log in",
+)
+
+
+def _authentication_failed(exc: BaseException) -> bool:
+    text = str(exc)
+    return any(marker in text for marker in _LOGIN_REFUSED) and "starting up" not in text
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return next((line for line in lines if "FATAL" in line), lines[0] if lines else "")
 
 
 @dataclass(frozen=True)
 class RestoreResult:
     cluster: str
     backup: str
-    target: datetime | None
+    target: RestoreTarget
     last_commit: datetime | None
     timeline: int
+    #: where PostgreSQL says recovery stopped (the new timeline's history): "after transaction
+    #: 745", "at restore point \"before\"", "reached consistency", "no recovery target specified"
+    stopped: str = ""
 
 
 def finish(p: Plan, new_cluster: str) -> RestoreResult:
-    """Check what was restored, then make the new cluster an ordinary one."""
+    """Check what was restored against the target, then make the new cluster an ordinary one."""
     cluster = Cluster.get(new_cluster)
     with cluster.connect() as db:
         row = db.execute(
             "SELECT pg_last_xact_replay_timestamp(), "
-            "(SELECT timeline_id FROM pg_control_checkpoint())"
+            "('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int"
         ).fetchone()
         assert row is not None
         last_commit, timeline = row
-    if p.target is not None and last_commit is not None and last_commit > p.target:
-        raise RecoveryTargetError(
-            f"recovery replayed a commit of {last_commit.isoformat()}, after the target "
-            f"{p.target.isoformat()}"
-        )
+        history = db.execute(
+            "SELECT pg_read_file(%s)", (f"pg_wal/{int(timeline):08X}.history",)
+        ).fetchone()
+    stopped = _stop_reason(history[0] if history else "")
+    check_stop(p.target, stopped, last_commit)
     conf.write_file(
         cluster.state.datadir / conf.RECOVERY, "# no recovery in progress\n", cluster.owner
     )
@@ -457,11 +458,54 @@ def finish(p: Plan, new_cluster: str) -> RestoreResult:
     cluster.state.restore_source = {}
     cluster.state.save()
     cluster.reload()
-    result = RestoreResult(cluster.name, p.backup.name, p.target, last_commit, int(timeline))
+    result = RestoreResult(
+        cluster.name, p.backup.name, p.target, last_commit, int(timeline), stopped
+    )
     log.info(
-        "cluster %s restored on timeline %s; last replayed commit %s",
+        "cluster %s restored on timeline %s, recovery stopped %s; last replayed commit %s",
         cluster.name,
         result.timeline,
+        stopped,
         result.last_commit.isoformat() if result.last_commit else "none",
     )
     return result
+
+
+def _stop_reason(history: str) -> str:
+    """The reason column of a timeline history file's last line (PostgreSQL writes why recovery
+    stopped where it switched to the new timeline)."""
+    lines = [line for line in history.splitlines() if line.strip() and line[0].isdigit()]
+    return lines[-1].split("\t", 2)[-1].strip() if lines else ""
+
+
+def check_stop(target: RestoreTarget, stopped: str, last_commit: datetime | None) -> None:
+    """Refuse a restore whose recovery did not stop where it was asked to (kept honest per kind:
+    PostgreSQL's own record of the stop, and the last replayed commit for a time)."""
+    edge = "after" if target.inclusive else "before"
+    kind = target.kind
+    if kind == "latest":
+        ok = stopped == "no recovery target specified"
+    elif kind == "immediate":
+        ok = stopped == "reached consistency"
+    elif kind == "name":
+        ok = stopped == f'at restore point "{target.name}"'
+    elif kind == "xid":
+        ok = stopped == f"{edge} transaction {target.xid}"
+    elif kind == "lsn":
+        m = re.fullmatch(r"(after|before) LSN ([0-9A-F]+/[0-9A-F]+)", stopped)
+        ok = bool(m) and m[1] == edge and wal.lsn_to_int(m[2]) >= target.lsn_int
+    else:
+        assert target.time is not None
+        # recovery stops before the first commit past the target (at or past it, exclusive)
+        ok = stopped.startswith(("before ", "after "))
+        if last_commit is not None:
+            ok = ok and (
+                last_commit <= target.time if target.inclusive else last_commit < target.time
+            )
+    if not ok:
+        shown = f"; last replayed commit {last_commit.isoformat()}" if last_commit else ""
+        raise RecoveryTargetError(
+            f"recovery did not stop at {target.describe()}: PostgreSQL says it stopped "
+            f"{stopped or '(no reason recorded)'}{shown}",
+            hint="the new cluster is removed; see its server log in the flow run's log",
+        )

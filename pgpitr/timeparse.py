@@ -32,23 +32,33 @@ _MONTH_NUMBER = {name.lower(): number for number, name in enumerate(_MONTHS, sta
 
 _KBCLI_EXAMPLE = '"Apr 17,2023 19:56:40 UTC+0800"'
 _RFC3339_EXAMPLE = "2023-04-17T19:56:40+08:00"
+_ZONE_EXAMPLE = "2023-04-17 19:56:40 Asia/Shanghai"
 _ACCEPTED_TARGETS = (
     f"a time like {_KBCLI_EXAMPLE} (kbcli's format), an RFC 3339 time like "
-    f"{_RFC3339_EXAMPLE} or 2023-04-17T11:56:40Z, or latest"
+    f"{_RFC3339_EXAMPLE} or 2023-04-17T11:56:40Z, a time in a named zone like "
+    f"{_ZONE_EXAMPLE}, or latest"
 )
+#: The widest offsets any zone has used (Pacific/Kiritimati +14:00, Baker Island -12:00); more is
+#: a typo that would move the restore by up to a day.
+_MAX_OFFSET_MINUTES = 14 * 60
+# An IANA zone name: letters first (so kbcli-like "GMT+0800" is not read as a zone), then
+# slash-separated parts such as America/Argentina/Buenos_Aires or Etc/GMT-14.
+_ZONE_NAME = r"(?P<zone>[A-Za-z][A-Za-z_]*(?:/[A-Za-z0-9_+-]+){0,2})"
 
 # re.ASCII: \d and \s must not match other scripts' digits and spaces.
 _KBCLI = re.compile(
     r"(?P<month>[A-Za-z]{3})\s+(?P<day>\d{1,2})\s*,\s*(?P<year>\d{4})\s+"
     r"(?P<hour>\d{1,2}):(?P<minute>\d{2}):(?P<second>\d{2})"
-    r"(?:\s+(?P<utc>UTC)(?:(?P<sign>[+-])(?P<oh>\d{2}):?(?P<om>\d{2}))?)?",
+    r"(?:\s+(?:(?P<utc>UTC)(?:(?P<sign>[+-])(?P<oh>\d{2}):?(?P<om>\d{2}))?|" + _ZONE_NAME + r"))?",
     re.ASCII | re.IGNORECASE,
 )
 _ISO = re.compile(
     r"(?P<year>\d{4})-(?P<month>\d{2})-(?P<day>\d{2})[Tt ]"
     r"(?P<hour>\d{2}):(?P<minute>\d{2}):(?P<second>\d{2})(?:\.(?P<fraction>\d{1,9}))?"
     # psql prints offsets as +08, so the minutes are optional.
-    r"\s*(?:(?P<zulu>[Zz])|(?P<sign>[+-])(?P<oh>\d{2})(?::?(?P<om>\d{2}))?)?",
+    r"(?:\s*(?:(?P<zulu>[Zz])|(?P<sign>[+-])(?P<oh>\d{2})(?::?(?P<om>\d{2}))?)|\s+"
+    + _ZONE_NAME
+    + r")?",
     re.ASCII,
 )
 
@@ -86,6 +96,8 @@ def _from_kbcli(text: str, m: re.Match[str]) -> datetime:
         )
     fields = (int(m["year"]), month, int(m["day"]), int(m["hour"]), int(m["minute"]))
     local = _checked_wall_time(text, *fields, int(m["second"]), 0)
+    if m["zone"]:
+        return _from_zone(text, local, m["zone"])
     if not m["utc"]:
         raise _no_zone(text, local)
     return _to_utc(text, local, m["sign"], m["oh"], m["om"])
@@ -96,6 +108,8 @@ def _from_iso(text: str, m: re.Match[str]) -> datetime:
     micro = int((m["fraction"] or "0").ljust(6, "0")[:6])
     fields = (int(m["year"]), int(m["month"]), int(m["day"]), int(m["hour"]), int(m["minute"]))
     local = _checked_wall_time(text, *fields, int(m["second"]), micro)
+    if m["zone"]:
+        return _from_zone(text, local, m["zone"])
     if not m["zulu"] and not m["sign"]:
         raise _no_zone(text, local)
     return _to_utc(text, local, m["sign"], m["oh"], m["om"])
@@ -134,10 +148,11 @@ def _to_utc(
             )
         offset = int(hours or 0) * 60 + int(minutes or 0)
         offset = -offset if sign == "-" else offset
-        if abs(offset) >= 24 * 60:
+        if abs(offset) > _MAX_OFFSET_MINUTES:
             raise InvalidInput(
-                f"restore time {text!r} has a UTC offset beyond 23:59: expected an offset like "
-                f"UTC+0800 or +08:00"
+                f"restore time {text!r} has a UTC offset beyond ±14:00, which no time zone "
+                f"has: expected an offset like UTC+0800 or +08:00, or a zone name like "
+                f"{_ZONE_EXAMPLE}"
             )
     try:
         return local.replace(tzinfo=timezone(timedelta(minutes=offset))).astimezone(UTC)
@@ -146,6 +161,47 @@ def _to_utc(
             f"restore time {text!r} is outside the years 1 to 9999 in UTC: expected "
             f"{_ACCEPTED_TARGETS}"
         ) from None
+
+
+def _from_zone(text: str, local: datetime, name: str) -> datetime:
+    """A wall time in a named zone, refused where that wall time is not one instant there
+    (skipped or repeated by a daylight-saving change): guessing would move the restore."""
+    try:
+        zone = _zone(name)
+    except InvalidInput:
+        raise InvalidInput(
+            f"cannot read the restore time {text!r}: {name!r} is not a known time zone (an "
+            f"IANA name like Asia/Shanghai or UTC); expected {_ACCEPTED_TARGETS}"
+        ) from None
+    try:
+        first, second = local.replace(tzinfo=zone, fold=0), local.replace(tzinfo=zone, fold=1)
+        instant = first.astimezone(UTC)
+        round_trip = instant.astimezone(zone).replace(tzinfo=None)
+    except OverflowError:
+        raise InvalidInput(
+            f"restore time {text!r} is outside the years 1 to 9999 in UTC: expected "
+            f"{_ACCEPTED_TARGETS}"
+        ) from None
+    if round_trip != local:
+        raise InvalidInput(
+            f"restore time {text!r} does not exist in {zone}: the clocks skipped it "
+            "(daylight saving time)",
+            hint="give the time with its UTC offset, e.g. 2023-03-26T02:30:00+01:00",
+        )
+    if first.utcoffset() != second.utcoffset():
+        earlier, later = (_offset_text(d) for d in (first, second))
+        raise InvalidInput(
+            f"restore time {text!r} happened twice in {zone} (daylight saving time ended): "
+            f"at UTC{earlier} and at UTC{later}",
+            hint=f"give the time with the offset you mean, UTC{earlier} or UTC{later}",
+        )
+    return instant
+
+
+def _offset_text(dt: datetime) -> str:
+    minutes = int((dt.utcoffset() or timedelta(0)).total_seconds()) // 60
+    hh, mm = divmod(abs(minutes), 60)
+    return f"{'-' if minutes < 0 else '+'}{hh:02d}{mm:02d}"
 
 
 def format_kbcli(dt: datetime, tz: str | None = None) -> str:

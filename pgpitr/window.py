@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pgpitr import catalog, clusters, monitor
+from pgpitr import catalog, clusters, monitor, restore_points
 from pgpitr.postgres.cluster import Cluster
+from pgpitr.repository import Repository
 from pgpitr.steps import Steps
 
 log = logging.getLogger(__name__)
@@ -96,4 +97,19 @@ def describe(cluster: Cluster) -> dict[str, Any]:
         "backups": len(window.backups),
         "recoverable_time": [(a.isoformat(), b.isoformat()) for a, b in window.periods],
         "ranges": [dataclasses.asdict(r) for r in window.ranges],
+        "restore_points": restore_point_rows(repo, cluster.state.stanza, window),
     }
+
+
+def restore_point_rows(
+    repo: Repository, stanza: str, window: catalog.Window
+) -> list[dict[str, Any]]:
+    """The recorded restore points, each with whether a restore can reach it now (its LSN in
+    an archived chain after a backup's consistency point, on that chain's timeline path)."""
+    return [
+        {
+            **point.to_dict(),
+            "restorable": any(c.reaches(point.lsn_int, point.timeline) for c in window.chains),
+        }
+        for point in restore_points.list_points(repo, stanza)
+    ]

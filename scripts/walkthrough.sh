@@ -12,9 +12,11 @@ psql_my_pg() { "$PGPITR" cluster connect my-pg <<<"$1" >/dev/null; }
 SECONDS=0
 echo "pgpitr walkthrough in PGPITR_HOME=$PGPITR_HOME"
 "$PGPITR" cluster delete new-cluster 2>/dev/null || true
+"$PGPITR" cluster delete point-cluster 2>/dev/null || true
 "$PGPITR" cluster delete my-pg 2>/dev/null || true
 "$PGPITR" cluster delete-backup my-pg --force 2>/dev/null || true
 "$PGPITR" cluster delete-backup new-cluster --force 2>/dev/null || true
+"$PGPITR" cluster delete-backup point-cluster --force 2>/dev/null || true
 
 step cluster create my-pg
 step cluster list-backup-policy
@@ -31,8 +33,11 @@ sleep 2
 noted=$(date -u '+%b %d,%Y %H:%M:%S UTC+0000')
 echo "noted time: $noted"
 sleep 2
-printf '\n\033[1m$ psql: insert row 2, switch WAL\033[0m\n'
+printf '\n\033[1m$ psql: insert row 2\033[0m\n'
 psql_my_pg "INSERT INTO msg (id, note) VALUES (2, 'after the noted time');"
+step cluster create-restore-point my-pg --name after-row-2
+printf '\n\033[1m$ psql: insert row 3, switch WAL (the restore point is archived with it)\033[0m\n'
+psql_my_pg "INSERT INTO msg (id, note) VALUES (3, 'after the restore point');"
 psql_my_pg "SELECT pg_switch_wal();"
 sleep 2
 
@@ -42,6 +47,9 @@ printf '\n\033[1m$ psql new-cluster: SELECT * FROM msg\033[0m\n'
 "$PGPITR" cluster connect new-cluster <<<"SELECT id, note FROM msg ORDER BY id;"
 printf '\n\033[1m$ psql my-pg: SELECT * FROM msg\033[0m\n'
 "$PGPITR" cluster connect my-pg <<<"SELECT id, note FROM msg ORDER BY id;"
+step cluster restore point-cluster --restore-to-name after-row-2 --source-cluster my-pg
+printf '\n\033[1m$ psql point-cluster: SELECT * FROM msg\033[0m\n'
+"$PGPITR" cluster connect point-cluster <<<"SELECT id, note FROM msg ORDER BY id;"
 step cluster list
 
 restored=$("$PGPITR" cluster connect new-cluster <<<"SELECT string_agg(id::text, ',') FROM msg;" | sed -n 3p | tr -d ' ')
@@ -49,6 +57,12 @@ if [ "$restored" != "1" ]; then
   echo "walkthrough FAILED: new-cluster has rows '$restored', expected '1'" >&2
   exit 1
 fi
+at_point=$("$PGPITR" cluster connect point-cluster <<<"SELECT string_agg(id::text, ',' ORDER BY id) FROM msg;" | sed -n 3p | tr -d ' ')
+if [ "$at_point" != "1,2" ]; then
+  echo "walkthrough FAILED: point-cluster has rows '$at_point', expected '1,2'" >&2
+  exit 1
+fi
 echo
-echo "walkthrough OK in ${SECONDS} s: new-cluster has row 1 and not row 2; my-pg has both."
-echo "clean up: PGPITR_HOME=$PGPITR_HOME $PGPITR cluster delete new-cluster; ... delete my-pg"
+echo "walkthrough OK in ${SECONDS} s: new-cluster has row 1 only, point-cluster rows 1 and 2 (up"
+echo "to the restore point); my-pg has all three."
+echo "clean up: PGPITR_HOME=$PGPITR_HOME $PGPITR cluster delete new-cluster; ... point-cluster; ... my-pg"

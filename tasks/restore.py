@@ -8,6 +8,7 @@ new cluster's name and reloads its state, so that a retried step starts from wha
 from __future__ import annotations
 
 from pgpitr import restore as rs
+from pgpitr import restore_points as rp
 from tasks._common import ONCE, RETRYING, step_task
 
 choose_backup = step_task(rs.choose_backup, "choose-backup", **RETRYING)
@@ -24,3 +25,7 @@ wait_promoted = step_task(
     rs.wait_promoted, "wait-promoted", timeout_seconds=rs.REPLAY_TIMEOUT + 60, **ONCE
 )
 verify_restored = step_task(rs.finish, "verify-restored", **RETRYING)
+
+# restore points: the check may retry (a connection); the creation never (a second WAL point)
+check_new_restore_point = step_task(rp.check_new_point, "check-restore-point", **RETRYING)
+create_restore_point = step_task(rp.create_point, "create-restore-point", **ONCE)

@@ -7,10 +7,11 @@ from datetime import datetime
 
 from pgpitr import backup as bk
 from pgpitr import restore as rs
-from pgpitr import retention
+from pgpitr import restore_points, retention
 from pgpitr.manifest import BackupManifest
 from pgpitr.postgres.cluster import Cluster
 from pgpitr.steps import Steps
+from pgpitr.targets import RestoreTarget
 
 
 def backup(cluster: Cluster | str, name: str | None = None) -> BackupManifest:
@@ -20,13 +21,20 @@ def backup(cluster: Cluster | str, name: str | None = None) -> BackupManifest:
 def restore(
     new_name: str,
     source: str,
-    target: datetime | None,
+    target: RestoreTarget | datetime | None,
     *,
     backup_name: str | None = None,
     repository: str | None = None,
 ) -> rs.RestoreResult:
-    request = rs.RestoreRequest(new_name, source, rs.RestoreTarget(target), backup_name, repository)
+    """Restore to ``target``: a RestoreTarget, or a time (None: latest)."""
+    if not isinstance(target, RestoreTarget):
+        target = RestoreTarget(time=target)
+    request = rs.RestoreRequest(new_name, source, target, backup_name, repository)
     return rs.run(Steps(), request)
+
+
+def create_restore_point(cluster: str, name: str) -> restore_points.RestorePoint:
+    return restore_points.run(Steps(), cluster, name)
 
 
 def delete_backups(

@@ -14,7 +14,7 @@ from pgpitr import clusters
 from tests.conftest import reachable_tempdir
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-HEAVY = ("prefect", "typer", "rich", "psycopg", "pendulum", "kubernetes")
+HEAVY = ("prefect", "typer", "rich", "psycopg", "pendulum", "kubernetes", "pydantic")
 
 
 def test_the_import_contracts_are_kept() -> None:

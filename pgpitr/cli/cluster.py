@@ -267,6 +267,26 @@ def describe(name: str, output: Output = "table") -> None:
     )
     for line in runner.health_lines(info):
         console.out.print(line)
+    _restore_points_block(info.get("restore_points", []))
+
+
+def _restore_points_block(points: list[dict]) -> None:
+    if not points:
+        return
+    console.out.print("\nRestore Points:")
+    console.table(
+        ["NAME", "TIME", "LSN", "TIMELINE", "RESTORABLE"],
+        [
+            [
+                p["name"],
+                timeparse.format_kbcli(datetime.fromisoformat(p["time"])),
+                p["lsn"],
+                p["timeline"],
+                "yes" if p["restorable"] else "no (WAL not archived or no backup before it)",
+            ]
+            for p in points
+        ],
+    )
 
 
 @app.command()
@@ -274,8 +294,28 @@ def restore(
     new_name: Annotated[str, typer.Argument(metavar="NEW-CLUSTER")],
     source_cluster: Annotated[str, typer.Option(help="the cluster whose backups to use")],
     restore_to_time: Annotated[
-        str, typer.Option(help='"Apr 17,2023 19:56:40 UTC+0800", an RFC 3339 time, or latest')
-    ] = "latest",
+        str | None,
+        typer.Option(
+            help='a time: "Apr 17,2023 19:56:40 UTC+0800", RFC 3339, "2023-04-17 19:56:40 '
+            'Asia/Shanghai", or latest (the default: the end of the archived WAL)'
+        ),
+    ] = None,
+    restore_to_lsn: Annotated[
+        str | None, typer.Option(help="a WAL position, e.g. 0/3000028 (pg_current_wal_lsn())")
+    ] = None,
+    restore_to_xid: Annotated[
+        str | None, typer.Option(help="up to the commit of this transaction id (txid_current())")
+    ] = None,
+    restore_to_name: Annotated[
+        str | None, typer.Option(help="a restore point made by create-restore-point")
+    ] = None,
+    restore_to_immediate: Annotated[
+        bool, typer.Option(help="stop as soon as the backup is consistent: its content only")
+    ] = False,
+    exclusive: Annotated[
+        bool,
+        typer.Option(help="stop just before the time, LSN or xid (default: just after it)"),
+    ] = False,
     backup: Annotated[str | None, typer.Option(help="use this backup")] = None,
     backup_repo: Annotated[
         str | None, typer.Option(help="repository of a deleted source cluster")
@@ -289,25 +329,52 @@ def restore(
         str | None, typer.Option(help="make the new cluster on this host, run by its agent")
     ] = None,
 ) -> None:
-    """Restore SOURCE to a point in time into a new cluster (on another host with --host)."""
-    from pgpitr.restore import RestoreRequest
+    """Restore SOURCE into a new cluster at one target (at most one --restore-to-*; none:
+    latest), on another host with --host.  Every target is checked before anything is made."""
+    from pgpitr.restore import RestoreRequest, RestoreTarget
 
-    # a typo fails here, before any flow runs; the flow gets the canonical form
-    request = RestoreRequest.parse(
-        new_name, source_cluster, restore_to_time, backup, backup_repo, bindir
+    # a typo or two targets fail here, before any flow runs; the flow gets the checked value
+    target = RestoreTarget.of(
+        time=restore_to_time,
+        lsn=restore_to_lsn,
+        xid=restore_to_xid,
+        name=restore_to_name,
+        immediate=restore_to_immediate,
+        inclusive=not exclusive,
     )
+    RestoreRequest(new_name, source_cluster, target, backup, backup_repo, bindir)
     if host and not backup_repo:  # the other host reads the source's repository
         backup_repo = clusters.resolve_source(source_cluster).repository
-    parameters = {"new_name": new_name, "source_cluster": source_cluster, "backup_name": backup}
-    if bindir:
-        parameters["bindir"] = bindir
-    parameters.update(restore_to_time=str(request.target))
-    parameters.update(backup_repo=flowio.repository_url(backup_repo), bindir=bindir)
+    parameters = {
+        "new_name": new_name,
+        "source_cluster": source_cluster,
+        "target": target.as_parameter(),  # JSON: the same through a deployment
+        "backup_name": backup,
+        "backup_repo": flowio.repository_url(backup_repo),
+        "bindir": bindir,
+    }
     if host:
         wait = True if wait is None else wait
         parameters["host"] = host  # runner.run: through that host's deployment
     result = runner.run("restore", wait, progress="restore", **parameters)
     flowio.restored(new_name, result)
+
+
+@app.command("create-restore-point")
+def create_restore_point(
+    name: Annotated[str, typer.Argument(metavar="CLUSTER")],
+    point: Annotated[str, typer.Option("--name", help="the restore point's name")],
+    wait: Wait = None,
+) -> None:
+    """Create a named restore point (pg_create_restore_point) to restore to with
+    --restore-to-name; it is restorable once its WAL is archived (archive_timeout)."""
+    from pgpitr import restore_points
+
+    restore_points.validate_name(point)
+    Cluster.get(name).require_running()  # fails at once, not as a failed flow run
+    flowio.restore_point_created(
+        name, runner.run("create-restore-point", wait, cluster=name, name=point)
+    )
 
 
 @app.command("delete-backup")

@@ -78,9 +78,21 @@ def restored(new_name: str, result: Any) -> None:
         return
     last = result.last_commit
     shown = timeparse.format_kbcli(last) if last else "none"
+    stopped = getattr(result, "stopped", "")
     console.info(
         f"cluster {new_name} restored from backup {result.backup} "
-        f"(timeline {result.timeline}); last replayed commit: {shown}"
+        f"(timeline {result.timeline}); recovery stopped {stopped or '?'}; "
+        f"last replayed commit: {shown}"
+    )
+
+
+def restore_point_created(cluster: str, point: Any) -> None:
+    if point is runner.NO_RESULT:
+        return
+    console.info(
+        f"restore point {point.name} of {cluster} created at LSN {point.lsn} (timeline "
+        f"{point.timeline}, {timeparse.format_kbcli(point.time)}); restorable with "
+        f"--restore-to-name {point.name} once its WAL is archived (within archive_timeout)"
     )
 
 

@@ -28,6 +28,9 @@ OWNED_SETTINGS = (
     "restore_command",
     "recovery_target_time",
     "recovery_target_lsn",
+    "recovery_target_xid",
+    "recovery_target_name",
+    "recovery_target_inclusive",
     "recovery_target",
     "recovery_target_action",
     "recovery_target_timeline",
@@ -142,16 +145,40 @@ def ident(os_users: list[str], superuser: str = "postgres") -> str:
     return "\n".join(lines) + "\n"
 
 
-def recovery(restore: str, target_time: str | None, target_lsn: str | None = None) -> str:
+def recovery(
+    restore: str,
+    *,
+    time: str | None = None,
+    lsn: str | None = None,
+    xid: int | None = None,
+    name: str | None = None,
+    immediate: bool = False,
+    inclusive: bool = True,
+) -> str:
+    """The recovery settings of a restore: replay along the newest timeline, stop at the one
+    target given (none: the end of the archived WAL) and promote there.  ``inclusive`` False
+    stops just before a time, LSN or xid target (``recovery_target_inclusive = off``)."""
     settings: dict[str, str | int | bool] = {
         "restore_command": restore,
         "recovery_target_timeline": "latest",
     }
-    if target_time:
-        settings["recovery_target_time"] = target_time
-        settings["recovery_target_action"] = "promote"
-    elif target_lsn:
-        settings["recovery_target_lsn"] = target_lsn
+    targets: dict[str, str | int] = {}
+    if time:
+        targets["recovery_target_time"] = time
+    if lsn:
+        targets["recovery_target_lsn"] = lsn
+    if xid is not None:
+        targets["recovery_target_xid"] = str(xid)  # a string setting in PostgreSQL
+    if name:
+        targets["recovery_target_name"] = name
+    if immediate:
+        targets["recovery_target"] = "immediate"
+    if len(targets) > 1:  # PostgreSQL refuses to start with two: fail here, naming them
+        raise ValueError(f"more than one recovery target: {', '.join(targets)}")
+    settings.update(targets)
+    if targets:
+        if not inclusive:
+            settings["recovery_target_inclusive"] = False
         settings["recovery_target_action"] = "promote"
     return render(settings)
 

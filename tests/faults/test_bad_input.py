@@ -77,3 +77,37 @@ def test_hostile_cluster_names_are_refused_by_every_command(home) -> None:
             assert any(e in result.stderr for e in expected), result.stderr
             assert "Traceback" not in result.stderr
     assert not (home / "clusters").exists() or not any((home / "clusters").iterdir())
+
+
+def test_bad_restore_targets_are_refused_by_the_cli_before_any_flow(home) -> None:
+    base = ["cluster", "restore", "new-pg", "--source-cluster", "my-pg"]
+    cases = [
+        (["--restore-to-lsn", "0/XYZ"], "cannot read the LSN '0/XYZ'"),
+        (["--restore-to-lsn", "16/B374D848/1"], "cannot read the LSN"),
+        (["--restore-to-xid", "12a"], "cannot read the transaction id '12a'"),
+        (["--restore-to-xid", "1"], "transaction id 1 is out of range"),
+        (["--restore-to-name", "x'; DROP TABLE t; --"], "invalid restore point name"),
+        (["--restore-to-time", "2023-04-17T19:56:40+15:00"], "beyond ±14:00"),
+        (["--restore-to-time", "2023-04-17 19:56:40 Mars/Olympus"], "not a known time zone"),
+        (
+            ["--restore-to-lsn", "0/3000028", "--restore-to-xid", "745"],
+            "--restore-to-lsn (lsn) and --restore-to-xid (xid) were given together",
+        ),
+        (
+            ["--restore-to-time", "latest", "--restore-to-immediate", "--restore-to-name", "p"],
+            "--restore-to-name (name) and --restore-to-immediate (immediate)",
+        ),
+        (["--exclusive"], "nothing to stop before"),
+        (["--restore-to-name", "p", "--exclusive"], "a target of kind name"),
+    ]
+    for args, message in cases:
+        result = cli(*base, *args, check=False)
+        assert result.returncode == 2, (args, result.stderr)
+        assert message in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+        assert "flow" not in result.stderr.lower(), "refused before any flow ran"
+    for name in ("a/b", "", "x" * 64, "two words", "-x"):
+        result = cli("cluster", "create-restore-point", "my-pg", "--name", name, check=False)
+        assert result.returncode == 2, (name, result.stderr)
+        assert "Traceback" not in result.stderr
+    assert not (home / "clusters").exists() or not any((home / "clusters").iterdir())

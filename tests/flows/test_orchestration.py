@@ -205,7 +205,7 @@ def test_a_bad_target_fails_at_once_without_retries(source):
     from flows.restore import restore
 
     with pytest.raises(RecoveryTargetError, match="outside the recoverable window"):
-        restore(new_name="never", source_cluster="src", restore_to_time="2001-01-01T00:00:00Z")
+        restore(new_name="never", source_cluster="src", target={"time": "2001-01-01T00:00:00Z"})
     (run,) = api.flow_runs(f"restore-{HOST}/never-from-src")
     assert api.task_run(run.id, "choose-backup").run_count == 1
     assert "never" not in [c.name for c in Cluster.all()]

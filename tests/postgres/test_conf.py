@@ -159,19 +159,28 @@ def test_render_writes_one_quoted_line_per_setting_after_a_header() -> None:
 
 def test_recovery_settings_for_each_kind_of_target() -> None:
     header = conf.render({})
-    to_time = conf.recovery("RESTORE", "2026-01-02 03:04:05+00")
+    to_time = conf.recovery("RESTORE", time="2026-01-02 03:04:05+00")
     assert to_time == header + (
         "restore_command = 'RESTORE'\n"
         "recovery_target_timeline = 'latest'\n"
         "recovery_target_time = '2026-01-02 03:04:05+00'\n"
         "recovery_target_action = 'promote'\n"
     )
-    to_lsn = conf.recovery("RESTORE", None, "0/3000028")
-    assert "recovery_target_lsn = '0/3000028'\nrecovery_target_action = 'promote'\n" in to_lsn
-    assert "recovery_target_time =" not in to_lsn
-    both = conf.recovery("RESTORE", "2026-01-02 03:04:05+00", "0/3000028")
-    assert "recovery_target_lsn" not in both  # a time wins over an LSN
-    latest = conf.recovery("RESTORE", None)
+    to_lsn = conf.recovery("RESTORE", lsn="0/3000028", inclusive=False)
+    assert to_lsn.endswith(
+        "recovery_target_lsn = '0/3000028'\n"
+        "recovery_target_inclusive = off\n"
+        "recovery_target_action = 'promote'\n"
+    )
+    assert "recovery_target_xid = '745'\n" in conf.recovery("RESTORE", xid=745)
+    named = conf.recovery("RESTORE", name="before 'x'")
+    assert "recovery_target_name = 'before ''x'''\n" in named
+    immediate = conf.recovery("RESTORE", immediate=True)
+    assert "recovery_target = 'immediate'\nrecovery_target_action = 'promote'\n" in immediate
+    assert "inclusive" not in to_time + immediate  # PostgreSQL's default: on
+    with pytest.raises(ValueError, match="recovery_target_time, recovery_target_lsn"):
+        conf.recovery("RESTORE", time="2026-01-02 03:04:05+00", lsn="0/3000028")
+    latest = conf.recovery("RESTORE")
     assert latest == header + ("restore_command = 'RESTORE'\nrecovery_target_timeline = 'latest'\n")
 
 
@@ -271,7 +280,7 @@ def test_every_owned_setting_is_stripped(tmp_path: Path) -> None:
     auto = tmp_path / "postgresql.auto.conf"
     auto.write_text("".join(f"{name} = 'x'\n" for name in conf.OWNED_SETTINGS) + "keep = 1\n")
     removed = conf.strip_auto_conf(tmp_path, None)
-    assert len(removed) == len(conf.OWNED_SETTINGS) == 13
+    assert len(removed) == len(conf.OWNED_SETTINGS) == 16
     assert auto.read_text() == "keep = 1\n"
 
 

@@ -1,0 +1,276 @@
+"""Where a restore stops: the one typed value of a restore target, parsed once at the edge.
+
+A ``RestoreTarget`` is what ``cluster restore`` builds from its ``--restore-to-*`` options, what
+the ``restore`` flow takes as its ``target`` parameter (so that Prefect's run form shows each kind
+as a typed, described field, and a run started from the UI is checked the same way), and what the
+plan and the recovery settings read.  At most one kind is given; none is ``latest``, the end of
+the archived WAL.  Every check that needs nothing but the value is made here: a malformed LSN or
+xid, a time without a zone, two targets at once.  Whether the target can be reached (inside the
+archive, committed, a known restore point) is the plan's to check (pgpitr/restore.py).
+
+The model's validators raise ``ValueError`` as pydantic expects, so a flow run's parameters fail
+the way Prefect reports them; ``RestoreTarget.of`` (the CLI's and the engine's door) turns that
+into the ``InvalidInput`` a person reads.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pgpitr import timeparse
+from pgpitr.errors import InvalidInput
+
+Kind = Literal["latest", "time", "lsn", "xid", "name", "immediate"]
+
+LSN_RE = re.compile(r"[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}", re.ASCII)
+#: 0-2 are PostgreSQL's reserved ids (invalid, bootstrap, frozen): no transaction has them.
+FIRST_NORMAL_XID = 3
+MAX_XID = 2**32 - 1
+#: What a restore point's name may be: safe in an object key, PostgreSQL's 63-byte limit.
+POINT_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", re.ASCII)
+POINT_NAME_RULE = "1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit"
+
+_OPTIONS = {
+    "time": "--restore-to-time",
+    "lsn": "--restore-to-lsn",
+    "xid": "--restore-to-xid",
+    "name": "--restore-to-name",
+    "immediate": "--restore-to-immediate",
+}
+
+
+def parse_lsn(text: str) -> str:
+    """PostgreSQL's text form of an LSN (``0/3000028``), upper-cased; ValueError otherwise."""
+    if not isinstance(text, str) or not LSN_RE.fullmatch(text.strip()):
+        raise ValueError(
+            f"cannot read the LSN {text!r}: expected PostgreSQL's form, two hexadecimal "
+            "numbers of up to 8 digits separated by '/', like 0/3000028 (see "
+            "pg_current_wal_lsn())"
+        )
+    high, _, low = text.strip().upper().partition("/")
+    return f"{int(high, 16):X}/{int(low, 16):X}"
+
+
+def lsn_value(lsn: str) -> int:
+    high, _, low = lsn.partition("/")
+    return (int(high, 16) << 32) | int(low, 16)
+
+
+def check_point_name(name: str) -> str:
+    if not isinstance(name, str) or not POINT_NAME_RE.fullmatch(name):
+        raise ValueError(f"invalid restore point name {name!r}: use {POINT_NAME_RULE}")
+    return name
+
+
+class RestoreTarget(BaseModel):
+    """Where recovery stops.  Give at most one of time, lsn, xid, name, immediate; none (or
+    time "latest") restores to the end of the archived WAL."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", title="Restore target")
+
+    time: datetime | None = Field(
+        default=None,
+        title="Restore to time",
+        description=(
+            "Recover every transaction committed by this time (to the microsecond), with its "
+            "zone: RFC 3339 2023-04-17T11:56:40Z (the form's date picker), or through the API "
+            'and CLI also kbcli\'s "Apr 17,2023 19:56:40 UTC+0800" or "2023-04-17 19:56:40 '
+            'Asia/Shanghai". Empty (or "latest"): the end of the archived WAL.'
+        ),
+    )
+    lsn: str | None = Field(
+        default=None,
+        title="Restore to LSN",
+        pattern=f"^{LSN_RE.pattern}$",
+        description=(
+            "Recover up to this WAL position, e.g. 0/3000028 (pg_current_wal_lsn() on the "
+            "source). It must lie between the end of a backup and the end of the archived WAL."
+        ),
+    )
+    xid: int | None = Field(
+        default=None,
+        title="Restore to transaction id",
+        ge=FIRST_NORMAL_XID,
+        le=MAX_XID,
+        description=(
+            "Recover up to the commit of this transaction id (txid_current() or xmin of a row "
+            "on the source). The transaction must have committed in the archived WAL."
+        ),
+    )
+    name: str | None = Field(
+        default=None,
+        title="Restore to restore point",
+        pattern=f"^{POINT_NAME_RE.pattern}$",
+        description=(
+            "Recover up to this named restore point, made with `pgpitr cluster "
+            "create-restore-point` (listed by `pgpitr cluster describe`)."
+        ),
+    )
+    immediate: bool = Field(
+        default=False,
+        title="Restore to the end of the backup",
+        description=(
+            "Stop as soon as the chosen backup is consistent: its content only, no later "
+            "transaction."
+        ),
+    )
+    inclusive: bool = Field(
+        default=True,
+        title="Include the target",
+        description=(
+            "For a time, LSN or transaction id: stop just after the target (on, as PostgreSQL "
+            "does) or just before it (off: `--exclusive`)."
+        ),
+    )
+
+    @field_validator("time", mode="before")
+    @classmethod
+    def _read_time(cls, value: Any) -> Any:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        if isinstance(value, str):
+            try:
+                return timeparse.parse_restore_target(value)
+            except InvalidInput as exc:
+                raise ValueError(exc.message) from None
+        if isinstance(value, datetime):
+            if value.utcoffset() is None:
+                raise ValueError(f"restore time {value.isoformat()} has no time zone")
+            return value.astimezone(UTC)
+        return value
+
+    @field_validator("lsn", mode="before")
+    @classmethod
+    def _read_lsn(cls, value: Any) -> Any:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        return parse_lsn(value)
+
+    @field_validator("xid", mode="before")
+    @classmethod
+    def _read_xid(cls, value: Any) -> Any:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        text = str(value).strip()
+        if isinstance(value, bool) or not re.fullmatch(r"\d{1,10}", text, re.ASCII):
+            raise ValueError(
+                f"cannot read the transaction id {value!r}: expected a whole number like 1234 "
+                "(txid_current() on the source)"
+            )
+        xid = int(text)
+        if not FIRST_NORMAL_XID <= xid <= MAX_XID:
+            raise ValueError(
+                f"transaction id {xid} is out of range: ids go from {FIRST_NORMAL_XID} to "
+                f"{MAX_XID} (0-2 are reserved by PostgreSQL)"
+            )
+        return xid
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _read_name(cls, value: Any) -> Any:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        return check_point_name(value)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _latest_alone(cls, data: Any) -> Any:
+        # "latest" reads as no time: with another target it would silently give way to it
+        if isinstance(data, dict) and str(data.get("time") or "").strip().lower() == "latest":
+            others = [k for k in _OPTIONS if k != "time" and data.get(k) not in (None, False, "")]
+            if others:
+                shown = " and ".join(f"{_OPTIONS[k]} ({k})" for k in others)
+                raise ValueError(
+                    f"--restore-to-time latest and {shown} were given together: give one "
+                    "restore target at most"
+                )
+        return data
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> RestoreTarget:
+        given = [k for k in _OPTIONS if getattr(self, k) not in (None, False)]
+        if len(given) > 1:
+            shown = " and ".join(f"{_OPTIONS[k]} ({k})" for k in given)
+            raise ValueError(f"{shown} were given together: give one restore target at most")
+        if not self.inclusive and self.kind not in ("time", "lsn", "xid"):
+            raise ValueError(
+                "--exclusive (inclusive: false) stops just before a time, an LSN or a "
+                f"transaction id; a target of kind {self.kind} has nothing to stop before"
+            )
+        return self
+
+    # -- the one way in from text, for the CLI and the engine --------------------------------
+    @classmethod
+    def of(cls, **fields: Any) -> RestoreTarget:
+        """The target of these fields, or InvalidInput naming what is wrong with them."""
+        try:
+            return cls.model_validate(fields)
+        except ValidationError as exc:
+            raise InvalidInput(_first_message(exc), hint=_HINT) from None
+
+    # -- reading it ---------------------------------------------------------------------------
+    @property
+    def kind(self) -> Kind:
+        for kind in ("time", "lsn", "xid", "name"):
+            if getattr(self, kind) is not None:
+                return kind  # type: ignore[return-value]
+        return "immediate" if self.immediate else "latest"
+
+    @property
+    def latest(self) -> bool:
+        return self.kind == "latest"
+
+    @property
+    def lsn_int(self) -> int:
+        assert self.lsn is not None
+        return lsn_value(self.lsn)
+
+    def as_parameter(self) -> dict[str, Any]:
+        """The JSON a flow run's ``target`` parameter carries (only what differs from latest)."""
+        return self.model_dump(mode="json", exclude_defaults=True)
+
+    def describe(self) -> str:
+        """For a person: ``transaction 1234 (inclusive)``, ``the end of the archived WAL``."""
+        edge = "" if self.inclusive else ", stopping just before it"
+        if self.time is not None:
+            return f"time {timeparse.format_kbcli(self.time)}{edge}"
+        if self.lsn is not None:
+            return f"LSN {self.lsn}{edge}"
+        if self.xid is not None:
+            return f"transaction {self.xid}{edge}"
+        if self.name is not None:
+            return f"restore point {self.name!r}"
+        if self.immediate:
+            return "the end of the backup (immediate)"
+        return "the end of the archived WAL"
+
+    def __str__(self) -> str:
+        kind = self.kind
+        if kind == "latest":
+            return "latest"
+        if kind == "immediate":
+            return "immediate"
+        value = getattr(self, kind)
+        shown = value.isoformat() if isinstance(value, datetime) else str(value)
+        return f"{kind} {shown}" + ("" if self.inclusive else " (exclusive)")
+
+
+_HINT = (
+    "give one of --restore-to-time, --restore-to-lsn, --restore-to-xid, --restore-to-name or "
+    "--restore-to-immediate (none: latest); see `pgpitr cluster restore --help`"
+)
+
+
+def _first_message(exc: ValidationError) -> str:
+    messages = []
+    for error in exc.errors():
+        text = str(error.get("msg", "")).removeprefix("Value error, ")
+        where = ".".join(str(p) for p in error.get("loc", ()))
+        if error.get("type") != "value_error" and where:
+            text = f"{where}: {text}"
+        messages.append(text)
+    return "; ".join(messages) or str(exc)

@@ -1,0 +1,154 @@
+"""The served `restore` deployment offers every kind of target as a typed, described field, and
+a run started through the API with each kind restores exactly the right rows.  Cheap on purpose:
+one source cluster (`src` of tests/flows/conftest.py, one backup), several restores."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pytest
+
+from pgpitr.postgres.cluster import Cluster
+from tests.conftest import cli
+from tests.flows import api
+from tests.flows.conftest import HOST, wait_served
+from tests.pg import archive_now, rows, sql
+
+pytestmark = pytest.mark.timeout(600)
+
+KINDS = ("time", "lsn", "xid", "name", "immediate")
+
+
+def deployment(flow_name: str):
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_deployment_by_name(f"{flow_name}/pgpitr-{HOST}")
+
+
+@dataclass(frozen=True)
+class History:
+    lsn_after_row_1: str
+    xid_row_2: int
+    after_row_3: datetime  # between row 3's commit and row 4's
+
+
+@pytest.fixture(scope="module")
+def history(source: str, served, flows_home) -> Iterator[History]:
+    """On `src` after its backup: rows 1 to 4, each in its own transaction, a restore point
+    `after-1` made through the CLI's flow between rows 1 and 2, everything archived."""
+    wait_served(served, flows_home)
+    sql("src", "CREATE TABLE msg (id int PRIMARY KEY)")
+    sql("src", "INSERT INTO msg VALUES (1)")
+    lsn = sql("src", "SELECT pg_current_wal_lsn()::text")[0][0]
+    made = cli("cluster", "create-restore-point", "src", "--name", "after-1", "--wait")
+    assert "restore point after-1 of src created at LSN" in made.stderr + made.stdout
+    (xid,) = sql("src", "INSERT INTO msg VALUES (2) RETURNING txid_current()")[0]
+    sql("src", "INSERT INTO msg VALUES (3)")
+    after_3 = datetime.now(UTC)  # the commit's time was taken before the client got its answer
+    while datetime.now(UTC) <= after_3:
+        time.sleep(0.001)
+    sql("src", "INSERT INTO msg VALUES (4)")
+    archive_now("src")
+    yield History(lsn, int(xid), after_3)
+
+
+def test_the_restore_form_offers_each_kind_of_target_typed_and_described(history) -> None:
+    schema = deployment("restore").parameter_openapi_schema
+    target = schema["properties"]["target"]
+    assert target["description"]
+    (model,) = [
+        d for name, d in schema["definitions"].items() if target["$ref"].endswith(f"/{name}")
+    ]
+    fields = model["properties"]
+    types = {k: [b.get("type") for b in f.get("anyOf", [f])] for k, f in fields.items()}
+    assert types["time"] == ["string", "null"] and fields["time"]["anyOf"][0]["format"] == (
+        "date-time"
+    )
+    assert types["lsn"] == ["string", "null"] and "pattern" in fields["lsn"]["anyOf"][0]
+    assert types["xid"] == ["integer", "null"] and fields["xid"]["anyOf"][0]["minimum"] == 3
+    assert types["name"] == ["string", "null"]
+    assert types["immediate"] == ["boolean"] and types["inclusive"] == ["boolean"]
+    for kind in (*KINDS, "inclusive"):
+        assert len(fields[kind]["description"]) > 40, kind
+    assert model["additionalProperties"] is False
+
+
+def restore_through_the_api(new_name: str, target: dict) -> list[int] | None:
+    """Run the served deployment as the UI's form would; the restored rows (None: no table)."""
+    from prefect.deployments import run_deployment
+
+    parameters = {"new_name": new_name, "source_cluster": "src", "target": target}
+    run = run_deployment(
+        f"restore/pgpitr-{HOST}", parameters=parameters, timeout=300, poll_interval=1
+    )
+    assert run.state.is_completed(), run.state.message
+    assert run.deployment_id == deployment("restore").id
+    try:
+        if sql(new_name, "SELECT to_regclass('msg') IS NULL")[0][0]:
+            return None
+        return rows(new_name)
+    finally:
+        Cluster.get(new_name).stop()
+
+
+def test_a_restore_of_each_kind_through_the_api_has_exactly_the_right_rows(history) -> None:
+    expected = {
+        "api-latest": ({}, [1, 2, 3, 4]),
+        "api-time": ({"time": history.after_row_3.isoformat()}, [1, 2, 3]),
+        "api-lsn": ({"lsn": history.lsn_after_row_1}, [1]),
+        "api-name": ({"name": "after-1"}, [1]),
+        "api-xid": ({"xid": history.xid_row_2}, [1, 2]),
+        "api-xid-ex": ({"xid": history.xid_row_2, "inclusive": False}, [1]),
+        # the backup was taken before the table was created: its content has no table
+        "api-immediate": ({"immediate": True}, None),
+    }
+    got = {name: restore_through_the_api(name, target) for name, (target, _) in expected.items()}
+    assert got == {name: rows for name, (_, rows) in expected.items()}
+
+
+def test_the_cli_sends_the_target_through_the_deployment_as_json(history) -> None:
+    done = cli(
+        "cluster",
+        "restore",
+        "cli-xid",
+        "--source-cluster",
+        "src",
+        "--restore-to-xid",
+        str(history.xid_row_2),
+        "--exclusive",
+        "--wait",
+    )
+    assert f"recovery stopped before transaction {history.xid_row_2}" in done.stderr
+    try:
+        assert rows("cli-xid") == [1]
+    finally:
+        Cluster.get("cli-xid").stop()
+    (run,) = api.flow_runs(f"restore-{HOST}/cli-xid-from-src")
+    assert run.parameters["target"] == {"xid": history.xid_row_2, "inclusive": False}
+    described = cli("cluster", "describe", "src", "-o", "json").stdout
+    assert '"name": "after-1"' in described and '"restorable": true' in described
+
+
+def test_a_bad_target_from_the_api_is_refused_and_creates_nothing(history) -> None:
+    from prefect.deployments import run_deployment
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    def start(new_name: str, target: dict, timeout: float):
+        parameters = {"new_name": new_name, "source_cluster": "src", "target": target}
+        return run_deployment(
+            f"restore/pgpitr-{HOST}", parameters=parameters, timeout=timeout, poll_interval=1
+        )
+
+    # what the schema can say (an LSN's form) the API itself refuses: no run is created
+    with pytest.raises(PrefectHTTPStatusError, match="target.lsn"):
+        start("api-bad-lsn", {"lsn": "0/XYZ"}, 0)
+    # what it cannot (one kind at most) fails the run before any step, saying why
+    run = start("api-two", {"lsn": "0/1", "xid": 745}, 120)
+    assert run.state.is_failed()
+    assert "were given together" in run.state.message, run.state.message
+    assert not api.task_runs(run.id)
+    assert {"api-bad-lsn", "api-two"}.isdisjoint(c.name for c in Cluster.all())
