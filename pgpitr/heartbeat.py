@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from pgpitr import clusters
+from pgpitr import clusters, scratch
 from pgpitr.errors import NotFound, PitrError
 from pgpitr.postgres.cluster import Cluster
 from pgpitr.state import this_host
@@ -154,6 +154,8 @@ def wanted(cluster: Cluster) -> bool:
     """Whether the agent beats for ``cluster``: of this host, running, log backup and heartbeat
     on in its policy, and not a cluster being restored (a drill's scratch cluster, say)."""
     if cluster.state.host != this_host() or cluster.state.restore_source:
+        return False
+    if scratch.is_scratch(cluster.name):
         return False
     try:
         policy = clusters.load_policy(cluster)
