@@ -26,7 +26,7 @@ from typing import Any
 
 from prefect import task
 
-from pgpitr import clusters
+from pgpitr import clusters, scratch
 from pgpitr import policy as pol
 from pgpitr.postgres.cluster import Cluster
 from tasks._common import RETRYING, logger
@@ -60,6 +60,8 @@ class ClusterSchedule:
 
 def for_policy(policy: pol.BackupPolicy, host: str | None = None) -> list[ClusterSchedule]:
     name = policy.cluster
+    if scratch.is_scratch(name):
+        return []  # a drill's scratch cluster lives for minutes: serving it would leave schedules
     host = host or this_host()
     return [
         ClusterSchedule(

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import signal
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -23,7 +23,7 @@ from tests.faults.helpers import archived_cluster, in_child, pgbench
 from tests.pg import archive_now
 
 
-def _source(name: str) -> tuple[Cluster, list[heartbeat.Beat], list[str]]:
+def source_with_heartbeats(name: str) -> tuple[Cluster, list[heartbeat.Beat], list[str]]:
     """A backed-up cluster with three heartbeats after the backup, each in its own archived
     segment, more than SLACK apart."""
     cluster = archived_cluster(name)
@@ -35,7 +35,7 @@ def _source(name: str) -> tuple[Cluster, list[heartbeat.Beat], list[str]]:
     return cluster, beats, segments
 
 
-def _between(beats: list[heartbeat.Beat]):  # noqa: ANN202
+def target_between(beats: list[heartbeat.Beat]) -> datetime:
     """A target after the second heartbeat (beyond SLACK) and before the third."""
     target = beats[1].beat_at + drill.SLACK + timedelta(milliseconds=100)
     assert beats[1].beat_at <= target - drill.SLACK < target < beats[2].beat_at
@@ -49,7 +49,7 @@ def _scratch_gone(name: str, source: Cluster) -> None:
     assert list(clusters.repository(source).list(f"{name}/")) == []
 
 
-def _flip_a_byte(source: Cluster, segment: str) -> str:
+def flip_a_byte(source: Cluster, segment: str) -> str:
     ((key, _sha),) = wal.stored_versions(clusters.repository(source), source.name, segment)
     path = Path(source.state.repository.removeprefix("file://")) / key
     data = bytearray(path.read_bytes())
@@ -59,8 +59,8 @@ def _flip_a_byte(source: Cluster, segment: str) -> str:
 
 
 def test_a_drill_passes_on_a_healthy_archive_and_predicts_the_next(home: Path) -> None:
-    source, beats, _ = _source("dsrc")
-    target = _between(beats)
+    source, beats, _ = source_with_heartbeats("dsrc")
+    target = target_between(beats)
 
     first = drill.run(Steps(), "dsrc", target)
     assert first.passed, first.error
@@ -99,7 +99,7 @@ def test_a_drill_passes_on_a_healthy_archive_and_predicts_the_next(home: Path) -
 
 
 def test_a_target_outside_the_window_is_refused_before_anything_is_made(home: Path) -> None:
-    source, beats, _ = _source("osrc")
+    source, beats, _ = source_with_heartbeats("osrc")
     with pytest.raises(RecoveryTargetError, match="outside the recoverable window"):
         drill.run(Steps(), "osrc", beats[0].beat_at - timedelta(days=1))
     assert [c.name for c in Cluster.all()] == ["osrc"]
@@ -110,9 +110,9 @@ def test_a_target_outside_the_window_is_refused_before_anything_is_made(home: Pa
 def test_a_flipped_byte_inside_the_window_fails_the_drill_and_names_the_object(
     home: Path,
 ) -> None:
-    source, beats, segments = _source("fsrc")
-    target = _between(beats)
-    key = _flip_a_byte(source, segments[0])  # holds the first heartbeat: replayed before target
+    source, beats, segments = source_with_heartbeats("fsrc")
+    target = target_between(beats)
+    key = flip_a_byte(source, segments[0])  # holds the first heartbeat: replayed before target
 
     result = drill.run(Steps(), "fsrc", target)
     assert not result.passed
@@ -128,7 +128,7 @@ def test_a_flipped_byte_inside_the_window_fails_the_drill_and_names_the_object(
 
 
 def test_the_scratch_cluster_of_a_killed_drill_goes_with_the_next_drill(home: Path) -> None:
-    source, beats, _ = _source("ksrc")
+    source, beats, _ = source_with_heartbeats("ksrc")
     pgbench(source, "-i", "-s", "5")  # WAL to replay: the drill is killed during replay
     archive_now("ksrc")
     process = in_child(
@@ -145,7 +145,7 @@ def test_the_scratch_cluster_of_a_killed_drill_goes_with_the_next_drill(home: Pa
     assert scratch.is_scratch(left.name) and not heartbeat.wanted(left)
     assert rs.interrupted(left)
 
-    following = drill.run(Steps(), "ksrc", _between(beats))
+    following = drill.run(Steps(), "ksrc", target_between(beats))
     assert following.passed, following.error
     _scratch_gone(left.name, source)
     _scratch_gone(following.scratch, source)
@@ -153,12 +153,12 @@ def test_the_scratch_cluster_of_a_killed_drill_goes_with_the_next_drill(home: Pa
 
 
 def test_drill_and_list_drill_on_the_command_line(home: Path) -> None:
-    source, beats, segments = _source("csrc")
-    target = _between(beats).isoformat()
+    source, beats, segments = source_with_heartbeats("csrc")
+    target = target_between(beats).isoformat()
     passed = cli("cluster", "drill", "csrc", "--at", target, timeout=600)
     assert ": Passed, RTO " in passed.stderr + passed.stdout
 
-    _flip_a_byte(source, segments[0])
+    flip_a_byte(source, segments[0])
     failed = cli("cluster", "drill", "csrc", "--at", target, check=False, timeout=600)
     assert failed.returncode == drill.DrillFailed.exit_code, failed.stderr
     assert "Failed" in failed.stderr and "damaged WAL object" in failed.stderr
