@@ -34,7 +34,13 @@ from typing import Any
 from pgpitr import catalog, clusters, heartbeat, scratch, timeparse, wal, walspool
 from pgpitr import restore as rs
 from pgpitr import state as st
-from pgpitr.errors import ChecksumMismatch, NotFound, PitrError, RecoveryTargetError
+from pgpitr.errors import (
+    ChecksumMismatch,
+    DrillFailed,
+    NotFound,
+    PitrError,
+    RecoveryTargetError,
+)
 from pgpitr.manifest import BackupManifest
 from pgpitr.postgres.cluster import Cluster, validate_name
 from pgpitr.postgres.command import run as run_command
@@ -52,12 +58,6 @@ RATE_SAMPLE = 5
 SLACK = timedelta(seconds=1)
 AMCHECK_TIMEOUT = 6 * 3600
 _SCRATCH = re.compile(r"-drill-[0-9a-f]{6}$")
-
-
-class DrillFailed(PitrError):
-    """A drill ran and found the archive does not restore as it should (see its report)."""
-
-    exit_code = 8
 
 
 @dataclass(frozen=True)
@@ -592,3 +592,15 @@ def describe_fields(cluster: Cluster, window: catalog.Window) -> dict[str, Any]:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+__all__ = [
+    "DrillFailed",  # raised by the flow for a failed drill; defined with the other errors
+    "DrillPlan",
+    "DrillResult",
+    "describe_fields",
+    "list_drills",
+    "parse_at",
+    "predict",
+    "run",
+]
