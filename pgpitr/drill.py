@@ -498,10 +498,19 @@ def list_drills(cluster: Cluster, limit: int | None = None) -> list[DrillResult]
     return [DrillResult.from_dict(repo.get_json(k)) for k in reversed(chosen)]
 
 
-def _history(repo: Repository, stanza: str) -> list[DrillResult]:
+def _newest(repo: Repository, stanza: str) -> list[DrillResult]:
+    """The newest 2 x RATE_SAMPLE drills, newest first: one LIST, at most that many GETs."""
     keys = _record_keys(repo, stanza)[-(RATE_SAMPLE * 2) :]
-    found = [DrillResult.from_dict(repo.get_json(k)) for k in reversed(keys)]
-    return [d for d in found if d.passed and d.rto_seconds is not None][:RATE_SAMPLE]
+    return [DrillResult.from_dict(repo.get_json(k)) for k in reversed(keys)]
+
+
+def _passed(drills: list[DrillResult]) -> list[DrillResult]:
+    """The drills whose rates count: passed, with an RTO; the newest RATE_SAMPLE."""
+    return [d for d in drills if d.passed and d.rto_seconds is not None][:RATE_SAMPLE]
+
+
+def _history(repo: Repository, stanza: str) -> list[DrillResult]:
+    return _passed(_newest(repo, stanza))
 
 
 # -- the RTO model ---------------------------------------------------------------------------
@@ -557,10 +566,9 @@ def latest_volumes(window: catalog.Window) -> tuple[int, int, str] | None:
 
 def describe_fields(cluster: Cluster, window: catalog.Window) -> dict[str, Any]:
     """describe's drill block: the last drill, the predicted RTO of a restore to latest.
-    Bounded: one LIST of the drill records and at most 2 x RATE_SAMPLE reads."""
-    repo = clusters.repository(cluster)
-    history = _history(repo, cluster.state.stanza)
-    newest = list_drills(cluster, limit=1)
+    Bounded: one LIST of the drill records (at most KEEP_RECORDS) and 2 x RATE_SAMPLE reads."""
+    newest = _newest(clusters.repository(cluster), cluster.state.stanza)
+    history = _passed(newest)
     last = newest[0] if newest else None
     volumes = latest_volumes(window)
     predicted = predict(history, volumes[0], volumes[1]) if volumes else None

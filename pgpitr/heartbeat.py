@@ -21,6 +21,7 @@ each beat (older than ``KEEP``), so the table stays small.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -159,8 +160,11 @@ def wanted(cluster: Cluster) -> bool:
         return False
     try:
         policy = clusters.load_policy(cluster)
-    except (OSError, PitrError):
+        stored = json.loads((cluster.state.dir / clusters.POLICY_FILE).read_text())
+    except (OSError, ValueError, PitrError):
         return False
+    if cluster.registered and "heartbeat_enabled" not in stored:
+        return False  # registered before heartbeats existed: its owner never said yes
     return policy.logfile_enabled and policy.heartbeat_enabled and cluster.is_running()
 
 
