@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import signal
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -172,3 +172,53 @@ def test_drill_and_list_drill_on_the_command_line(home: Path) -> None:
     assert [c.name for c in Cluster.all()] == ["csrc"]
     bad = cli("cluster", "drill", "csrc", "--at", "latest", check=False)
     assert bad.returncode != 0 and "not to latest" in bad.stderr
+
+
+# -- the parts that need no server -------------------------------------------------------------
+
+
+def test_a_random_target_lies_inside_one_of_the_periods() -> None:
+    base = datetime(2026, 12, 1, tzinfo=UTC)
+    periods = [
+        (base + timedelta(seconds=0.3), base + timedelta(seconds=0.7)),  # no whole second in it
+        (base + timedelta(hours=1), base + timedelta(hours=1, seconds=1)),
+    ]
+    drawn = [drill.random_time(periods) for _ in range(500)]
+    assert all(any(a <= t <= b for a, b in periods) for t in drawn)
+    # both periods are drawn from (each is 29 % or 71 % of the total: 500 draws always reach
+    # both); the second one on its whole second
+    assert {t for t in drawn if t >= periods[1][0]} == {periods[1][0]}
+    assert any(t < periods[1][0] for t in drawn)
+
+
+def test_the_rto_model_is_volume_weighted_and_silent_without_drills() -> None:
+    def done(size: int, wal_bytes: int, **phases: float) -> drill.DrillResult:
+        return drill.DrillResult(
+            "id",
+            "c",
+            "c-drill-000000",
+            "",
+            "",
+            passed=True,
+            phases=phases,
+            rto_seconds=1.0,
+            materialised_bytes=size,
+            replayed_bytes=wal_bytes,
+        )
+
+    assert drill.predict([], 10, 10) is None
+    history = [
+        done(100, 1000, plan=1.0, materialise=1.0, replay=1.0, promote=1.0),
+        done(300, 3000, plan=3.0, materialise=3.0, replay=1.0, promote=1.0),
+    ]
+    # 400 B over 4 s, 4000 B over 2 s, (1 + 1 + 3 + 1) / 2 fixed seconds
+    assert drill.predict(history, 200, 4000) == pytest.approx(3.0 + 2.0 + 2.0)
+
+
+def test_a_scratch_name_is_a_valid_cluster_name_however_long_the_source() -> None:
+    from pgpitr.postgres.cluster import validate_name
+
+    for source in ("a", "my-pg", "x" * 48):
+        name = drill.scratch_name(source)
+        validate_name(name)
+        assert drill._SCRATCH.search(name) and name.startswith(source[:34])
