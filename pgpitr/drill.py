@@ -11,11 +11,8 @@ scratch cluster, always; record the result in the repository (``STANZA/drills/ID
 A failed check is a result, not an exception: the result says what failed and why, so that it
 is recorded and reported; the flow then raises ``DrillFailed`` (a failed run, a non-zero exit).
 
-The RTO model (``predict``): a restore takes the fixed time of planning and promotion plus the
-backup's size over the materialise rate plus the WAL to replay over the replay rate, rates and
-fixed times measured by the newest passed drills.  Each drill compares its measured RTO with
-what the drills before it predict for its own volumes; ``describe`` predicts a restore to
-``latest``.
+Each drill compares its measured RTO with what the drills before it predict for its own
+volumes (pgpitr/rto.py); ``describe`` predicts a restore to ``latest`` the same way.
 """
 
 from __future__ import annotations
@@ -31,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pgpitr import catalog, clusters, heartbeat, scratch, timeparse, wal, walspool
+from pgpitr import catalog, clusters, heartbeat, rto, scratch, timeparse, wal, walspool
 from pgpitr import restore as rs
 from pgpitr import state as st
 from pgpitr.errors import (
@@ -349,9 +346,11 @@ def measure(plan: DrillPlan, restored: rs.RestoreResult) -> DrillResult:
     replayed = max(0, wal.lsn_to_int(row[0]) - backup.start_lsn_int)
     size = backup.database_size or 0
     phases = dict(restored.phases)
-    rto = round(sum(phases.get(p, 0.0) for p in ("plan", "materialise", "replay", "promote")), 3)
-    predicted = predict(_history(repo, c.state.stanza), size, replayed)
-    error = round(100.0 * (rto - predicted) / predicted, 1) if predicted else None
+    measured = round(
+        sum(phases.get(p, 0.0) for p in ("plan", "materialise", "replay", "promote")), 3
+    )
+    predicted = rto.predict(_history(repo, c.state.stanza), size, replayed)
+    error = round(100.0 * (measured - predicted) / predicted, 1) if predicted else None
     return DrillResult(
         plan.id,
         plan.cluster,
@@ -360,7 +359,7 @@ def measure(plan: DrillPlan, restored: rs.RestoreResult) -> DrillResult:
         plan.started,
         backup=restored.backup,
         phases=phases,
-        rto_seconds=rto,
+        rto_seconds=measured,
         predicted_rto_seconds=round(predicted, 3) if predicted else None,
         prediction_error_percent=error,
         materialised_bytes=size,
@@ -513,65 +512,14 @@ def _history(repo: Repository, stanza: str) -> list[DrillResult]:
     return _passed(_newest(repo, stanza))
 
 
-# -- the RTO model ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Rates:
-    materialise: float  # bytes per second
-    replay: float  # WAL bytes per second
-    fixed: float  # seconds of plan and promote
-    drills: int
-
-
-def rates(history: list[DrillResult]) -> Rates | None:
-    """The rates of passed drills, volume-weighted; None when there is none."""
-
-    def total(phase: str) -> float:
-        return sum(d.phases.get(phase, 0.0) for d in history)
-
-    if not history or total("materialise") <= 0 or total("replay") <= 0:
-        return None
-    return Rates(
-        materialise=sum(d.materialised_bytes or 0 for d in history) / total("materialise"),
-        replay=sum(d.replayed_bytes or 0 for d in history) / total("replay"),
-        fixed=(total("plan") + total("promote")) / len(history),
-        drills=len(history),
-    )
-
-
-def predict(history: list[DrillResult], size: int, wal_bytes: int) -> float | None:
-    """Seconds a restore of ``size`` bytes of data and ``wal_bytes`` of WAL should take."""
-    measured = rates(history)
-    if measured is None or measured.materialise <= 0 or measured.replay <= 0:
-        return None
-    return measured.fixed + size / measured.materialise + wal_bytes / measured.replay
-
-
-def latest_volumes(window: catalog.Window) -> tuple[int, int, str] | None:
-    """(data bytes, WAL bytes, backup) of a restore to ``latest``: from the newest completed
-    backup (the one it chooses) to the end of its archived chain."""
-    completed = [b for b in window.backups if b.completed]
-    if not completed:
-        return None
-    backup = completed[-1]
-    end = next((r for r in window.ranges if r.backup == backup.name), None)
-    if end is not None:
-        segment = wal.Segment.parse(end.end_segment, backup.wal_segment_size)
-        end_lsn = (segment.number + 1) * backup.wal_segment_size
-    else:
-        end_lsn = backup.stop_lsn_int
-    return backup.database_size or 0, max(0, end_lsn - backup.start_lsn_int), backup.name
-
-
 def describe_fields(cluster: Cluster, window: catalog.Window) -> dict[str, Any]:
     """describe's drill block: the last drill, the predicted RTO of a restore to latest.
     Bounded: one LIST of the drill records (at most KEEP_RECORDS) and 2 x RATE_SAMPLE reads."""
     newest = _newest(clusters.repository(cluster), cluster.state.stanza)
     history = _passed(newest)
     last = newest[0] if newest else None
-    volumes = latest_volumes(window)
-    predicted = predict(history, volumes[0], volumes[1]) if volumes else None
+    volumes = rto.latest_volumes(window)
+    predicted = rto.predict(history, volumes[0], volumes[1]) if volumes else None
     if predicted is not None:
         note = f"from {len(history)} passed drill(s)"
     elif not history:
@@ -609,6 +557,5 @@ __all__ = [
     "describe_fields",
     "list_drills",
     "parse_at",
-    "predict",
     "run",
 ]

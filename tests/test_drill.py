@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pgpitr import clusters, drill, heartbeat, scratch, wal
+from pgpitr import clusters, drill, heartbeat, rto, scratch, wal
 from pgpitr import restore as rs
 from pgpitr import window as w
 from pgpitr.errors import NotFound, RecoveryTargetError
@@ -206,13 +206,13 @@ def test_the_rto_model_is_volume_weighted_and_silent_without_drills() -> None:
             replayed_bytes=wal_bytes,
         )
 
-    assert drill.predict([], 10, 10) is None
+    assert rto.predict([], 10, 10) is None
     history = [
         done(100, 1000, plan=1.0, materialise=1.0, replay=1.0, promote=1.0),
         done(300, 3000, plan=3.0, materialise=3.0, replay=1.0, promote=1.0),
     ]
     # 400 B over 4 s, 4000 B over 2 s, (1 + 1 + 3 + 1) / 2 fixed seconds
-    assert drill.predict(history, 200, 4000) == pytest.approx(3.0 + 2.0 + 2.0)
+    assert rto.predict(history, 200, 4000) == pytest.approx(3.0 + 2.0 + 2.0)
 
 
 def test_a_scratch_name_is_a_valid_cluster_name_however_long_the_source() -> None:
