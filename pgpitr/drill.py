@@ -143,13 +143,18 @@ def _restore_and_check(steps: Steps, plan: DrillPlan) -> DrillResult:
     try:
         restored = rs.run(_ScratchSteps(steps), _request(plan))
     except Exception as exc:  # the drill's finding, recorded and reported, not a crash
-        reason = exc.message if isinstance(exc, PitrError) else f"{type(exc).__name__}: {exc}"
         found = steps(find_damage, plan)
-        error = f"the restore failed: {reason}" + (f"; {found}" if found else "")
+        error = f"the restore failed: {_reason(exc)}" + (f"; {found}" if found else "")
         return dataclasses.replace(base, error=error)
-    measured = steps(measure, plan, restored)
-    oracle = steps(check_heartbeat, plan)
-    amcheck = steps(run_amcheck, plan.scratch)
+    try:
+        measured = steps(measure, plan, restored)
+        oracle = steps(check_heartbeat, plan)
+        amcheck = steps(run_amcheck, plan.scratch)
+    except Exception as exc:  # a check that cannot run is a failed drill, recorded as such
+        error = f"the restored cluster could not be checked: {_reason(exc)}"
+        return dataclasses.replace(
+            base, backup=restored.backup, phases=restored.phases, error=error
+        )
     problems = [c["detail"] for c in (oracle, amcheck) if c["status"] == "failed"]
     return dataclasses.replace(
         measured,
@@ -159,6 +164,10 @@ def _restore_and_check(steps: Steps, plan: DrillPlan) -> DrillResult:
         phases={**measured.phases, "heartbeat": oracle["seconds"], "amcheck": amcheck["seconds"]},
         error="; ".join(problems) or None,
     )
+
+
+def _reason(exc: Exception) -> str:
+    return exc.message if isinstance(exc, PitrError) else f"{type(exc).__name__}: {exc}"
 
 
 def _time_target(when: datetime) -> rs.RestoreTarget:

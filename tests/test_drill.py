@@ -18,6 +18,7 @@ from pgpitr import window as w
 from pgpitr.errors import NotFound, RecoveryTargetError
 from pgpitr.postgres.cluster import Cluster
 from pgpitr.steps import Steps
+from tests import engine
 from tests.conftest import cli
 from tests.faults.helpers import archived_cluster, in_child, pgbench
 from tests.pg import archive_now
@@ -222,3 +223,25 @@ def test_a_scratch_name_is_a_valid_cluster_name_however_long_the_source() -> Non
         name = drill.scratch_name(source)
         validate_name(name)
         assert drill._SCRATCH.search(name) and name.startswith(source[:34])
+
+
+def test_a_check_that_cannot_run_fails_the_drill_and_is_recorded(home: Path) -> None:
+    # binaries without pg_amcheck, as a partial install has them (symlinks to the real ones)
+    bindir = home / "bin-without-amcheck"
+    bindir.mkdir()
+    for program in Path("/usr/lib/postgresql/15/bin").iterdir():
+        if program.name != "pg_amcheck":
+            (bindir / program.name).symlink_to(program)
+    cluster = clusters.create("nsrc", bindir=bindir)
+    clusters.set_log_backup(cluster, True)
+    engine.backup(cluster)
+    heartbeat.beat(cluster)
+    archive_now("nsrc")
+
+    result = drill.run(Steps(), "nsrc")
+    assert not result.passed
+    assert result.error is not None and "could not be checked" in result.error
+    assert "pg_amcheck" in result.error and result.backup
+    assert result.scratch_removed
+    _scratch_gone(result.scratch, cluster)
+    assert [d.id for d in drill.list_drills(cluster)] == [result.id]
