@@ -72,6 +72,7 @@ def run(limit: int | None = None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    _start_heartbeat()
     pause = RESTART_PAUSE[0]
     while not stopping:
         try:
@@ -99,6 +100,15 @@ def run(limit: int | None = None) -> int:
         pause = min(pause * 2, RESTART_PAUSE[1])
     _say("agent stopped")
     return 0
+
+
+def _start_heartbeat() -> None:
+    """Heartbeat rows for this host's clusters (pgpitr/heartbeat.py), in a daemon thread of the
+    agent itself: it needs no Prefect and goes on while serving restarts."""
+    from pgpitr import heartbeat
+
+    heartbeat.start()
+    _say(f"heartbeat every {heartbeat.interval():.0f} s for clusters with log backup on")
 
 
 def _say(message: str) -> None:

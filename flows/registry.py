@@ -39,6 +39,7 @@ FLOWS: tuple[FlowEntry, ...] = (
     FlowEntry("apply-retention", "flows.retention:apply_retention"),
     FlowEntry("delete-backup", "flows.retention:delete_backup"),
     FlowEntry("refresh-recoverable-window", "flows.window:refresh_recoverable_window"),
+    FlowEntry("drill", "flows.drill:drill"),
     FlowEntry("edit-backup-policy", "flows.policy:edit_backup_policy"),
     FlowEntry("set-log-backup", "flows.policy:set_log_backup"),
     FlowEntry("create-cluster", "flows.clusters:create_cluster"),

@@ -28,6 +28,9 @@ def refresh_recoverable_window(cluster: str) -> dict[str, Any]:
     report = w.refresh(STEPS, cluster)
     if report.archiver is not None and report.archiver.behind:
         events.archiving_behind(report.archiver)
+    if report.rpo_exceeded:
+        assert report.archive_lag_seconds is not None and report.rpo_max_seconds is not None
+        events.rpo_exceeded(cluster, report.archive_lag_seconds, report.rpo_max_seconds)
     shown = report.as_dict()
     create_markdown_artifact(
         _markdown(cluster, shown, shown["archiver"]),
@@ -56,4 +59,11 @@ def _markdown(cluster: str, window: dict[str, Any], archiver: dict[str, Any] | N
     if archiver is not None:
         state = "**behind**" if archiver["behind"] else "keeps up"
         lines += ["", f"WAL archiving {state}: {archiver['reason']}"]
+    if window.get("archive_lag_seconds") is not None:
+        over = "**more than**" if window["rpo_exceeded"] else "within"
+        lines += [
+            "",
+            f"Archive lag (RPO) {window['archive_lag_seconds']:.0f} s, {over} rpo.max "
+            f"({window['rpo_max_seconds']:.0f} s)",
+        ]
     return "\n".join(lines) + "\n"

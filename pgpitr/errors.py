@@ -131,3 +131,9 @@ class KubernetesError(PitrError):
     """The Kubernetes API server refused or failed a request."""
 
     exit_code = 10
+
+
+class DrillFailed(PitrError):
+    """A drill ran and found that the archive does not restore as it should (see its report)."""
+
+    exit_code = 11

@@ -48,6 +48,14 @@ class BackupPolicy:
     ttl: str = "7d"
     repository: str = ""
     compression: str = "zstd:3"
+    #: drills (pgpitr/drill.py): a restore into a scratch cluster, checked, timed, removed
+    drill_enabled: bool = True
+    drill_cron: str = "0 3 * * *"
+    #: heartbeat rows in the cluster (pgpitr/heartbeat.py); a registered server's policy turns
+    #: it off, since its database is its owner's
+    heartbeat_enabled: bool = True
+    #: an archive lag longer than this is an event (refresh-recoverable-window)
+    rpo_max: str = "5m"
     create_time: str
 
     def __post_init__(self) -> None:
@@ -164,6 +172,10 @@ _SETTINGS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "schedule.logfile.enable": ("logfile_enabled", _bool),
     "retention.ttl": ("ttl", _ttl),
     "backupRepo": ("repository", _repository),
+    "schedule.drill.enable": ("drill_enabled", _bool),
+    "schedule.drill.cronExpression": ("drill_cron", _cron),
+    "heartbeat.enable": ("heartbeat_enabled", _bool),
+    "rpo.max": ("rpo_max", _ttl),
 }
 SETTING_KEYS: tuple[str, ...] = tuple(_SETTINGS)
 _KEYS_BY_LOWER = {key.lower(): key for key in _SETTINGS}
@@ -268,9 +280,12 @@ def to_yaml(policy: BackupPolicy) -> str:
                     "compression": policy.compression,
                 },
                 "logfile": {"enable": policy.logfile_enabled},
+                "drill": {"enable": policy.drill_enabled, "cronExpression": policy.drill_cron},
             },
             "retention": {"ttl": policy.ttl},
             "backupRepo": policy.repository,
+            "heartbeat": {"enable": policy.heartbeat_enabled},
+            "rpo": {"max": policy.rpo_max},
         },
     }
     return _YAML_HEADER + yaml.safe_dump(document, sort_keys=False, default_flow_style=False)
@@ -349,7 +364,7 @@ def from_dict(data: Mapping[str, Any]) -> BackupPolicy:
             f"stored backup policy has {' and '.join(what)}: expected the fields "
             f"{', '.join(_FIELDS)}"
         )
-    for name in ("datafile_enabled", "logfile_enabled"):
+    for name in ("datafile_enabled", "logfile_enabled", "drill_enabled", "heartbeat_enabled"):
         if name in data and not isinstance(data[name], bool):
             raise InvalidInput(
                 f"stored backup policy field {name} is {data[name]!r}: expected a boolean"

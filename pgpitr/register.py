@@ -440,7 +440,15 @@ def save_registration(request: RegisterRequest, server: Server, found: Settings)
         clusters._prepare_file_repository(cluster)
         clusters.repository(cluster).check()
         clusters.save_policy(
-            cluster, pol.BackupPolicy(cluster=cluster.name, repository=url, create_time=now)
+            cluster,
+            # no heartbeat rows and no scheduled drills in someone else's server unless asked
+            pol.BackupPolicy(
+                cluster=cluster.name,
+                repository=url,
+                create_time=now,
+                heartbeat_enabled=False,
+                drill_enabled=False,
+            ),
         )
     except BaseException:  # a failed step is not undone by its transaction: leave nothing
         shutil.rmtree(state.dir, ignore_errors=True)

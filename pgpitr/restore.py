@@ -23,7 +23,8 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -83,17 +84,39 @@ class RestoreRequest:
 
 
 def run(steps: Steps, request: RestoreRequest) -> RestoreResult:
-    """Restore ``request.source_cluster`` to its target into the new cluster; all or nothing."""
-    plan = steps(choose_backup, request)
+    """Restore ``request.source_cluster`` to its target into the new cluster; all or nothing.
+
+    Each phase is timed (``RestoreResult.phases``): what a drill reports as the RTO."""
+    clock = _PhaseClock()
+    with clock("plan"):
+        plan = steps(choose_backup, request)
     with steps.transaction():
-        name = steps(prepare, plan)
-        steps(materialise, plan, name)
-        steps(configure_recovery, plan, name)
-        steps(start_recovery, name)
-        steps(wait_promoted, name)
-        result = steps(finish, plan, name)
+        with clock("materialise"):
+            name = steps(prepare, plan)
+            steps(materialise, plan, name)
+            steps(configure_recovery, plan, name)
+        with clock("replay"):
+            steps(start_recovery, name)
+            steps(wait_promoted, name)
+        with clock("promote"):
+            result = steps(finish, plan, name)
     steps.sync_schedules(request.new_name)
-    return result
+    return dataclasses.replace(result, phases=dict(clock.phases))
+
+
+class _PhaseClock:
+    """Seconds spent in each named phase (monotonic clock)."""
+
+    def __init__(self) -> None:
+        self.phases: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.phases[phase] = round(time.monotonic() - started, 3)
 
 
 def choose_backup(request: RestoreRequest) -> Plan:
@@ -434,6 +457,8 @@ class RestoreResult:
     #: where PostgreSQL says recovery stopped (the new timeline's history): "after transaction
     #: 745", "at restore point \"before\"", "reached consistency", "no recovery target specified"
     stopped: str = ""
+    #: seconds per phase: plan, materialise, replay, promote (set by ``run``)
+    phases: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 def finish(p: Plan, new_cluster: str) -> RestoreResult:

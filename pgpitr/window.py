@@ -10,10 +10,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from pgpitr import catalog, clusters, monitor, restore_points
+from pgpitr import catalog, clusters, drill, monitor, restore_points, timeparse
 from pgpitr.postgres.cluster import Cluster
 from pgpitr.repository import Repository
 from pgpitr.steps import Steps
@@ -27,6 +27,14 @@ class WindowReport:
     window: catalog.Window
     #: the archiver's state; None when log backup is off or the server is stopped
     archiver: monitor.ArchiverStatus | None = None
+    #: now - the window's end (with log backup on), and the policy's rpo.max, in seconds
+    archive_lag_seconds: float | None = None
+    rpo_max_seconds: float | None = None
+
+    @property
+    def rpo_exceeded(self) -> bool:
+        lag, limit = self.archive_lag_seconds, self.rpo_max_seconds
+        return lag is not None and limit is not None and lag > limit
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -38,6 +46,9 @@ class WindowReport:
                 for r in self.window.ranges
             ],
             "archiver": self.archiver.as_payload() if self.archiver else None,
+            "archive_lag_seconds": self.archive_lag_seconds,
+            "rpo_max_seconds": self.rpo_max_seconds,
+            "rpo_exceeded": self.rpo_exceeded,
         }
 
 
@@ -45,7 +56,7 @@ def refresh(steps: Steps, cluster: str) -> WindowReport:
     """CLUSTER's recoverable window; with log backup on, whether archiving keeps up."""
     window = steps(read_window, cluster)
     archiver = steps(check_archiver, cluster)
-    return WindowReport(cluster, window, archiver)
+    return WindowReport(cluster, window, archiver, *_rpo(Cluster.get(cluster), window))
 
 
 def read_window(cluster: str) -> catalog.Window:
@@ -98,6 +109,37 @@ def describe(cluster: Cluster) -> dict[str, Any]:
         "recoverable_time": [(a.isoformat(), b.isoformat()) for a, b in window.periods],
         "ranges": [dataclasses.asdict(r) for r in window.ranges],
         "restore_points": restore_point_rows(repo, cluster.state.stanza, window),
+        **_drills_and_rpo(cluster, window),
+    }
+
+
+# -- RPO and RTO (issue 13) --------------------------------------------------------------------
+
+
+def archive_lag(window: catalog.Window, now: datetime | None = None) -> float | None:
+    """Seconds from the newest commit safely in the repository (the window's end; heartbeat
+    rows are commits too) to now; None when there is no window yet."""
+    periods = window.periods
+    if not periods:
+        return None
+    return round(max(0.0, ((now or datetime.now(UTC)) - periods[-1][1]).total_seconds()), 1)
+
+
+def _rpo(cluster: Cluster, window: catalog.Window) -> tuple[float | None, float | None]:
+    """(archive lag, rpo.max) in seconds; no lag when log backup is off (no RPO to keep)."""
+    policy = clusters.load_policy(cluster)
+    limit = timeparse.parse_ttl(policy.rpo_max).total_seconds()
+    return (archive_lag(window) if policy.logfile_enabled else None), limit
+
+
+def _drills_and_rpo(cluster: Cluster, window: catalog.Window) -> dict[str, Any]:
+    """describe's block on the last drill, the predicted RTO and the RPO (archive lag)."""
+    lag, limit = _rpo(cluster, window)
+    return {
+        **drill.describe_fields(cluster, window),
+        "archive_lag_seconds": lag,
+        "rpo_max_seconds": limit,
+        "rpo_exceeded": lag is not None and lag > limit,
     }
 
 

@@ -1,4 +1,5 @@
-"""Prefect events an automation can act on: a backup finished or failed, WAL archiving lags.
+"""Prefect events an automation can act on: a backup finished or failed, WAL archiving lags, a
+drill passed or failed, the archive lag exceeds the policy's rpo.max.
 
 Every event's resource is the cluster on its host, ``pgpitr.cluster.HOST.NAME`` (labels
 ``pgpitr.host`` and ``pgpitr.cluster``), so one automation can match all clusters
@@ -12,6 +13,7 @@ from typing import Any
 
 from prefect.events import emit_event
 
+from pgpitr.drill import DrillResult
 from pgpitr.errors import PitrError
 from pgpitr.manifest import BackupManifest
 from pgpitr.monitor import ArchiverStatus
@@ -21,6 +23,9 @@ from tasks.naming import qualified, schedule_slug, this_host
 BACKUP_COMPLETED = "pgpitr.backup.completed"
 BACKUP_FAILED = "pgpitr.backup.failed"
 ARCHIVING_BEHIND = "pgpitr.wal.archiving-behind"
+DRILL_PASSED = "pgpitr.drill.passed"
+DRILL_FAILED = "pgpitr.drill.failed"
+RPO_EXCEEDED = "pgpitr.rpo.exceeded"
 
 
 def resource(cluster: str) -> dict[str, str]:
@@ -52,3 +57,35 @@ def backup_failed(cluster: str, name: str, exc: BaseException) -> None:
 
 def archiving_behind(status: ArchiverStatus) -> None:
     _emit(ARCHIVING_BEHIND, status.cluster, status.as_payload())
+
+
+def drill_finished(result: DrillResult) -> None:
+    keys = (
+        "id",
+        "target",
+        "backup",
+        "rto_seconds",
+        "predicted_rto_seconds",
+        "prediction_error_percent",
+        "error",
+        "scratch_removed",
+    )
+    shown = result.as_dict()
+    payload = {key: shown.get(key) for key in keys}
+    payload["heartbeat"] = result.heartbeat.get("status")
+    payload["amcheck"] = result.amcheck.get("status")
+    _emit(DRILL_PASSED if result.passed else DRILL_FAILED, result.cluster, payload)
+
+
+def drill_crashed(cluster: str, exc: BaseException) -> None:
+    """A drill that could not run to its end (no window, a step failed for good)."""
+    reason = exc.message if isinstance(exc, PitrError) else type(exc).__name__
+    _emit(DRILL_FAILED, cluster, {"error": reason})
+
+
+def rpo_exceeded(cluster: str, lag_seconds: float, limit_seconds: float) -> None:
+    _emit(
+        RPO_EXCEEDED,
+        cluster,
+        {"archive_lag_seconds": lag_seconds, "rpo_max_seconds": limit_seconds},
+    )

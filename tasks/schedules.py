@@ -9,7 +9,9 @@ parameter; ``FLOW/pgpitr-HOST``, tasks/naming.py).  Each cluster has one schedul
 - backup: the policy's ``schedule.datafile.cronExpression`` in its timezone, active while
   ``schedule.datafile.enable`` is true, and retention applied right after each scheduled backup;
 - apply-retention: every hour (a backup that expires between two backups still goes);
-- refresh-recoverable-window: every ten minutes, which also checks that WAL archiving keeps up.
+- refresh-recoverable-window: every ten minutes, which also checks that WAL archiving keeps up;
+- drill: the policy's ``schedule.drill.cronExpression`` (daily by default) in its timezone,
+  active while ``schedule.drill.enable`` is true.
 
 ``sync`` writes a cluster's schedules from its policy (``edit-backup-policy`` runs it in the same
 flow that saves the policy); ``remove`` takes them away when the cluster is deleted; serving the
@@ -24,7 +26,7 @@ from typing import Any
 
 from prefect import task
 
-from pgpitr import clusters
+from pgpitr import clusters, scratch
 from pgpitr import policy as pol
 from pgpitr.postgres.cluster import Cluster
 from tasks._common import RETRYING, logger
@@ -34,7 +36,7 @@ RETENTION_CRON = "30 * * * *"
 WINDOW_CRON = "*/10 * * * *"
 #: Runs created ahead of time for each schedule when it changes (the scheduler adds the rest).
 NEXT_RUNS = 3
-SCHEDULED_FLOWS = ("backup", "apply-retention", "refresh-recoverable-window")
+SCHEDULED_FLOWS = ("backup", "apply-retention", "refresh-recoverable-window", "drill")
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,8 @@ class ClusterSchedule:
 
 def for_policy(policy: pol.BackupPolicy, host: str | None = None) -> list[ClusterSchedule]:
     name = policy.cluster
+    if scratch.is_scratch(name):
+        return []  # a drill's scratch cluster lives for minutes: serving it would leave schedules
     host = host or this_host()
     return [
         ClusterSchedule(
@@ -74,6 +78,15 @@ def for_policy(policy: pol.BackupPolicy, host: str | None = None) -> list[Cluste
         ),
         ClusterSchedule(
             "refresh-recoverable-window", name, WINDOW_CRON, "UTC", True, {"cluster": name}, host
+        ),
+        ClusterSchedule(
+            "drill",
+            name,
+            policy.drill_cron,
+            policy.timezone,
+            policy.drill_enabled,
+            {"cluster": name, "at": "random"},
+            host,
         ),
     ]
 

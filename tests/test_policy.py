@@ -248,9 +248,12 @@ def test_to_yaml_shape() -> None:
                     "compression": "zstd:3",
                 },
                 "logfile": {"enable": True},
+                "drill": {"enable": True, "cronExpression": "0 3 * * *"},
             },
             "retention": {"ttl": "7d"},
             "backupRepo": "s3://demo/pg",
+            "heartbeat": {"enable": True},
+            "rpo": {"max": "5m"},
         },
     }
 
@@ -360,6 +363,10 @@ def test_to_dict_fields() -> None:
         "ttl": "7d",
         "repository": "",
         "compression": "zstd:3",
+        "drill_enabled": True,
+        "drill_cron": "0 3 * * *",
+        "heartbeat_enabled": True,
+        "rpo_max": "5m",
         "create_time": CREATED,
     }
 
@@ -422,3 +429,40 @@ def test_next_run_is_after_and_on_schedule(
     if policy.timezone in ("UTC", "Asia/Shanghai"):  # no DST gaps to shift a run
         local = got.astimezone(pendulum.timezone(policy.timezone)).replace(tzinfo=None)
         assert croniter.match(policy.cron, local)
+
+
+# --- drills, heartbeat, RPO ------------------------------------------------------------------
+
+
+def test_drill_heartbeat_and_rpo_keys_are_validated_like_the_others() -> None:
+    policy = apply_settings(
+        BASE,
+        [
+            "schedule.drill.enable=off,schedule.drill.cronExpression= 0  4 * * 1,3",
+            "heartbeat.enable=no,rpo.max=90s",
+        ],
+    )
+    assert (policy.drill_enabled, policy.drill_cron) == (False, "0 4 * * 1,3")
+    assert (policy.heartbeat_enabled, policy.rpo_max) == (False, "90s")
+    assert from_yaml(to_yaml(policy), BASE) == policy
+    assert from_dict(to_dict(policy)) == policy
+    message = refusal(
+        apply_settings, BASE, ["schedule.drill.cronExpression=@daily,rpo.max=5w,heartbeat.enable=2"]
+    )
+    assert "schedule.drill.cronExpression: '@daily' has 1 fields" in message
+    assert "rpo.max: cannot read the TTL '5w'" in message
+    assert "heartbeat.enable: '2' is not a boolean" in message
+
+
+def test_created_defaults_drill_daily_with_heartbeat_and_a_5m_rpo() -> None:
+    assert (BASE.drill_enabled, BASE.drill_cron, BASE.heartbeat_enabled, BASE.rpo_max) == (
+        True,
+        "0 3 * * *",
+        True,
+        "5m",
+    )
+    # a policy stored before these keys existed reads with the defaults
+    stored = {k: v for k, v in to_dict(BASE).items() if not k.startswith(("drill", "heart", "rpo"))}
+    assert from_dict(stored) == BASE
+    with pytest.raises(InvalidInput, match="heartbeat_enabled is 'yes': expected a boolean"):
+        from_dict({**to_dict(BASE), "heartbeat_enabled": "yes"})

@@ -268,6 +268,7 @@ def describe(name: str, output: Output = "table") -> None:
     for line in runner.health_lines(info):
         console.out.print(line)
     _restore_points_block(info.get("restore_points", []))
+    _print_drills_and_rpo(info)
 
 
 def _restore_points_block(points: list[dict]) -> None:
@@ -285,6 +286,91 @@ def _restore_points_block(points: list[dict]) -> None:
                 "yes" if p["restorable"] else "no (WAL not archived or no backup before it)",
             ]
             for p in points
+        ],
+    )
+
+
+def _seconds(value: float | None) -> str:
+    return f"{value:.1f}s" if value is not None else ""
+
+
+def _print_drills_and_rpo(info: dict) -> None:
+    """describe's block on drills, the predicted RTO and the RPO (pgpitr/drill.py)."""
+    last = info.get("last_drill")
+
+    def when(text: str) -> str:
+        return timeparse.format_kbcli(datetime.fromisoformat(text))
+
+    predicted = info.get("predicted_rto_latest_seconds")
+    lag = info.get("archive_lag_seconds")
+    console.out.print("\nDrills and RPO:")
+    console.table(
+        ["LAST-DRILL", "TARGET", "RESULT", "RTO", "PREDICTED-RTO(latest)", "ARCHIVE-LAG(RPO)"],
+        [
+            [
+                when(last["time"]) if last else "no drill yet",
+                when(last["target"]) if last else "",
+                last["result"] if last else "",
+                _seconds(last["rto_seconds"]) if last else "",
+                _seconds(predicted) if predicted is not None else info.get("predicted_rto_note"),
+                (
+                    f"{_seconds(lag)} (max {_seconds(info['rpo_max_seconds'])})"
+                    + (" EXCEEDED" if info.get("rpo_exceeded") else "")
+                )
+                if lag is not None
+                else "log backup off",
+            ]
+        ],
+    )
+    if last and last["result"] != "Passed":
+        console.out.print(f"LAST DRILL FAILED: {last['error']}")
+
+
+@app.command()
+def drill(
+    name: str,
+    at: Annotated[
+        str, typer.Option(help="a time inside the recoverable window, or random")
+    ] = "random",
+    wait: Wait = None,
+) -> None:
+    """Restore a time of the window into a scratch cluster, check it, time it, remove it."""
+    from pgpitr import drill as dr
+
+    Cluster.get(name)  # an unknown name or a bad time fails at once, not as a failed run
+    when = dr.parse_at(at)
+    parameters = {"cluster": name, "at": when.isoformat() if when else "random"}
+    result = runner.run("drill", wait, **parameters)
+    if result is not runner.NO_RESULT:
+        console.info(result.summary())
+
+
+@app.command("list-drill")
+def list_drill(name: str, output: Output = "table") -> None:
+    """List a cluster's drills, newest first."""
+    from pgpitr import drill as dr
+
+    _check_output(output)
+    drills = dr.list_drills(Cluster.get(name))
+    if output == "json":
+        console.as_json([d.as_dict() for d in drills])
+        return
+    console.table(
+        ["NAME", "TARGET", "RESULT", "RTO", "PREDICTED", "ERROR", "BACKUP", "DETAIL"],
+        [
+            [
+                d.id,
+                timeparse.format_kbcli(datetime.fromisoformat(d.target)),
+                d.result,
+                _seconds(d.rto_seconds),
+                _seconds(d.predicted_rto_seconds),
+                f"{d.prediction_error_percent:+.0f}%"
+                if d.prediction_error_percent is not None
+                else "",
+                d.backup or "",
+                d.error or d.heartbeat.get("detail", ""),
+            ]
+            for d in drills
         ],
     )
 
