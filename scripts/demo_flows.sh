@@ -27,6 +27,7 @@ HOST=$("$PGPITR" agent status -o json | python3 -c "import json,sys; print(json.
 echo
 echo "Flow runs, task runs and artifacts of this walkthrough: $UI/runs"
 echo "  (backup-$HOST/my-pg, restore-$HOST/new-cluster-from-my-pg, ...;"
-echo "   artifacts: backups-$HOST-my-pg, restore-progress-$HOST-new-cluster)"
+echo "   artifacts: backups-$HOST-my-pg, restore-progress-$HOST-new-cluster, the drill report"
+echo "   drill-$HOST-my-pg: $UI/artifacts)"
 echo "Schedules, served by this host's agent: $UI/deployments (pgpitr-$HOST)"
 echo "The agent and the Prefect server keep running: $PGPITR agent stop; $PGPITR server stop"

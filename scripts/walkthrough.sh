@@ -50,6 +50,8 @@ printf '\n\033[1m$ psql my-pg: SELECT * FROM msg\033[0m\n'
 step cluster restore point-cluster --restore-to-name after-row-2 --source-cluster my-pg
 printf '\n\033[1m$ psql point-cluster: SELECT * FROM msg\033[0m\n'
 "$PGPITR" cluster connect point-cluster <<<"SELECT id, note FROM msg ORDER BY id;"
+step cluster drill my-pg
+step cluster list-drill my-pg
 step cluster list
 
 restored=$("$PGPITR" cluster connect new-cluster <<<"SELECT string_agg(id::text, ',') FROM msg;" | sed -n 3p | tr -d ' ')
