@@ -95,15 +95,26 @@ def choose_expired(cluster: str, now: datetime | None = None) -> ExpiryPlan:
     window, so that retention never leaves a cluster with nothing to restore from."""
     c = Cluster.get(cluster)
     repo = clusters.repository(c)
-    due = expired(repo, c.state.stanza, now or datetime.now(UTC))
+    when = now or datetime.now(UTC)
+    due = expired(repo, c.state.stanza, when)
     kept: dict[str, str] = {}
+    backups = catalog.list_backups(repo, c.state.stanza)
+    for b in backups:
+        if b.completed and b.expiration and b.expiration <= when and b.name not in due:
+            live = [d for d in catalog.dependents(backups, b.name) if d not in due]
+            if live:
+                kept[b.name] = f"{', '.join(live)} depend(s) on it and stay"
     if due:
         window = catalog.recoverable_window(repo, c.state.stanza, c.bindir)
         others = {r.backup for r in window.ranges} - set(due)
         if window.start_backup in due and not others:
-            kept[window.start_backup] = (
-                "the recoverable window starts from it and no other backup can start one yet"
-            )
+            # an incremental the window starts from keeps the links it restores through
+            for link in catalog.lineage(backups, window.start_backup):
+                if link.name in due:
+                    kept[link.name] = (
+                        "the recoverable window starts from it (or from a backup restored "
+                        "through it) and no other backup can start one yet"
+                    )
     for name, why in kept.items():
         log.info("backup %s is past its TTL but stays: %s", name, why)
     return ExpiryPlan([name for name in due if name not in kept], kept)

@@ -205,9 +205,10 @@ def basebackup_command(
     ]
 
 
-#: How pg_combinebackup copies unchanged files: reflinks, the kernel's copy_file_range, or reads
-#: and writes (``copy_mode`` probes which one the file system takes).
-COMBINE_MODES = ("clone", "copy-file-range", "copy")
+#: How pg_combinebackup puts unchanged files into the output: hard links (18+; the inputs are
+#: temporary and removed afterwards, so sharing their inodes is safe), reflinks, the kernel's
+#: copy_file_range, or reads and writes (``osutil.copy_mode`` probes what the file system takes).
+COMBINE_MODES = ("link", "clone", "copy-file-range", "copy")
 
 
 def combinebackup_command(
