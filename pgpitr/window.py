@@ -101,7 +101,9 @@ def describe(cluster: Cluster) -> dict[str, Any]:
         "policy": policy.name,
         "auto_backup": policy.datafile_enabled,
         "backup_schedule": policy.cron,
-        "type": "Full + WAL" if policy.logfile_enabled else "Full",
+        "type": "Full"
+        + (" + Incremental" if policy.incremental_enabled else "")
+        + (" + WAL" if policy.logfile_enabled else ""),
         "log_backup": policy.logfile_enabled,
         "backup_ttl": policy.ttl,
         "last_schedule": last.isoformat() if last else None,

@@ -135,6 +135,43 @@ def test_verify_backup_of_an_incremental_checks_every_link(lineage: Lineage) -> 
         assert f"backup {link} is intact" in report
 
 
+def test_the_manifest_tap_passes_a_tar_through_and_keeps_backup_manifest() -> None:
+    import io
+    import os
+    import random
+    import tarfile
+
+    from pgpitr.backup import ManifestTap
+
+    raw = io.BytesIO()
+    manifest = json.dumps({"PostgreSQL-Backup-Manifest-Version": 2, "Files": []}).encode() * 40
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in [
+            ("PG_VERSION", b"17\n"),
+            ("base/1/1259", os.urandom(70000)),
+            ("pg_wal/", b""),
+            ("backup_manifest", manifest),
+        ]:
+            info = tarfile.TarInfo(name.rstrip("/"))
+            info.type = tarfile.DIRTYPE if name.endswith("/") else tarfile.REGTYPE
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    stream = raw.getvalue()
+
+    class Chunks(io.RawIOBase):  # a pipe hands out odd-sized pieces
+        def __init__(self) -> None:
+            self.at = 0
+
+        def read(self, size: int = -1) -> bytes:
+            piece = stream[self.at : self.at + random.randint(1, 1500)]
+            self.at += len(piece)
+            return piece
+
+    tap = ManifestTap(Chunks())  # type: ignore[arg-type]
+    passed = b"".join(iter(lambda: tap.read(4096), b""))
+    assert passed == stream and bytes(tap.manifest) == manifest
+
+
 # -- what breaks a lineage -------------------------------------------------------------------
 
 
