@@ -1,4 +1,5 @@
-"""The ``backup`` flow: one full backup of a cluster, then (on schedule) retention."""
+"""The ``backup`` flow: one backup of a cluster (full or incremental), then (on schedule)
+retention."""
 
 from __future__ import annotations
 
@@ -22,8 +23,12 @@ def backup(
     backup_name: str | None = None,
     verify: bool = False,
     apply_retention_after: bool = False,
+    backup_type: bk.BackupType = bk.BackupType.FULL,
+    parent: str | None = None,
 ) -> BackupManifest:
-    """Take a full backup of CLUSTER now; a second backup of the same cluster waits its turn.
+    """Take a backup of CLUSTER now; a second backup of the same cluster waits its turn.
+    ``backup_type`` incremental (PostgreSQL 17+) takes only the blocks changed since ``parent``
+    (by default the newest usable backup on the server's timeline).
 
     With log backup on, a WAL switch right after the backup must reach the repository (so the
     window reaches the backup's end at once).  ``verify`` reads the backup back in full;
@@ -32,7 +37,14 @@ def backup(
     name = backup_name or bk.default_name(cluster, datetime.now(UTC))
     try:
         with cluster_slot("backup", cluster, wait=True):
-            manifest = bk.run(STEPS, cluster, name, verify_after=verify)
+            manifest = bk.run(
+                STEPS,
+                cluster,
+                name,
+                backup_type=bk.BackupType.parse(backup_type),
+                parent=parent or None,
+                verify_after=verify,
+            )
     except BaseException as exc:
         events.backup_failed(cluster, name, exc)
         raise

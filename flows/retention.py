@@ -51,10 +51,15 @@ def delete_backup(
     backup_repo: str | None = None,
 ) -> dict[str, Any]:
     """Delete the named backups, or with ``force`` and no names every backup of CLUSTER, and
-    the WAL no remaining backup needs.  ``force`` also allows the backup the window starts from."""
+    the WAL no remaining backup needs.  ``force`` also allows the backup the window starts from,
+    and deletes the backups that depend on a named one (its incrementals) with it."""
     removed = retention.delete(STEPS, cluster, names, force=force, repository=backup_repo)
     try:
         tb.publish_backup_table(cluster)
     except NotFound:  # a deleted cluster's backups: nothing left to show for it
         pass
-    return {"removed": removed.backups, "wal_files": removed.wal_files}
+    return {
+        "removed": removed.backups,
+        "wal_files": removed.wal_files,
+        "dependents": removed.dependents,
+    }

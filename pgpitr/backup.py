@@ -1,12 +1,20 @@
-"""Full backups: pg_basebackup streamed, compressed, into the repository.
+"""Backups, full or incremental: pg_basebackup streamed, compressed, into the repository.
 
 ``run`` is the backup operation, the one place its steps are put in order: check the cluster,
-stream the backup, confirm the WAL reached the repository, and verify it when asked.
+choose the parent of an incremental, stream the backup, confirm the WAL reached the repository,
+and verify it when asked.
 
 Repository layout::
 
-    STANZA/backups/NAME/backup.json     the manifest (status, LSNs, times, sizes, checksum)
-    STANZA/backups/NAME/base.tar.zst    the data directory as one zstd tar, backup_manifest inside
+    STANZA/backups/NAME/backup.json       the manifest (status, type, parent, LSNs, sizes, checksum)
+    STANZA/backups/NAME/base.tar.zst      the data directory as one zstd tar, backup_manifest inside
+    STANZA/backups/NAME/backup_manifest   PostgreSQL's manifest again, on its own (17+): what the
+                                          next incremental's ``pg_basebackup --incremental`` reads
+
+An incremental (PostgreSQL 17+, ``summarize_wal=on``) holds the blocks changed since its parent,
+the newest usable backup on the server's timeline unless one is named; it restores only with its
+whole lineage (pgpitr/catalog.py ``lineage``).  On 17+ the raw tar passes through pgpitr, which
+compresses it and reads the backup_manifest member out of it on the way (``ManifestTap``).
 
 The manifest is written InProgress before any data moves and Completed only after the stream is
 stored and checked, so a backup that dies half-way never counts; its pid lets the catalog tell a
@@ -25,12 +33,31 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
 from typing import BinaryIO
 
 from pgpitr import catalog, clusters, timeparse, verify
 from pgpitr import policy as pol
-from pgpitr.errors import AlreadyExists, Busy, InvalidInput, PitrError
-from pgpitr.manifest import BackupManifest, data_key, data_keys, manifest_key
+from pgpitr import state as st
+from pgpitr.errors import (
+    AlreadyExists,
+    Busy,
+    ChecksumMismatch,
+    CommandError,
+    InvalidInput,
+    NotFound,
+    PitrError,
+)
+from pgpitr.manifest import (
+    FULL,
+    INCREMENTAL,
+    BackupManifest,
+    backup_manifest_key,
+    data_key,
+    data_keys,
+    manifest_key,
+)
 from pgpitr.postgres import binaries
 from pgpitr.postgres.cluster import Cluster
 from pgpitr.postgres.command import basebackup_command, check, popen
@@ -47,19 +74,48 @@ _END = re.compile(r"write-ahead log end point: ([0-9A-F]+/[0-9A-F]+)")
 Progress = Callable[[int, int], None]  # (bytes done, bytes expected)
 #: How long the WAL switched after a backup may take to reach the repository.
 WAL_ARRIVAL_TIMEOUT = 120.0
+#: The first major whose pg_basebackup takes --incremental.
+INCREMENTAL_SINCE = 17
+
+
+class BackupType(StrEnum):
+    """What ``--type`` and the backup flow's ``backup_type`` take."""
+
+    FULL = "full"
+    INCREMENTAL = "incremental"
+
+    @classmethod
+    def parse(cls, value: str | BackupType) -> BackupType:
+        try:
+            return cls(str(value).strip().lower())
+        except ValueError:
+            raise InvalidInput(f"unknown backup type {value!r}: use full or incremental") from None
 
 
 # -- the operation ---------------------------------------------------------------------------
 
 
 def run(
-    steps: Steps, cluster: str, name: str | None = None, *, verify_after: bool = False
+    steps: Steps,
+    cluster: str,
+    name: str | None = None,
+    *,
+    backup_type: BackupType = BackupType.FULL,
+    parent: str | None = None,
+    verify_after: bool = False,
 ) -> BackupManifest:
-    """One full backup of CLUSTER named NAME (chosen here once when not given, so that a
-    retried stream reuses it)."""
+    """One backup of CLUSTER named NAME (chosen here once when not given, so that a retried
+    stream reuses it): full, or incremental against ``parent`` (by default the newest usable
+    backup on the server's timeline)."""
     name = name or default_name(cluster, datetime.now(UTC))
+    if backup_type is BackupType.INCREMENTAL:
+        require_incremental_support(Cluster.get(cluster))  # before anything is written
+    elif parent:
+        raise InvalidInput("--parent is for incremental backups: add --type incremental")
     policy = steps(check_cluster, cluster)
-    manifest = steps(stream, cluster, name)
+    if backup_type is BackupType.INCREMENTAL:
+        parent = steps(choose_parent, cluster, parent)
+    manifest = steps(stream, cluster, name, parent)
     if policy.logfile_enabled:
         steps(confirm_wal_arrival, cluster)
     if verify_after:
@@ -83,8 +139,82 @@ def check_cluster(cluster: str) -> pol.BackupPolicy:
     return policy
 
 
-def stream(cluster: str, name: str, progress: Progress | None = None) -> BackupManifest:
-    """pg_basebackup into the repository, as the policy says; Completed only once stored."""
+def require_incremental_support(c: Cluster) -> None:
+    """Refuse an incremental on a server older than 17, naming the version it runs."""
+    major = c.state.pg_version or binaries.major_of(c.bindir)
+    if major < INCREMENTAL_SINCE:
+        raise InvalidInput(
+            f"incremental backups need PostgreSQL {INCREMENTAL_SINCE} or later; "
+            f"{c.name} runs {major}",
+            hint=f"take a full backup: `pgpitr cluster backup {c.name} --type full`",
+        )
+
+
+def choose_parent(cluster: str, wanted: str | None = None) -> str:
+    """The backup an incremental is taken against: ``wanted``, or the newest backup whose
+    lineage is usable, on the server's current timeline, with a stored backup_manifest."""
+    c = Cluster.get(cluster)
+    require_incremental_support(c)
+    with c.connect() as db:
+        row = db.execute(
+            "SELECT current_setting('summarize_wal'), "
+            "(SELECT timeline_id FROM pg_control_checkpoint())"
+        ).fetchone()
+    assert row is not None
+    summarize, timeline = row
+    if summarize != "on":
+        raise PitrError(
+            f"summarize_wal is off on {cluster}: incremental backups are made from the "
+            "server's WAL summaries",
+            hint="turn it on (ALTER SYSTEM SET summarize_wal = on; SELECT pg_reload_conf();), "
+            f"then take a full backup: `pgpitr cluster backup {cluster}`",
+        )
+    repo = clusters.repository(c)
+    stanza = c.state.stanza
+    backups = catalog.list_backups(repo, stanza)
+    broken = catalog.unusable(backups, catalog.present_data(repo, stanza))
+    first = f"take a full backup first: `pgpitr cluster backup {cluster} --type full`"
+    if wanted:
+        chosen = next((b for b in backups if b.name == wanted), None)
+        if chosen is None:
+            catalog.get_backup(repo, stanza, wanted)  # raises NotFound with a hint
+        assert chosen is not None
+        why = broken.get(wanted) or (None if chosen.completed else f"it is {chosen.status}")
+        if why is None and chosen.timeline != timeline:
+            why = f"it is on timeline {chosen.timeline}, the server on {timeline}"
+        if why:
+            raise InvalidInput(f"backup {wanted!r} cannot be a parent: {why}", hint=first)
+    else:
+        candidates = [
+            b
+            for b in backups
+            if b.completed
+            and b.name not in broken
+            and b.timeline == timeline
+            and b.system_identifier == c.state.system_identifier
+        ]
+        if not candidates:
+            raise NotFound(
+                f"cluster {cluster!r} has no completed backup on timeline {timeline} to take "
+                "an incremental against",
+                hint=first,
+            )
+        chosen = candidates[-1]
+    if chosen.backup_manifest_sha256 is None:
+        raise InvalidInput(
+            f"backup {chosen.name!r} was taken before pgpitr stored backup manifests, so it "
+            "cannot be the parent of an incremental",
+            hint=first,
+        )
+    log.info("incremental backup of %s against %s (%s)", cluster, chosen.name, chosen.type)
+    return chosen.name
+
+
+def stream(
+    cluster: str, name: str, parent: str | None = None, progress: Progress | None = None
+) -> BackupManifest:
+    """pg_basebackup into the repository, as the policy says; Completed only once stored.
+    With ``parent``, an incremental against that backup."""
     c = Cluster.get(cluster)
     repo = clusters.repository(c)
     policy = clusters.load_policy(c)
@@ -97,9 +227,11 @@ def stream(cluster: str, name: str, progress: Progress | None = None) -> BackupM
         ttl=timeparse.parse_ttl(policy.ttl),
         compress_level=level_of(policy.compression),
         progress=progress,
+        parent=parent,
     )
     log.info(
-        "backup %s stored: %s bytes of data, %s bytes in the repository, %.1f s",
+        "%s backup %s stored: %s bytes of data, %s bytes in the repository, %.1f s",
+        manifest.type.lower(),
         name,
         manifest.database_size,
         manifest.stored_size,
@@ -201,8 +333,10 @@ def take_backup(
     compress_level: int = 3,
     workers: int = 2,
     progress: Progress | None = None,
+    parent: str | None = None,
 ) -> BackupManifest:
-    """Take one full backup of a running cluster into ``repo``; return its Completed manifest."""
+    """Take one backup of a running cluster into ``repo`` (incremental against ``parent``, a
+    Completed backup with a stored backup_manifest); return its Completed manifest."""
     started = datetime.now(UTC)
     name = name or default_name(cluster.name, started)
     validate_name(name)
@@ -218,7 +352,8 @@ def take_backup(
         manifest = BackupManifest(
             name=name,
             cluster=cluster.name,
-            type="Full",
+            type=INCREMENTAL if parent else FULL,
+            parent=parent,
             status="InProgress",
             system_identifier=cluster.state.system_identifier,
             pg_version=cluster.state.pg_version,
@@ -233,14 +368,24 @@ def take_backup(
         )
         catalog.save_backup(repo, stanza, manifest)
         try:
-            streamed = _stream(
-                cluster, repo, stanza, name, log_backup, compress_level, workers, progress
-            )
+            with _parent_manifest_file(repo, stanza, parent) as parent_file:
+                streamed = _stream(
+                    cluster,
+                    repo,
+                    stanza,
+                    name,
+                    log_backup,
+                    compress_level,
+                    workers,
+                    progress,
+                    parent_file,
+                )
         except BaseException as exc:
             failed = manifest.replace(
                 status="Failed", error=_reason(exc), stop_time=datetime.now(UTC)
             )
             repo.delete(data_key(stanza, name, manifest.data_compression))
+            repo.delete(backup_manifest_key(stanza, name))
             catalog.save_backup(repo, stanza, failed)
             raise
         stopped = datetime.now(UTC)
@@ -254,6 +399,96 @@ def take_backup(
         )
         catalog.save_backup(repo, stanza, completed)
         return completed
+
+
+@contextmanager
+def _parent_manifest_file(
+    repo: Repository, stanza: str, parent: str | None
+) -> Iterator[Path | None]:
+    """The parent's backup_manifest as a file pg_basebackup (run as the server's user) can read,
+    checked against the SHA-256 in the parent's manifest; removed afterwards."""
+    if parent is None:
+        yield None
+        return
+    import hashlib
+    import shutil
+    import tempfile
+
+    expected = catalog.get_backup(repo, stanza, parent).backup_manifest_sha256
+    data = repo.get_document(backup_manifest_key(stanza, parent))
+    if hashlib.sha256(data).hexdigest() != expected:
+        raise ChecksumMismatch(
+            f"the stored backup_manifest of backup {parent!r} does not match its checksum",
+            hint="take a full backup: `--type full`",
+        )
+    tmp_root = st.home() / "tmp"
+    tmp_root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="pgpitr-parent-", dir=tmp_root))
+    try:
+        work.chmod(0o755)  # the manifest lists file names and checksums, no data
+        path = work / "backup_manifest"
+        path.write_bytes(data)
+        path.chmod(0o644)
+        yield path
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+class ManifestTap:
+    """A tar stream passed through as it is read, keeping the member ``backup_manifest``
+    (pg_basebackup writes it last): the ustar headers are followed, the data is not copied."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self._header = bytearray()
+        self._remaining = 0  # data bytes of the current member still to come
+        self._padding = 0  # then zeros up to the next 512-byte block
+        self._keep = False
+        self.manifest = bytearray()
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._raw.read(size)
+        if chunk:
+            self._feed(memoryview(chunk))
+        return chunk
+
+    def _feed(self, data: memoryview) -> None:
+        i, n = 0, len(data)
+        while i < n:
+            if self._remaining:
+                take = min(self._remaining, n - i)
+                if self._keep:
+                    self.manifest += data[i : i + take]
+                self._remaining -= take
+                i += take
+            elif self._padding:
+                take = min(self._padding, n - i)
+                self._padding -= take
+                i += take
+            else:
+                take = min(512 - len(self._header), n - i)
+                self._header += data[i : i + take]
+                i += take
+                if len(self._header) == 512:
+                    self._start_member(bytes(self._header))
+                    self._header.clear()
+
+    def _start_member(self, header: bytes) -> None:
+        if not header.strip(b"\0"):
+            return  # the two zero blocks that end the archive
+        size = _tar_number(header[124:136])
+        self._remaining, self._padding = size, (-size) % 512
+        name = header[:100].split(b"\0", 1)[0]
+        self._keep = name == b"backup_manifest" and header[156:157] in (b"0", b"\0")
+        if self._keep:
+            self.manifest.clear()
+
+
+def _tar_number(field: bytes) -> int:
+    """A tar header's number: octal text, or base-256 when the high bit is set (large files)."""
+    if field[0] & 0x80:
+        return int.from_bytes(bytes([field[0] & 0x7F]) + field[1:], "big")
+    return int(field.strip(b"\0 ") or b"0", 8)
 
 
 def _reason(exc: BaseException) -> str:
@@ -309,10 +544,15 @@ def _stream(
     compress_level: int,
     workers: int,
     progress: Progress | None,
+    parent_file: Path | None = None,
 ) -> dict:
     # pg_basebackup compresses when its build can (15+ with libzstd); otherwise pgpitr does, in
-    # the same format, so that a backup reads back the same whoever compressed it
-    by_tool = compress_level > 0 and binaries.basebackup_compresses_zstd(cluster.bindir)
+    # the same format, so that a backup reads back the same whoever compressed it.  On 17+ pgpitr
+    # always does: the raw tar passes through it so that backup_manifest is read out on the way
+    # (decompressing a copy of the tool's output would cost a second pass over the data).
+    major = binaries.major_of(cluster.bindir)
+    tap = major >= INCREMENTAL_SINCE
+    by_tool = compress_level > 0 and not tap and binaries.basebackup_compresses_zstd(cluster.bindir)
     argv = basebackup_command(
         cluster.bindir,
         cluster.state.socket_dir,
@@ -322,7 +562,8 @@ def _stream(
         compress_level=compress_level if by_tool else 0,
         workers=workers,
         superuser=cluster.superuser,
-        major=binaries.major_of(cluster.bindir),
+        major=major,
+        incremental_from=parent_file,
     )
     process = popen(argv, user=cluster.client_user)
     stderr = bytearray()
@@ -345,11 +586,14 @@ def _stream(
         assert process.stdout is not None
         key = data_key(stanza, name, compression_of(compress_level))
         source: BinaryIO = process.stdout
+        tapped = ManifestTap(source) if tap else None
+        if tapped is not None:
+            source = tapped  # type: ignore[assignment]
         if compress_level and not by_tool:
             import zstandard
 
             compressor = zstandard.ZstdCompressor(level=compress_level, threads=workers)
-            source = compressor.stream_reader(process.stdout, read_size=1 << 20)
+            source = compressor.stream_reader(source, read_size=1 << 20)
         stored = repo.put_stream(key, source)
     except BaseException:
         process.kill()
@@ -359,7 +603,22 @@ def _stream(
         process.wait()
         reader.join(timeout=10)
     text = stderr.decode(errors="replace")
-    check(process, argv, text)
+    try:
+        check(process, argv, text)
+    except CommandError:
+        _refuse_unsummarised(cluster, text, parent_file)
+        raise
+    manifest_fields: dict = {}
+    if tapped is not None:
+        if not tapped.manifest:
+            raise PitrError(
+                f"the backup stream of {cluster.name!r} ended without its backup_manifest",
+                hint="run the backup again; if it happens again, check the server log",
+            )
+        import hashlib
+
+        repo.put_document(backup_manifest_key(stanza, name), bytes(tapped.manifest))
+        manifest_fields["backup_manifest_sha256"] = hashlib.sha256(tapped.manifest).hexdigest()
     start, end = _START.search(text), _END.search(text)
     if start and end:
         wal_range = (start.group(1), end.group(1), int(start.group(2)))
@@ -372,4 +631,20 @@ def _stream(
         "database_size": expected[0],
         "stored_size": stored.size,
         "sha256": stored.sha256,
+        **manifest_fields,
     }
+
+
+def _refuse_unsummarised(cluster: Cluster, stderr: str, parent_file: Path | None) -> None:
+    """pg_basebackup --incremental refuses when the WAL summaries do not reach back to the
+    parent's start (summarize_wal turned on after it): say so, and the way out."""
+    if parent_file is None:
+        return
+    if "WAL summaries are required" in stderr or "WAL summarization" in stderr:
+        detail = next((line.strip() for line in stderr.splitlines() if "WAL summar" in line), "")
+        raise PitrError(
+            f"the server's WAL summaries of {cluster.name!r} do not cover the parent backup "
+            f"(summarize_wal was off for part of it): {detail}",
+            hint=f"take a full backup (`pgpitr cluster backup {cluster.name} --type full`); "
+            "incrementals against it will work",
+        )

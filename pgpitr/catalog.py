@@ -12,6 +12,13 @@ The other targets are positions in that same chain (``Chain``): an LSN or a rest
 reachable from a backup when it lies between the backup's stop LSN and the end of its chain, on its
 timeline path; a transaction id is found by reading the chain's commit records
 (``find_transaction``), and its commit's LSN decides like an LSN.
+
+An incremental backup (PostgreSQL 17+) restores only with every backup it was taken against:
+its *lineage* (``lineage``), from the full backup through each parent to itself, oldest first.
+("Chain" above is a backup's WAL; the lineage is its backups.)  A backup counts in the window
+only when every link of its lineage is Completed and its data object is in the repository
+(``unusable`` says why one does not); ``dependents`` are the backups whose lineage runs through
+a backup, which is deleted or expired only together with them.
 """
 
 from __future__ import annotations
@@ -69,6 +76,70 @@ def list_backups(repo: Repository, stanza: str) -> list[BackupManifest]:
         if info.key.endswith("/backup.json"):
             found.append(_loaded(repo.get_json(info.key)))
     return sorted(found, key=lambda b: (b.start_time, b.name))
+
+
+def lineage(backups: list[BackupManifest], name: str) -> list[BackupManifest]:
+    """The backups ``name`` restores from, the full one first and ``name`` last; a link that
+    is not listed ends it early (``unusable`` names it)."""
+    by_name = {b.name: b for b in backups}
+    links: list[BackupManifest] = []
+    current = by_name.get(name)
+    while current is not None and current.name not in {b.name for b in links}:
+        links.append(current)
+        current = by_name.get(current.parent) if current.parent else None
+    return links[::-1]
+
+
+def dependents(backups: list[BackupManifest], name: str) -> list[str]:
+    """Every backup whose lineage runs through ``name`` (not ``name`` itself), newest first:
+    the order in which they can be removed without ever leaving an orphan behind."""
+    found = [
+        b
+        for b in backups
+        if b.name != name and any(link.name == name for link in lineage(backups, b.name))
+    ]
+    return [b.name for b in sorted(found, key=lambda b: (b.start_time, b.name), reverse=True)]
+
+
+def unusable(backups: list[BackupManifest], present: set[str] | None = None) -> dict[str, str]:
+    """Completed backups a restore cannot use, and why: a link of the lineage Failed, running
+    or missing, or (when ``present``, the names whose data object exists, is given) a link's
+    data gone."""
+    by_name = {b.name: b for b in backups}
+    reasons: dict[str, str] = {}
+    for b in backups:
+        if not b.completed:
+            continue
+        current: BackupManifest | None = b
+        while current is not None:
+            if present is not None and current.name not in present:
+                own = current.name == b.name
+                reasons[b.name] = (
+                    "its data is missing from the repository"
+                    if own
+                    else f"its parent {current.name} has no data in the repository"
+                )
+                break
+            if not current.parent:
+                break
+            parent = by_name.get(current.parent)
+            if parent is None:
+                reasons[b.name] = f"its parent {current.parent} is missing"
+                break
+            if not parent.completed:
+                reasons[b.name] = f"its parent {parent.name} is {parent.status}"
+                break
+            current = parent
+    return reasons
+
+
+def present_data(repo: Repository, stanza: str) -> set[str]:
+    """Names of the backups whose data object is in the repository (one listing)."""
+    found = set()
+    for info in repo.list(f"{stanza}/backups/"):
+        if info.key.endswith(("/base.tar.zst", "/base.tar")):
+            found.add(info.key.split("/")[-2])
+    return found
 
 
 def get_backup(repo: Repository, stanza: str, name: str) -> BackupManifest:
@@ -407,6 +478,13 @@ class Window:
     ranges: list[Range]
     #: the archived chain of each completed backup (LSN, transaction and restore point targets)
     chains: list[Chain] = field(default_factory=list)
+    #: completed backups that cannot be restored, and why ("its parent X is Failed")
+    unusable: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def usable(self) -> list[BackupManifest]:
+        """Completed backups whose whole lineage is Completed and stored."""
+        return [b for b in self.backups if b.completed and b.name not in self.unusable]
 
     @property
     def periods(self) -> list[tuple[datetime, datetime]]:
@@ -432,23 +510,29 @@ def recoverable_window(
     times are read with the pg_waldump of ``bindir``, by default the installed one of the
     backups' major (pg_waldump reads only its own major's WAL)."""
     backups = list_backups(repo, stanza) if backups is None else backups
-    completed = [b for b in backups if b.completed]
+    # an incremental chosen by name comes without its parents: the lineage needs all of them
+    everything = backups if all(b.parent is None for b in backups) else list_backups(repo, stanza)
+    broken = unusable(everything, present_data(repo, stanza))
+    broken = {name: why for name, why in broken.items() if name in {b.name for b in backups}}
+    completed = [b for b in backups if b.completed and b.name not in broken]
     if bindir is None and completed:
         from pgpitr.postgres import binaries
 
         bindir = binaries.resolve(completed[-1].pg_version or None)
     if bindir is None or not completed:
-        return Window(backups, [])
+        return Window(backups, [], unusable=broken)
     index = wal_index(repo, stanza, completed[0].wal_segment_size)
     chains = backup_chains(index, completed)
-    return Window(backups, chain_ranges(repo, index, bindir, chains), chains)
+    return Window(backups, chain_ranges(repo, index, bindir, chains), chains, broken)
 
 
 def backup_ranges(
     repo: Repository, stanza: str, bindir: Path, backups: list[BackupManifest]
 ) -> list[Range]:
-    """One range per completed backup whose WAL chain reaches a commit after its stop time."""
-    backups = [b for b in backups if b.completed]
+    """One range per usable backup (its whole lineage Completed and stored) whose WAL chain
+    reaches a commit after its stop time."""
+    broken = unusable(list_backups(repo, stanza), present_data(repo, stanza))
+    backups = [b for b in backups if b.completed and b.name not in broken]
     if not backups:
         return []
     index = wal_index(repo, stanza, backups[0].wal_segment_size)

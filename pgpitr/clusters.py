@@ -315,10 +315,20 @@ def create(
         save_policy(cluster, pol.BackupPolicy(cluster=name, repository=url, create_time=now))
         cluster.start(move_if_port_taken=port is None)
         cluster.wait_ready()
+        enable_wal_summaries(cluster)
     except BaseException:
         cluster.remove()
         raise
     return cluster
+
+
+def enable_wal_summaries(cluster: Cluster) -> bool:
+    """``summarize_wal = on`` (a reload, no restart) on PostgreSQL 17+, which incremental
+    backups need; False on older servers.  Through ALTER SYSTEM, so a restored copy keeps it."""
+    if (cluster.state.pg_version or 0) < 17:
+        return False
+    cluster.alter_system({"summarize_wal": "on"})
+    return True
 
 
 def delete(cluster: Cluster) -> None:

@@ -1,11 +1,12 @@
 """A stored backup: its manifest (``STANZA/backups/NAME/backup.json``), loaded and dumped in
 one place; where its objects are; reading its data back.
 
-The JSON keys are the repository format and stay as they are: manifests written by earlier
-versions read the same (a missing ``type`` is Full, a missing ``compression`` is zstd, unknown
-keys are kept and written back).  Times are timezone-aware datetimes here and ISO 8601 text in
-the JSON; LSNs are PostgreSQL's text form (``0/3000028``) with integer properties beside them.
-"""
+The JSON keys are the repository format and stay as they are: manifests written by earlier versions
+read the same (a missing ``type`` is Full, a missing ``compression`` is zstd, unknown keys are kept
+and written back). ``type`` is ``Full`` or ``Incremental`` (capitalised, as the first versions
+wrote it and as list-backup shows it); an incremental names its ``parent``. Times are
+timezone-aware datetimes here and ISO 8601 text in the JSON; LSNs are PostgreSQL's text form
+(``0/3000028``) with integer properties beside them."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from pgpitr import wal
 from pgpitr.repository import Repository
 
 _TIMES = ("start_time", "stop_time", "expiration")
+FULL, INCREMENTAL = "Full", "Incremental"
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,9 @@ class BackupManifest:
     #: the role pgpitr administered the source as, when not ``postgres`` (a registered
     #: server's superuser): a restored cluster has the same roles
     superuser: str | None = None
-    type: str = "Full"
+    type: str = "Full"  # or "Incremental" (PostgreSQL 17+, block-level from WAL summaries)
+    #: the backup an incremental was taken against (its lineage runs through it to a full)
+    parent: str | None = None
     compression: str = "zstd"  # or "none", or "zstd:N" as written by later versions
     wal_in_backup: bool = False
     repository: str = ""
@@ -50,12 +54,19 @@ class BackupManifest:
     duration_seconds: float | None = None
     expiration: datetime | None = None
     error: str | None = None
+    #: the SHA-256 of PostgreSQL's backup_manifest, stored beside the data so that this backup
+    #: can be the parent of an incremental; None for backups taken before it was stored
+    backup_manifest_sha256: str | None = None
     #: keys this version does not know, kept so that a rewrite loses nothing
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def completed(self) -> bool:
         return self.status == "Completed"
+
+    @property
+    def incremental(self) -> bool:
+        return self.type == INCREMENTAL
 
     @property
     def start_lsn_int(self) -> int:
@@ -107,6 +118,7 @@ def backup_row(b: BackupManifest) -> dict[str, Any]:
         "name": b.name,
         "cluster": b.cluster,
         "type": b.type,
+        "parent": b.parent,
         "status": b.status,
         "total_size": b.database_size,
         "stored_size": b.stored_size,
@@ -134,9 +146,17 @@ def data_key(stanza: str, name: str, compression: str = "zstd") -> str:
     return f"{stanza}/backups/{name}/base.{'tar' if compression == 'none' else 'tar.zst'}"
 
 
+def backup_manifest_key(stanza: str, name: str) -> str:
+    """PostgreSQL's backup_manifest of a backup, as its own object: the next incremental's
+    ``pg_basebackup --incremental`` reads it as a file."""
+    return f"{stanza}/backups/{name}/backup_manifest"
+
+
 def data_keys(stanza: str, name: str) -> list[str]:
-    """Every place a backup's data may be, for deleting what an attempt left."""
-    return [data_key(stanza, name, c) for c in ("zstd", "none")]
+    """Every object a backup may have but its manifest, for deleting what an attempt left."""
+    return [data_key(stanza, name, c) for c in ("zstd", "none")] + [
+        backup_manifest_key(stanza, name)
+    ]
 
 
 def copy_data(

@@ -48,6 +48,10 @@ class BackupPolicy:
     ttl: str = "7d"
     repository: str = ""
     compression: str = "zstd:3"
+    #: incremental backups (PostgreSQL 17+) between the full ones, e.g. daily beside a weekly
+    #: full: each against the newest usable backup
+    incremental_enabled: bool = False
+    incremental_cron: str = "0 18 * * 1-6"
     #: drills (pgpitr/drill.py): a restore into a scratch cluster, checked, timed, removed
     drill_enabled: bool = True
     drill_cron: str = "0 3 * * *"
@@ -169,6 +173,8 @@ _SETTINGS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "schedule.datafile.cronExpression": ("cron", _cron),
     "schedule.datafile.timezone": ("timezone", _timezone),
     "schedule.datafile.compression": ("compression", _compression),
+    "schedule.incremental.enable": ("incremental_enabled", _bool),
+    "schedule.incremental.cronExpression": ("incremental_cron", _cron),
     "schedule.logfile.enable": ("logfile_enabled", _bool),
     "retention.ttl": ("ttl", _ttl),
     "backupRepo": ("repository", _repository),
@@ -279,6 +285,10 @@ def to_yaml(policy: BackupPolicy) -> str:
                     "timezone": policy.timezone,
                     "compression": policy.compression,
                 },
+                "incremental": {
+                    "enable": policy.incremental_enabled,
+                    "cronExpression": policy.incremental_cron,
+                },
                 "logfile": {"enable": policy.logfile_enabled},
                 "drill": {"enable": policy.drill_enabled, "cronExpression": policy.drill_cron},
             },
@@ -364,7 +374,13 @@ def from_dict(data: Mapping[str, Any]) -> BackupPolicy:
             f"stored backup policy has {' and '.join(what)}: expected the fields "
             f"{', '.join(_FIELDS)}"
         )
-    for name in ("datafile_enabled", "logfile_enabled", "drill_enabled", "heartbeat_enabled"):
+    for name in (
+        "datafile_enabled",
+        "incremental_enabled",
+        "logfile_enabled",
+        "drill_enabled",
+        "heartbeat_enabled",
+    ):
         if name in data and not isinstance(data[name], bool):
             raise InvalidInput(
                 f"stored backup policy field {name} is {data[name]!r}: expected a boolean"

@@ -6,7 +6,8 @@ of the recoverable window; an LSN between the backup's stop LSN and the last arc
 restore point's LSN, on the chain's timeline path; a transaction's COMMIT, found by reading the
 chain's commit records (newest first, at most ``catalog.XID_SEARCH_DEPTH`` segments), decides by
 its LSN.  ``latest`` and ``immediate`` take the newest backup that can become consistent.  What
-cannot be reached is refused with what was checked and what to do instead.
+cannot be reached is refused with what was checked and what to do instead.  A backup whose
+lineage is broken (``catalog.unusable``) has no chain and is never chosen.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ class _Finder:
         if kind in ("latest", "immediate"):
             # the newest backup that can become consistent: its WAL archived, or inside it
             usable = {c.backup.name for c in self.chains}
-            candidates = [b for b in self.window.backups if b.name in usable or b.wal_in_backup]
+            candidates = [b for b in self.window.usable if b.name in usable or b.wal_in_backup]
             if candidates:
                 return max(candidates, key=lambda b: (b.start_time, b.name)), ""
         if not self.chains:

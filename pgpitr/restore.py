@@ -1,17 +1,17 @@
 """Restore a cluster's backup and WAL to a target, into a new cluster.
 
-The target (pgpitr/targets.py) is a time, an LSN, a transaction id, a restore point, the end of
-the backup (immediate) or the end of the archived WAL (latest).  ``run`` is the restore
-operation, the one place its steps are put in order.  ``choose_backup`` checks everything it can
-before anything is created: the source has backups, the new name is free, the target can be
-reached (pgpitr/reach.py: a time inside the recoverable window; an LSN, a transaction's commit
-or a restore point inside the archived chain of a backup consistent before it), there is room
-for the data.  The steps after it (``prepare``, ``materialise``, ``configure_recovery``,
-``start_recovery``, ``wait_promoted``, ``finish``) each do one thing, so that each can be run
-and retried on its own; they run in one transaction, and a failure removes the new cluster.
-``finish`` checks where PostgreSQL says recovery stopped against the target.  The source cluster
-is only read from the repository, never touched.
-"""
+The target (pgpitr/targets.py) is a time, an LSN, a transaction id, a restore point, the end of the
+backup (immediate) or the end of the archived WAL (latest). ``run`` is the restore operation, the
+one place its steps are put in order. ``choose_backup`` checks everything it can before anything is
+created: the source has backups, the new name is free, the target can be reached (pgpitr/reach.py:
+a time inside the recoverable window; an LSN, a transaction's commit or a restore point inside the
+archived chain of a backup consistent before it), there is room for the data. An incremental backup
+restores with its lineage (pgpitr/catalog.py ``lineage``): ``materialise`` combines the links with
+pg_combinebackup. The steps after it (``prepare``, ``materialise``, ``configure_recovery``,
+``start_recovery``, ``wait_promoted``, ``finish``) each do one thing, so that each can be run and
+retried on its own; they run in one transaction, and a failure removes the new cluster. ``finish``
+checks where PostgreSQL says recovery stopped against the target. The source cluster is only read
+from the repository, never touched."""
 
 from __future__ import annotations
 
@@ -40,10 +40,12 @@ from pgpitr.errors import (
     RecoveryTargetError,
 )
 from pgpitr.manifest import BackupManifest, copy_data
-from pgpitr.osutil import process_alive
+from pgpitr.osutil import copy_mode, process_alive
 from pgpitr.postgres import binaries, conf
 from pgpitr.postgres.cluster import Cluster, validate_name
-from pgpitr.postgres.command import check, popen
+from pgpitr.postgres.command import check, combinebackup_command, popen
+from pgpitr.postgres.command import run as run_command
+from pgpitr.postgres.osuser import make_dir
 from pgpitr.repository import open_repository
 from pgpitr.steps import Steps, undone_by
 from pgpitr.targets import RestoreTarget
@@ -144,6 +146,9 @@ class Plan:
     #: what the plan found the target to be, for a person: "the commit of transaction 745 at
     #: LSN 0/3000140 (Dec 01,2026 …)", "restore point 'before' at LSN …"
     stop_at: str = ""
+    #: the chosen backup's lineage, its full backup first and ``backup`` last (one link for a
+    #: full backup): what ``materialise`` combines
+    links: tuple[BackupManifest, ...] = ()
 
 
 def plan(
@@ -181,11 +186,28 @@ def plan(
         )
     server = _binaries_for(backups[-1].pg_version, bindir, source.bindir)
     window = catalog.recoverable_window(repo, source.cluster, server, backups)
+    if backup_name and backup_name in window.unusable:
+        raise RecoveryTargetError(
+            f"backup {backup_name!r} cannot be restored: {window.unusable[backup_name]}",
+            hint=f"choose another backup (`pgpitr cluster describe {source.cluster}` shows "
+            "which can be restored)",
+        )
     chosen, stop_at = reach.backup_for(repo, source.cluster, server, window, target)
+    links = tuple(catalog.lineage(catalog.list_backups(repo, source.cluster), chosen.name))
+    if chosen.incremental and server_major(server) < 17:
+        raise ClusterStateError(
+            f"backup {chosen.name!r} is incremental: combining it needs pg_combinebackup of "
+            "PostgreSQL 17 or later",
+            hint="pass --bindir with the binaries of the backup's major",
+        )
     if chosen.pg_version != backups[-1].pg_version:  # an older backup of another major
         server = _binaries_for(chosen.pg_version, bindir, None)
-    _check_space(chosen)
-    return Plan(source, new_name, chosen, target, window.periods, str(server), stop_at)
+    _check_space(links or (chosen,))
+    return Plan(source, new_name, chosen, target, window.periods, str(server), stop_at, links)
+
+
+def server_major(bindir: Path) -> int:
+    return binaries.major_of(bindir)
 
 
 def _binaries_for(major: int, bindir: str | None, source_bindir: str | None) -> Path:
@@ -203,8 +225,11 @@ def _binaries_for(major: int, bindir: str | None, source_bindir: str | None) -> 
         ) from None
 
 
-def _check_space(manifest: BackupManifest) -> None:
-    need = manifest.database_size or 0
+def _check_space(links: tuple[BackupManifest, ...]) -> None:
+    # a lineage is extracted beside the data directory before it is combined into it
+    need = sum(link.database_size or 0 for link in links) + (
+        (links[-1].database_size or 0) if len(links) > 1 else 0
+    )
     home = st.home()
     home.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(home).free
@@ -302,17 +327,61 @@ def remove_interrupted(name: str) -> bool:
 
 def materialise(p: Plan, new_cluster: str, progress: Progress | None = None) -> None:
     """Stream the backup out of the repository into the data directory, checking its SHA-256;
-    from an empty directory on every attempt."""
+    an incremental's lineage goes link by link into directories beside the data directory,
+    then ``pg_combinebackup`` writes the data directory from them.  Every attempt starts from
+    an empty data directory and no link directory, and leaves no link directory behind."""
     cluster = Cluster.get(new_cluster)
     datadir = cluster.state.datadir
     if any(datadir.iterdir()):  # a retried step starts again from an empty directory
         for child in datadir.iterdir():
             shutil.rmtree(child) if child.is_dir() else child.unlink()
-    argv = ["tar", "--extract", "--file", "-", "--directory", str(datadir)]
+    links = p.links or (p.backup,)
+    if len(links) == 1:
+        _extract(p, links[0], datadir, cluster, progress)
+        return
+    _remove_link_dirs(cluster)
+    try:
+        dirs = []
+        for i, link in enumerate(links):
+            into = cluster.state.dir / f"{LINK_DIR_PREFIX}{i:03d}"
+            make_dir(into, cluster.user, 0o700)
+            _extract(p, link, into, cluster, progress)
+            dirs.append(into)
+        # the link directories are removed right after: hard links cost nothing (18+)
+        major = binaries.major_of(Path(p.bindir))
+        mode = "link" if major >= 18 else copy_mode(cluster.state.dir)
+        argv = combinebackup_command(Path(p.bindir), dirs, datadir, mode)
+        started = time.monotonic()
+        run_command(argv, user=cluster.user, timeout=START_TIMEOUT)
+        log.info(
+            "combined %d backups (%s) with pg_combinebackup --%s in %.1f s",
+            len(links),
+            " + ".join(link.name for link in links),
+            mode,
+            time.monotonic() - started,
+        )
+    finally:
+        _remove_link_dirs(cluster)
+
+
+#: The directories beside a new data directory that hold an incremental's lineage while it is
+#: combined (``materialise``).
+LINK_DIR_PREFIX = "combine-link-"
+
+
+def _remove_link_dirs(cluster: Cluster) -> None:
+    for leftover in cluster.state.dir.glob(f"{LINK_DIR_PREFIX}*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _extract(
+    p: Plan, backup: BackupManifest, into: Path, cluster: Cluster, progress: Progress | None
+) -> None:
+    argv = ["tar", "--extract", "--file", "-", "--directory", str(into)]
     tar = popen(argv, user=cluster.user, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
     assert tar.stdin is not None
     try:
-        copy_data(p.source.open(), p.source.cluster, p.backup, tar.stdin, progress)
+        copy_data(p.source.open(), p.source.cluster, backup, tar.stdin, progress)
         tar.stdin.close()
     except BaseException:
         tar.kill()

@@ -5,6 +5,11 @@ the one place its steps are put in order.  A backup the recoverable window start
 only with ``force``, or by retention when another backup can start a window; WAL is pruned only
 below the start of the oldest backup that remains (a running backup counts), so nothing a restore
 can still use is ever removed by accident.
+
+Incremental backups: a backup goes only together with its dependents (the backups whose lineage
+runs through it, ``catalog.dependents``).  A delete of a backup with dependents is refused
+unless ``force``, which deletes them too and says which; the TTL expires a lineage only as a
+whole: a backup past its TTL stays while any backup depending on it does not expire.
 """
 
 from __future__ import annotations
@@ -27,10 +32,15 @@ log = logging.getLogger(__name__)
 class Removed:
     backups: list[str] = field(default_factory=list)
     wal_files: int = 0
+    #: backups removed only because they depended on one named (``force``), with that one
+    dependents: dict[str, str] = field(default_factory=dict)
 
     def describe(self) -> str:
         names = ", ".join(self.backups) if self.backups else "no backup"
-        return f"removed {names} and {self.wal_files} WAL file(s)"
+        why = "".join(
+            f"; {dep} because it depended on {base}" for dep, base in self.dependents.items()
+        )
+        return f"removed {names} and {self.wal_files} WAL file(s){why}"
 
 
 @dataclass(frozen=True)
@@ -85,15 +95,26 @@ def choose_expired(cluster: str, now: datetime | None = None) -> ExpiryPlan:
     window, so that retention never leaves a cluster with nothing to restore from."""
     c = Cluster.get(cluster)
     repo = clusters.repository(c)
-    due = expired(repo, c.state.stanza, now or datetime.now(UTC))
+    when = now or datetime.now(UTC)
+    due = expired(repo, c.state.stanza, when)
     kept: dict[str, str] = {}
+    backups = catalog.list_backups(repo, c.state.stanza)
+    for b in backups:
+        if b.completed and b.expiration and b.expiration <= when and b.name not in due:
+            live = [d for d in catalog.dependents(backups, b.name) if d not in due]
+            if live:
+                kept[b.name] = f"{', '.join(live)} depend(s) on it and stay"
     if due:
         window = catalog.recoverable_window(repo, c.state.stanza, c.bindir)
         others = {r.backup for r in window.ranges} - set(due)
         if window.start_backup in due and not others:
-            kept[window.start_backup] = (
-                "the recoverable window starts from it and no other backup can start one yet"
-            )
+            # an incremental the window starts from keeps the links it restores through
+            for link in catalog.lineage(backups, window.start_backup):
+                if link.name in due:
+                    kept[link.name] = (
+                        "the recoverable window starts from it (or from a backup restored "
+                        "through it) and no other backup can start one yet"
+                    )
     for name, why in kept.items():
         log.info("backup %s is past its TTL but stays: %s", name, why)
     return ExpiryPlan([name for name in due if name not in kept], kept)
@@ -129,12 +150,32 @@ def delete_named(
 def delete_backups(
     repo: Repository, stanza: str, names: list[str], *, force: bool = False
 ) -> Removed:
-    backups = {b.name: b for b in catalog.list_backups(repo, stanza)}
+    listed = catalog.list_backups(repo, stanza)
+    backups = {b.name: b for b in listed}
     for name in names:
         if name not in backups:
             catalog.get_backup(repo, stanza, name)  # raises NotFound with a hint
         if backups[name].status == "InProgress":
             raise PitrError(f"backup {name!r} is still running; it cannot be deleted")
+    # a backup goes only with every backup that restores through it
+    extra: dict[str, str] = {}
+    for name in names:
+        for dep in catalog.dependents(listed, name):
+            if dep not in names and dep not in extra:
+                extra[dep] = name
+    if extra and not force:
+        shown = ", ".join(f"{dep} (on {base})" for dep, base in extra.items())
+        raise PitrError(
+            f"backup(s) of {stanza!r} depend on what you asked to delete: {shown}; without "
+            "their parents they cannot be restored",
+            hint="add --force to delete them too, or name them with --name as well",
+        )
+    running = [b.name for b in listed if b.status == "InProgress" and b.parent in names]
+    if running:
+        raise PitrError(f"incremental backup {running[0]!r} is being taken against it; wait")
+    # dependents first, newest first: an interrupted delete never leaves an orphan
+    everything = set(names) | set(extra)
+    ordered = sorted(everything, key=lambda n: (backups[n].start_time, n), reverse=True)
     if not force:
         first = catalog.recoverable_window(repo, stanza).start_backup
         if first in names:
@@ -143,8 +184,8 @@ def delete_backups(
                 "shortens the window",
                 hint="add --force to delete it anyway",
             )
-    removed = Removed()
-    for name in names:
+    removed = Removed(dependents=extra)
+    for name in ordered:
         for key in data_keys(stanza, name):
             repo.delete(key)
         repo.delete(manifest_key(stanza, name))  # last: a half-deleted backup stays listed
@@ -193,4 +234,7 @@ def expired(repo: Repository, stanza: str, now: datetime) -> list[str]:
     past = [b for b in completed if b.expiration is not None and b.expiration <= now]
     if len(past) == len(completed) and past:
         past = past[:-1]  # the newest completed backup stays, expired or not
+    # a lineage expires only as a whole: a backup stays while one depending on it stays
+    going = {b.name for b in past}
+    past = [b for b in past if set(catalog.dependents(backups, b.name)) <= going]
     return due + [b.name for b in past]

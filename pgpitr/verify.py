@@ -1,4 +1,6 @@
-"""Verifying a backup: read it and the WAL it needs back in full, then pg_verifybackup."""
+"""Verifying a backup: read it and the WAL it needs back in full, then pg_verifybackup; an
+incremental with every link of its lineage (pg_verifybackup checks an incremental's own files
+against its own backup_manifest, INCREMENTAL.* members included)."""
 
 from __future__ import annotations
 
@@ -11,15 +13,17 @@ from pathlib import Path
 from pgpitr import catalog, clusters, wal
 from pgpitr import state as st
 from pgpitr.errors import ChecksumMismatch, InvalidInput
-from pgpitr.manifest import copy_data
+from pgpitr.manifest import BackupManifest, copy_data
 from pgpitr.postgres.cluster import Cluster
 from pgpitr.postgres.command import check, popen, run
+from pgpitr.repository import Repository
 
 log = logging.getLogger(__name__)
 
 
 def verify_backup(cluster: str, name: str) -> str:
-    """Every byte of backup NAME against its checksum, pg_verifybackup on the result; a report."""
+    """Every byte of backup NAME against its checksum, pg_verifybackup on the result; a report.
+    An incremental is verified with its whole lineage: each link the same way, full first."""
     c = Cluster.get(cluster)
     repo = clusters.repository(c)
     stanza = c.state.stanza
@@ -28,6 +32,25 @@ def verify_backup(cluster: str, name: str) -> str:
         raise InvalidInput(
             f"backup {name!r} is {b.status}; only a Completed backup can be verified"
         )
+    backups = catalog.list_backups(repo, stanza)
+    broken = catalog.unusable(backups, catalog.present_data(repo, stanza))
+    if name in broken:
+        raise ChecksumMismatch(
+            f"backup {name!r} cannot be restored: {broken[name]}",
+            hint="take a new full backup; `pgpitr cluster describe` shows what is usable",
+        )
+    reports = [_verify_one(c, repo, stanza, link) for link in catalog.lineage(backups, name)]
+    report = (
+        reports[0]
+        if len(reports) == 1
+        else (f"backup {name} and its lineage are intact: " + "; ".join(reports))
+    )
+    log.info(report)
+    return report
+
+
+def _verify_one(c: Cluster, repo: Repository, stanza: str, b: BackupManifest) -> str:
+    name = b.name
     work = Path(tempfile.mkdtemp(prefix=f"pgpitr-verify-{name}-", dir=_tmp_dir()))
     try:
         data, waldir = work / "data", work / "wal"
@@ -66,12 +89,10 @@ def verify_backup(cluster: str, name: str) -> str:
                 f"backup {name!r} failed pg_verifybackup:\n    "
                 + "\n    ".join(result.stderr.strip().splitlines()[-5:])
             )
-        report = (
+        return (
             f"backup {name} is intact: {b.stored_size} bytes match their checksum, "
             f"pg_verifybackup passed, {fetched} WAL segment(s) verified"
         )
-        log.info(report)
-        return report
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -101,7 +101,9 @@ def describe(cluster: Cluster) -> dict[str, Any]:
         "policy": policy.name,
         "auto_backup": policy.datafile_enabled,
         "backup_schedule": policy.cron,
-        "type": "Full + WAL" if policy.logfile_enabled else "Full",
+        "type": "Full"
+        + (" + Incremental" if policy.incremental_enabled else "")
+        + (" + WAL" if policy.logfile_enabled else ""),
         "log_backup": policy.logfile_enabled,
         "backup_ttl": policy.ttl,
         "last_schedule": last.isoformat() if last else None,
@@ -109,6 +111,7 @@ def describe(cluster: Cluster) -> dict[str, Any]:
         "recoverable_time": [(a.isoformat(), b.isoformat()) for a, b in window.periods],
         "ranges": [dataclasses.asdict(r) for r in window.ranges],
         "restore_points": restore_point_rows(repo, cluster.state.stanza, window),
+        "lineages": lineage_rows(window),
         **_drills_and_rpo(cluster, window),
     }
 
@@ -141,6 +144,28 @@ def _drills_and_rpo(cluster: Cluster, window: catalog.Window) -> dict[str, Any]:
         "rpo_max_seconds": limit,
         "rpo_exceeded": lag is not None and lag > limit,
     }
+
+
+def lineage_rows(window: catalog.Window) -> list[dict[str, Any]]:
+    """Each lineage that ends in a completed backup no other backup is taken against: its links,
+    the full backup first, and whether it can be restored (and why not)."""
+    completed = [b for b in window.backups if b.completed]
+    parents = {b.parent for b in window.backups if b.completed and b.parent}
+    rows = []
+    for b in completed:
+        if b.name in parents:
+            continue
+        links = catalog.lineage(window.backups, b.name)
+        missing = [] if links[0].parent is None else [f"{links[0].parent} (missing)"]
+        rows.append(
+            {
+                "end": b.name,
+                "links": missing + [f"{link.name} ({link.type}, {link.status})" for link in links],
+                "restorable": b.name not in window.unusable,
+                "reason": window.unusable.get(b.name),
+            }
+        )
+    return rows
 
 
 def restore_point_rows(

@@ -1,5 +1,5 @@
-"""Tasks of a backup (pgpitr/backup.py composes them): check, stream, confirm the WAL, verify;
-and the backups table artifact."""
+"""Tasks of a backup (pgpitr/backup.py composes them): check, choose an incremental's parent,
+stream, confirm the WAL, verify; and the backups table artifact."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pgpitr.postgres.cluster import Cluster
 from tasks._common import ONCE, RETRYING, cluster_artifact_key, step_task
 
 check_cluster = step_task(bk.check_cluster, "check-cluster", **RETRYING)
+choose_parent = step_task(bk.choose_parent, "choose-parent", **RETRYING)
 stream_base_backup = step_task(
     bk.stream, "stream-base-backup", progress=("backup-progress", "cluster"), **RETRYING
 )

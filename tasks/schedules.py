@@ -8,6 +8,8 @@ parameter; ``FLOW/pgpitr-HOST``, tasks/naming.py).  Each cluster has one schedul
 
 - backup: the policy's ``schedule.datafile.cronExpression`` in its timezone, active while
   ``schedule.datafile.enable`` is true, and retention applied right after each scheduled backup;
+  and a second one, slug ``HOST/NAME/incremental``, for ``schedule.incremental.cronExpression``
+  (incremental backups, PostgreSQL 17+), active while ``schedule.incremental.enable`` is true;
 - apply-retention: every hour (a backup that expires between two backups still goes);
 - refresh-recoverable-window: every ten minutes, which also checks that WAL archiving keeps up;
 - drill: the policy's ``schedule.drill.cronExpression`` (daily by default) in its timezone,
@@ -48,10 +50,13 @@ class ClusterSchedule:
     active: bool
     parameters: dict[str, Any] = field(default_factory=dict)
     host: str = field(default_factory=this_host)
+    #: a second schedule of the same flow and cluster ("incremental"): its slug's last part
+    variant: str = ""
 
     @property
     def slug(self) -> str:
-        return schedule_slug(self.cluster, self.host)
+        base = schedule_slug(self.cluster, self.host)
+        return f"{base}/{self.variant}" if self.variant else base
 
     @property
     def deployment(self) -> str:
@@ -72,6 +77,16 @@ def for_policy(policy: pol.BackupPolicy, host: str | None = None) -> list[Cluste
             policy.datafile_enabled,
             {"cluster": name, "apply_retention_after": True},
             host,
+        ),
+        ClusterSchedule(
+            "backup",
+            name,
+            policy.incremental_cron,
+            policy.timezone,
+            policy.incremental_enabled,
+            {"cluster": name, "apply_retention_after": True, "backup_type": "incremental"},
+            host,
+            variant="incremental",
         ),
         ClusterSchedule(
             "apply-retention", name, RETENTION_CRON, "UTC", True, {"cluster": name}, host
@@ -165,8 +180,10 @@ def remove(cluster: str, client: Any = None, host: str | None = None) -> list[st
                 deployment = api.read_deployment_by_name(target)
             except ObjectNotFound:
                 continue
+            mine = schedule_slug(cluster, host)
             for schedule in deployment.schedules:
-                if schedule.slug == schedule_slug(cluster, host):
+                # a cluster name has no '/': HOST/NAME/... is this cluster's and no other's
+                if schedule.slug == mine or (schedule.slug or "").startswith(f"{mine}/"):
                     api.delete_deployment_schedule(deployment.id, schedule.id)
                     done.append(f"{target}: schedule of {cluster} removed")
     return done

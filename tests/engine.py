@@ -14,8 +14,16 @@ from pgpitr.steps import Steps
 from pgpitr.targets import RestoreTarget
 
 
-def backup(cluster: Cluster | str, name: str | None = None) -> BackupManifest:
-    return bk.run(Steps(), cluster if isinstance(cluster, str) else cluster.name, name)
+def backup(
+    cluster: Cluster | str,
+    name: str | None = None,
+    *,
+    incremental: bool = False,
+    parent: str | None = None,
+) -> BackupManifest:
+    kind = bk.BackupType.INCREMENTAL if incremental else bk.BackupType.FULL
+    name_of = cluster if isinstance(cluster, str) else cluster.name
+    return bk.run(Steps(), name_of, name, backup_type=kind, parent=parent)
 
 
 def restore(

@@ -47,9 +47,9 @@ def test_an_old_manifest_reads_with_the_defaults_of_its_time() -> None:
 
 
 def test_a_manifest_round_trips_and_keeps_keys_it_does_not_know() -> None:
-    later = {**OLD, "compression": "zstd:9", "parent": "backup-x", "chain": ["a", "b"]}
+    later = {**OLD, "compression": "zstd:9", "lineage_note": "x", "chain": ["a", "b"]}
     m = BackupManifest.from_dict(later)
-    assert m.extra == {"parent": "backup-x", "chain": ["a", "b"]}
+    assert m.extra == {"lineage_note": "x", "chain": ["a", "b"]}
     assert m.data_compression == "zstd"
     assert m.to_dict() == {**later, "type": "Full"}  # the old default, written out now
     assert BackupManifest.from_dict(m.to_dict()) == m
@@ -72,7 +72,25 @@ def test_backup_row_is_what_list_backup_shows() -> None:
 def test_data_keys_name_both_layouts() -> None:
     assert data_key("s", "b") == "s/backups/b/base.tar.zst"
     assert data_key("s", "b", "none") == "s/backups/b/base.tar"
-    assert data_keys("s", "b") == ["s/backups/b/base.tar.zst", "s/backups/b/base.tar"]
+    assert data_keys("s", "b") == [
+        "s/backups/b/base.tar.zst",
+        "s/backups/b/base.tar",
+        "s/backups/b/backup_manifest",
+    ]
+
+
+def test_an_old_manifest_is_full_with_no_parent_and_an_incremental_names_its_parent() -> None:
+    old = BackupManifest.from_dict(OLD)
+    assert (old.type, old.parent, old.incremental, old.backup_manifest_sha256) == (
+        "Full",
+        None,
+        False,
+        None,
+    )
+    inc = old.replace(name="b2", type="Incremental", parent=old.name)
+    again = BackupManifest.from_dict(inc.to_dict())
+    assert again == inc and again.incremental and again.extra == {}
+    assert backup_row(again)["parent"] == old.name and backup_row(again)["type"] == "Incremental"
 
 
 def test_copy_data_checks_the_stored_bytes(tmp_path: Path) -> None:

@@ -247,6 +247,7 @@ def test_to_yaml_shape() -> None:
                     "timezone": "UTC",
                     "compression": "zstd:3",
                 },
+                "incremental": {"enable": False, "cronExpression": "0 18 * * 1-6"},
                 "logfile": {"enable": True},
                 "drill": {"enable": True, "cronExpression": "0 3 * * *"},
             },
@@ -267,7 +268,9 @@ def test_from_yaml_edits_and_ignores_metadata() -> None:
         .replace("name: my-pg-postgresql-backup-policy", "name: renamed")
     )
     edited = from_yaml(text, BASE)
-    assert edited == dataclasses.replace(BASE, ttl="30d", logfile_enabled=True)
+    assert edited == dataclasses.replace(
+        BASE, ttl="30d", logfile_enabled=True, incremental_enabled=True
+    )
 
 
 def test_from_yaml_keeps_what_is_left_out() -> None:
@@ -320,6 +323,8 @@ policies = st.builds(
     cron=st.sampled_from(CRONS),
     timezone=st.sampled_from(ZONES),
     logfile_enabled=st.booleans(),
+    incremental_enabled=st.booleans(),
+    incremental_cron=st.sampled_from(CRONS),
     ttl=st.integers(1, 3650 * 86400).map(lambda s: format_ttl(timedelta(seconds=s))),
     repository=st.sampled_from(["", "s3://demo/pg", "file:///srv/pgpitr%20repo", "s3://b"]),
     compression=st.sampled_from(["none", "zstd:1", "zstd:3", "zstd:19"]),
@@ -363,6 +368,8 @@ def test_to_dict_fields() -> None:
         "ttl": "7d",
         "repository": "",
         "compression": "zstd:3",
+        "incremental_enabled": False,
+        "incremental_cron": "0 18 * * 1-6",
         "drill_enabled": True,
         "drill_cron": "0 3 * * *",
         "heartbeat_enabled": True,
@@ -466,3 +473,15 @@ def test_created_defaults_drill_daily_with_heartbeat_and_a_5m_rpo() -> None:
     assert from_dict(stored) == BASE
     with pytest.raises(InvalidInput, match="heartbeat_enabled is 'yes': expected a boolean"):
         from_dict({**to_dict(BASE), "heartbeat_enabled": "yes"})
+
+
+def test_incremental_schedule_keys_are_validated_like_the_others() -> None:
+    daily = apply_settings(
+        BASE,
+        ["schedule.incremental.enable=true,schedule.incremental.cronExpression=0 1 * * 1-6"],
+    )
+    assert (daily.incremental_enabled, daily.incremental_cron) == (True, "0 1 * * 1-6")
+    assert (BASE.incremental_enabled, daily.cron) == (False, BASE.cron)  # the full's stays
+    message = refusal(apply_settings, BASE, ["schedule.incremental.cronExpression=daily"])
+    assert "schedule.incremental.cronExpression" in message and "5-field" in message
+    assert from_yaml(to_yaml(daily), BASE) == daily

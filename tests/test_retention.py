@@ -82,3 +82,65 @@ def test_a_running_backup_whose_start_is_unknown_keeps_all_wal(repo) -> None:
     repo.put_document(f"s/wal/{name[:16]}/{name}-{0:064x}.zst", b"seg")
     _backup(repo, "starting", 0, status="InProgress", pid=os.getpid(), host=socket.gethostname())
     assert retention.prune_wal(repo, "s") == 0
+
+
+# -- lineages: a backup goes only with the backups that depend on it ----------------------------
+
+
+def _lineage(repo) -> None:
+    """full-a <- inc-a1 <- inc-a2, then full-b <- inc-b1 (all expired but inc-b1)."""
+    lsn = "0/2000028"
+    _backup(repo, "full-a", 0, start_lsn=lsn, expiration=T0)
+    _backup(repo, "inc-a1", 1, start_lsn=lsn, type="Incremental", parent="full-a", expiration=T0)
+    _backup(repo, "inc-a2", 2, start_lsn=lsn, type="Incremental", parent="inc-a1", expiration=T0)
+    _backup(repo, "full-b", 3, start_lsn=lsn, expiration=T0)
+    _backup(repo, "inc-b1", 4, start_lsn=lsn, type="Incremental", parent="full-b")
+
+
+def test_dependents_are_every_backup_whose_lineage_runs_through_one_newest_first(repo) -> None:
+    _lineage(repo)
+    backups = catalog.list_backups(repo, "s")
+    assert catalog.dependents(backups, "full-a") == ["inc-a2", "inc-a1"]
+    assert catalog.dependents(backups, "inc-a1") == ["inc-a2"]
+    assert catalog.dependents(backups, "inc-a2") == []
+    assert [b.name for b in catalog.lineage(backups, "inc-a2")] == ["full-a", "inc-a1", "inc-a2"]
+
+
+def test_ttl_expires_a_lineage_only_as_a_whole(repo) -> None:
+    _lineage(repo)
+    now = T0 + timedelta(days=1)
+    # full-b expired, but inc-b1 (not expired) needs it; full-a's lineage goes whole
+    assert retention.expired(repo, "s", now) == ["full-a", "inc-a1", "inc-a2"]
+    # an expired incremental with a live dependent stays too
+    _backup(repo, "inc-a3", 5, start_lsn="0/2000028", type="Incremental", parent="inc-a2")
+    assert retention.expired(repo, "s", now) == []
+
+
+def test_a_parent_is_deleted_only_with_its_dependents_and_force_says_which(repo) -> None:
+    _lineage(repo)
+    with pytest.raises(PitrError, match=r"inc-a2 \(on full-a\), inc-a1 \(on full-a\)") as refused:
+        retention.delete_backups(repo, "s", ["full-a"])
+    assert "--force" in (refused.value.hint or "")
+    assert {b.name for b in catalog.list_backups(repo, "s")} >= {"full-a", "inc-a1", "inc-a2"}
+    # named together, they go without --force (nothing is left depending on a deleted one)
+    removed = retention.delete_backups(repo, "s", ["inc-a1", "inc-a2"])
+    assert removed.backups == ["inc-a2", "inc-a1"] and removed.dependents == {}
+    removed = retention.delete_backups(repo, "s", ["full-b"], force=True)
+    assert removed.backups == ["inc-b1", "full-b"]  # the dependent first: never an orphan
+    assert removed.dependents == {"inc-b1": "full-b"}
+    assert "inc-b1 because it depended on full-b" in removed.describe()
+
+
+def test_a_broken_link_makes_every_dependent_unusable_and_says_why(repo) -> None:
+    _lineage(repo)
+    _backup(repo, "failed", 5, status="Failed")
+    _backup(repo, "orphan", 6, type="Incremental", parent="gone")
+    _backup(repo, "on-failed", 7, type="Incremental", parent="failed")
+    repo.delete(data_key("s", "inc-a1"))
+    broken = catalog.unusable(catalog.list_backups(repo, "s"), catalog.present_data(repo, "s"))
+    assert broken == {
+        "inc-a1": "its data is missing from the repository",
+        "inc-a2": "its parent inc-a1 has no data in the repository",
+        "orphan": "its parent gone is missing",
+        "on-failed": "its parent failed is Failed",
+    }

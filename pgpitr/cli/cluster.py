@@ -156,11 +156,40 @@ def backup(
     backup_name: Annotated[
         str | None, typer.Option(help="default backup-default-NAME-TIME")
     ] = None,
+    type_: Annotated[
+        str,
+        typer.Option(
+            "--type",
+            help="full, or incremental (PostgreSQL 17+: the blocks changed since a parent)",
+        ),
+    ] = "full",
+    parent: Annotated[
+        str | None,
+        typer.Option(help="an incremental's parent (default: the newest usable backup)"),
+    ] = None,
     wait: Wait = None,
 ) -> None:
-    """Take a full backup now."""
-    Cluster.get(name)  # an unknown name fails at once, not as a failed flow run
-    parameters = {"cluster": name, "backup_name": backup_name}
+    """Take a backup now: full by default, or incremental."""
+    from pgpitr import backup as bk
+
+    # an unknown name, type or parent, or a server too old, fails here, not as a failed run
+    cluster = Cluster.get(name)
+    kind = bk.BackupType.parse(type_)
+    if backup_name:
+        bk.validate_name(backup_name)
+    if kind is bk.BackupType.INCREMENTAL:
+        bk.require_incremental_support(cluster)
+        if parent:
+            bk.validate_name(parent)
+            catalog.get_backup(clusters.repository(cluster), cluster.state.stanza, parent)
+    elif parent:
+        raise InvalidInput("--parent is for incremental backups: add --type incremental")
+    parameters = {
+        "cluster": name,
+        "backup_name": backup_name,
+        "backup_type": kind.value,
+        "parent": parent,
+    }
     flowio.backed_up(runner.run("backup", wait, progress="backup", **parameters))
 
 
@@ -170,8 +199,11 @@ def _backup_rows(cluster_names: list[str]) -> list[dict]:
     rows = []
     for name in cluster_names:
         cluster = Cluster.get(name)
-        for b in catalog.list_backups(clusters.repository(cluster), cluster.state.stanza):
-            rows.append(backup_row(b))
+        repo = clusters.repository(cluster)
+        backups = catalog.list_backups(repo, cluster.state.stanza)
+        broken = catalog.unusable(backups, catalog.present_data(repo, cluster.state.stanza))
+        for b in backups:
+            rows.append({**backup_row(b), "unusable": broken.get(b.name)})
     return rows
 
 
@@ -179,7 +211,8 @@ def _backup_rows(cluster_names: list[str]) -> list[dict]:
 def list_backup(
     name: Annotated[str | None, typer.Argument()] = None, output: Output = "table"
 ) -> None:
-    """List backups (of one cluster, or of all)."""
+    """List backups (of one cluster, or of all): TYPE Full or Incremental, an incremental's
+    PARENT, and why a backup cannot be restored when its lineage is broken."""
     _check_output(output)
     names = [name] if name else [c.name for c in Cluster.all()]
     rows = _backup_rows(names)
@@ -195,6 +228,7 @@ def list_backup(
             "NAME",
             "CLUSTER",
             "TYPE",
+            "PARENT",
             "STATUS",
             "TOTAL-SIZE",
             "DURATION",
@@ -206,7 +240,8 @@ def list_backup(
                 r["name"],
                 r["cluster"],
                 r["type"],
-                r["status"],
+                r["parent"] or "",
+                f"{r['status']} (unusable: {r['unusable']})" if r["unusable"] else r["status"],
                 progress.size(r["total_size"]),
                 timeparse.format_duration(r["duration_seconds"]) if r["duration_seconds"] else "",
                 when(r["create_time"]),
@@ -267,8 +302,27 @@ def describe(name: str, output: Output = "table") -> None:
     )
     for line in runner.health_lines(info):
         console.out.print(line)
+    _lineages_block(info.get("lineages", []))
     _restore_points_block(info.get("restore_points", []))
     _print_drills_and_rpo(info)
+
+
+def _lineages_block(lineages: list[dict]) -> None:
+    """Each backup lineage (a full backup and the incrementals taken on it), oldest link first."""
+    if not lineages:
+        return
+    console.out.print("\nBackup Lineages:")
+    console.table(
+        ["END", "LINKS", "RESTORABLE"],
+        [
+            [
+                row["end"],
+                " <- ".join(row["links"]),
+                "yes" if row["restorable"] else f"no: {row['reason']}",
+            ]
+            for row in lineages
+        ],
+    )
 
 
 def _restore_points_block(points: list[dict]) -> None:

@@ -103,6 +103,8 @@ def deleted_backups(cluster: str, result: Any) -> None:
             f"{cluster}: removed {names} and {result['wal_files']} WAL file(s) "
             f"({len(result['removed'])} backup(s))"
         )
+        for dependent, base in result.get("dependents", {}).items():
+            console.info(f"{cluster}: also removed {dependent}: it depended on {base}")
 
 
 def granted(role: str, username: str, result: Any) -> None:

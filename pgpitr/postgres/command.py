@@ -160,6 +160,7 @@ def basebackup_command(
     workers: int = 2,
     superuser: str = "postgres",
     major: int = 15,
+    incremental_from: Path | None = None,
 ) -> list[str]:
     """pg_basebackup streaming one tar (with backup_manifest) to stdout, zstd-compressed unless
     ``compress_level`` is 0.  Before PostgreSQL 15, pg_basebackup cannot compress with zstd (nor
@@ -167,6 +168,8 @@ def basebackup_command(
 
     WAL: with log backup on, the archive holds the WAL and the server waits until the last segment
     is archived (``-X none``); with it off, the WAL is fetched into the tar (``-X fetch``).
+    ``incremental_from`` (PostgreSQL 17+) is the parent's backup_manifest: the tar then holds
+    only the blocks changed since the parent, from the server's WAL summaries.
     """
     compress = f"client-zstd:level={compress_level}" if compress_level else "none"
     if compress_level and workers > 1:
@@ -196,8 +199,32 @@ def basebackup_command(
         "CRC32C",
         "--label",
         label,
+        *([f"--incremental={incremental_from}"] if incremental_from else []),
         "--verbose",
         "--progress",
+    ]
+
+
+#: How pg_combinebackup puts unchanged files into the output: hard links (18+; the inputs are
+#: temporary and removed afterwards, so sharing their inodes is safe), reflinks, the kernel's
+#: copy_file_range, or reads and writes (``osutil.copy_mode`` probes what the file system takes).
+COMBINE_MODES = ("link", "clone", "copy-file-range", "copy")
+
+
+def combinebackup_command(
+    bindir: Path, inputs: Sequence[Path], output: Path, mode: str = "copy"
+) -> list[str]:
+    """pg_combinebackup of a lineage (the full backup first) into ``output``."""
+    if mode not in COMBINE_MODES:
+        raise ValueError(f"unknown copy mode {mode!r}: expected one of {COMBINE_MODES}")
+    how = [] if mode == "copy" else [f"--{mode}"]
+    return [
+        str(bindir / "pg_combinebackup"),
+        *how,
+        "--no-sync",  # the restored server syncs its data directory when it starts
+        "--output",
+        str(output),
+        *[str(p) for p in inputs],
     ]
 
 

@@ -60,8 +60,10 @@ def test_same_named_clusters_on_two_hosts_stay_independent(homes):
     a, b = homes["host-a"], homes["host-b"]
     for env in (a, b):
         cli("cluster", "create", "my-pg", "--port", str(free_port()), env=env)
-    assert list(schedules_of("host-a")) == ["host-a/my-pg"]
-    assert list(schedules_of("host-b")) == ["host-b/my-pg"]
+    # the full backups' schedule, and the incrementals' (paused until the policy enables it)
+    assert sorted(schedules_of("host-a")) == ["host-a/my-pg", "host-a/my-pg/incremental"]
+    assert sorted(schedules_of("host-b")) == ["host-b/my-pg", "host-b/my-pg/incremental"]
+    assert not schedules_of("host-a")["host-a/my-pg/incremental"].active
 
     policy = "my-pg-postgresql-backup-policy"
     cli(
@@ -89,8 +91,8 @@ def test_same_named_clusters_on_two_hosts_stay_independent(homes):
     assert names == {"edit-backup-policy-host-a/my-pg", "create-cluster-host-b/my-pg"}
 
     cli("cluster", "delete", "my-pg", env=a)
-    assert "host-a/my-pg" not in schedules_of("host-a")
-    assert list(schedules_of("host-b")) == ["host-b/my-pg"]
+    assert not schedules_of("host-a")  # the incrementals' schedule goes too
+    assert sorted(schedules_of("host-b")) == ["host-b/my-pg", "host-b/my-pg/incremental"]
     assert os.path.exists(Path(b["PGPITR_HOME"]) / "clusters" / "my-pg" / "cluster.json")
     state = json.loads((Path(b["PGPITR_HOME"]) / "clusters" / "my-pg" / "cluster.json").read_text())
     assert state["host"] == "host-b"

@@ -1,0 +1,326 @@
+"""Incremental backups (PostgreSQL 17+, issue 14) on real servers of the 17 and 18 test wheels
+(tests/pgwheels.py): a lineage full -> incremental -> incremental restores the exact rows of a
+point after each link; a parent goes only with its dependents; a lost or damaged link makes its
+dependents unrestorable and the window shrinks to what is left; a killed incremental is Failed
+and never a parent; WAL summaries that do not cover the parent are refused with the way out;
+PostgreSQL 15 refuses --type incremental before anything is written."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from pgpitr import catalog, clusters, verify
+from pgpitr import restore as rs
+from pgpitr.errors import ChecksumMismatch, InvalidInput, PitrError, RecoveryTargetError
+from pgpitr.manifest import backup_manifest_key, data_key, manifest_key
+from pgpitr.postgres.cluster import Cluster
+from tests import engine, pgwheels
+from tests.conftest import cli, shared_home
+from tests.pg import archive_now, commit_now, sql
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bindir(major: int) -> Path:
+    if major == 15:
+        path = Path("/usr/lib/postgresql/15/bin")
+        if not (path / "postgres").exists():
+            pytest.skip("PostgreSQL 15 is not installed (apt-get install postgresql-15)")
+        return path
+    found = pgwheels.bindir(major)
+    if found is None:
+        pytest.skip(f"the PostgreSQL {major} test wheel ({pgwheels.WHEELS[major]}) is missing")
+    return found
+
+
+def _source(name: str, major: int = 17) -> Cluster:
+    cluster = clusters.create(name, bindir=_bindir(major))
+    clusters.set_log_backup(cluster, True)
+    sql(name, "CREATE TABLE msg (id int PRIMARY KEY)")
+    # ballast, so that an incremental is visibly smaller than a full backup
+    sql(
+        name,
+        "CREATE TABLE ballast AS SELECT g AS id, repeat('x', 200) AS pad "
+        "FROM generate_series(1, 20000) g",
+    )
+    return cluster
+
+
+def _rows(cluster: str) -> list[int]:
+    return [r[0] for r in sql(cluster, "SELECT id FROM msg ORDER BY id")]
+
+
+@dataclass(frozen=True)
+class Lineage:
+    major: int
+    full: str
+    inc1: str
+    inc2: str
+    #: a time after each link (and before the next one), with the rows committed by then
+    points: list[tuple[datetime, list[int], str]]
+
+
+@pytest.fixture(scope="module", params=[17, 18])
+def lineage(request: pytest.FixtureRequest) -> Iterator[Lineage]:
+    major = request.param
+    with shared_home():
+        name = f"inc{major}"
+        _source(name, major)
+        full = engine.backup(name)
+        after_full = commit_now(name, "INSERT INTO msg VALUES (1)")
+        time.sleep(0.05)
+        sql(name, "UPDATE ballast SET pad = repeat('y', 200) WHERE id %% 10 = 0")
+        inc1 = engine.backup(name, incremental=True)
+        after_inc1 = commit_now(name, "INSERT INTO msg VALUES (2)")
+        time.sleep(0.05)
+        inc2 = engine.backup(name, incremental=True)
+        after_inc2 = commit_now(name, "INSERT INTO msg VALUES (3)")
+        time.sleep(0.05)
+        commit_now(name, "INSERT INTO msg VALUES (4)")  # after every target: never restored
+        archive_now(name)
+        yield Lineage(
+            major,
+            full.name,
+            inc1.name,
+            inc2.name,
+            [
+                (after_full, [1], full.name),
+                (after_inc1, [1, 2], inc1.name),
+                (after_inc2, [1, 2, 3], inc2.name),
+            ],
+        )
+
+
+def test_each_incremental_names_its_parent_and_is_smaller_than_the_full(lineage: Lineage) -> None:
+    name = f"inc{lineage.major}"
+    repo = clusters.repository(Cluster.get(name))
+    full, inc1, inc2 = (
+        catalog.get_backup(repo, name, b) for b in (lineage.full, lineage.inc1, lineage.inc2)
+    )
+    assert (full.type, full.parent) == ("Full", None)
+    assert (inc1.type, inc1.parent) == ("Incremental", full.name)
+    assert (inc2.type, inc2.parent) == ("Incremental", inc1.name)
+    assert inc1.stored_size < full.stored_size and inc2.stored_size < full.stored_size
+    for b in (full, inc1, inc2):  # each can be the next one's parent
+        assert b.backup_manifest_sha256 and repo.exists(backup_manifest_key(name, b.name))
+    assert [b.name for b in catalog.lineage(catalog.list_backups(repo, name), inc2.name)] == [
+        full.name,
+        inc1.name,
+        inc2.name,
+    ]
+
+
+def test_a_restore_after_each_link_has_exactly_the_rows_of_its_time(lineage: Lineage) -> None:
+    name = f"inc{lineage.major}"
+    for i, (when, expected, backup) in enumerate(lineage.points):
+        new = f"{name}-at{i}"
+        result = engine.restore(new, name, when)
+        assert result.backup == backup  # the newest link before the target: less WAL to replay
+        assert _rows(new) == expected
+        Cluster.get(new).stop(mode="immediate")
+
+
+def test_verify_backup_of_an_incremental_checks_every_link(lineage: Lineage) -> None:
+    report = verify.verify_backup(f"inc{lineage.major}", lineage.inc2)
+    for link in (lineage.full, lineage.inc1, lineage.inc2):
+        assert f"backup {link} is intact" in report
+
+
+def test_the_manifest_tap_passes_a_tar_through_and_keeps_backup_manifest() -> None:
+    import io
+    import os
+    import random
+    import tarfile
+
+    from pgpitr.backup import ManifestTap
+
+    raw = io.BytesIO()
+    manifest = json.dumps({"PostgreSQL-Backup-Manifest-Version": 2, "Files": []}).encode() * 40
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in [
+            ("PG_VERSION", b"17\n"),
+            ("base/1/1259", os.urandom(70000)),
+            ("pg_wal/", b""),
+            ("backup_manifest", manifest),
+        ]:
+            info = tarfile.TarInfo(name.rstrip("/"))
+            info.type = tarfile.DIRTYPE if name.endswith("/") else tarfile.REGTYPE
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    stream = raw.getvalue()
+
+    class Chunks(io.RawIOBase):  # a pipe hands out odd-sized pieces
+        def __init__(self) -> None:
+            self.at = 0
+
+        def read(self, size: int = -1) -> bytes:
+            piece = stream[self.at : self.at + random.randint(1, 1500)]
+            self.at += len(piece)
+            return piece
+
+    tap = ManifestTap(Chunks())  # type: ignore[arg-type]
+    passed = b"".join(iter(lambda: tap.read(4096), b""))
+    assert passed == stream and bytes(tap.manifest) == manifest
+
+
+# -- what breaks a lineage -------------------------------------------------------------------
+
+
+def test_a_lost_or_damaged_link_makes_its_dependents_unrestorable(home: Path) -> None:
+    _source("lost")
+    a = engine.backup("lost")
+    a1 = engine.backup("lost", incremental=True)
+    sql("lost", "INSERT INTO msg VALUES (1)")
+    b = engine.backup("lost")
+    b1 = engine.backup("lost", incremental=True)
+    assert b1.parent == b.name
+    after_b1 = commit_now("lost", "INSERT INTO msg VALUES (2)")
+    time.sleep(0.05)
+    commit_now("lost", "INSERT INTO msg VALUES (3)")
+    archive_now("lost")
+    c = Cluster.get("lost")
+    repo = clusters.repository(c)
+    before = catalog.recoverable_window(repo, "lost", c.bindir)
+    assert before.start_backup == a.name and before.unusable == {}
+
+    repo.delete(data_key("lost", a.name, a.data_compression))  # the oldest full is lost
+    window = catalog.recoverable_window(repo, "lost", c.bindir)
+    assert window.unusable == {
+        a.name: "its data is missing from the repository",
+        a1.name: f"its parent {a.name} has no data in the repository",
+    }
+    assert window.start_backup == b.name  # the window shrinks to what is left
+    assert window.periods[0][0] == b.stop_time
+    with pytest.raises(RecoveryTargetError, match="outside the recoverable window"):
+        engine.restore("lost-early", "lost", a1.stop_time)
+    with pytest.raises(RecoveryTargetError, match=f"its parent {a.name} has no data"):
+        engine.restore("lost-named", "lost", None, backup_name=a1.name)
+    listed = {
+        r["name"]: r for r in json.loads(cli("cluster", "list-backup", "lost", "-o", "json").stdout)
+    }
+    assert listed[a1.name]["unusable"] == f"its parent {a.name} has no data in the repository"
+    described = json.loads(cli("cluster", "describe", "lost", "-o", "json").stdout)
+    ends = {row["end"]: row for row in described["lineages"]}
+    assert not ends[a1.name]["restorable"] and ends[b1.name]["restorable"]
+
+    # a damaged link: the restore that needs it stops, names it, and leaves nothing
+    key = data_key("lost", b.name, b.data_compression)
+    path = Path(repo.url.removeprefix("file://")) / key
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ChecksumMismatch, match=b.name):
+        engine.restore("lost-damaged", "lost", after_b1)
+    assert not (home / "clusters" / "lost-damaged").exists()
+    assert not list((home / "clusters").glob(f"*/{rs.LINK_DIR_PREFIX}*"))
+    with pytest.raises(ChecksumMismatch):
+        verify.verify_backup("lost", b1.name)
+
+
+def test_a_killed_incremental_is_failed_and_never_a_parent(home: Path) -> None:
+    c = _source("killed-inc")
+    full = engine.backup("killed-inc")
+    # the server cannot finish a backup while its last segment is not archived: hold archiving
+    block = home / "hold-archiving"
+    block.touch()
+    command = sql("killed-inc", "SHOW archive_command")[0][0]
+    c.alter_system({"archive_command": f"test ! -e {block} && {{ {command}; }}"})
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from tests import engine; engine.backup('killed-inc', 'doomed', incremental=True)",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    repo = clusters.repository(c)
+    deadline = time.monotonic() + 60
+    while not repo.exists(manifest_key("killed-inc", "doomed")):
+        assert time.monotonic() < deadline and child.poll() is None
+        time.sleep(0.02)
+    time.sleep(0.5)
+    child.kill()
+    child.wait()
+    block.unlink()
+    c.alter_system({"archive_command": None})
+    sql("killed-inc", "INSERT INTO msg VALUES (1)")
+    archive_now("killed-inc")
+    doomed = catalog.get_backup(repo, "killed-inc", "doomed")
+    assert (doomed.status, doomed.type, doomed.parent) == ("Failed", "Incremental", full.name)
+    again = engine.backup("killed-inc", incremental=True)
+    assert again.parent == full.name  # never the failed one
+    with pytest.raises(InvalidInput, match="'doomed' cannot be a parent: it is Failed"):
+        engine.backup("killed-inc", "refused", incremental=True, parent="doomed")
+    assert not repo.exists(manifest_key("killed-inc", "refused"))
+
+
+def test_summaries_that_do_not_cover_the_parent_are_refused_with_the_way_out(home: Path) -> None:
+    c = _source("unsummarised")
+    c.alter_system({"summarize_wal": "off"})
+    full = engine.backup("unsummarised")
+    sql("unsummarised", "INSERT INTO msg VALUES (0)")
+    sql("unsummarised", "CHECKPOINT")  # summaries begin at a redo point after the full's start
+    c.alter_system({"summarize_wal": "on"})
+    sql("unsummarised", "INSERT INTO msg VALUES (1)")
+    with pytest.raises(PitrError, match="do not cover the parent") as refused:
+        engine.backup("unsummarised", "inc", incremental=True)
+    assert "take a full backup" in (refused.value.hint or "")
+    assert catalog.get_backup(clusters.repository(c), "unsummarised", "inc").status == "Failed"
+    fresh = engine.backup("unsummarised")  # the way out: a full backup, then incrementals
+    assert engine.backup("unsummarised", incremental=True).parent == fresh.name != full.name
+
+
+def test_postgresql_15_refuses_an_incremental_before_anything_is_written(home: Path) -> None:
+    c = clusters.create("old15", bindir=_bindir(15))
+    repo = clusters.repository(c)
+    with pytest.raises(InvalidInput) as refused:
+        engine.backup("old15", "nope", incremental=True)
+    assert refused.value.message == (
+        "incremental backups need PostgreSQL 17 or later; old15 runs 15"
+    )
+    assert not repo.exists(manifest_key("old15", "nope"))
+    by_cli = cli("cluster", "backup", "old15", "--type", "incremental", check=False)
+    assert by_cli.returncode == InvalidInput.exit_code
+    assert "incremental backups need PostgreSQL 17 or later; old15 runs 15" in by_cli.stderr
+    assert "Traceback" not in by_cli.stderr
+    assert catalog.list_backups(repo, "old15") == []
+
+
+# -- the command line --------------------------------------------------------------------------
+
+
+def test_the_cli_takes_lists_and_deletes_a_lineage_whole(home: Path) -> None:
+    _source("clinc")
+    full = engine.backup("clinc")
+    cli("cluster", "backup", "clinc", "--type", "incremental", "--backup-name", "clinc-i1")
+    table = cli("cluster", "list-backup", "clinc").stdout
+    assert "PARENT" in table and "Incremental" in table
+    rows = {
+        r["name"]: r
+        for r in json.loads(cli("cluster", "list-backup", "clinc", "-o", "json").stdout)
+    }
+    assert (rows["clinc-i1"]["type"], rows["clinc-i1"]["parent"]) == ("Incremental", full.name)
+    assert (rows[full.name]["type"], rows[full.name]["parent"]) == ("Full", None)
+
+    bad = cli("cluster", "backup", "clinc", "--type", "differential", check=False)
+    assert bad.returncode == InvalidInput.exit_code and "use full or incremental" in bad.stderr
+    refused = cli("cluster", "delete-backup", "clinc", "--name", full.name, check=False)
+    assert refused.returncode != 0 and "clinc-i1" in refused.stderr
+    assert "--force" in refused.stderr
+    assert set(rows) == {
+        r["name"] for r in json.loads(cli("cluster", "list-backup", "clinc", "-o", "json").stdout)
+    }
+    forced = cli("cluster", "delete-backup", "clinc", "--name", full.name, "--force")
+    assert f"also removed clinc-i1: it depended on {full.name}" in forced.stdout + forced.stderr
+    assert json.loads(cli("cluster", "list-backup", "clinc", "-o", "json").stdout) == []
