@@ -41,16 +41,7 @@ START_TIMEOUT = 60.0
 DAEMON = Daemon("agent", "agent", marks=(b"agent", b"run"))
 
 
-def directory() -> Path:
-    return DAEMON.directory()
-
-
-def pidfile() -> Path:
-    return DAEMON.pidfile()
-
-
-def logfile() -> Path:
-    return DAEMON.logfile()
+directory, pidfile, logfile = DAEMON.directory, DAEMON.pidfile, DAEMON.logfile
 
 
 # -- the foreground agent ----------------------------------------------------------------------

@@ -56,16 +56,7 @@ def url(at: int | None = None) -> str:
     return f"http://127.0.0.1:{at or port()}/api"
 
 
-def directory() -> Path:
-    return DAEMON.directory()
-
-
-def pidfile() -> Path:
-    return DAEMON.pidfile()
-
-
-def logfile() -> Path:
-    return DAEMON.logfile()
+directory, pidfile, logfile = DAEMON.directory, DAEMON.pidfile, DAEMON.logfile
 
 
 def database() -> Path:

@@ -434,12 +434,7 @@ def amcheck_command(cluster: Cluster) -> list[str]:
         "--heapallindexed",
         "--install-missing",
         "--no-password",
-        "--host",
-        str(cluster.state.socket_dir),
-        "--port",
-        str(cluster.state.port),
-        "--username",
-        cluster.superuser,
+        *cluster.client_options(),
     ]
 
 

@@ -644,17 +644,7 @@ def connect(
             dbname,
         ]
     else:
-        argv = [
-            psql,
-            "--host",
-            str(cluster.state.socket_dir),
-            "--port",
-            str(cluster.state.port),
-            "--username",
-            cluster.superuser,
-            "--dbname",
-            dbname,
-        ]
+        argv = [psql, *cluster.client_options(), "--dbname", dbname]
     sys.stdout.flush()
     identity = {"user": user.uid, "group": user.gid, "extra_groups": []} if user else {}
     if not sys.stdin.isatty():

@@ -317,6 +317,12 @@ class Cluster:
             "dbname": dbname,
         }
 
+    def client_options(self) -> list[str]:
+        """The same administrator connection as ``conninfo``, as a client program's options
+        (psql, pg_amcheck)."""
+        info = self.conninfo()
+        return ["--host", info["host"], "--port", str(info["port"]), "--username", info["user"]]
+
     @contextmanager
     def connect(self, dbname: str = "postgres", timeout: int = 10) -> Iterator:
         import psycopg
