@@ -48,15 +48,11 @@ MATRIX_TESTS ?= tests/test_walkthrough.py \
 	tests/test_register.py::test_a_server_run_by_hand_under_another_user_is_protected_and_let_go
 
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 	$(MAKE) --no-print-directory test-matrix
 
 test-matrix: install
-	@for major in 17 18; do \
-	  bindir=$$($(PY) -m tests.pgwheels $$major) || exit 1; \
-	  echo "== PostgreSQL $$major ($$bindir)"; \
-	  PGPITR_PG_BINDIR=$$bindir $(PY) -m pytest -q -p no:randomly $(MATRIX_TESTS) || exit 1; \
-	done
+	@bash scripts/test_matrix.sh $(PY) $(MATRIX_TESTS)
 
 lint: install
 	$(VENV)/bin/ruff check pgpitr tasks flows deployments tests bench

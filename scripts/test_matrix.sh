@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The version matrix: the given tests on PostgreSQL 17 and 18 (the test wheels, tests/pgwheels.py),
+# both at once (each spends most of its time waiting on PostgreSQL and Prefect, not on a core);
+# each version's output is printed whole when it ends, so the two never interleave.
+set -uo pipefail
+py=$1; shift
+logs=$(mktemp -d)
+trap 'rm -rf "$logs"' EXIT
+for major in 17 18; do
+  bindir=$("$py" -m tests.pgwheels "$major") || exit 1
+  ( PGPITR_PG_BINDIR=$bindir "$py" -m pytest -q -p no:randomly "$@" >"$logs/$major" 2>&1
+    echo $? >"$logs/$major.rc"; echo "== PostgreSQL $major ($bindir)"; cat "$logs/$major" ) &
+done
+wait
+status=0
+for major in 17 18; do
+  rc=$(cat "$logs/$major.rc")
+  [ "$rc" = 0 ] || { echo "PostgreSQL $major: the matrix tests failed (exit $rc)"; status=1; }
+done
+exit $status
