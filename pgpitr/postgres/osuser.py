@@ -39,19 +39,14 @@ def server_user(create: bool = True) -> OsUser:
     if not create:
         raise PitrError(f"the OS user {name} does not exist")
     useradd = shutil.which("useradd") or "/usr/sbin/useradd"
-    run(
-        [
-            useradd,
-            "--system",
-            "--user-group",
-            "--home-dir",
-            "/nonexistent",
-            "--shell",
-            "/usr/sbin/nologin",
-            name,
-        ]
-    )
-    entry = pwd.getpwnam(name)
+    argv = [useradd, "--system", "--user-group", "--home-dir", "/nonexistent"]
+    # not checked: useradd failing because the user is there now is another pgpitr command
+    # (a second cluster created at the same moment) having made it first
+    made = run([*argv, "--shell", "/usr/sbin/nologin", name], check=False)
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        raise PitrError(f"could not create the OS user {name}: {made.stderr.strip()}") from None
     return OsUser(entry.pw_name, entry.pw_uid, entry.pw_gid)
 
 
