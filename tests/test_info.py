@@ -215,3 +215,23 @@ def test_an_unreachable_repository_is_a_clear_error(home: Path) -> None:
     assert listed.returncode == 6 and "cannot reach the repository" in listed.stderr
     bad = cli("info", "--backup-repo", "ftp://x/y", check=False)
     assert bad.returncode == 2 and "unsupported repository URL" in bad.stderr
+
+
+def test_stanzas_are_found_one_level_down_without_listing_the_wal(repo_url: str) -> None:
+    from pgpitr import info
+    from pgpitr.repository import open_repository
+
+    store = open_repository(repo_url)
+    for key in (
+        "a/archive.info",
+        "a/wal/0000000100000000/000000010000000000000001-x.zst",
+        "b/backups/full-1/backup.json",
+        "c/drills/old.json",  # a folder with neither archive info nor a backup
+        "top-level-file",
+    ):
+        store.put_document(key, b"{}")
+    assert store.children("") == ["a", "b", "c", "top-level-file"]
+    assert store.children("a/") == ["archive.info", "wal"]
+    assert store.children("a/wal/0000000100000000/") == ["000000010000000000000001-x.zst"]
+    assert store.children("nothing/") == []
+    assert info.stanzas(store) == ["a", "b"]
