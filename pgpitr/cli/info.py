@@ -33,6 +33,11 @@ def app(
     repositories = engine.info(url)
     if output == "json":
         console.as_json([r.as_dict() for r in repositories])
+    elif not repositories:
+        console.info(
+            "no repository to read: this home has no cluster and its default repository is "
+            "empty (--backup-repo URL reads one)"
+        )
     else:
         for repo in repositories:
             _print_repository(repo)
