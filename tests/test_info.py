@@ -235,3 +235,34 @@ def test_stanzas_are_found_one_level_down_without_listing_the_wal(repo_url: str)
     assert store.children("a/wal/0000000100000000/") == ["000000010000000000000001-x.zst"]
     assert store.children("nothing/") == []
     assert info.stanzas(store) == ["a", "b"]
+
+
+def test_info_of_this_home_shows_each_repository_and_the_one_it_cannot_read(home: Path) -> None:
+    from pgpitr.repository import open_repository
+    from tests.pg import serverless_cluster
+
+    shared = f"file://{home / 'shared'}"
+    # a cluster of this home named like a stanza of another system: not this home's
+    serverless_cluster(home, "same-pg", shared, 1111)
+    open_repository(shared).put_json(
+        "same-pg/archive.info", {"system_identifier": "2222", "pg_version": 15}
+    )
+    open_repository(shared).put_json(
+        "other-pg/archive.info", {"system_identifier": "3333", "pg_version": 15}
+    )
+    serverless_cluster(home, "lost-pg", f"file://{home / 'unmounted'}", 4444)
+    result = cli("info", "-o", "json", check=False)
+    assert result.returncode == 6 and "1 of 2 repositories could not be read" in result.stderr
+    found = {r["repository"]: r for r in json.loads(result.stdout)}
+    assert found[shared]["error"] is None
+    stanzas = {s["stanza"]: s for s in found[shared]["stanzas"]}
+    assert sorted(stanzas) == ["other-pg", "same-pg"]
+    assert (
+        stanzas["same-pg"]["known"] is False and stanzas["same-pg"]["system_identifier"] == "2222"
+    )
+    assert stanzas["other-pg"]["backups"] == [] and stanzas["other-pg"]["recoverable_time"] == []
+    unread = found[f"file://{home / 'unmounted'}"]
+    assert unread["stanzas"] == [] and "does not exist" in unread["error"]
+    table = cli("info", check=False)
+    assert table.returncode == 6 and "error: the repository" in table.stdout
+    assert "stanza: other-pg" in table.stdout and "wal archive: none" in table.stdout
