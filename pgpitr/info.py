@@ -22,7 +22,14 @@ from typing import Any
 
 from pgpitr import catalog, clusters, wal, window
 from pgpitr import state as st
-from pgpitr.errors import NotFound, PitrError, RepositoryError
+from pgpitr.errors import (
+    ChecksumMismatch,
+    ClusterStateError,
+    InvalidInput,
+    NotFound,
+    PitrError,
+    RepositoryError,
+)
 from pgpitr.manifest import BackupManifest, backup_row
 from pgpitr.postgres.cluster import Cluster
 from pgpitr.repository import FileUrl, Repository, RepositoryUrl, open_repository
@@ -218,8 +225,10 @@ def stanza_info(repo: Repository, stanza: str, known: dict[str, str] | None = No
     error = None
     try:
         found = catalog.recoverable_window(repo, stanza, bindir, backups)
-    except PitrError as exc:
-        # no pg_waldump of the backups' major here: the backups are still shown
+    except (ClusterStateError, InvalidInput, ChecksumMismatch) as exc:
+        # no pg_waldump of the backups' major here, or a damaged WAL object at the chain's
+        # end: the backups are still shown, and why there is no window (an unreachable
+        # repository still fails the whole repository)
         found, error = None, exc.message
     return StanzaInfo(
         stanza=stanza,
@@ -272,9 +281,8 @@ def require_stanza(repo: Repository, stanza: str) -> None:
     if stanza not in stanzas(repo):
         raise NotFound(
             f"the repository {repo.url} holds no backups of cluster {stanza!r}",
-            hint=f"`pgpitr info --backup-repo {repo.location}` lists the stanzas it holds"
-            if getattr(repo, "location", None)
-            else "`pgpitr info` lists the stanzas of each repository",
+            # quoted: an S3 URL's '?' and '&' mean something to the shell
+            hint=f"`pgpitr info --backup-repo '{repo.location}'` lists the stanzas it holds",
         )
 
 

@@ -250,13 +250,35 @@ def test_info_of_this_home_shows_each_repository_and_the_one_it_cannot_read(home
     open_repository(shared).put_json(
         "other-pg/archive.info", {"system_identifier": "3333", "pg_version": 15}
     )
+    # a backup of a major this host has no binaries of: shown, its window unknown and why
+    shared_repo = open_repository(shared)
+    shared_repo.put_json(
+        "old-pg/backups/full-1/backup.json",
+        {
+            "name": "full-1",
+            "cluster": "old-pg",
+            "status": "Completed",
+            "start_time": "2026-12-01T10:00:00+00:00",
+            "stop_time": "2026-12-01T10:00:05+00:00",
+            "pg_version": 13,
+            "start_lsn": "0/2000028",
+            "stop_lsn": "0/2000100",
+            "timeline": 1,
+            "stored_size": 3,
+            "sha256": "0" * 64,
+        },
+    )
+    shared_repo.put_document("old-pg/backups/full-1/base.tar.zst", b"tar")
     serverless_cluster(home, "lost-pg", f"file://{home / 'unmounted'}", 4444)
     result = cli("info", "-o", "json", check=False)
     assert result.returncode == 6 and "1 of 2 repositories could not be read" in result.stderr
     found = {r["repository"]: r for r in json.loads(result.stdout)}
     assert found[shared]["error"] is None
     stanzas = {s["stanza"]: s for s in found[shared]["stanzas"]}
-    assert sorted(stanzas) == ["other-pg", "same-pg"]
+    assert sorted(stanzas) == ["old-pg", "other-pg", "same-pg"]
+    (old,) = stanzas["old-pg"]["backups"]
+    assert old["name"] == "full-1" and stanzas["old-pg"]["recoverable_time"] == []
+    assert "no PostgreSQL 13 binaries on this host" in stanzas["old-pg"]["window_error"]
     assert (
         stanzas["same-pg"]["known"] is False and stanzas["same-pg"]["system_identifier"] == "2222"
     )
@@ -266,3 +288,4 @@ def test_info_of_this_home_shows_each_repository_and_the_one_it_cannot_read(home
     table = cli("info", check=False)
     assert table.returncode == 6 and "error: the repository" in table.stdout
     assert "stanza: other-pg" in table.stdout and "wal archive: none" in table.stdout
+    assert "recoverable: unknown (no PostgreSQL 13 binaries" in table.stdout
