@@ -31,7 +31,7 @@ from pgpitr.errors import (
     RepositoryError,
 )
 from pgpitr.manifest import BackupManifest, backup_row
-from pgpitr.postgres.cluster import Cluster
+from pgpitr.postgres.cluster import Cluster, validate_name
 from pgpitr.repository import FileUrl, Repository, RepositoryUrl, open_repository
 
 log = logging.getLogger(__name__)
@@ -277,7 +277,9 @@ def info(url: str | None = None) -> list[RepositoryInfo]:
 
 
 def require_stanza(repo: Repository, stanza: str) -> None:
-    """NotFound unless the repository holds backups or an archive of ``stanza``."""
+    """NotFound unless the repository holds backups or an archive of ``stanza`` (a malformed
+    name is refused first, as for a cluster of this home)."""
+    validate_name(stanza)
     if stanza not in stanzas(repo):
         raise NotFound(
             f"the repository {repo.url} holds no backups of cluster {stanza!r}",
@@ -288,6 +290,8 @@ def require_stanza(repo: Repository, stanza: str) -> None:
 
 def backup_rows(url: str, stanza: str | None = None) -> list[dict[str, Any]]:
     """list-backup's rows from a repository: of ``stanza``, or of every stanza in it."""
+    if stanza is not None:
+        validate_name(stanza)
     repo = open_checked(named(url))
     if stanza is not None:
         require_stanza(repo, stanza)
@@ -301,6 +305,7 @@ def backup_rows(url: str, stanza: str | None = None) -> list[dict[str, Any]]:
 
 def describe_stanza(url: str, stanza: str) -> dict[str, Any]:
     """describe's view of a stanza from the repository alone: what a deleted cluster left."""
+    validate_name(stanza)
     repo = open_checked(named(url))
     require_stanza(repo, stanza)
     found = stanza_info(repo, stanza)

@@ -175,6 +175,8 @@ def test_an_unknown_stanza_is_refused_naming_the_repository(repo: Repo) -> None:
         assert result.returncode == 3, result.stderr
         assert "holds no backups of cluster 'nope'" in result.stderr
         assert "pgpitr info --backup-repo" in result.stderr and "Traceback" not in result.stderr
+        hostile = cli("cluster", *command, "x'; --", "--backup-repo", repo.url, check=False)
+        assert hostile.returncode == 2 and "invalid cluster name" in hostile.stderr
 
 
 def test_a_deleted_cluster_restores_from_its_repository(repo: Repo) -> None:
