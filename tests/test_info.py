@@ -290,3 +290,22 @@ def test_info_of_this_home_shows_each_repository_and_the_one_it_cannot_read(home
     assert "full-1" in listed and "old-pg" in listed
     assert "stanza: other-pg" in table.stdout and "wal archive: none" in table.stdout
     assert "recoverable: unknown (no PostgreSQL 13 binaries" in table.stdout
+
+
+def test_the_repositories_of_this_home_are_each_read_once(home: Path) -> None:
+    from pgpitr import info
+    from pgpitr import policy as pol
+    from tests.pg import serverless_cluster
+
+    serverless_cluster(home, "one-pg", f"file://{home / 'r1'}", 1)
+    serverless_cluster(home, "two-pg", f"file://localhost{home / 'r1'}", 2)  # the same URL
+    # a policy naming another repository (its backups go there from the next one on)
+    clusters.save_policy(
+        Cluster.get("two-pg"),
+        pol.BackupPolicy(cluster="two-pg", repository=f"file://{home / 'r2'}", create_time=""),
+    )
+    assert [str(n.url) for n in info.repositories_of_home()] == [
+        f"file://{home / 'repo'}",  # the default one first
+        f"file://{home / 'r1'}",
+        f"file://{home / 'r2'}",
+    ]
