@@ -273,7 +273,8 @@ def resolve_source(name: str, repository: str | None = None) -> Source:
         raise NotFound(
             f"cluster {name!r} is unknown and the repository {source.open().url} has no backups "
             "of it",
-            hint="see `pgpitr cluster list`, or pass --backup-repo with the repository URL",
+            hint="see `pgpitr cluster list`, or pass --backup-repo with the repository URL "
+            "(`pgpitr info` lists the stanzas of each repository)",
         )
     return source
 

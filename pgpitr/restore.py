@@ -424,6 +424,10 @@ def configure_recovery(p: Plan, new_cluster: str) -> None:
             owner,
             0o600,
         )
+    else:
+        # a deleted source left no keys behind: the new cluster's archiver keeps the ones this
+        # restore reads the repository with, as `cluster create` does
+        clusters._store_credentials(cluster)
     cluster.state.system_identifier = p.backup.system_identifier
     cluster.state.wal_segment_size = p.backup.wal_segment_size
     cluster.state.pg_version = p.backup.pg_version

@@ -27,7 +27,7 @@ def _root() -> None:
     """Point-in-time recovery for PostgreSQL."""
 
 
-GROUPS = ("cluster", "addon", "storageclass", "config", "serve", "server", "agent")
+GROUPS = ("cluster", "addon", "storageclass", "config", "serve", "server", "agent", "info")
 
 
 def _register(argv: list[str]) -> None:

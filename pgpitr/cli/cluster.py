@@ -29,6 +29,24 @@ Wait = Annotated[
 ]
 
 
+BackupRepo = Annotated[
+    str | None,
+    typer.Option(help="read the backups from this repository alone (a deleted cluster's)"),
+]
+
+
+def _known(name: str) -> Cluster:
+    """A cluster of this home; an unknown name's hint points at its backups' repository."""
+    try:
+        return Cluster.get(name)
+    except NotFound as exc:
+        raise NotFound(
+            exc.message,
+            hint="see `pgpitr cluster list`; a deleted cluster's backups: `pgpitr info` lists "
+            "the stanzas of each repository, and --backup-repo URL reads them",
+        ) from None
+
+
 def _check_output(output: str) -> None:
     if output not in ("table", "json"):
         raise InvalidInput(f"unknown output format {output!r}: use table or json")
@@ -198,7 +216,7 @@ def _backup_rows(cluster_names: list[str]) -> list[dict]:
 
     rows = []
     for name in cluster_names:
-        cluster = Cluster.get(name)
+        cluster = _known(name)
         repo = clusters.repository(cluster)
         backups = catalog.list_backups(repo, cluster.state.stanza)
         broken = catalog.unusable(backups, catalog.present_data(repo, cluster.state.stanza))
@@ -209,13 +227,19 @@ def _backup_rows(cluster_names: list[str]) -> list[dict]:
 
 @app.command("list-backup")
 def list_backup(
-    name: Annotated[str | None, typer.Argument()] = None, output: Output = "table"
+    name: Annotated[str | None, typer.Argument()] = None,
+    output: Output = "table",
+    backup_repo: BackupRepo = None,
 ) -> None:
     """List backups (of one cluster, or of all): TYPE Full or Incremental, an incremental's
     PARENT, and why a backup cannot be restored when its lineage is broken."""
     _check_output(output)
-    names = [name] if name else [c.name for c in Cluster.all()]
-    rows = _backup_rows(names)
+    if backup_repo:
+        from pgpitr import info as repo_info
+
+        rows = repo_info.backup_rows(str(flowio.repository_url(backup_repo)), name)
+    else:
+        rows = _backup_rows([name] if name else [c.name for c in Cluster.all()])
     if output == "json":
         console.as_json(rows)
         return
@@ -253,12 +277,16 @@ def list_backup(
 
 
 @app.command()
-def describe(name: str, output: Output = "table") -> None:
-    """Show a cluster and its data protection: schedule, TTL, recoverable window."""
+def describe(name: str, output: Output = "table", backup_repo: BackupRepo = None) -> None:
+    """Show a cluster and its data protection: schedule, TTL, recoverable window; with
+    --backup-repo, what that repository holds of it (a deleted cluster's backups)."""
     from pgpitr import window
 
     _check_output(output)
-    info = window.describe(Cluster.get(name))
+    if backup_repo:
+        _describe_stanza(name, str(flowio.repository_url(backup_repo)), output)
+        return
+    info = window.describe(_known(name))
     info.update(runner.schedule_fields(name, clusters.load_policy(Cluster.get(name))))
     if output == "json":
         console.as_json(info)
@@ -305,6 +333,49 @@ def describe(name: str, output: Output = "table") -> None:
     _lineages_block(info.get("lineages", []))
     _restore_points_block(info.get("restore_points", []))
     _print_drills_and_rpo(info)
+
+
+def _describe_stanza(name: str, url: str, output: str) -> None:
+    """describe from the repository alone: no server, policy or schedule to show."""
+    from pgpitr import info as repo_info
+
+    info = repo_info.describe_stanza(url, name)
+    if output == "json":
+        console.as_json(info)
+        return
+    console.out.print(f"Name: {info['name']}\t Cluster: {info['cluster']}")
+    console.out.print("\nStorage:")
+    console.table(
+        ["BACKUP-REPO", "VERSION", "SYSTEM-IDENTIFIER", "HOST", "STORED"],
+        [
+            [
+                info["repository"],
+                info["pg_version"],
+                info["system_identifier"],
+                info["host"],
+                progress.size(info["stored_bytes"]),
+            ]
+        ],
+    )
+    console.out.print("\nData Protection:")
+    recoverable = ", ".join(
+        timeparse.format_window(datetime.fromisoformat(a), datetime.fromisoformat(b))
+        for a, b in info["recoverable_time"]
+    )
+    console.table(
+        ["BACKUPS", "WAL", "RECOVERABLE-TIME"],
+        [
+            [
+                info["backups"],
+                "; ".join(
+                    f"timeline {w['timeline']}: {w['first']} ~ {w['last']}" for w in info["wal"]
+                ),
+                f"unknown ({info['window_error']})" if info["window_error"] else recoverable,
+            ]
+        ],
+    )
+    _lineages_block(info["lineages"])
+    _restore_points_block(info["restore_points"])
 
 
 def _lineages_block(lineages: list[dict]) -> None:

@@ -134,6 +134,13 @@ class Repository(ABC):
         """Remove what killed writers left (never visible as objects); a backend may have none."""
         return 0
 
+    def children(self, prefix: str = "") -> list[str]:
+        """The names one level below ``prefix`` (a '/'-ended folder, or "" for the top), like
+        a directory listing: ``info`` finds the stanzas with it without listing their WAL.
+        This default lists everything below; a backend answers from one level when it can."""
+        found = {info.key[len(prefix) :].split("/", 1)[0] for info in self.list(prefix)}
+        return sorted(found)
+
     # -- written once ------------------------------------------------------------------------
     def exists(self, key: str) -> bool:
         return self.stat(key) is not None

@@ -88,6 +88,15 @@ class FileRepository(Repository):
                         continue
         yield from sorted(found, key=lambda info: info.key)
 
+    def children(self, prefix: str = "") -> list[str]:
+        base = self._path(prefix.rstrip("/")) if prefix.strip("/") else self.root
+        try:
+            return sorted(e.name for e in os.scandir(base) if _TEMP_MARK not in e.name)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        except OSError as exc:
+            raise self._errors(exc, "list", prefix) from None
+
     def _open_read(self, key: str) -> BinaryIO:
         try:
             return open(self._path(key), "rb")  # noqa: SIM115 - the caller closes it

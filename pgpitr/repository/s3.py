@@ -151,6 +151,22 @@ class S3Repository(Repository):
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
             raise self._error(exc, "list", prefix) from None
 
+    def children(self, prefix: str = "") -> list[str]:
+        # one level, with the delimiter: a page per 1,000 stanzas, not per 1,000 WAL objects
+        strip = len(self._key(prefix))
+        paginator = self._client.get_paginator("list_objects_v2")
+        found: set[str] = set()
+        try:
+            pages = paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix), Delimiter="/")
+            for page in pages:
+                found.update(
+                    p["Prefix"][strip:].rstrip("/") for p in page.get("CommonPrefixes", [])
+                )
+                found.update(item["Key"][strip:] for item in page.get("Contents", []))
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            raise self._error(exc, "list", prefix) from None
+        return sorted(found)
+
     def _open_read(self, key: str) -> BinaryIO:
         try:
             response = self._client.get_object(Bucket=self.bucket, Key=self._key(key))
