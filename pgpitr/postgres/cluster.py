@@ -211,13 +211,21 @@ class Cluster:
         if self.is_running():
             return
         self._require_force("start", force)
+        tried_again = False
         for _ in range(3):
             try:
                 self._start(timeout)
                 return
             except ClusterStateError:
-                if not move_if_port_taken or self.registered or port_is_free(self.state.port):
+                if not move_if_port_taken or self.registered:
                     raise
+                if port_is_free(self.state.port):
+                    # free again already (the other server was a short-lived one), or the start
+                    # failed for another reason: one more try on the same port tells which
+                    if tried_again:
+                        raise
+                    tried_again = True
+                    continue
             taken = {c.state.port for c in Cluster.all(Path(self.state.home))} | {self.state.port}
             self.state.port = free_port(taken)
             self.state.save()
@@ -248,7 +256,12 @@ class Cluster:
         if self.state.debian_cluster:
             self._pg_ctlcluster("stop")
             return
-        run(pg_ctl_command(self.bindir, "stop", self.state.datadir, mode=mode), user=self.user)
+        try:
+            run(pg_ctl_command(self.bindir, "stop", self.state.datadir, mode=mode), user=self.user)
+        except CommandError:
+            if self.is_running():
+                raise
+            # it ended by itself meanwhile: a server that failed to start, or was killed
 
     def restart(self, timeout: int = 120) -> None:
         """Restart the server (fast shutdown): ``pg_ctlcluster`` for a Debian cluster."""
