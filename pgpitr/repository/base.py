@@ -134,6 +134,10 @@ class Repository(ABC):
         """Remove what killed writers left (never visible as objects); a backend may have none."""
         return 0
 
+    def encryption_record(self) -> dict[str, Any]:
+        """What a new stanza's archive info records of the encryption: nothing when plain."""
+        return {}
+
     # -- written once ------------------------------------------------------------------------
     def exists(self, key: str) -> bool:
         return self.stat(key) is not None
@@ -161,6 +165,10 @@ class Repository(ABC):
         try:
             return zstd.ZstdDecompressor().decompress(frame)
         except zstd.ZstdError as exc:
+            from pgpitr.repository import crypt  # light: cryptography is imported on use only
+
+            if crypt.is_encrypted(frame):
+                raise crypt.encrypted_but_plain(self.url, key) from None
             raise ChecksumMismatch(f"{damaged}: {exc}", hint=hint) from None
 
     def put_json(self, key: str, value: Any) -> None:
