@@ -23,9 +23,17 @@ from typing import Any
 from pgpitr import catalog, keys, wal
 from pgpitr import policy as pol
 from pgpitr import state as st
-from pgpitr.errors import AlreadyExists, ClusterStateError, InvalidInput, NotFound, RepositoryError
+from pgpitr.errors import (
+    AlreadyExists,
+    ClusterStateError,
+    EncryptionKeyError,
+    InvalidInput,
+    NotFound,
+    RepositoryError,
+)
 from pgpitr.postgres import binaries, conf
 from pgpitr.postgres.cluster import Cluster, validate_name
+from pgpitr.postgres.command import OsUser
 from pgpitr.repository import FileUrl, Repository, RepositoryUrl, open_repository
 from pgpitr.steps import Steps
 
@@ -45,13 +53,23 @@ def repository(cluster: Cluster) -> Repository:
     )
 
 
-def encryption_key_file(url: RepositoryUrl | str, user: Any, recorded: str = "") -> str:
+def encryption_key_file(url: RepositoryUrl | str, user: OsUser, recorded: str = "") -> str:
     """The key file a cluster archiving into ``url`` records ("" for a plain repository):
     checked to hold keys, mode 0600, readable by the server's OS user ``user``."""
     location = RepositoryUrl.parse(url)
     if not location.encrypted:
         return ""
-    return keys.key_file_for_server(location.display, user, recorded or None)
+    path = keys.key_file_for_server(location.display, recorded or None)
+    if not user.is_self:
+        from pgpitr.postgres.command import run
+
+        if run(["test", "-r", str(path)], user=user, check=False).returncode != 0:
+            raise EncryptionKeyError(
+                f"the key file {path} is not readable by the OS user {user.name}, which runs "
+                "PostgreSQL's archive and restore commands",
+                hint=f"chown {user.name} {path} (mode 0600), in a directory it can enter",
+            )
+    return str(path)
 
 
 def check_new_cluster_key(url: str | None) -> None:

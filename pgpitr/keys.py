@@ -33,12 +33,8 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from pgpitr.errors import EncryptionKeyError
-
-if TYPE_CHECKING:
-    from pgpitr.postgres.command import OsUser
 
 ENV_FILE = "PGPITR_ENCRYPTION_KEY_FILE"
 ENV_KEY = "PGPITR_ENCRYPTION_KEY"
@@ -186,10 +182,19 @@ def missing(repository: str) -> EncryptionKeyError:
     )
 
 
-def key_file_for_server(repository: str, user: OsUser, recorded: str | None = None) -> str:
+def encrypted_but_plain(repository: str, key: str) -> EncryptionKeyError:
+    """The error of reading an encrypted object through a repository opened without a key."""
+    return EncryptionKeyError(
+        f"repository {repository} is encrypted (object {key}): open it with "
+        f"?encryption=aes-256-gcm in its URL and set {ENV_FILE} to the file holding its key",
+        hint="the key is never stored in the repository; use the key file it was created with",
+    )
+
+
+def key_file_for_server(repository: str, recorded: str | None = None) -> Path:
     """The key file a cluster archiving into the encrypted ``repository`` records: the one it
-    already has, else the environment's.  Checked to hold keys, to be mode 0600 and to be
-    readable by the server's OS user, which runs archive_command and restore_command."""
+    already has, else the environment's; checked to hold keys and to be mode 0600.  (That the
+    server's OS user can read it is checked by the caller, which knows that user.)"""
     path = Path(recorded) if recorded else env_key_file()
     if path is None:
         if os.environ.get(ENV_KEY):
@@ -200,13 +205,4 @@ def key_file_for_server(repository: str, user: OsUser, recorded: str | None = No
             )
         raise missing(repository)
     read_key_file(path)
-    if not user.is_self:
-        from pgpitr.postgres.command import run
-
-        if run(["test", "-r", str(path)], user=user, check=False).returncode != 0:
-            raise EncryptionKeyError(
-                f"the key file {path} is not readable by the OS user {user.name}, which runs "
-                "PostgreSQL's archive and restore commands",
-                hint=f"chown {user.name} {path} (mode 0600), in a directory it can enter",
-            )
-    return str(path)
+    return path

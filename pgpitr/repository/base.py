@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from pgpitr.repository.url import RepositoryUrl
 
 CHUNK = 8 * 1024 * 1024
+#: How every object of an encrypted repository starts (repository/crypt.py).
+ENCRYPTED_MAGIC = b"PGPITRE\x00"
 
 
 @dataclass(frozen=True)
@@ -165,10 +167,10 @@ class Repository(ABC):
         try:
             return zstd.ZstdDecompressor().decompress(frame)
         except zstd.ZstdError as exc:
-            from pgpitr.repository import crypt  # light: cryptography is imported on use only
+            if frame.startswith(ENCRYPTED_MAGIC):  # an encrypted stanza, read without its key
+                from pgpitr.keys import encrypted_but_plain
 
-            if crypt.is_encrypted(frame):
-                raise crypt.encrypted_but_plain(self.url, key) from None
+                raise encrypted_but_plain(self.url, key) from None
             raise ChecksumMismatch(f"{damaged}: {exc}", hint=hint) from None
 
     def put_json(self, key: str, value: Any) -> None:

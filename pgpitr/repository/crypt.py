@@ -36,12 +36,12 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from pgpitr.errors import ChecksumMismatch, EncryptionKeyError, RepositoryError
-from pgpitr.repository.base import ObjectInfo, Repository
+from pgpitr.repository.base import ENCRYPTED_MAGIC, ObjectInfo, Repository
 
 if TYPE_CHECKING:
     from pgpitr.keys import Keyring
 
-MAGIC = b"PGPITRE\x00"
+MAGIC = ENCRYPTED_MAGIC
 VERSION = 1
 ALGORITHMS = {"aes-256-gcm": 1}
 CHUNK = 1 << 20
@@ -56,17 +56,6 @@ _DAMAGED_HINT = "the copy in the repository is unusable; restore from another ba
 def is_encrypted(head: bytes) -> bool:
     """Whether stored bytes start like an object of an encrypted repository."""
     return head.startswith(MAGIC)
-
-
-def encrypted_but_plain(repository: str, key: str) -> EncryptionKeyError:
-    """The error of reading an encrypted object through a repository opened without a key."""
-    from pgpitr.keys import ENV_FILE
-
-    return EncryptionKeyError(
-        f"repository {repository} is encrypted (object {key}): open it with "
-        f"?encryption=aes-256-gcm in its URL and set {ENV_FILE} to the file holding its key",
-        hint="the key is never stored in the repository; use the key file it was created with",
-    )
 
 
 def _primitives() -> Any:
