@@ -74,10 +74,16 @@ def encryption_key_file(url: RepositoryUrl | str, user: OsUser, recorded: str = 
 
 def check_new_cluster_key(url: str | None) -> None:
     """Before a create flow starts: an encrypted repository's key file is usable."""
+    from pgpitr.errors import PitrError
     from pgpitr.postgres.osuser import server_user
 
-    if url and RepositoryUrl.parse(url).encrypted:
-        encryption_key_file(url, server_user(create=False))
+    if not url or not RepositoryUrl.parse(url).encrypted:
+        return
+    try:
+        user = server_user(create=False)
+    except PitrError:  # no server account yet: the flow creates it, then checks
+        return
+    encryption_key_file(url, user)
 
 
 def load_policy(cluster: Cluster) -> pol.BackupPolicy:
