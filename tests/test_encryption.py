@@ -360,6 +360,8 @@ def test_encrypted_walkthrough_restores_exact_rows_and_stores_nothing_in_clear(
     state = (home / "clusters" / "enc" / "cluster.json").read_text()
     assert str(key_file) in state and first.hex() not in state and second.hex() not in state
 
+    if not url.startswith("file:"):
+        return  # the refusals of a wrong key are the repository kind's same code: once is enough
     # a wrong key (the file replaced, not rotated): refused before anything is made
     backups = {k for k in _objects(url) if "/backups/" in k}
     _server_key_file(key_dir, os.urandom(32))
