@@ -136,13 +136,13 @@ class Repository(ABC):
         """Remove what killed writers left (never visible as objects); a backend may have none."""
         return 0
 
-    def encryption_record(self) -> dict[str, Any]:
-        """What a new stanza's archive info records of the encryption: nothing when plain."""
-        return {}
-
     # -- written once ------------------------------------------------------------------------
     def exists(self, key: str) -> bool:
         return self.stat(key) is not None
+
+    def encryption_record(self) -> dict[str, Any]:
+        """What a new stanza's archive info records of the encryption: nothing when plain."""
+        return {}
 
     def put_document(self, key: str, data: bytes, level: int = 3) -> int:
         """Compress ``data`` with a checksummed zstd frame and store it atomically."""
