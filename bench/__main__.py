@@ -1,3 +1,10 @@
-from bench.cli import main
+import sys
+
+if sys.argv[1:2] == ["encryption"]:  # python -m bench encryption [SCALE [SEGMENTS]]
+    from bench.encryption import cli
+
+    raise SystemExit(cli(sys.argv[2:]))
+
+from bench.cli import main  # noqa: E402
 
 raise SystemExit(main())

@@ -20,12 +20,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pgpitr import catalog, wal
+from pgpitr import catalog, keys, wal
 from pgpitr import policy as pol
 from pgpitr import state as st
-from pgpitr.errors import AlreadyExists, ClusterStateError, InvalidInput, NotFound, RepositoryError
+from pgpitr.errors import (
+    AlreadyExists,
+    ClusterStateError,
+    EncryptionKeyError,
+    InvalidInput,
+    NotFound,
+    RepositoryError,
+)
 from pgpitr.postgres import binaries, conf
 from pgpitr.postgres.cluster import Cluster, validate_name
+from pgpitr.postgres.command import OsUser
 from pgpitr.repository import FileUrl, Repository, RepositoryUrl, open_repository
 from pgpitr.steps import Steps
 
@@ -38,7 +46,44 @@ POLICY_FILE = "policy.json"
 
 
 def repository(cluster: Cluster) -> Repository:
-    return open_repository(cluster.state.repository, cluster.state.credentials_file)
+    return open_repository(
+        cluster.state.repository,
+        cluster.state.credentials_file,
+        cluster.state.encryption_key_file or None,
+    )
+
+
+def encryption_key_file(url: RepositoryUrl | str, user: OsUser, recorded: str = "") -> str:
+    """The key file a cluster archiving into ``url`` records ("" for a plain repository):
+    checked to hold keys, mode 0600, readable by the server's OS user ``user``."""
+    location = RepositoryUrl.parse(url)
+    if not location.encrypted:
+        return ""
+    path = keys.key_file_for_server(location.display, recorded or None)
+    if not user.is_self:
+        from pgpitr.postgres.command import run
+
+        if run(["test", "-r", str(path)], user=user, check=False).returncode != 0:
+            raise EncryptionKeyError(
+                f"the key file {path} is not readable by the OS user {user.name}, which runs "
+                "PostgreSQL's archive and restore commands",
+                hint=f"chown {user.name} {path} (mode 0600), in a directory it can enter",
+            )
+    return str(path)
+
+
+def check_new_cluster_key(url: str | None) -> None:
+    """Before a create flow starts: an encrypted repository's key file is usable."""
+    from pgpitr.errors import PitrError
+    from pgpitr.postgres.osuser import server_user
+
+    if not url or not RepositoryUrl.parse(url).encrypted:
+        return
+    try:
+        user = server_user(create=False)
+    except PitrError:  # no server account yet: the flow creates it, then checks
+        return
+    encryption_key_file(url, user)
 
 
 def load_policy(cluster: Cluster) -> pol.BackupPolicy:
@@ -221,8 +266,12 @@ def switch_repository(cluster: str, url: str) -> None:
     """Archive and back up into another repository from now on (it must answer first)."""
     c = Cluster.get(cluster)
     checked = RepositoryUrl.parse(url)
-    open_repository(checked, c.state.credentials_file).check()
+    key_file = encryption_key_file(checked, c.user, c.state.encryption_key_file)
+    repo = open_repository(checked, c.state.credentials_file, key_file or None)
+    repo.check()
+    check_key(repo, c.state.stanza)  # the stanza there, if any, is encrypted the same way
     c.state.repository = str(checked)
+    c.state.encryption_key_file = key_file
     c.state.save()
     log.info("cluster %s now uses the repository %s", cluster, checked.display)
 
@@ -246,10 +295,21 @@ class Source:
     credentials_file: str | None = None
     #: the binaries of the source cluster when it lives on this host
     bindir: str | None = None
+    #: the key file the source cluster recorded (an encrypted repository); else the environment's
+    key_file: str | None = None
 
     def open(self) -> Repository:
         creds = Path(self.credentials_file) if self.credentials_file else None
-        return open_repository(self.repository, creds)
+        return open_repository(self.repository, creds, self.key_file)
+
+
+def check_key(repo: Repository, stanza: str) -> None:
+    """Read the stanza's archive info, if it has one: a wrong, missing or needless encryption
+    key fails here with its own message (the header is checked before anything is decrypted),
+    before anything is created."""
+    key = wal.archive_info_key(stanza)
+    if repo.exists(key):
+        repo.get_document(key)
 
 
 def resolve_source(name: str, repository: str | None = None) -> Source:
@@ -262,6 +322,7 @@ def resolve_source(name: str, repository: str | None = None) -> Source:
             repository or cluster.state.repository,
             str(cluster.state.credentials_file),
             str(cluster.bindir),
+            cluster.state.encryption_key_file or None,
         )
     except NotFound:
         pass
@@ -294,9 +355,15 @@ def create(
     ``bindir`` (or those of PostgreSQL ``version``, or the newest installed)."""
     url = str(RepositoryUrl.parse(repository_url or st.default_repository_url()))
     binaries_dir = binaries.resolve(version, bindir)
+    from pgpitr.postgres.osuser import server_user
+
+    key_file = encryption_key_file(url, server_user())  # refused before anything is made
     now = datetime.now(UTC).isoformat(timespec="seconds")
     cluster = Cluster.prepare(name, port=port, repository=url, created=now, bindir=binaries_dir)
     try:
+        if key_file:
+            cluster.state.encryption_key_file = key_file
+            cluster.state.save()
         _store_credentials(cluster)
         _prepare_file_repository(cluster)
         repo = repository(cluster)

@@ -88,6 +88,10 @@ class SystemIdMismatch(RepositoryError):
     """The repository's archive belongs to another PostgreSQL cluster."""
 
 
+class EncryptionKeyError(RepositoryError):
+    """An encrypted repository's key is missing, unreadable or not the one its objects name."""
+
+
 class CommandError(PitrError):
     """An external program (initdb, pg_ctl, pg_basebackup, ...) failed.  Carries its stderr."""
 

@@ -363,8 +363,11 @@ def check_server(request: RegisterRequest, server: Server) -> Settings:
             "--restart, or set it and restart yourself"
         )
     # read only: a file repository is created (owned by the server's OS user) when saved
+    key_file = clusters.encryption_key_file(url, probe.user)  # an encrypted one's, checked
     try:
-        wal.check_archive_info(open_repository(url), request.name, server.system_identifier)
+        wal.check_archive_info(
+            open_repository(url, key_file=key_file or None), request.name, server.system_identifier
+        )
     except NotFound:
         pass  # a new stanza; the same system's archive (registered before) is continued
     # what ALTER SYSTEM had written, exactly as written, so that it can be written back
@@ -426,6 +429,7 @@ def save_registration(request: RegisterRequest, server: Server, found: Settings)
     state.previous_settings = found.previous
     entry = pwd.getpwnam(server.os_user)
     user = OsUser(entry.pw_name, entry.pw_uid, entry.pw_gid)
+    state.encryption_key_file = clusters.encryption_key_file(url, user)
     home = st.home()
     if not home.exists():
         make_dir(home, user, 0o755)

@@ -45,7 +45,7 @@ from pgpitr.postgres import binaries, conf
 from pgpitr.postgres.cluster import Cluster, validate_name
 from pgpitr.postgres.command import check, combinebackup_command, popen
 from pgpitr.postgres.command import run as run_command
-from pgpitr.postgres.osuser import make_dir
+from pgpitr.postgres.osuser import make_dir, server_user
 from pgpitr.repository import open_repository
 from pgpitr.steps import Steps, undone_by
 from pgpitr.targets import RestoreTarget
@@ -167,6 +167,10 @@ def plan(
     if (st.clusters_dir() / new_name).exists():
         raise AlreadyExists(f"cluster {new_name!r} already exists", hint="choose another name")
     repo = source.open()
+    # the new cluster's WAL commands read an encrypted repository's key from a file: refused
+    # now when there is none, or the server's OS user cannot read it
+    clusters.encryption_key_file(source.repository, server_user(), source.key_file or "")
+    clusters.check_key(repo, source.cluster)
     if repo.exists(wal.archive_info_key(new_name)) and not catalog.leftover_stanza(repo, new_name):
         raise AlreadyExists(
             f"the repository {repo.url} already holds the archive of a cluster named "
@@ -269,7 +273,11 @@ def _discard(cluster: Cluster) -> None:
         log.warning("a WAL worker of %s still runs; removing its cluster anyway", cluster.name)
     cluster.remove()
     if marker.get("repository"):
-        repo = open_repository(marker["repository"], cluster.state.credentials_file)
+        repo = open_repository(
+            marker["repository"],
+            cluster.state.credentials_file,
+            cluster.state.encryption_key_file or None,
+        )
         removed = repo.delete_prefix(f"{cluster.name}/")
         if removed:
             log.warning(
@@ -295,6 +303,9 @@ def prepare(p: Plan) -> str:
     )
     if p.backup.superuser:  # the source's roles come with its data
         cluster.state.superuser = p.backup.superuser
+    cluster.state.encryption_key_file = clusters.encryption_key_file(
+        p.source.repository, cluster.user, p.source.key_file or ""
+    )
     cluster.state.restore_source = {
         "repository": p.source.repository,
         "stanza": p.source.cluster,

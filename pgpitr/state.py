@@ -119,6 +119,9 @@ class ClusterState:
     superuser: str = "postgres"
     #: The settings registration changed, as they were: name -> {"value", "in_auto_conf"}.
     previous_settings: dict[str, Any] = field(default_factory=dict)
+    #: The key file of an encrypted repository (its path, never a key), read by the WAL
+    #: commands as the server's OS user (pgpitr/keys.py); empty when the repository is plain.
+    encryption_key_file: str = ""
     home: str = ""
 
     @property
@@ -159,6 +162,8 @@ class ClusterState:
                 data.pop(key)
             if self.superuser == "postgres":
                 data.pop("superuser")
+        if not self.encryption_key_file:
+            data.pop("encryption_key_file")
         write_json_atomic(self.dir / "cluster.json", data)
 
     @classmethod

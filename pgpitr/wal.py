@@ -131,7 +131,7 @@ def check_archive_info(
         return info
     if create is None:
         raise NotFound(f"the repository {repo.url} has no archive for cluster {stanza!r}")
-    info = {"system_identifier": str(system_identifier), **create}
+    info = {"system_identifier": str(system_identifier), **create, **repo.encryption_record()}
     repo.put_json(key, info)
     return info
 

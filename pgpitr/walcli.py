@@ -69,7 +69,7 @@ def main(argv: list[str]) -> int:
 def _open(url: str, cluster) -> object:
     from pgpitr.repository import open_repository
 
-    return open_repository(url, credentials_file=cluster.credentials_file)
+    return open_repository(url, cluster.credentials_file, cluster.encryption_key_file or None)
 
 
 def push(cluster, path: Path) -> int:

@@ -116,8 +116,8 @@ CREDENTIALS = "must not carry credentials"
         ("file:///", "needs a directory: expected file:///"),
         ("file://repo/x", "names the host 'repo': a file repository is local, expected file:///"),
         ("file://host/abs", "names the host 'host'"),
-        ("file:///a?b", "takes no options, expected file:///"),
-        ("file:///a#b", "takes no options, expected file:///"),
+        ("file:///a?b", "unknown file repository option(s) b: expected encryption"),
+        ("file:///a#b", "a file URL takes only ?encryption=aes-256-gcm, expected file:///"),
         ("file:///a\nb", "cannot contain control characters"),
         ("s3://", "names no bucket: expected s3://bucket/prefix"),
         ("s3:///prefix", "names no bucket: expected s3://bucket/prefix"),
@@ -163,7 +163,7 @@ def test_hints() -> None:
     assert info.value.hint == "did you mean file:///var/lib/repo?"
     with pytest.raises(InvalidInput) as info:
         RepositoryUrl.parse("s3://b?x=1")
-    assert info.value.hint == "valid options: endpoint, profile, region"
+    assert info.value.hint == "valid options: encryption, endpoint, profile, region"
 
 
 def test_values_built_directly_are_checked_too() -> None:

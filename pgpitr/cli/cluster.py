@@ -71,6 +71,7 @@ def create(
     if (clusters_dir() / name).exists():
         raise AlreadyExists(f"cluster {name!r} already exists", hint="choose another name")
     backup_repo = flowio.repository_url(backup_repo)
+    clusters.check_new_cluster_key(backup_repo)  # an encrypted repository's key file
     bindir = str(binaries.resolve(version, bindir))
     parameters = {"name": name, "port": port, "backup_repo": backup_repo, "bindir": bindir}
     flowio.created(runner.run("create-cluster", wait, **parameters))
@@ -192,6 +193,7 @@ def backup(
 
     # an unknown name, type or parent, or a server too old, fails here, not as a failed run
     cluster = Cluster.get(name)
+    clusters.check_key(clusters.repository(cluster), cluster.state.stanza)
     kind = bk.BackupType.parse(type_)
     if backup_name:
         bk.validate_name(backup_name)
@@ -554,6 +556,9 @@ def restore(
         inclusive=not exclusive,
     )
     RestoreRequest(new_name, source_cluster, target, backup, backup_repo, bindir)
+    if not host:  # a wrong or missing encryption key fails here, not in the flow
+        source = clusters.resolve_source(source_cluster, flowio.repository_url(backup_repo))
+        clusters.check_key(source.open(), source.cluster)
     if host and not backup_repo:  # the other host reads the source's repository
         backup_repo = clusters.resolve_source(source_cluster).repository
     parameters = {

@@ -36,6 +36,7 @@ def _identity(user: OsUser | None) -> dict:
 
 def _env(user: OsUser | None, extra: Mapping[str, str] | None) -> dict[str, str]:
     env = dict(os.environ)
+    env.pop("PGPITR_ENCRYPTION_KEY", None)  # a key in the CLI's environment stays there (keys.py)
     if user is not None and not user.is_self:
         import pwd
 

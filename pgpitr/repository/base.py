@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from pgpitr.repository.url import RepositoryUrl
 
 CHUNK = 8 * 1024 * 1024
+#: How every object of an encrypted repository starts (repository/crypt.py).
+ENCRYPTED_MAGIC = b"PGPITRE\x00"
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,10 @@ class Repository(ABC):
     def exists(self, key: str) -> bool:
         return self.stat(key) is not None
 
+    def encryption_record(self) -> dict[str, Any]:
+        """What a new stanza's archive info records of the encryption: nothing when plain."""
+        return {}
+
     def put_document(self, key: str, data: bytes, level: int = 3) -> int:
         """Compress ``data`` with a checksummed zstd frame and store it atomically."""
         return self.put_frame(key, document_frame(data, level))
@@ -168,6 +174,10 @@ class Repository(ABC):
         try:
             return zstd.ZstdDecompressor().decompress(frame)
         except zstd.ZstdError as exc:
+            if frame.startswith(ENCRYPTED_MAGIC):  # an encrypted stanza, read without its key
+                from pgpitr.keys import encrypted_but_plain
+
+                raise encrypted_but_plain(self.url, key) from None
             raise ChecksumMismatch(f"{damaged}: {exc}", hint=hint) from None
 
     def put_json(self, key: str, value: Any) -> None:

@@ -4,6 +4,7 @@ One grammar::
 
     file:///abs/path            (file://localhost/abs/path is the same URL)
     s3://bucket/prefix?endpoint=URL&region=REGION&profile=NAME
+    …?encryption=aes-256-gcm    (either kind: every object encrypted, see repository/crypt.py)
 
 ``RepositoryUrl.parse(text)`` returns a ``FileUrl`` or an ``S3Url``; ``str()`` gives the
 normalised URL back (``parse(str(u)) == u``) and ``display`` the form shown to people.  A file
@@ -27,7 +28,9 @@ __all__ = ["FileUrl", "RepositoryUrl", "S3Url"]
 FILE_EXAMPLE = "file:///var/lib/pgpitr/repo"
 S3_EXAMPLE = "s3://bucket/prefix"
 EXPECTED = f"expected {FILE_EXAMPLE} or {S3_EXAMPLE}?endpoint=URL&region=REGION"
-S3_OPTIONS = ("endpoint", "region", "profile")
+S3_OPTIONS = ("endpoint", "region", "profile", "encryption")
+FILE_OPTIONS = ("encryption",)
+ENCRYPTIONS = ("aes-256-gcm",)
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -64,6 +67,10 @@ class RepositoryUrl:
         return str(self)
 
     @property
+    def encrypted(self) -> bool:
+        return getattr(self, "encryption", None) is not None
+
+    @property
     def is_file(self) -> bool:
         return self.scheme == "file"
 
@@ -77,17 +84,19 @@ class FileUrl(RepositoryUrl):
     """A repository in a local directory: ``file:///abs/path``."""
 
     path: Path
+    encryption: str | None = None
     scheme: ClassVar[str] = "file"
     example: ClassVar[str] = FILE_EXAMPLE
 
     def __post_init__(self) -> None:
+        _check_encryption(self.encryption)
         text = str(self.path)
         if _CONTROL.search(text):
             raise InvalidInput(f"a repository path cannot contain control characters: {EXPECTED}")
         if "?" in text or "#" in text:
             raise InvalidInput(
-                f"the repository path {text!r} contains '?' or '#': a file URL takes no options, "
-                f"expected {FILE_EXAMPLE}"
+                f"the repository path {text!r} contains '?' or '#': a file URL takes only "
+                f"?encryption=aes-256-gcm, expected {FILE_EXAMPLE}"
             )
         if not text.startswith("/"):
             raise InvalidInput(
@@ -99,6 +108,10 @@ class FileUrl(RepositoryUrl):
         object.__setattr__(self, "path", path)
 
     def __str__(self) -> str:
+        return f"file://{self.path}" + (f"?encryption={self.encryption}" if self.encryption else "")
+
+    @property
+    def display(self) -> str:
         return f"file://{self.path}"
 
 
@@ -111,10 +124,12 @@ class S3Url(RepositoryUrl):
     endpoint: str | None = None
     region: str | None = None
     profile: str | None = None
+    encryption: str | None = None
     scheme: ClassVar[str] = "s3"
     example: ClassVar[str] = S3_EXAMPLE
 
     def __post_init__(self) -> None:
+        _check_encryption(self.encryption)
         if not self.bucket:
             raise InvalidInput(f"the URL names no bucket: expected {S3_EXAMPLE}")
         if not _BUCKET.fullmatch(self.bucket):
@@ -151,6 +166,14 @@ class S3Url(RepositoryUrl):
     def display(self) -> str:
         shown = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
         return shown + (f" (endpoint {self.endpoint})" if self.endpoint else "")
+
+
+def _check_encryption(value: str | None) -> None:
+    if value is not None and value not in ENCRYPTIONS:
+        raise InvalidInput(
+            f"encryption {value!r} is not supported: expected encryption=aes-256-gcm",
+            hint="omit ?encryption= for an unencrypted repository",
+        )
 
 
 def _check_endpoint(endpoint: str) -> None:
@@ -190,9 +213,11 @@ def _parse(text: object) -> RepositoryUrl:
                 f"{FILE_EXAMPLE} (or file://localhost/…)"
             )
         path = rest[len(authority) :]
+        path, asked, query = path.partition("?")
         if not path:
             raise InvalidInput(f"{text!r} names no directory: expected {FILE_EXAMPLE}")
-        return FileUrl(Path(path))
+        options = _options(text, query, FILE_OPTIONS, "file") if asked else {}
+        return FileUrl(Path(path), **options)
     if scheme == "s3":
         return _parse_s3(text, rest)
     raise InvalidInput(
@@ -208,23 +233,30 @@ def _parse_s3(text: str, rest: str) -> S3Url:
     bucket, _, prefix = location.partition("/")
     if not bucket:
         raise InvalidInput(f"{text!r} names no bucket: expected {S3_EXAMPLE}")
+    options = _options(text, query, S3_OPTIONS, "S3") if query else {}
+    return S3Url(bucket, prefix, **options)
+
+
+def _options(text: str, query: str, known: tuple[str, ...], kind: str) -> dict[str, str]:
     pairs = parse_qsl(query, keep_blank_values=True)
-    unknown = sorted({name for name, _ in pairs} - set(S3_OPTIONS))
+    unknown = sorted({name for name, _ in pairs} - set(known))
     if unknown:
         raise InvalidInput(
-            f"unknown S3 repository option(s) {', '.join(unknown)}: expected "
-            f"{', '.join(S3_OPTIONS)}",
-            hint=f"valid options: {', '.join(sorted(S3_OPTIONS))}",
+            f"unknown {kind} repository option(s) {', '.join(unknown)}: expected "
+            f"{', '.join(known)}",
+            hint=f"valid options: {', '.join(sorted(known))}",
         )
     options: dict[str, str] = {}
     for name, value in pairs:
         if name in options:
-            raise InvalidInput(f"the S3 repository option {name} is given twice in {text!r}")
+            raise InvalidInput(f"the {kind} repository option {name} is given twice in {text!r}")
         if not value:
             raise InvalidInput(
-                f"the S3 repository option {name} is empty: expected e.g. region=us-east-1"
+                f"the {kind} repository option {name} is empty: expected e.g. "
+                + ("region=us-east-1" if kind == "S3" else "encryption=aes-256-gcm")
             )
         options[name] = value
-    if query and not options:
-        raise InvalidInput(f"{text!r} has an empty query: expected {S3_EXAMPLE}?region=REGION")
-    return S3Url(bucket, prefix, **options)
+    if not options:
+        example = "region=REGION" if kind == "S3" else "encryption=aes-256-gcm"
+        raise InvalidInput(f"{text!r} has an empty query: expected …?{example}")
+    return options

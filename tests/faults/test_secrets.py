@@ -1,19 +1,25 @@
-"""With a known S3 secret key and a known account password, run backup, restore, create-account
-and a failing S3 call; then search everything pgpitr and Prefect recorded for them."""
+"""With a known S3 secret key, a known encryption key and a known account password, run backup,
+restore, create-account and a failing S3 call on an encrypted S3 repository; then search
+everything pgpitr and Prefect recorded for them."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import shutil
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tests.conftest import S3_SECRET, cli
+import pytest
+
+from tests.conftest import S3_SECRET, cli, reachable_tempdir
 from tests.flows.api import flow_runs, logs
 from tests.pg import archive_now, commit_now, sql
 
 PASSWORD = "Known-Account-Password-7f3a"  # noqa: S105 - the value the sweep looks for
+ENCRYPTION_KEY = bytes(range(7, 39))  # 32 bytes, as the sweep looks for them
 
 
 def _all_artifacts() -> list[str]:
@@ -29,6 +35,10 @@ def _all_artifacts() -> list[str]:
                 return found
 
 
+def _postmaster_pid(home: Path, cluster: str) -> int:
+    return int((home / "clusters" / cluster / "data" / "postmaster.pid").read_text().split()[0])
+
+
 def _files_written(home: Path) -> list[Path]:
     """Every file pgpitr wrote outside the repository and the data directories."""
     found = []
@@ -39,8 +49,22 @@ def _files_written(home: Path) -> list[Path]:
     return found
 
 
-def test_secrets_never_appear_anywhere(home: Path, s3_url: str) -> None:
+def test_secrets_never_appear_anywhere(
+    home: Path, s3_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pgpitr.postgres.osuser import server_user
+
     started = datetime.now(UTC)
+    s3_url += "&encryption=aes-256-gcm"
+    keys_dir = reachable_tempdir("pgpitr-keys-")
+    key_file = keys_dir / "repo.key"
+    key_file.write_text(ENCRYPTION_KEY.hex() + "\n")
+    key_file.chmod(0o600)
+    if not (user := server_user()).is_self:
+        os.chown(key_file, user.uid, user.gid)
+    monkeypatch.setenv("PGPITR_ENCRYPTION_KEY_FILE", str(key_file))
+    # the same key in the environment too: no program pgpitr starts (the server) inherits it
+    monkeypatch.setenv("PGPITR_ENCRYPTION_KEY", ENCRYPTION_KEY.hex())
     outputs = []
     outputs.append(cli("cluster", "create", "sec", "--backup-repo", s3_url))
     outputs.append(
@@ -89,7 +113,14 @@ def test_secrets_never_appear_anywhere(home: Path, s3_url: str) -> None:
     )
     assert sql("sec-copy", "SELECT id FROM msg") == [(1,)]
 
-    secrets = [S3_SECRET, PASSWORD]
+    secrets = [
+        S3_SECRET,
+        PASSWORD,
+        ENCRYPTION_KEY.hex(),
+        ENCRYPTION_KEY.hex().upper(),
+        base64.b64encode(ENCRYPTION_KEY).decode(),
+        repr(ENCRYPTION_KEY),
+    ]
     text = "\n".join(o.stdout + o.stderr for o in outputs)
     runs = [r for r in flow_runs() if r.created and r.created >= started]
     assert runs, "the commands ran as flows"
@@ -101,6 +132,14 @@ def test_secrets_never_appear_anywhere(home: Path, s3_url: str) -> None:
     text += Path(home, "clusters", "sec", "log", "postgresql.log").read_text()
     for secret in secrets:
         assert secret not in text
+    # the server (and its archive_command) never inherits the key of the CLI's environment;
+    # the AWS keys it does inherit, like any program the CLI starts
+    environ = Path(f"/proc/{_postmaster_pid(home, 'sec')}/environ").read_bytes().decode()
+    assert "PGPITR_ENCRYPTION_KEY=" not in environ and ENCRYPTION_KEY.hex() not in environ
+    for cluster in ("sec", "sec-copy"):  # the key file's path is recorded, not the key
+        state = json.loads((home / "clusters" / cluster / "cluster.json").read_text())
+        assert state["encryption_key_file"] == str(key_file)
+    shutil.rmtree(keys_dir)
 
     for cluster in ("sec", "sec-copy"):
         creds = home / "clusters" / cluster / "aws-credentials"
