@@ -137,6 +137,9 @@ class EncryptedRepository(Repository):
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         return self.inner.list(prefix)
 
+    def children(self, prefix: str = "") -> list[str]:
+        return self.inner.children(prefix)  # names only: nothing to decrypt
+
     def delete(self, key: str) -> None:
         self.inner.delete(key)
 
