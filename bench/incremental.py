@@ -14,9 +14,12 @@ pgbench database at scale N:
    pgBackRest is ``--pgbackrest PATH``, else ``$PGBACKREST``, else PATH's; a binary that cannot
    back up PostgreSQL 17 (Debian's 2.45) is reported and this part skipped.
 2. **A week.** A full backup, then six "days", each of pgbench transactions followed by an
-   incremental (as a daily schedule takes them), then a little more WAL; a restore to a point
-   after the last incremental from full + incrementals + that short WAL, against the same restore
-   from the full + all the WAL; the times (per phase) and the WAL each one replays.
+   incremental on the day before's (as the daily schedule takes them), then a little more WAL; a
+   restore to a point after the last incremental from full + incrementals + that short WAL,
+   against the same restore from the full + all the WAL; the times (per phase, and
+   pg_combinebackup's share of materialising) and the WAL each one replays.  Beside each daily
+   incremental, one on the full (``--parent`` the full: what pgBackRest calls a differential),
+   and the same restore from full + the last of those.
 
 ``python -m bench.incremental [SCALE] [--runs N] [--days N] [--day-transactions N]
 [--pgbackrest PATH] [--copy-modes]``; JSON in bench/results/.  ``--copy-modes`` adds the
@@ -55,6 +58,7 @@ from tests import pgwheels
 from tests.conftest import reachable_tempdir
 
 RESULTS = Path(__file__).parent / "results"
+INC = bk.BackupType.INCREMENTAL
 SOURCE = "binc"
 
 
@@ -306,11 +310,17 @@ def week(src: Source, days: int, per_day: int, runs: int) -> dict:
     out: dict = {"days": days, "pgbench_transactions_per_day": per_day}
     clients = ["-c", "2", "-j", "2", "-t", str(per_day // 2)]
     full = bk.run(Steps(), SOURCE, "wk-full")
-    links = [full]
+    links, cumulative = [full], []
     for day in range(1, days + 1):
         src.pgbench("-n", *clients)
-        links.append(bk.run(Steps(), SOURCE, f"wk-day{day}", backup_type=bk.BackupType.INCREMENTAL))
-    assert [b.parent for b in links] == [None] + [b.name for b in links[:-1]], "not one lineage"
+        # the daily incremental on yesterday's (a lineage of a link a day), and beside it one on
+        # the full (pgBackRest's differential: a lineage of two links, each day's larger)
+        links.append(
+            bk.run(Steps(), SOURCE, f"wk-day{day}", backup_type=INC, parent=links[-1].name)
+        )
+        cumulative.append(
+            bk.run(Steps(), SOURCE, f"wk-cum{day}", backup_type=INC, parent=full.name)
+        )
     src.pgbench("-n", "-c", "2", "-j", "2", "-t", str(max(per_day // 20, 1)))  # the 7th morning
     src.sql("CREATE TABLE marker (t timestamptz)")
     src.sql("INSERT INTO marker VALUES (now())")
@@ -318,17 +328,24 @@ def week(src: Source, days: int, per_day: int, runs: int) -> dict:
     time.sleep(0.1)
     src.sql("INSERT INTO marker VALUES (now())")  # the commit after the target ends recovery
     clusters.switch_and_confirm(src.c, clusters.repository(src.c))
-    out["links"] = [
-        {
+
+    def described(b: Any) -> dict:
+        return {
             "name": b.name,
+            "parent": b.parent,
             "stored_bytes": b.stored_size,
-            "data_bytes": b.database_size,
+            "database_bytes": b.database_size,
             "seconds": b.duration_seconds,
         }
-        for b in links
-    ]
-    ways = {"full+incrementals+wal": (links[-1], None), "full+wal": (full, full.name)}
-    out["wal_replayed_bytes"] = {way: target_lsn - b.start_lsn_int for way, (b, _) in ways.items()}
+
+    out["links"] = [described(b) for b in links]
+    out["on_the_full"] = [described(b) for b in cumulative]
+    ways = {
+        "full+incrementals+wal": links[-1],
+        "full+wal": full,
+        "full+one_incremental_on_the_full+wal": cumulative[-1],
+    }
+    out["wal_replayed_bytes"] = {way: target_lsn - b.start_lsn_int for way, b in ways.items()}
     results: dict[str, list[dict]] = {way: [] for way in ways}
     combine = CombineSeconds()
     restore_log = logging.getLogger(rs.__name__)
@@ -336,10 +353,11 @@ def week(src: Source, days: int, per_day: int, runs: int) -> dict:
     restore_log.setLevel(logging.INFO)
     for run in range(runs):
         for way in _order(list(ways), run):
-            new = f"binc-r{run}-{len(results[way])}-{'i' if 'inc' in way else 'w'}"
-            request = rs.RestoreRequest(new, SOURCE, RestoreTarget(time=target), ways[way][1])
+            new = f"binc-r{run}-w{list(ways).index(way)}"
+            wanted = ways[way].name
+            request = rs.RestoreRequest(new, SOURCE, RestoreTarget(time=target), wanted)
             result, seconds = _timed(rs.run, Steps(), request)
-            assert result.backup == ways[way][0].name, f"{way} restored from {result.backup}"
+            assert result.backup == wanted, f"{way} restored from {result.backup}"
             marks = Source(Cluster.get(new), src.bindir).sql("SELECT count(*) FROM marker")[0][0]
             assert marks == 1, f"{way}: {marks} marker rows, not the one before the target"
             results[way].append({"seconds": seconds, **result.phases})
@@ -351,13 +369,16 @@ def week(src: Source, days: int, per_day: int, runs: int) -> dict:
         way: {
             "seconds": _median([r["seconds"] for r in rows]),
             "all": rows,
-            "backup": ways[way][0].name,
+            "backup": ways[way].name,
         }
         for way, rows in results.items()
     }
     seconds = {way: r["seconds"] for way, r in out["restores"].items()}
     out["restore_ratio_incrementals_vs_wal"] = round(
         seconds["full+incrementals+wal"] / seconds["full+wal"], 3
+    )
+    out["restore_ratio_one_incremental_on_the_full_vs_wal"] = round(
+        seconds["full+one_incremental_on_the_full+wal"] / seconds["full+wal"], 3
     )
     return out
 
