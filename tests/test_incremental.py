@@ -1,17 +1,23 @@
 """Incremental backups (PostgreSQL 17+, issue 14) on real servers of the 17 and 18 test wheels
 (tests/pgwheels.py): a lineage full -> incremental -> incremental restores the exact rows of a
-point after each link; a parent goes only with its dependents; a lost or damaged link makes its
-dependents unrestorable and the window shrinks to what is left; a killed incremental is Failed
-and never a parent; WAL summaries that do not cover the parent are refused with the way out;
-PostgreSQL 15 refuses --type incremental before anything is written."""
+point after each link, on a file repository (17, 18) and on S3 (moto, 17); with log backup off
+each link restores to its own end (the WAL in its tar) with the exact rows; a parent goes only
+with its dependents; a lost or damaged link makes its dependents unrestorable and the window
+shrinks to what is left; a killed incremental is Failed and never a parent; WAL summaries that
+do not cover the parent are refused with the way out; PostgreSQL 15 refuses --type incremental
+before anything is written.  The scheduled incremental (a served deployment's run) is in
+tests/flows/test_incremental_schedule.py, beside the agent tests."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -23,8 +29,9 @@ from pgpitr import restore as rs
 from pgpitr.errors import ChecksumMismatch, InvalidInput, PitrError, RecoveryTargetError
 from pgpitr.manifest import backup_manifest_key, data_key, manifest_key
 from pgpitr.postgres.cluster import Cluster
+from pgpitr.targets import RestoreTarget
 from tests import engine, pgwheels
-from tests.conftest import cli, shared_home
+from tests.conftest import S3_KEY, S3_SECRET, cli, shared_home
 from tests.pg import archive_now, commit_now, sql
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,8 +49,8 @@ def _bindir(major: int) -> Path:
     return found
 
 
-def _source(name: str, major: int = 17) -> Cluster:
-    cluster = clusters.create(name, bindir=_bindir(major))
+def _source(name: str, major: int = 17, repository_url: str | None = None) -> Cluster:
+    cluster = clusters.create(name, bindir=_bindir(major), repository_url=repository_url)
     clusters.set_log_backup(cluster, True)
     sql(name, "CREATE TABLE msg (id int PRIMARY KEY)")
     # ballast, so that an incremental is visibly smaller than a full backup
@@ -61,6 +68,7 @@ def _rows(cluster: str) -> list[int]:
 
 @dataclass(frozen=True)
 class Lineage:
+    cluster: str
     major: int
     full: str
     inc1: str
@@ -69,12 +77,41 @@ class Lineage:
     points: list[tuple[datetime, list[int], str]]
 
 
-@pytest.fixture(scope="module", params=[17, 18])
+@contextmanager
+def _s3_bucket(endpoint: str) -> Iterator[str]:
+    """A new bucket on the session's moto server, its keys in the environment (``cluster
+    create`` keeps them for the archiver); the repository URL."""
+    import boto3
+
+    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    os.environ.update(AWS_ACCESS_KEY_ID=S3_KEY, AWS_SECRET_ACCESS_KEY=S3_SECRET)
+    bucket = f"pgpitr-inc-{uuid.uuid4().hex[:10]}"
+    try:
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(
+            Bucket=bucket
+        )
+        yield f"s3://{bucket}/backups?endpoint={endpoint}&region=us-east-1"
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture(
+    scope="module", params=[(17, "file"), (18, "file"), (17, "s3")], ids=["17", "18", "17-s3"]
+)
 def lineage(request: pytest.FixtureRequest) -> Iterator[Lineage]:
-    major = request.param
-    with shared_home():
-        name = f"inc{major}"
-        _source(name, major)
+    major, kind = request.param
+    with ExitStack() as stack:
+        url = None
+        if kind == "s3":
+            url = stack.enter_context(_s3_bucket(request.getfixturevalue("moto_endpoint")))
+        stack.enter_context(shared_home())
+        name = f"inc{major}" + ("-s3" if kind == "s3" else "")
+        c = _source(name, major, url)
+        assert c.state.repository.startswith("s3://") == (kind == "s3")
         full = engine.backup(name)
         after_full = commit_now(name, "INSERT INTO msg VALUES (1)")
         time.sleep(0.05)
@@ -88,6 +125,7 @@ def lineage(request: pytest.FixtureRequest) -> Iterator[Lineage]:
         commit_now(name, "INSERT INTO msg VALUES (4)")  # after every target: never restored
         archive_now(name)
         yield Lineage(
+            name,
             major,
             full.name,
             inc1.name,
@@ -101,7 +139,7 @@ def lineage(request: pytest.FixtureRequest) -> Iterator[Lineage]:
 
 
 def test_each_incremental_names_its_parent_and_is_smaller_than_the_full(lineage: Lineage) -> None:
-    name = f"inc{lineage.major}"
+    name = lineage.cluster
     repo = clusters.repository(Cluster.get(name))
     full, inc1, inc2 = (
         catalog.get_backup(repo, name, b) for b in (lineage.full, lineage.inc1, lineage.inc2)
@@ -120,7 +158,7 @@ def test_each_incremental_names_its_parent_and_is_smaller_than_the_full(lineage:
 
 
 def test_a_restore_after_each_link_has_exactly_the_rows_of_its_time(lineage: Lineage) -> None:
-    name = f"inc{lineage.major}"
+    name = lineage.cluster
     for i, (when, expected, backup) in enumerate(lineage.points):
         new = f"{name}-at{i}"
         result = engine.restore(new, name, when)
@@ -130,7 +168,7 @@ def test_a_restore_after_each_link_has_exactly_the_rows_of_its_time(lineage: Lin
 
 
 def test_verify_backup_of_an_incremental_checks_every_link(lineage: Lineage) -> None:
-    report = verify.verify_backup(f"inc{lineage.major}", lineage.inc2)
+    report = verify.verify_backup(lineage.cluster, lineage.inc2)
     for link in (lineage.full, lineage.inc1, lineage.inc2):
         assert f"backup {link} is intact" in report
 
@@ -170,6 +208,27 @@ def test_the_manifest_tap_passes_a_tar_through_and_keeps_backup_manifest() -> No
     tap = ManifestTap(Chunks())  # type: ignore[arg-type]
     passed = b"".join(iter(lambda: tap.read(4096), b""))
     assert passed == stream and bytes(tap.manifest) == manifest
+
+
+def test_incrementals_with_log_backup_off_restore_to_their_own_end(home: Path) -> None:
+    # log backup stays off (a new cluster's default): each link's tar carries the WAL that
+    # makes it consistent, and --restore-to-immediate needs nothing else
+    c = clusters.create("nolog", bindir=_bindir(17))
+    assert not clusters.load_policy(c).logfile_enabled
+    sql("nolog", "CREATE TABLE msg (id int PRIMARY KEY)")
+    full = engine.backup("nolog")
+    sql("nolog", "INSERT INTO msg VALUES (1)")
+    inc1 = engine.backup("nolog", incremental=True)
+    sql("nolog", "INSERT INTO msg VALUES (2)")
+    inc2 = engine.backup("nolog", incremental=True)
+    sql("nolog", "INSERT INTO msg VALUES (3)")  # in no backup: never restored
+    assert (inc1.parent, inc2.parent) == (full.name, inc1.name)
+    for link, expected in ((inc1, [1]), (inc2, [1, 2])):
+        new = f"nolog-{link.name}"
+        result = engine.restore(new, "nolog", RestoreTarget(immediate=True), backup_name=link.name)
+        assert result.backup == link.name
+        assert _rows(new) == expected
+        Cluster.get(new).stop(mode="immediate")
 
 
 # -- what breaks a lineage -------------------------------------------------------------------
