@@ -47,8 +47,12 @@ MATRIX_TESTS ?= tests/test_walkthrough.py \
 	tests/faults/test_archiving_faults.py::test_timelines_restore_of_a_restored_cluster \
 	tests/test_register.py::test_a_server_run_by_hand_under_another_user_is_protected_and_let_go
 
+# Two workers (pytest-xdist), a test module each at a time (module fixtures stay whole): the
+# suite waits on PostgreSQL, Prefect and fsync far more than it computes; on 2 cores this halves it.
+TEST_WORKERS  ?= 2
+
 test: install
-	$(PY) -m pytest -q --durations=25
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25
 	$(MAKE) --no-print-directory test-matrix
 
 test-matrix: install
