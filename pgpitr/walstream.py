@@ -260,6 +260,7 @@ class Receiver:
         ensure_slot(cluster)
         directory = spool_dir(cluster)
         make_dir(directory, cluster.user, 0o750)
+        self._drop_unpadded(cluster, directory)
         argv = receivewal_command(
             cluster.bindir, directory, cluster.conninfo(), synchronous=policy.logfile_synchronous
         )
@@ -268,6 +269,19 @@ class Receiver:
         self.synchronous = policy.logfile_synchronous
         self.started_at = time.monotonic()
         log.info("%s: pg_receivewal started (pid %d)", self.name, self.process.pid)
+
+    def _drop_unpadded(self, cluster: Cluster, directory: Path) -> None:
+        """A receiver killed while it padded a new segment with zeros leaves a short .partial,
+        which the next one refuses to open ("should be 0 or N bytes"); it holds no WAL yet (the
+        padding comes first), so it goes."""
+        for entry in os.scandir(directory):
+            if entry.name.endswith(".partial"):
+                size = entry.stat().st_size
+                if size != cluster.state.wal_segment_size and written_extent(Path(entry)) == 0:
+                    os.unlink(entry.path)
+                    log.warning(
+                        "%s: removed %s, a short partial of %d bytes", self.name, entry.name, size
+                    )
 
     def _terminate(self) -> None:
         process, self.process = self.process, None
@@ -289,7 +303,8 @@ class Receiver:
             lines = self._log_path(cluster).read_text(errors="replace").splitlines()
         except (OSError, PitrError):
             return "(no log)"
-        return lines[-1].strip() if lines else "(no output)"
+        # the cause comes before pg_receivewal's last word ("disconnected")
+        return " / ".join(line.strip() for line in lines[-3:]) if lines else "(no output)"
 
     def _repository(self, cluster: Cluster) -> Repository:
         url = cluster.state.repository
