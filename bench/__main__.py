@@ -1,3 +1,10 @@
-from bench.cli import main
+import sys
+
+if sys.argv[1:2] == ["rpo"]:  # python -m bench rpo: the RPO bench (bench/rpo.py), no peers
+    from bench.rpo import cli as rpo
+
+    raise SystemExit(rpo(sys.argv[2:]))
+
+from bench.cli import main  # noqa: E402
 
 raise SystemExit(main())

@@ -83,6 +83,25 @@ def test_policy_keys_for_streaming() -> None:
         pol.apply_settings(base, ["stream.maxRetained=lots"])
 
 
+def test_the_streaming_switch_follows_log_backup_method_and_synchronous() -> None:
+    base = pol.BackupPolicy(cluster="p", create_time="", logfile_enabled=True)
+    stream = pol.apply_settings(base, ["schedule.logfile.method=stream"])
+    synchronous = pol.apply_settings(stream, ["schedule.logfile.synchronous=true"])
+    assert clusters.PolicyChange(base, stream).streaming_switch
+    assert clusters.PolicyChange(stream, synchronous).streaming_switch
+    assert clusters.PolicyChange(synchronous, stream).streaming_switch
+    # log backup off stops streaming too; a method kept while log backup stays off changes nothing
+    off = pol.apply_settings(stream, ["schedule.logfile.enable=false"])
+    assert clusters.PolicyChange(stream, off).streaming_switch
+    idle = pol.apply_settings(base, ["schedule.logfile.enable=false"])
+    assert not clusters.PolicyChange(
+        idle, pol.apply_settings(idle, ["retention.ttl=3d"])
+    ).streaming_switch
+    assert not clusters.PolicyChange(
+        base, pol.apply_settings(base, ["rpo.max=1m"])
+    ).streaming_switch
+
+
 # -- on a server -----------------------------------------------------------------------------
 
 
@@ -179,7 +198,7 @@ def test_synchronous_streaming_names_the_receiver_and_is_undone(streamed: Cluste
         _wait(
             "the receiver is synchronous", lambda: slots.slot_state(streamed).sync_state == "sync"
         )
-        sql(NAME, "INSERT INTO msg VALUES (%s)", (max(rows(NAME)) + 1,))  # returns: it flushed
+        sql(NAME, "INSERT INTO msg VALUES (%s)", (max(rows(NAME), default=0) + 1,))  # returns: it flushed
         warnings = window.describe(streamed)["stream_warnings"]
         assert any(w.startswith("SYNCHRONOUS") and "synchronous=false" in w for w in warnings)
     finally:
