@@ -14,7 +14,8 @@ in a daemon thread: one ``Receiver`` per cluster of its host that wants streamin
   the spool only once stored; the ``.partial`` segment being written is uploaded when it grew,
   as ``SEGMENT.EXTENT.partial`` (``wal.streamed_partial_name``: EXTENT is how many bytes of it
   were written, so the newest is the longest), and the previous partial of that segment is
-  removed; when the segment completes, every partial of it is removed.
+  removed (at most once a second, within POLL of a quiet segment growing); when the segment
+  completes, every partial of it is removed.
 
 ``archive_command`` stays on in stream mode, as a fallback, as Barman keeps both: with the agent
 stopped or the receiver failing, segments still reach the repository when they fill or at
@@ -62,7 +63,12 @@ from pgpitr.state import this_host, write_json_atomic
 
 log = logging.getLogger(__name__)
 
-TICK = 1.0  # seconds between upload passes: the partial segment's cadence, so the RPO
+TICK = 1.0  # seconds between the supervisor's looks at the clusters' policies
+POLL = 0.2  # seconds between a receiver's looks at its spool (a few stat calls and page reads)
+#: the partial is uploaded at most this often: a commit after a quiet while goes up within POLL,
+#: under a steady load the partial follows every second (the RPO), not every write
+PARTIAL_EVERY = 1.0
+STATUS_EVERY = 10.0  # the status file is rewritten when it changed, else this often
 RESTART_PAUSE = (1.0, 30.0)  # first and longest pause before starting pg_receivewal again
 RETAINED_EVERY = 10.0  # seconds between looks at the slot's retained WAL
 PAGE = 8192  # XLOG_BLCKSZ: every page written starts with a non-zero magic number
@@ -192,6 +198,8 @@ class Receiver:
         self.retained: int | None = None
         self.alerted = False
         self.uploaded_at: float | None = None
+        self.partial_at = 0.0  # monotonic time of the last partial upload
+        self._status: tuple[dict[str, Any], float] | None = None
         self._repo: tuple[str, Repository] | None = None
         self.thread = threading.Thread(
             target=self._loop, name=f"pgpitr-walstream-{name}", daemon=True
@@ -206,6 +214,7 @@ class Receiver:
 
     # -- the loop ----------------------------------------------------------------------------
     def _loop(self) -> None:
+        failures = 0
         try:
             while not self.stopping.is_set():
                 try:
@@ -214,12 +223,15 @@ class Receiver:
                     self.supervise(cluster, policy)
                     self.upload(cluster)
                     self.check_retained(cluster, policy)
+                    failures = 0
                 except (NotFound, FileNotFoundError):
                     break  # deleted meanwhile: the supervisor forgets it
-                except Exception as exc:  # a repository outage, a refused connection: next tick
+                except Exception as exc:  # a repository outage, a refused connection: later
                     self._failed(exc)
+                    failures += 1
                 self._write_status()
-                self.stopping.wait(self.tick)
+                # an outage is tried again less and less often, up to every 5 s
+                self.stopping.wait(min(min(self.tick, POLL) * 2 ** min(failures, 5), 5.0))
         finally:
             self._terminate()
             self._write_status()
@@ -343,6 +355,8 @@ class Receiver:
             path.unlink()
             done.append(name)
         uploaded = None
+        if time.monotonic() - self.partial_at < PARTIAL_EVERY:
+            names = []  # the partial waits; completed files went up above
         for name in names:
             if not name.endswith(".partial") or not wal.SEGMENT_RE.match(name[:24]):
                 continue
@@ -353,6 +367,7 @@ class Receiver:
             before = self.partial_keys.get(segment)
             if extent == 0 or (before is not None and extent <= before[0]):
                 continue
+            self.partial_at = time.monotonic()
             key = push_partial(repo, stanza, directory / name, extent)
             if before is not None and before[1] != key:
                 repo.delete(before[1])
@@ -387,22 +402,25 @@ class Receiver:
             self.alerted = False
 
     def _write_status(self) -> None:
+        process = self.process
+        status = {
+            "pid": process.pid if process is not None and process.poll() is None else None,
+            "agent_pid": os.getpid(),
+            "synchronous": self.synchronous,
+            "restarts": self.restarts,
+            "last_error": self.last_error,
+            "retained": self.retained,
+        }
+        if self._status and self._status[0] == status:
+            if time.monotonic() - self._status[1] < STATUS_EVERY:
+                return
         try:
             cluster = Cluster.get(self.name, self.home)
-            process = self.process
             write_json_atomic(
                 status_path(cluster),
-                {
-                    "pid": process.pid if process is not None and process.poll() is None else None,
-                    "agent_pid": os.getpid(),
-                    "synchronous": self.synchronous,
-                    "restarts": self.restarts,
-                    "last_error": self.last_error,
-                    "uploaded_at": self.uploaded_at,
-                    "retained": self.retained,
-                    "updated_at": time.time(),
-                },
+                {**status, "uploaded_at": self.uploaded_at, "updated_at": time.time()},
             )
+            self._status = (status, time.monotonic())
         except (OSError, PitrError):
             pass
 
