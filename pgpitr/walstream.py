@@ -36,10 +36,12 @@ more WAL than the policy's ``stream.maxRetained``, and turns it into an event.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import mmap
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -151,8 +153,6 @@ def push_partial(repo: Repository, stanza: str, path: Path, extent: int, level: 
     """Store the segment being streamed as its partial of ``extent`` bytes; its key."""
     data = path.read_bytes()
     frame = document_frame(data, level)
-    import hashlib
-
     name = wal.streamed_partial_name(path.name[:24], extent)
     key = wal.object_key(stanza, name, hashlib.sha256(frame).hexdigest())
     repo.put_frame(key, frame)
@@ -200,6 +200,7 @@ class Receiver:
         self.uploaded_at: float | None = None
         self.partial_at = 0.0  # monotonic time of the last partial upload
         self._status: tuple[dict[str, Any], float] | None = None
+        self._reaped = False
         self._repo: tuple[str, Repository] | None = None
         self.thread = threading.Thread(
             target=self._loop, name=f"pgpitr-walstream-{name}", daemon=True
@@ -272,6 +273,9 @@ class Receiver:
         ensure_slot(cluster)
         directory = spool_dir(cluster)
         make_dir(directory, cluster.user, 0o750)
+        if not self._reaped:
+            self._reap_orphan(cluster, directory)
+            self._reaped = True
         self._drop_unpadded(cluster, directory)
         argv = receivewal_command(
             cluster.bindir, directory, cluster.conninfo(), synchronous=policy.logfile_synchronous
@@ -281,6 +285,26 @@ class Receiver:
         self.synchronous = policy.logfile_synchronous
         self.started_at = time.monotonic()
         log.info("%s: pg_receivewal started (pid %d)", self.name, self.process.pid)
+
+    def _reap_orphan(self, cluster: Cluster, directory: Path) -> None:
+        """An agent killed with -9 leaves its pg_receivewal running, holding the slot: the
+        status file names it; it is stopped (checked by its command line) before a new one."""
+        pid = (read_status(cluster) or {}).get("pid")
+        if not pid or not process_alive(int(pid)):
+            return
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return
+        if b"pg_receivewal" not in cmdline or str(directory).encode() not in cmdline:
+            return
+        log.warning("%s: stopping pg_receivewal %s left by an earlier agent", self.name, pid)
+        os.kill(int(pid), signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while process_alive(int(pid)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if process_alive(int(pid)):
+            os.kill(int(pid), signal.SIGKILL)
 
     def _drop_unpadded(self, cluster: Cluster, directory: Path) -> None:
         """A receiver killed while it padded a new segment with zeros leaves a short .partial,

@@ -208,3 +208,38 @@ def test_the_agent_stopped_and_started_again_catches_up(home: Path) -> None:
         assert "WAL Streaming:" in text and "running (pid" in text
     finally:
         cli("agent", "stop", check=False)
+
+
+def test_a_receiver_left_by_a_killed_agent_is_stopped_by_the_next_one(home: Path) -> None:
+    cluster = stream_only("orphan")
+    thread, stop, supervisor = walstream.start(tick=0.5, home=home)
+    _wait(
+        "a receiver",
+        lambda: (
+            "orphan" in supervisor.receivers and supervisor.receivers["orphan"].process is not None
+        ),
+    )
+    # the agent dies with -9: its receiver goes on, and the status file still names it
+    left = supervisor.receivers["orphan"].process
+    supervisor.receivers["orphan"].process = None
+    stop.set()
+    thread.join(timeout=60)
+    status = walstream.read_status(cluster) or {}
+    walstream.write_json_atomic(walstream.status_path(cluster), {**status, "pid": left.pid})
+    assert left.poll() is None and slots.slot_state(cluster).active
+    thread, stop, supervisor = walstream.start(tick=0.5, home=home)
+    try:
+        _wait("the left receiver stopped", lambda: left.poll() is not None)
+        _wait(
+            "a new receiver streams",
+            lambda: (
+                (p := supervisor.receivers["orphan"].process) is not None
+                and p.poll() is None
+                and slots.slot_state(cluster).active
+            ),
+        )
+        before = commit_rows("orphan", 1)
+        _wait("the window passes the commit", lambda: passes(cluster, before), cluster=cluster)
+    finally:
+        stop.set()
+        thread.join(timeout=60)
