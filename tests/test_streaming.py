@@ -198,7 +198,8 @@ def test_synchronous_streaming_names_the_receiver_and_is_undone(streamed: Cluste
         _wait(
             "the receiver is synchronous", lambda: slots.slot_state(streamed).sync_state == "sync"
         )
-        sql(NAME, "INSERT INTO msg VALUES (%s)", (max(rows(NAME), default=0) + 1,))  # returns: it flushed
+        # returns: the receiver flushed it
+        sql(NAME, "INSERT INTO msg VALUES (%s)", (max(rows(NAME), default=0) + 1,))
         warnings = window.describe(streamed)["stream_warnings"]
         assert any(w.startswith("SYNCHRONOUS") and "synchronous=false" in w for w in warnings)
     finally:
