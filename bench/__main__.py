@@ -5,6 +5,11 @@ if sys.argv[1:2] == ["encryption"]:  # python -m bench encryption [SCALE [SEGMEN
 
     raise SystemExit(cli(sys.argv[2:]))
 
+if sys.argv[1:2] == ["rpo"]:  # python -m bench rpo: the RPO bench (bench/rpo.py), no peers
+    from bench.rpo import cli as rpo
+
+    raise SystemExit(rpo(sys.argv[2:]))
+
 from bench.cli import main  # noqa: E402
 
 raise SystemExit(main())

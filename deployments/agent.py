@@ -25,6 +25,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -64,6 +65,7 @@ def run(limit: int | None = None) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     _start_heartbeat()
+    streams = _start_streams()
     pause = RESTART_PAUSE[0]
     while not stopping:
         try:
@@ -89,6 +91,8 @@ def run(limit: int | None = None) -> int:
         while not stopping and time.monotonic() < deadline:
             time.sleep(0.2)
         pause = min(pause * 2, RESTART_PAUSE[1])
+    streams[1].set()  # each receiver's pg_receivewal ends; the slots keep what they did not get
+    streams[0].join(timeout=60)
     _say("agent stopped")
     return 0
 
@@ -100,6 +104,32 @@ def _start_heartbeat() -> None:
 
     heartbeat.start()
     _say(f"heartbeat every {heartbeat.interval():.0f} s for clusters with log backup on")
+
+
+def _start_streams() -> tuple[threading.Thread, threading.Event]:
+    """WAL streaming (pgpitr/walstream.py) for this host's clusters in stream mode, in a thread
+    of the agent itself like the heartbeat: a receiver must go on while serving restarts."""
+    from pgpitr import walstream
+
+    thread, stop, _ = walstream.start(on_retained=_retained_event)
+    _say("streaming WAL for clusters with schedule.logfile.method=stream")
+    return thread, stop
+
+
+def _retained_event(cluster: str, retained: int, limit: int) -> None:
+    """``pgpitr.stream.retained``: the slot holds back more WAL than stream.maxRetained."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from deployments.api import ensure_api_url
+    from tasks import events
+
+    try:
+        url, _ = ensure_api_url()
+    except PitrError as exc:
+        _say(f"event {events.STREAM_RETAINED} of {cluster} not emitted: {exc}")
+        return
+    with temporary_settings({PREFECT_API_URL: url}):
+        events.stream_retained(cluster, retained, limit)
 
 
 def _say(message: str) -> None:

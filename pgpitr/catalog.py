@@ -180,9 +180,19 @@ class WalIndex:
     segment_size: int
     objects: dict[str, str] = field(default_factory=dict)  # file name -> key
     history: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
+    #: segment name -> key of its newest streamed partial (pgpitr/walstream.py), for segments
+    #: being streamed that are not complete yet: a chain may end in one, never pass through it
+    partials: dict[str, str] = field(default_factory=dict)
 
     def has(self, segment: wal.Segment) -> bool:
         return segment.name(self.segment_size) in self.objects
+
+    def has_partial(self, segment: wal.Segment) -> bool:
+        return segment.name(self.segment_size) in self.partials
+
+    def key(self, name: str) -> str:
+        """The object to read for a segment: the complete one, else its newest partial."""
+        return self.objects.get(name) or self.partials[name]
 
     def timelines(self) -> set[int]:
         found = {int(n[:8], 16) for n in self.objects if wal.SEGMENT_RE.match(n)}
@@ -195,6 +205,12 @@ def wal_index(repo: Repository, stanza: str, segment_size: int) -> WalIndex:
         parsed = wal.split_object_key(info.key)
         if parsed:
             index.objects[parsed[0]] = info.key
+    extents: dict[str, int] = {}
+    for name, key in index.objects.items():
+        partial = wal.STREAMED_PARTIAL_RE.match(name)
+        if partial and int(partial["extent"], 16) >= extents.get(partial["segment"], -1):
+            extents[partial["segment"]] = int(partial["extent"], 16)
+            index.partials[partial["segment"]] = key
     for name, key in index.objects.items():
         if name.endswith(".history"):
             index.history[int(name[:8], 16)] = parse_history(repo.get_document(key).decode())
@@ -229,7 +245,8 @@ def timeline_path(index: WalIndex, start_timeline: int) -> list[tuple[int, int]]
 
 
 def chain_end(index: WalIndex, start: wal.Segment, path: list[tuple[int, int]]) -> wal.Segment:
-    """The last segment of the unbroken chain from ``start``, following ``path``.
+    """The last segment of the unbroken chain from ``start``, following ``path``: a segment
+    still being streamed ends it (its newest partial).
 
     Raises NotFound when even the start segment is missing."""
 
@@ -242,11 +259,13 @@ def chain_end(index: WalIndex, start: wal.Segment, path: list[tuple[int, int]]) 
 
     current = segment_at(start.number)
     if not index.has(current):
+        if index.has_partial(current):
+            return current
         raise NotFound(f"WAL segment {current.name(index.segment_size)} is not archived")
     while True:
         following = segment_at(current.number + 1)
         if not index.has(following):
-            return current
+            return following if index.has_partial(following) else current
         current = following
 
 
@@ -254,7 +273,7 @@ def _segment_name(index: WalIndex, timeline: int, number: int) -> str | None:
     """The archived name of segment ``number`` of a chain ending on ``timeline``: an earlier
     segment of the chain may be on a parent timeline (the newest one that has it)."""
     name = wal.Segment(timeline, number).name(index.segment_size)
-    if name in index.objects:
+    if name in index.objects or name in index.partials:
         return name
     candidates = [n for n in index.objects if n[8:] == name[8:] and len(n) == 24]
     return max(candidates) if candidates else None
@@ -269,14 +288,14 @@ def last_commit(
         while number >= max(floor, end.number - COMMIT_SEARCH_DEPTH):
             segment = wal.Segment(end.timeline, number)
             name = segment.name(index.segment_size)
-            if name not in index.objects:
+            if name not in index.objects and name not in index.partials:
                 # an earlier segment of this chain may be on a parent timeline
                 candidates = [n for n in index.objects if n[8:] == name[8:] and len(n) == 24]
                 if not candidates:
                     return None
                 name = max(candidates)
             path = Path(tmp, name)
-            path.write_bytes(repo.get_document(index.objects[name]))
+            path.write_bytes(repo.get_document(index.key(name)))
             times = commit_times(bindir, path, int(name[:8], 16))
             path.unlink()
             if times:
@@ -357,7 +376,7 @@ def find_transaction(
             if name is None:
                 break
             path = Path(tmp, name)
-            path.write_bytes(repo.get_document(index.objects[name]))
+            path.write_bytes(repo.get_document(index.key(name)))
             records = transaction_records(bindir, path, int(name[:8], 16))
             if following is not None:
                 following.unlink()  # kept beside this one for a record across the boundary
@@ -381,7 +400,7 @@ def last_record_lsn(repo: Repository, index: WalIndex, bindir: Path, segment: st
     reach: the rest of a switched segment is zeros)."""
     with tempfile.TemporaryDirectory(prefix="pgpitr-waldump-") as tmp:
         path = Path(tmp, segment)
-        path.write_bytes(repo.get_document(index.objects[segment]))
+        path.write_bytes(repo.get_document(index.key(segment)))
         argv = waldump_command(bindir, path, timeline=int(segment[:8], 16))
         argv.remove("--rmgr")
         argv.remove("Transaction")

@@ -31,7 +31,7 @@ from pgpitr.errors import (
     NotFound,
     RepositoryError,
 )
-from pgpitr.postgres import binaries, conf
+from pgpitr.postgres import binaries, conf, slots
 from pgpitr.postgres.cluster import Cluster, validate_name
 from pgpitr.postgres.command import OsUser
 from pgpitr.repository import FileUrl, Repository, RepositoryUrl, open_repository
@@ -166,6 +166,17 @@ class PolicyChange:
     def log_backup_switch(self) -> bool:
         return self.new.logfile_enabled != self.current.logfile_enabled
 
+    @property
+    def streaming_switch(self) -> bool:
+        """Streaming or synchronous streaming turned on or off (log backup's own switch
+        included: streaming needs it)."""
+        return _stream_mode(self.new) != _stream_mode(self.current)
+
+
+def _stream_mode(policy: pol.BackupPolicy) -> tuple[bool, bool]:
+    streams = policy.logfile_enabled and policy.logfile_method == "stream"
+    return streams, streams and policy.logfile_synchronous
+
 
 @dataclass(frozen=True)
 class PolicyEdit:
@@ -207,8 +218,12 @@ def run_edit_policy(
     change = steps(read_policy_change, cluster, settings, policy)
     if change.repository_switch:
         steps(switch_repository, cluster, change.new.repository)
-    if change.log_backup_switch:
-        steps(switch_log_backup, cluster, change.new.logfile_enabled)
+    if change.log_backup_switch and change.new.logfile_enabled:
+        steps(switch_log_backup, cluster, True)
+    if change.streaming_switch:
+        steps(switch_streaming, cluster, *_stream_mode(change.new))
+    if change.log_backup_switch and not change.new.logfile_enabled:
+        steps(switch_log_backup, cluster, False)
     saved = steps(save_policy_of, cluster, change.new)
     return PolicyEdit(saved, steps.sync_schedules(cluster))
 
@@ -249,6 +264,19 @@ def switch_log_backup(cluster: str, enabled: bool) -> str | None:
     else:
         log.info("log backup off for %s", cluster)
     return segment
+
+
+def switch_streaming(cluster: str, stream: bool, synchronous: bool) -> None:
+    """Streaming on (slot, receiver, then synchronous when asked) or off (synchronous first, so
+    that no commit waits, then the slot and the partials)."""
+    set_streaming(Cluster.get(cluster), stream, synchronous)
+    log.info(
+        "WAL of %s: %s",
+        cluster,
+        ("synchronous streaming" if synchronous else "streaming")
+        if stream
+        else "archive_command only",
+    )
 
 
 def read_policy_change(
@@ -425,6 +453,62 @@ def set_log_backup(cluster: Cluster, enabled: bool, timeout: float = 60) -> str 
     if not enabled:
         return None
     return switch_and_confirm(cluster, repo, timeout=timeout)
+
+
+def set_streaming(
+    cluster: Cluster, stream: bool, synchronous: bool, receiver_timeout: float = 30
+) -> None:
+    """Stream WAL with pg_receivewal under the agent (pgpitr/walstream.py), or stop.
+
+    On: check the server can stream, create the slot (the server keeps WAL from now on), save
+    the method; synchronous only once the agent's receiver streams, since from then on every
+    commit waits for it: without one it is refused, leaving asynchronous streaming on.  Off:
+    synchronous_standby_names reset first, the method saved (the agent stops its receiver),
+    the slot dropped, a segment switched and archived, then the streamed partials removed (the
+    archived segment holds what they held)."""
+    cluster.require_running()
+    saved = load_policy(cluster)
+    if stream:
+        slots.check_ready(cluster)
+        slots.ensure_slot(cluster)
+        save_policy(
+            cluster,
+            dataclasses.replace(
+                saved, logfile_enabled=True, logfile_method="stream", logfile_synchronous=False
+            ),
+        )
+        if not synchronous:
+            slots.set_synchronous(cluster, False)
+            return
+        # the agent starts its receiver again with --synchronous once the policy says so; only
+        # that one reports each flush at once, so only then may commits wait for it
+        asked = datetime.now(UTC)
+        save_policy(cluster, dataclasses.replace(load_policy(cluster), logfile_synchronous=True))
+        if not slots.wait_receiving(cluster, receiver_timeout, started_after=asked):
+            save_policy(
+                cluster, dataclasses.replace(load_policy(cluster), logfile_synchronous=False)
+            )
+            raise ClusterStateError(
+                f"no pgpitr receiver streams from {cluster.name!r} within "
+                f"{receiver_timeout:.0f} s: synchronous streaming left off (asynchronous "
+                "streaming is on), since every commit would wait for a receiver",
+                hint="start this host's agent (`pgpitr agent start`), then set "
+                "schedule.logfile.synchronous=true again",
+            )
+        slots.set_synchronous(cluster, True)
+        return
+    slots.set_synchronous(cluster, False)
+    save_policy(
+        cluster,
+        dataclasses.replace(saved, logfile_method="archive", logfile_synchronous=False),
+    )
+    slots.drop_slot(cluster)
+    repo = repository(cluster)
+    if load_policy(cluster).logfile_enabled:
+        switch_and_confirm(cluster, repo)
+    removed = wal.remove_streamed_partials(repo, cluster.state.stanza)
+    if removed:
+        log.info("%s: %d streamed partial segment(s) removed", cluster.name, removed)
 
 
 def switch_and_confirm(

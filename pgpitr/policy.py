@@ -30,6 +30,7 @@ __all__ = [
     "from_dict",
     "from_yaml",
     "next_run",
+    "parse_size",
     "to_dict",
     "to_yaml",
 ]
@@ -60,6 +61,15 @@ class BackupPolicy:
     heartbeat_enabled: bool = True
     #: an archive lag longer than this is an event (refresh-recoverable-window)
     rpo_max: str = "5m"
+    #: how WAL reaches the repository: "archive" (archive_command: a segment when it fills or at
+    #: archive_timeout) or "stream" (pg_receivewal under the agent, plus archive_command as a
+    #: fallback: pgpitr/walstream.py)
+    logfile_method: str = "archive"
+    #: stream mode only: commits wait until the receiver flushed their WAL (RPO 0; commits hang
+    #: while the receiver is down)
+    logfile_synchronous: bool = False
+    #: WAL the receiver's replication slot may hold back on the server before it is an event
+    stream_max_retained: str = "1GB"
     create_time: str
 
     def __post_init__(self) -> None:
@@ -80,6 +90,11 @@ class BackupPolicy:
                 object.__setattr__(self, attr, check(getattr(self, attr)))
             except InvalidInput as exc:
                 problems.append(f"{key}: {exc.message}")
+        if not problems and self.logfile_synchronous and self.logfile_method != "stream":
+            problems.append(
+                "schedule.logfile.synchronous=true needs schedule.logfile.method=stream "
+                "(archive_command cannot make commits wait)"
+            )
         if problems:
             raise _refusal(problems)
 
@@ -157,6 +172,36 @@ def _compression(value: Any) -> str:
     return f"zstd:{level}"
 
 
+_METHODS = ("archive", "stream")
+
+
+def _method(value: Any) -> str:
+    text = value.strip().lower() if isinstance(value, str) else None
+    if text not in _METHODS:
+        raise InvalidInput(
+            f"{value!r} is not a log backup method: expected archive (archive_command) or "
+            "stream (pg_receivewal under the agent)"
+        )
+    return text
+
+
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*(B|kB|KB|MB|GB|TB)?", re.IGNORECASE)
+_UNITS = {"b": 1, "kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30, "tb": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """Bytes of a size like 512MB, 1GB or 1.5GB (PostgreSQL's units, powers of 1024)."""
+    match = _SIZE.fullmatch(text.strip()) if isinstance(text, str) else None
+    if not match or float(match.group(1)) <= 0:
+        raise InvalidInput(f"{text!r} is not a size: expected a positive size like 512MB or 1GB")
+    return int(float(match.group(1)) * _UNITS[(match.group(2) or "B").lower()])
+
+
+def _size(value: Any) -> str:
+    parse_size(value)
+    return value.strip()
+
+
 def _repository(value: Any) -> str:
     """A repository URL, normalised (file://localhost/x is file:///x); empty for the default."""
     if value is None or (isinstance(value, str) and not value.strip()):
@@ -176,12 +221,15 @@ _SETTINGS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "schedule.incremental.enable": ("incremental_enabled", _bool),
     "schedule.incremental.cronExpression": ("incremental_cron", _cron),
     "schedule.logfile.enable": ("logfile_enabled", _bool),
+    "schedule.logfile.method": ("logfile_method", _method),
+    "schedule.logfile.synchronous": ("logfile_synchronous", _bool),
     "retention.ttl": ("ttl", _ttl),
     "backupRepo": ("repository", _repository),
     "schedule.drill.enable": ("drill_enabled", _bool),
     "schedule.drill.cronExpression": ("drill_cron", _cron),
     "heartbeat.enable": ("heartbeat_enabled", _bool),
     "rpo.max": ("rpo_max", _ttl),
+    "stream.maxRetained": ("stream_max_retained", _size),
 }
 SETTING_KEYS: tuple[str, ...] = tuple(_SETTINGS)
 _KEYS_BY_LOWER = {key.lower(): key for key in _SETTINGS}
@@ -289,13 +337,18 @@ def to_yaml(policy: BackupPolicy) -> str:
                     "enable": policy.incremental_enabled,
                     "cronExpression": policy.incremental_cron,
                 },
-                "logfile": {"enable": policy.logfile_enabled},
+                "logfile": {
+                    "enable": policy.logfile_enabled,
+                    "method": policy.logfile_method,
+                    "synchronous": policy.logfile_synchronous,
+                },
                 "drill": {"enable": policy.drill_enabled, "cronExpression": policy.drill_cron},
             },
             "retention": {"ttl": policy.ttl},
             "backupRepo": policy.repository,
             "heartbeat": {"enable": policy.heartbeat_enabled},
             "rpo": {"max": policy.rpo_max},
+            "stream": {"maxRetained": policy.stream_max_retained},
         },
     }
     return _YAML_HEADER + yaml.safe_dump(document, sort_keys=False, default_flow_style=False)
@@ -380,6 +433,7 @@ def from_dict(data: Mapping[str, Any]) -> BackupPolicy:
         "logfile_enabled",
         "drill_enabled",
         "heartbeat_enabled",
+        "logfile_synchronous",
     ):
         if name in data and not isinstance(data[name], bool):
             raise InvalidInput(

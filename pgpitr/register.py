@@ -32,7 +32,7 @@ from pgpitr.errors import (
     NotFound,
 )
 from pgpitr.osutil import process_alive
-from pgpitr.postgres import binaries, conf
+from pgpitr.postgres import binaries, conf, slots
 from pgpitr.postgres.cluster import Cluster, validate_name
 from pgpitr.postgres.command import OsUser, run
 from pgpitr.postgres.osuser import check_reachable, make_dir
@@ -520,6 +520,11 @@ def put_back_settings(name: str) -> dict[str, Any]:
     }
     cluster.alter_system(settings)
     log.info("%s: settings put back: %s", name, settings)
+    # streaming's own: commits must not wait for a receiver pgpitr no longer runs, nor the
+    # slot hold WAL back for it
+    slots.set_synchronous(cluster, False)
+    if slots.drop_slot(cluster):
+        log.info("%s: replication slot %s dropped", name, slots.SLOT)
     notes = []
     if "archive_mode" in previous:
         notes.append("archive_mode returns to its old value at the server's next restart")

@@ -35,6 +35,9 @@ WAL_FILE_RE = re.compile(
     r"^[0-9A-F]{24}(\.partial|\.[0-9A-F]{8}\.backup)?\Z|^[0-9A-F]{8}\.history\Z"
 )
 OBJECT_RE = re.compile(r"^(?P<name>.+)-(?P<sha>[0-9a-f]{64})\.zst\Z")
+#: a streamed segment still being written (pgpitr/walstream.py): its name and how many bytes of
+#: it were written, so that the newest of several is the longest
+STREAMED_PARTIAL_RE = re.compile(r"^(?P<segment>[0-9A-F]{24})\.(?P<extent>[0-9A-F]{8})\.partial\Z")
 
 
 @dataclass(frozen=True, order=True)
@@ -185,12 +188,45 @@ def push_file(repo: Repository, stanza: str, path: Path, level: int = 3) -> Push
     return PushResult(name, key, size, repo.put_frame(key, frame), False)
 
 
+def streamed_partial_name(segment: str, extent: int) -> str:
+    return f"{segment}.{extent:08X}.partial"
+
+
+def streamed_partials(repo: Repository, stanza: str, segment: str) -> list[tuple[str, str, int]]:
+    """(key, sha256, extent) of every stored streamed partial of ``segment``, longest last."""
+    found = []
+    for info in repo.list(f"{wal_dir(stanza, segment)}/{segment}."):
+        parsed = split_object_key(info.key)
+        match = STREAMED_PARTIAL_RE.match(parsed[0]) if parsed else None
+        if parsed and match and match["segment"] == segment:
+            found.append((info.key, parsed[1], int(match["extent"], 16)))
+    return sorted(found, key=lambda found: found[2])
+
+
+def remove_streamed_partials(repo: Repository, stanza: str) -> int:
+    """Remove every streamed partial of a stanza (streaming turned off, once archive_command has
+    the segment they were part of): none is left behind."""
+    removed = 0
+    for info in list(repo.list(f"{stanza}/wal/")):
+        parsed = split_object_key(info.key)
+        if parsed and STREAMED_PARTIAL_RE.match(parsed[0]):
+            repo.delete(info.key)
+            removed += 1
+    return removed
+
+
 def fetch_file(repo: Repository, stanza: str, name: str, destination: Path) -> int:
     """Restore one WAL file to ``destination`` (atomically), verifying its checksums.
+
+    A segment that was streamed but not completed yet is handed over as its newest partial,
+    under the segment's own name: replay reads it to its last record and, with no segment after
+    it, ends recovery there (a restore to ``latest`` reaches commits a second old).
 
     Not fsynced: replay reads it from the page cache, an interrupted restore is discarded whole,
     and the end-of-recovery checkpoint makes what replay wrote durable."""
     versions = stored_versions(repo, stanza, name)
+    if not versions and SEGMENT_RE.match(name):
+        versions = [(key, sha) for key, sha, _ in streamed_partials(repo, stanza, name)[-1:]]
     if not versions:
         raise NotFound(f"WAL file {name} is not in the archive of {stanza!r}")
     key, sha256 = versions[0]

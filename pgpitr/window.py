@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from pgpitr import catalog, clusters, drill, monitor, restore_points, timeparse
+from pgpitr import catalog, clusters, drill, monitor, restore_points, timeparse, walstream
 from pgpitr.postgres.cluster import Cluster
 from pgpitr.repository import Repository
 from pgpitr.steps import Steps
@@ -105,6 +105,7 @@ def describe(cluster: Cluster) -> dict[str, Any]:
         + (" + Incremental" if policy.incremental_enabled else "")
         + (" + WAL" if policy.logfile_enabled else ""),
         "log_backup": policy.logfile_enabled,
+        **walstream.describe_fields(cluster, policy),
         "backup_ttl": policy.ttl,
         "last_schedule": last.isoformat() if last else None,
         "backups": len(window.backups),

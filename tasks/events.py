@@ -26,6 +26,7 @@ ARCHIVING_BEHIND = "pgpitr.wal.archiving-behind"
 DRILL_PASSED = "pgpitr.drill.passed"
 DRILL_FAILED = "pgpitr.drill.failed"
 RPO_EXCEEDED = "pgpitr.rpo.exceeded"
+STREAM_RETAINED = "pgpitr.stream.retained"
 
 
 def resource(cluster: str) -> dict[str, str]:
@@ -88,4 +89,14 @@ def rpo_exceeded(cluster: str, lag_seconds: float, limit_seconds: float) -> None
         RPO_EXCEEDED,
         cluster,
         {"archive_lag_seconds": lag_seconds, "rpo_max_seconds": limit_seconds},
+    )
+
+
+def stream_retained(cluster: str, retained: int, limit: int) -> None:
+    """The streaming slot holds back more WAL than stream.maxRetained (the receiver is not
+    keeping up or not running): the source's disk fills while nobody looks."""
+    _emit(
+        STREAM_RETAINED,
+        cluster,
+        {"retained_bytes": retained, "max_retained_bytes": limit, "slot": "pgpitr_walstream"},
     )

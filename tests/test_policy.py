@@ -248,13 +248,14 @@ def test_to_yaml_shape() -> None:
                     "compression": "zstd:3",
                 },
                 "incremental": {"enable": False, "cronExpression": "0 18 * * 1-6"},
-                "logfile": {"enable": True},
+                "logfile": {"enable": True, "method": "archive", "synchronous": False},
                 "drill": {"enable": True, "cronExpression": "0 3 * * *"},
             },
             "retention": {"ttl": "7d"},
             "backupRepo": "s3://demo/pg",
             "heartbeat": {"enable": True},
             "rpo": {"max": "5m"},
+            "stream": {"maxRetained": "1GB"},
         },
     }
 
@@ -374,6 +375,9 @@ def test_to_dict_fields() -> None:
         "drill_cron": "0 3 * * *",
         "heartbeat_enabled": True,
         "rpo_max": "5m",
+        "logfile_method": "archive",
+        "logfile_synchronous": False,
+        "stream_max_retained": "1GB",
         "create_time": CREATED,
     }
 

@@ -335,6 +335,33 @@ def describe(name: str, output: Output = "table", backup_repo: BackupRepo = None
     _lineages_block(info.get("lineages", []))
     _restore_points_block(info.get("restore_points", []))
     _print_drills_and_rpo(info)
+    _streaming_block(info)
+
+
+def _streaming_block(info: dict) -> None:
+    """The receiver of stream mode (pgpitr/walstream.py), and its warnings, loud."""
+    stream = info.get("stream")
+    if not stream:
+        return
+    retained = stream["retained_bytes"]
+    console.out.print("\nWAL Streaming:")
+    console.table(
+        ["METHOD", "SYNCHRONOUS", "RECEIVER", "SLOT", "RETAINED", "MAX-RETAINED"],
+        [
+            [
+                "stream (+ archive_command)",
+                "yes" if stream["synchronous"] else "no",
+                f"running (pid {stream['receiver_pid']})" if stream["receiver_running"] else "down",
+                stream["slot"] + ("" if stream["slot_active"] else " (inactive)"),
+                f"{retained / 2**20:.1f}MB" if retained is not None else "",
+                stream["max_retained"],
+            ]
+        ],
+    )
+    from rich.markup import escape
+
+    for warning in info.get("stream_warnings", []):
+        console.out.print(f"[bold red]WARNING:[/bold red] {escape(warning)}", markup=True)
 
 
 def _describe_stanza(name: str, url: str, output: str) -> None:

@@ -11,6 +11,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from pgpitr.errors import CommandError
 
@@ -88,15 +89,17 @@ def popen(
     env: Mapping[str, str] | None = None,
     stdin: int | None = subprocess.DEVNULL,
     stdout: int | None = subprocess.PIPE,
+    stderr: int | IO[bytes] | None = subprocess.PIPE,
 ) -> subprocess.Popen[bytes]:
-    """Start a program whose output is a stream; the caller waits and calls ``check``."""
+    """Start a program whose output is a stream; the caller waits and calls ``check``.
+    A long-running one passes ``stderr`` a log file: a pipe nobody reads would fill."""
     argv = [str(a) for a in argv]
     try:
         return subprocess.Popen(
             argv,
             stdin=stdin,
             stdout=stdout,
-            stderr=subprocess.PIPE,
+            stderr=stderr,
             env=_env(user, env),
             **_identity(user),
         )

@@ -36,6 +36,9 @@ OWNED_SETTINGS = (
     "recovery_target_timeline",
     "primary_conninfo",
     "archive_library",
+    # a synchronous source's setting would make every commit of its restored copy wait for a
+    # receiver that copy does not have
+    "synchronous_standby_names",
 )
 
 
@@ -57,6 +60,12 @@ def wal_command(home: Path, verb: str, cluster: str, *args: str) -> str:
 def pushed_marker_dir(home: Path, cluster: str) -> Path:
     """Where wal-push marks the files it archived ahead of PostgreSQL asking for them."""
     return home / "clusters" / cluster / "spool" / "pushed"
+
+
+def stream_spool_dir(home: Path, cluster: str) -> Path:
+    """Where pg_receivewal writes the segments it streams (pgpitr/walstream.py) until they are
+    in the repository."""
+    return home / "clusters" / cluster / "spool" / "stream"
 
 
 def archive_command(home: Path, cluster: str, enabled: bool) -> str:

@@ -280,7 +280,7 @@ def test_every_owned_setting_is_stripped(tmp_path: Path) -> None:
     auto = tmp_path / "postgresql.auto.conf"
     auto.write_text("".join(f"{name} = 'x'\n" for name in conf.OWNED_SETTINGS) + "keep = 1\n")
     removed = conf.strip_auto_conf(tmp_path, None)
-    assert len(removed) == len(conf.OWNED_SETTINGS) == 16
+    assert len(removed) == len(conf.OWNED_SETTINGS) == 17
     assert auto.read_text() == "keep = 1\n"
 
 

@@ -1,0 +1,165 @@
+"""pgpitr's physical replication slot and the synchronous setting on a server (streaming).
+
+The receiver of pgpitr/walstream.py streams on the slot ``pgpitr_walstream``, so the server
+keeps every byte it has not flushed; with synchronous streaming, ``synchronous_standby_names``
+names its application_name.  Both are created and removed by the policy switch
+(pgpitr/clusters.py ``set_streaming``) and by unregister; a deleted cluster takes them along.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from pgpitr.errors import ClusterStateError
+
+if TYPE_CHECKING:
+    from pgpitr.postgres.cluster import Cluster
+
+log = logging.getLogger(__name__)
+
+#: the physical replication slot, and the receiver's application_name (synchronous_standby_names)
+SLOT = "pgpitr_walstream"
+APPLICATION_NAME = "pgpitr_walstream"
+
+
+@dataclass(frozen=True)
+class SlotState:
+    exists: bool
+    #: bytes of WAL the slot holds back on the server (current LSN - restart LSN)
+    retained: int | None = None
+    active: bool = False
+    #: pg_stat_replication's sync_state of the receiver ("sync", "async"), None when absent
+    sync_state: str | None = None
+    flush_lag_bytes: int | None = None
+
+
+def slot_state(cluster: Cluster) -> SlotState:
+    with cluster.connect() as db:
+        row = db.execute(
+            "SELECT (pg_current_wal_lsn() - restart_lsn)::bigint, active "
+            "FROM pg_replication_slots WHERE slot_name = %s",
+            (SLOT,),
+        ).fetchone()
+        if row is None:
+            return SlotState(False)
+        receiver = db.execute(
+            "SELECT sync_state, (pg_current_wal_lsn() - flush_lsn)::bigint "
+            "FROM pg_stat_replication WHERE application_name = %s",
+            (APPLICATION_NAME,),
+        ).fetchone()
+    return SlotState(
+        True,
+        row[0],
+        bool(row[1]),
+        receiver[0] if receiver else None,
+        receiver[1] if receiver else None,
+    )
+
+
+def check_ready(cluster: Cluster) -> None:
+    """Refuse streaming where it cannot work, before anything changes: no pg_receivewal in the
+    server's binaries, wal_level minimal, no WAL sender or slot left."""
+    if not (cluster.bindir / "pg_receivewal").exists():
+        raise ClusterStateError(
+            f"streaming needs {cluster.bindir / 'pg_receivewal'}, which is missing",
+            hint="install the PostgreSQL client programs of the server's version",
+        )
+    with cluster.connect() as db:
+        settings = dict(
+            db.execute(
+                "SELECT name, setting FROM pg_settings WHERE name IN "
+                "('wal_level', 'max_wal_senders', 'max_replication_slots')"
+            ).fetchall()
+        )
+    if settings.get("wal_level") == "minimal":
+        raise ClusterStateError(
+            f"cluster {cluster.name!r} runs with wal_level=minimal: it cannot stream WAL",
+            hint="set wal_level = replica and restart the server",
+        )
+    for name in ("max_wal_senders", "max_replication_slots"):
+        if int(settings.get(name, "0")) < 1:
+            raise ClusterStateError(
+                f"cluster {cluster.name!r} has {name} = 0: streaming needs one",
+                hint=f"set {name} to at least 1 and restart the server",
+            )
+
+
+def ensure_slot(cluster: Cluster) -> bool:
+    """Create pgpitr's physical slot, reserving WAL from now, unless it exists; True when made."""
+    with cluster.connect() as db:
+        found = db.execute(
+            "SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (SLOT,)
+        ).fetchone()
+        if found:
+            return False
+        db.execute("SELECT pg_create_physical_replication_slot(%s, true)", (SLOT,))
+    log.info("replication slot %s created on %s", SLOT, cluster.name)
+    return True
+
+
+def drop_slot(cluster: Cluster, timeout: float = 30) -> bool:
+    """Drop pgpitr's slot (its WAL is then the server's to recycle); True when one was dropped.
+    A receiver still using it (the agent has not seen the new policy yet) is disconnected."""
+    import psycopg
+
+    deadline = time.monotonic() + timeout
+    with cluster.connect() as db:
+        while True:
+            row = db.execute(
+                "SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (SLOT,)
+            ).fetchone()
+            if row is None:
+                return False
+            try:
+                if row[0] is None:
+                    db.execute("SELECT pg_drop_replication_slot(%s)", (SLOT,))
+                    log.info("replication slot %s dropped on %s", SLOT, cluster.name)
+                    return True
+                if time.monotonic() > deadline - timeout / 2:
+                    db.execute("SELECT pg_terminate_backend(%s)", (row[0],))
+            except psycopg.errors.ObjectInUse:
+                pass
+            if time.monotonic() > deadline:
+                raise ClusterStateError(
+                    f"the replication slot {SLOT} of {cluster.name!r} stays in use",
+                    hint="stop the agent (`pgpitr agent stop`) and try again",
+                )
+            time.sleep(0.2)
+
+
+def set_synchronous(cluster: Cluster, on: bool) -> None:
+    """``synchronous_standby_names`` naming the receiver (on), or reset when it names it (off:
+    a setting of the server's owner is left alone); ALTER SYSTEM and a reload."""
+    if on:
+        cluster.alter_system({"synchronous_standby_names": APPLICATION_NAME})
+    elif synchronous_names(cluster) == APPLICATION_NAME:
+        cluster.alter_system({"synchronous_standby_names": None})
+
+
+def synchronous_names(cluster: Cluster) -> str:
+    with cluster.connect() as db:
+        row = db.execute("SHOW synchronous_standby_names").fetchone()
+    return row[0] if row else ""
+
+
+def wait_receiving(
+    cluster: Cluster, timeout: float = 30, started_after: datetime | None = None
+) -> bool:
+    """Wait until the receiver streams from the server (a connection made after
+    ``started_after``, when given); False after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with cluster.connect() as db:
+            row = db.execute(
+                "SELECT 1 FROM pg_stat_replication WHERE application_name = %s "
+                "AND state = 'streaming' AND (%s::timestamptz IS NULL OR backend_start > %s)",
+                (APPLICATION_NAME, started_after, started_after),
+            ).fetchone()
+        if row:
+            return True
+        time.sleep(0.2)
+    return False

@@ -1,0 +1,248 @@
+"""Streaming WAL (pgpitr/walstream.py) on a real PostgreSQL 15: the supervisor runs in this
+process, in a thread, as the agent runs it; one cluster for the module.
+
+A row committed without any WAL switch is inside describe's window within seconds and a restore
+to latest has it; completed segments replace their partials, leaving one object per name;
+synchronous streaming names the receiver in synchronous_standby_names and undoes it; stream
+mode off drops the slot and the partials.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from pgpitr import catalog, clusters, wal, walstream, window
+from pgpitr import policy as pol
+from pgpitr.errors import ClusterStateError, InvalidInput
+from pgpitr.postgres import slots
+from pgpitr.postgres.cluster import Cluster
+from tests import engine
+from tests.conftest import shared_home
+from tests.pg import rows, sql
+
+NAME = "streamed"
+
+
+# -- without a server ------------------------------------------------------------------------
+
+
+def test_receivewal_command_streams_on_the_slot_with_the_receivers_name() -> None:
+    argv = walstream.receivewal_command(
+        Path("/usr/lib/postgresql/15/bin"),
+        Path("/spool/stream"),
+        {"host": "/run/it's", "port": 5433, "user": "postgres", "dbname": "postgres"},
+        synchronous=False,
+    )
+    assert argv[0] == "/usr/lib/postgresql/15/bin/pg_receivewal"
+    assert argv[argv.index("--slot") + 1] == slots.SLOT
+    assert argv[argv.index("--directory") + 1] == "/spool/stream"
+    dsn = argv[argv.index("--dbname") + 1]
+    assert "host='/run/it\\'s'" in dsn and "application_name='pgpitr_walstream'" in dsn
+    assert "dbname" not in dsn and "--no-loop" in argv and "--synchronous" not in argv
+    synchronous = walstream.receivewal_command(Path("/b"), Path("/d"), {}, synchronous=True)
+    assert synchronous[-1] == "--synchronous"
+
+
+def test_written_extent_finds_the_end_of_what_was_written(tmp_path: Path) -> None:
+    path = tmp_path / "000000010000000000000003.partial"
+    segment = bytearray(16 * 2**20)
+    path.write_bytes(segment)
+    assert walstream.written_extent(path) == 0
+    for page in range(5):  # five pages written, the fifth up to byte 100 of it
+        segment[page * walstream.PAGE : page * walstream.PAGE + 2] = b"\x10\xd1"
+    segment[4 * walstream.PAGE + 99] = 7
+    path.write_bytes(segment)
+    assert walstream.written_extent(path) == 4 * walstream.PAGE + 100
+
+
+def test_policy_keys_for_streaming() -> None:
+    base = pol.BackupPolicy(cluster="p", create_time="2026-12-01T00:00:00+00:00")
+    assert (base.logfile_method, base.logfile_synchronous) == ("archive", False)
+    streamed = pol.apply_settings(
+        base,
+        [
+            "schedule.logfile.method=STREAM,schedule.logfile.synchronous=true,"
+            "stream.maxRetained=512MB"
+        ],
+    )
+    assert (streamed.logfile_method, streamed.logfile_synchronous) == ("stream", True)
+    assert pol.parse_size(streamed.stream_max_retained) == 512 * 2**20
+    assert pol.from_yaml(pol.to_yaml(streamed), base) == streamed
+    assert pol.from_dict(pol.to_dict(streamed)) == streamed
+    with pytest.raises(InvalidInput, match="needs schedule.logfile.method=stream"):
+        pol.apply_settings(base, ["schedule.logfile.synchronous=true"])
+    with pytest.raises(InvalidInput, match="not a log backup method"):
+        pol.apply_settings(base, ["schedule.logfile.method=rsync"])
+    with pytest.raises(InvalidInput, match="not a size"):
+        pol.apply_settings(base, ["stream.maxRetained=lots"])
+
+
+def test_the_streaming_switch_follows_log_backup_method_and_synchronous() -> None:
+    base = pol.BackupPolicy(cluster="p", create_time="", logfile_enabled=True)
+    stream = pol.apply_settings(base, ["schedule.logfile.method=stream"])
+    synchronous = pol.apply_settings(stream, ["schedule.logfile.synchronous=true"])
+    assert clusters.PolicyChange(base, stream).streaming_switch
+    assert clusters.PolicyChange(stream, synchronous).streaming_switch
+    assert clusters.PolicyChange(synchronous, stream).streaming_switch
+    # log backup off stops streaming too; a method kept while log backup stays off changes nothing
+    off = pol.apply_settings(stream, ["schedule.logfile.enable=false"])
+    assert clusters.PolicyChange(stream, off).streaming_switch
+    idle = pol.apply_settings(base, ["schedule.logfile.enable=false"])
+    assert not clusters.PolicyChange(
+        idle, pol.apply_settings(idle, ["retention.ttl=3d"])
+    ).streaming_switch
+    assert not clusters.PolicyChange(
+        base, pol.apply_settings(base, ["rpo.max=1m"])
+    ).streaming_switch
+
+
+# -- on a server -----------------------------------------------------------------------------
+
+
+def _wait(what: str, check, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"{what} within {timeout:.0f} s"
+        time.sleep(0.1)
+
+
+def window_end(cluster: Cluster) -> datetime | None:
+    periods = window.describe(cluster)["recoverable_time"]
+    return datetime.fromisoformat(periods[-1][1]) if periods else None
+
+
+@pytest.fixture(scope="module")
+def streamed() -> Iterator[Cluster]:
+    """A cluster streaming into a file repository, its supervisor in a thread of this process."""
+    with shared_home() as home:
+        cluster = clusters.create(NAME)
+        clusters.set_log_backup(cluster, True)
+        sql(NAME, "CREATE TABLE msg (id int PRIMARY KEY)")
+        engine.backup(cluster)
+        # pinned to this home: another test's home must not get this supervisor's receivers
+        thread, stop, _ = walstream.start(tick=0.5, home=home)
+        try:
+            clusters.set_streaming(cluster, True, False)
+            _wait("the receiver streams", lambda: slots.slot_state(cluster).active)
+            yield Cluster.get(NAME)
+        finally:
+            stop.set()
+            thread.join(timeout=60)
+
+
+def test_a_commit_without_a_switch_is_in_the_window_and_restored_to_latest(
+    streamed: Cluster,
+) -> None:
+    first = max(rows(NAME), default=0) + 1
+    sql(NAME, "INSERT INTO msg VALUES (%s)", (first,))
+    before = datetime.now(UTC)
+    sql(NAME, "INSERT INTO msg VALUES (%s)", (first + 1,))
+    # nothing else commits here (no agent, no heartbeat): a window ending at or after `before`
+    # holds the second row's commit, which is in a segment no switch completed
+    _wait("the window passes the commit", lambda: (window_end(streamed) or before) > before)
+    info = window.describe(streamed)
+    assert info["log_method"] == "stream" and info["stream"]["receiver_running"]
+    assert info["stream"]["slot_active"]
+    repo = clusters.repository(streamed)
+    index = catalog.wal_index(repo, NAME, streamed.state.wal_segment_size)
+    current = sql(NAME, "SELECT pg_walfile_name(pg_current_wal_lsn())")[0][0]
+    assert current in index.partials and current not in index.objects
+    assert len(wal.streamed_partials(repo, NAME, current)) == 1, "older partials are removed"
+
+    expected = rows(NAME)
+    sql(NAME, "INSERT INTO msg VALUES (%s)", (first + 2,))  # after the restore's snapshot
+    result = engine.restore("streamed-copy", NAME, None)
+    try:
+        restored = rows("streamed-copy")
+        assert restored[: len(expected)] == expected and first + 1 in restored
+        assert set(restored) <= set(expected) | {first + 2}
+        assert result.last_commit is not None and result.last_commit > before
+    finally:
+        clusters.delete(Cluster.get("streamed-copy"))
+
+
+def test_a_completed_segment_replaces_its_partials_once(streamed: Cluster) -> None:
+    sql(NAME, "INSERT INTO msg VALUES (%s)", (max(rows(NAME), default=0) + 1,))
+    segment = sql(NAME, "SELECT pg_walfile_name(pg_current_wal_lsn())")[0][0]
+    repo = clusters.repository(streamed)
+    _wait("a partial of the segment", lambda: wal.streamed_partials(repo, NAME, segment))
+    sql(NAME, "SELECT pg_switch_wal()")
+    _wait(
+        "the completed segment without partials",
+        lambda: (
+            wal.stored_versions(repo, NAME, segment)
+            and not wal.streamed_partials(repo, NAME, segment)
+        ),
+    )
+    # archive_command stores the same segment too: same name, same bytes, one object
+    _wait(
+        "archive_command's copy",
+        lambda: sql(NAME, "SELECT last_archived_wal FROM pg_stat_archiver")[0][0] >= segment,
+    )
+    assert len(wal.stored_versions(repo, NAME, segment)) == 1
+    spool = walstream.spool_dir(streamed)
+    _wait("the spool keeps no stored segment", lambda: segment not in os.listdir(spool))
+
+
+def test_synchronous_streaming_names_the_receiver_and_is_undone(streamed: Cluster) -> None:
+    clusters.set_streaming(streamed, True, True)
+    try:
+        assert slots.synchronous_names(streamed) == slots.APPLICATION_NAME
+        assert clusters.load_policy(streamed).logfile_synchronous
+        _wait(
+            "the receiver is synchronous", lambda: slots.slot_state(streamed).sync_state == "sync"
+        )
+        # returns: the receiver flushed it
+        sql(NAME, "INSERT INTO msg VALUES (%s)", (max(rows(NAME), default=0) + 1,))
+        warnings = window.describe(streamed)["stream_warnings"]
+        assert any(w.startswith("SYNCHRONOUS") and "synchronous=false" in w for w in warnings)
+    finally:
+        clusters.set_streaming(streamed, True, False)
+    assert slots.synchronous_names(streamed) == ""
+    assert not clusters.load_policy(streamed).logfile_synchronous
+
+
+def test_synchronous_is_refused_without_a_receiver(home: Path) -> None:
+    cluster = clusters.create("nosync")
+    clusters.set_log_backup(cluster, True)
+    with pytest.raises(ClusterStateError, match="no pgpitr receiver streams") as caught:
+        clusters.set_streaming(cluster, True, True, receiver_timeout=2)
+    assert "pgpitr agent start" in (caught.value.hint or "")
+    assert slots.synchronous_names(cluster) == "", "commits must not wait for nobody"
+    policy = clusters.load_policy(cluster)
+    assert policy.logfile_method == "stream" and not policy.logfile_synchronous
+    assert slots.slot_state(cluster).exists
+    clusters.set_streaming(cluster, False, False)
+    assert not slots.slot_state(cluster).exists
+
+
+def test_stream_mode_off_drops_the_slot_and_leaves_no_partial(home: Path) -> None:
+    cluster = clusters.create("onoff")
+    clusters.set_log_backup(cluster, True)
+    repo = clusters.repository(cluster)
+    thread, stop, _ = walstream.start(tick=0.5, home=home)
+    try:
+        clusters.set_streaming(cluster, True, False)
+        sql("onoff", "SELECT pg_current_xact_id()")
+        _wait(
+            "a partial",
+            lambda: any(
+                wal.STREAMED_PARTIAL_RE.match(n[0])
+                for n in (wal.split_object_key(i.key) for i in repo.list("onoff/wal/"))
+                if n
+            ),
+        )
+        clusters.set_streaming(cluster, False, False)
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+    assert not slots.slot_state(cluster).exists
+    assert clusters.load_policy(cluster).logfile_method == "archive"
+    names = [wal.split_object_key(i.key) for i in repo.list("onoff/wal/")]
+    assert not [n for n in names if n and wal.STREAMED_PARTIAL_RE.match(n[0])]
