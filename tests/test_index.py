@@ -11,21 +11,32 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from pgpitr import catalog, retention, wal
-from pgpitr.errors import NotFound
+from pgpitr import catalog, clusters, retention, wal
+from pgpitr.errors import NotFound, RecoveryTargetError
+from pgpitr.postgres.cluster import Cluster
 from pgpitr.repository import index, open_repository
 from pgpitr.repository.base import REQUESTS, document_frame, request_counts
+from pgpitr.targets import RestoreTarget
+from tests import engine
+from tests.conftest import cli, shared_home
+from tests.pg import archive_now, sql
 
-SEG = 16 * 1024 * 1024
+#: 1 GB segments (PostgreSQL's largest): four per log directory, so that a few objects make
+#: chains that span several directories
+SEG = 1 << 30
 PER_LOG = wal.segments_per_log(SEG)
 
 
@@ -53,8 +64,8 @@ def _fill(repo, stanza: str, numbers, *, indexed: bool = True) -> None:
         journal.flush()
 
 
-def _names(tli: int, numbers) -> list[str]:
-    return [wal.Segment(tli, n).name(SEG) for n in numbers]
+def _names(tli: int, numbers, size: int = SEG) -> list[str]:
+    return [wal.Segment(tli, n).name(size) for n in numbers]
 
 
 def _segments(ix: catalog.WalIndex, tli: int, numbers) -> list[int]:
@@ -135,18 +146,19 @@ def test_a_missing_or_damaged_index_is_rebuilt_from_a_listing(repo, tmp_path: Pa
 
 
 def test_retention_records_its_drop_before_deleting(repo, tmp_path: Path) -> None:
+    from tests.test_retention import SEG as SEG16
     from tests.test_retention import _backup
 
-    wal.check_archive_info(repo, "s", "1", create={"wal_segment_size": SEG})  # starts the index
-    for name in _names(1, range(1, 7)):
+    wal.check_archive_info(repo, "s", "1", create={"wal_segment_size": SEG16})  # starts the index
+    for name in _names(1, range(1, 7), SEG16):
         _push(repo, "s", tmp_path, name)
     _backup(repo, "b4", 0, start_lsn="0/4000028")
     assert retention.prune_wal(repo, "s") == 3
-    ix = catalog.wal_index(repo, "s", SEG)
+    ix = catalog.wal_index(repo, "s", SEG16)
     assert not ix.state.rebuilt and _segments(ix, 1, range(8)) == [4, 5, 6]
     # a rebuild agrees with the index kept by the pushes and the prune
     repo.delete_prefix(index.prefix("s"))
-    assert catalog.wal_index(repo, "s", SEG).state.timelines[1].runs == [[4, 6]]
+    assert catalog.wal_index(repo, "s", SEG16).state.timelines[1].runs == [[4, 6]]
 
 
 # -- never trusted over what exists ------------------------------------------------------------
@@ -206,8 +218,6 @@ def test_describe_requests_do_not_grow_with_the_archive(repo, tmp_path: Path) ->
 
 
 def test_the_stats_option_prints_the_requests(home: Path) -> None:
-    from tests.conftest import cli
-
     result = cli("--stats", "cluster", "list", env={"PREFECT_API_URL": "http://127.0.0.1:9/api"})
     assert "no repository requests" in result.stderr
 
@@ -265,3 +275,123 @@ def test_a_kill_in_the_middle_of_a_compaction_leaves_the_old_state(tmp_path: Pat
     assert not state.rebuilt and state.timelines[1].runs == expected
     assert index.load(repo, "s", SEG).timelines[1].runs == expected  # and a compaction works
     assert index.load(repo, "s", SEG).objects_read == 1
+
+
+# -- on a real server ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Archived:
+    home: Path
+    segment_size: int
+    first: str  # the older backup
+    second: str
+    #: just after the last commit; the window of a whole archive reaches past it
+    last_commit: datetime
+
+
+def _listed(repo, stanza: str) -> set[str]:
+    """Every WAL file of a stanza, from a full listing (what the index replaces)."""
+    return {
+        parsed[0]
+        for info in repo.list(f"{stanza}/wal/")
+        if (parsed := wal.split_object_key(info.key))
+    }
+
+
+def _indexed(repo, stanza: str, segment_size: int) -> set[str]:
+    ix = catalog.wal_index(repo, stanza, segment_size, write=False)
+    assert not ix.state.rebuilt  # kept by the pushes, never rebuilt
+    return set(ix.objects)
+
+
+@pytest.fixture(scope="module")
+def archived() -> Iterator[Archived]:
+    with shared_home() as home:
+        cluster = clusters.create("tix")
+        clusters.set_log_backup(cluster, True)
+        sql("tix", "CREATE TABLE msg (id int PRIMARY KEY)")
+        first = engine.backup(cluster).name
+        for row in (1, 2):
+            sql("tix", "INSERT INTO msg VALUES (%s)", (row,))
+            archive_now("tix")
+        second = engine.backup(cluster).name
+        for row in (3, 4):
+            sql("tix", "INSERT INTO msg VALUES (%s)", (row,))
+            archive_now("tix")
+        yield Archived(home, cluster.state.wal_segment_size, first, second, datetime.now(UTC))
+
+
+def _copy(archived: Archived, tmp_path: Path) -> tuple[str, object]:
+    """The source's repository as it is now, copied: a test may then damage it."""
+    source = Path(clusters.repository(Cluster.get("tix")).location.path)
+    shutil.copytree(source, tmp_path / "copy", ignore=shutil.ignore_patterns("*.pgpitr-tmp-*"))
+    url = f"file://{tmp_path / 'copy'}"
+    return url, open_repository(url)
+
+
+def test_archiving_keeps_the_index_equal_to_the_archive(archived: Archived) -> None:
+    repo = clusters.repository(Cluster.get("tix"))
+    assert _indexed(repo, "tix", archived.segment_size) == _listed(repo, "tix")
+    assert any(n.endswith(".backup") for n in _listed(repo, "tix"))
+
+
+def test_delete_backup_prunes_wal_and_the_index_alike(archived: Archived, tmp_path: Path) -> None:
+    url, repo = _copy(archived, tmp_path)
+    before = _listed(repo, "tix")
+    retention.delete_backups(repo, "tix", [archived.first], force=True)
+    after = _listed(repo, "tix")
+    assert after < before  # the WAL only the first backup needed is gone
+    assert _indexed(repo, "tix", archived.segment_size) == after
+    # and the window of the second backup still reaches the last commit
+    window = catalog.recoverable_window(repo, "tix", Cluster.get("tix").bindir)
+    assert [r.backup for r in window.ranges] == [archived.second]
+
+
+def test_a_segment_deleted_behind_pgpitrs_back_shrinks_the_window(
+    archived: Archived, tmp_path: Path
+) -> None:
+    url, repo = _copy(archived, tmp_path)
+    bindir = Cluster.get("tix").bindir
+    whole = catalog.recoverable_window(repo, "tix", bindir)
+    end = max(whole.ranges, key=lambda r: r.end)
+    assert end.end < archived.last_commit
+    _delete_object(repo, "tix", end.end_segment)
+    shrunk = catalog.recoverable_window(repo, "tix", bindir)
+    assert shrunk.periods[-1][1] < end.end  # the index still names it: the listing decides
+    assert all(r.end_segment < end.end_segment for r in shrunk.ranges)
+
+
+def test_a_restore_checks_every_segment_before_creating_anything(
+    archived: Archived, tmp_path: Path
+) -> None:
+    url, repo = _copy(archived, tmp_path)
+    bindir = Cluster.get("tix").bindir
+    (second,) = [
+        c
+        for c in catalog.recoverable_window(repo, "tix", bindir).chains
+        if c.backup.name == archived.second
+    ]
+    middle = wal.segment_of(second.backup.stop_lsn_int, second.end.timeline, archived.segment_size)
+    _delete_object(repo, "tix", middle.next().name(archived.segment_size))
+    # describe checks the ends only; the restore plan lists every directory of the chain
+    with pytest.raises(RecoveryTargetError):
+        engine.restore(
+            "tix-hole",
+            "tix",
+            RestoreTarget.of(time=archived.last_commit.isoformat()),
+            repository=url,
+        )
+    assert not (archived.home / "clusters" / "tix-hole").exists()
+    assert not list(repo.list("tix-hole/"))
+
+
+def test_reindex_rebuilds_a_removed_index(archived: Archived, tmp_path: Path) -> None:
+    url, repo = _copy(archived, tmp_path)
+    repo.delete_prefix(index.prefix("tix"))
+    result = cli("repository", "reindex", "--backup-repo", url)
+    assert "reindexed tix in" in result.stdout + result.stderr
+    assert repo.exists(f"{index.prefix('tix')}{index.BASE}")
+    assert _indexed(repo, "tix", archived.segment_size) == _listed(repo, "tix")
+    failed = cli("repository", "reindex", "--backup-repo", "ftp://nowhere", check=False)
+    assert failed.returncode == 2 and "ftp" in failed.stderr
