@@ -416,14 +416,15 @@ class Journal:
         with self._lock:
             pending, self._pending = self._pending, {}
         written = 0
+        items = sorted(pending.items())
         try:
-            for timeline, delta in sorted(pending.items()):
+            for timeline, delta in items:
                 key = f"{_timeline_dir(self.stanza, timeline)}/{_delta_name()}"
                 self.repo.put_json(key, {"version": VERSION, **delta, "written": time.time()})
                 written += 1
         except BaseException:
             with self._lock:  # kept for the next flush, which the caller may try
-                for timeline, delta in list(pending.items())[written:]:
+                for timeline, delta in items[written:]:
                     again = self._pending.setdefault(timeline, {"add": {}, "history": {}})
                     again["add"].update(delta["add"])
                     again["history"].update(delta["history"])

@@ -1,0 +1,176 @@
+"""``describe`` at 1k, 10k and 100k archived WAL segments, on the file repository and on S3
+(moto's server on 127.0.0.1): its time and its repository requests (issue 15; DESIGN's target:
+at 100k within 1.2x of the time at 1k, and the same number of requests).
+
+``python -m bench.describe_scale [COUNTS…]`` (or ``python -m bench describe-scale``); JSON in
+bench/results/.
+
+How the archive is made.  Archiving 100,000 real segments would take hours, so for each count N
+one real cluster (PostgreSQL 15) is made whose recoverable window *spans* N synthetic segments:
+
+1. a real cluster with log backup on takes a real backup, and its WAL is archived by the
+   archiver as usual (wal-push and its worker, which keep the catalog index);
+2. the server stops, and ``pg_resetwal -l`` moves its next WAL segment N + 1 segments ahead;
+3. the N segments in the hole are written straight into the repository with the real naming
+   (``STANZA/wal/TTTTTTTTLLLLLLLL/<name>-<sha256>.zst``), each a copy of one tiny zstd frame
+   (describe never reads them: it follows the chain in the index and lists the log directories
+   of the chain's start and end), and the catalog index is rebuilt from a listing, as
+   ``pgpitr repository reindex`` does;
+4. the server starts again, commits, and archives a few real segments after the hole, so the
+   window runs from the backup over the N synthetic segments to a real commit at the end.
+
+Then ``window.describe`` (what ``pgpitr cluster describe`` prints, in this process) runs
+``RUNS`` times: the median time and the requests of one run, by kind.  For reference, the time and
+the LIST pages of one full listing of the stanza's WAL (what every describe did before the index).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+
+from bench.proc import ROOT
+from pgpitr import clusters, wal
+from pgpitr import window as w
+from pgpitr.postgres.cluster import Cluster
+from pgpitr.postgres.command import run
+from pgpitr.repository import index
+from pgpitr.repository.base import REQUESTS, document_frame
+from tests import engine
+from tests.conftest import reachable_tempdir
+from tests.pg import archive_now, sql
+
+RESULTS = ROOT / "bench" / "results"
+COUNTS = (1_000, 10_000, 100_000)
+RUNS = 5
+
+
+def _requests_of(fn):  # type: ignore[no-untyped-def]
+    before = dict(REQUESTS)
+    started = time.monotonic()
+    value = fn()
+    seconds = time.monotonic() - started
+    made: dict[str, int] = {}
+    for (_backend, kind), n in REQUESTS.items():
+        if n - before.get((_backend, kind), 0):
+            made[kind] = made.get(kind, 0) + n - before.get((_backend, kind), 0)
+    return value, seconds, made
+
+
+def _fill(repo, stanza: str, first: wal.Segment, count: int, segment_size: int) -> None:
+    """``count`` synthetic segments from ``first`` on, named as pushes name them."""
+    import hashlib
+
+    frame = document_frame(b"synthetic")
+    sha = hashlib.sha256(frame).hexdigest()
+    keys = [
+        wal.object_key(stanza, wal.Segment(first.timeline, n).name(segment_size), sha)
+        for n in range(first.number, first.number + count)
+    ]
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda key: repo.put_frame(key, frame), keys, chunksize=64))
+
+
+def scenario(name: str, repository: str, count: int) -> dict:
+    cluster = clusters.create(name, repository_url=repository)
+    clusters.set_log_backup(cluster, True)
+    sql(name, "CREATE TABLE msg (id int PRIMARY KEY)")
+    sql(name, "INSERT INTO msg VALUES (1)")
+    engine.backup(cluster)
+    last = archive_now(name)
+    size = cluster.state.wal_segment_size
+    cluster.stop()
+    hole = wal.Segment.parse(last, size).next()
+    after = wal.Segment(hole.timeline, hole.number + count)
+    run(
+        [str(cluster.bindir / "pg_resetwal"), "-l", after.name(size), str(cluster.state.datadir)],
+        user=cluster.user,
+    )
+    repo = clusters.repository(cluster)
+    started = time.monotonic()
+    _fill(repo, cluster.state.stanza, hole, count, size)
+    fill_seconds = time.monotonic() - started
+    index.rebuild(repo, cluster.state.stanza, size)  # what `pgpitr repository reindex` does
+    cluster.start()
+    cluster.wait_ready()
+    for row in (2, 3):
+        sql(name, "INSERT INTO msg VALUES (%s)", (row,))
+        archive_now(name)
+    c = Cluster.get(name)
+    w.describe(c)  # warm: the index's compaction, the page cache
+    times, requests = [], {}
+    for _ in range(RUNS):
+        info, seconds, requests = _requests_of(lambda: w.describe(c))
+        times.append(seconds)
+    (start, end), *_ = info["recoverable_time"]
+    listing, list_seconds, list_requests = _requests_of(
+        lambda: sum(1 for _ in repo.list(f"{cluster.state.stanza}/wal/"))
+    )
+    result = {
+        "segments": count,
+        "wal_objects": listing,
+        "describe_seconds_median": round(statistics.median(times), 4),
+        "describe_seconds": [round(t, 4) for t in times],
+        "describe_requests": requests,
+        "describe_requests_total": sum(requests.values()),
+        "window": [start, end],
+        "window_spans_the_synthetic_segments": bool(
+            datetime.fromisoformat(end) > datetime.fromisoformat(start)
+        ),
+        "full_listing_seconds": round(list_seconds, 3),
+        "full_listing_requests": list_requests,
+        "fill_seconds": round(fill_seconds, 1),
+    }
+    print(json.dumps({name: result}), flush=True)
+    Cluster.get(name).stop()  # the next scenario's server alone on the machine
+    return result
+
+
+def main(counts: tuple[int, ...] = COUNTS) -> dict:
+    from bench.s3 import BUCKET, CREDENTIALS, MotoServer
+
+    home = reachable_tempdir("pgpitr-bench-describe-")
+    os.environ["PGPITR_HOME"] = str(home)
+    os.environ.update(CREDENTIALS)
+    out: dict = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.node()}, {os.cpu_count()} cores, {platform.machine()}",
+        "postgresql": 15,
+        "runs": RUNS,
+        "method": __doc__.split("How the archive is made.")[1].split("Then")[0].strip(),
+        "file": {},
+        "s3": {},
+    }
+    file_root = reachable_tempdir("pgpitr-bench-describe-repo-")
+    for count in counts:
+        out["file"][str(count)] = scenario(f"dfile{count}", f"file://{file_root}/repo", count)
+    with MotoServer(home / "moto.log") as moto:
+        url = f"s3://{BUCKET}/scale?endpoint={moto.endpoint}&region=us-east-1"
+        for count in counts:
+            out["s3"][str(count)] = scenario(f"ds3{count}", url, count)
+    for backend in ("file", "s3"):
+        results = out[backend]
+        low, high = str(min(counts)), str(max(counts))
+        if low in results and high in results:
+            out[f"{backend}_ratio_time_{high}_vs_{low}"] = round(
+                results[high]["describe_seconds_median"] / results[low]["describe_seconds_median"],
+                3,
+            )
+            out[f"{backend}_same_requests"] = (
+                results[high]["describe_requests"] == results[low]["describe_requests"]
+            )
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{datetime.now(UTC):%Y%m%d-%H%M%S}-describe-scale.json"
+    path.write_text(json.dumps(out, indent=1) + "\n")
+    print(f"results in {path}")
+    return out
+
+
+if __name__ == "__main__":
+    main(tuple(int(a) for a in sys.argv[1:]) or COUNTS)
