@@ -19,8 +19,9 @@ one real cluster (PostgreSQL 15) is made whose recoverable window *spans* N synt
 4. the server starts again, commits, and archives a few real segments after the hole, so the
    window runs from the backup over the N synthetic segments to a real commit at the end.
 
-Then ``window.describe`` (what ``pgpitr cluster describe`` prints, in this process) runs
-``RUNS`` times: the median time and the requests of one run, by kind.  For reference, the time and
+Then ``window.describe`` (what ``pgpitr cluster describe`` prints, in this process) of each
+cluster in turn, ``RUNS`` rounds (so that the shared machine's noise falls on every count alike):
+the median time and the requests of one run, by kind.  For reference, the time and
 the LIST pages of one full listing of the stanza's WAL (what every describe did before the index).
 """
 
@@ -29,6 +30,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import time
@@ -48,7 +50,7 @@ from tests.pg import archive_now, sql
 
 RESULTS = ROOT / "bench" / "results"
 COUNTS = (1_000, 10_000, 100_000)
-RUNS = 5
+RUNS = 7
 
 
 def _requests_of(fn):  # type: ignore[no-untyped-def]
@@ -77,7 +79,8 @@ def _fill(repo, stanza: str, first: wal.Segment, count: int, segment_size: int) 
         list(pool.map(lambda key: repo.put_frame(key, frame), keys, chunksize=64))
 
 
-def scenario(name: str, repository: str, count: int) -> dict:
+def prepare(name: str, repository: str, count: int) -> dict:
+    """A running cluster whose window spans ``count`` synthetic segments (see the docstring)."""
     cluster = clusters.create(name, repository_url=repository)
     clusters.set_log_backup(cluster, True)
     sql(name, "CREATE TABLE msg (id int PRIMARY KEY)")
@@ -97,39 +100,55 @@ def scenario(name: str, repository: str, count: int) -> dict:
     _fill(repo, cluster.state.stanza, hole, count, size)
     fill_seconds = time.monotonic() - started
     index.rebuild(repo, cluster.state.stanza, size)  # what `pgpitr repository reindex` does
-    cluster.start()
+    cluster.start(move_if_port_taken=True)  # another server may have taken it meanwhile
     cluster.wait_ready()
     for row in (2, 3):
         sql(name, "INSERT INTO msg VALUES (%s)", (row,))
         archive_now(name)
-    c = Cluster.get(name)
-    w.describe(c)  # warm: the index's compaction, the page cache
-    times, requests = [], {}
-    for _ in range(RUNS):
-        info, seconds, requests = _requests_of(lambda: w.describe(c))
-        times.append(seconds)
-    (start, end), *_ = info["recoverable_time"]
+    w.describe(Cluster.get(name))  # warm: the index's compaction, the page cache
     listing, list_seconds, list_requests = _requests_of(
         lambda: sum(1 for _ in repo.list(f"{cluster.state.stanza}/wal/"))
     )
-    result = {
+    return {
         "segments": count,
         "wal_objects": listing,
-        "describe_seconds_median": round(statistics.median(times), 4),
-        "describe_seconds": [round(t, 4) for t in times],
-        "describe_requests": requests,
-        "describe_requests_total": sum(requests.values()),
-        "window": [start, end],
-        "window_spans_the_synthetic_segments": bool(
-            datetime.fromisoformat(end) > datetime.fromisoformat(start)
-        ),
         "full_listing_seconds": round(list_seconds, 3),
         "full_listing_requests": list_requests,
         "fill_seconds": round(fill_seconds, 1),
     }
-    print(json.dumps({name: result}), flush=True)
-    Cluster.get(name).stop()  # the next scenario's server alone on the machine
-    return result
+
+
+def measure(names: dict[int, str], results: dict[str, dict]) -> None:
+    """describe of each cluster in turn, RUNS rounds (the machine's noise falls on all)."""
+    times: dict[int, list[float]] = {count: [] for count in names}
+    for _ in range(RUNS):
+        for count, name in names.items():
+            c = Cluster.get(name)
+            info, seconds, requests = _requests_of(lambda c=c: w.describe(c))
+            times[count].append(seconds)
+            (start, end), *_ = info["recoverable_time"]
+            results[str(count)].update(
+                {
+                    "describe_requests": requests,
+                    "describe_requests_total": sum(requests.values()),
+                    "window": [start, end],
+                }
+            )
+    for count in names:
+        results[str(count)]["describe_seconds"] = [round(t, 4) for t in times[count]]
+        results[str(count)]["describe_seconds_median"] = round(statistics.median(times[count]), 4)
+        print(json.dumps({names[count]: results[str(count)]}), flush=True)
+
+
+def _run_backend(prefix: str, url: str, counts: tuple[int, ...]) -> dict[str, dict]:
+    names = {count: f"{prefix}{count}" for count in counts}
+    results = {str(count): prepare(names[count], url, count) for count in counts}
+    try:
+        measure(names, results)
+    finally:
+        for name in names.values():
+            Cluster.get(name).stop()
+    return results
 
 
 def main(counts: tuple[int, ...] = COUNTS) -> dict:
@@ -148,12 +167,14 @@ def main(counts: tuple[int, ...] = COUNTS) -> dict:
         "s3": {},
     }
     file_root = reachable_tempdir("pgpitr-bench-describe-repo-")
-    for count in counts:
-        out["file"][str(count)] = scenario(f"dfile{count}", f"file://{file_root}/repo", count)
-    with MotoServer(home / "moto.log") as moto:
-        url = f"s3://{BUCKET}/scale?endpoint={moto.endpoint}&region=us-east-1"
-        for count in counts:
-            out["s3"][str(count)] = scenario(f"ds3{count}", url, count)
+    try:
+        out["file"] = _run_backend("dfile", f"file://{file_root}/repo", counts)
+        with MotoServer(home / "moto.log") as moto:
+            url = f"s3://{BUCKET}/scale?endpoint={moto.endpoint}&region=us-east-1"
+            out["s3"] = _run_backend("ds3", url, counts)
+    finally:
+        shutil.rmtree(file_root, ignore_errors=True)
+        shutil.rmtree(home, ignore_errors=True)
     for backend in ("file", "s3"):
         results = out[backend]
         low, high = str(min(counts)), str(max(counts))

@@ -337,14 +337,17 @@ class _Objects:
             self._index._listed.get(name[:16], {}).pop(name, None)
 
     def __iter__(self) -> Iterator[str]:
-        size = self._index.segment_size
-        for tli in sorted(self._index.timelines()):
-            entry = self._index.state.timeline(tli)
+        ix, size = self._index, self._index.segment_size
+        names = set(self._extra)
+        for tli in ix.timelines():
+            entry = ix.state.timeline(tli)
             for first, last in entry.runs:
-                for number in range(first, last + 1):
-                    if self._index.has(wal.Segment(tli, number)):
-                        yield wal.Segment(tli, number).name(size)
-            yield from sorted(entry.files)
+                segments = (wal.Segment(tli, n) for n in range(first, last + 1))
+                names.update(s.name(size) for s in segments if ix.has(s))
+            names.update(entry.files)
+        for listed in ix._listed.values():
+            names.update(listed)
+        return iter(sorted(names))
 
     def __len__(self) -> int:
         return sum(1 for _ in self)

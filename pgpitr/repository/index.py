@@ -48,6 +48,7 @@ repository base: the WAL commands import it.
 from __future__ import annotations
 
 import bisect
+import logging
 import re
 import secrets
 import threading
@@ -56,8 +57,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from pgpitr.errors import ChecksumMismatch, NotFound
+from pgpitr.errors import ChecksumMismatch, NotFound, RepositoryError
 from pgpitr.repository.base import Repository
+
+log = logging.getLogger(__name__)
 
 VERSION = 1
 #: Unfolded deltas of one timeline that make a compaction worth its requests.
@@ -239,19 +242,24 @@ def load(repo: Repository, stanza: str, segment_size: int, *, write: bool = True
     for _attempt in range(3):
         listing = _listing(repo, stanza)
         if BASE not in listing.get(None, set()):
-            return rebuild(repo, stanza, segment_size, write=write)
+            return rebuild(repo, stanza, segment_size, write=write, explicit=False)
         try:
             state, pending = _read(repo, stanza, segment_size, listing)
         except NotFound:
             continue  # a delta was folded and deleted while we read: read again
         except (ChecksumMismatch, ValueError, KeyError, TypeError):
-            return rebuild(repo, stanza, segment_size, write=write)
+            return rebuild(repo, stanza, segment_size, write=write, explicit=False)
         if write:
             for timeline, (summary, deltas) in pending.items():
                 if len(deltas) >= COMPACT_AT:
-                    _compact(repo, stanza, state.timelines[timeline], summary, listing[timeline])
+                    try:
+                        _compact(
+                            repo, stanza, state.timelines[timeline], summary, listing[timeline]
+                        )
+                    except RepositoryError as exc:  # a reader's favour to the next: optional
+                        log.debug("index of %s not compacted: %s", stanza, exc.message)
         return state
-    return rebuild(repo, stanza, segment_size, write=write)
+    return rebuild(repo, stanza, segment_size, write=write, explicit=False)
 
 
 def _listing(repo: Repository, stanza: str) -> dict[int | None, set[str]]:
@@ -314,7 +322,14 @@ def compact(repo: Repository, stanza: str, segment_size: int) -> IndexState:
     return load(repo, stanza, segment_size, write=True)
 
 
-def rebuild(repo: Repository, stanza: str, segment_size: int, *, write: bool = True) -> IndexState:
+def rebuild(
+    repo: Repository,
+    stanza: str,
+    segment_size: int,
+    *,
+    write: bool = True,
+    explicit: bool = True,
+) -> IndexState:
     """The index from a listing of the WAL; stored (summaries, then base.json) with ``write``.
 
     The deltas present before the listing are folded: the files they add were stored before
@@ -364,13 +379,19 @@ def rebuild(repo: Repository, stanza: str, segment_size: int, *, write: bool = T
         for delta in deltas:
             state.timeline(timeline).apply(delta)
     if write:
-        for timeline in set(state.timelines) | {t for t in before if t is not None}:
-            tli = state.timeline(timeline)
-            repo.put_json(
-                f"{_timeline_dir(stanza, timeline)}/{SUMMARY}",
-                tli.to_summary(folded.get(timeline, [])),
-            )
-        repo.put_json(f"{prefix(stanza)}{BASE}", {"version": VERSION, "built": time.time()})
+        try:
+            for timeline in set(state.timelines) | {t for t in before if t is not None}:
+                tli = state.timeline(timeline)
+                repo.put_json(
+                    f"{_timeline_dir(stanza, timeline)}/{SUMMARY}",
+                    tli.to_summary(folded.get(timeline, [])),
+                )
+            repo.put_json(f"{prefix(stanza)}{BASE}", {"version": VERSION, "built": time.time()})
+        except RepositoryError:
+            if explicit:
+                raise
+            # a reader without write access (describe as another user) still gets its answer
+            log.debug("index of %s rebuilt but not stored", stanza)
     return state
 
 
