@@ -17,7 +17,9 @@ one real cluster (PostgreSQL 15) is made whose recoverable window *spans* N synt
    of the chain's start and end), and the catalog index is rebuilt from a listing, as
    ``pgpitr repository reindex`` does;
 4. the server starts again, commits, and archives a few real segments after the hole, so the
-   window runs from the backup over the N synthetic segments to a real commit at the end.
+   window runs from the backup over the N synthetic segments to a real commit at the end; then
+   it stops, so that all counts are measured with the same index deltas (a running server
+   archives now and then, and describe reads each delta until the next fold).
 
 Then ``window.describe`` (what ``pgpitr cluster describe`` prints, in this process) of each
 cluster in turn, ``RUNS`` rounds (so that the shared machine's noise falls on every count alike):
@@ -106,6 +108,9 @@ def prepare(name: str, repository: str, count: int) -> dict:
         sql(name, "INSERT INTO msg VALUES (%s)", (row,))
         archive_now(name)
     w.describe(Cluster.get(name))  # warm: the index's compaction, the page cache
+    # stopped: a running server archives a segment now and then (archive_timeout after a
+    # checkpoint), and each push adds an index delta that describe reads until it is folded
+    cluster.stop()
     listing, list_seconds, list_requests = _requests_of(
         lambda: sum(1 for _ in repo.list(f"{cluster.state.stanza}/wal/"))
     )
@@ -147,7 +152,8 @@ def _run_backend(prefix: str, url: str, counts: tuple[int, ...]) -> dict[str, di
         measure(names, results)
     finally:
         for name in names.values():
-            Cluster.get(name).stop()
+            if Cluster.get(name).is_running():
+                Cluster.get(name).stop()
     return results
 
 
