@@ -1,9 +1,9 @@
 import sys
 
-if sys.argv[1:2] == ["describe-scale"]:  # python -m bench describe-scale [COUNTS…]
+if sys.argv[1:2] == ["describe-scale"]:  # python -m bench describe-scale [file|s3] [COUNT…]
     from bench import describe_scale
 
-    describe_scale.main(tuple(int(a) for a in sys.argv[2:]) or describe_scale.COUNTS)
+    describe_scale.cli(sys.argv[2:])
     raise SystemExit(0)
 
 from bench.cli import main  # noqa: E402

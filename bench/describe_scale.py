@@ -2,8 +2,8 @@
 (moto's server on 127.0.0.1): its time and its repository requests (issue 15; DESIGN's target:
 at 100k within 1.2x of the time at 1k, and the same number of requests).
 
-``python -m bench.describe_scale [COUNTS…]`` (or ``python -m bench describe-scale``); JSON in
-bench/results/.
+``python -m bench describe-scale [file|s3] [COUNT…]`` (or ``python -m bench.describe_scale``);
+JSON in bench/results/.
 
 How the archive is made.  Archiving 100,000 real segments would take hours, so for each count N
 one real cluster (PostgreSQL 15) is made whose recoverable window *spans* N synthetic segments:
@@ -157,7 +157,7 @@ def _run_backend(prefix: str, url: str, counts: tuple[int, ...]) -> dict[str, di
     return results
 
 
-def main(counts: tuple[int, ...] = COUNTS) -> dict:
+def main(counts: tuple[int, ...] = COUNTS, backends: tuple[str, ...] = ("file", "s3")) -> dict:
     from bench.s3 import BUCKET, CREDENTIALS, MotoServer
 
     home = reachable_tempdir("pgpitr-bench-describe-")
@@ -174,10 +174,12 @@ def main(counts: tuple[int, ...] = COUNTS) -> dict:
     }
     file_root = reachable_tempdir("pgpitr-bench-describe-repo-")
     try:
-        out["file"] = _run_backend("dfile", f"file://{file_root}/repo", counts)
-        with MotoServer(home / "moto.log") as moto:
-            url = f"s3://{BUCKET}/scale?endpoint={moto.endpoint}&region=us-east-1"
-            out["s3"] = _run_backend("ds3", url, counts)
+        if "file" in backends:
+            out["file"] = _run_backend("dfile", f"file://{file_root}/repo", counts)
+        if "s3" in backends:
+            with MotoServer(home / "moto.log") as moto:
+                url = f"s3://{BUCKET}/scale?endpoint={moto.endpoint}&region=us-east-1"
+                out["s3"] = _run_backend("ds3", url, counts)
     finally:
         shutil.rmtree(file_root, ignore_errors=True)
         shutil.rmtree(home, ignore_errors=True)
@@ -199,5 +201,12 @@ def main(counts: tuple[int, ...] = COUNTS) -> dict:
     return out
 
 
+def cli(args: list[str]) -> None:
+    """``[file|s3 …] [COUNT …]``: the backends and counts to run (default: both, COUNTS)."""
+    backends = tuple(a for a in args if a in ("file", "s3")) or ("file", "s3")
+    counts = tuple(int(a) for a in args if a not in ("file", "s3")) or COUNTS
+    main(counts, backends)
+
+
 if __name__ == "__main__":
-    main(tuple(int(a) for a in sys.argv[1:]) or COUNTS)
+    cli(sys.argv[1:])
