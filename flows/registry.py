@@ -40,6 +40,7 @@ FLOWS: tuple[FlowEntry, ...] = (
     FlowEntry("delete-backup", "flows.retention:delete_backup"),
     FlowEntry("refresh-recoverable-window", "flows.window:refresh_recoverable_window"),
     FlowEntry("drill", "flows.drill:drill"),
+    FlowEntry("reindex", "flows.repository:reindex"),
     FlowEntry("edit-backup-policy", "flows.policy:edit_backup_policy"),
     FlowEntry("set-log-backup", "flows.policy:set_log_backup"),
     FlowEntry("create-cluster", "flows.clusters:create_cluster"),

@@ -26,6 +26,7 @@ from __future__ import annotations
 import re
 import socket
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +37,7 @@ from pgpitr.manifest import BackupManifest, manifest_key
 from pgpitr.osutil import process_alive
 from pgpitr.postgres.command import run, waldump_command
 from pgpitr.repository import Repository
+from pgpitr.repository import index as catalog_index
 
 _XACT_TIME = re.compile(
     r"desc: (?:COMMIT|ABORT|COMMIT_PREPARED|ABORT_PREPARED) "
@@ -52,6 +54,7 @@ _XACT_RECORD = re.compile(
     r"(?P<time>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?) UTC(?P<rest>[^\n]*)"
 )
 _ANY_RECORD_LSN = re.compile(r"\blsn: ([0-9A-F]+/[0-9A-F]+),")
+_TIMELINE = re.compile(r"^[0-9A-F]{8}")
 
 
 def _alive(manifest: BackupManifest) -> bool:
@@ -173,48 +176,205 @@ def leftover_stanza(repo: Repository, stanza: str) -> bool:
 # -- the WAL archive -------------------------------------------------------------------------
 
 
-@dataclass
 class WalIndex:
-    """Names of the archived WAL files of one stanza, and their object keys."""
+    """The archived WAL files of one stanza: what the catalog index says, corrected by what the
+    listed log directories show.
 
-    segment_size: int
-    objects: dict[str, str] = field(default_factory=dict)  # file name -> key
-    history: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
-    #: segment name -> key of its newest streamed partial (pgpitr/walstream.py), for segments
-    #: being streamed that are not complete yet: a chain may end in one, never pass through it
-    partials: dict[str, str] = field(default_factory=dict)
+    ``has``, ``timelines``, ``objects`` (file name -> key) and ``history`` are what the chains
+    and the window read.  Built by ``wal_index`` from the catalog index
+    (pgpitr/repository/index.py): segments as runs of numbers, so that a chain is followed in
+    steps of runs, not of segments.  The index is a hint: ``look`` lists one log directory
+    (``STANZA/wal/TTTTTTTTLLLLLLLL/``, at most 256 segments of 16 MB: one LIST page), and from
+    then on what that directory holds is the truth for its segments.  Without a repository
+    (a unit test) it is a plain map filled through ``objects``."""
 
+    def __init__(
+        self,
+        segment_size: int,
+        repo: Repository | None = None,
+        stanza: str | None = None,
+        state: catalog_index.IndexState | None = None,
+    ) -> None:
+        self.segment_size = segment_size
+        self.repo = repo
+        self.stanza = stanza
+        self.state = state or catalog_index.IndexState(segment_size)
+        self.objects = _Objects(self)
+        self.history: dict[int, list[tuple[int, int]]] = {}
+        #: listed log directories ("TTTTTTTTLLLLLLLL"): segment name -> key, the truth
+        self._listed: dict[str, dict[str, str]] = {}
+        #: segment name -> key of its newest streamed partial (pgpitr/walstream.py), as the
+        #: listed log directories show them: a segment still being streamed, which a chain may
+        #: end in, never pass through.  Never in the catalog index: they change every second.
+        self.partials: dict[str, str] = {}
+        self._extents: dict[str, int] = {}
+        self._per_log = wal.segments_per_log(segment_size)
+        for tli, entry in self.state.timelines.items():
+            if entry.history:
+                self.history[tli] = parse_history(entry.history)
+
+    # -- what the chains read -------------------------------------------------------------
     def has(self, segment: wal.Segment) -> bool:
-        return segment.name(self.segment_size) in self.objects
+        return self._has(segment.timeline, segment.number)
+
+    def _has(self, timeline: int, number: int) -> bool:
+        name = wal.Segment(timeline, number).name(self.segment_size)
+        listed = self._listed.get(name[:16])
+        if listed is not None:
+            return name in listed
+        entry = self.state.timelines.get(timeline)
+        return entry is not None and entry.contains(number)
+
+    def timelines(self) -> set[int]:
+        found = {t for t, e in self.state.timelines.items() if e.runs}
+        found |= {int(d[:8], 16) for d, names in self._listed.items() if names}
+        return found | set(self.history)
+
+    def run_end(self, segment: wal.Segment) -> int:
+        """The last number of the run of consecutive segments from ``segment`` (which is
+        there) on its timeline: whole runs of the index at a time, one by one in a listed
+        directory."""
+        tli, n = segment.timeline, segment.number
+        while True:
+            dir_last = (n // self._per_log + 1) * self._per_log - 1
+            if wal.Segment(tli, n).name(self.segment_size)[:16] in self._listed:
+                while n < dir_last and self._has(tli, n + 1):
+                    n += 1
+            else:
+                run = self.state.timeline(tli).run_at(n)
+                n = min(run[1], dir_last) if run else n
+            if n < dir_last or not self._has(tli, n + 1):
+                return n
+            n += 1
+
+    def copies(self, number: int) -> list[int]:
+        """The timelines that have segment ``number``, highest first."""
+        return sorted((t for t in self.timelines() if self._has(t, number)), reverse=True)
+
+    # -- what exists ---------------------------------------------------------------------
+    def listed(self, segment: wal.Segment) -> bool:
+        """Whether the log directory of ``segment`` was listed (its truth is known)."""
+        return segment.name(self.segment_size)[:16] in self._listed
+
+    def look(self, segment: wal.Segment) -> bool:
+        """List the log directory of ``segment`` (once) and say whether the segment is there."""
+        name = segment.name(self.segment_size)
+        if name[:16] not in self._listed and self.repo is not None:
+            found: dict[str, str] = {}
+            assert self.stanza is not None
+            for info in self.repo.list(f"{wal.wal_dir(self.stanza, name)}/"):
+                parsed = wal.split_object_key(info.key)
+                partial = wal.STREAMED_PARTIAL_RE.match(parsed[0]) if parsed else None
+                if parsed and wal.SEGMENT_RE.match(parsed[0]):
+                    found.setdefault(parsed[0], info.key)
+                elif partial:
+                    extent = int(partial["extent"], 16)
+                    if extent >= self._extents.get(partial["segment"], -1):
+                        self._extents[partial["segment"]] = extent
+                        self.partials[partial["segment"]] = info.key
+                elif parsed:
+                    self.state.timeline(segment.timeline).files.setdefault(parsed[0], parsed[1])
+            self._listed[name[:16]] = found
+        return self.has(segment)
+
+    def can_look(self) -> bool:
+        return self.repo is not None
 
     def has_partial(self, segment: wal.Segment) -> bool:
+        """Whether a listed log directory shows a streamed partial of ``segment``."""
         return segment.name(self.segment_size) in self.partials
 
     def key(self, name: str) -> str:
-        """The object to read for a segment: the complete one, else its newest partial."""
-        return self.objects.get(name) or self.partials[name]
+        """The object key of an archived file; KeyError when it is not archived."""
+        assert self.stanza is not None or name in self.objects._extra
+        if name in self.objects._extra:
+            return self.objects._extra[name]
+        if wal.SEGMENT_RE.match(name):
+            segment = wal.Segment.parse(name, self.segment_size)
+            listed = self._listed.get(name[:16])
+            if listed is None:
+                sha = self.state.timeline(segment.timeline).recent.get(name)
+                if sha is not None and self.has(segment):
+                    return wal.object_key(self.stanza or "", name, sha)
+                self.look(segment)
+                listed = self._listed.get(name[:16], {})
+            if name not in listed and name in self.partials:
+                return self.partials[name]  # the complete segment is not there yet
+            return listed[name]
+        sha = self.state.timeline(int(name[:8], 16)).files[name]
+        return wal.object_key(self.stanza or "", name, sha)
 
-    def timelines(self) -> set[int]:
-        found = {int(n[:8], 16) for n in self.objects if wal.SEGMENT_RE.match(n)}
-        return found | set(self.history)
+
+class _Objects:
+    """``WalIndex.objects``: file name -> object key, answered from the index and listed
+    directories.  Iterating enumerates every segment of every run: for tests and small
+    archives, not for the paths that must stay flat."""
+
+    def __init__(self, index: WalIndex) -> None:
+        self._index = index
+        self._extra: dict[str, str] = {}  # keys set by hand (tests), for names of any kind
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        if wal.SEGMENT_RE.match(name):
+            return self._index.has(wal.Segment.parse(name, self._index.segment_size))
+        if name in self._extra:
+            return True
+        if not _TIMELINE.match(name):
+            return False
+        entry = self._index.state.timelines.get(int(name[:8], 16))
+        return entry is not None and name in entry.files
+
+    def __getitem__(self, name: str) -> str:
+        if name not in self:
+            raise KeyError(name)
+        return self._index.key(name)
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        try:
+            return self[name]
+        except KeyError:
+            return default
+
+    def __setitem__(self, name: str, key: str) -> None:
+        self._extra[name] = key
+        if wal.SEGMENT_RE.match(name):
+            segment = wal.Segment.parse(name, self._index.segment_size)
+            self._index.state.timeline(segment.timeline).add(segment.number)
+            listed = self._index._listed.get(name[:16])
+            if listed is not None:
+                listed[name] = key
+
+    def __delitem__(self, name: str) -> None:
+        self._extra.pop(name, None)
+        if wal.SEGMENT_RE.match(name):
+            segment = wal.Segment.parse(name, self._index.segment_size)
+            self._index.state.timeline(segment.timeline).remove(segment.number)
+            self._index._listed.get(name[:16], {}).pop(name, None)
+
+    def __iter__(self) -> Iterator[str]:
+        ix, size = self._index, self._index.segment_size
+        names = set(self._extra)
+        for tli in ix.timelines():
+            entry = ix.state.timeline(tli)
+            for first, last in entry.runs:
+                segments = (wal.Segment(tli, n) for n in range(first, last + 1))
+                names.update(s.name(size) for s in segments if ix.has(s))
+            names.update(entry.files)
+        for listed in ix._listed.values():
+            names.update(listed)
+        return iter(sorted(names))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
-def wal_index(repo: Repository, stanza: str, segment_size: int) -> WalIndex:
-    index = WalIndex(segment_size)
-    for info in repo.list(f"{stanza}/wal/"):
-        parsed = wal.split_object_key(info.key)
-        if parsed:
-            index.objects[parsed[0]] = info.key
-    extents: dict[str, int] = {}
-    for name, key in index.objects.items():
-        partial = wal.STREAMED_PARTIAL_RE.match(name)
-        if partial and int(partial["extent"], 16) >= extents.get(partial["segment"], -1):
-            extents[partial["segment"]] = int(partial["extent"], 16)
-            index.partials[partial["segment"]] = key
-    for name, key in index.objects.items():
-        if name.endswith(".history"):
-            index.history[int(name[:8], 16)] = parse_history(repo.get_document(key).decode())
-    return index
+def wal_index(repo: Repository, stanza: str, segment_size: int, *, write: bool = True) -> WalIndex:
+    """What the catalog index says of the stanza's WAL (read in a bounded number of objects;
+    rebuilt from a listing when absent, and then stored unless ``write`` is False)."""
+    state = catalog_index.load(repo, stanza, segment_size, write=write)
+    return WalIndex(segment_size, repo, stanza, state)
 
 
 def parse_history(text: str) -> list[tuple[int, int]]:
@@ -244,28 +404,38 @@ def timeline_path(index: WalIndex, start_timeline: int) -> list[tuple[int, int]]
     return best
 
 
+def segment_at(path: list[tuple[int, int]], number: int, segment_size: int) -> wal.Segment:
+    """Segment ``number`` of the chain that follows ``path``: on the newest timeline of the
+    path that had begun by then."""
+    tli = path[0][0]
+    for timeline, begin in path:
+        if begin // segment_size <= number:
+            tli = timeline
+    return wal.Segment(tli, number)
+
+
 def chain_end(index: WalIndex, start: wal.Segment, path: list[tuple[int, int]]) -> wal.Segment:
-    """The last segment of the unbroken chain from ``start``, following ``path``: a segment
-    still being streamed ends it (its newest partial).
+    """The last segment of the unbroken chain from ``start``, following ``path``: a run of the
+    index at a time (never segment by segment: a chain may hold 100,000 of them).
 
     Raises NotFound when even the start segment is missing."""
-
-    def segment_at(number: int) -> wal.Segment:
-        tli = path[0][0]
-        for timeline, begin in path:
-            if begin // index.segment_size <= number:
-                tli = timeline
-        return wal.Segment(tli, number)
-
-    current = segment_at(start.number)
+    size = index.segment_size
+    switches = sorted({begin // size for _, begin in path[1:]})
+    current = segment_at(path, start.number, size)
     if not index.has(current):
         if index.has_partial(current):
             return current
-        raise NotFound(f"WAL segment {current.name(index.segment_size)} is not archived")
+        raise NotFound(f"WAL segment {current.name(size)} is not archived")
     while True:
-        following = segment_at(current.number + 1)
+        last = index.run_end(current)
+        ahead = [b for b in switches if b > current.number]
+        if ahead and last >= ahead[0]:
+            last = ahead[0] - 1  # the path moves to the next timeline there
+        following = segment_at(path, last + 1, size)
         if not index.has(following):
-            return following if index.has_partial(following) else current
+            # a segment still being streamed ends the chain (its newest partial)
+            end = wal.Segment(current.timeline, last)
+            return following if index.has_partial(following) else end
         current = following
 
 
@@ -275,8 +445,8 @@ def _segment_name(index: WalIndex, timeline: int, number: int) -> str | None:
     name = wal.Segment(timeline, number).name(index.segment_size)
     if name in index.objects or name in index.partials:
         return name
-    candidates = [n for n in index.objects if n[8:] == name[8:] and len(n) == 24]
-    return max(candidates) if candidates else None
+    copies = index.copies(number)
+    return wal.Segment(copies[0], number).name(index.segment_size) if copies else None
 
 
 def last_commit(
@@ -286,14 +456,10 @@ def last_commit(
     with tempfile.TemporaryDirectory(prefix="pgpitr-waldump-") as tmp:
         number = end.number
         while number >= max(floor, end.number - COMMIT_SEARCH_DEPTH):
-            segment = wal.Segment(end.timeline, number)
-            name = segment.name(index.segment_size)
-            if name not in index.objects and name not in index.partials:
-                # an earlier segment of this chain may be on a parent timeline
-                candidates = [n for n in index.objects if n[8:] == name[8:] and len(n) == 24]
-                if not candidates:
-                    return None
-                name = max(candidates)
+            # an earlier segment of this chain may be on a parent timeline
+            name = _segment_name(index, end.timeline, number)
+            if name is None:
+                return None
             path = Path(tmp, name)
             path.write_bytes(repo.get_document(index.key(name)))
             times = commit_times(bindir, path, int(name[:8], 16))
@@ -459,8 +625,18 @@ def on_path(path: list[tuple[int, int]], timeline: int, lsn: int) -> bool:
     return False
 
 
-def backup_chains(index: WalIndex, backups: list[BackupManifest]) -> list[Chain]:
-    """One chain per completed backup whose start segment is archived, oldest backup first."""
+def backup_chains(
+    index: WalIndex, backups: list[BackupManifest], *, every_segment: bool = False
+) -> list[Chain]:
+    """One chain per completed backup whose start segment is archived, oldest backup first.
+
+    The index is not trusted over what exists: the log directories of each chain's start
+    segment, of its end and of the segment after the end are listed (``WalIndex.look``), and
+    the chain is followed again until those agree, so that an object deleted behind pgpitr's
+    back shrinks the chain and one the index missed extends it.  A constant number of listings
+    per chain, whatever the archive's size.  With ``every_segment`` (a restore, before it
+    creates anything) every log directory the chain runs through is listed: a segment missing
+    in the middle then ends the chain there."""
     chains = []
     for b in backups:
         if not b.completed:
@@ -469,11 +645,39 @@ def backup_chains(index: WalIndex, backups: list[BackupManifest]) -> list[Chain]
         start = wal.segment_of(b.start_lsn_int, b.timeline, index.segment_size)
         path = timeline_path(index, b.timeline)
         try:
-            end = chain_end(index, start, path)
+            end = _checked_end(index, start, path, every_segment)
         except NotFound:
             continue
         chains.append(Chain(b, path, end, index.segment_size))
     return chains
+
+
+def _checked_end(
+    index: WalIndex, start: wal.Segment, path: list[tuple[int, int]], every_segment: bool
+) -> wal.Segment:
+    size = index.segment_size
+    if index.can_look():
+        index.look(segment_at(path, start.number, size))
+    end = chain_end(index, start, path)
+    while index.can_look():
+        needed = [end, segment_at(path, end.number + 1, size)]
+        if every_segment:
+            per_log = wal.segments_per_log(size)
+            first = start.number - start.number % per_log
+            needed += [segment_at(path, n, size) for n in range(first, end.number, per_log)]
+            # where the path changes timeline, the next timeline's directory too
+            needed += [
+                segment_at(path, begin // size, size)
+                for _, begin in path[1:]
+                if start.number <= begin // size <= end.number
+            ]
+        unlisted = [s for s in needed if not index.listed(s)]
+        if not unlisted:
+            return end
+        for segment in unlisted:
+            index.look(segment)
+        end = chain_end(index, start, path)
+    return end
 
 
 # -- the window ------------------------------------------------------------------------------
@@ -524,10 +728,14 @@ def recoverable_window(
     stanza: str,
     bindir: Path | None = None,
     backups: list[BackupManifest] | None = None,
+    *,
+    every_segment: bool = False,
 ) -> Window:
     """The window of ``stanza``: from ``backups`` (all of its backups when None).  Commit
     times are read with the pg_waldump of ``bindir``, by default the installed one of the
-    backups' major (pg_waldump reads only its own major's WAL)."""
+    backups' major (pg_waldump reads only its own major's WAL).  The chains are read from the
+    catalog index and checked against the repository (``backup_chains``); ``every_segment``
+    checks every segment (what a restore plan asks for)."""
     backups = list_backups(repo, stanza) if backups is None else backups
     # an incremental chosen by name comes without its parents: the lineage needs all of them
     everything = backups if all(b.parent is None for b in backups) else list_backups(repo, stanza)
@@ -541,7 +749,7 @@ def recoverable_window(
     if bindir is None or not completed:
         return Window(backups, [], unusable=broken)
     index = wal_index(repo, stanza, completed[0].wal_segment_size)
-    chains = backup_chains(index, completed)
+    chains = backup_chains(index, completed, every_segment=every_segment)
     return Window(backups, chain_ranges(repo, index, bindir, chains), chains, broken)
 
 

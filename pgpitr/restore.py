@@ -189,7 +189,9 @@ def plan(
             hint=f"take one with `pgpitr cluster backup {source.cluster}`",
         )
     server = _binaries_for(backups[-1].pg_version, bindir, source.bindir)
-    window = catalog.recoverable_window(repo, source.cluster, server, backups)
+    # every segment of every chain checked present (one listing per log directory), not only
+    # the window's ends: the restore must not start on a chain with a hole in it
+    window = catalog.recoverable_window(repo, source.cluster, server, backups, every_segment=True)
     if backup_name and backup_name in window.unusable:
         raise RecoveryTargetError(
             f"backup {backup_name!r} cannot be restored: {window.unusable[backup_name]}",

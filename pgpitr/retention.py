@@ -23,6 +23,7 @@ from pgpitr.errors import InvalidInput, PitrError
 from pgpitr.manifest import data_keys, manifest_key
 from pgpitr.postgres.cluster import Cluster
 from pgpitr.repository import Repository
+from pgpitr.repository import index as catalog_index
 from pgpitr.steps import Steps
 
 log = logging.getLogger(__name__)
@@ -214,16 +215,25 @@ def prune_wal(repo: Repository, stanza: str) -> int:
         default=None,
     )
     repo.remove_stale_temporaries()
-    removed = 0
+    # The whole archive is listed here (not the index): whatever the index missed goes too.
+    going = []
     for info in repo.list(f"{stanza}/wal/"):
         parsed = wal.split_object_key(info.key)
         if not parsed or parsed[0].endswith(".history"):
             continue
         segment = wal.Segment.parse(parsed[0][:24], segment_size)
         if floor is None or segment.number < floor:
-            repo.delete(info.key)
-            removed += 1
-    return removed
+            going.append((segment.timeline, info.key))
+    if not going:
+        return 0
+    # the catalog index first: a crash among the deletes leaves objects it no longer claims,
+    # never a claim without an object
+    timelines = {t for t, _ in going} | catalog_index.indexed_timelines(repo, stanza)
+    below = catalog_index.EVERYTHING if floor is None else floor
+    catalog_index.record_dropped(repo, stanza, timelines, below=below)
+    for _, key in going:
+        repo.delete(key)
+    return len(going)
 
 
 def expired(repo: Repository, stanza: str, now: datetime) -> list[str]:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from pgpitr.errors import NotFound, SystemIdMismatch, WalConflict
 from pgpitr.osutil import write_atomic
+from pgpitr.repository import index as catalog_index
 from pgpitr.repository.base import Repository, document_frame
 
 SEGMENT_RE = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})\Z")
@@ -135,6 +136,7 @@ def check_archive_info(
     if create is None:
         raise NotFound(f"the repository {repo.url} has no archive for cluster {stanza!r}")
     info = {"system_identifier": str(system_identifier), **create, **repo.encryption_record()}
+    catalog_index.start(repo, stanza)  # before any push: the index of an empty archive
     repo.put_json(key, info)
     return info
 
@@ -157,11 +159,36 @@ class PushResult:
     already_there: bool
 
 
-def push_file(repo: Repository, stanza: str, path: Path, level: int = 3) -> PushResult:
-    """Archive one WAL file.  Returns only once it is durably stored.
+def push_file(
+    repo: Repository,
+    stanza: str,
+    path: Path,
+    level: int = 3,
+    journal: catalog_index.Journal | None = None,
+) -> PushResult:
+    """Archive one WAL file.  Returns only once it is durably stored *and indexed*.
 
-    The same content under the same name succeeds without writing; a different content fails with
-    WalConflict and leaves the stored copy untouched."""
+    The one entry point of every pusher (archive_command, its worker, a WAL streamer): it keeps
+    the catalog index (pgpitr/repository/index.py).  With a ``journal`` the file is added to it,
+    and the caller flushes the journal before acknowledging the file (the push worker does, once
+    per batch); without one, the file is recorded here, in a delta of its own.
+
+    The same content under the same name succeeds without writing (and is indexed again: a
+    pusher killed between the store and the index record left it unindexed); a different
+    content fails with WalConflict and leaves the stored copy untouched."""
+    result, content = _store(repo, stanza, path, level)
+    sha = result.key.rsplit("-", 1)[1][: -len(".zst")]
+    if journal is not None:
+        journal.add(result.name, sha, content)
+    else:
+        catalog_index.record_pushed(repo, stanza, [(result.name, sha, content)])
+    return result
+
+
+def _store(
+    repo: Repository, stanza: str, path: Path, level: int
+) -> tuple[PushResult, bytes | None]:
+    """Store one WAL file; the result, and a history file's content (kept in the index)."""
     name = path.name
     if not WAL_FILE_RE.match(name):
         raise ValueError(f"{name!r} is not a WAL file name")
@@ -172,12 +199,13 @@ def push_file(repo: Repository, stanza: str, path: Path, level: int = 3) -> Push
         with (
             mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else nullcontext(b"") as data
         ):
+            content = bytes(data) if name.endswith(".history") else None
             frame = document_frame(data, level)
             sha256 = hashlib.sha256(frame).hexdigest()
             existing = stored_versions(repo, stanza, name)
             for key, stored_sha in existing:
                 if stored_sha == sha256 or repo.get_document(key, stored_sha) == data[:]:
-                    return PushResult(name, key, size, 0, True)
+                    return PushResult(name, key, size, 0, True), content
     if existing:
         raise WalConflict(
             f"WAL file {name} is already archived in {repo.url} with different content "
@@ -185,7 +213,7 @@ def push_file(repo: Repository, stanza: str, path: Path, level: int = 3) -> Push
             hint="two clusters may be archiving into the same stanza; check the cluster names",
         )
     key = object_key(stanza, name, sha256)
-    return PushResult(name, key, size, repo.put_frame(key, frame), False)
+    return PushResult(name, key, size, repo.put_frame(key, frame), False), content
 
 
 def streamed_partial_name(segment: str, extent: int) -> str:

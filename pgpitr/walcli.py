@@ -106,7 +106,14 @@ def push(cluster, path: Path) -> int:
         return 0
 
     def worker() -> None:
-        spool.run(partial(wal.push_file, _open(cluster.repository, cluster), cluster.stanza))
+        from pgpitr.repository import index
+
+        repo = _open(cluster.repository, cluster)
+        # one index delta per batch, written before the batch is acknowledged (wal.push_file)
+        journal = index.Journal(repo, cluster.stanza)
+        spool.run(partial(wal.push_file, repo, cluster.stanza, journal=journal), journal.flush)
+        if journal.deltas_written:
+            index.compact(repo, cluster.stanza, cluster.wal_segment_size)
 
     reason = spool.wait(path.name, worker)
     if reason is not None:

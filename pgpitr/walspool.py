@@ -206,9 +206,14 @@ class PushSpool:
                 return
             time.sleep(POLL)
 
-    def run(self, push: Callable[[Path], object]) -> None:
+    def run(
+        self, push: Callable[[Path], object], flush: Callable[[], object] | None = None
+    ) -> None:
         """The worker: archive every ready file until none has come for PUSH_IDLE_EXIT seconds.
 
+        ``flush`` makes the batch of files just stored durable in the catalog index (the
+        journal ``push`` adds to, see wal.push_file): it runs before any file of the batch is
+        acknowledged, and when it fails, the batch fails (the archiver pushes the files again).
         A file that failed is tried again only when a call asks for it (the archiver's retry),
         so that an outage costs one attempt per retry, not a loop against the repository."""
         self._drop_orphan_markers()
@@ -218,11 +223,21 @@ class PushSpool:
         idle_since = time.monotonic()
         with ThreadPoolExecutor(THREADS) as pool:
             while True:
-                for name, future in list(running.items()):
-                    if future.done():
-                        del running[name]
-                        stored = self._answer(name, future)
-                        (done if stored else failed).add(name)
+                finished = [(n, f) for n, f in running.items() if f.done()]
+                unflushed: BaseException | None = None
+                if flush is not None and any(f.exception() is None for _, f in finished):
+                    try:
+                        flush()
+                    except Exception as exc:  # reported as each stored file's failure
+                        unflushed = exc
+                for name, future in finished:
+                    del running[name]
+                    if unflushed is not None and future.exception() is None:
+                        _write_text(self.failed / name, _describe(unflushed))
+                        failed.add(name)
+                        continue
+                    stored = self._answer(name, future)
+                    (done if stored else failed).add(name)
                 if len(running) < IN_HAND:
                     asked = _names(self.asked)
                     left = failed | _names(self.failed)

@@ -32,6 +32,36 @@ CHUNK = 8 * 1024 * 1024
 #: How every object of an encrypted repository starts (repository/crypt.py).
 ENCRYPTED_MAGIC = b"PGPITRE\x00"
 
+#: Requests made to every repository of this process, by backend and kind ("s3", "GET"):
+#: what ``pgpitr --stats`` prints at exit.  A dict increment per request: nothing to import.
+REQUESTS: dict[tuple[str, str], int] = {}
+#: The kinds of request counted: a page of a listing, a read, a stat, a write, a delete, a part
+#: of a multipart upload (and its start and completion).
+KINDS = ("LIST", "GET", "HEAD", "PUT", "DELETE", "PART")
+
+
+def count(backend: str, kind: str, n: int = 1) -> None:
+    """Count ``n`` requests of ``kind`` to a ``backend`` repository."""
+    REQUESTS[backend, kind] = REQUESTS.get((backend, kind), 0) + n
+
+
+def request_counts() -> dict[str, dict[str, int]]:
+    """The requests counted so far: {backend: {kind: n}}."""
+    found: dict[str, dict[str, int]] = {}
+    for (backend, kind), n in sorted(REQUESTS.items()):
+        found.setdefault(backend, {})[kind] = n
+    return found
+
+
+def format_counts(counts: dict[str, dict[str, int]] | None = None) -> str:
+    """One line per backend: "s3 requests: LIST 1, GET 4, HEAD 2 (7)"."""
+    counts = request_counts() if counts is None else counts
+    lines = []
+    for backend, kinds in counts.items():
+        shown = ", ".join(f"{k} {kinds[k]}" for k in KINDS if k in kinds)
+        lines.append(f"{backend} requests: {shown} ({sum(kinds.values())})")
+    return "\n".join(lines) or "no repository requests"
+
 
 @dataclass(frozen=True)
 class ObjectInfo:

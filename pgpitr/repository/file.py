@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from pgpitr.errors import InvalidInput, NotFound, RepositoryError
-from pgpitr.repository.base import ObjectInfo, Repository
+from pgpitr.repository.base import ObjectInfo, Repository, count
 from pgpitr.repository.url import FileUrl
 
 _TEMP_MARK = ".pgpitr-tmp-"
@@ -63,6 +63,7 @@ class FileRepository(Repository):
                 os.chown(d, *self._owner)
 
     def stat(self, key: str) -> ObjectInfo | None:
+        count("file", "HEAD")
         try:
             return ObjectInfo(key, self._path(key).stat().st_size)
         except FileNotFoundError:
@@ -70,6 +71,7 @@ class FileRepository(Repository):
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         # The prefix may end inside a file name, as S3 prefixes do: walk from its directory.
+        count("file", "LIST")  # a directory walk stands for one listing
         head, _, _ = prefix.rpartition("/")
         base = self._path(head) if head else self.root
         if not base.is_dir():
@@ -98,6 +100,7 @@ class FileRepository(Repository):
             raise self._errors(exc, "list", prefix) from None
 
     def _open_read(self, key: str) -> BinaryIO:
+        count("file", "GET")
         try:
             return open(self._path(key), "rb")  # noqa: SIM115 - the caller closes it
         except FileNotFoundError:
@@ -106,6 +109,7 @@ class FileRepository(Repository):
             raise self._errors(exc, "read", key) from None
 
     def _write_atomic(self, key: str, chunks: Iterable[bytes]) -> int:
+        count("file", "PUT")
         final = self._path(key)
         temp = final.with_name(f"{final.name}{_TEMP_MARK}{secrets.token_hex(4)}")
         size = 0
@@ -146,6 +150,7 @@ class FileRepository(Repository):
         return size
 
     def delete(self, key: str) -> None:
+        count("file", "DELETE")
         path = self._path(key)
         try:
             path.unlink()

@@ -19,10 +19,25 @@ import botocore.exceptions
 import botocore.session
 
 from pgpitr.errors import NotFound, RepositoryError
-from pgpitr.repository.base import ObjectInfo, Repository
+from pgpitr.repository.base import ObjectInfo, Repository, count
 from pgpitr.repository.url import S3Url
 
 PART_SIZE = 16 * 1024 * 1024
+
+#: The request kind of each client method, as ``pgpitr --stats`` counts them.
+_KIND = {
+    "head_object": "HEAD",
+    "get_object": "GET",
+    "put_object": "PUT",
+    "list_objects_v2": "LIST",
+    "list_multipart_uploads": "LIST",
+    "delete_object": "DELETE",
+    "delete_objects": "DELETE",
+    "create_multipart_upload": "PART",
+    "upload_part": "PART",
+    "complete_multipart_upload": "PART",
+    "abort_multipart_upload": "PART",
+}
 
 _HINTS = {
     "InvalidAccessKeyId": "check the access key (AWS_ACCESS_KEY_ID or the profile)",
@@ -125,12 +140,14 @@ class S3Repository(Repository):
         )
 
     def _call(self, action: str, key: str, method: str, **kwargs: Any) -> Any:
+        count("s3", _KIND.get(method, method))
         try:
             return getattr(self._client, method)(**kwargs)
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
             raise self._error(exc, action, key) from None
 
     def stat(self, key: str) -> ObjectInfo | None:
+        count("s3", "HEAD")
         try:
             head = self._client.head_object(Bucket=self.bucket, Key=self._key(key))
         except botocore.exceptions.ClientError as exc:
@@ -146,6 +163,7 @@ class S3Repository(Repository):
         paginator = self._client.get_paginator("list_objects_v2")
         try:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
+                count("s3", "LIST")  # one request per page of up to 1000 keys
                 for item in page.get("Contents", []):
                     yield ObjectInfo(item["Key"][strip:], item["Size"])
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
@@ -168,6 +186,7 @@ class S3Repository(Repository):
         return sorted(found)
 
     def _open_read(self, key: str) -> BinaryIO:
+        count("s3", "GET")
         try:
             response = self._client.get_object(Bucket=self.bucket, Key=self._key(key))
         except botocore.exceptions.ClientError as exc:
@@ -234,6 +253,7 @@ class S3Repository(Repository):
             )
         except BaseException:
             try:
+                count("s3", "PART")
                 self._client.abort_multipart_upload(Bucket=self.bucket, Key=full, UploadId=upload)
             except Exception:  # noqa: S110 - the original failure is the one to report
                 pass

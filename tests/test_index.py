@@ -1,0 +1,395 @@
+"""The catalog index (pgpitr/repository/index.py) and the WAL index the chains read from it
+(pgpitr/catalog.py ``WalIndex``): kept by every push and delete, rebuilt when absent, never
+trusted over what the repository holds, and read in requests that do not grow with the archive.
+
+The first part runs on real repositories (file and moto S3) with WAL objects named as pushes name
+them; the end runs real PostgreSQL: pushes by the archiver, a delete-backup, retention, a kill -9
+of a process in the middle of an index update, and a restore refused before it creates anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from pgpitr import catalog, clusters, retention, wal
+from pgpitr.errors import NotFound, RecoveryTargetError
+from pgpitr.postgres.cluster import Cluster
+from pgpitr.repository import index, open_repository
+from pgpitr.repository.base import REQUESTS, document_frame, request_counts
+from pgpitr.targets import RestoreTarget
+from tests import engine
+from tests.conftest import cli, shared_home
+from tests.pg import archive_now, sql
+
+#: 1 GB segments (PostgreSQL's largest): four per log directory, so that a few objects make
+#: chains that span several directories
+SEG = 1 << 30
+PER_LOG = wal.segments_per_log(SEG)
+
+
+@pytest.fixture
+def repo(repo_url: str):
+    return open_repository(repo_url)
+
+
+def _push(repo, stanza: str, tmp: Path, name: str, body: bytes | None = None) -> wal.PushResult:
+    path = tmp / name
+    path.write_bytes(body if body is not None else f"segment {name}\n".encode())
+    return wal.push_file(repo, stanza, path)
+
+
+def _fill(repo, stanza: str, numbers, *, indexed: bool = True) -> None:
+    """Segments stored as the push worker stores them (an object each, one index delta for the
+    batch), or, not ``indexed``, as a pgpitr without the index did."""
+    journal = index.Journal(repo, stanza)
+    for name in _names(1, numbers):
+        frame = document_frame(name.encode())
+        sha = hashlib.sha256(frame).hexdigest()
+        repo.put_frame(wal.object_key(stanza, name, sha), frame)
+        journal.add(name, sha)
+    if indexed:
+        journal.flush()
+
+
+def _names(tli: int, numbers, size: int = SEG) -> list[str]:
+    return [wal.Segment(tli, n).name(size) for n in numbers]
+
+
+def _segments(ix: catalog.WalIndex, tli: int, numbers) -> list[int]:
+    return [n for n in numbers if ix.has(wal.Segment(tli, n))]
+
+
+def _delete_object(repo, stanza: str, name: str) -> None:
+    (key, _sha), *_ = wal.stored_versions(repo, stanza, name)
+    repo.delete(key)  # behind pgpitr's back: no index record
+
+
+# -- what the index holds --------------------------------------------------------------------
+
+
+def test_pushes_are_indexed_and_read_back_without_listing_the_wal(repo, tmp_path: Path) -> None:
+    assert catalog.wal_index(repo, "s", SEG).state.rebuilt  # none yet: built (empty), stored
+    for name in _names(1, range(1, 6)) + _names(1, range(8, 10)):
+        _push(repo, "s", tmp_path, name)
+    history = "1\t0/9000000\tno recovery target specified\n"
+    _push(repo, "s", tmp_path, "00000002.history", history.encode())
+    ix = catalog.wal_index(repo, "s", SEG)
+    assert _segments(ix, 1, range(0, 12)) == [1, 2, 3, 4, 5, 8, 9]
+    assert ix.history == {2: [(1, 0x9000000)]}
+    assert ix.timelines() == {1, 2}
+    # runs, not names: the chain is followed a run at a time
+    assert ix.state.timelines[1].runs == [[1, 5], [8, 9]]
+    assert (
+        ix.objects["00000002.history"] == wal.stored_versions(repo, "s", "00000002.history")[0][0]
+    )
+    # a push whose index record was lost (killed between the two) is indexed by the re-push
+    for key in [i.key for i in repo.list(index.prefix("s")) if "delta-" in i.key][-1:]:
+        repo.delete(key)  # the history's delta
+    assert catalog.wal_index(repo, "s", SEG).history == {}
+    assert _push(repo, "s", tmp_path, "00000002.history", history.encode()).already_there
+    assert catalog.wal_index(repo, "s", SEG).history == {2: [(1, 0x9000000)]}
+
+
+def test_deltas_are_compacted_into_a_summary_and_readers_stay_bounded(
+    repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    names = _names(1, range(1, 2 * index.COMPACT_AT + 3))
+    for name in names:
+        _push(repo, "s", tmp_path, name)
+    catalog.wal_index(repo, "s", SEG)  # the first read builds base.json and a summary
+    keys = lambda: sorted(i.key.rsplit("/", 1)[-1] for i in repo.list("s/index/00000001/"))  # noqa: E731
+    # a read folds what it finds once there are COMPACT_AT deltas or more
+    for name in _names(1, range(100, 100 + index.COMPACT_AT)):
+        _push(repo, "s", tmp_path, name)
+    state = index.load(repo, "s", SEG)
+    assert state.objects_read == 1 + index.COMPACT_AT
+    assert index.load(repo, "s", SEG).objects_read == 1  # the summary folds them all
+    # folded deltas are deleted by a later compaction, once the summary is GRACE old
+    monkeypatch.setattr(index, "GRACE", 0.0)
+    for name in _names(1, range(200, 200 + index.COMPACT_AT)):
+        _push(repo, "s", tmp_path, name)
+    index.load(repo, "s", SEG)
+    assert len([k for k in keys() if k.startswith("delta-")]) == index.COMPACT_AT
+    ix = catalog.wal_index(repo, "s", SEG)
+    assert ix.state.timelines[1].runs == [
+        [1, len(names)],
+        [100, 99 + index.COMPACT_AT],
+        [200, 199 + index.COMPACT_AT],
+    ]
+
+
+def test_a_missing_or_damaged_index_is_rebuilt_from_a_listing(repo, tmp_path: Path) -> None:
+    for name in _names(1, range(1, 5)):
+        _push(repo, "s", tmp_path, name)
+    catalog.wal_index(repo, "s", SEG)
+    repo.delete_prefix(index.prefix("s"))
+    ix = catalog.wal_index(repo, "s", SEG)
+    assert ix.state.rebuilt and _segments(ix, 1, range(6)) == [1, 2, 3, 4]
+    assert repo.exists(f"{index.prefix('s')}{index.BASE}")  # stored: the next read is not one
+    assert not catalog.wal_index(repo, "s", SEG).state.rebuilt
+    repo.put_frame("s/index/00000001/summary.json", b"not a zstd frame")
+    ix = catalog.wal_index(repo, "s", SEG)
+    assert ix.state.rebuilt and _segments(ix, 1, range(6)) == [1, 2, 3, 4]
+
+
+def test_retention_records_its_drop_before_deleting(repo, tmp_path: Path) -> None:
+    from tests.test_retention import SEG as SEG16
+    from tests.test_retention import _backup
+
+    wal.check_archive_info(repo, "s", "1", create={"wal_segment_size": SEG16})  # starts the index
+    for name in _names(1, range(1, 7), SEG16):
+        _push(repo, "s", tmp_path, name)
+    _backup(repo, "b4", 0, start_lsn="0/4000028")
+    assert retention.prune_wal(repo, "s") == 3
+    ix = catalog.wal_index(repo, "s", SEG16)
+    assert not ix.state.rebuilt and _segments(ix, 1, range(8)) == [4, 5, 6]
+    # a rebuild agrees with the index kept by the pushes and the prune
+    repo.delete_prefix(index.prefix("s"))
+    assert catalog.wal_index(repo, "s", SEG16).state.timelines[1].runs == [[4, 6]]
+
+
+# -- never trusted over what exists ------------------------------------------------------------
+
+
+def test_chains_check_their_start_and_end_against_the_repository(repo) -> None:
+    index.start(repo, "s")
+    _fill(repo, "s", range(1, 2 * PER_LOG + 10))  # three log directories
+    path = [(1, 0)]
+    start = wal.Segment(1, 3)
+    end_name = wal.Segment(1, 2 * PER_LOG + 9).name(SEG)
+    _delete_object(repo, "s", end_name)
+    ix = catalog.wal_index(repo, "s", SEG)
+    assert catalog.chain_end(ix, start, path).number == 2 * PER_LOG + 9  # the index alone
+    assert catalog._checked_end(ix, start, path, False).number == 2 * PER_LOG + 8
+    # a segment in the middle is seen only by a restore's check of every segment
+    _delete_object(repo, "s", wal.Segment(1, PER_LOG + 5).name(SEG))
+    ix = catalog.wal_index(repo, "s", SEG)
+    assert catalog._checked_end(ix, start, path, False).number == 2 * PER_LOG + 8
+    ix = catalog.wal_index(repo, "s", SEG)
+    assert catalog._checked_end(ix, start, path, True).number == PER_LOG + 4
+    # the start gone: no chain at all
+    _delete_object(repo, "s", start.name(SEG))
+    with pytest.raises(NotFound):
+        catalog._checked_end(catalog.wal_index(repo, "s", SEG), start, path, False)
+
+
+def test_a_segment_the_index_missed_extends_the_chain(repo) -> None:
+    index.start(repo, "s")
+    _fill(repo, "s", range(1, 5))
+    _fill(repo, "s", range(5, PER_LOG + 3), indexed=False)
+    ix = catalog.wal_index(repo, "s", SEG)
+    assert catalog._checked_end(ix, wal.Segment(1, 1), [(1, 0)], False).number == PER_LOG + 2
+
+
+def test_describe_requests_do_not_grow_with_the_archive(repo, tmp_path: Path) -> None:
+    """The WAL index of a stanza of two log directories of segments and of four costs the
+    same requests (the listing it replaces costs one page per 1000 objects on S3)."""
+
+    def requests(stanza: str, count: int) -> dict[str, int]:
+        _fill(repo, stanza, range(1, count + 1), indexed=False)
+        catalog.wal_index(repo, stanza, SEG)  # absent: rebuilt and stored once
+        before = dict(REQUESTS)
+        ix = catalog.wal_index(repo, stanza, SEG)
+        end = catalog._checked_end(ix, wal.Segment(1, 1), [(1, 0)], False)
+        assert end.number == count
+        return {
+            f"{b} {k}": n - before.get((b, k), 0)
+            for (b, k), n in REQUESTS.items()
+            if n != before.get((b, k), 0)
+        }
+
+    small = requests("small", PER_LOG + 3)  # the start and the end in two log directories
+    large = requests("large", 3 * PER_LOG + 3)
+    assert small == large and sum(small.values()) <= 6
+    assert request_counts()  # counted by backend and kind
+
+
+# -- a kill -9 in the middle of an index update -------------------------------------------------
+
+_KILLED_WRITER = textwrap.dedent(
+    """
+    import os, sys, time
+    from pgpitr.repository import index, open_repository
+    from pgpitr.repository.file import FileRepository
+
+    repo = open_repository(sys.argv[1])
+    slow = FileRepository._write_atomic
+
+    def stalled(self, key, chunks):  # the summary's bytes are written, then the process stops
+        if key.endswith("summary.json"):
+            def chunks_then_stop():
+                for chunk in chunks:
+                    yield chunk
+                open(sys.argv[2], "w").close()
+                time.sleep(60)
+            return slow(self, key, chunks_then_stop())
+        return slow(self, key, chunks)
+
+    FileRepository._write_atomic = stalled
+    index.load(repo, "s", int(sys.argv[3]))
+    """
+)
+
+
+def test_a_kill_in_the_middle_of_a_compaction_leaves_the_old_state(tmp_path: Path) -> None:
+    repo = open_repository(f"file://{tmp_path / 'repo'}")
+    for name in _names(1, range(1, 4)):
+        _push(repo, "s", tmp_path, name)
+    catalog.wal_index(repo, "s", SEG)
+    for name in _names(1, range(4, 4 + index.COMPACT_AT)):
+        _push(repo, "s", tmp_path, name)
+    expected = [[1, 3 + index.COMPACT_AT]]
+    before = sorted(i.key for i in repo.list("s/index/"))
+    mark = tmp_path / "in-the-middle"
+    child = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_WRITER, repo.url, str(mark), str(SEG)],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+    )
+    deadline = time.monotonic() + 60
+    while not mark.exists() and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert mark.exists(), "the writer did not reach the middle of its summary write"
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    # only the temporary was written: the old summary and every delta are as they were
+    assert sorted(i.key for i in repo.list("s/index/")) == before
+    state = index.load(repo, "s", SEG, write=False)
+    assert not state.rebuilt and state.timelines[1].runs == expected
+    assert index.load(repo, "s", SEG).timelines[1].runs == expected  # and a compaction works
+    assert index.load(repo, "s", SEG).objects_read == 1
+
+
+# -- on a real server ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Archived:
+    home: Path
+    segment_size: int
+    first: str  # the older backup
+    second: str
+    #: just after the last commit; the window of a whole archive reaches past it
+    last_commit: datetime
+
+
+def _listed(repo, stanza: str) -> set[str]:
+    """Every WAL file of a stanza, from a full listing (what the index replaces)."""
+    return {
+        parsed[0]
+        for info in repo.list(f"{stanza}/wal/")
+        if (parsed := wal.split_object_key(info.key))
+    }
+
+
+def _indexed(repo, stanza: str, segment_size: int) -> set[str]:
+    ix = catalog.wal_index(repo, stanza, segment_size, write=False)
+    assert not ix.state.rebuilt  # kept by the pushes, never rebuilt
+    return set(ix.objects)
+
+
+@pytest.fixture(scope="module")
+def archived() -> Iterator[Archived]:
+    with shared_home() as home:
+        cluster = clusters.create("tix")
+        clusters.set_log_backup(cluster, True)
+        sql("tix", "CREATE TABLE msg (id int PRIMARY KEY)")
+        first = engine.backup(cluster).name
+        for row in (1, 2):
+            sql("tix", "INSERT INTO msg VALUES (%s)", (row,))
+            archive_now("tix")
+        second = engine.backup(cluster).name
+        for row in (3, 4):
+            sql("tix", "INSERT INTO msg VALUES (%s)", (row,))
+            archive_now("tix")
+        yield Archived(home, cluster.state.wal_segment_size, first, second, datetime.now(UTC))
+
+
+def _copy(archived: Archived, tmp_path: Path) -> tuple[str, object]:
+    """The source's repository as it is now, copied: a test may then damage it."""
+    source = Path(clusters.repository(Cluster.get("tix")).location.path)
+    shutil.copytree(source, tmp_path / "copy", ignore=shutil.ignore_patterns("*.pgpitr-tmp-*"))
+    url = f"file://{tmp_path / 'copy'}"
+    return url, open_repository(url)
+
+
+def test_archiving_keeps_the_index_equal_to_the_archive(archived: Archived) -> None:
+    repo = clusters.repository(Cluster.get("tix"))
+    assert _indexed(repo, "tix", archived.segment_size) == _listed(repo, "tix")
+    assert any(n.endswith(".backup") for n in _listed(repo, "tix"))
+
+
+def test_delete_backup_prunes_wal_and_the_index_alike(archived: Archived, tmp_path: Path) -> None:
+    url, repo = _copy(archived, tmp_path)
+    before = _listed(repo, "tix")
+    retention.delete_backups(repo, "tix", [archived.first], force=True)
+    after = _listed(repo, "tix")
+    assert after < before  # the WAL only the first backup needed is gone
+    assert _indexed(repo, "tix", archived.segment_size) == after
+    # and the window of the second backup still reaches the last commit
+    window = catalog.recoverable_window(repo, "tix", Cluster.get("tix").bindir)
+    assert [r.backup for r in window.ranges] == [archived.second]
+
+
+def test_a_segment_deleted_behind_pgpitrs_back_shrinks_the_window(
+    archived: Archived, tmp_path: Path
+) -> None:
+    url, repo = _copy(archived, tmp_path)
+    bindir = Cluster.get("tix").bindir
+    whole = catalog.recoverable_window(repo, "tix", bindir)
+    end = max(whole.ranges, key=lambda r: r.end)
+    assert end.end < archived.last_commit
+    _delete_object(repo, "tix", end.end_segment)
+    shrunk = catalog.recoverable_window(repo, "tix", bindir)
+    assert shrunk.periods[-1][1] < end.end  # the index still names it: the listing decides
+    assert all(r.end_segment < end.end_segment for r in shrunk.ranges)
+
+
+def test_a_restore_checks_every_segment_before_creating_anything(
+    archived: Archived, tmp_path: Path
+) -> None:
+    url, repo = _copy(archived, tmp_path)
+    bindir = Cluster.get("tix").bindir
+    (second,) = [
+        c
+        for c in catalog.recoverable_window(repo, "tix", bindir).chains
+        if c.backup.name == archived.second
+    ]
+    middle = wal.segment_of(second.backup.stop_lsn_int, second.end.timeline, archived.segment_size)
+    _delete_object(repo, "tix", middle.next().name(archived.segment_size))
+    # describe checks the ends only; the restore plan lists every directory of the chain
+    with pytest.raises(RecoveryTargetError):
+        engine.restore(
+            "tix-hole",
+            "tix",
+            RestoreTarget.of(time=archived.last_commit.isoformat()),
+            repository=url,
+        )
+    assert not (archived.home / "clusters" / "tix-hole").exists()
+    assert not list(repo.list("tix-hole/"))
+
+
+def test_reindex_rebuilds_a_removed_index(archived: Archived, tmp_path: Path) -> None:
+    url, repo = _copy(archived, tmp_path)
+    repo.delete_prefix(index.prefix("tix"))
+    result = cli("--stats", "repository", "reindex", "--backup-repo", url)
+    assert "reindexed tix in" in result.stdout + result.stderr
+    # the global --stats: the requests of the command, by kind
+    stats = [line for line in result.stderr.splitlines() if line.startswith("file requests:")]
+    assert stats and all(f"{kind} " in stats[0] for kind in ("LIST", "GET", "PUT"))
+    assert repo.exists(f"{index.prefix('tix')}{index.BASE}")
+    assert _indexed(repo, "tix", archived.segment_size) == _listed(repo, "tix")
+    failed = cli("repository", "reindex", "--backup-repo", "ftp://nowhere", check=False)
+    assert failed.returncode == 2 and "ftp" in failed.stderr
