@@ -29,6 +29,7 @@ from pgpitr.errors import (
     EncryptionKeyError,
     InvalidInput,
     NotFound,
+    PitrError,
     RepositoryError,
 )
 from pgpitr.postgres import binaries, conf, slots
@@ -74,7 +75,6 @@ def encryption_key_file(url: RepositoryUrl | str, user: OsUser, recorded: str = 
 
 def check_new_cluster_key(url: str | None) -> None:
     """Before a create flow starts: an encrypted repository's key file is usable."""
-    from pgpitr.errors import PitrError
     from pgpitr.postgres.osuser import server_user
 
     if not url or not RepositoryUrl.parse(url).encrypted:
@@ -84,6 +84,22 @@ def check_new_cluster_key(url: str | None) -> None:
     except PitrError:  # no server account yet: the flow creates it, then checks
         return
     encryption_key_file(url, user)
+
+
+def agent_policy(cluster: Cluster) -> pol.BackupPolicy | None:
+    """The policy of a cluster that this host's agent looks after (heartbeats, streaming): of
+    this host, not being restored, not a drill's scratch cluster; None otherwise, or when its
+    policy cannot be read."""
+    from pgpitr import scratch
+
+    if cluster.state.host != st.this_host() or cluster.state.restore_source:
+        return None
+    if scratch.is_scratch(cluster.name):
+        return None
+    try:
+        return load_policy(cluster)
+    except (OSError, ValueError, PitrError):
+        return None
 
 
 def load_policy(cluster: Cluster) -> pol.BackupPolicy:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from pgpitr import clusters, scratch
+from pgpitr import clusters
 from pgpitr.errors import NotFound, PitrError
 from pgpitr.postgres.cluster import Cluster
 from pgpitr.state import this_host
@@ -154,14 +154,12 @@ def _exists(db: Any) -> bool:
 def wanted(cluster: Cluster) -> bool:
     """Whether the agent beats for ``cluster``: of this host, running, log backup and heartbeat
     on in its policy, and not a cluster being restored (a drill's scratch cluster, say)."""
-    if cluster.state.host != this_host() or cluster.state.restore_source:
-        return False
-    if scratch.is_scratch(cluster.name):
+    policy = clusters.agent_policy(cluster)
+    if policy is None:
         return False
     try:
-        policy = clusters.load_policy(cluster)
         stored = json.loads((cluster.state.dir / clusters.POLICY_FILE).read_text())
-    except (OSError, ValueError, PitrError):
+    except (OSError, ValueError):
         return False
     if cluster.registered and "heartbeat_enabled" not in stored:
         return False  # registered before heartbeats existed: its owner never said yes

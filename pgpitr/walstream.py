@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pgpitr import clusters, scratch, wal
+from pgpitr import clusters, wal
 from pgpitr import policy as pol
 from pgpitr.errors import NotFound, PitrError, WalConflict
 from pgpitr.osutil import process_alive
@@ -61,7 +61,7 @@ from pgpitr.postgres.osuser import make_dir
 from pgpitr.postgres.slots import APPLICATION_NAME, SLOT, SlotState, ensure_slot, slot_state
 from pgpitr.repository import Repository
 from pgpitr.repository.base import document_frame
-from pgpitr.state import this_host, write_json_atomic
+from pgpitr.state import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -455,15 +455,8 @@ class Receiver:
 def wanted(cluster: Cluster) -> bool:
     """Whether this host's agent streams ``cluster``: of this host, not being restored nor a
     drill's scratch cluster, log backup on with method stream, and running."""
-    if cluster.state.host != this_host() or cluster.state.restore_source:
-        return False
-    if scratch.is_scratch(cluster.name):
-        return False
-    try:
-        policy = clusters.load_policy(cluster)
-    except (OSError, ValueError, PitrError):
-        return False
-    return streaming(policy) and cluster.is_running()
+    policy = clusters.agent_policy(cluster)
+    return policy is not None and streaming(policy) and cluster.is_running()
 
 
 class Supervisor:
