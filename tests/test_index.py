@@ -312,6 +312,32 @@ def test_describe_requests_do_not_grow_with_the_archive(repo, tmp_path: Path) ->
     assert request_counts()  # counted by backend and kind
 
 
+def test_describe_requests_stay_flat_after_a_full_check_repaired_a_hole(repo) -> None:
+    """A hole in the middle of a chain of three log directories and of ten, found by a full
+    check: describe then reads the same requests for both (the repair is one delta, and it
+    lists the directories of the new end only)."""
+
+    def requests(stanza: str, count: int) -> tuple[int, dict[str, int]]:
+        index.start(repo, stanza)
+        _fill(repo, stanza, range(1, count + 1))
+        _delete_object(repo, stanza, wal.Segment(1, PER_LOG + 2).name(SEG))
+        full = catalog.wal_index(repo, stanza, SEG)
+        catalog._checked_end(full, wal.Segment(1, 1), [(1, 0)], True)
+        before = dict(REQUESTS)
+        ix = catalog.wal_index(repo, stanza, SEG)
+        end = catalog._checked_end(ix, wal.Segment(1, 1), [(1, 0)], False)
+        return end.number, {
+            f"{b} {k}": n - before.get((b, k), 0)
+            for (b, k), n in REQUESTS.items()
+            if n != before.get((b, k), 0)
+        }
+
+    small = requests("small", 3 * PER_LOG)
+    large = requests("large", 10 * PER_LOG)
+    assert small[0] == large[0] == PER_LOG + 1  # the window ends before the hole
+    assert small[1] == large[1] and sum(small[1].values()) <= 7
+
+
 # -- a kill -9 in the middle of an index update -------------------------------------------------
 
 _KILLED_WRITER = textwrap.dedent(
@@ -474,6 +500,57 @@ def test_a_restore_checks_every_segment_before_creating_anything(
         )
     assert not (archived.home / "clusters" / "tix-hole").exists()
     assert not list(repo.list("tix-hole/"))
+    # and the attempt corrected the index: the next reader knows of the hole without a listing
+    hole = middle.next()
+    ix = catalog.wal_index(repo, "tix", archived.segment_size)
+    assert not ix.has(hole) and ix.has(middle) and not ix.listed(hole)
+
+
+def test_a_refresh_finds_a_hole_describe_then_shows_and_a_put_back_segment(
+    archived: Archived, tmp_path: Path
+) -> None:
+    """On the cluster's own repository (the refresh reads it): a segment deleted in the middle
+    of the chains, a refresh, describe; the segment put back, a refresh, describe again."""
+    from pgpitr import window
+    from pgpitr.steps import Steps
+
+    cluster = Cluster.get("tix")
+    repo = clusters.repository(cluster)
+    size = archived.segment_size
+    whole = window.describe(cluster)
+    (second,) = [
+        c
+        for c in catalog.recoverable_window(repo, "tix", cluster.bindir).chains
+        if c.backup.name == archived.second
+    ]
+    hole = wal.segment_of(second.backup.stop_lsn_int, second.end.timeline, size).next()
+    assert hole.number < second.end.number  # in the middle of the chain
+    (key, _sha), *_ = wal.stored_versions(repo, "tix", hole.name(size))
+    stored = Path(repo.location.path) / key
+    kept = tmp_path / "kept"
+    shutil.copyfile(stored, kept)
+    try:
+        stored.unlink()  # behind pgpitr's back
+        before = time.time()
+        refreshed = window.refresh(Steps(), "tix")
+        assert refreshed.window.wal_checked_at is not None
+        assert refreshed.window.wal_checked_at.timestamp() >= before - 1
+        ix = catalog.wal_index(repo, "tix", size)
+        assert not ix.has(hole) and not ix.listed(hole)  # the index alone says so
+        shown = window.describe(cluster)
+        assert shown["wal_checked_at"] == refreshed.as_dict()["wal_checked_at"]
+        periods = shown["recoverable_time"]
+        assert not periods or periods[-1][1] < whole["recoverable_time"][-1][1]
+        assert all(r["end_segment"] < hole.name(size) for r in shown["ranges"])
+        text = cli("cluster", "describe", "tix").stdout
+        assert "WAL checked: " in text and "WAL checked: never" not in text
+    finally:
+        shutil.copyfile(kept, stored)  # put back, behind pgpitr's back too
+    window.refresh(Steps(), "tix")
+    assert catalog.wal_index(repo, "tix", size).has(hole)
+    again = window.describe(cluster)
+    assert again["recoverable_time"] == whole["recoverable_time"]
+    assert again["ranges"] == whole["ranges"]
 
 
 def test_reindex_rebuilds_a_removed_index(archived: Archived, tmp_path: Path) -> None:
