@@ -6,6 +6,7 @@ per 100,000 segments on S3).  The index keeps, per stanza and timeline::
     STANZA/index/base.json                              the index exists (written by a rebuild)
     STANZA/index/TTTTTTTT/summary.json                  the compacted state of one timeline
     STANZA/index/TTTTTTTT/delta-<ns>-<random>.json      one batch of changes since then
+    STANZA/index/checked-<ns>.json                      when every chain's WAL was last listed
 
 A *summary* holds the timeline's segments as runs of consecutive numbers (so its size grows with
 the gaps, not with the segments), the other files (history, ``.partial``, ``.backup``) with their
@@ -28,7 +29,11 @@ Readers
     unreadable (damaged, another segment size), it is rebuilt from a listing of the WAL
     (``rebuild``; ``pgpitr repository reindex`` does it on demand).  The index is a hint, never
     the truth: pgpitr/catalog.py lists the log directories that the window's start and end rely
-    on, and a restore every directory its chain runs through, before trusting it.
+    on, and a restore (or the window refresh) every directory its chain runs through, before
+    trusting it.  A listed directory that disagrees is written back (``record_repair``: the
+    same kind of delta as retention's drops, named with the listing's start time), and a check
+    of every chain's directories is recorded as ``checked-<ns>.json`` (``record_checked``), whose
+    time a reader learns from the LIST of ``STANZA/index/`` it makes anyway.
 
 Compaction
     A pusher (at the end of its worker's life) or a reader that may write folds the deltas of a
