@@ -23,16 +23,18 @@ a backup, which is deleted or expired only together with them.
 
 from __future__ import annotations
 
+import logging
 import re
 import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from pgpitr import wal
-from pgpitr.errors import NotFound
+from pgpitr.errors import NotFound, RepositoryError
 from pgpitr.manifest import BackupManifest, manifest_key
 from pgpitr.osutil import process_alive
 from pgpitr.postgres.command import run, waldump_command
@@ -43,6 +45,8 @@ _XACT_TIME = re.compile(
     r"desc: (?:COMMIT|ABORT|COMMIT_PREPARED|ABORT_PREPARED) "
     r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?) UTC"
 )
+log = logging.getLogger(__name__)
+
 #: How many segments back from a chain's end to look for a commit before giving up.
 COMMIT_SEARCH_DEPTH = 32
 #: How many segments back from the archive's end a transaction id is looked for: each costs a
@@ -194,10 +198,16 @@ class WalIndex:
         repo: Repository | None = None,
         stanza: str | None = None,
         state: catalog_index.IndexState | None = None,
+        *,
+        write: bool = True,
     ) -> None:
         self.segment_size = segment_size
         self.repo = repo
         self.stanza = stanza
+        #: whether a listed directory that disagrees with the index is written back (``_repair``)
+        self.write = write
+        #: correcting deltas written (one per listed directory that disagreed)
+        self.repairs = 0
         self.state = state or catalog_index.IndexState(segment_size)
         self.objects = _Objects(self)
         self.history: dict[int, list[tuple[int, int]]] = {}
@@ -262,6 +272,7 @@ class WalIndex:
         if name[:16] not in self._listed and self.repo is not None:
             found: dict[str, str] = {}
             assert self.stanza is not None
+            listed_at_ns = time.time_ns()
             for info in self.repo.list(f"{wal.wal_dir(self.stanza, name)}/"):
                 parsed = wal.split_object_key(info.key)
                 partial = wal.STREAMED_PARTIAL_RE.match(parsed[0]) if parsed else None
@@ -275,7 +286,50 @@ class WalIndex:
                 elif parsed:
                     self.state.timeline(segment.timeline).files.setdefault(parsed[0], parsed[1])
             self._listed[name[:16]] = found
+            self._repair(segment, found, listed_at_ns)
         return self.has(segment)
+
+    def _repair(self, segment: wal.Segment, found: dict[str, str], listed_at_ns: int) -> None:
+        """Make the index agree with the log directory of ``segment`` just listed (``found``:
+        its segments, name -> key): the segments it has that the directory lacks are dropped,
+        those it lacks are added, in memory and, with ``write``, in one correcting delta, so
+        that the next reader sees the truth without listing the directory again (a describe
+        lists only a chain's ends; a hole in the middle is found by a refresh or a restore).
+        Best effort, as compaction is: a reader without write access keeps its answer."""
+        size, tli = self.segment_size, segment.timeline
+        first = segment.number - segment.number % self._per_log
+        entry = self.state.timeline(tli)
+        claimed = {
+            wal.Segment(tli, n).name(size)
+            for a, b in entry.runs
+            if b >= first and a < first + self._per_log
+            for n in range(max(a, first), min(b, first + self._per_log - 1) + 1)
+        }
+        add = {}
+        for name in sorted(set(found) - claimed):
+            parsed = wal.split_object_key(found[name])
+            if parsed:
+                add[name] = parsed[1]
+        drop = sorted(claimed - set(found))
+        if not add and not drop:
+            return
+        entry.apply({"drop": drop, "add": add})
+        log.info(
+            "catalog index of %s corrected from a listing of %s: %d segment(s) missing, %d found",
+            self.stanza,
+            segment.name(size)[:16],
+            len(drop),
+            len(add),
+        )
+        if not self.write or self.repo is None or self.stanza is None:
+            return
+        try:
+            catalog_index.record_repair(
+                self.repo, self.stanza, tli, listed_at_ns=listed_at_ns, add=add, drop=drop
+            )
+            self.repairs += 1
+        except RepositoryError as exc:
+            log.debug("index of %s not corrected: %s", self.stanza, exc.message)
 
     def can_look(self) -> bool:
         return self.repo is not None
@@ -374,7 +428,7 @@ def wal_index(repo: Repository, stanza: str, segment_size: int, *, write: bool =
     """What the catalog index says of the stanza's WAL (read in a bounded number of objects;
     rebuilt from a listing when absent, and then stored unless ``write`` is False)."""
     state = catalog_index.load(repo, stanza, segment_size, write=write)
-    return WalIndex(segment_size, repo, stanza, state)
+    return WalIndex(segment_size, repo, stanza, state, write=write)
 
 
 def parse_history(text: str) -> list[tuple[int, int]]:
@@ -703,6 +757,9 @@ class Window:
     chains: list[Chain] = field(default_factory=list)
     #: completed backups that cannot be restored, and why ("its parent X is Failed")
     unusable: dict[str, str] = field(default_factory=dict)
+    #: when every log directory of every chain was last listed (and the index repaired): how
+    #: fresh the guarantee is that no segment is missing in the middle of a chain
+    wal_checked_at: datetime | None = None
 
     @property
     def usable(self) -> list[BackupManifest]:
@@ -749,8 +806,22 @@ def recoverable_window(
     if bindir is None or not completed:
         return Window(backups, [], unusable=broken)
     index = wal_index(repo, stanza, completed[0].wal_segment_size)
+    started = time.time()
     chains = backup_chains(index, completed, every_segment=every_segment)
-    return Window(backups, chain_ranges(repo, index, bindir, chains), chains, broken)
+    checked_at = index.state.checked_at
+    every_chain = {b.name for b in completed} >= {
+        b.name for b in everything if b.completed and b.name not in broken
+    }
+    if every_segment and every_chain:
+        # every directory of every chain was listed and the index repaired: record it, so that
+        # describe says how fresh that is (best effort, as the repairs are)
+        try:
+            catalog_index.record_checked(repo, stanza, started)
+            checked_at = started
+        except RepositoryError as exc:
+            log.debug("full check of %s not recorded: %s", stanza, exc.message)
+    checked = datetime.fromtimestamp(checked_at, UTC) if checked_at is not None else None
+    return Window(backups, chain_ranges(repo, index, bindir, chains), chains, broken, checked)
 
 
 def backup_ranges(

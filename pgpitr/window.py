@@ -45,6 +45,7 @@ class WindowReport:
                 {"backup": r.backup, "start": r.start.isoformat(), "end": r.end.isoformat()}
                 for r in self.window.ranges
             ],
+            "wal_checked_at": _iso(self.window.wal_checked_at),
             "archiver": self.archiver.as_payload() if self.archiver else None,
             "archive_lag_seconds": self.archive_lag_seconds,
             "rpo_max_seconds": self.rpo_max_seconds,
@@ -60,8 +61,14 @@ def refresh(steps: Steps, cluster: str) -> WindowReport:
 
 
 def read_window(cluster: str) -> catalog.Window:
+    """The window, with every log directory of every chain listed (one LIST per 256 segments
+    of 16 MB): describe lists only each chain's ends, so a segment deleted behind pgpitr's back
+    in the middle of a chain is found here, written into the catalog index as a correction, and
+    the check's time recorded (describe's "WAL checked")."""
     c = Cluster.get(cluster)
-    window = catalog.recoverable_window(clusters.repository(c), c.state.stanza, c.bindir)
+    window = catalog.recoverable_window(
+        clusters.repository(c), c.state.stanza, c.bindir, every_segment=True
+    )
     log.info(
         "%s: %d backup(s), recoverable %s",
         cluster,
@@ -111,10 +118,15 @@ def describe(cluster: Cluster) -> dict[str, Any]:
         "backups": len(window.backups),
         "recoverable_time": [(a.isoformat(), b.isoformat()) for a, b in window.periods],
         "ranges": [dataclasses.asdict(r) for r in window.ranges],
+        "wal_checked_at": _iso(window.wal_checked_at),
         "restore_points": restore_point_rows(repo, cluster.state.stanza, window),
         "lineages": lineage_rows(window),
         **_drills_and_rpo(cluster, window),
     }
+
+
+def _iso(when: datetime | None) -> str | None:
+    return when.isoformat() if when else None
 
 
 # -- RPO and RTO (issue 13) --------------------------------------------------------------------

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from pgpitr import catalog, clusters, retention, wal
-from pgpitr.errors import NotFound, RecoveryTargetError
+from pgpitr.errors import NotFound, RecoveryTargetError, RepositoryError
 from pgpitr.postgres.cluster import Cluster
 from pgpitr.repository import index, open_repository
 from pgpitr.repository.base import REQUESTS, document_frame, request_counts
@@ -194,6 +194,101 @@ def test_a_segment_the_index_missed_extends_the_chain(repo) -> None:
     assert catalog._checked_end(ix, wal.Segment(1, 1), [(1, 0)], False).number == PER_LOG + 2
 
 
+def _put_back(repo, stanza: str, name: str) -> None:
+    """A segment object of ``_fill`` stored again behind pgpitr's back (no index record)."""
+    frame = document_frame(name.encode())
+    repo.put_frame(wal.object_key(stanza, name, hashlib.sha256(frame).hexdigest()), frame)
+
+
+def test_a_hole_found_by_a_full_check_is_written_back_into_the_index(repo) -> None:
+    index.start(repo, "s")
+    _fill(repo, "s", range(1, 2 * PER_LOG + 10))  # five log directories of four segments
+    path, start = [(1, 0)], wal.Segment(1, 3)
+    hole = wal.Segment(1, PER_LOG + 5).name(SEG)
+    _delete_object(repo, "s", hole)
+    # describe lists the ends only: the hole in the middle directory is not seen
+    describe = catalog.wal_index(repo, "s", SEG)
+    assert catalog._checked_end(describe, start, path, False).number == 2 * PER_LOG + 9
+    assert describe.repairs == 0
+    # a full check (a refresh, a restore plan) lists the middle directory and corrects the index
+    full = catalog.wal_index(repo, "s", SEG)
+    assert catalog._checked_end(full, start, path, True).number == PER_LOG + 4
+    assert full.repairs == 1
+    # the next reader knows from the index alone: no listing of the middle directory needed
+    after = catalog.wal_index(repo, "s", SEG)
+    assert catalog.chain_end(after, start, path).number == PER_LOG + 4
+    assert catalog._checked_end(after, start, path, False).number == PER_LOG + 4
+    # the directories past the hole, where the old end was, are not listed
+    assert not after.listed(wal.Segment(1, PER_LOG + 5 + PER_LOG))
+    assert not after.listed(wal.Segment(1, 2 * PER_LOG + 9))
+    assert after.repairs == 0  # what it listed agrees with the corrected index
+    # the segment put back (behind pgpitr's back too): it is the segment after the chain's
+    # end, whose directory every reader lists, so the first one finds it, adds it back, and
+    # the chain is whole again
+    _put_back(repo, "s", hole)
+    found = catalog.wal_index(repo, "s", SEG)
+    assert catalog._checked_end(found, start, path, False).number == 2 * PER_LOG + 9
+    assert found.repairs == 1
+    again = catalog.wal_index(repo, "s", SEG)
+    assert again.state.timelines[1].runs == [[1, 2 * PER_LOG + 9]]  # before any listing
+    assert catalog._checked_end(again, start, path, True).number == 2 * PER_LOG + 9
+    assert again.repairs == 0
+
+
+def test_a_repair_never_drops_a_segment_pushed_after_its_listing(repo, tmp_path: Path) -> None:
+    """A slow checker lists a directory, a push stores the missing segment, then the checker
+    writes its drop: the delta is named with the listing's time, so the push's record wins."""
+    index.start(repo, "s")
+    names = _names(1, range(1, 6))
+    for name in names:
+        _push(repo, "s", tmp_path, name)
+    _delete_object(repo, "s", names[2])
+    listed_at = time.time_ns()  # the checker's listing, which misses names[2]
+    _push(repo, "s", tmp_path, names[2])  # archived again meanwhile: stored, then indexed
+    index.record_repair(repo, "s", 1, listed_at_ns=listed_at, add={}, drop=[names[2]])
+    assert index.load(repo, "s", SEG).timelines[1].runs == [[1, 5]]
+    # a drop from a listing made after the push does apply (the segment then really is gone)
+    _delete_object(repo, "s", names[2])
+    index.record_repair(repo, "s", 1, listed_at_ns=time.time_ns(), add={}, drop=[names[2]])
+    assert index.load(repo, "s", SEG).timelines[1].runs == [[1, 2], [4, 5]]
+
+
+def test_a_repair_without_write_access_keeps_the_readers_answer(
+    repo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index.start(repo, "s")
+    _fill(repo, "s", range(1, 2 * PER_LOG + 2))
+    _delete_object(repo, "s", wal.Segment(1, PER_LOG + 1).name(SEG))
+    before = sorted(i.key for i in repo.list(index.prefix("s")))
+    readonly = catalog.wal_index(repo, "s", SEG, write=False)
+    assert catalog._checked_end(readonly, wal.Segment(1, 1), [(1, 0)], True).number == PER_LOG
+    assert readonly.repairs == 0 and sorted(i.key for i in repo.list(index.prefix("s"))) == before
+
+    def refused(*_args, **_kwargs):
+        raise RepositoryError("permission denied")
+
+    monkeypatch.setattr(index, "record_repair", refused)
+    writer = catalog.wal_index(repo, "s", SEG)
+    assert catalog._checked_end(writer, wal.Segment(1, 1), [(1, 0)], True).number == PER_LOG
+    assert writer.repairs == 0
+
+
+def test_the_time_of_the_last_full_check_is_in_the_index(repo) -> None:
+    index.start(repo, "s")
+    assert index.load(repo, "s", SEG).checked_at is None
+    index.record_checked(repo, "s", 1_000.5)
+    index.record_checked(repo, "s", 2_000.25)
+    assert index.load(repo, "s", SEG).checked_at == pytest.approx(2_000.25)
+    tops = [i.key for i in repo.list(index.prefix("s")) if "/checked-" in i.key]
+    assert len(tops) == 1  # the older record deleted
+    # a rebuild lists the whole WAL: a full check too
+    repo.delete_prefix(index.prefix("s"))
+    before = time.time()
+    rebuilt = index.load(repo, "s", SEG)
+    assert rebuilt.rebuilt and rebuilt.checked_at is not None and rebuilt.checked_at >= before
+    assert index.load(repo, "s", SEG).checked_at == pytest.approx(rebuilt.checked_at)
+
+
 def test_describe_requests_do_not_grow_with_the_archive(repo, tmp_path: Path) -> None:
     """The WAL index of a stanza of two log directories of segments and of four costs the
     same requests (the listing it replaces costs one page per 1000 objects on S3)."""
@@ -215,6 +310,32 @@ def test_describe_requests_do_not_grow_with_the_archive(repo, tmp_path: Path) ->
     large = requests("large", 3 * PER_LOG + 3)
     assert small == large and sum(small.values()) <= 6
     assert request_counts()  # counted by backend and kind
+
+
+def test_describe_requests_stay_flat_after_a_full_check_repaired_a_hole(repo) -> None:
+    """A hole in the middle of a chain of three log directories and of ten, found by a full
+    check: describe then reads the same requests for both (the repair is one delta, and it
+    lists the directories of the new end only)."""
+
+    def requests(stanza: str, count: int) -> tuple[int, dict[str, int]]:
+        index.start(repo, stanza)
+        _fill(repo, stanza, range(1, count + 1))
+        _delete_object(repo, stanza, wal.Segment(1, PER_LOG + 2).name(SEG))
+        full = catalog.wal_index(repo, stanza, SEG)
+        catalog._checked_end(full, wal.Segment(1, 1), [(1, 0)], True)
+        before = dict(REQUESTS)
+        ix = catalog.wal_index(repo, stanza, SEG)
+        end = catalog._checked_end(ix, wal.Segment(1, 1), [(1, 0)], False)
+        return end.number, {
+            f"{b} {k}": n - before.get((b, k), 0)
+            for (b, k), n in REQUESTS.items()
+            if n != before.get((b, k), 0)
+        }
+
+    small = requests("small", 3 * PER_LOG)
+    large = requests("large", 10 * PER_LOG)
+    assert small[0] == large[0] == PER_LOG + 1  # the window ends before the hole
+    assert small[1] == large[1] and sum(small[1].values()) <= 7
 
 
 # -- a kill -9 in the middle of an index update -------------------------------------------------
@@ -379,6 +500,57 @@ def test_a_restore_checks_every_segment_before_creating_anything(
         )
     assert not (archived.home / "clusters" / "tix-hole").exists()
     assert not list(repo.list("tix-hole/"))
+    # and the attempt corrected the index: the next reader knows of the hole without a listing
+    hole = middle.next()
+    ix = catalog.wal_index(repo, "tix", archived.segment_size)
+    assert not ix.has(hole) and ix.has(middle) and not ix.listed(hole)
+
+
+def test_a_refresh_finds_a_hole_describe_then_shows_and_a_put_back_segment(
+    archived: Archived, tmp_path: Path
+) -> None:
+    """On the cluster's own repository (the refresh reads it): a segment deleted in the middle
+    of the chains, a refresh, describe; the segment put back, a refresh, describe again."""
+    from pgpitr import window
+    from pgpitr.steps import Steps
+
+    cluster = Cluster.get("tix")
+    repo = clusters.repository(cluster)
+    size = archived.segment_size
+    whole = window.describe(cluster)
+    (second,) = [
+        c
+        for c in catalog.recoverable_window(repo, "tix", cluster.bindir).chains
+        if c.backup.name == archived.second
+    ]
+    hole = wal.segment_of(second.backup.stop_lsn_int, second.end.timeline, size).next()
+    assert hole.number < second.end.number  # in the middle of the chain
+    (key, _sha), *_ = wal.stored_versions(repo, "tix", hole.name(size))
+    stored = Path(repo.location.path) / key
+    kept = tmp_path / "kept"
+    shutil.copyfile(stored, kept)
+    try:
+        stored.unlink()  # behind pgpitr's back
+        before = time.time()
+        refreshed = window.refresh(Steps(), "tix")
+        assert refreshed.window.wal_checked_at is not None
+        assert refreshed.window.wal_checked_at.timestamp() >= before - 1
+        ix = catalog.wal_index(repo, "tix", size)
+        assert not ix.has(hole) and not ix.listed(hole)  # the index alone says so
+        shown = window.describe(cluster)
+        assert shown["wal_checked_at"] == refreshed.as_dict()["wal_checked_at"]
+        periods = shown["recoverable_time"]
+        assert not periods or periods[-1][1] < whole["recoverable_time"][-1][1]
+        assert all(r["end_segment"] < hole.name(size) for r in shown["ranges"])
+        text = cli("cluster", "describe", "tix").stdout
+        assert "WAL checked: " in text and "WAL checked: never" not in text
+    finally:
+        shutil.copyfile(kept, stored)  # put back, behind pgpitr's back too
+    window.refresh(Steps(), "tix")
+    assert catalog.wal_index(repo, "tix", size).has(hole)
+    again = window.describe(cluster)
+    assert again["recoverable_time"] == whole["recoverable_time"]
+    assert again["ranges"] == whole["ranges"]
 
 
 def test_reindex_rebuilds_a_removed_index(archived: Archived, tmp_path: Path) -> None:

@@ -330,6 +330,13 @@ def describe(name: str, output: Output = "table", backup_repo: BackupRepo = None
             ]
         ],
     )
+    checked = info.get("wal_checked_at")
+    # how fresh the guarantee is that no segment is missing inside a chain (the window refresh
+    # lists every log directory; describe itself only each chain's ends)
+    console.out.print(
+        "WAL checked: "
+        + (timeparse.format_kbcli(datetime.fromisoformat(checked)) if checked else "never")
+    )
     for line in runner.health_lines(info):
         console.out.print(line)
     _lineages_block(info.get("lineages", []))

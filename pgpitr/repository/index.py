@@ -6,6 +6,7 @@ per 100,000 segments on S3).  The index keeps, per stanza and timeline::
     STANZA/index/base.json                              the index exists (written by a rebuild)
     STANZA/index/TTTTTTTT/summary.json                  the compacted state of one timeline
     STANZA/index/TTTTTTTT/delta-<ns>-<random>.json      one batch of changes since then
+    STANZA/index/checked-<ns>.json                      when every chain's WAL was last listed
 
 A *summary* holds the timeline's segments as runs of consecutive numbers (so its size grows with
 the gaps, not with the segments), the other files (history, ``.partial``, ``.backup``) with their
@@ -28,7 +29,11 @@ Readers
     unreadable (damaged, another segment size), it is rebuilt from a listing of the WAL
     (``rebuild``; ``pgpitr repository reindex`` does it on demand).  The index is a hint, never
     the truth: pgpitr/catalog.py lists the log directories that the window's start and end rely
-    on, and a restore every directory its chain runs through, before trusting it.
+    on, and a restore (or the window refresh) every directory its chain runs through, before
+    trusting it.  A listed directory that disagrees is written back (``record_repair``: the
+    same kind of delta as retention's drops, named with the listing's start time), and a check
+    of every chain's directories is recorded as ``checked-<ns>.json`` (``record_checked``), whose
+    time a reader learns from the LIST of ``STANZA/index/`` it makes anyway.
 
 Compaction
     A pusher (at the end of its worker's life) or a reader that may write folds the deltas of a
@@ -79,6 +84,9 @@ _OBJECT = re.compile(r"^(?P<name>.+)-(?P<sha>[0-9a-f]{64})\.zst\Z")
 _STREAMED_PARTIAL = re.compile(r"^[0-9A-F]{24}\.[0-9A-F]{8}\.partial\Z")
 _DELTA = re.compile(r"^delta-\d{20}-[0-9a-f]{8}\.json\Z")
 _TIMELINE_DIR = re.compile(r"^[0-9A-F]{8}\Z")
+#: when the stanza's WAL was last listed whole along every chain (``record_checked``): the time
+#: is in the name, so a reader learns it from the listing it makes anyway, at no extra request
+_CHECKED = re.compile(r"^checked-(?P<ns>\d{20})\.json\Z")
 #: A segment number past any real one: "drop every segment".
 EVERYTHING = 1 << 62
 
@@ -228,6 +236,9 @@ class IndexState:
     rebuilt: bool = False
     #: objects read to build it (summaries and deltas; a rebuild counts its listing as one)
     objects_read: int = 0
+    #: when every log directory of every chain was last listed (``record_checked``), as a
+    #: Unix time; None when never
+    checked_at: float | None = None
 
     def timeline(self, timeline: int) -> TimelineIndex:
         found = self.timelines.get(timeline)
@@ -248,6 +259,7 @@ def load(repo: Repository, stanza: str, segment_size: int, *, write: bool = True
             return rebuild(repo, stanza, segment_size, write=write, explicit=False)
         try:
             state, pending = _read(repo, stanza, segment_size, listing)
+            state.checked_at = _checked_at(listing)
         except NotFound:
             continue  # a delta was folded and deleted while we read: read again
         except (ChecksumMismatch, ValueError, KeyError, TypeError):
@@ -277,6 +289,11 @@ def _listing(repo: Repository, stanza: str) -> dict[int | None, set[str]]:
         elif _TIMELINE_DIR.match(head):
             found.setdefault(int(head, 16), set()).add(name)
     return found
+
+
+def _checked_at(listing: dict[int | None, set[str]]) -> float | None:
+    found = [int(m["ns"]) for n in listing.get(None, ()) if (m := _CHECKED.match(n))]
+    return max(found) / 1e9 if found else None
 
 
 def _read(
@@ -353,7 +370,8 @@ def rebuild(
             folded.setdefault(timeline, []).append(name)
             if delta.get("drop_below") is not None or delta.get("drop"):
                 drops.setdefault(timeline, []).append({**delta, "add": {}, "history": {}})
-    state = IndexState(segment_size, rebuilt=True, objects_read=1)
+    listed_at = time.time()
+    state = IndexState(segment_size, rebuilt=True, objects_read=1, checked_at=_checked_at(before))
     numbers: dict[int, list[int]] = {}
     history_keys: dict[int, str] = {}
     for info in repo.list(f"{stanza}/wal/"):
@@ -390,6 +408,9 @@ def rebuild(
                     tli.to_summary(folded.get(timeline, [])),
                 )
             repo.put_json(f"{prefix(stanza)}{BASE}", {"version": VERSION, "built": time.time()})
+            # the whole WAL was just listed: as full a check as a refresh's
+            record_checked(repo, stanza, listed_at, before.get(None, set()))
+            state.checked_at = listed_at
         except RepositoryError:
             if explicit:
                 raise
@@ -407,8 +428,8 @@ def start(repo: Repository, stanza: str) -> None:
     repo.put_json(f"{prefix(stanza)}{BASE}", {"version": VERSION, "built": time.time()})
 
 
-def _delta_name() -> str:
-    return f"delta-{time.time_ns():020d}-{secrets.token_hex(4)}.json"
+def _delta_name(at_ns: int | None = None) -> str:
+    return f"delta-{at_ns or time.time_ns():020d}-{secrets.token_hex(4)}.json"
 
 
 class Journal:
@@ -488,6 +509,51 @@ def record_dropped(
             "written": time.time(),
         }
         repo.put_json(f"{_timeline_dir(stanza, timeline)}/{_delta_name()}", delta)
+
+
+def record_repair(
+    repo: Repository,
+    stanza: str,
+    timeline: int,
+    *,
+    listed_at_ns: int,
+    add: dict[str, str],
+    drop: Iterable[str],
+) -> None:
+    """Correct the index of one timeline after a listing of one of its log directories showed
+    segments it lacked (``add``: name -> object sha256) or lacked segments it had (``drop``).
+
+    The delta is named with the time the listing *started*, not the time it is written: deltas
+    apply in name order, so a push that stored a segment after the listing began (and so may be
+    missing from it) writes its own delta later than this one, and its addition wins over a
+    drop made from the older listing.  Same kind of delta as retention's drops."""
+    delta = {
+        "version": VERSION,
+        "drop_below": None,
+        "drop": sorted(drop),
+        "add": dict(sorted(add.items())),
+        "history": {},
+        "repair": True,
+        "written": time.time(),
+    }
+    repo.put_json(f"{_timeline_dir(stanza, timeline)}/{_delta_name(listed_at_ns)}", delta)
+
+
+def record_checked(
+    repo: Repository, stanza: str, at: float, names: Iterable[str] | None = None
+) -> None:
+    """Record that every log directory of every chain of ``stanza`` was listed (and so the index
+    repaired) at Unix time ``at``, and delete the older records (``names``: the top level of the
+    index as listed, when the caller has it; listed here otherwise)."""
+    repo.put_json(
+        f"{prefix(stanza)}checked-{int(at * 1e9):020d}.json", {"version": VERSION, "checked": at}
+    )
+    if names is None:
+        names = _listing(repo, stanza).get(None, set())
+    for name in names:
+        match = _CHECKED.match(name)
+        if match and int(match["ns"]) < int(at * 1e9):
+            repo.delete(f"{prefix(stanza)}{name}")  # gone already (another checker): no error
 
 
 def indexed_timelines(repo: Repository, stanza: str) -> set[int]:
