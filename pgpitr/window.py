@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -60,15 +61,24 @@ def refresh(steps: Steps, cluster: str) -> WindowReport:
     return WindowReport(cluster, window, archiver, *_rpo(Cluster.get(cluster), window))
 
 
+#: How often the refresh (every ten minutes) lists every log directory of every chain, in
+#: seconds: at 100,000 segments that is ~400 LISTs, too many to pay every ten minutes.
+WAL_CHECK_EVERY = "PGPITR_WAL_CHECK_EVERY"
+DEFAULT_WAL_CHECK_EVERY = 3600.0
+
+
 def read_window(cluster: str) -> catalog.Window:
-    """The window, with every log directory of every chain listed (one LIST per 256 segments
-    of 16 MB): describe lists only each chain's ends, so a segment deleted behind pgpitr's back
-    in the middle of a chain is found here, written into the catalog index as a correction, and
-    the check's time recorded (describe's "WAL checked")."""
+    """The window; once an hour (PGPITR_WAL_CHECK_EVERY) with every log directory of every
+    chain listed (one LIST per 256 segments of 16 MB): describe lists only each chain's ends,
+    so a segment deleted behind pgpitr's back in the middle of a chain is found here, written
+    into the catalog index as a correction, and the check's time recorded ("WAL checked")."""
     c = Cluster.get(cluster)
-    window = catalog.recoverable_window(
-        clusters.repository(c), c.state.stanza, c.bindir, every_segment=True
-    )
+    repo = clusters.repository(c)
+    window = catalog.recoverable_window(repo, c.state.stanza, c.bindir)
+    every = float(os.environ.get(WAL_CHECK_EVERY) or DEFAULT_WAL_CHECK_EVERY)
+    checked = window.wal_checked_at
+    if checked is None or (datetime.now(UTC) - checked).total_seconds() >= every:
+        window = catalog.recoverable_window(repo, c.state.stanza, c.bindir, every_segment=True)
     log.info(
         "%s: %d backup(s), recoverable %s",
         cluster,

@@ -507,12 +507,15 @@ def test_a_restore_checks_every_segment_before_creating_anything(
 
 
 def test_a_refresh_finds_a_hole_describe_then_shows_and_a_put_back_segment(
-    archived: Archived, tmp_path: Path
+    archived: Archived, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """On the cluster's own repository (the refresh reads it): a segment deleted in the middle
-    of the chains, a refresh, describe; the segment put back, a refresh, describe again."""
+    of the chains, a refresh, describe; the segment put back, a refresh, describe again.  Each
+    refresh here checks every log directory (PGPITR_WAL_CHECK_EVERY=0; the default is hourly)."""
     from pgpitr import window
     from pgpitr.steps import Steps
+
+    monkeypatch.setenv(window.WAL_CHECK_EVERY, "0")
 
     cluster = Cluster.get("tix")
     repo = clusters.repository(cluster)
@@ -531,6 +534,11 @@ def test_a_refresh_finds_a_hole_describe_then_shows_and_a_put_back_segment(
     shutil.copyfile(stored, kept)
     try:
         stored.unlink()  # behind pgpitr's back
+        checked = window.refresh(Steps(), "tix").window.wal_checked_at
+        monkeypatch.delenv(window.WAL_CHECK_EVERY)
+        # within the hour of a full check the refresh makes none (the check's time stays)
+        assert window.refresh(Steps(), "tix").window.wal_checked_at == checked
+        monkeypatch.setenv(window.WAL_CHECK_EVERY, "0")
         before = time.time()
         refreshed = window.refresh(Steps(), "tix")
         assert refreshed.window.wal_checked_at is not None
