@@ -249,6 +249,7 @@ class Receiver:
         now = time.monotonic()
         if not streaming(policy):  # turned off: the slot is about to go, make none again
             self._terminate()
+            self._clear_spool(cluster)
             return
         if self.process is not None:
             if self.process.poll() is None:
@@ -318,6 +319,20 @@ class Receiver:
                     log.warning(
                         "%s: removed %s, a short partial of %d bytes", self.name, entry.name, size
                     )
+
+    def _clear_spool(self, cluster: Cluster) -> None:
+        """Streaming turned off: empty the spool.  Its files are archive_command's now (the
+        server keeps each segment until it is archived), and a partial left here would be
+        uploaded after ``set_streaming`` removed the partials, or make the receiver of a later
+        stream-on start at that old segment, which the server may have recycled by then."""
+        try:
+            entries = list(os.scandir(spool_dir(cluster)))
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            if wal.WAL_FILE_RE.match(entry.name):
+                os.unlink(entry.path)
+        self.partial_keys.clear()
 
     def _terminate(self) -> None:
         process, self.process = self.process, None

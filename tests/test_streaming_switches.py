@@ -143,6 +143,10 @@ def test_archive_to_stream_and_back_leaves_no_gap_and_one_object_per_name(
     clusters.switch_and_confirm(cluster, repo)
     covered(cluster, since)
 
+    # the receiver left nothing in the spool: no partial to upload after the switch back, none
+    # for a later receiver to start from (a segment the server may have recycled by then)
+    spool = walstream.spool_dir(cluster)
+    assert not [n for n in os.listdir(spool) if wal.WAL_FILE_RE.match(n)]
     names = one_object_per_name(repo, NAME)
     assert not streamed_partials(names), "a streamed partial left after switching back"
     assert wal.SEGMENT_RE.match(segment) and segment in names
@@ -181,12 +185,21 @@ def test_a_new_timeline_is_streamed_with_its_history(
         assert tli >= 2
         history = f"{tli:08X}.history"
         repo = clusters.repository(copy)
-        # the history file reaches the copy's own stanza (archive_command archives it at the
-        # promotion; the receiver pushes the same bytes when pg_receivewal fetched it)
+        # the history file reaches the copy's own stanza by archive_command (the archiver marks
+        # it done once wal-push stored it); pg_receivewal, started on timeline tli, fetches it
+        # too (TIMELINE_HISTORY) and the receiver's push finds the same bytes: one object
         _wait(
-            "the history file in the copy's stanza",
-            lambda: wal.stored_versions(repo, "switched", history),
+            "archive_command archived the history file",
+            lambda: (
+                sql(
+                    "switched",
+                    "SELECT count(*) FROM pg_ls_dir('pg_wal/archive_status') AS f WHERE f = %s",
+                    (f"{history}.done",),
+                )[0][0]
+                == 1
+            ),
         )
+        assert wal.stored_versions(repo, "switched", history)
         on_server = sql("switched", "SELECT pg_read_file(%s)", (f"pg_wal/{history}",))[0][0]
         stored = wal.stored_versions(repo, "switched", history)
         assert len(stored) == 1
