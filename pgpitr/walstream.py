@@ -19,8 +19,11 @@ in a daemon thread: one ``Receiver`` per cluster of its host that wants streamin
 
 ``archive_command`` stays on in stream mode, as a fallback, as Barman keeps both: with the agent
 stopped or the receiver failing, segments still reach the repository when they fill or at
-archive_timeout, and the history and backup-label files (which pg_receivewal does not stream
-from a primary) keep arriving the way they always did.  Both paths store a completed segment
+archive_timeout, and the history and backup-label files keep arriving the way they always
+did.  pg_receivewal writes no backup-label file; it fetches the history file of the timeline it
+starts on (TIMELINE_HISTORY), which the upload pass pushes like a segment, but a new timeline
+begins at a promotion, while no receiver streams that server, so archive_command stores it first
+and the receiver's push finds the same bytes.  Both paths store a completed segment
 under the same name with the same bytes (the walsender sends the server's own WAL file), so the
 second one finds the first one's object and succeeds without writing.
 
