@@ -19,8 +19,11 @@ in a daemon thread: one ``Receiver`` per cluster of its host that wants streamin
 
 ``archive_command`` stays on in stream mode, as a fallback, as Barman keeps both: with the agent
 stopped or the receiver failing, segments still reach the repository when they fill or at
-archive_timeout, and the history and backup-label files (which pg_receivewal does not stream
-from a primary) keep arriving the way they always did.  Both paths store a completed segment
+archive_timeout, and the history and backup-label files keep arriving the way they always
+did.  pg_receivewal writes no backup-label file; it fetches the history file of the timeline it
+starts on (TIMELINE_HISTORY), which the upload pass pushes like a segment, but a new timeline
+begins at a promotion, while no receiver streams that server, so archive_command stores it first
+and the receiver's push finds the same bytes.  Both paths store a completed segment
 under the same name with the same bytes (the walsender sends the server's own WAL file), so the
 second one finds the first one's object and succeeds without writing.
 
@@ -249,6 +252,7 @@ class Receiver:
         now = time.monotonic()
         if not streaming(policy):  # turned off: the slot is about to go, make none again
             self._terminate()
+            self._clear_spool(cluster)
             return
         if self.process is not None:
             if self.process.poll() is None:
@@ -318,6 +322,20 @@ class Receiver:
                     log.warning(
                         "%s: removed %s, a short partial of %d bytes", self.name, entry.name, size
                     )
+
+    def _clear_spool(self, cluster: Cluster) -> None:
+        """Streaming turned off: empty the spool.  Its files are archive_command's now (the
+        server keeps each segment until it is archived), and a partial left here would be
+        uploaded after ``set_streaming`` removed the partials, or make the receiver of a later
+        stream-on start at that old segment, which the server may have recycled by then."""
+        try:
+            entries = list(os.scandir(spool_dir(cluster)))
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            if wal.WAL_FILE_RE.match(entry.name):
+                os.unlink(entry.path)
+        self.partial_keys.clear()
 
     def _terminate(self) -> None:
         process, self.process = self.process, None
