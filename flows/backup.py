@@ -3,8 +3,6 @@ retention."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from prefect import flow
 
 from flows.retention import apply_retention
@@ -33,10 +31,12 @@ def backup(
     With log backup on, a WAL switch right after the backup must reach the repository (so the
     window reaches the backup's end at once).  ``verify`` reads the backup back in full;
     ``apply_retention_after`` (set by the schedule) expires old backups afterwards."""
-    # chosen once per run, so that every attempt of the stream writes the same backup
-    name = backup_name or bk.default_name(cluster, datetime.now(UTC))
+    name = backup_name
     try:
         with cluster_slot("backup", cluster, wait=True):
+            # chosen once per run (every attempt of the stream writes the same backup), once
+            # this run has the slot: a run that waited never takes the name of the one before
+            name = name or bk.fresh_name(cluster)
             manifest = bk.run(
                 STEPS,
                 cluster,
@@ -46,7 +46,7 @@ def backup(
                 verify_after=verify,
             )
     except BaseException as exc:
-        events.backup_failed(cluster, name, exc)
+        events.backup_failed(cluster, name or "", exc)
         raise
     events.backup_completed(cluster, manifest)
     t.publish_backup_table(cluster)

@@ -107,7 +107,7 @@ def run(
     """One backup of CLUSTER named NAME (chosen here once when not given, so that a retried
     stream reuses it): full, or incremental against ``parent`` (by default the newest usable
     backup on the server's timeline)."""
-    name = name or default_name(cluster, datetime.now(UTC))
+    name = name or fresh_name(cluster)
     if backup_type is BackupType.INCREMENTAL:
         require_incremental_support(Cluster.get(cluster))  # before anything is written
     elif parent:
@@ -274,6 +274,20 @@ def level_of(compression: str) -> int:
 
 def default_name(cluster: str, now: datetime) -> str:
     return f"backup-default-{cluster}-{now.strftime('%Y%m%d%H%M%S')}"
+
+
+def fresh_name(cluster: str) -> str:
+    """A default name no backup of CLUSTER has yet: the name is to the second, and two backups
+    (a full and its incremental on a small database) can start in one second; the next second
+    is waited for then.  Call it with the cluster's backup slot held, so no other run takes it."""
+    repo = clusters.repository(Cluster.get(cluster))
+    stanza = Cluster.get(cluster).state.stanza
+    while True:
+        now = datetime.now(UTC)
+        name = default_name(cluster, now)
+        if not repo.exists(manifest_key(stanza, name)):
+            return name
+        time.sleep(1 - now.microsecond / 1e6)
 
 
 def validate_name(name: str) -> None:

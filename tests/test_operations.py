@@ -324,3 +324,21 @@ def test_an_uncompressed_backup_is_verified_restored_and_deleted(archived: Clust
 
     retention.delete_backups(repo, "ops", ["plain"], force=True)
     assert not repo.exists("ops/backups/plain/base.tar")
+
+
+def test_a_default_backup_name_taken_this_second_is_not_reused(accounts_cluster: Cluster) -> None:
+    """Default names are to the second: a full and its incremental can start in one second."""
+    from datetime import UTC, datetime, timedelta
+
+    name, stanza = accounts_cluster.name, accounts_cluster.state.stanza
+    repo = clusters.repository(accounts_cluster)
+    now = datetime.now(UTC)
+    taken = [bk.default_name(name, now + timedelta(seconds=s)) for s in (0, 1)]
+    for each in taken:
+        repo.put_json(manifest.manifest_key(stanza, each), {})
+    try:
+        fresh = bk.fresh_name(name)
+        assert fresh not in taken and fresh.startswith(f"backup-default-{name}-")
+    finally:
+        for each in taken:
+            repo.delete(manifest.manifest_key(stanza, each))
