@@ -102,16 +102,26 @@ class Source:
 
 
 class CombineSeconds(logging.Handler):
-    """pg_combinebackup's own seconds, from the line restore logs after it: materialise is the
-    links' extraction plus this."""
+    """The phases of materialising a lineage, from the lines restore logs: the links'
+    extraction (in parallel: its wall-clock seconds and each link's) and pg_combinebackup's."""
 
     def __init__(self) -> None:
         super().__init__(logging.INFO)
         self.seconds: list[float] = []
+        self.extraction: list[dict] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.msg.startswith("combined %d backups") and record.args:
             self.seconds.append(round(float(record.args[-1]), 2))  # type: ignore[index]
+        elif record.msg.startswith("extracted %d links") and record.args:
+            _, wall, at_once, each = record.args  # type: ignore[misc]
+            self.extraction.append(
+                {
+                    "seconds": round(float(wall), 2),
+                    "at_once": at_once,
+                    "each_link_seconds": [float(x) for x in str(each).split(", ")],
+                }
+            )
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -363,6 +373,8 @@ def week(src: Source, days: int, per_day: int, runs: int) -> dict:
             results[way].append({"seconds": seconds, **result.phases})
             if way != "full+wal" and combine.seconds:
                 results[way][-1]["of_which_pg_combinebackup"] = combine.seconds.pop()
+            if way != "full+wal" and combine.extraction:
+                results[way][-1]["of_which_extraction"] = combine.extraction.pop()
             Cluster.get(new).remove()
             say(f"restore {way}: {seconds} s {result.phases}")
     out["restores"] = {
