@@ -108,16 +108,20 @@ class Source:
 
 class CombineSeconds(logging.Handler):
     """The phases of materialising a lineage, from the lines restore logs: the links'
-    extraction (in parallel: its wall-clock seconds and each link's) and pg_combinebackup's."""
+    extraction (in parallel: its wall-clock seconds and each link's), pg_combinebackup's, and
+    the link directories' removal."""
 
     def __init__(self) -> None:
         super().__init__(logging.INFO)
         self.seconds: list[float] = []
         self.extraction: list[dict] = []
+        self.removal: list[float] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.msg.startswith("combined %d backups") and record.args:
             self.seconds.append(round(float(record.args[-1]), 2))  # type: ignore[index]
+        elif record.msg.startswith("removed the link directories") and record.args:
+            self.removal.append(round(float(record.args[0]), 2))  # type: ignore[index]
         elif record.msg.startswith("extracted %d links") and record.args:
             _, wall, at_once, each = record.args  # type: ignore[misc]
             self.extraction.append(
@@ -391,6 +395,8 @@ def week(src: Source, days: int, per_day: int, runs: int) -> dict:
                 results[way][-1]["of_which_pg_combinebackup"] = combine.seconds.pop()
             if way != "full+wal" and combine.extraction:
                 results[way][-1]["of_which_extraction"] = combine.extraction.pop()
+            if way != "full+wal" and combine.removal:
+                results[way][-1]["of_which_link_removal"] = combine.removal.pop()
             Cluster.get(new).remove()
             say(f"restore {way}: {seconds} s {result.phases}")
     out["restores"] = {

@@ -374,7 +374,9 @@ def materialise(p: Plan, new_cluster: str, progress: Progress | None = None) -> 
             time.monotonic() - started,
         )
     finally:
+        started = time.monotonic()
         _remove_link_dirs(cluster)
+        log.info("removed the link directories in %.1f s", time.monotonic() - started)
 
 
 #: The directories beside a new data directory that hold an incremental's lineage while it is
