@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -44,6 +44,19 @@ def commit_now(cluster: str, query: str) -> datetime:
     """Run one statement in its own transaction; return a time just after its commit."""
     sql(cluster, query)
     return datetime.now(UTC)
+
+
+def rows_either_side_of_a_second(cluster: str) -> datetime:
+    """Table msg with row 1 committed before the whole second returned and row 2 after it,
+    both archived: a restore to that time has row 1 only."""
+    sql(cluster, "CREATE TABLE msg (id int PRIMARY KEY)")
+    after_1 = commit_now(cluster, "INSERT INTO msg VALUES (1)")
+    noted = (after_1 + timedelta(seconds=1)).replace(microsecond=0)
+    while datetime.now(UTC) < noted + timedelta(seconds=1):
+        time.sleep(0.1)
+    commit_now(cluster, "INSERT INTO msg VALUES (2)")
+    archive_now(cluster)
+    return noted
 
 
 def archive_now(cluster: str, timeout: float = 30) -> str:

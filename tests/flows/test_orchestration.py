@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 
@@ -30,7 +30,7 @@ from tests.conftest import S3_SECRET, cli
 from tests.flows import api
 from tests.flows.conftest import HOST, REPO_ROOT, wait_served
 from tests.flows.repos import RefusesFirstUpload, ShortBaseBackup
-from tests.pg import archive_now, commit_now, rows, sql
+from tests.pg import archive_now, rows, rows_either_side_of_a_second, sql
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -68,13 +68,7 @@ def walkthrough(source: str, ready: None) -> Walkthrough:
     created = cli("cluster", "create-account", "src", "--username", "myuser")
     password = re.search(r"password: (\S+)", created.stdout).group(1)
     cli("cluster", "grant-role", "src", "--username", "myuser", "--role", "READWRITE")
-    sql("src", "CREATE TABLE msg (id int PRIMARY KEY)")
-    after_1 = commit_now("src", "INSERT INTO msg VALUES (1)")
-    noted = (after_1 + timedelta(seconds=1)).replace(microsecond=0)
-    while datetime.now(UTC) < noted + timedelta(seconds=1):
-        time.sleep(0.1)
-    commit_now("src", "INSERT INTO msg VALUES (2)")
-    archive_now("src")
+    noted = rows_either_side_of_a_second("src")
     restored = cli(
         "cluster",
         "restore",
