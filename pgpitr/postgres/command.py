@@ -35,9 +35,23 @@ def _identity(user: OsUser | None) -> dict:
     return {"user": user.uid, "group": user.gid, "extra_groups": []}
 
 
+#: Secrets of the CLI's environment that no program it starts is given: a server would keep them
+#: in its environment for its whole life (``/proc/PID/environ``, every archive_command). The
+#: server's archiver reads the repository's keys from its own 0600 file
+#: (``clusters._store_credentials``) and the encryption key from its key file (``keys.py``).
+SECRET_ENV = (
+    "PGPITR_ENCRYPTION_KEY",
+    "PGPITR_ACCOUNT_PASSWORD",
+    "PGPASSWORD",
+    "AWS_ACCESS_KEY_ID",  # without its secret beside it, boto3 would refuse the key file
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+)
+
+
 def _env(user: OsUser | None, extra: Mapping[str, str] | None) -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop("PGPITR_ENCRYPTION_KEY", None)  # a key in the CLI's environment stays there (keys.py)
+    env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
     if user is not None and not user.is_self:
         import pwd
 

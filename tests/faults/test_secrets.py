@@ -132,10 +132,13 @@ def test_secrets_never_appear_anywhere(
     text += Path(home, "clusters", "sec", "log", "postgresql.log").read_text()
     for secret in secrets:
         assert secret not in text
-    # the server (and its archive_command) never inherits the key of the CLI's environment;
-    # the AWS keys it does inherit, like any program the CLI starts
-    environ = Path(f"/proc/{_postmaster_pid(home, 'sec')}/environ").read_bytes().decode()
-    assert "PGPITR_ENCRYPTION_KEY=" not in environ and ENCRYPTION_KEY.hex() not in environ
+    # the servers (and their archive_command) never inherit the CLI's secrets: the archiver
+    # reads the AWS keys from its own 0600 file, and it archives
+    for cluster in ("sec", "sec-copy"):
+        archive_now(cluster)
+        environ = Path(f"/proc/{_postmaster_pid(home, cluster)}/environ").read_bytes().decode()
+        assert "PGPITR_ENCRYPTION_KEY=" not in environ and ENCRYPTION_KEY.hex() not in environ
+        assert "AWS_SECRET_ACCESS_KEY=" not in environ and S3_SECRET not in environ
     for cluster in ("sec", "sec-copy"):  # the key file's path is recorded, not the key
         state = json.loads((home / "clusters" / cluster / "cluster.json").read_text())
         assert state["encryption_key_file"] == str(key_file)

@@ -276,3 +276,14 @@ def test_run_as_another_os_user_runs_with_its_uid() -> None:
     user = OsUser("nobody", nobody.pw_uid, nobody.pw_gid)
     result = command.run(["/bin/sh", "-c", 'id -u; echo "$USER"'], user=user, cwd="/")
     assert result.stdout == f"{nobody.pw_uid}\nnobody\n"
+
+
+def test_no_program_inherits_the_clis_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in command.SECRET_ENV:
+        monkeypatch.setenv(name, f"secret-{name}")
+    monkeypatch.setenv("PGPITR_TEST_VALUE", "kept")
+    shown = command.run(["/usr/bin/env"]).stdout
+    assert "secret-" not in shown and "PGPITR_TEST_VALUE=kept" in shown
+    # a secret a caller hands over on purpose is passed
+    given = command.run(["/usr/bin/env"], env={"PGPASSWORD": "on-purpose"}).stdout
+    assert "PGPASSWORD=on-purpose" in given and "secret-" not in given
