@@ -173,6 +173,19 @@ class UploadPass:
 Retained = Callable[[str, int, int], None]
 
 
+#: The receiver's log (pg_receivewal's stderr) is set aside as ``stream.log.1`` when a receiver
+#: starts and it is over this size: it grows by a few lines at every connection, for ever.
+STREAM_LOG_MAX = 1 << 20
+
+
+def _rotate(path: Path, limit: int = STREAM_LOG_MAX) -> None:
+    try:
+        if path.stat().st_size > limit:
+            os.replace(path, path.with_name(path.name + ".1"))
+    except FileNotFoundError:
+        pass
+
+
 class Receiver:
     """One cluster's pg_receivewal and its uploads, in a thread of their own (a slow repository
     holds up only this cluster)."""
@@ -284,7 +297,9 @@ class Receiver:
         argv = receivewal_command(
             cluster.bindir, directory, cluster.conninfo(), synchronous=policy.logfile_synchronous
         )
-        with open(self._log_path(cluster), "ab") as stderr:
+        log_path = self._log_path(cluster)
+        _rotate(log_path)
+        with open(log_path, "ab") as stderr:
             self.process = popen(argv, user=cluster.user, stdout=subprocess.DEVNULL, stderr=stderr)
         self.synchronous = policy.logfile_synchronous
         self.started_at = time.monotonic()

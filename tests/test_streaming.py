@@ -61,6 +61,18 @@ def test_written_extent_finds_the_end_of_what_was_written(tmp_path: Path) -> Non
     assert walstream.written_extent(path) == 4 * walstream.PAGE + 100
 
 
+def test_the_receivers_log_is_set_aside_once_over_its_limit(tmp_path: Path) -> None:
+    log = tmp_path / "stream.log"
+    walstream._rotate(log, limit=10)  # no log yet: nothing to do
+    log.write_text("short\n")
+    walstream._rotate(log, limit=10)
+    assert log.read_text() == "short\n" and not (tmp_path / "stream.log.1").exists()
+    log.write_text("a longer log\n")
+    (tmp_path / "stream.log.1").write_text("the oldest\n")
+    walstream._rotate(log, limit=10)
+    assert not log.exists() and (tmp_path / "stream.log.1").read_text() == "a longer log\n"
+
+
 def test_policy_keys_for_streaming() -> None:
     base = pol.BackupPolicy(cluster="p", create_time="2026-12-01T00:00:00+00:00")
     assert (base.logfile_method, base.logfile_synchronous) == ("archive", False)
