@@ -43,7 +43,3 @@ class TaskSteps(Steps):
 
 #: What flows hand to the engine's operations.
 STEPS = TaskSteps()
-
-
-#: What flows hand to the engine's operations.
-STEPS = TaskSteps()
