@@ -54,6 +54,12 @@ def logs(flow_run_id: Any = None) -> list[str]:
                 return messages
 
 
+def explain(run: Any, lines: int = 40) -> str:
+    """A run that did not end as expected: its state and the last lines of its log."""
+    tail = "\n".join(logs(run.id)[-lines:])
+    return f"{run.name}: {run.state.type.value} {run.state.message or ''}\n{tail}"
+
+
 def artifacts(key: str) -> list[Any]:
     with get_client(sync_client=True) as client:
         return client.read_artifacts(

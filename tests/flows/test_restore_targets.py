@@ -85,7 +85,7 @@ def restore_through_the_api(new_name: str, target: dict) -> list[int] | None:
     run = run_deployment(
         f"restore/pgpitr-{HOST}", parameters=parameters, timeout=300, poll_interval=1
     )
-    assert run.state.is_completed(), run.state.message
+    assert run.state.is_completed(), api.explain(run)
     assert run.deployment_id == deployment("restore").id
     try:
         if sql(new_name, "SELECT to_regclass('msg') IS NULL")[0][0]:
