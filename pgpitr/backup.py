@@ -405,6 +405,7 @@ def take_backup(
         stopped = datetime.now(UTC)
         completed = manifest.replace(
             **streamed,
+            next_xid=_next_xid(cluster),
             status="Completed",
             stop_time=stopped,
             duration_seconds=round((stopped - started).total_seconds(), 3),
@@ -413,6 +414,21 @@ def take_backup(
         )
         catalog.save_backup(repo, stanza, completed)
         return completed
+
+
+def _next_xid(cluster: Cluster) -> str | None:
+    """The server's next transaction id with its epoch ("1:745"), as of the checkpoint the
+    backup started from or a later one: what places a 32-bit xid of the WAL after it in its
+    epoch (``reach``).  A server that went away after the backup leaves it unknown."""
+    import psycopg
+
+    try:
+        with cluster.connect() as db:
+            row = db.execute("SELECT next_xid FROM pg_control_checkpoint()").fetchone()
+    except (psycopg.Error, PitrError) as exc:
+        log.warning("%s: the next transaction id could not be read: %s", cluster.name, exc)
+        return None
+    return str(row[0]) if row and row[0] else None
 
 
 @contextmanager

@@ -57,6 +57,9 @@ class BackupManifest:
     #: the SHA-256 of PostgreSQL's backup_manifest, stored beside the data so that this backup
     #: can be the parent of an incremental; None for backups taken before it was stored
     backup_manifest_sha256: str | None = None
+    #: the server's next transaction id after the backup's checkpoint, "epoch:xid": the epoch
+    #: of a 32-bit xid found in the WAL after it (None for backups taken before it was kept)
+    next_xid: str | None = None
     #: keys this version does not know, kept so that a rewrite loses nothing
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -77,6 +80,17 @@ class BackupManifest:
     def stop_lsn_int(self) -> int:
         assert self.stop_lsn is not None, f"backup {self.name} has no stop LSN"
         return wal.lsn_to_int(self.stop_lsn)
+
+    def full_xid(self, xid32: int) -> int | None:
+        """The 64-bit id of a 32-bit ``xid32`` that the WAL shows after this backup: the one
+        of its possible epochs nearest ``next_xid`` (as PostgreSQL widens an xid near the
+        next one); None when the backup did not keep ``next_xid``."""
+        if not self.next_xid:
+            return None
+        epoch, _, low = self.next_xid.partition(":")
+        reference = int(epoch) * 2**32 + int(low)
+        candidates = [(reference // 2**32 + e) * 2**32 + xid32 for e in (-1, 0, 1)]
+        return min((c for c in candidates if c >= 0), key=lambda c: abs(c - reference))
 
     @property
     def data_compression(self) -> str:

@@ -13,6 +13,7 @@ lineage is broken (``catalog.unusable``) has no chain and is never chosen.
 from __future__ import annotations
 
 import functools
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -21,7 +22,9 @@ from pgpitr import catalog, restore_points, timeparse, wal
 from pgpitr.errors import RecoveryTargetError
 from pgpitr.manifest import BackupManifest
 from pgpitr.repository import Repository
-from pgpitr.targets import RestoreTarget
+from pgpitr.targets import XID_SPACE, RestoreTarget
+
+log = logging.getLogger(__name__)
 
 
 def backup_for(
@@ -152,7 +155,7 @@ class _Finder:
         return chosen, f"restore point {name!r} made {when} at LSN {point.lsn}"
 
     def _xid(self) -> tuple[BackupManifest, str]:
-        xid = self.target.xid
+        xid = self.target.xid32  # what WAL shows: the epoch is checked once the commit is found
         assert xid is not None
         newest = max(self.chains, key=lambda c: (c.end.timeline, c.end.number))
         floor = min(c.backup.start_lsn_int // c.segment_size for c in self.chains)
@@ -201,7 +204,35 @@ class _Finder:
                 hint="restore to a committed transaction, or to the time or LSN before it",
             )
         chosen = self._lsn(record.lsn, f"the commit of transaction {xid} at {at}", None)
-        return chosen, f"the commit of transaction {xid} at {at}"
+        return chosen, f"the commit of transaction {xid} at {at}{self._epoch_checked(chosen, at)}"
+
+    def _epoch_checked(self, chosen: BackupManifest, at: str) -> str:
+        """A 64-bit target names an epoch: refuse it unless the transaction the WAL shows is of
+        that epoch (placed by the chosen backup's next transaction id); say when that cannot
+        be told."""
+        given, epoch, xid = self.target.xid, self.target.xid_epoch, self.target.xid32
+        if epoch is None:
+            return ""
+        assert given is not None and xid is not None
+        found = chosen.full_xid(xid)
+        if found is None:
+            log.warning(
+                "%s: the epoch of transaction %d is not checked: backup %s predates pgpitr "
+                "keeping the next transaction id",
+                self.stanza,
+                given,
+                chosen.name,
+            )
+            return f" (epoch {epoch} not checked: backup {chosen.name} does not record it)"
+        if found != given:
+            raise RecoveryTargetError(
+                f"transaction {given} (epoch {epoch}, {xid} in the WAL) is not in the archived "
+                f"WAL of {self.stanza!r}: the transaction {xid} that committed at {at} is "
+                f"{found}, of epoch {found // XID_SPACE}",
+                hint=f"check the id (txid_current() on the source); to stop at that commit, "
+                f"restore to transaction {found}",
+            )
+        return f", epoch {epoch}"
 
 
 def _archive_ranges(chains: list[catalog.Chain]) -> str:

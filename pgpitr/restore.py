@@ -525,7 +525,7 @@ def recovery_settings(p: Plan, home: Path, new_cluster: str) -> str:
         conf.restore_command(home, new_cluster),
         time=t.time.isoformat(sep=" ") if t.time else None,
         lsn=t.lsn,
-        xid=t.xid,
+        xid=t.xid32,
         name=t.name,
         immediate=t.immediate,
         inclusive=t.inclusive,
@@ -672,7 +672,7 @@ def check_stop(target: RestoreTarget, stopped: str, last_commit: datetime | None
     elif kind == "name":
         ok = stopped == f'at restore point "{target.name}"'
     elif kind == "xid":
-        ok = stopped == f"{edge} transaction {target.xid}"
+        ok = stopped == f"{edge} transaction {target.xid32}"
     elif kind == "lsn":
         m = re.fullmatch(r"(after|before) LSN ([0-9A-F]+/[0-9A-F]+)", stopped)
         ok = bool(m) and m[1] == edge and wal.lsn_to_int(m[2]) >= target.lsn_int

@@ -27,9 +27,13 @@ from pgpitr.errors import InvalidInput
 Kind = Literal["latest", "time", "lsn", "xid", "name", "immediate"]
 
 LSN_RE = re.compile(r"[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}", re.ASCII)
-#: 0-2 are PostgreSQL's reserved ids (invalid, bootstrap, frozen): no transaction has them.
+#: 0-2 are PostgreSQL's reserved ids (invalid, bootstrap, frozen): no transaction has them, in
+#: any epoch.
 FIRST_NORMAL_XID = 3
-MAX_XID = 2**32 - 1
+#: A transaction id as WAL and ``xmin`` show it: 32 bits, wrapping around; ``txid_current()``
+#: (``pg_current_xact_id()``) gives the 64-bit one, epoch * 2**32 + the 32 bits.
+XID_SPACE = 2**32
+MAX_XID = 2**64 - 1
 #: What a restore point's name may be: safe in an object key, PostgreSQL's 63-byte limit.
 POINT_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", re.ASCII)
 POINT_NAME_RULE = "1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit"
@@ -97,8 +101,9 @@ class RestoreTarget(BaseModel):
         ge=FIRST_NORMAL_XID,
         le=MAX_XID,
         description=(
-            "Recover up to the commit of this transaction id (txid_current() or xmin of a row "
-            "on the source). The transaction must have committed in the archived WAL."
+            "Recover up to the commit of this transaction id: the 64-bit one of txid_current() "
+            "(its epoch is checked) or the 32-bit xmin of a row on the source. The transaction "
+            "must have committed in the archived WAL."
         ),
     )
     name: str | None = Field(
@@ -156,16 +161,16 @@ class RestoreTarget(BaseModel):
         if value is None or (isinstance(value, str) and not value.strip()):
             return None
         text = str(value).strip()
-        if isinstance(value, bool) or not re.fullmatch(r"\d{1,10}", text, re.ASCII):
+        if isinstance(value, bool) or not re.fullmatch(r"\d{1,20}", text, re.ASCII):
             raise ValueError(
                 f"cannot read the transaction id {value!r}: expected a whole number like 1234 "
                 "(txid_current() on the source)"
             )
         xid = int(text)
-        if not FIRST_NORMAL_XID <= xid <= MAX_XID:
+        if xid > MAX_XID or xid % XID_SPACE < FIRST_NORMAL_XID:
             raise ValueError(
                 f"transaction id {xid} is out of range: ids go from {FIRST_NORMAL_XID} to "
-                f"{MAX_XID} (0-2 are reserved by PostgreSQL)"
+                f"{MAX_XID}, and 0-2 of every epoch are reserved by PostgreSQL"
             )
         return xid
 
@@ -232,6 +237,16 @@ class RestoreTarget(BaseModel):
     def as_parameter(self) -> dict[str, Any]:
         """The JSON a flow run's ``target`` parameter carries (only what differs from latest)."""
         return self.model_dump(mode="json", exclude_defaults=True)
+
+    @property
+    def xid32(self) -> int | None:
+        """The transaction id as WAL shows it (and ``recovery_target_xid`` takes it)."""
+        return None if self.xid is None else self.xid % XID_SPACE
+
+    @property
+    def xid_epoch(self) -> int | None:
+        """The epoch a 64-bit id gives (None for a 32-bit one, which names no epoch)."""
+        return None if self.xid is None or self.xid < XID_SPACE else self.xid // XID_SPACE
 
     def describe(self) -> str:
         """For a person: ``transaction 1234 (inclusive)``, ``the end of the archived WAL``."""

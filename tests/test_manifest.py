@@ -110,3 +110,21 @@ def test_copy_data_checks_the_stored_bytes(tmp_path: Path) -> None:
     assert out.getvalue() == b"tar bytes" * 1000
     with pytest.raises(ChecksumMismatch):
         copy_data(repo, "s", m.replace(sha256="00" * 32), io.BytesIO())
+
+
+@pytest.mark.parametrize(
+    ("next_xid", "xid32", "full"),
+    [
+        ("0:745", 700, 700),  # assigned before the backup's checkpoint
+        ("0:745", 800, 800),  # after it
+        ("1:5", 4294967290, 4294967290),  # epoch 0, just before the wraparound
+        ("1:5", 9, 2**32 + 9),
+        ("2:4294967290", 3, 3 * 2**32 + 3),  # past the next wraparound
+        (None, 745, None),  # a backup that did not keep it
+    ],
+)
+def test_a_32_bit_xid_after_a_backup_gets_the_epoch_nearest_its_next_xid(
+    next_xid: str | None, xid32: int, full: int | None
+) -> None:
+    backup = BackupManifest("b", "c", "Completed", datetime(2026, 1, 1, tzinfo=UTC))
+    assert backup.replace(next_xid=next_xid).full_xid(xid32) == full

@@ -18,6 +18,7 @@ import pytest
 from pgpitr import catalog, clusters, restore_points, wal
 from pgpitr.errors import AlreadyExists, InvalidInput, NotFound, RecoveryTargetError
 from pgpitr.postgres.cluster import Cluster
+from pgpitr.postgres.command import run
 from pgpitr.restore import RestoreRequest, RestoreTarget
 from tests import engine
 from tests.conftest import cli, shared_home
@@ -66,7 +67,8 @@ def test_each_kind_of_target_is_read_and_round_trips_as_json(fields, kind, shown
         ({"xid": "12a"}, "cannot read the transaction id '12a'"),
         ({"xid": "-5"}, "cannot read the transaction id '-5'"),
         ({"xid": 2}, "transaction id 2 is out of range"),
-        ({"xid": 2**32}, "transaction id 4294967296 is out of range"),
+        ({"xid": 2**32 + 1}, "transaction id 4294967297 is out of range"),
+        ({"xid": 2**64}, "transaction id 18446744073709551616 is out of range"),
         ({"name": "two words"}, "invalid restore point name 'two words'"),
         ({"name": "x" * 64}, "invalid restore point name"),
         ({"time": "yesterday"}, "cannot read the restore time 'yesterday'"),
@@ -300,3 +302,29 @@ def test_a_bounded_xid_search_says_what_it_could_not_check(
     assert "could not be checked" in str(info.value)
     assert "--restore-to-time" in (info.value.hint or "")
     assert not (source.home / "clusters" / "t-bounded").exists()
+
+
+def test_a_64_bit_transaction_id_is_checked_for_its_epoch(home: Path) -> None:
+    """Past a wraparound, txid_current() carries an epoch (pg_resetwal -e gives the server
+    one): the 64-bit id restores, the 32-bit one (a row's xmin) too, and the same 32 bits in
+    another epoch are refused before anything is created."""
+    cluster = clusters.create("epoch1")
+    cluster.stop()
+    run([cluster.bindir / "pg_resetwal", "-e", "1", cluster.state.datadir], user=cluster.user)
+    cluster.start()
+    clusters.set_log_backup(cluster, True)
+    sql("epoch1", "CREATE TABLE msg (id int PRIMARY KEY); INSERT INTO msg VALUES (1)")
+    backup = engine.backup(cluster)
+    assert backup.next_xid is not None and backup.next_xid.startswith("1:")
+    (xid,) = sql("epoch1", "INSERT INTO msg VALUES (2) RETURNING txid_current()")[0]
+    sql("epoch1", "INSERT INTO msg VALUES (3)")
+    archive_now("epoch1")
+    assert xid // 2**32 == 1
+    for name, given in (("t-ep-full", xid), ("t-ep-low", xid % 2**32)):
+        result = engine.restore(name, "epoch1", RestoreTarget(xid=given))
+        assert result.stopped == f"after transaction {xid % 2**32}"
+        assert rows(name) == [1, 2]
+        Cluster.get(name).stop()
+    with pytest.raises(RecoveryTargetError, match=f"committed at .* is {xid}, of epoch 1"):
+        engine.restore("t-ep-other", "epoch1", RestoreTarget(xid=xid + 2**32))
+    assert not (home / "clusters" / "t-ep-other").exists()

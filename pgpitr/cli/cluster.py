@@ -551,7 +551,10 @@ def restore(
         str | None, typer.Option(help="a WAL position, e.g. 0/3000028 (pg_current_wal_lsn())")
     ] = None,
     restore_to_xid: Annotated[
-        str | None, typer.Option(help="up to the commit of this transaction id (txid_current())")
+        str | None,
+        typer.Option(
+            help="up to the commit of this transaction id (txid_current(), or a row's xmin)"
+        ),
     ] = None,
     restore_to_name: Annotated[
         str | None, typer.Option(help="a restore point made by create-restore-point")
