@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -77,7 +78,7 @@ def test_the_restore_form_offers_each_kind_of_target_typed_and_described(history
     assert model["additionalProperties"] is False
 
 
-def restore_through_the_api(new_name: str, target: dict) -> list[int] | None:
+def restore_through_the_api(new_name: str, target: dict, home: Path) -> list[int] | None:
     """Run the served deployment as the UI's form would; the restored rows (None: no table)."""
     from prefect.deployments import run_deployment
 
@@ -85,7 +86,8 @@ def restore_through_the_api(new_name: str, target: dict) -> list[int] | None:
     run = run_deployment(
         f"restore/pgpitr-{HOST}", parameters=parameters, timeout=300, poll_interval=1
     )
-    assert run.state.is_completed(), api.explain(run)
+    served_log = (home / "serve.log").read_text(errors="replace").splitlines()[-40:]
+    assert run.state.is_completed(), api.explain(run) + "\nserve.log:\n" + "\n".join(served_log)
     assert run.deployment_id == deployment("restore").id
     try:
         if sql(new_name, "SELECT to_regclass('msg') IS NULL")[0][0]:
@@ -95,7 +97,9 @@ def restore_through_the_api(new_name: str, target: dict) -> list[int] | None:
         Cluster.get(new_name).stop()
 
 
-def test_a_restore_of_each_kind_through_the_api_has_exactly_the_right_rows(history) -> None:
+def test_a_restore_of_each_kind_through_the_api_has_exactly_the_right_rows(
+    history, flows_home: Path
+) -> None:
     expected = {
         "api-latest": ({}, [1, 2, 3, 4]),
         "api-time": ({"time": history.after_row_3.isoformat()}, [1, 2, 3]),
@@ -106,7 +110,10 @@ def test_a_restore_of_each_kind_through_the_api_has_exactly_the_right_rows(histo
         # the backup was taken before the table was created: its content has no table
         "api-immediate": ({"immediate": True}, None),
     }
-    got = {name: restore_through_the_api(name, target) for name, (target, _) in expected.items()}
+    got = {
+        name: restore_through_the_api(name, target, flows_home)
+        for name, (target, _) in expected.items()
+    }
     assert got == {name: rows for name, (_, rows) in expected.items()}
 
 
