@@ -13,7 +13,11 @@ inside an archived chain, and ``describe`` says of each point whether it is rest
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -99,9 +103,23 @@ def get_point(repo: Repository, stanza: str, name: str) -> RestorePoint:
 
 
 def run(steps: Steps, cluster: str, name: str) -> RestorePoint:
-    """Create the restore point NAME on CLUSTER and record it in its repository."""
-    steps(check_new_point, cluster, name)
-    return steps(create_point, cluster, name)
+    """Create the restore point NAME on CLUSTER and record it in its repository.  Two
+    creations of one cluster's points run one after the other (a run on the cluster's host
+    holds its lock), so that of two of one name the second is refused, not recorded over the
+    first's (a restore stops at the first point of a name in the WAL)."""
+    with _points_lock(Cluster.get(cluster)):
+        steps(check_new_point, cluster, name)
+        return steps(create_point, cluster, name)
+
+
+@contextmanager
+def _points_lock(cluster: Cluster) -> Iterator[None]:
+    fd = os.open(cluster.state.dir / "restore-points.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # a creation takes a second: the next one waits
+        yield
+    finally:
+        os.close(fd)
 
 
 def check_new_point(cluster: str, name: str) -> None:

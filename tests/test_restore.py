@@ -245,6 +245,24 @@ def test_restore_points_are_recorded_once_with_a_checked_name(source: Source) ->
     assert "Restore Points:" in described and point.lsn in line and line.rstrip().endswith("yes")
 
 
+def test_two_points_of_one_name_at_once_record_one_and_refuse_the_other(source: Source) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def create(_: int) -> restore_points.RestorePoint | str:
+        try:
+            return engine.create_restore_point("tsrc", "at-once")
+        except AlreadyExists as exc:
+            return str(exc)
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(create, range(4)))
+    (made,) = [r for r in results if isinstance(r, restore_points.RestorePoint)]
+    refused = [r for r in results if isinstance(r, str)]
+    assert len(refused) == 3 and all("already has a restore point 'at-once'" in r for r in refused)
+    recorded = restore_points.get_point(clusters.repository(Cluster.get("tsrc")), "tsrc", "at-once")
+    assert recorded == made
+
+
 def test_a_restore_point_not_archived_yet_is_refused(home: Path) -> None:
     archived_cluster("unarch")
     sql("unarch", "ALTER SYSTEM SET archive_timeout = 0")
