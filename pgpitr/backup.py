@@ -37,7 +37,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import BinaryIO
 
-from pgpitr import catalog, clusters, timeparse, verify
+from pgpitr import catalog, clusters, timeparse, verify, wal
 from pgpitr import policy as pol
 from pgpitr import state as st
 from pgpitr.errors import (
@@ -533,23 +533,24 @@ _HISTORY_FIELD = re.compile(r"^([A-Z ]+): (.*)$", re.M)
 
 
 def _range_from_history_file(
-    repo: Repository, stanza: str, label: str, timeout: float = 60
+    cluster: Cluster, repo: Repository, stanza: str, label: str, timeout: float = 60
 ) -> tuple[str, str, int]:
     """(start LSN, stop LSN, timeline) from the archived ``.backup`` file carrying our label.
 
-    The server archives it as the backup stops; with log backup on it reaches the repository
-    right after the stop segment, for which pg_basebackup already waited."""
+    The server names the file (its ``pg_wal`` keeps the newest ones), and the repository's copy
+    is read by that name: one listing of its own prefix, however large the archive.  The server
+    archives it as the backup stops; with log backup on it reaches the repository right after
+    the stop segment, for which pg_basebackup already waited."""
+    return _read_history_file(repo, stanza, _history_file_name(cluster, label), label, timeout)
+
+
+def _read_history_file(
+    repo: Repository, stanza: str, name: str, label: str, timeout: float
+) -> tuple[str, str, int]:
     deadline = time.monotonic() + timeout
-    seen: set[str] = set()
     while True:
-        candidates = [
-            info.key
-            for info in repo.list(f"{stanza}/wal/")
-            if ".backup-" in info.key and info.key not in seen
-        ]
-        for key in sorted(candidates, reverse=True)[:8]:
-            seen.add(key)
-            fields = dict(_HISTORY_FIELD.findall(repo.get_document(key).decode(errors="replace")))
+        for key, sha256 in wal.stored_versions(repo, stanza, name):
+            fields = _history_fields(repo.get_document(key, sha256).decode(errors="replace"))
             if fields.get("LABEL", "").strip() == label:
                 return (
                     fields["START WAL LOCATION"].split()[0],
@@ -558,11 +559,35 @@ def _range_from_history_file(
                 )
         if time.monotonic() > deadline:
             raise PitrError(
-                f"the server's backup history file for {label!r} did not reach the repository "
-                f"within {timeout:.0f} s",
+                f"the server's backup history file {name} for {label!r} did not reach the "
+                f"repository within {timeout:.0f} s",
                 hint="check that WAL archiving works (pgpitr cluster describe, the server log)",
             )
         time.sleep(0.2)
+
+
+def _history_fields(text: str) -> dict[str, str]:
+    return dict(_HISTORY_FIELD.findall(text))
+
+
+def _history_file_name(cluster: Cluster, label: str) -> str:
+    """The name of the backup history file the server wrote for ``label`` (the newest first:
+    PostgreSQL removes the older ones once they are archived)."""
+    with cluster.connect() as db:
+        names = [
+            row[0]
+            for row in db.execute(
+                "SELECT name FROM pg_ls_waldir() WHERE name LIKE '%.backup' ORDER BY name DESC"
+            ).fetchall()
+        ]
+        for name in names:
+            row = db.execute("SELECT pg_read_file(%s)", (f"pg_wal/{name}",)).fetchone()
+            if row and _history_fields(row[0]).get("LABEL", "").strip() == label:
+                return name
+    raise PitrError(
+        f"the server of {cluster.name!r} has no backup history file for {label!r} in pg_wal",
+        hint="run the backup again; if it happens again, check the server log",
+    )
 
 
 def _stream(
@@ -653,7 +678,7 @@ def _stream(
     if start and end:
         wal_range = (start.group(1), end.group(1), int(start.group(2)))
     else:  # -X none prints no WAL range: the server's backup history file has it
-        wal_range = _range_from_history_file(repo, stanza, name)
+        wal_range = _range_from_history_file(cluster, repo, stanza, name)
     return {
         "start_lsn": wal_range[0],
         "stop_lsn": wal_range[1],

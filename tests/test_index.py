@@ -312,6 +312,33 @@ def test_describe_requests_do_not_grow_with_the_archive(repo, tmp_path: Path) ->
     assert request_counts()  # counted by backend and kind
 
 
+def test_a_backups_history_file_is_read_by_its_name_beside_any_number_of_segments(
+    s3_url: str, tmp_path: Path
+) -> None:
+    """With log backup on, pg_basebackup prints no WAL range: the server's .backup file has it,
+    and the server names it; reading it costs the same requests beside 1,001 segments (more
+    than a LIST page) as beside none."""
+    from pgpitr import backup as bk
+
+    repo = open_repository(s3_url)
+    history = (
+        "START WAL LOCATION: 0/5000028 (file 000000010000000000000005)\n"
+        "STOP WAL LOCATION: 0/5000138 (file 000000010000000000000005)\n"
+        "BACKUP METHOD: streamed\nBACKUP FROM: primary\nLABEL: b-1\nSTART TIMELINE: 1\n"
+    )
+
+    def requests(stanza: str, segments: int) -> dict[tuple[str, str], int]:
+        _fill(repo, stanza, range(1, segments + 1))
+        _push(repo, stanza, tmp_path, "000000010000000000000005.00000028.backup", history.encode())
+        before = dict(REQUESTS)
+        name = "000000010000000000000005.00000028.backup"
+        found = bk._read_history_file(repo, stanza, name, "b-1", timeout=5)
+        assert found == ("0/5000028", "0/5000138", 1)
+        return {k: n - before.get(k, 0) for k, n in REQUESTS.items() if n != before.get(k, 0)}
+
+    assert requests("none", 0) == requests("many", 1001)
+
+
 def test_describe_requests_stay_flat_after_a_full_check_repaired_a_hole(repo) -> None:
     """A hole in the middle of a chain of three log directories and of ten, found by a full
     check: describe then reads the same requests for both (the repair is one delta, and it
