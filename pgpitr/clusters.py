@@ -519,12 +519,27 @@ def set_streaming(
         dataclasses.replace(saved, logfile_method="archive", logfile_synchronous=False),
     )
     slots.drop_slot(cluster)
+    clear_stream_spool(cluster)  # the agent's receiver does too, as it stops
     repo = repository(cluster)
     if load_policy(cluster).logfile_enabled:
         switch_and_confirm(cluster, repo)
     removed = wal.remove_streamed_partials(repo, cluster.state.stanza)
     if removed:
         log.info("%s: %d streamed partial segment(s) removed", cluster.name, removed)
+
+
+def clear_stream_spool(cluster: Cluster) -> None:
+    """Streaming turned off: empty the receiver's spool.  Its files are archive_command's now
+    (the server keeps each segment until it is archived), and a partial left there would be
+    uploaded after ``set_streaming`` removed the partials, or make the receiver of a later
+    stream-on start at that old segment, which the server may have recycled by then."""
+    try:
+        entries = list(os.scandir(conf.stream_spool_dir(Path(cluster.state.home), cluster.name)))
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        if wal.WAL_FILE_RE.match(entry.name):
+            Path(entry.path).unlink(missing_ok=True)
 
 
 def switch_and_confirm(

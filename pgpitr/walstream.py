@@ -251,7 +251,20 @@ class Receiver:
                 self.stopping.wait(min(min(self.tick, POLL) * 2 ** min(failures, 5), 5.0))
         finally:
             self._terminate()
+            self._clear_spool_if_off()
             self._write_status()
+
+    def _clear_spool_if_off(self) -> None:
+        """Stopped by the supervisor because streaming was turned off (its pass can come before
+        this loop's own): the spool is emptied as ``supervise`` would have.  Stopped with
+        streaming on (the agent stops, the server stopped), the spool is kept for the next
+        receiver to go on from."""
+        try:
+            cluster = Cluster.get(self.name, self.home)
+            if not streaming(clusters.load_policy(cluster)):
+                self._clear_spool(cluster)
+        except (PitrError, OSError) as exc:  # deleted meanwhile: nothing left to clear
+            log.debug("%s: spool not checked on stopping: %s", self.name, exc)
 
     def _failed(self, exc: Exception) -> None:
         reason = exc.message if isinstance(exc, PitrError) else f"{type(exc).__name__}: {exc}"
@@ -339,17 +352,7 @@ class Receiver:
                     )
 
     def _clear_spool(self, cluster: Cluster) -> None:
-        """Streaming turned off: empty the spool.  Its files are archive_command's now (the
-        server keeps each segment until it is archived), and a partial left here would be
-        uploaded after ``set_streaming`` removed the partials, or make the receiver of a later
-        stream-on start at that old segment, which the server may have recycled by then."""
-        try:
-            entries = list(os.scandir(spool_dir(cluster)))
-        except FileNotFoundError:
-            return
-        for entry in entries:
-            if wal.WAL_FILE_RE.match(entry.name):
-                os.unlink(entry.path)
+        clusters.clear_stream_spool(cluster)
         self.partial_keys.clear()
 
     def _terminate(self) -> None:

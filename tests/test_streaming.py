@@ -9,6 +9,7 @@ mode off drops the slot and the partials.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Iterator
@@ -262,3 +263,38 @@ def test_stream_mode_off_drops_the_slot_and_leaves_no_partial(home: Path) -> Non
     assert clusters.load_policy(cluster).logfile_method == "archive"
     names = [wal.split_object_key(i.key) for i in repo.list("onoff/wal/")]
     assert not [n for n in names if n and wal.STREAMED_PARTIAL_RE.match(n[0])]
+
+
+def test_the_spool_is_kept_while_streaming_is_on_and_emptied_once_it_is_off(home: Path) -> None:
+    """A receiver stopped with streaming on (the agent stops) leaves its partial for the next
+    one to go on from; turned off, by the switch with no agent running or while a receiver
+    stops (the supervisor's pass can stop it before its own pass saw the change), nothing is
+    left in the spool for a later receiver to start from."""
+    cluster = clusters.create("spooled")
+    clusters.set_log_backup(cluster, True)
+    spool = walstream.spool_dir(cluster)
+
+    def partials() -> list[str]:
+        names = os.listdir(spool) if spool.exists() else []
+        return [n for n in names if wal.WAL_FILE_RE.match(n)]
+
+    def streamed_for_a_while() -> walstream.Receiver:
+        receiver = walstream.Receiver("spooled", tick=0.2, home=home)
+        receiver.start()
+        sql("spooled", "SELECT pg_current_xact_id()")
+        _wait("a partial in the spool", partials)
+        return receiver
+
+    clusters.set_streaming(cluster, True, False)
+    streamed_for_a_while().stop()
+    assert partials(), "kept for the next receiver"
+    clusters.set_streaming(cluster, False, False)  # no receiver runs
+    assert not partials()
+
+    clusters.set_streaming(cluster, True, False)
+    receiver = streamed_for_a_while()
+    policy = clusters.load_policy(cluster)
+    clusters.save_policy(cluster, dataclasses.replace(policy, logfile_method="archive"))
+    receiver.stop()  # at once, as the supervisor does when it sees the change first
+    assert not receiver.thread.is_alive() and not partials()
+    slots.drop_slot(cluster)
