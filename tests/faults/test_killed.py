@@ -108,16 +108,26 @@ def test_killed_wal_push_leaves_nothing_that_looks_archived(
 
 
 def _kill_once_its_server_started(home: Path, new_cluster: str, code: str) -> None:
-    """Run a restore in a child and SIGKILL it once the new cluster's server has started."""
+    """Run a restore in a child and SIGKILL it once the new cluster's server has started:
+    listening, its status in postmaster.pid (the file comes first, and goes again when the
+    port is taken, which the restore would have moved past had it not been killed)."""
     process = in_child(code)
     pidfile = home / "clusters" / new_cluster / "data" / "postmaster.pid"
     deadline = time.monotonic() + 300
-    while not pidfile.exists():
+    while not _listening(pidfile):
         assert process.poll() is None, process.stderr.read()
         assert time.monotonic() < deadline
         time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
     process.wait()
+
+
+def _listening(pidfile: Path) -> bool:
+    try:
+        lines = pidfile.read_text().splitlines()
+    except FileNotFoundError:
+        return False
+    return len(lines) >= 8 and bool(lines[7].strip())  # LOCK_FILE_LINE_PM_STATUS
 
 
 def test_killed_restore_leaves_nothing_once_run_again(home: Path) -> None:
