@@ -6,9 +6,12 @@ set -uo pipefail
 py=$1; shift
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT
+# each version's clusters take ports of their own (PGPITR_PORTS): one run's stopped cluster keeps
+# its port, which the other run, not knowing that cluster, would otherwise give to a new one
+declare -A ports=([17]=7433-8432 [18]=8433-9432)
 for major in 17 18; do
   bindir=$("$py" -m tests.pgwheels "$major") || exit 1
-  ( PGPITR_PG_BINDIR=$bindir "$py" -m pytest -q -p no:randomly "$@" >"$logs/$major" 2>&1
+  ( PGPITR_PG_BINDIR=$bindir PGPITR_PORTS=${ports[$major]} "$py" -m pytest -q -p no:randomly "$@" >"$logs/$major" 2>&1
     echo $? >"$logs/$major.rc"; echo "== PostgreSQL $major ($bindir)"; cat "$logs/$major" ) &
 done
 wait

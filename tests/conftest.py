@@ -24,6 +24,25 @@ os.environ.setdefault("PREFECT_HOME", _PREFECT_HOME)
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
+
+def _ports_of_this_worker() -> None:
+    """Each pytest-xdist worker takes its clusters' ports from a part of the range of its own
+    (PGPITR_PORTS): a cluster a test stopped keeps its port, and the other worker's home, which
+    does not know that cluster, would otherwise give the port to a new one."""
+    from pgpitr.postgres.cluster import PORTS_ENV, port_range
+
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # gw0, gw1, ...
+    if not worker.startswith("gw"):
+        return
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    low, high = port_range()
+    size = (high - low + 1) // count
+    first = low + int(worker[2:]) * size
+    os.environ[PORTS_ENV] = f"{first}-{first + size - 1}"
+
+
+_ports_of_this_worker()
+
 #: The Prefect API of a test that did not ask for one (see ``prefect_harness``): nothing answers
 #: there, so a flow run fails at once and names this address, instead of the CLI starting pgpitr's
 #: own persistent local server on port 4200 (with no PREFECT_API_URL it would), or reaching a

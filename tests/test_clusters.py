@@ -10,7 +10,8 @@ import pytest
 
 from pgpitr import clusters
 from pgpitr import policy as pol
-from pgpitr.errors import NotFound
+from pgpitr.errors import ClusterStateError, InvalidInput, NotFound
+from tests.conftest import free_port
 
 
 def _policy(**changes) -> pol.BackupPolicy:
@@ -43,3 +44,17 @@ def test_a_deleted_clusters_backups_are_found_in_the_repository_named(home: Path
     source = clusters.resolve_source("gone", repo_url)
     assert (source.cluster, source.repository) == ("gone", repo_url)
     assert source.open().exists("gone/archive.info")
+
+
+def test_new_clusters_take_their_port_from_pgpitr_ports(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pgpitr.postgres import cluster as pgcluster
+
+    port = free_port()
+    monkeypatch.setenv("PGPITR_PORTS", f"{port}-{port}")
+    assert pgcluster.free_port(set()) == port
+    with pytest.raises(ClusterStateError, match=f"no free TCP port between {port} and {port}"):
+        pgcluster.free_port({port})
+    for bad in ("5433", "7000-6000", "80-90", "a-b"):
+        monkeypatch.setenv("PGPITR_PORTS", bad)
+        with pytest.raises(InvalidInput, match="cannot read \\$PGPITR_PORTS"):
+            pgcluster.free_port(set())
