@@ -137,6 +137,12 @@ def sync(policy: pol.BackupPolicy, client: Any = None, host: str | None = None) 
                 continue
             cron = CronSchedule(cron=wanted.cron, timezone=wanted.timezone)
             existing = {s.slug: s for s in deployment.schedules}
+            state = "active" if wanted.active else "paused"
+            if wanted.slug in existing and _same(existing[wanted.slug], wanted):
+                # a policy change elsewhere (retention, log backup): no write, and the runs
+                # already scheduled stand (each schedule write costs the API three requests)
+                done.append(f"{target}: {wanted.cron} ({wanted.timezone}), {state}, unchanged")
+                continue
             if wanted.slug in existing:
                 api.update_deployment_schedule(
                     deployment.id,
@@ -162,9 +168,19 @@ def sync(policy: pol.BackupPolicy, client: Any = None, host: str | None = None) 
             api.request(
                 "POST", f"/deployments/{deployment.id}/schedule", json={"max_runs": NEXT_RUNS}
             )
-            state = "active" if wanted.active else "paused"
             done.append(f"{target}: {wanted.cron} ({wanted.timezone}), {state}")
     return done
+
+
+def _same(schedule: Any, wanted: ClusterSchedule) -> bool:
+    """Whether a deployment's schedule already is the one the policy wants."""
+    shown = schedule.schedule
+    return (
+        getattr(shown, "cron", None) == wanted.cron
+        and getattr(shown, "timezone", None) == wanted.timezone
+        and schedule.active == wanted.active
+        and (schedule.parameters or {}) == wanted.parameters
+    )
 
 
 def remove(cluster: str, client: Any = None, host: str | None = None) -> list[str]:

@@ -180,6 +180,14 @@ def test_edit_backup_policy_sets_the_deployment_schedule(every_minute: datetime)
     assert row["schedule_source"] == f"deployment backup/pgpitr-{HOST}"
 
 
+def test_a_policy_edit_that_changes_no_schedule_writes_none(every_minute: datetime):
+    before = backup_schedule("sched")
+    policy = "sched-postgresql-backup-policy"
+    cli("cluster", "edit-backup-policy", policy, "--set", "retention.ttl=9d")
+    after = backup_schedule("sched")
+    assert (after.id, after.updated) == (before.id, before.updated)
+
+
 def test_a_refused_upload_is_retried_and_the_backup_completes(source, monkeypatch):
     from flows.backup import backup
 
