@@ -120,56 +120,70 @@ def as_prefect(schedule: ClusterSchedule) -> Any:
 
 
 def sync(policy: pol.BackupPolicy, client: Any = None, host: str | None = None) -> list[str]:
-    """Create or update the cluster's schedules on every deployment that exists; say what."""
+    """Create or update the cluster's schedules on every deployment that exists; say what.
+
+    Each deployment is read once and asked once to schedule its next runs, and only when one
+    of its active schedules changed: on the local server's SQLite every request costs 0.1-0.3 s
+    while a flow runs beside it."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import DeploymentScheduleCreate
-    from prefect.client.schemas.schedules import CronSchedule
     from prefect.exceptions import ObjectNotFound
 
     done = []
+    by_deployment: dict[str, list[ClusterSchedule]] = {}
+    for wanted in for_policy(policy, host):
+        by_deployment.setdefault(wanted.deployment, []).append(wanted)
     with _client(client, get_client) as api:
-        for wanted in for_policy(policy, host):
-            target = wanted.deployment
+        for target, wanted_here in by_deployment.items():
             try:
                 deployment = api.read_deployment_by_name(target)
             except ObjectNotFound:
                 done.append(f"{target}: not deployed")
                 continue
-            cron = CronSchedule(cron=wanted.cron, timezone=wanted.timezone)
             existing = {s.slug: s for s in deployment.schedules}
-            state = "active" if wanted.active else "paused"
-            if wanted.slug in existing and _same(existing[wanted.slug], wanted):
-                # a policy change elsewhere (retention, log backup): no write, and the runs
-                # already scheduled stand (each schedule write costs the API three requests)
-                done.append(f"{target}: {wanted.cron} ({wanted.timezone}), {state}, unchanged")
-                continue
-            if wanted.slug in existing:
-                api.update_deployment_schedule(
-                    deployment.id,
-                    existing[wanted.slug].id,
-                    active=wanted.active,
-                    schedule=cron,
-                    parameters=wanted.parameters,
+            runs_to_make = False
+            for wanted in wanted_here:
+                state = "active" if wanted.active else "paused"
+                said = f"{target}: {wanted.cron} ({wanted.timezone}), {state}"
+                if wanted.slug in existing and _same(existing[wanted.slug], wanted):
+                    # a policy change elsewhere (retention, log backup): no write, and the runs
+                    # already scheduled stand
+                    done.append(f"{said}, unchanged")
+                    continue
+                _write(api, deployment.id, existing.get(wanted.slug), wanted)
+                runs_to_make = runs_to_make or wanted.active
+                done.append(said)
+            if runs_to_make:
+                # The server's scheduler would get to it within a minute; do it now so that the
+                # next run shows at once (runs are keyed by schedule and time: never twice).
+                api.request(
+                    "POST", f"/deployments/{deployment.id}/schedule", json={"max_runs": NEXT_RUNS}
                 )
-            else:
-                api.create_deployment_schedules(
-                    deployment.id,
-                    [
-                        DeploymentScheduleCreate(
-                            schedule=cron,
-                            active=wanted.active,
-                            parameters=wanted.parameters,
-                            slug=wanted.slug,
-                        )
-                    ],
-                )
-            # The server's scheduler would get to it within a minute; do it now so that the
-            # next run shows at once (runs are keyed by schedule and time: never twice).
-            api.request(
-                "POST", f"/deployments/{deployment.id}/schedule", json={"max_runs": NEXT_RUNS}
-            )
-            done.append(f"{target}: {wanted.cron} ({wanted.timezone}), {state}")
     return done
+
+
+def _write(api: Any, deployment_id: Any, existing: Any, wanted: ClusterSchedule) -> None:
+    """Update the deployment's schedule of that slug, or create it."""
+    from prefect.client.schemas.actions import DeploymentScheduleCreate
+    from prefect.client.schemas.schedules import CronSchedule
+
+    cron = CronSchedule(cron=wanted.cron, timezone=wanted.timezone)
+    if existing is not None:
+        api.update_deployment_schedule(
+            deployment_id,
+            existing.id,
+            active=wanted.active,
+            schedule=cron,
+            parameters=wanted.parameters,
+        )
+        return
+    api.create_deployment_schedules(
+        deployment_id,
+        [
+            DeploymentScheduleCreate(
+                schedule=cron, active=wanted.active, parameters=wanted.parameters, slug=wanted.slug
+            )
+        ],
+    )
 
 
 def _same(schedule: Any, wanted: ClusterSchedule) -> bool:

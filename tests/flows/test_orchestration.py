@@ -188,6 +188,52 @@ def test_a_policy_edit_that_changes_no_schedule_writes_none(every_minute: dateti
     assert (after.id, after.updated) == (before.id, before.updated)
 
 
+class CountingClient:
+    """A real Prefect client that counts the calls made through it, by name."""
+
+    def __init__(self, client) -> None:
+        self._client = client
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str):
+        method = getattr(self._client, name)
+
+        def counted(*args, **kwargs):
+            self.calls.append(args[1] if name == "request" else name)
+            return method(*args, **kwargs)
+
+        return counted
+
+
+def test_a_clusters_schedules_cost_one_read_and_one_scheduling_per_deployment(ready: None):
+    from prefect.client.orchestration import get_client
+
+    from pgpitr.policy import BackupPolicy
+    from tasks import schedules
+
+    policy = BackupPolicy("counted", create_time=datetime.now(UTC).isoformat())
+    deployments = {s.deployment for s in schedules.for_policy(policy, HOST)}
+    assert len(deployments) == 4  # full and incremental share the backup deployment
+    with get_client(sync_client=True) as client:
+        counting = CountingClient(client)
+        try:
+            said = schedules.sync(policy, client=counting, host=HOST)
+            assert len(said) == 5 and not any("unchanged" in line for line in said), said
+            calls = counting.calls
+            assert calls.count("read_deployment_by_name") == 4, calls
+            assert calls.count("create_deployment_schedules") == 5, calls
+            # runs made ahead for the 4 deployments with an active schedule of the cluster
+            assert sum(c.endswith("/schedule") for c in calls) == 4, calls
+
+            counting.calls.clear()
+            again = schedules.sync(policy, client=counting, host=HOST)
+            assert all(line.endswith("unchanged") for line in again), again
+            assert counting.calls == ["read_deployment_by_name"] * 4
+        finally:
+            removed = schedules.remove("counted", client=client, host=HOST)
+    assert len(removed) == 5, removed
+
+
 def test_a_refused_upload_is_retried_and_the_backup_completes(source, monkeypatch):
     from flows.backup import backup
 
