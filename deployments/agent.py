@@ -64,6 +64,7 @@ def run(limit: int | None = None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    _remove_killed_drills()
     _start_heartbeat()
     streams = _start_streams()
     pause = RESTART_PAUSE[0]
@@ -95,6 +96,20 @@ def run(limit: int | None = None) -> int:
     streams[0].join(timeout=60)
     _say("agent stopped")
     return 0
+
+
+def _remove_killed_drills() -> None:
+    """A drill killed with the machine (or with kill -9) leaves its scratch server running until
+    the next drill, a day later on schedule: the agent, started again, removes it at once."""
+    from pgpitr import drill
+
+    try:
+        removed = drill.remove_leftovers()
+    except Exception as exc:  # serving matters more; the next drill tries again
+        _say(f"could not remove the scratch clusters of killed drills: {exc}")
+        return
+    for name in removed:
+        _say(f"removed {name}, the scratch cluster of a killed drill")
 
 
 def _start_heartbeat() -> None:
@@ -142,8 +157,12 @@ def _say(message: str) -> None:
 @dataclass(frozen=True)
 class AgentStatus:
     host: str
+    #: the PGPITR_HOME whose clusters it serves
+    home: str
     running: bool
     pid: int | None
+    #: resident memory of the agent and its serving process, in bytes
+    resident_bytes: int | None
     log: str
     #: what the Prefect API says of this host's deployments (None: not readable)
     deployment: str
@@ -214,8 +233,10 @@ def status() -> AgentStatus:
     health = deployment_health("backup", host)
     return AgentStatus(
         host=host,
+        home=str(state.home()),
         running=pid is not None,
         pid=pid,
+        resident_bytes=resident_memory(pid) if pid is not None else None,
         log=str(logfile()),
         deployment=health.target,
         deployment_status=health.status,

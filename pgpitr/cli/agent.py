@@ -51,7 +51,9 @@ def status(output: Output = "table") -> None:
         return
     rows = [
         ("HOST", now.host),
+        ("HOME", now.home),
         ("AGENT", f"running (pid {now.pid})" if now.running else "not running here"),
+        ("MEMORY", f"{now.resident_bytes / 2**20:.0f} MiB resident" if now.resident_bytes else ""),
         ("DEPLOYMENT", now.deployment),
         ("STATUS", now.deployment_status or "unknown"),
         ("LAST-POLLED", now.last_polled or ""),

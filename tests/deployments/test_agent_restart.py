@@ -59,6 +59,9 @@ def test_the_agent_serves_again_after_the_server_restarts(alone):  # noqa: F811
         status = json.loads(pgpitr(alone, "agent", "status", "-o", "json").stdout)
         assert status["running"] and status["host"] == "solo"
         assert status["deployment"] == "backup/pgpitr-solo"
+        assert status["home"] == alone["PGPITR_HOME"]
+        # the supervisor and its serving process, both Python with Prefect loaded
+        assert status["resident_bytes"] > 64 * 2**20, status
     finally:
         pgpitr(alone, "agent", "stop", check=False)
         with contextlib.suppress(OSError, ValueError, KeyError):
