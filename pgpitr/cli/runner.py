@@ -272,12 +272,19 @@ def _shown(schedule: tuple[bool, str, str]) -> str:
 
 
 def _warning(cluster: str, host: str, fields: dict[str, Any], health: Any) -> str | None:
-    if (
-        not fields["auto_backup"]
-        or fields["agent"] == "unknown"
-        and health.why.startswith(("no Prefect API", "the Prefect API"))
-    ):
-        return None  # nothing scheduled, or no API to ask (said above)
+    if not fields["auto_backup"]:
+        return None
+    if fields["agent"] == "unknown" and health.why.startswith("no Prefect API"):
+        # no server, so no scheduler and no agent: nothing fires (the saved policy is shown)
+        return (
+            f"scheduled backups of {cluster} will not run: {health.why} — start pgpitr's "
+            "local Prefect server and this host's agent with `pgpitr agent start`"
+        )
+    if fields["agent"] == "unknown" and health.why.startswith("the Prefect API"):
+        return (
+            f"scheduled backups of {cluster} will not run while {health.why} — check that "
+            "server, or PREFECT_API_URL (`prefect config view`)"
+        )
     if fields["agent"] != "serving":
         polled = f", last polled {health.last_polled}" if health.last_polled else ""
         late = f"; {fields['late_runs']} run(s) Late" if fields["late_runs"] else ""

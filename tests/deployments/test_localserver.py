@@ -61,7 +61,7 @@ def test_the_first_command_starts_one_server_and_the_next_reuse_it(alone):
     assert before["answering"] and before["managed"] and before["port"] == port
     assert Path(before["database"]).is_relative_to(Path(alone["PGPITR_HOME"]) / "prefect")
 
-    second = pgpitr(alone, "cluster", "delete", "my-pg")
+    second = pgpitr(alone, "cluster", "create-account", "my-pg", "--username", "u")
     assert "started the local Prefect server" not in second.stderr
     after = server_status(alone)
     assert (after["pid"], after["port"]) == (before["pid"], before["port"])
@@ -79,10 +79,21 @@ def test_the_first_command_starts_one_server_and_the_next_reuse_it(alone):
     )
     assert runs.returncode == 0, runs.stderr
     names = {run["name"] for run in json.loads(runs.stdout)}
-    assert {"create-cluster-solo/my-pg", "delete-cluster-solo/my-pg"} <= names
+    assert {"create-cluster-solo/my-pg", "create-account-solo/my-pg"} <= names
 
     stopped = pgpitr(alone, "server", "stop")
     assert str(before["pid"]) in stopped.stderr
+    assert not server_status(alone)["answering"]
+
+    # with no server nothing fires: describe says so (and, reading only, starts none)
+    described = pgpitr(alone, "cluster", "describe", "my-pg")
+    assert (
+        "warning: scheduled backups of my-pg will not run: no Prefect API is configured or "
+        "running — start pgpitr's local Prefect server and this host's agent with "
+        "`pgpitr agent start`" in described.stderr
+    ), described.stderr
+    shown = json.loads(pgpitr(alone, "cluster", "describe", "my-pg", "-o", "json").stdout)
+    assert "will not run" in shown["schedule_warning"], shown
     assert not server_status(alone)["answering"]
 
 

@@ -351,7 +351,10 @@ def test_without_an_api_the_schedule_comes_from_the_saved_policy(source):
     )
     (row,) = [r for r in json.loads(listed.stdout) if r["cluster"] == "src"]
     assert row["schedule_source"].startswith("saved policy")
-    assert "does not answer" in listed.stderr
+    assert (
+        "warning: scheduled backups of src will not run while the Prefect API at "
+        "http://127.0.0.1:9/api does not answer" in listed.stderr
+    ), listed.stderr
 
 
 @pytest.mark.timeout(360)
