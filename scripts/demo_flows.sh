@@ -9,8 +9,6 @@
 set -euo pipefail
 PGPITR=${PGPITR:-pgpitr}
 HERE=$(cd "$(dirname "$0")" && pwd)
-# the walkthrough's home, for the server and the agent too (an agent serves one home's clusters)
-export PGPITR_HOME=${PGPITR_HOME:-$( [ "$(id -u)" = 0 ] && echo /var/lib/pgpitr/demo || echo "$HOME/.local/share/pgpitr/demo")}
 
 if [ -n "${PREFECT_API_URL:-}" ]; then
   echo "Prefect API: $PREFECT_API_URL"

@@ -1,22 +1,32 @@
 #!/usr/bin/env bash
 # The point-in-time-recovery walkthrough on embedded defaults: a local cluster, the local file
-# repository, run end to end.  Safe to run again: it starts by removing what a previous run made.
+# repository, run end to end, in pgpitr's home (PGPITR_HOME, else the default one), so that
+# `pgpitr cluster describe my-pg` from a plain shell shows what it made.  Safe to run again: it
+# removes what a previous run made, and refuses to touch a cluster of those names it did not make.
 set -euo pipefail
 PGPITR=${PGPITR:-pgpitr}
-export PGPITR_HOME=${PGPITR_HOME:-$( [ "$(id -u)" = 0 ] && echo /var/lib/pgpitr/demo || echo "$HOME/.local/share/pgpitr/demo")}
 export TZ=${TZ:-UTC}
 
 step() { printf '\n\033[1m$ pgpitr %s\033[0m\n' "$*"; "$PGPITR" "$@"; }
 psql_my_pg() { "$PGPITR" cluster connect my-pg <<<"$1" >/dev/null; }
 
 SECONDS=0
-echo "pgpitr walkthrough in PGPITR_HOME=$PGPITR_HOME"
-"$PGPITR" cluster delete new-cluster 2>/dev/null || true
-"$PGPITR" cluster delete point-cluster 2>/dev/null || true
-"$PGPITR" cluster delete my-pg 2>/dev/null || true
-"$PGPITR" cluster delete-backup my-pg --force 2>/dev/null || true
-"$PGPITR" cluster delete-backup new-cluster --force 2>/dev/null || true
-"$PGPITR" cluster delete-backup point-cluster --force 2>/dev/null || true
+home=$("$PGPITR" agent status -o json | python3 -c "import json,sys; print(json.load(sys.stdin)['home'])")
+made="$home/walkthrough.clusters"  # the clusters an earlier run of this walkthrough made
+echo "pgpitr walkthrough in PGPITR_HOME=$home"
+existing=$("$PGPITR" cluster list -o json | python3 -c "import json,sys; print(' '.join(c['name'] for c in json.load(sys.stdin)))")
+for name in new-cluster point-cluster my-pg; do
+  if [ -f "$made" ] && grep -qx "$name" "$made"; then
+    "$PGPITR" cluster delete "$name" 2>/dev/null || true
+    "$PGPITR" cluster delete-backup "$name" --force 2>/dev/null || true
+  elif [[ " $existing " == *" $name "* ]]; then
+    echo "walkthrough: cluster $name in $home is not the walkthrough's; left alone. Run the" >&2
+    echo "walkthrough in a home of its own, with a PGPITR_HOST and PGPITR_PORTS of its own" >&2
+    echo "(docs/orchestration.md, \"Hosts and agents\")" >&2
+    exit 1
+  fi
+done
+printf '%s\n' my-pg new-cluster point-cluster >"$made"
 
 step cluster create my-pg
 step cluster list-backup-policy
@@ -51,6 +61,8 @@ step cluster restore point-cluster --restore-to-name after-row-2 --source-cluste
 printf '\n\033[1m$ psql point-cluster: SELECT * FROM msg\033[0m\n'
 "$PGPITR" cluster connect point-cluster <<<"SELECT id, note FROM msg ORDER BY id;"
 step cluster drill my-pg
+# the second drill has the first one's measured rates: its RTO is predicted, then measured
+step cluster drill my-pg
 step cluster list-drill my-pg
 step cluster list
 
@@ -67,4 +79,4 @@ fi
 echo
 echo "walkthrough OK in ${SECONDS} s: new-cluster has row 1 only, point-cluster rows 1 and 2 (up"
 echo "to the restore point); my-pg has all three."
-echo "clean up: PGPITR_HOME=$PGPITR_HOME $PGPITR cluster delete new-cluster; ... point-cluster; ... my-pg"
+echo "clean up: $PGPITR cluster delete new-cluster; ... point-cluster; ... my-pg"
