@@ -172,7 +172,7 @@ def choose_parent(cluster: str, wanted: str | None = None) -> str:
     repo = clusters.repository(c)
     stanza = c.state.stanza
     backups = catalog.list_backups(repo, stanza)
-    broken = catalog.unusable(backups, catalog.present_data(repo, stanza))
+    broken = catalog.broken_links(repo, stanza, backups)
     first = f"take a full backup first: `pgpitr cluster backup {cluster} --type full`"
     if wanted:
         chosen = next((b for b in backups if b.name == wanted), None)

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from pgpitr import wal
 from pgpitr.errors import NotFound, RepositoryError
-from pgpitr.manifest import BackupManifest, manifest_key
+from pgpitr.manifest import BackupManifest, damage_key, manifest_key
 from pgpitr.osutil import process_alive
 from pgpitr.postgres.command import run, waldump_command
 from pgpitr.repository import Repository
@@ -108,10 +108,14 @@ def dependents(backups: list[BackupManifest], name: str) -> list[str]:
     return [b.name for b in sorted(found, key=lambda b: (b.start_time, b.name), reverse=True)]
 
 
-def unusable(backups: list[BackupManifest], present: set[str] | None = None) -> dict[str, str]:
+def unusable(
+    backups: list[BackupManifest],
+    present: set[str] | None = None,
+    damaged: set[str] | frozenset[str] = frozenset(),
+) -> dict[str, str]:
     """Completed backups a restore cannot use, and why: a link of the lineage Failed, running
     or missing, or (when ``present``, the names whose data object exists, is given) a link's
-    data gone."""
+    data gone, or a link's data found damaged by a read (``damaged``)."""
     by_name = {b.name: b for b in backups}
     reasons: dict[str, str] = {}
     for b in backups:
@@ -119,12 +123,20 @@ def unusable(backups: list[BackupManifest], present: set[str] | None = None) -> 
             continue
         current: BackupManifest | None = b
         while current is not None:
+            own = current.name == b.name
             if present is not None and current.name not in present:
-                own = current.name == b.name
                 reasons[b.name] = (
                     "its data is missing from the repository"
                     if own
                     else f"its parent {current.name} has no data in the repository"
+                )
+                break
+            if current.name in damaged:
+                reasons[b.name] = (
+                    "its data was found damaged (checksum mismatch); `pgpitr cluster "
+                    "verify-backup` reads it again"
+                    if own
+                    else f"its parent {current.name} was found damaged"
                 )
                 break
             if not current.parent:
@@ -140,13 +152,20 @@ def unusable(backups: list[BackupManifest], present: set[str] | None = None) -> 
     return reasons
 
 
-def present_data(repo: Repository, stanza: str) -> set[str]:
-    """Names of the backups whose data object is in the repository (one listing)."""
-    found = set()
+def broken_links(
+    repo: Repository, stanza: str, backups: list[BackupManifest], damage: bool = True
+) -> dict[str, str]:
+    """``unusable`` with what the repository holds, from one listing of the stanza's backups:
+    whose data is there, and (unless ``damage`` is False: a verify reads it again) which reads
+    found damaged."""
+    present, damaged = set(), set()
     for info in repo.list(f"{stanza}/backups/"):
+        name = info.key.split("/")[-2]
         if info.key.endswith(("/base.tar.zst", "/base.tar")):
-            found.add(info.key.split("/")[-2])
-    return found
+            present.add(name)
+        elif info.key == damage_key(stanza, name):
+            damaged.add(name)
+    return unusable(backups, present, damaged if damage else set())
 
 
 def get_backup(repo: Repository, stanza: str, name: str) -> BackupManifest:
@@ -767,6 +786,14 @@ class Window:
         return [b for b in self.backups if b.completed and b.name not in self.unusable]
 
     @property
+    def latest_backup(self) -> BackupManifest | None:
+        """The backup a restore to ``latest`` or ``immediate`` takes: the newest usable one that
+        can become consistent (its own WAL archived, or inside it)."""
+        consistent = {c.backup.name for c in self.chains if c.consistent}
+        candidates = [b for b in self.usable if b.name in consistent or b.wal_in_backup]
+        return max(candidates, key=lambda b: (b.start_time, b.name), default=None)
+
+    @property
     def periods(self) -> list[tuple[datetime, datetime]]:
         """The recoverable time, as disjoint (start, end) periods, oldest first."""
         return merge(self.ranges)
@@ -796,7 +823,7 @@ def recoverable_window(
     backups = list_backups(repo, stanza) if backups is None else backups
     # an incremental chosen by name comes without its parents: the lineage needs all of them
     everything = backups if all(b.parent is None for b in backups) else list_backups(repo, stanza)
-    broken = unusable(everything, present_data(repo, stanza))
+    broken = broken_links(repo, stanza, everything)
     broken = {name: why for name, why in broken.items() if name in {b.name for b in backups}}
     completed = [b for b in backups if b.completed and b.name not in broken]
     if bindir is None and completed:
@@ -829,7 +856,7 @@ def backup_ranges(
 ) -> list[Range]:
     """One range per usable backup (its whole lineage Completed and stored) whose WAL chain
     reaches a commit after its stop time."""
-    broken = unusable(list_backups(repo, stanza), present_data(repo, stanza))
+    broken = broken_links(repo, stanza, list_backups(repo, stanza))
     backups = [b for b in backups if b.completed and b.name not in broken]
     if not backups:
         return []

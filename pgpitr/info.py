@@ -298,7 +298,7 @@ def backup_rows(url: str, stanza: str | None = None) -> list[dict[str, Any]]:
     rows = []
     for name in [stanza] if stanza else stanzas(repo):
         backups = catalog.list_backups(repo, name)
-        broken = catalog.unusable(backups, catalog.present_data(repo, name))
+        broken = catalog.broken_links(repo, name, backups)
         rows.extend({**backup_row(b), "unusable": broken.get(b.name)} for b in backups)
     return rows
 

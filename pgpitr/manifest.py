@@ -11,14 +11,18 @@ timezone-aware datetimes here and ISO 8601 text in the JSON; LSNs are PostgreSQL
 from __future__ import annotations
 
 import dataclasses
+import logging
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
 from pgpitr import wal
+from pgpitr.errors import ChecksumMismatch, PitrError
 from pgpitr.repository import Repository
+
+log = logging.getLogger(__name__)
 
 _TIMES = ("start_time", "stop_time", "expiration")
 FULL, INCREMENTAL = "Full", "Incremental"
@@ -166,10 +170,17 @@ def backup_manifest_key(stanza: str, name: str) -> str:
     return f"{stanza}/backups/{name}/backup_manifest"
 
 
+def damage_key(stanza: str, name: str) -> str:
+    """The record that a read of the backup's data found it damaged (``copy_data``): the window
+    stops counting the backup and its dependents until a ``verify-backup`` finds it intact."""
+    return f"{stanza}/backups/{name}/damaged.json"
+
+
 def data_keys(stanza: str, name: str) -> list[str]:
     """Every object a backup may have but its manifest, for deleting what an attempt left."""
     return [data_key(stanza, name, c) for c in ("zstd", "none")] + [
-        backup_manifest_key(stanza, name)
+        backup_manifest_key(stanza, name),
+        damage_key(stanza, name),
     ]
 
 
@@ -181,7 +192,40 @@ def copy_data(
     progress: Callable[[int, int], None] | None = None,
 ) -> None:
     """Write a backup's tar to ``out``: read back, checked against the manifest's SHA-256, and
-    decompressed.  A damaged object raises ChecksumMismatch when its end is reached."""
+    decompressed.  A damaged object raises ChecksumMismatch when its end is reached, and is
+    recorded as damaged (``damage_key``) first, whoever read it: a restore, a drill, a verify."""
+    try:
+        _copy_data(repo, stanza, manifest, out, progress)
+    except ChecksumMismatch as exc:
+        record_damage(repo, stanza, manifest.name, exc.message)
+        raise
+
+
+def record_damage(repo: Repository, stanza: str, name: str, reason: str) -> None:
+    try:
+        repo.put_json(
+            damage_key(stanza, name), {"found_at": datetime.now(UTC).isoformat(), "reason": reason}
+        )
+    except PitrError as exc:  # the damage itself is the error to report
+        log.warning("could not record backup %s as damaged: %s", name, exc.message)
+
+
+def clear_damage(repo: Repository, stanza: str, name: str) -> bool:
+    """Forget a damage record (a verify found the backup intact); whether there was one."""
+    key = damage_key(stanza, name)
+    if not repo.exists(key):
+        return False
+    repo.delete(key)
+    return True
+
+
+def _copy_data(
+    repo: Repository,
+    stanza: str,
+    manifest: BackupManifest,
+    out: BinaryIO,
+    progress: Callable[[int, int], None] | None,
+) -> None:
     assert manifest.stored_size is not None and manifest.sha256 is not None
     total = manifest.stored_size
     key = data_key(stanza, manifest.name, manifest.data_compression)
@@ -197,11 +241,26 @@ def copy_data(
                     progress(done, total)
                 return chunk
 
-        if manifest.data_compression == "none":
-            shutil.copyfileobj(Counting(), out, COPY_CHUNK)
-        else:
-            import zstandard
+        try:
+            if manifest.data_compression == "none":
+                shutil.copyfileobj(Counting(), out, COPY_CHUNK)
+            else:
+                import zstandard
 
-            zstandard.ZstdDecompressor().copy_stream(
-                Counting(), out, read_size=COPY_CHUNK, write_size=COPY_CHUNK
-            )
+                try:
+                    zstandard.ZstdDecompressor().copy_stream(
+                        Counting(), out, read_size=COPY_CHUNK, write_size=COPY_CHUNK
+                    )
+                except zstandard.ZstdError as exc:
+                    # the frame breaks before its end, where the SHA-256 would have told
+                    raise ChecksumMismatch(
+                        f"object {repo.url}/{key} of backup {manifest.name} is damaged: {exc}",
+                        hint="the copy in the repository is damaged; use another backup",
+                    ) from None
+        except BrokenPipeError:
+            # the reader (tar) quit, perhaps on garbage that damage decompressed into: the rest
+            # of the object decides, at its end, whether it is damaged (ChecksumMismatch) or
+            # the reader failed on its own (its error, reported by the caller)
+            while raw.read(COPY_CHUNK):
+                pass
+            raise

@@ -56,11 +56,9 @@ class _Finder:
         if kind == "time":
             return self._time(), ""
         if kind in ("latest", "immediate"):
-            # the newest backup that can become consistent: its WAL archived, or inside it
-            usable = {c.backup.name for c in self.chains}
-            candidates = [b for b in self.window.usable if b.name in usable or b.wal_in_backup]
-            if candidates:
-                return max(candidates, key=lambda b: (b.start_time, b.name)), ""
+            latest = self.window.latest_backup
+            if latest is not None:
+                return latest, ""
         if not self.chains:
             raise RecoveryTargetError(
                 f"no backup of {self.stanza!r} has all of its own WAL archived, so none can "

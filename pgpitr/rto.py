@@ -61,12 +61,11 @@ def predict(history: Sequence[Measured], size: int, wal_bytes: int) -> float | N
 
 
 def latest_volumes(window: catalog.Window) -> tuple[int, int, str] | None:
-    """(data bytes, WAL bytes, backup) of a restore to ``latest``: from the newest completed
-    backup (the one it chooses) to the end of its archived chain."""
-    completed = [b for b in window.backups if b.completed]
-    if not completed:
+    """(data bytes, WAL bytes, backup) of a restore to ``latest``: from the backup it chooses
+    to the end of that backup's archived chain."""
+    backup = window.latest_backup
+    if backup is None:
         return None
-    backup = completed[-1]
     end = next((r for r in window.ranges if r.backup == backup.name), None)
     if end is not None:
         segment = wal.Segment.parse(end.end_segment, backup.wal_segment_size)

@@ -13,7 +13,7 @@ from pathlib import Path
 from pgpitr import catalog, clusters, wal
 from pgpitr import state as st
 from pgpitr.errors import ChecksumMismatch, InvalidInput
-from pgpitr.manifest import BackupManifest, copy_data
+from pgpitr.manifest import BackupManifest, clear_damage, copy_data, record_damage
 from pgpitr.postgres.cluster import Cluster
 from pgpitr.postgres.command import check, popen, run
 from pgpitr.repository import Repository
@@ -33,7 +33,8 @@ def verify_backup(cluster: str, name: str) -> str:
             f"backup {name!r} is {b.status}; only a Completed backup can be verified"
         )
     backups = catalog.list_backups(repo, stanza)
-    broken = catalog.unusable(backups, catalog.present_data(repo, stanza))
+    # a damage record is what this verify is to confirm or clear: it does not refuse
+    broken = catalog.broken_links(repo, stanza, backups, damage=False)
     if name in broken:
         raise ChecksumMismatch(
             f"backup {name!r} cannot be restored: {broken[name]}",
@@ -85,13 +86,17 @@ def _verify_one(c: Cluster, repo: Repository, stanza: str, b: BackupManifest) ->
             verify[2:2] = ["--wal-directory", str(waldir)]
         result = run(verify, check=False)
         if result.returncode != 0:
-            raise ChecksumMismatch(
+            failed = ChecksumMismatch(
                 f"backup {name!r} failed pg_verifybackup:\n    "
                 + "\n    ".join(result.stderr.strip().splitlines()[-5:])
             )
+            record_damage(repo, stanza, name, failed.message)
+            raise failed
+        cleared = clear_damage(repo, stanza, name)
         return (
             f"backup {name} is intact: {b.stored_size} bytes match their checksum, "
             f"pg_verifybackup passed, {fetched} WAL segment(s) verified"
+            + (" (its damage record removed)" if cleared else "")
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)

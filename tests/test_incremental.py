@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from pgpitr import catalog, clusters, verify
+from pgpitr import catalog, clusters, rto, verify
 from pgpitr import restore as rs
 from pgpitr.errors import ChecksumMismatch, InvalidInput, PitrError, RecoveryTargetError
 from pgpitr.manifest import backup_manifest_key, data_key, manifest_key
@@ -32,7 +32,7 @@ from pgpitr.postgres.cluster import Cluster
 from pgpitr.targets import RestoreTarget
 from tests import engine, pgwheels
 from tests.conftest import S3_KEY, S3_SECRET, cli, shared_home
-from tests.pg import archive_now, commit_now, sql
+from tests.pg import archive_now, commit_now, rows, sql
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,10 +43,7 @@ def _bindir(major: int) -> Path:
         if not (path / "postgres").exists():
             pytest.skip("PostgreSQL 15 is not installed (apt-get install postgresql-15)")
         return path
-    found = pgwheels.bindir(major)
-    if found is None:
-        pytest.skip(f"the PostgreSQL {major} test wheel ({pgwheels.WHEELS[major]}) is missing")
-    return found
+    return pgwheels.require(major)
 
 
 def _source(name: str, major: int = 17, repository_url: str | None = None) -> Cluster:
@@ -60,10 +57,6 @@ def _source(name: str, major: int = 17, repository_url: str | None = None) -> Cl
         "FROM generate_series(1, 20000) g",
     )
     return cluster
-
-
-def _rows(cluster: str) -> list[int]:
-    return [r[0] for r in sql(cluster, "SELECT id FROM msg ORDER BY id")]
 
 
 @dataclass(frozen=True)
@@ -163,7 +156,7 @@ def test_a_restore_after_each_link_has_exactly_the_rows_of_its_time(lineage: Lin
         new = f"{name}-at{i}"
         result = engine.restore(new, name, when)
         assert result.backup == backup  # the newest link before the target: less WAL to replay
-        assert _rows(new) == expected
+        assert rows(new) == expected
         Cluster.get(new).stop(mode="immediate")
 
 
@@ -227,15 +220,16 @@ def test_incrementals_with_log_backup_off_restore_to_their_own_end(home: Path) -
         new = f"nolog-{link.name}"
         result = engine.restore(new, "nolog", RestoreTarget(immediate=True), backup_name=link.name)
         assert result.backup == link.name
-        assert _rows(new) == expected
+        assert rows(new) == expected
         Cluster.get(new).stop(mode="immediate")
 
 
 # -- what breaks a lineage -------------------------------------------------------------------
 
 
-def test_a_lost_or_damaged_link_makes_its_dependents_unrestorable(home: Path) -> None:
-    _source("lost")
+@pytest.mark.parametrize("major", [17, 18])
+def test_a_lost_or_damaged_link_makes_its_dependents_unrestorable(home: Path, major: int) -> None:
+    _source("lost", major)
     a = engine.backup("lost")
     a1 = engine.backup("lost", incremental=True)
     sql("lost", "INSERT INTO msg VALUES (1)")
@@ -271,22 +265,40 @@ def test_a_lost_or_damaged_link_makes_its_dependents_unrestorable(home: Path) ->
     ends = {row["end"]: row for row in described["lineages"]}
     assert not ends[a1.name]["restorable"] and ends[b1.name]["restorable"]
 
-    # a damaged link: the restore that needs it stops, names it, and leaves nothing
-    key = data_key("lost", b.name, b.data_compression)
+    # a damaged link: the restore that needs it stops, names it, and leaves nothing; the read
+    # is recorded, so the window stops counting the link (and a restore goes around it) until
+    # a verify finds it intact again
+    key = data_key("lost", b1.name, b1.data_compression)
     path = Path(repo.url.removeprefix("file://")) / key
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    path.write_bytes(bytes(data))
-    with pytest.raises(ChecksumMismatch, match=b.name):
+    intact = path.read_bytes()
+    damaged = bytearray(intact)
+    damaged[len(damaged) // 2] ^= 0xFF
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(ChecksumMismatch, match=b1.name):
         engine.restore("lost-damaged", "lost", after_b1)
     assert not (home / "clusters" / "lost-damaged").exists()
     assert not list((home / "clusters").glob(f"*/{rs.LINK_DIR_PREFIX}*"))
+    window = catalog.recoverable_window(repo, "lost", c.bindir)
+    assert window.unusable[b1.name].startswith("its data was found damaged"), window.unusable
+    assert b.name not in window.unusable
+    assert window.latest_backup.name == b.name and rto.latest_volumes(window)[2] == b.name
+    described = json.loads(cli("cluster", "describe", "lost", "-o", "json").stdout)
+    ends = {row["end"]: row for row in described["lineages"]}
+    assert not ends[b1.name]["restorable"]
+    assert ends[b1.name]["reason"].startswith("its data was found damaged")
+    around = engine.restore("lost-around", "lost", after_b1)
+    assert around.backup == b.name and rows("lost-around") == [1, 2]
     with pytest.raises(ChecksumMismatch):
         verify.verify_backup("lost", b1.name)
 
+    path.write_bytes(intact)  # the object put back (from a copy, say): a verify clears it
+    assert "its damage record removed" in verify.verify_backup("lost", b1.name)
+    assert b1.name not in catalog.recoverable_window(repo, "lost", c.bindir).unusable
 
-def test_a_killed_incremental_is_failed_and_never_a_parent(home: Path) -> None:
-    c = _source("killed-inc")
+
+@pytest.mark.parametrize("major", [17, 18])
+def test_a_killed_incremental_is_failed_and_never_a_parent(home: Path, major: int) -> None:
+    c = _source("killed-inc", major)
     full = engine.backup("killed-inc")
     # the server cannot finish a backup while its last segment is not archived: hold archiving
     block = home / "hold-archiving"

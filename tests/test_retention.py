@@ -137,7 +137,7 @@ def test_a_broken_link_makes_every_dependent_unusable_and_says_why(repo) -> None
     _backup(repo, "orphan", 6, type="Incremental", parent="gone")
     _backup(repo, "on-failed", 7, type="Incremental", parent="failed")
     repo.delete(data_key("s", "inc-a1"))
-    broken = catalog.unusable(catalog.list_backups(repo, "s"), catalog.present_data(repo, "s"))
+    broken = catalog.broken_links(repo, "s", catalog.list_backups(repo, "s"))
     assert broken == {
         "inc-a1": "its data is missing from the repository",
         "inc-a2": "its parent inc-a1 has no data in the repository",

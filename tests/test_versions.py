@@ -24,10 +24,7 @@ def _bindir(major: int) -> Path:
         if not (Path("/usr/lib/postgresql/15/bin") / "postgres").exists():
             pytest.skip("PostgreSQL 15 is not installed (apt-get install postgresql-15)")
         return Path("/usr/lib/postgresql/15/bin")
-    found = pgwheels.bindir(major)
-    if found is None:
-        pytest.skip(f"the PostgreSQL {major} test wheel ({pgwheels.WHEELS[major]}) is missing")
-    return found
+    return pgwheels.require(major)
 
 
 @pytest.mark.parametrize("major", [15, 17, 18])

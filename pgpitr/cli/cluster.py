@@ -221,7 +221,7 @@ def _backup_rows(cluster_names: list[str]) -> list[dict]:
         cluster = _known(name)
         repo = clusters.repository(cluster)
         backups = catalog.list_backups(repo, cluster.state.stanza)
-        broken = catalog.unusable(backups, catalog.present_data(repo, cluster.state.stanza))
+        broken = catalog.broken_links(repo, cluster.state.stanza, backups)
         for b in backups:
             rows.append({**backup_row(b), "unusable": broken.get(b.name)})
     return rows

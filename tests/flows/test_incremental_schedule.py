@@ -58,9 +58,7 @@ def host(api_url: str) -> Iterator[dict[str, str]]:
 
 @pytest.mark.parametrize("major", [17, 18])
 def test_the_incremental_schedule_fires_an_incremental_backup_on_the_newest_full(host, major):
-    if pgwheels.bindir(major) is None:
-        pytest.skip(f"the PostgreSQL {major} test wheel ({pgwheels.WHEELS[major]}) is missing")
-    bindir = str(pgwheels.bindir(major))
+    bindir = str(pgwheels.require(major))
     name, copy, full = f"sched-pg{major}", f"sched-copy{major}", f"sched-full{major}"
     cli("cluster", "create", name, "--port", str(free_port()), "--bindir", bindir, env=host)
     policy = f"{name}-postgresql-backup-policy"
