@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -152,13 +154,22 @@ def streamed() -> Iterator[Cluster]:
 def test_a_commit_without_a_switch_is_in_the_window_and_restored_to_latest(
     streamed: Cluster,
 ) -> None:
-    first = max(rows(NAME), default=0) + 1
-    sql(NAME, "INSERT INTO msg VALUES (%s)", (first,))
-    before = datetime.now(UTC)
-    sql(NAME, "INSERT INTO msg VALUES (%s)", (first + 1,))
-    # nothing else commits here (no agent, no heartbeat): a window ending at or after `before`
-    # holds the second row's commit, which is in a segment no switch completed
-    _wait("the window passes the commit", lambda: (window_end(streamed) or before) > before)
+    # no switch at all while it waits, not even archive_timeout's
+    streamed.alter_system({"archive_timeout": "0"})
+    try:
+        first = max(rows(NAME), default=0) + 1
+        sql(NAME, "INSERT INTO msg VALUES (%s)", (first,))
+        before = datetime.now(UTC)
+        sql(NAME, "INSERT INTO msg VALUES (%s)", (first + 1,))
+        at_commit = sql(NAME, "SELECT pg_walfile_name(pg_current_wal_lsn())")[0][0]
+        archived = sql(NAME, "SELECT archived_count FROM pg_stat_archiver")[0][0]
+        # nothing else commits here (no agent, no heartbeat): a window ending at or after
+        # `before` holds the second row's commit, which is in a segment no switch completed
+        _wait("the window passes the commit", lambda: (window_end(streamed) or before) > before)
+        assert sql(NAME, "SELECT pg_walfile_name(pg_current_wal_lsn())")[0][0] == at_commit
+        assert sql(NAME, "SELECT archived_count FROM pg_stat_archiver")[0][0] == archived
+    finally:
+        streamed.alter_system({"archive_timeout": None})
     info = window.describe(streamed)
     assert info["log_method"] == "stream" and info["stream"]["receiver_running"]
     assert info["stream"]["slot_active"]
@@ -223,6 +234,38 @@ def test_synchronous_streaming_names_the_receiver_and_is_undone(streamed: Cluste
         clusters.set_streaming(streamed, True, False)
     assert slots.synchronous_names(streamed) == ""
     assert not clusters.load_policy(streamed).logfile_synchronous
+
+
+def test_a_stuck_synchronous_receiver_holds_commits_until_synchronous_is_off(
+    streamed: Cluster,
+) -> None:
+    clusters.set_streaming(streamed, True, True)
+    try:
+        _wait(
+            "the receiver is synchronous", lambda: slots.slot_state(streamed).sync_state == "sync"
+        )
+        query = "SELECT pid FROM pg_stat_replication WHERE application_name = %s"
+        (sender,) = sql(NAME, query, (slots.APPLICATION_NAME,))[0]
+        value = max(rows(NAME), default=0) + 1
+        committed = threading.Event()
+
+        def commit() -> None:
+            sql(NAME, "INSERT INTO msg VALUES (%s)", (value,))
+            committed.set()
+
+        os.kill(sender, signal.SIGSTOP)  # the receiver gets nothing more, as if it hung
+        try:
+            threading.Thread(target=commit, daemon=True).start()
+            assert not committed.wait(3), "a commit returned that no receiver flushed"
+            # the way out the warning names: synchronous off (edit-backup-policy runs this)
+            clusters.set_streaming(streamed, True, False)
+            assert committed.wait(60), "the waiting commit was not released"
+        finally:
+            os.kill(sender, signal.SIGCONT)
+    finally:
+        clusters.set_streaming(streamed, True, False)
+    assert value in rows(NAME)
+    assert slots.synchronous_names(streamed) == ""
 
 
 def test_synchronous_is_refused_without_a_receiver(home: Path) -> None:

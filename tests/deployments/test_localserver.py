@@ -79,7 +79,7 @@ def test_the_first_command_starts_one_server_and_the_next_reuse_it(alone):
     )
     assert runs.returncode == 0, runs.stderr
     names = {run["name"] for run in json.loads(runs.stdout)}
-    assert {"create-cluster-solo/my-pg", "create-account-solo/my-pg"} <= names
+    assert {"create-cluster-solo/my-pg", "create-account-solo/my-pg-u"} <= names
 
     stopped = pgpitr(alone, "server", "stop")
     assert str(before["pid"]) in stopped.stderr
