@@ -40,6 +40,7 @@ from typing import BinaryIO
 from pgpitr import catalog, clusters, timeparse, verify, wal
 from pgpitr import policy as pol
 from pgpitr import state as st
+from pgpitr.clusters import INCREMENTAL_SINCE, require_incremental_support
 from pgpitr.errors import (
     AlreadyExists,
     Busy,
@@ -75,7 +76,6 @@ Progress = Callable[[int, int], None]  # (bytes done, bytes expected)
 #: How long the WAL switched after a backup may take to reach the repository.
 WAL_ARRIVAL_TIMEOUT = 120.0
 #: The first major whose pg_basebackup takes --incremental.
-INCREMENTAL_SINCE = 17
 
 
 class BackupType(StrEnum):
@@ -137,17 +137,6 @@ def check_cluster(cluster: str) -> pol.BackupPolicy:
         "on" if policy.logfile_enabled else "off",
     )
     return policy
-
-
-def require_incremental_support(c: Cluster) -> None:
-    """Refuse an incremental on a server older than 17, naming the version it runs."""
-    major = c.state.pg_version or binaries.major_of(c.bindir)
-    if major < INCREMENTAL_SINCE:
-        raise InvalidInput(
-            f"incremental backups need PostgreSQL {INCREMENTAL_SINCE} or later; "
-            f"{c.name} runs {major}",
-            hint=f"take a full backup: `pgpitr cluster backup {c.name} --type full`",
-        )
 
 
 def choose_parent(cluster: str, wanted: str | None = None) -> str:

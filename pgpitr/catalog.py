@@ -814,12 +814,14 @@ def recoverable_window(
     backups: list[BackupManifest] | None = None,
     *,
     every_segment: bool = False,
+    write: bool = True,
 ) -> Window:
     """The window of ``stanza``: from ``backups`` (all of its backups when None).  Commit
     times are read with the pg_waldump of ``bindir``, by default the installed one of the
     backups' major (pg_waldump reads only its own major's WAL).  The chains are read from the
     catalog index and checked against the repository (``backup_chains``); ``every_segment``
-    checks every segment (what a restore plan asks for)."""
+    checks every segment (what a restore plan asks for); with ``write`` False nothing is
+    written back (no rebuilt index, no repair: ``pgpitr info`` only reads)."""
     backups = list_backups(repo, stanza) if backups is None else backups
     # an incremental chosen by name comes without its parents: the lineage needs all of them
     everything = backups if all(b.parent is None for b in backups) else list_backups(repo, stanza)
@@ -832,7 +834,7 @@ def recoverable_window(
         bindir = binaries.resolve(completed[-1].pg_version or None)
     if bindir is None or not completed:
         return Window(backups, [], unusable=broken)
-    index = wal_index(repo, stanza, completed[0].wal_segment_size)
+    index = wal_index(repo, stanza, completed[0].wal_segment_size, write=write)
     started = time.time()
     chains = backup_chains(index, completed, every_segment=every_segment)
     checked_at = index.state.checked_at

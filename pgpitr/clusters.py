@@ -295,6 +295,21 @@ def switch_streaming(cluster: str, stream: bool, synchronous: bool) -> None:
     )
 
 
+#: the first major with incremental backups (pg_basebackup --incremental, WAL summaries)
+INCREMENTAL_SINCE = 17
+
+
+def require_incremental_support(c: Cluster) -> None:
+    """Refuse an incremental on a server older than 17, naming the version it runs."""
+    major = c.state.pg_version or binaries.major_of(c.bindir)
+    if major < INCREMENTAL_SINCE:
+        raise InvalidInput(
+            f"incremental backups need PostgreSQL {INCREMENTAL_SINCE} or later; "
+            f"{c.name} runs {major}",
+            hint=f"take a full backup: `pgpitr cluster backup {c.name} --type full`",
+        )
+
+
 def read_policy_change(
     cluster: str, settings: list[str] | None, policy: dict[str, Any] | None
 ) -> PolicyChange:
@@ -303,6 +318,9 @@ def read_policy_change(
     new = pol.apply_settings(current, settings or []) if policy is None else pol.from_dict(policy)
     if new.cluster != cluster:
         raise InvalidInput(f"the policy is {new.name}, not the policy of cluster {cluster!r}")
+    if new.incremental_enabled and not current.incremental_enabled:
+        # refused now rather than failing at every scheduled run
+        require_incremental_support(Cluster.get(cluster))
     return PolicyChange(current, new)
 
 

@@ -212,19 +212,22 @@ def stanza_info(repo: Repository, stanza: str, known: dict[str, str] | None = No
     for info in repo.list(f"{stanza}/backups/"):
         name = info.key[len(f"{stanza}/backups/") :].split("/", 1)[0]
         sizes[name] = sizes.get(name, 0) + info.size
-    index = catalog.wal_index(repo, stanza, segment_size)
-    ranges: dict[int, tuple[str, str]] = {}
-    for name in index.objects:
-        if wal.SEGMENT_RE.match(name):
-            tli = int(name[:8], 16)
-            first, last = ranges.get(tli, (name, name))
-            ranges[tli] = (min(first, name), max(last, name))
+    # the index's runs give each timeline's first and last segment: no walk over every name
+    index = catalog.wal_index(repo, stanza, segment_size, write=False)
+    ranges: dict[int, tuple[str, str]] = {
+        tli: (
+            wal.Segment(tli, entry.runs[0][0]).name(segment_size),
+            wal.Segment(tli, entry.runs[-1][1]).name(segment_size),
+        )
+        for tli, entry in sorted(index.state.timelines.items())
+        if entry.runs
+    }
     bindir = None
     if is_known:
         bindir = Cluster.get(stanza).bindir  # the same major as its backups, and installed
     error = None
     try:
-        found = catalog.recoverable_window(repo, stanza, bindir, backups)
+        found = catalog.recoverable_window(repo, stanza, bindir, backups, write=False)
     except (ClusterStateError, InvalidInput, ChecksumMismatch) as exc:
         # no pg_waldump of the backups' major here, or a damaged WAL object at the chain's
         # end: the backups are still shown, and why there is no window (an unreachable

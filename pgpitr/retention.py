@@ -171,11 +171,16 @@ def delete_backups(
             "their parents they cannot be restored",
             hint="add --force to delete them too, or name them with --name as well",
         )
-    running = [b.name for b in listed if b.status == "InProgress" and b.parent in names]
-    if running:
-        raise PitrError(f"incremental backup {running[0]!r} is being taken against it; wait")
     # dependents first, newest first: an interrupted delete never leaves an orphan
     everything = set(names) | set(extra)
+    # a running incremental against any of them, however far down (--force included)
+    running = [
+        b.name
+        for b in listed
+        if b.status == "InProgress" and (b.name in extra or b.parent in everything)
+    ]
+    if running:
+        raise PitrError(f"incremental backup {running[0]!r} is being taken against it; wait")
     ordered = sorted(everything, key=lambda n: (backups[n].start_time, n), reverse=True)
     if not force:
         first = catalog.recoverable_window(repo, stanza).start_backup

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from pgpitr import keys
+from pgpitr import catalog, keys
 from pgpitr.errors import ChecksumMismatch, EncryptionKeyError, InvalidInput
+from pgpitr.manifest import copy_data
 from pgpitr.repository import RepositoryUrl, open_repository
 from pgpitr.repository.crypt import HEADER_SIZE, MAGIC, TAG, EncryptedRepository
 from pgpitr.repository.file import FileRepository
@@ -330,6 +331,8 @@ def test_encrypted_walkthrough_restores_exact_rows_and_stores_nothing_in_clear(
         time.sleep(0.1)
     sql("enc", "INSERT INTO msg VALUES (2, %s)", (MARKER,))
     archive_now("enc")
+    sql("enc", "CHECKPOINT")  # the marker's heap page on disk: in the next backup's tar
+    cli("cluster", "backup", "enc")
     cli(
         "cluster",
         "restore",
@@ -355,6 +358,10 @@ def test_encrypted_walkthrough_restores_exact_rows_and_stores_nothing_in_clear(
     # the control: read through pgpitr with the key, the marker is in the archived WAL
     repo = open_repository(url, key_file=key_file)
     assert any(MARKER.encode() in repo.get_document(k) for k in stored if "/wal/0" in k)
+    newest = catalog.list_backups(repo, "enc")[-1]
+    tar = io.BytesIO()
+    copy_data(repo, "enc", newest, tar)
+    assert MARKER.encode() in tar.getvalue(), "the control: the marker is in the backup's data"
     info = repo.get_json("enc/archive.info")
     assert info["encryption"] == {"algorithm": "aes-256-gcm", "key_id": keys.key_id(first)}
     state = (home / "clusters" / "enc" / "cluster.json").read_text()

@@ -366,6 +366,19 @@ def test_postgresql_15_refuses_an_incremental_before_anything_is_written(home: P
     assert "incremental backups need PostgreSQL 17 or later; old15 runs 15" in by_cli.stderr
     assert "Traceback" not in by_cli.stderr
     assert catalog.list_backups(repo, "old15") == []
+    # nor is a schedule of incrementals taken, to fail at every run
+    scheduled = cli(
+        "cluster",
+        "edit-backup-policy",
+        "old15-postgresql-backup-policy",
+        "--set",
+        "schedule.incremental.enable=true",
+        check=False,
+    )
+    assert scheduled.returncode == InvalidInput.exit_code, scheduled.stderr
+    assert "incremental backups need PostgreSQL 17 or later; old15 runs 15" in scheduled.stderr
+    assert "flow" not in scheduled.stderr.lower(), "refused before any flow ran"
+    assert not clusters.load_policy(c).incremental_enabled
 
 
 # -- the command line --------------------------------------------------------------------------

@@ -131,6 +131,27 @@ def test_a_parent_is_deleted_only_with_its_dependents_and_force_says_which(repo)
     assert "inc-b1 because it depended on full-b" in removed.describe()
 
 
+def test_force_never_deletes_a_running_incremental_however_far_down(repo) -> None:
+    _lineage(repo)
+    here = socket.gethostname()
+    lsn = "0/2000028"
+    # taken against inc-a2 by a live process (this one): full-a's grandchild's child
+    _backup(
+        repo,
+        "inc-a3",
+        5,
+        "InProgress",
+        start_lsn=lsn,
+        type="Incremental",
+        parent="inc-a2",
+        pid=os.getpid(),
+        host=here,
+    )
+    with pytest.raises(PitrError, match="'inc-a3' is being taken against it"):
+        retention.delete_backups(repo, "s", ["full-a"], force=True)
+    assert {b.name for b in catalog.list_backups(repo, "s")} >= {"full-a", "inc-a1", "inc-a2"}
+
+
 def test_a_broken_link_makes_every_dependent_unusable_and_says_why(repo) -> None:
     _lineage(repo)
     _backup(repo, "failed", 5, status="Failed")

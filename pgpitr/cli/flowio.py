@@ -123,12 +123,14 @@ def policy_change(policy_name: str, settings: list[str] | None) -> dict[str, Any
     cluster = Cluster.get(policy_name[: -len(POLICY_SUFFIX)])
     current = clusters.load_policy(cluster)
     if settings:
-        pol.apply_settings(current, settings)
+        clusters.read_policy_change(cluster.name, settings, None)  # the flow's own check
         return {"cluster": cluster.name, "settings": settings}
     edited = typer.edit(pol.to_yaml(current), extension=".yaml")
     if edited is None or edited.strip() == pol.to_yaml(current).strip():
         return None
-    return {"cluster": cluster.name, "policy": pol.to_dict(pol.from_yaml(edited, current))}
+    policy = pol.to_dict(pol.from_yaml(edited, current))
+    clusters.read_policy_change(cluster.name, None, policy)
+    return {"cluster": cluster.name, "policy": policy}
 
 
 def policy_updated(policy_name: str, result: Any) -> None:

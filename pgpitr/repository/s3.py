@@ -177,6 +177,7 @@ class S3Repository(Repository):
         try:
             pages = paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix), Delimiter="/")
             for page in pages:
+                count("s3", "LIST")
                 found.update(
                     p["Prefix"][strip:].rstrip("/") for p in page.get("CommonPrefixes", [])
                 )
