@@ -346,3 +346,36 @@ def test_a_64_bit_transaction_id_is_checked_for_its_epoch(home: Path) -> None:
     with pytest.raises(RecoveryTargetError, match=f"committed at .* is {xid}, of epoch 1"):
         engine.restore("t-ep-other", "epoch1", RestoreTarget(xid=xid + 2**32))
     assert not (home / "clusters" / "t-ep-other").exists()
+
+
+def test_each_kind_of_target_takes_the_newest_backup_consistent_before_it(home: Path) -> None:
+    from pgpitr import reach
+
+    cluster = clusters.create("two")
+    clusters.set_log_backup(cluster, True)
+    sql("two", "CREATE TABLE msg (id int PRIMARY KEY)")
+    first = engine.backup(cluster)
+    (xid_1,) = sql("two", "INSERT INTO msg VALUES (1) RETURNING txid_current()")[0]
+    lsn_1 = sql("two", "SELECT pg_current_wal_lsn()::text")[0][0]
+    engine.create_restore_point("two", "before-second")
+    second = engine.backup(cluster)
+    (xid_2,) = sql("two", "INSERT INTO msg VALUES (2) RETURNING txid_current()")[0]
+    lsn_2 = sql("two", "SELECT pg_current_wal_lsn()::text")[0][0]
+    engine.create_restore_point("two", "after-second")
+    sql("two", "INSERT INTO msg VALUES (3)")  # a commit after the last target's
+    archive_now("two")
+    repo = clusters.repository(cluster)
+    window = catalog.recoverable_window(repo, "two", cluster.bindir)
+
+    def chosen(**target: object) -> str:
+        backup, _ = reach.backup_for(
+            repo, "two", cluster.bindir, window, RestoreTarget.of(**target)
+        )
+        return backup.name
+
+    # before the second backup's end: only the first reaches it; after: the second, the newer
+    assert chosen(lsn=lsn_1) == first.name and chosen(lsn=lsn_2) == second.name
+    assert chosen(xid=int(xid_1)) == first.name and chosen(xid=int(xid_2)) == second.name
+    assert chosen(name="before-second") == first.name
+    assert chosen(name="after-second") == second.name
+    assert chosen(immediate=True) == second.name and chosen() == second.name  # latest
