@@ -21,7 +21,7 @@ from pgpitr.steps import Steps
 from tests import engine
 from tests.conftest import cli
 from tests.faults.helpers import archived_cluster, in_child, pgbench
-from tests.pg import archive_now
+from tests.pg import archive_now, sql
 
 
 def source_with_heartbeats(name: str) -> tuple[Cluster, list[heartbeat.Beat], list[str]]:
@@ -126,6 +126,30 @@ def test_a_flipped_byte_inside_the_window_fails_the_drill_and_names_the_object(
     info = w.describe(source)
     assert info["last_drill"]["result"] == "Failed"
     assert info["predicted_rto_note"] == "no passed drill yet"
+
+
+def test_a_heartbeat_restored_past_the_target_fails_the_drill(home: Path) -> None:
+    cluster = archived_cluster("osrc")
+    heartbeat.beat(cluster)  # the table
+    # a row dated a day ahead, committed before the target: the restored cluster holds a
+    # heartbeat "after" its target, as one whose recovery overshot would
+    sql(
+        "osrc",
+        "INSERT INTO pgpitr.heartbeat (beat_at, lsn, host) "
+        "VALUES (now() + interval '1 day', pg_current_wal_lsn(), 'skewed')",
+    )
+    beats = []
+    for _ in range(3):
+        beats.append(heartbeat.beat(cluster))
+        archive_now("osrc")
+        time.sleep(1.2)
+
+    result = drill.run(Steps(), "osrc", target_between(beats))
+    assert not result.passed
+    assert result.heartbeat["status"] == "failed"
+    assert "after the target restored" in result.heartbeat["detail"], result.heartbeat
+    assert "recovery went past the target" in (result.error or "")
+    _scratch_gone(result.scratch, cluster)
 
 
 def test_the_scratch_cluster_of_a_killed_drill_goes_with_the_next_drill(home: Path) -> None:

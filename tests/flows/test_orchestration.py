@@ -224,6 +224,9 @@ def test_a_clusters_schedules_cost_one_read_and_one_scheduling_per_deployment(re
             assert calls.count("create_deployment_schedules") == 5, calls
             # runs made ahead for the 4 deployments with an active schedule of the cluster
             assert sum(c.endswith("/schedule") for c in calls) == 4, calls
+            (drill,) = [s for s in deployment("drill").schedules if s.slug == f"{HOST}/counted"]
+            assert (drill.schedule.cron, drill.active) == ("0 3 * * *", True)  # daily
+            assert drill.parameters == {"cluster": "counted", "at": "random"}
 
             counting.calls.clear()
             again = schedules.sync(policy, client=counting, host=HOST)
