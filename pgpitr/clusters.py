@@ -179,6 +179,11 @@ class PolicyChange:
         )
 
     @property
+    def incrementals_asked(self) -> bool:
+        """Scheduled incrementals turned on: they need WAL summaries."""
+        return self.new.incremental_enabled and not self.current.incremental_enabled
+
+    @property
     def log_backup_switch(self) -> bool:
         return self.new.logfile_enabled != self.current.logfile_enabled
 
@@ -238,6 +243,8 @@ def run_edit_policy(
         steps(switch_log_backup, cluster, True)
     if change.streaming_switch:
         steps(switch_streaming, cluster, *_stream_mode(change.new))
+    if change.incrementals_asked:
+        steps(switch_wal_summaries, cluster)
     if change.log_backup_switch and not change.new.logfile_enabled:
         steps(switch_log_backup, cluster, False)
     saved = steps(save_policy_of, cluster, change.new)
@@ -293,6 +300,30 @@ def switch_streaming(cluster: str, stream: bool, synchronous: bool) -> None:
         if stream
         else "archive_command only",
     )
+
+
+def switch_wal_summaries(cluster: str) -> bool:
+    """``summarize_wal = on`` for the incrementals asked for, unless it is on; on a registered
+    server its value before is recorded first, so that ``unregister`` puts it back."""
+    c = Cluster.get(cluster)
+    require_incremental_support(c)
+    with c.connect() as db:
+        row = db.execute(
+            "SELECT setting, coalesce(sourcefile, '') FROM pg_settings WHERE name = 'summarize_wal'"
+        ).fetchone()
+    assert row is not None
+    setting, source_file = row
+    if setting == "on":
+        return False
+    if c.registered and "summarize_wal" not in c.state.previous_settings:
+        c.state.previous_settings["summarize_wal"] = {
+            "value": setting,
+            "in_auto_conf": source_file.endswith("postgresql.auto.conf"),
+        }
+        c.state.save()
+    enable_wal_summaries(c)
+    log.info("WAL summaries of %s turned on (summarize_wal = on, a reload): incrementals", cluster)
+    return True
 
 
 #: the first major with incremental backups (pg_basebackup --incremental, WAL summaries)

@@ -10,6 +10,7 @@ create_cluster = step_task(clusters.create_cluster, "create-cluster", **RETRYING
 delete_cluster = step_task(clusters.delete_cluster, "delete-cluster", **ONCE)
 set_log_backup = step_task(clusters.switch_log_backup, "set-log-backup", **RETRYING)
 set_streaming = step_task(clusters.switch_streaming, "set-streaming", **RETRYING)
+set_wal_summaries = step_task(clusters.switch_wal_summaries, "set-wal-summaries", **RETRYING)
 read_policy_change = step_task(clusters.read_policy_change, "read-policy-change", **ONCE)
 switch_repository = step_task(clusters.switch_repository, "switch-repository", **RETRYING)
 save_policy = step_task(clusters.save_policy_of, "save-backup-policy", **RETRYING)

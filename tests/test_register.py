@@ -25,6 +25,7 @@ from pgpitr import catalog, timeparse, wal
 from pgpitr.errors import ClusterStateError, NotFound
 from pgpitr.repository import open_repository
 from pgpitr.state import default_repository_url
+from tests import pgwheels
 from tests.conftest import PG_BINDIR, cli, free_port, reachable_tempdir
 from tests.pg import (
     rows,
@@ -109,7 +110,7 @@ def handmade() -> Iterator[Callable[..., Server]]:
     """Servers made with initdb and pg_ctl as pgpitr-ext, each with its own socket directory;
     ``make(start=False)`` leaves one stopped.  Every one is stopped and removed after."""
     entry = _ext_user()
-    made: list[Path] = []
+    made: list[tuple[Path, Path]] = []
 
     def run_as(*argv: str | Path) -> None:
         subprocess.run(
@@ -122,14 +123,14 @@ def handmade() -> Iterator[Callable[..., Server]]:
             capture_output=True,
         )
 
-    def make(start: bool = True, **settings: str) -> Server:
+    def make(start: bool = True, bindir: Path = PG_BINDIR, **settings: str) -> Server:
         base = reachable_tempdir("pgpitr-ext-")
-        made.append(base)
+        made.append((base, bindir))
         datadir, socket_dir = base / "data", base / "sock"
         socket_dir.mkdir()
         for path in (base, socket_dir):
             shutil.chown(path, entry.pw_uid, entry.pw_gid)
-        run_as(PG_BINDIR / "initdb", "-D", datadir, "--auth-local", "peer", "-E", "UTF8")
+        run_as(bindir / "initdb", "-D", datadir, "--auth-local", "peer", "-E", "UTF8")
         port = free_port()
         lines = {
             "port": str(port),
@@ -141,13 +142,13 @@ def handmade() -> Iterator[Callable[..., Server]]:
         with open(datadir / "postgresql.conf", "a") as f:
             f.writelines(f"{k} = {v}\n" for k, v in lines.items())
         if start:
-            run_as(PG_BINDIR / "pg_ctl", "start", "-D", datadir, "-l", base / "server.log", "-w")
+            run_as(bindir / "pg_ctl", "start", "-D", datadir, "-l", base / "server.log", "-w")
         return Server(str(datadir), datadir, EXT_USER, EXT_USER, str(socket_dir), port)
 
     yield make
-    for base in made:
+    for base, bindir in made:
         if (base / "data" / "postmaster.pid").exists():
-            run_as(PG_BINDIR / "pg_ctl", "stop", "-D", base / "data", "-m", "immediate")
+            run_as(bindir / "pg_ctl", "stop", "-D", base / "data", "-m", "immediate")
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -253,6 +254,32 @@ def test_a_server_run_by_hand_under_another_user_is_protected_and_let_go(
     assert server.psql("SHOW archive_timeout") == "2min"
     assert server.pid() == pid
     assert server.psql("SELECT count(*) FROM msg") == "2"  # its data untouched
+
+
+def test_incrementals_asked_for_turn_on_wal_summaries_until_unregistered(
+    home: Path, handmade: Callable[..., Server]
+) -> None:
+    bindir = pgwheels.require(17)
+    server = handmade(bindir=bindir)
+    cli("cluster", "register", "sum-pg", "--pgdata", server.pgdata, "--bindir", str(bindir))
+    _log_backup_on("sum-pg")
+    cli("cluster", "backup", "sum-pg")
+    assert server.psql("SHOW summarize_wal") == "off"
+    policy = "sum-pg-postgresql-backup-policy"
+    cli("cluster", "edit-backup-policy", policy, "--set", "schedule.incremental.enable=true")
+    assert server.psql("SHOW summarize_wal") == "on"
+    cli("cluster", "backup", "sum-pg")  # summaries cover what follows this full
+    server.psql("CREATE TABLE msg AS SELECT 1 AS id")
+    cli("cluster", "backup", "sum-pg", "--type", "incremental")
+    listed = json.loads(cli("cluster", "list-backup", "sum-pg", "-o", "json").stdout)
+    assert [b["type"] for b in listed if b["status"] == "Completed"] == [
+        "Full",
+        "Full",
+        "Incremental",
+    ]
+    cli("cluster", "unregister", "sum-pg")
+    assert server.psql("SHOW summarize_wal") == "off"
+    assert "summarize_wal" not in (server.datadir / "postgresql.auto.conf").read_text()
 
 
 def test_archive_mode_off_is_refused_unless_a_restart_is_asked_for(

@@ -15,7 +15,6 @@ import shutil
 import signal
 import subprocess
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -139,25 +138,17 @@ def test_a_restore_onto_another_host_runs_on_its_agent_with_the_exact_rows(hosts
     assert run.deployment_id == deployment("restore/pgpitr-agent-b").id
 
 
+EVERY_MINUTE = "schedule.datafile.cronExpression=* * * * *"
+YEARLY = "schedule.datafile.cronExpression=0 0 1 1 *"
+
+
 def test_a_schedule_fires_on_its_hosts_agent_only_and_a_stopped_agent_shows(hosts):
     a, b = hosts["agent-a"], hosts["agent-b"]
     for env in (a, b):
         cli("cluster", "create", "my-pg", "--port", str(free_port()), env=env)
     policy = "my-pg-postgresql-backup-policy"
-    # hourly, at a minute just gone: its one run in this test is the backfill below, and no
-    # second run of the schedule starts (and is Running) before describe reads the last one
-    hourly = f"schedule.datafile.cronExpression={datetime.now(UTC).minute} * * * *"
-    cli("cluster", "edit-backup-policy", policy, "--set", hourly, env=a)
-
+    cli("cluster", "edit-backup-policy", policy, "--set", EVERY_MINUTE, env=a)
     ids = {host: deployment(f"backup/pgpitr-{host}").id for host in HOSTS}
-    # the schedule's run of the minute just gone (a backfill of its cron), rather than waiting
-    # for the next one; made by the server's scheduler, from the schedule
-    from prefect.client.orchestration import get_client
-
-    now = datetime.now(UTC)
-    with get_client(sync_client=True) as client:
-        window = {"start_time": (now - timedelta(minutes=10)).isoformat(), "max_runs": 1}
-        client.request("POST", f"/deployments/{ids['agent-a']}/schedule", json=window)
 
     def fired() -> list:
         return [
@@ -166,7 +157,18 @@ def test_a_schedule_fires_on_its_hosts_agent_only_and_a_stopped_agent_shows(host
             if r.deployment_id == ids["agent-a"] and r.auto_scheduled and r.state.is_completed()
         ]
 
-    (run, *_) = api.wait_for(fired, 240, "a scheduled backup on agent-a")
+    (run, *_) = api.wait_for(fired, 240, "a backup of the */1 schedule on agent-a")
+    # no more of them (a yearly cron), so that describe reads a last run that has ended
+    cli("cluster", "edit-backup-policy", policy, "--set", YEARLY, env=a)
+
+    def none_running() -> bool:
+        return not [
+            r
+            for r in api.flow_runs()
+            if r.deployment_id == ids["agent-a"] and (r.state.is_running() or r.state.is_pending())
+        ]
+
+    api.wait_for(none_running, 120, "agent-a's backups to end")
     # the run names itself with the host it executes on: agent-a's
     assert run.name == "backup-agent-a/my-pg" and run.parameters["cluster"] == "my-pg"
     repo_b = Path(b["PGPITR_HOME"]) / "repo" / "my-pg" / "backups"
