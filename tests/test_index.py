@@ -297,9 +297,18 @@ def test_describe_requests_do_not_grow_with_the_archive(repo, tmp_path: Path) ->
         _fill(repo, stanza, range(1, count + 1), indexed=False)
         catalog.wal_index(repo, stanza, SEG)  # absent: rebuilt and stored once
         before = dict(REQUESTS)
-        ix = catalog.wal_index(repo, stanza, SEG)
-        end = catalog._checked_end(ix, wal.Segment(1, 1), [(1, 0)], False)
+        listed: list[str] = []
+        whole = repo.list
+        repo.list = lambda prefix: listed.append(prefix) or whole(prefix)
+        try:
+            ix = catalog.wal_index(repo, stanza, SEG)
+            end = catalog._checked_end(ix, wal.Segment(1, 1), [(1, 0)], False)
+        finally:
+            del repo.list
         assert end.number == count
+        # log directories only (STANZA/wal/TTTTTTTTLLLLLLLL/), never the whole archive
+        wal_listings = [p for p in listed if p.startswith(f"{stanza}/wal/")]
+        assert wal_listings and all(len(p.split("/")) == 4 for p in wal_listings), listed
         return {
             f"{b} {k}": n - before.get((b, k), 0)
             for (b, k), n in REQUESTS.items()

@@ -676,7 +676,8 @@ def list_backup_policy(output: Output = "table") -> None:
         console.as_json(rows)
         return
     console.table(
-        ["NAME", "DEFAULT", "CLUSTER", "CREATE-TIME", "STATUS"],
+        ["NAME", "DEFAULT", "CLUSTER", "CREATE-TIME", "STATUS", "SCHEDULE", "AGENT", "NEXT-RUN"]
+        + ["LAST-RUN"],
         [
             [
                 r["name"],
@@ -686,6 +687,11 @@ def list_backup_policy(output: Output = "table") -> None:
                 if r["create_time"]
                 else "",
                 r["status"],
+                f"{r['backup_schedule']} {r['schedule_timezone']}"
+                + ("" if r["auto_backup"] else " (paused)"),
+                r["agent"],
+                r["next_run"] or "",
+                f"{r['last_run']} {r['last_run_state']}" if r["last_run"] else "",
             ]
             for r in rows
         ],

@@ -98,8 +98,12 @@ def fleet() -> Iterator[tuple[Path, walstream.Supervisor]]:
             thread.join(timeout=60)
 
 
-def test_a_killed_receiver_is_restarted_and_the_slot_kept_the_wal(fleet) -> None:
+def test_a_killed_receiver_is_restarted_and_the_slot_kept_the_wal(
+    fleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
     home, supervisor = fleet
+    # the restart held back long enough for a checkpoint to recycle what no slot kept
+    monkeypatch.setattr(walstream, "RESTART_PAUSE", (20.0, 30.0))
     cluster = stream_only("killed")
     _wait(
         "a receiver",
@@ -107,11 +111,24 @@ def test_a_killed_receiver_is_restarted_and_the_slot_kept_the_wal(fleet) -> None
             "killed" in supervisor.receivers and supervisor.receivers["killed"].process is not None
         ),
     )
+    supervisor.receivers["killed"].pause = 20.0
     first = supervisor.receivers["killed"].process.pid
     os.kill(first, signal.SIGKILL)
     # WAL while no receiver runs: two segments' worth, switched past, so that a gap would show
     before = commit_rows("killed", 5, wal_bytes=24 * 2**20)
     sql("killed", "SELECT pg_switch_wal()")
+    sql("killed", "CHECKPOINT")
+    running = supervisor.receivers["killed"].process
+    assert running is None or running.pid == first, "restarted before the checkpoint"
+    # the slot held it back: its restart point's segment is still in pg_wal after a checkpoint
+    assert (slots.slot_state(cluster).retained or 0) > 24 * 2**20
+    (kept,) = sql(
+        "killed",
+        "SELECT count(*) FROM pg_ls_waldir() WHERE name = "
+        "(SELECT pg_walfile_name(restart_lsn) FROM pg_replication_slots WHERE slot_name = %s)",
+        (slots.SLOT,),
+    )[0]
+    assert kept == 1
     _wait(
         "a new receiver",
         lambda: (p := supervisor.receivers["killed"].process) is not None and p.pid != first,

@@ -138,6 +138,11 @@ def test_a_restore_onto_another_host_runs_on_its_agent_with_the_exact_rows(hosts
     assert run.deployment_id == deployment("restore/pgpitr-agent-b").id
 
 
+def policies(env: dict[str, str]) -> str:
+    """list-backup-policy's table, wide enough for every column."""
+    return cli("cluster", "list-backup-policy", env={**env, "COLUMNS": "300"}).stdout
+
+
 EVERY_MINUTE = "schedule.datafile.cronExpression=* * * * *"
 YEARLY = "schedule.datafile.cronExpression=0 0 1 1 *"
 
@@ -178,6 +183,8 @@ def test_a_schedule_fires_on_its_hosts_agent_only_and_a_stopped_agent_shows(host
     info, err = describe(a)
     assert info["agent"] == "serving" and info["last_run_state"] == "Completed", info
     assert "will not run" not in err
+    (row,) = [line for line in policies(a).splitlines() if line.startswith("my-pg-")]
+    assert "0 0 1 1 * UTC" in row and " serving " in row and "Completed" in row, row
 
     assert agent(a, "stop").returncode == 0
     warning = "scheduled backups of my-pg will not run: no agent serves host agent-a"
@@ -187,6 +194,8 @@ def test_a_schedule_fires_on_its_hosts_agent_only_and_a_stopped_agent_shows(host
         return info["agent"] == "none" and warning in err
 
     api.wait_for(warned, 90, "describe warning that no agent serves agent-a", interval=3)
+    (row,) = [line for line in policies(a).splitlines() if line.startswith("my-pg-")]
+    assert " none " in row, row
     info, err = describe(b)
     assert info["agent"] == "serving" and "will not run" not in err
 
