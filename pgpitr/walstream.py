@@ -403,7 +403,7 @@ class Receiver:
                 wal.push_file(repo, stanza, path)
             except WalConflict as exc:
                 # keep the stored copy and ours beside it, for a person to compare
-                aside = cluster.state.spool / "stream-conflict"
+                aside = conflict_dir(cluster)
                 aside.mkdir(exist_ok=True)
                 os.replace(path, aside / name)
                 log.error("%s: %s", self.name, exc.message)
@@ -563,6 +563,12 @@ def read_status(cluster: Cluster) -> dict[str, Any] | None:
         return None
 
 
+def conflict_dir(cluster: Cluster) -> Path:
+    """Where a streamed file whose name the repository holds with other bytes is kept, beside
+    the stored copy that stays (the same rule as wal-push: never overwrite)."""
+    return cluster.state.spool / "stream-conflict"
+
+
 def describe_fields(cluster: Cluster, policy: pol.BackupPolicy) -> dict[str, Any]:
     """describe's streaming block: the method, the receiver, the slot, and the warnings."""
     if not streaming(policy):
@@ -591,6 +597,14 @@ def describe_fields(cluster: Cluster, policy: pol.BackupPolicy) -> dict[str, Any
             "no receiver streams WAL (is the agent running? `pgpitr agent start`): WAL reaches "
             "the repository through archive_command only, and the slot holds WAL back"
             + (f"; last error: {status['last_error']}" if status.get("last_error") else "")
+        )
+    conflicts = sorted(p.name for p in conflict_dir(cluster).glob("*"))
+    if conflicts:
+        warnings.append(
+            f"{len(conflicts)} streamed WAL file(s) differ from the archived copies of their "
+            f"names ({', '.join(conflicts[:3])}): the stored copies stay, the streamed ones "
+            f"are kept in {conflict_dir(cluster)} to compare (another server archiving into "
+            "this stanza?)"
         )
     if slot.retained is not None and slot.retained > limit:
         warnings.append(

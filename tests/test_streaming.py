@@ -268,6 +268,33 @@ def test_a_stuck_synchronous_receiver_holds_commits_until_synchronous_is_off(
     assert slots.synchronous_names(streamed) == ""
 
 
+def test_a_streamed_file_that_conflicts_with_the_archived_copy_is_kept_aside_and_said(
+    home: Path,
+) -> None:
+    cluster = clusters.create("conflict")
+    clusters.set_log_backup(cluster, True)
+    clusters.set_streaming(cluster, True, False)  # stream mode; no receiver needed here
+    repo = clusters.repository(cluster)
+    name = "0000000100000000000000F0"  # far ahead of anything the server writes here
+    size = cluster.state.wal_segment_size
+    archived = home / name
+    archived.write_bytes(os.urandom(size))
+    wal.push_file(repo, "conflict", archived)  # as archive_command stored it
+    spool = walstream.spool_dir(cluster)
+    spool.mkdir(parents=True, exist_ok=True)
+    (spool / name).write_bytes(os.urandom(size))  # the stream's, other bytes
+
+    walstream.Receiver("conflict", home=home).upload(cluster)
+    assert not (spool / name).exists()
+    assert (walstream.conflict_dir(cluster) / name).exists()
+    assert len(wal.stored_versions(repo, "conflict", name)) == 1
+    wal.fetch_file(repo, "conflict", name, home / "fetched")
+    assert (home / "fetched").read_bytes() == archived.read_bytes(), "the stored copy stays"
+    warnings = window.describe(cluster)["stream_warnings"]
+    assert any(name in w and "differ from the archived copies" in w for w in warnings), warnings
+    clusters.set_streaming(cluster, False, False)
+
+
 def test_synchronous_is_refused_without_a_receiver(home: Path) -> None:
     cluster = clusters.create("nosync")
     clusters.set_log_backup(cluster, True)
