@@ -58,3 +58,14 @@ def test_an_archive_lag_over_rpo_max_raises_an_event(flows_home, api_url):
     assert event["payload"]["rpo_max_seconds"] == 1
     reports = [a.data for a in api.artifacts(f"recoverable-window-{HOST}-lagging")]
     assert any("**more than** rpo.max" in r for r in reports)
+
+
+def test_retained_wal_over_the_limit_reaches_the_api_as_an_event(flows_home, api_url):
+    from deployments import agent
+
+    # what the agent's supervisor calls when a slot holds back more than stream.maxRetained
+    agent._retained_event("retaining", 3 * 2**30, 2**30)
+    resource = f"pgpitr.cluster.{HOST}.retaining"
+    (event, *_) = api.events("pgpitr.stream.retained", resource=resource)
+    assert event["payload"]["retained_bytes"] == 3 * 2**30
+    assert event["payload"]["max_retained_bytes"] == 2**30
