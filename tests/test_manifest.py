@@ -76,6 +76,7 @@ def test_data_keys_name_both_layouts() -> None:
         "s/backups/b/base.tar.zst",
         "s/backups/b/base.tar",
         "s/backups/b/backup_manifest",
+        "s/backups/b/damaged.json",  # a damage record goes with the backup
     ]
 
 

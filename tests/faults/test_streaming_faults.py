@@ -122,10 +122,11 @@ def test_a_killed_receiver_is_restarted_and_the_slot_kept_the_wal(
     assert running is None or running.pid == first, "restarted before the checkpoint"
     # the slot held it back: its restart point's segment is still in pg_wal after a checkpoint
     assert (slots.slot_state(cluster).retained or 0) > 24 * 2**20
+    # (+ 1: pg_walfile_name names the segment before when the LSN is on a segment's boundary)
     (kept,) = sql(
         "killed",
-        "SELECT count(*) FROM pg_ls_waldir() WHERE name = "
-        "(SELECT pg_walfile_name(restart_lsn) FROM pg_replication_slots WHERE slot_name = %s)",
+        "SELECT count(*) FROM pg_ls_waldir() WHERE name = (SELECT pg_walfile_name(restart_lsn + 1)"
+        " FROM pg_replication_slots WHERE slot_name = %s)",
         (slots.SLOT,),
     )[0]
     assert kept == 1

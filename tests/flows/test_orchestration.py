@@ -22,8 +22,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pgpitr import catalog, clusters, timeparse, wal
+from pgpitr import catalog, clusters, timeparse, verify, wal
 from pgpitr.errors import ChecksumMismatch, RecoveryTargetError
+from pgpitr.manifest import clear_damage
 from pgpitr.postgres.cluster import Cluster
 from tests import engine
 from tests.conftest import S3_SECRET, cli
@@ -265,16 +266,28 @@ def test_a_bad_target_fails_at_once_without_retries(source):
 def test_a_failed_restore_rolls_back_and_leaves_nothing(source, flows_home, monkeypatch):
     from flows.restore import restore
 
+    src = Cluster.get("src")
+    repo = clusters.repository(src)
     real = clusters.open_repository
     monkeypatch.setattr(clusters, "open_repository", lambda *a, **k: ShortBaseBackup(real(*a, **k)))
-    with pytest.raises(ChecksumMismatch):
-        restore(new_name="broken", source_cluster="src")
-    assert not (flows_home / "clusters" / "broken").exists()
-    assert "broken" not in [c.name for c in Cluster.all()]
-    (run,) = api.flow_runs(f"restore-{HOST}/broken-from-src")
-    assert api.task_run(run.id, "create-cluster-directory").state.is_completed()
-    materialise = api.task_run(run.id, "materialise")
-    assert materialise.state.is_failed() and materialise.run_count == 1
+    try:
+        with pytest.raises(ChecksumMismatch):
+            restore(new_name="broken", source_cluster="src")
+        assert not (flows_home / "clusters" / "broken").exists()
+        assert "broken" not in [c.name for c in Cluster.all()]
+        (run,) = api.flow_runs(f"restore-{HOST}/broken-from-src")
+        assert api.task_run(run.id, "create-cluster-directory").state.is_completed()
+        materialise = api.task_run(run.id, "materialise")
+        assert materialise.state.is_failed() and materialise.run_count == 1
+        # what the read found is recorded; a verify that reads the object whole clears it
+        monkeypatch.undo()
+        window = catalog.recoverable_window(repo, "src", src.bindir)
+        (damaged,) = [n for n, why in window.unusable.items() if "found damaged" in why]
+        assert "its damage record removed" in verify.verify_backup("src", damaged)
+        assert catalog.recoverable_window(repo, "src", src.bindir).unusable == {}
+    finally:  # the module's other tests restore from src
+        for b in catalog.list_backups(repo, "src"):
+            clear_damage(repo, "src", b.name)
 
 
 def _set_policy(cluster: Cluster, **changes: object) -> None:
