@@ -122,9 +122,9 @@ def as_prefect(schedule: ClusterSchedule) -> Any:
 def sync(policy: pol.BackupPolicy, client: Any = None, host: str | None = None) -> list[str]:
     """Create or update the cluster's schedules on every deployment that exists; say what.
 
-    Each deployment is read once and asked once to schedule its next runs, and only when one
-    of its active schedules changed: on the local server's SQLite every request costs 0.1-0.3 s
-    while a flow runs beside it."""
+    Each deployment is read once and, when one of its schedules was written, asked once to
+    schedule its next runs: the server deletes every cluster's scheduled runs of a deployment
+    when any of its schedules changes, and they must not wait for the scheduler's next pass."""
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
 
@@ -150,7 +150,7 @@ def sync(policy: pol.BackupPolicy, client: Any = None, host: str | None = None) 
                     done.append(f"{said}, unchanged")
                     continue
                 _write(api, deployment.id, existing.get(wanted.slug), wanted)
-                runs_to_make = runs_to_make or wanted.active
+                runs_to_make = True
                 done.append(said)
             if runs_to_make:
                 # The server's scheduler would get to it within a minute; do it now so that the
@@ -211,11 +211,18 @@ def remove(cluster: str, client: Any = None, host: str | None = None) -> list[st
             except ObjectNotFound:
                 continue
             mine = schedule_slug(cluster, host)
+            removed = False
             for schedule in deployment.schedules:
                 # a cluster name has no '/': HOST/NAME/... is this cluster's and no other's
                 if schedule.slug == mine or (schedule.slug or "").startswith(f"{mine}/"):
                     api.delete_deployment_schedule(deployment.id, schedule.id)
                     done.append(f"{target}: schedule of {cluster} removed")
+                    removed = True
+            if removed:
+                # the deletion took every cluster's scheduled runs of the deployment with it
+                api.request(
+                    "POST", f"/deployments/{deployment.id}/schedule", json={"max_runs": NEXT_RUNS}
+                )
     return done
 
 

@@ -223,7 +223,7 @@ def test_a_clusters_schedules_cost_one_read_and_one_scheduling_per_deployment(re
             calls = counting.calls
             assert calls.count("read_deployment_by_name") == 4, calls
             assert calls.count("create_deployment_schedules") == 5, calls
-            # runs made ahead for the 4 deployments with an active schedule of the cluster
+            # runs made ahead once for each of the 4 deployments written to
             assert sum(c.endswith("/schedule") for c in calls) == 4, calls
             (drill,) = [s for s in deployment("drill").schedules if s.slug == f"{HOST}/counted"]
             assert (drill.schedule.cron, drill.active) == ("0 3 * * *", True)  # daily
