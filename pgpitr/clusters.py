@@ -305,8 +305,7 @@ def switch_streaming(cluster: str, stream: bool, synchronous: bool) -> None:
 def switch_wal_summaries(cluster: str) -> bool:
     """``summarize_wal = on`` for the incrementals asked for, unless it is on; on a registered
     server its value before is recorded first, so that ``unregister`` puts it back."""
-    c = Cluster.get(cluster)
-    require_incremental_support(c)
+    c = Cluster.get(cluster)  # a 17+ server: read_policy_change refused older ones
     with c.connect() as db:
         row = db.execute(
             "SELECT setting, coalesce(sourcefile, '') FROM pg_settings WHERE name = 'summarize_wal'"
@@ -349,10 +348,10 @@ def read_policy_change(
     new = pol.apply_settings(current, settings or []) if policy is None else pol.from_dict(policy)
     if new.cluster != cluster:
         raise InvalidInput(f"the policy is {new.name}, not the policy of cluster {cluster!r}")
-    if new.incremental_enabled and not current.incremental_enabled:
-        # refused now rather than failing at every scheduled run
+    change = PolicyChange(current, new)
+    if change.incrementals_asked:  # refused now rather than failing at every scheduled run
         require_incremental_support(Cluster.get(cluster))
-    return PolicyChange(current, new)
+    return change
 
 
 def switch_repository(cluster: str, url: str) -> None:
