@@ -20,13 +20,14 @@ BINDIR        ?= $(if $(ROOT),/usr/local/bin,$(HOME)/.local/bin)
 all: install
 
 system:
-	@if [ ! -x $(PG_BINDIR)/postgres ] || [ ! -x $(PYTHON_SYSTEM) ] || ! command -v zstd >/dev/null; then \
+	@if [ ! -x $(PG_BINDIR)/postgres ] || [ ! -x $(PYTHON_SYSTEM) ] || ! command -v zstd >/dev/null \
+	    || ! command -v systemd-analyze >/dev/null; then \
 	  echo "installing PostgreSQL 15 and Python 3.11 from the distribution"; \
 	  $(SUDO) mkdir -p /etc/postgresql-common; \
 	  echo "create_main_cluster = false" | $(SUDO) tee /etc/postgresql-common/createcluster.conf >/dev/null; \
 	  $(SUDO) apt-get update -qq; \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
-	    postgresql-15 postgresql-client-15 python3.11 python3.11-venv zstd tar >/dev/null; \
+	    postgresql-15 postgresql-client-15 python3.11 python3.11-venv zstd tar systemd >/dev/null; \
 	fi
 	@python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install -q uv
 
@@ -39,6 +40,8 @@ venv: system
 install: venv
 	$(UV) pip install -q --compile-bytecode --python $(PY) -c constraints.txt --reinstall-package pgpitr '.[kubernetes,test]'
 	@mkdir -p $(BINDIR) && ln -sf $(VENV)/bin/pgpitr $(VENV)/bin/prefect $(BINDIR)/
+	@# root's one step: the service account pgpitr runs as, its home, the API credentials
+	@if [ -n "$(ROOT)" ]; then $(VENV)/bin/pgpitr install; fi
 	@case ":$$PATH:" in *":$(BINDIR):"*) ;; *) echo "add $(BINDIR) to PATH to run pgpitr and prefect";; esac
 
 # The version matrix: the whole suite runs on PostgreSQL 15 (Debian's); these run again on 17 and
@@ -51,8 +54,10 @@ MATRIX_TESTS ?= tests/test_walkthrough.py \
 # suite waits on PostgreSQL, Prefect and fsync far more than it computes; on 2 cores this halves it.
 TEST_WORKERS  ?= 2
 
+# As root, the suite runs as pgpitr's service account and then the tests that start as root
+# (scripts/run_tests.sh).
 test: install
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25
+	bash scripts/run_tests.sh $(PY) -q -n $(TEST_WORKERS) --dist loadfile --durations=25
 	$(MAKE) --no-print-directory test-matrix
 
 test-matrix: install

@@ -34,8 +34,6 @@ from deployments.daemon import Daemon, children
 from pgpitr import state
 from pgpitr.errors import PitrError
 
-#: where the deployments package is, so that the served flows are this checkout's (or package's)
-ROOT = Path(__file__).resolve().parents[1]
 RESTART_PAUSE = (2.0, 30.0)  # first and longest pause before serving again
 START_TIMEOUT = 60.0
 #: PGPITR_HOME/agent/agent.json (pid, host) and agent.log; its command line is `… agent run`
@@ -65,6 +63,7 @@ def run(limit: int | None = None) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     _remove_killed_drills()
+    _bring_back_clusters()
     _start_heartbeat()
     streams = _start_streams()
     pause = RESTART_PAUSE[0]
@@ -76,11 +75,12 @@ def run(limit: int | None = None) -> int:
         else:
             _say(f"serving host {host} (deployments */pgpitr-{host}) on {url}")
             started = time.monotonic()
-            argv = [sys.executable, "-m", "deployments.serve"]
+            # isolated (-I): the code is the installed package's, never a directory's it runs in
+            argv = [sys.executable, "-I", "-m", "deployments.serve"]
             if limit is not None:
                 argv += ["--limit", str(limit)]
             env = {**os.environ, "PREFECT_API_URL": url, state.HOST_ENV: host}
-            child[:] = [subprocess.Popen(argv, cwd=ROOT, env=env)]
+            child[:] = [subprocess.Popen(argv, cwd=directory(), env=env)]
             code = child[0].wait()
             child.clear()
             if stopping:
@@ -110,6 +110,31 @@ def _remove_killed_drills() -> None:
         return
     for name in removed:
         _say(f"removed {name}, the scratch cluster of a killed drill")
+
+
+def _bring_back_clusters() -> None:
+    """Start this host's created clusters that are down (a reboot, kill -9), so that a boot
+    that starts the agent protects them again with no manual step: the agent rather than a
+    systemd unit per cluster, because it is the one mechanism with and without systemd and the
+    cluster's state (cluster.json) stays the one record of whether it should run.  A cluster
+    the operator stopped stays stopped; registered servers are their owners' to start."""
+    from pgpitr.postgres.cluster import Cluster
+
+    host = state.this_host()
+    for cluster in Cluster.all():
+        s = cluster.state
+        if s.host != host or s.registered or s.stopped_by_operator or s.restore_source:
+            continue
+        if cluster.is_running():
+            continue
+        try:
+            if cluster.remove_stale_pidfile():  # the postmaster died with the machine
+                _say(f"removed the stale postmaster.pid of cluster {cluster.name}")
+            cluster.start()
+        except Exception as exc:  # one cluster's failure must not keep the others down
+            _say(f"could not start cluster {cluster.name}: {exc}")
+            continue
+        _say(f"started cluster {cluster.name}: it was down (not stopped by the operator)")
 
 
 def _start_heartbeat() -> None:
@@ -189,7 +214,9 @@ def start(timeout: float = START_TIMEOUT) -> tuple[int, bool]:
     if running is not None:
         return running, False
     process = DAEMON.spawn(
-        [sys.executable, "-m", "pgpitr", "agent", "run"], cwd=ROOT, host=state.this_host()
+        [sys.executable, "-I", "-m", "pgpitr", "agent", "run"],
+        cwd=directory(),
+        host=state.this_host(),
     )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:  # until it runs its serving child, or ends

@@ -23,9 +23,14 @@ def api_url() -> str | None:
     """The configured Prefect API, or the local server if one answers, else None."""
     explicit = configured_url()
     if explicit:
+        _credentials_for(explicit)
         return explicit
     local = localserver.url()
-    return local if answers(local) else None
+    if not answers(local):
+        return None
+    localserver.check_trusted(localserver.port())
+    localserver.use_credentials()
+    return local
 
 
 def configured_url() -> str | None:
@@ -41,10 +46,19 @@ def ensure_api_url() -> tuple[str, bool]:
     (url, whether it was started now)."""
     explicit = configured_url()
     if explicit:
+        _credentials_for(explicit)
         return explicit, False
     found, started = localserver.ensure()
     api_url.cache_clear()
     return found, started
+
+
+def _credentials_for(explicit: str) -> None:
+    """The local server named explicitly (the agent's systemd unit does) gets its credentials
+    like the one found by default; another API's come from Prefect's own settings."""
+    if explicit == localserver.url() and not os.environ.get(localserver.AUTH_ENV):
+        localserver.check_trusted(localserver.port())
+        localserver.use_credentials()
 
 
 def answers(url: str, timeout: float = 0.5) -> bool:
@@ -54,6 +68,17 @@ def answers(url: str, timeout: float = 0.5) -> bool:
         return httpx.get(f"{url}/health", timeout=timeout).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def auth_headers() -> dict[str, str]:
+    """The Authorization header Prefect's client would send (PREFECT_API_AUTH_STRING, from the
+    environment or the active profile), for the requests made without Prefect."""
+    import base64
+
+    secret = os.environ.get(localserver.AUTH_ENV) or _profile_setting(localserver.AUTH_ENV)
+    if not secret:
+        return {}
+    return {"Authorization": "Basic " + base64.b64encode(secret.encode()).decode()}
 
 
 def _profile_setting(name: str) -> str | None:

@@ -66,8 +66,12 @@ class Daemon:
         **record: Any,
     ) -> subprocess.Popen[bytes]:
         """Start ARGV detached, its output appended to the log, and record its pid (and RECORD)."""
-        self.directory().mkdir(parents=True, exist_ok=True)
-        with open(self.logfile(), "ab") as log:
+        from pgpitr.osutil import open_private
+
+        self.directory().mkdir(parents=True, exist_ok=True, mode=0o700)
+        # a log planted as a link, or by another account, is refused rather than followed
+        fd = open_private(self.logfile(), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "ab") as log:
             process = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from deployments.api import api_url
+from deployments.api import api_url, auth_headers
 from tasks.naming import deployment_name
 
 TIMEOUT = 3.0
@@ -72,7 +72,9 @@ def deployment_health(flow: str, host: str) -> DeploymentHealth:
     if url is None:
         return DeploymentHealth(target, why="no Prefect API is configured or running")
     try:
-        response = httpx.get(f"{url}/deployments/name/{target}", timeout=TIMEOUT)
+        response = httpx.get(
+            f"{url}/deployments/name/{target}", headers=auth_headers(), timeout=TIMEOUT
+        )
     except httpx.HTTPError:
         return DeploymentHealth(target, why=f"the Prefect API at {url} does not answer")
     if response.status_code == 404:
@@ -109,7 +111,9 @@ def _runs(deployment_id: str) -> tuple[dict[str, Any], ...]:
         "limit": 200,
     }
     try:
-        response = httpx.post(f"{url}/flow_runs/filter", json=body, timeout=TIMEOUT)
+        response = httpx.post(
+            f"{url}/flow_runs/filter", json=body, headers=auth_headers(), timeout=TIMEOUT
+        )
         response.raise_for_status()
     except httpx.HTTPError:
         return ()

@@ -9,10 +9,17 @@ default 4200), detached from the command, with everything it keeps under
     PGPITR_HOME/prefect/server.json   pid and port of the server pgpitr started
     PGPITR_HOME/prefect/server.log    its log
     PGPITR_HOME/prefect/server.lock   held while one command starts it (no second server)
+    PGPITR_HOME/prefect/api-credentials  the API's auth string (0600; made at install)
 
-and writes a Prefect profile ``pgpitr`` (made active, PREFECT_API_URL set) into PREFECT_HOME's
-profiles.toml, so that the ``prefect`` CLI and the UI find the same server.  Later commands find
-it answering and reuse it.  ``pgpitr server status|start|stop``.
+The server requires those credentials on every request but ``/health`` (Prefect's
+``server.api.auth_string``); pgpitr's commands and its agent read them from the file and hand
+them to Prefect's client in the environment (PREFECT_API_AUTH_STRING), never on a command line.
+A server on the port that another account runs is never sent them: whatever answers there is
+trusted only when the listening socket is this account's.
+
+and writes a Prefect profile ``pgpitr`` (made active, PREFECT_API_URL and the auth string set;
+the file 0600) into PREFECT_HOME's profiles.toml, so that the ``prefect`` CLI and the UI find the
+same server.  Later commands find it answering and reuse it.  ``pgpitr server status|start|stop``.
 
 Nothing here imports Prefect: the read-only commands use it to find the API.
 """
@@ -82,6 +89,83 @@ class ServerStatus:
         return {**asdict(self), "managed": self.managed}
 
 
+# -- the credentials ---------------------------------------------------------------------------
+
+AUTH_ENV = "PREFECT_API_AUTH_STRING"  # what Prefect's client sends (basic authentication)
+SERVER_AUTH_ENV = "PREFECT_SERVER_API_AUTH_STRING"  # what Prefect's server requires
+#: the user name in the auth string ``USER:SECRET`` (the UI's login asks for the whole string)
+AUTH_USER = "pgpitr"
+
+
+def credentials_path() -> Path:
+    return directory() / "api-credentials"
+
+
+def credentials() -> str | None:
+    """The local server's auth string, or None before the install (or a first start) made it."""
+    from pgpitr.osutil import read_private
+
+    try:
+        return read_private(credentials_path()).strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def ensure_credentials(secret: str | None = None) -> str:
+    """The auth string, made now (SECRET, or a new random one) when there is none."""
+    import secrets
+
+    from pgpitr.osutil import write_atomic
+
+    found = credentials()
+    if found:
+        return found
+    made = secret or f"{AUTH_USER}:{secrets.token_urlsafe(32)}"
+    directory().mkdir(parents=True, exist_ok=True, mode=0o700)
+    write_atomic(credentials_path(), made + "\n", mode=0o600)
+    return made
+
+
+def use_credentials() -> None:
+    """Hand the auth string to Prefect's client in this process and its children."""
+    secret = credentials()
+    if secret:
+        os.environ[AUTH_ENV] = secret
+
+
+def listener_uids(at: int) -> set[int]:
+    """The uids owning the sockets that listen on port AT (any address, IPv4 and IPv6)."""
+    owners = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            port_hex, status, uid = fields[1].rpartition(":")[2], fields[3], fields[7]
+            if status == "0A" and int(port_hex, 16) == at:  # 0A: LISTEN
+                owners.add(int(uid))
+    return owners
+
+
+def check_trusted(at: int) -> None:
+    """Refuse a server on port AT that another account runs: it would be sent the credentials,
+    and its answers (a run's result, a deployment) taken for pgpitr's."""
+    for owner in listener_uids(at) - {os.geteuid()}:
+        import pwd
+
+        try:
+            holder = pwd.getpwuid(owner).pw_name
+        except KeyError:
+            holder = f"uid {owner}"
+        raise PitrError(
+            f"port {at} is held by a process of {holder}, not by pgpitr's local Prefect server: "
+            "pgpitr sends it no credentials and takes none of its answers",
+            hint=f"stop that process, or give pgpitr another port ({PORT_ENV})",
+        )
+
+
 def _answers(api: str, timeout: float = 0.5) -> bool:
     import httpx
 
@@ -116,8 +200,11 @@ def status() -> ServerStatus:
 
 @contextlib.contextmanager
 def _lock() -> Iterator[None]:
-    directory().mkdir(parents=True, exist_ok=True)
-    with open(directory() / "server.lock", "w") as f:
+    from pgpitr.osutil import open_private
+
+    directory().mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = open_private(directory() / "server.lock", os.O_RDWR | os.O_CREAT)
+    with os.fdopen(fd, "r+") as f:
         fcntl.flock(f, fcntl.LOCK_EX)  # another command starting it: wait for it, then reuse
         try:
             yield
@@ -129,36 +216,56 @@ def ensure(timeout: float = START_TIMEOUT) -> tuple[str, bool]:
     """The local server's API URL, started first if nothing answers; (url, started now)."""
     api = url()
     if _answers(api):
-        write_profile(api)
+        _adopt(api)
         return api, False
     with _lock():
         if _answers(api):  # started by another command while this one waited
-            write_profile(api)
+            _adopt(api)
             return api, False
         _start(timeout)
-    write_profile(api)
+    _adopt(api)
     return api, True
 
 
-def _start(timeout: float) -> int:
-    at = port()
+def _adopt(api: str) -> None:
+    check_trusted(port())
+    use_credentials()
+    write_profile(api)
+
+
+def _server_command(at: int) -> tuple[list[str], dict[str, str]]:
+    """argv and environment of the server on port AT; the credentials go in the environment."""
     api = url(at)
-    directory().mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", AUTH_ENV)}
     env.update(
+        **{SERVER_AUTH_ENV: ensure_credentials()},
         # the server's own home: its database, memo store and settings stay with pgpitr's
         PREFECT_HOME=str(directory()),
         PREFECT_PROFILES_PATH=str(directory() / "server-profiles.toml"),
         PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{database()}",
         PREFECT_UI_API_URL=api,
     )
-    server = DAEMON.spawn(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1"]
-        + ["--port", str(at)],
-        cwd=directory(),
-        env=env,
-        port=at,
-    )
+    argv = [sys.executable, "-I", "-m", "prefect", "server", "start", "--host", "127.0.0.1"]
+    return argv + ["--port", str(at)], env
+
+
+def run_foreground() -> None:
+    """Become the server (``pgpitr server run``: its systemd unit), with the credentials."""
+    at = port()
+    check_trusted(at)
+    directory().mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chdir(directory())
+    argv, env = _server_command(at)
+    os.execve(argv[0], argv, env)
+
+
+def _start(timeout: float) -> int:
+    at = port()
+    api = url(at)
+    check_trusted(at)
+    directory().mkdir(parents=True, exist_ok=True, mode=0o700)
+    argv, env = _server_command(at)
+    server = DAEMON.spawn(argv, cwd=directory(), env=env, port=at)
     deadline = time.monotonic() + timeout
     while not _answers(api, timeout=1):
         if server.poll() is not None or time.monotonic() > deadline:
@@ -205,14 +312,19 @@ def active_profile_is_ours() -> bool:
     return (os.environ.get("PREFECT_PROFILE") or read_profiles().get("active")) == PROFILE
 
 
-def write_profile(api: str) -> None:
-    """Profile ``pgpitr`` with PREFECT_API_URL=API, made active; the other profiles are kept."""
+def write_profile(api: str, secret: str | None = None) -> None:
+    """Profile ``pgpitr`` with PREFECT_API_URL=API and the auth string (SECRET, else the
+    credentials file's), made active; the other profiles are kept."""
     data = read_profiles()
     profiles = dict(data.get("profiles") or {})  # type: ignore[call-overload]
     mine = dict(profiles.get(PROFILE) or {})
-    if data.get("active") == PROFILE and mine.get("PREFECT_API_URL") == api:
+    wanted = {"PREFECT_API_URL": api}
+    secret = secret or credentials()
+    if secret:
+        wanted[AUTH_ENV] = secret
+    if data.get("active") == PROFILE and wanted.items() <= mine.items():
         return
-    mine["PREFECT_API_URL"] = api
+    mine.update(wanted)
     profiles[PROFILE] = mine
     text = f"active = {_toml(PROFILE)}\n"
     for name, settings in profiles.items():
@@ -221,9 +333,9 @@ def write_profile(api: str) -> None:
             text += f"{key} = {_toml(value)}\n"
     path = profiles_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(text)
-    tmp.replace(path)
+    from pgpitr.osutil import write_atomic
+
+    write_atomic(path, text, mode=0o600)  # it holds the auth string
 
 
 def _toml(value: object) -> str:

@@ -18,12 +18,13 @@ work pool (``pgpitr-process``, for workers) and stay.
 from __future__ import annotations
 
 import os
+import tempfile
 from typing import Any
 
 from deployments.api import ensure_api_url
 from deployments.health import POLL_SECONDS
 from flows import registry
-from pgpitr import clusters
+from pgpitr import clusters, state
 from pgpitr.postgres.cluster import Cluster
 from tasks.naming import DEFAULT_DEPLOYMENT, deployment_name, this_host
 
@@ -99,6 +100,11 @@ def main(limit: int | None = None) -> None:
     """Serve until interrupted."""
     # a queued run starts within 2 s; deployments/health.py reads the same setting
     os.environ.setdefault("PREFECT_RUNNER_POLL_FREQUENCY", str(int(POLL_SECONDS)))
+    # the runner's scratch (runner_storage) in this home, not in a /tmp that other accounts share
+    scratch = state.home() / "agent" / "tmp"
+    scratch.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.environ["TMPDIR"] = str(scratch)
+    tempfile.tempdir = None  # read TMPDIR again
     url, _ = ensure_api_url()
     os.environ["PREFECT_API_URL"] = url
     print(f"pgpitr serve: Prefect API {url}, UI {url.removesuffix('/api')}", flush=True)

@@ -4,16 +4,23 @@
 The units carry what this shell has (PGPITR_HOME, PGPITR_HOST, the Prefect API or the local
 server's port), so that the service acts for the same home and host as the commands.  Written
 only; enabling them is the user's step (printed), as is stopping a daemon started by hand.
+
+Written by root, the system units run as pgpitr's service account (``User=``), never as root,
+from the installed package in isolated mode (``python -I``).  The server's unit runs ``pgpitr
+server run``, which reads the API credentials from their 0600 file as the account itself: no
+secret is in a unit file (those are world-readable), and systemd reads nothing the account
+writes.  The created clusters have no unit of their own: the agent starts them when it starts
+(deployments/agent.py), and ``KillMode=process`` leaves them running when the agent stops.
 """
 
 from __future__ import annotations
 
+import grp
 import os
 import sys
 from pathlib import Path
 
 from deployments import localserver
-from deployments.agent import ROOT
 from deployments.api import configured_url
 from pgpitr import state
 
@@ -32,9 +39,21 @@ def _system() -> bool:
     return os.geteuid() == 0
 
 
+def _service_lines() -> str:
+    """User= and Group= of the service account for system units (a user unit is its user's)."""
+    if not _system():
+        return ""
+    from pgpitr.privilege import make_service_account
+
+    account = make_service_account()
+    group = grp.getgrgid(account.gid).gr_name
+    return f"User={account.name}\nGroup={group}\n"
+
+
 def units() -> dict[str, str]:
     """Unit name → text: the agent's, and the local server's when no API is configured."""
     home, host = state.home(), state.this_host()
+    identity = _service_lines()
     api = configured_url()
     wanted_by = "multi-user.target" if _system() else "default.target"
     made: dict[str, str] = {}
@@ -51,11 +70,10 @@ Wants=network-online.target
 
 [Service]
 Type=simple
-WorkingDirectory={localserver.directory()}
-Environment=PREFECT_HOME={localserver.directory()}
-Environment=PREFECT_API_DATABASE_CONNECTION_URL=sqlite+aiosqlite:///{localserver.database()}
-Environment=PREFECT_UI_API_URL={api}
-ExecStart={sys.executable} -m prefect server start --host 127.0.0.1 --port {port}
+{identity}WorkingDirectory={home}
+Environment=PGPITR_HOME={home}
+Environment={localserver.PORT_ENV}={port}
+ExecStart={sys.executable} -I -m pgpitr server run
 Restart=always
 RestartSec=5
 TimeoutStopSec=30
@@ -74,11 +92,11 @@ Wants={wants}
 
 [Service]
 Type=simple
-WorkingDirectory={ROOT}
+{identity}WorkingDirectory={home}
 {lines}
-ExecStart={sys.executable} -m pgpitr agent run
-# the agent stops its serving process itself on SIGTERM; then everything left goes
-KillMode=mixed
+ExecStart={sys.executable} -I -m pgpitr agent run
+# the agent stops its serving process itself on SIGTERM; the clusters it started keep running
+KillMode=process
 TimeoutStopSec=60
 Restart=always
 RestartSec=5

@@ -40,6 +40,38 @@ def write_atomic(
         raise
 
 
+def open_private(path: Path, flags: int = os.O_RDONLY, mode: int = 0o600) -> int:
+    """A descriptor of a state file that this account alone controls: a symlink in its place is
+    refused (O_NOFOLLOW), and so is a file another account owns or may write, which could have
+    been swapped in.  What a more trusting process would follow or truncate is never opened."""
+    import errno
+    import stat
+
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise PermissionError(f"{path} is a symbolic link: refused") from None
+        raise
+    info = os.fstat(fd)
+    if info.st_uid != os.geteuid() or info.st_mode & 0o022 or not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise PermissionError(
+            f"{path} is not a regular file that only this account ({os.geteuid()}) can write: "
+            "refused"
+        )
+    return fd
+
+
+def read_private(path: Path) -> str:
+    """The text of a secret kept by this account: also refused when others may read it."""
+    fd = open_private(path)
+    with os.fdopen(fd) as f:
+        if os.fstat(f.fileno()).st_mode & 0o077:
+            raise PermissionError(f"{path} may be read by other accounts (mode must be 0600)")
+        return f.read()
+
+
 def process_alive(pid: int) -> bool:
     """Whether a process with this pid exists (one of another user's counts)."""
     if pid <= 0:

@@ -254,6 +254,16 @@ def find_server(request: RegisterRequest) -> Server:
         raise InvalidInput(f"the OS user {os_user!r} does not exist") from None
     if entry.pw_uid == 0:
         raise InvalidInput(f"the OS user {os_user!r} is root; PostgreSQL never runs as root")
+    if os.geteuid() not in (0, entry.pw_uid):
+        me = pwd.getpwuid(os.geteuid()).pw_name
+        raise ClusterStateError(
+            f"the server of {datadir} runs as {os_user}, and pgpitr runs as {me}: pgpitr acts "
+            "only on servers of the account it runs as (peer authentication, the archive and "
+            "restore commands run by the server)",
+            hint=f"protect it with pgpitr run as {os_user}, in a home of its own: `sudo -u "
+            f"{os_user} PGPITR_HOME=DIR pgpitr cluster register {request.name} --pgdata "
+            f"{request.pgdata}` (see docs/security.md)",
+        )
     control = _control_data(bindir, datadir)
     system_identifier = control["Database system identifier"]
     for other in Cluster.all():

@@ -15,8 +15,8 @@ A *registered* cluster is a server pgpitr did not create (``pgpitr cluster regis
 directory here holds only cluster.json, policy.json, log and spool; ``datadir``, ``socket_dir``
 and ``log_file`` name the server's own, wherever they are, and its data is never touched.
 
-When run as root, the default home is /var/lib/pgpitr rather than ~/.local/share/pgpitr: root's
-home directory is mode 700, and the unprivileged user running PostgreSQL must reach its data.
+The default home is /var/lib/pgpitr, which the install gives the service account
+(pgpitr/privilege.py); a user who is not that account keeps one in ~/.local/share/pgpitr.
 """
 
 from __future__ import annotations
@@ -55,11 +55,20 @@ def this_host() -> str:
 
 
 def home() -> Path:
+    """PGPITR_HOME; else the service account's home that the install made (root's default
+    too, before it leaves root for that account); else the user's own data directory."""
+    from pgpitr.privilege import SYSTEM_HOME
+
     explicit = os.environ.get("PGPITR_HOME")
     if explicit:
         return Path(explicit)
     if os.geteuid() == 0:
-        return Path("/var/lib/pgpitr")
+        return SYSTEM_HOME
+    try:
+        if SYSTEM_HOME.stat().st_uid == os.geteuid():
+            return SYSTEM_HOME
+    except OSError:
+        pass
     data = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
     return Path(data, "pgpitr")
 
@@ -122,6 +131,9 @@ class ClusterState:
     #: The key file of an encrypted repository (its path, never a key), read by the WAL
     #: commands as the server's OS user (pgpitr/keys.py); empty when the repository is plain.
     encryption_key_file: str = ""
+    #: A created cluster the operator stopped (``cluster stop``): the agent, starting after a
+    #: reboot, leaves it stopped; every other created cluster it starts again.
+    stopped_by_operator: bool = False
     home: str = ""
 
     @property
@@ -164,6 +176,8 @@ class ClusterState:
                 data.pop("superuser")
         if not self.encryption_key_file:
             data.pop("encryption_key_file")
+        if not self.stopped_by_operator:
+            data.pop("stopped_by_operator")
         write_json_atomic(self.dir / "cluster.json", data)
 
     @classmethod

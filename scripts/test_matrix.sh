@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The version matrix: the given tests on PostgreSQL 17 and 18 (the test wheels, tests/pgwheels.py),
 # both at once (each spends most of its time waiting on PostgreSQL and Prefect, not on a core);
-# each version's output is printed whole when it ends, so the two never interleave.
+# each version's output is printed whole when it ends, so the two never interleave.  As root, each
+# runs as the service account and then as root, as `make test` does (scripts/run_tests.sh).
 set -uo pipefail
 py=$1; shift
 logs=$(mktemp -d)
@@ -11,7 +12,7 @@ trap 'rm -rf "$logs"' EXIT
 declare -A ports=([17]=7433-8432 [18]=8433-9432)
 for major in 17 18; do
   bindir=$("$py" -m tests.pgwheels "$major") || exit 1
-  ( PGPITR_PG_BINDIR=$bindir PGPITR_PORTS=${ports[$major]} "$py" -m pytest -q -p no:randomly "$@" >"$logs/$major" 2>&1
+  ( PGPITR_PG_BINDIR=$bindir PGPITR_PORTS=${ports[$major]} bash scripts/run_tests.sh "$py" -q -p no:randomly "$@" >"$logs/$major" 2>&1
     echo $? >"$logs/$major.rc"; echo "== PostgreSQL $major ($bindir)"; cat "$logs/$major" ) &
 done
 wait

@@ -13,6 +13,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
+from pathlib import Path
 
 import pytest
 
@@ -42,6 +43,26 @@ def _ports_of_this_worker() -> None:
 
 
 _ports_of_this_worker()
+
+
+def _home_of_the_session() -> None:
+    """A PGPITR_HOME for whatever runs without the ``home`` fixture: never the machine's own
+    (/var/lib/pgpitr, which the install makes), whose credentials and clusters are not the
+    suite's."""
+    if "PGPITR_HOME" in os.environ:
+        return
+    path = Path(tempfile.mkdtemp(prefix="pgpitr-session-home-", dir="/tmp"))
+    path.chmod(0o755)
+    if os.geteuid() == 0:  # the commands root starts run as the service account
+        from pgpitr.privilege import make_service_account
+
+        account = make_service_account()
+        os.chown(path, account.uid, account.gid)
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    os.environ["PGPITR_HOME"] = str(path)
+
+
+_home_of_the_session()
 
 #: The Prefect API of a test that did not ask for one (see ``prefect_harness``): nothing answers
 #: there, so a flow run fails at once and names this address, instead of the CLI starting pgpitr's
@@ -98,6 +119,13 @@ HARNESS = _Harness()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # the root tests need root; a developer running as themself is told so (CI runs them as
+    # root through `make test`, and anywhere under CI a root test run without root fails)
+    if os.geteuid() != 0 and not os.environ.get("CI"):
+        needs_root = pytest.mark.skip(reason="starts as root: `make test` runs it as root")
+        for item in items:
+            if item.get_closest_marker("root"):
+                item.add_marker(needs_root)
     # tests/kubernetes' `cli` fixture runs the CLI in this process: its flows need the API
     for item in items:
         if "cli" in getattr(item, "fixturenames", ()) and "prefect_harness" not in (
@@ -125,7 +153,6 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 PG_BINDIR = Path(os.environ.get("PGPITR_PG_BINDIR", "/usr/lib/postgresql/15/bin"))
 PGPITR = [sys.executable, "-m", "pgpitr"]
@@ -137,7 +164,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _stop_everything_under(home: Path) -> None:
+def stop_everything_under(home: Path) -> None:
     for pidfile in home.glob("clusters/*/data/postmaster.pid"):
         try:
             pid = int(pidfile.read_text().split("\n", 1)[0])
@@ -146,14 +173,25 @@ def _stop_everything_under(home: Path) -> None:
             continue
 
 
+def give_to_service_account(path: Path) -> None:
+    """Under root, hand PATH to pgpitr's service account, which every ``pgpitr`` command that
+    root starts becomes (a home of root's it refuses)."""
+    if os.geteuid() == 0:
+        from pgpitr.privilege import make_service_account
+
+        account = make_service_account()
+        os.chown(path, account.uid, account.gid)
+
+
 @pytest.fixture
 def home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A fresh PGPITR_HOME that the server's OS user can reach; every cluster is stopped after."""
     path = reachable_tempdir("pgpitr-home-")
+    give_to_service_account(path)
     monkeypatch.setenv("PGPITR_HOME", str(path))
     monkeypatch.setenv("TZ", "UTC")
     yield path
-    _stop_everything_under(path)
+    stop_everything_under(path)
     shutil.rmtree(path, ignore_errors=True)
 
 
@@ -161,12 +199,13 @@ def home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 def shared_home() -> Iterator[Path]:
     """A PGPITR_HOME for fixtures wider than one test (monkeypatch is function-scoped)."""
     path = reachable_tempdir("pgpitr-home-")
+    give_to_service_account(path)
     saved = os.environ.get("PGPITR_HOME")
     os.environ["PGPITR_HOME"] = str(path)
     try:
         yield path
     finally:
-        _stop_everything_under(path)
+        stop_everything_under(path)
         if saved is None:
             os.environ.pop("PGPITR_HOME", None)
         else:
@@ -175,18 +214,37 @@ def shared_home() -> Iterator[Path]:
 
 
 def cli(
-    *args: str, check: bool = True, env: dict | None = None, timeout: float = 300
+    *args: str,
+    check: bool = True,
+    env: dict | None = None,
+    timeout: float = 300,
+    user: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run the real ``pgpitr`` command line in a child process, as a user would, against the
-    session's Prefect harness (started now if no test has needed it yet)."""
+    session's Prefect harness (started now if no test has needed it yet); as USER (root only),
+    with a Prefect home of its own, from the installed package."""
     if "PREFECT_API_URL" not in (env or {}):
         HARNESS.ensure()
+    identity: dict = {}
+    argv = [*PGPITR, *args]
+    child = {**os.environ, **(env or {})}
+    if user is not None:
+        import pwd
+
+        entry = pwd.getpwnam(user)
+        identity = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+        argv = [sys.executable, "-I", "-m", "pgpitr", *args]  # the checkout may be root's only
+        prefect_home = reachable_tempdir("pgpitr-prefect-")
+        os.chown(prefect_home, entry.pw_uid, entry.pw_gid)
+        child.update(HOME=str(prefect_home), PREFECT_HOME=str(prefect_home), USER=user)
     result = subprocess.run(
-        [*PGPITR, *args],
+        argv,
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, **(env or {})},
+        env=child,
+        cwd="/" if user is not None else None,
+        **identity,
     )
     if check and result.returncode != 0:
         raise AssertionError(

@@ -1,16 +1,18 @@
 """Registered clusters: servers pgpitr did not create, protected through the real command line.
 
 Two kinds of real servers: a Debian cluster made by ``pg_createcluster`` (configuration in
-/etc/postgresql/15/NAME, data in /var/lib/postgresql/15/NAME, run as postgres), and a server
-started by hand with initdb and pg_ctl under another OS user (``pgpitr-ext``) with a socket
-directory of its own.  What the tests read of a server (settings, postgresql.auto.conf, the
-postmaster's pid) they read with psql as the server's OS user or from its files, not through
-pgpitr.
+/etc/postgresql/15/NAME, data in /var/lib/postgresql/15/NAME, run as postgres: a root test), and
+a server started by hand with initdb and pg_ctl with a socket directory of its own: by the
+account the test runs as, or, in the root tests, by another OS user (``pgpitr-ext``), which
+pgpitr then protects running as that user.  What the tests read of a server (settings,
+postgresql.auto.conf, the postmaster's pid) they read with psql as the server's OS user or from
+its files, not through pgpitr.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import pwd
 import shutil
 import subprocess
@@ -26,7 +28,7 @@ from pgpitr.errors import ClusterStateError, NotFound
 from pgpitr.repository import open_repository
 from pgpitr.state import default_repository_url
 from tests import pgwheels
-from tests.conftest import PG_BINDIR, cli, free_port, reachable_tempdir
+from tests.conftest import PG_BINDIR, cli, free_port, reachable_tempdir, stop_everything_under
 from tests.pg import (
     rows,
     rows_either_side_of_a_second,
@@ -52,8 +54,9 @@ class Server:
         argv = [str(PG_BINDIR / "psql"), "-X", "-At", "-h", self.socket_dir]
         argv += ["-p", str(self.port), "-U", self.role, "-d", "postgres", "-c", query]
         done = subprocess.run(
-            argv, user=self.os_user, cwd="/", capture_output=True, text=True, check=True
+            argv, **_as(pwd.getpwnam(self.os_user)), cwd="/", capture_output=True, text=True
         )
+        assert done.returncode == 0, done.stderr
         return done.stdout.strip()
 
     def pid(self) -> int:
@@ -79,6 +82,19 @@ def _ext_user() -> pwd.struct_passwd:
             capture_output=True,
         )
         return pwd.getpwnam(EXT_USER)
+
+
+def _as(entry: pwd.struct_passwd) -> dict:
+    """subprocess's arguments to run as ENTRY (nothing to change when it is this process's)."""
+    if entry.pw_uid == os.geteuid():
+        return {}
+    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+
+
+def _owner() -> pwd.struct_passwd:
+    """Who runs the hand-made servers: another account when the test starts as root, else the
+    account the test runs as (pgpitr's own, in `make test`)."""
+    return _ext_user() if os.geteuid() == 0 else pwd.getpwuid(os.geteuid())
 
 
 @pytest.fixture
@@ -107,20 +123,14 @@ def debian() -> Iterator[Server]:
 
 @pytest.fixture
 def handmade() -> Iterator[Callable[..., Server]]:
-    """Servers made with initdb and pg_ctl as pgpitr-ext, each with its own socket directory;
+    """Servers made with initdb and pg_ctl by ``_owner()``, each with its own socket directory;
     ``make(start=False)`` leaves one stopped.  Every one is stopped and removed after."""
-    entry = _ext_user()
+    entry = _owner()
     made: list[tuple[Path, Path]] = []
 
     def run_as(*argv: str | Path) -> None:
         subprocess.run(
-            [str(a) for a in argv],
-            user=entry.pw_uid,
-            group=entry.pw_gid,
-            extra_groups=[],
-            cwd="/",
-            check=True,
-            capture_output=True,
+            [str(a) for a in argv], **_as(entry), cwd="/", check=True, capture_output=True
         )
 
     def make(start: bool = True, bindir: Path = PG_BINDIR, **settings: str) -> Server:
@@ -128,8 +138,9 @@ def handmade() -> Iterator[Callable[..., Server]]:
         made.append((base, bindir))
         datadir, socket_dir = base / "data", base / "sock"
         socket_dir.mkdir()
-        for path in (base, socket_dir):
-            shutil.chown(path, entry.pw_uid, entry.pw_gid)
+        if entry.pw_uid != os.geteuid():
+            for path in (base, socket_dir):
+                shutil.chown(path, entry.pw_uid, entry.pw_gid)
         run_as(bindir / "initdb", "-D", datadir, "--auth-local", "peer", "-E", "UTF8")
         port = free_port()
         lines = {
@@ -143,7 +154,7 @@ def handmade() -> Iterator[Callable[..., Server]]:
             f.writelines(f"{k} = {v}\n" for k, v in lines.items())
         if start:
             run_as(bindir / "pg_ctl", "start", "-D", datadir, "-l", base / "server.log", "-w")
-        return Server(str(datadir), datadir, EXT_USER, EXT_USER, str(socket_dir), port)
+        return Server(str(datadir), datadir, entry.pw_name, entry.pw_name, str(socket_dir), port)
 
     yield make
     for base, bindir in made:
@@ -162,29 +173,27 @@ def _refused(result: subprocess.CompletedProcess[str], code: int, message: str) 
     assert len(errors) == 1 and len(lines) <= 3, result.stderr  # Prefect's note may precede
 
 
-def _log_backup_on(name: str) -> None:
-    cli(
-        "cluster",
-        "edit-backup-policy",
-        f"{name}-postgresql-backup-policy",
-        "--set",
-        "schedule.logfile.enable=true",
-    )
+def _log_backup_on(name: str, user: str | None = None) -> None:
+    policy = f"{name}-postgresql-backup-policy"
+    cli("cluster", "edit-backup-policy", policy, "--set", "schedule.logfile.enable=true", user=user)
 
 
-def _protect_write_restore(server: Server, name: str, home: Path, *extra: str) -> None:
-    """register, log backup on, backup, two rows a second apart, restore to between them."""
-    cli("cluster", "register", name, "--pgdata", server.pgdata, *extra)
-    _log_backup_on(name)
+def _protect_write_restore(
+    server: Server, name: str, home: Path, *extra: str, user: str | None = None
+) -> None:
+    """register, log backup on, backup, two rows a second apart, restore to between them;
+    the commands as USER (root's test of a server another account runs)."""
+    cli("cluster", "register", name, "--pgdata", server.pgdata, *extra, user=user)
+    _log_backup_on(name, user)
     assert f"wal-push --cluster {name}" in server.psql("SHOW archive_command")
     assert "wal-push" in (server.datadir / "postgresql.auto.conf").read_text()
-    cli("cluster", "backup", name)
+    cli("cluster", "backup", name, user=user)
 
     noted = rows_either_side_of_a_second(name)
 
     copy = f"{name}-copy"
     when = timeparse.format_kbcli(noted)
-    cli("cluster", "restore", copy, "--restore-to-time", when, "--source-cluster", name)
+    cli("cluster", "restore", copy, "--restore-to-time", when, "--source-cluster", name, user=user)
     assert rows(copy) == [1]
     assert rows(name) == [1, 2]
     copied = json.loads((home / "clusters" / copy / "cluster.json").read_text())
@@ -194,6 +203,7 @@ def _protect_write_restore(server: Server, name: str, home: Path, *extra: str) -
     )  # the source's roles came with its data
 
 
+@pytest.mark.root  # pg_createcluster writes /etc/postgresql
 def test_a_debian_cluster_is_protected_restored_and_let_go_as_it_was(
     home: Path, debian: Server
 ) -> None:
@@ -231,14 +241,38 @@ def test_a_debian_cluster_is_protected_restored_and_let_go_as_it_was(
     assert [b.name for b in catalog.list_backups(repo, "ext-pg")]  # the backups stay
 
 
-def test_a_server_run_by_hand_under_another_user_is_protected_and_let_go(
-    home: Path, handmade: Callable[..., Server], s3_url: str
+@pytest.fixture
+def ext_home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A PGPITR_HOME of the other account's, for pgpitr run as that account."""
+    path = reachable_tempdir("pgpitr-ext-home-")
+    shutil.chown(path, EXT_USER, EXT_USER)
+    monkeypatch.setenv("PGPITR_HOME", str(path))
+    yield path
+    stop_everything_under(path)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.mark.root  # another account runs the server
+def test_a_server_another_account_runs_is_refused_by_pgpitrs_service_account(
+    home: Path, handmade: Callable[..., Server]
 ) -> None:
+    server = handmade()
+    refused = cli("cluster", "register", "other-pg", "--pgdata", server.pgdata, check=False)
+    _refused(refused, 8, f"runs as {EXT_USER}")
+    assert f"sudo -u {EXT_USER}" in refused.stderr
+    assert not (home / "clusters" / "other-pg").exists()
+
+
+@pytest.mark.root  # another account runs the server, and pgpitr as that account protects it
+def test_a_server_run_by_hand_under_another_user_is_protected_and_let_go(
+    ext_home: Path, handmade: Callable[..., Server], s3_url: str
+) -> None:
+    home = ext_home
     server = handmade(archive_timeout="'5min'")
     server.psql("ALTER SYSTEM SET archive_timeout = '2min'")  # a value of its owner's
     server.psql("SELECT pg_reload_conf()")
     before, pid = server.snapshot(), server.pid()
-    _protect_write_restore(server, "hand-pg", home, "--backup-repo", s3_url)
+    _protect_write_restore(server, "hand-pg", home, "--backup-repo", s3_url, user=EXT_USER)
 
     state = json.loads((home / "clusters" / "hand-pg" / "cluster.json").read_text())
     assert (state["os_user"], state["superuser"]) == (EXT_USER, EXT_USER)
@@ -249,7 +283,7 @@ def test_a_server_run_by_hand_under_another_user_is_protected_and_let_go(
         EXT_USER
     ).pw_uid
 
-    cli("cluster", "unregister", "hand-pg")
+    cli("cluster", "unregister", "hand-pg", user=EXT_USER)
     assert server.snapshot() == before
     assert server.psql("SHOW archive_timeout") == "2min"
     assert server.pid() == pid

@@ -61,6 +61,7 @@ GROUPS = (
     "agent",
     "repository",
     "info",
+    "install",
 )
 
 

@@ -152,13 +152,13 @@ Force = Annotated[bool, typer.Option(help="also a registered server (someone els
 @app.command()
 def start(name: str, force: Force = False) -> None:
     """Start a cluster."""
-    Cluster.get(name).start(force=force)
+    Cluster.get(name).start(force=force, by_operator=True)
 
 
 @app.command()
 def stop(name: str, force: Force = False) -> None:
-    """Stop a cluster (fast shutdown)."""
-    Cluster.get(name).stop(force=force)
+    """Stop a cluster (fast shutdown); the agent leaves it stopped until `start`."""
+    Cluster.get(name).stop(force=force, by_operator=True)
 
 
 @app.command()

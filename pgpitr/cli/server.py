@@ -57,6 +57,12 @@ def start(output: Output = "table") -> None:
 
 
 @app.command()
+def run() -> None:
+    """Run the local Prefect server in the foreground (its systemd unit), with its credentials."""
+    localserver.run_foreground()
+
+
+@app.command()
 def stop() -> None:
     """Stop the local Prefect server pgpitr started (its database stays for the next start)."""
     pid = localserver.stop()

@@ -180,6 +180,29 @@ class Cluster:
     def is_running(self) -> bool:
         return self.pid() is not None
 
+    def remove_stale_pidfile(self) -> bool:
+        """Remove the postmaster.pid of a created cluster whose postmaster is dead for sure (no
+        such process, a zombie, or a process that is no postgres: its pid reused after a
+        reboot), which would make PostgreSQL refuse to start; True when removed.  A pid whose
+        process cannot be read counts as alive: a second postmaster would corrupt the data."""
+        if self.registered:
+            return False
+        pidfile = self.state.datadir / "postmaster.pid"
+        try:
+            pid = int(pidfile.read_text().split("\n", 1)[0])
+        except (FileNotFoundError, ValueError):
+            return False
+        try:
+            status = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            dead = status == "Z" or b"postgres" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+        except FileNotFoundError:
+            dead = True
+        except OSError:
+            return False
+        if dead:
+            pidfile.unlink(missing_ok=True)
+        return dead
+
     def refuse_if_registered(self, what: str) -> None:
         if self.registered:
             raise ClusterStateError(
@@ -203,11 +226,20 @@ class Cluster:
         run(argv, timeout=timeout + 10)
 
     def start(
-        self, timeout: int = 120, *, force: bool = False, move_if_port_taken: bool = False
+        self,
+        timeout: int = 120,
+        *,
+        force: bool = False,
+        move_if_port_taken: bool = False,
+        by_operator: bool = False,
     ) -> None:
         """Start the server (a registered one only with ``force``).  ``move_if_port_taken`` (for
         a port pgpitr chose): when another process took the port between the choice and the
-        start, move to a free one and retry."""
+        start, move to a free one and retry.  ``by_operator``: the operator's ``cluster start``,
+        which also ends a stop of theirs (the agent starts the cluster after a reboot again)."""
+        if by_operator and self.state.stopped_by_operator:
+            self.state.stopped_by_operator = False
+            self.state.save()
         if self.is_running():
             return
         self._require_force("start", force)
@@ -249,7 +281,12 @@ class Cluster:
                 hint=f"see {self.state.log_file}",
             ) from exc
 
-    def stop(self, mode: str = "fast", *, force: bool = False) -> None:
+    def stop(self, mode: str = "fast", *, force: bool = False, by_operator: bool = False) -> None:
+        """Stop the server (a registered one only with ``force``).  ``by_operator``: the
+        operator's ``cluster stop``, remembered so that the agent does not start it again."""
+        if by_operator and not self.registered and not self.state.stopped_by_operator:
+            self.state.stopped_by_operator = True
+            self.state.save()
         if not self.is_running():
             return
         self._require_force("stop", force)

@@ -1,8 +1,7 @@
 """Which operating-system account runs PostgreSQL.
 
-PostgreSQL refuses to run as root.  When pgpitr is run by root, the servers run as an unprivileged
-account: ``PGPITR_OS_USER`` if set, else ``postgres`` if it exists, else a ``pgpitr`` system
-account created on first use.  Run by anyone else, the servers run as that user.
+PostgreSQL refuses to run as root, and pgpitr runs as its service account (pgpitr/privilege.py):
+the servers it creates run as the account pgpitr runs as.
 """
 
 from __future__ import annotations
@@ -11,7 +10,6 @@ import ctypes
 import os
 import platform
 import pwd
-import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,35 +17,19 @@ from pathlib import Path
 
 from pgpitr.errors import ClusterStateError, PitrError
 from pgpitr.postgres.command import OsUser, run
+from pgpitr.privilege import make_service_account, service_account
 
 
 def server_user(create: bool = True) -> OsUser:
+    """The account the servers run as: this process's own, except under root (a test harness or
+    an install step: pgpitr's commands leave root first), where it is the service account."""
     if os.geteuid() != 0:
         entry = pwd.getpwuid(os.geteuid())
         return OsUser(entry.pw_name, entry.pw_uid, entry.pw_gid)
-    wanted = os.environ.get("PGPITR_OS_USER")
-    candidates = [wanted] if wanted else ["postgres", "pgpitr"]
-    for name in candidates:
-        try:
-            entry = pwd.getpwnam(name)
-        except KeyError:
-            continue
-        if entry.pw_uid == 0:
-            raise PitrError(f"PGPITR_OS_USER={name} is root; PostgreSQL cannot run as root")
-        return OsUser(entry.pw_name, entry.pw_uid, entry.pw_gid)
-    name = candidates[-1]
-    if not create:
-        raise PitrError(f"the OS user {name} does not exist")
-    useradd = shutil.which("useradd") or "/usr/sbin/useradd"
-    argv = [useradd, "--system", "--user-group", "--home-dir", "/nonexistent"]
-    # not checked: useradd failing because the user is there now is another pgpitr command
-    # (a second cluster created at the same moment) having made it first
-    made = run([*argv, "--shell", "/usr/sbin/nologin", name], check=False)
-    try:
-        entry = pwd.getpwnam(name)
-    except KeyError:
-        raise PitrError(f"could not create the OS user {name}: {made.stderr.strip()}") from None
-    return OsUser(entry.pw_name, entry.pw_uid, entry.pw_gid)
+    account = make_service_account() if create else service_account()
+    if account is None:
+        raise PitrError("pgpitr's service account does not exist", hint="run `make install`")
+    return OsUser(account.name, account.uid, account.gid)
 
 
 def chown_tree(path: Path, user: OsUser) -> None:

@@ -16,10 +16,11 @@ import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from deployments import localserver
-from tests.conftest import PGPITR, _stop_everything_under, free_port, reachable_tempdir
+from tests.conftest import PGPITR, free_port, reachable_tempdir, stop_everything_under
 
 
 @pytest.fixture
@@ -35,7 +36,7 @@ def alone() -> Iterator[dict[str, str]]:
         TZ="UTC",
     )
     yield env
-    _stop_everything_under(base / "home")
+    stop_everything_under(base / "home")
     with contextlib.suppress(OSError, ValueError, KeyError):  # whatever the test left running
         pid = json.loads((base / "home" / "prefect" / "server.json").read_text())["pid"]
         os.killpg(pid, signal.SIGKILL)
@@ -66,10 +67,26 @@ def test_the_first_command_starts_one_server_and_the_next_reuse_it(alone):
     after = server_status(alone)
     assert (after["pid"], after["port"]) == (before["pid"], before["port"])
 
+    # the API asks for the credentials, which only the account's 0600 files hold
+    api = f"http://127.0.0.1:{port}/api"
+    secret_file = Path(alone["PGPITR_HOME"]) / "prefect" / "api-credentials"
+    secret = secret_file.read_text().strip()
+    assert secret.startswith("pgpitr:") and len(secret) > 40
+    assert secret_file.stat().st_mode & 0o777 == 0o600
+    assert httpx.post(f"{api}/flow_runs/filter", json={}, timeout=10).status_code == 401
+    assert httpx.get(f"{api}/deployments/name/a/b", timeout=10).status_code == 401
+    authed = httpx.post(f"{api}/flow_runs/filter", json={}, auth=tuple(secret.split(":", 1)))
+    assert authed.status_code == 200
+    for name in ("server.log", "server.json"):
+        assert secret not in (Path(alone["PGPITR_HOME"]) / "prefect" / name).read_text()
+
     # the `prefect` CLI finds the same server through the profile pgpitr wrote
-    profiles = tomllib.loads((Path(alone["PREFECT_HOME"]) / "profiles.toml").read_text())
+    profile_file = Path(alone["PREFECT_HOME"]) / "profiles.toml"
+    assert profile_file.stat().st_mode & 0o777 == 0o600  # it holds the auth string
+    profiles = tomllib.loads(profile_file.read_text())
     assert profiles["active"] == "pgpitr"
-    assert profiles["profiles"]["pgpitr"]["PREFECT_API_URL"] == f"http://127.0.0.1:{port}/api"
+    assert profiles["profiles"]["pgpitr"]["PREFECT_API_URL"] == api
+    assert profiles["profiles"]["pgpitr"]["PREFECT_API_AUTH_STRING"] == secret
     runs = subprocess.run(
         [sys.executable, "-m", "prefect", "flow-run", "ls", "-o", "json"],
         capture_output=True,

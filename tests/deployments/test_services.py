@@ -48,14 +48,16 @@ def test_units_for_the_agent_and_the_local_server(tmp_path):
     units = install(tmp_path)
     assert sorted(units) == ["pgpitr-agent.service", "pgpitr-prefect-server.service"]
     agent = units["pgpitr-agent.service"]
-    assert "-m pgpitr agent run" in agent
+    assert "-I -m pgpitr agent run" in agent  # isolated: the installed package only
+    assert "KillMode=process" in agent  # the clusters it started outlive it
     assert f"Environment=PGPITR_HOME={tmp_path / 'home'}" in agent
     assert "Environment=PGPITR_HOST=db1" in agent
     assert "Environment=PREFECT_API_URL=http://127.0.0.1:4311/api" in agent
     assert "Wants=network-online.target pgpitr-prefect-server.service" in agent
     server = units["pgpitr-prefect-server.service"]
-    assert "prefect server start --host 127.0.0.1 --port 4311" in server
-    assert str(tmp_path / "home" / "prefect" / "prefect.db") in server
+    assert "-I -m pgpitr server run" in server and "PGPITR_PREFECT_PORT=4311" in server
+    assert f"PGPITR_HOME={tmp_path / 'home'}" in server
+    assert "AUTH_STRING" not in server + agent  # units are world-readable: no secret in them
     verify(tmp_path)
 
 
@@ -65,4 +67,15 @@ def test_with_a_remote_prefect_api_only_the_agent(tmp_path):
     assert (
         "Environment=PREFECT_API_URL=https://prefect.example/api" in units["pgpitr-agent.service"]
     )
+    verify(tmp_path)
+
+
+@pytest.mark.root  # system units, written by root
+def test_system_units_run_as_the_service_account(tmp_path):
+    from pgpitr.privilege import make_service_account
+
+    account = make_service_account()
+    units = install(tmp_path)
+    for text in units.values():
+        assert f"User={account.name}\n" in text and "Group=" in text
     verify(tmp_path)

@@ -82,6 +82,7 @@ def small_repository(home: Path):
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+@pytest.mark.root  # mounts a tmpfs
 def test_a_full_repository_fails_the_backup_and_archiving_loudly(
     home: Path, small_repository
 ) -> None:

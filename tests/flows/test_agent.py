@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from pgpitr.postgres.cluster import Cluster
-from tests.conftest import PGPITR, _stop_everything_under, cli, free_port, reachable_tempdir
+from tests.conftest import PGPITR, cli, free_port, reachable_tempdir, stop_everything_under
 from tests.deployments.test_serve import existing, make_old_deployments
 from tests.flows import api
 from tests.flows.conftest import REPO_ROOT
@@ -91,7 +91,7 @@ def hosts(api_url: str, old_deployments: dict) -> Iterator[dict[str, dict[str, s
                 os.killpg(
                     json.loads((home / "agent" / "agent.json").read_text())["pid"], signal.SIGKILL
                 )
-            _stop_everything_under(home)
+            stop_everything_under(home)
             shutil.rmtree(home, ignore_errors=True)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import _stop_everything_under, cli, free_port, reachable_tempdir
+from tests.conftest import cli, free_port, reachable_tempdir, stop_everything_under
 from tests.flows import api
 
 pytestmark = pytest.mark.timeout(300)
@@ -48,7 +48,7 @@ def homes(api_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, d
         apply_deployments(host, path, monkeypatch)
     yield made
     for env in made.values():
-        _stop_everything_under(Path(env["PGPITR_HOME"]))
+        stop_everything_under(Path(env["PGPITR_HOME"]))
         shutil.rmtree(env["PGPITR_HOME"], ignore_errors=True)
 
 

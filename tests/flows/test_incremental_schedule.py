@@ -21,7 +21,7 @@ import pytest
 
 from pgpitr.targets import RestoreTarget
 from tests import engine, pgwheels
-from tests.conftest import _stop_everything_under, cli, free_port, reachable_tempdir
+from tests.conftest import cli, free_port, reachable_tempdir, stop_everything_under
 from tests.flows import api
 from tests.flows.test_agent import agent, at, deployment, served
 from tests.pg import rows, sql
@@ -52,7 +52,7 @@ def host(api_url: str) -> Iterator[dict[str, str]]:
             os.killpg(
                 json.loads((path / "agent" / "agent.json").read_text())["pid"], signal.SIGKILL
             )
-        _stop_everything_under(path)
+        stop_everything_under(path)
         shutil.rmtree(path, ignore_errors=True)
 
 

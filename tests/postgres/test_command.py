@@ -270,7 +270,7 @@ def test_a_command_for_another_os_user_gets_its_identity_and_home() -> None:
     assert command._identity(OsUser("me", os.geteuid(), os.getegid())) == {}
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="only root can run a program as another user")
+@pytest.mark.root  # only root can run a program as another user
 def test_run_as_another_os_user_runs_with_its_uid() -> None:
     nobody = pwd.getpwnam("nobody")
     user = OsUser("nobody", nobody.pw_uid, nobody.pw_gid)
