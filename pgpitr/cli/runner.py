@@ -191,13 +191,17 @@ def _await_run(flow_run: Any, target: str, host: str | None, link: str, start: f
     from prefect.states import Cancelled
 
     began = time.monotonic()
+    started = False
     with get_client(sync_client=True) as client:
         while True:
             state = client.read_flow_run(flow_run.id).state
             if state is not None and state.is_final():
                 return state
             waited = time.monotonic() - began
-            started = state is not None and (state.is_running() or state.is_cancelling())
+            # once an agent took it, it stays started: a retry waits Scheduled (AwaitingRetry)
+            started = started or (
+                state is not None and not (state.is_scheduled() and state.name != "AwaitingRetry")
+            )
             if not started and waited >= start:
                 client.set_flow_run_state(flow_run.id, Cancelled(message="--wait gave up"))
                 raise PitrError(
