@@ -29,6 +29,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from deployments.daemon import Daemon, children
 from pgpitr import state
@@ -66,6 +67,7 @@ def run(limit: int | None = None) -> int:
     _bring_back_clusters()
     _start_heartbeat()
     streams = _start_streams()
+    _start_protection_watch()
     pause = RESTART_PAUSE[0]
     while not stopping:
         try:
@@ -158,18 +160,41 @@ def _start_streams() -> tuple[threading.Thread, threading.Event]:
 
 def _retained_event(cluster: str, retained: int, limit: int) -> None:
     """``pgpitr.stream.retained``: the slot holds back more WAL than stream.maxRetained."""
+    from tasks import events
+
+    _emit(events.STREAM_RETAINED, cluster, events.stream_retained, cluster, retained, limit)
+
+
+def _start_protection_watch() -> None:
+    """A look a minute at this host's clusters (pgpitr/protection.py): one stopped or not
+    archiving raises ``pgpitr.cluster.unprotected`` once, when it becomes so, and at the
+    agent's start (after a reboot, the agent is back and the cluster may not be)."""
+    from pgpitr import protection
+
+    protection.start_watch(_unprotected_event)
+    _say("watching that this host's clusters run and archive (pgpitr.cluster.unprotected)")
+
+
+def _unprotected_event(p: Any) -> None:
+    from tasks import events
+
+    _say(p.warning())
+    _emit(events.CLUSTER_UNPROTECTED, p.cluster, events.cluster_unprotected, p)
+
+
+def _emit(event: str, cluster: str, call: Any, *args: Any) -> None:
+    """An event from the agent itself (not a flow run): to the API it serves."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from deployments.api import ensure_api_url
-    from tasks import events
 
     try:
         url, _ = ensure_api_url()
     except PitrError as exc:
-        _say(f"event {events.STREAM_RETAINED} of {cluster} not emitted: {exc}")
+        _say(f"event {event} of {cluster} not emitted: {exc}")
         return
     with temporary_settings({PREFECT_API_URL: url}):
-        events.stream_retained(cluster, retained, limit)
+        call(*args)
 
 
 def _say(message: str) -> None:

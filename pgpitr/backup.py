@@ -23,11 +23,13 @@ running backup from a dead one.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
 import re
 import socket
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -288,9 +290,10 @@ def validate_name(name: str) -> None:
 
 @contextmanager
 def backup_lock(cluster: Cluster) -> Iterator[None]:
-    """One backup per cluster at a time; a second one is refused, not queued."""
+    """One backup per cluster at a time; a second one is refused, not queued (the flow's backup
+    slot is where a second backup waits its turn: tasks/_slots.py)."""
     path = cluster.state.dir / "backup.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _open_lock(path)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -306,6 +309,30 @@ def backup_lock(cluster: Cluster) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def _open_lock(path: Path) -> int:
+    """The lock file, opened so that one planted in its place is refused: a symlink there (to a
+    file of this account that the truncation below would empty) is never followed, and a file
+    of another account is not this home's lock."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        raise PitrError(
+            f"{path} is a symbolic link: refused, the backup lock must be a plain file",
+            hint="someone replaced it; see who (ls -l) before removing the link",
+        ) from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid() or info.st_nlink != 1:
+        os.close(fd)
+        raise PitrError(
+            f"{path} is not a plain, singly linked file of this account (uid {os.geteuid()}): "
+            "refused",
+            hint="someone replaced it; see who (ls -l) before removing it",
+        )
+    return fd
 
 
 def check_archiver(cluster: Cluster) -> None:

@@ -76,6 +76,24 @@ class RepositoryError(PitrError):
     exit_code = 6
 
 
+class DeleteIncomplete(RepositoryError):
+    """A batched delete whose answer refused some keys (S3's DeleteObjects answers 200 and lists
+    the refusals per key).  ``failed`` names the keys still stored, ``deleted`` how many went."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        failed: list[str],
+        deleted: int,
+        hint: str | None = None,
+        transient: bool | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint, transient=transient)
+        self.failed = failed
+        self.deleted = deleted
+
+
 class ChecksumMismatch(RepositoryError):
     """An object read back from the repository is not what was written."""
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from pgpitr import catalog, clusters, wal
-from pgpitr.errors import InvalidInput, PitrError
+from pgpitr.errors import DeleteIncomplete, InvalidInput, PitrError, RepositoryError
 from pgpitr.manifest import data_keys, manifest_key
 from pgpitr.postgres.cluster import Cluster
 from pgpitr.repository import Repository
@@ -192,12 +192,29 @@ def delete_backups(
             )
     removed = Removed(dependents=extra)
     for name in ordered:
-        for key in data_keys(stanza, name):
-            repo.delete(key)
+        try:
+            repo.delete_many(data_keys(stanza, name))
+        except RepositoryError as exc:
+            raise _after(exc, removed.backups, f"backup {name!r} of {stanza!r}") from None
         repo.delete(manifest_key(stanza, name))  # last: a half-deleted backup stays listed
         removed.backups.append(name)
-    removed.wal_files = prune_wal(repo, stanza)
+    try:
+        removed.wal_files = prune_wal(repo, stanza)
+    except RepositoryError as exc:
+        raise _after(
+            exc, removed.backups, f"the WAL older than every backup of {stanza!r}"
+        ) from None
     return removed
+
+
+def _after(exc: RepositoryError, done: list[str], what: str) -> RepositoryError:
+    """The repository's error, saying which backups were removed before it: the report of what
+    went is the error itself, and it names only what really went."""
+    before = f"; removed before it: {', '.join(done)}" if done else "; nothing was removed"
+    exc.message = f"deleting {what}: {exc.message}{before}"
+    hint = "the backup stays listed until its data is gone: run the deletion again"
+    exc.hint = f"{exc.hint}; {hint}" if exc.hint else hint
+    return exc
 
 
 def prune_wal(repo: Repository, stanza: str) -> int:
@@ -236,9 +253,14 @@ def prune_wal(repo: Repository, stanza: str) -> int:
     timelines = {t for t, _ in going} | catalog_index.indexed_timelines(repo, stanza)
     below = catalog_index.EVERYTHING if floor is None else floor
     catalog_index.record_dropped(repo, stanza, timelines, below=below)
-    for _, key in going:
-        repo.delete(key)
-    return len(going)
+    try:
+        return repo.delete_many(key for _, key in going)
+    except DeleteIncomplete as exc:
+        # the refused objects are still there: the index claims them again, so that it names
+        # exactly what is stored (the next retention lists the archive and tries them again)
+        kept = [wal.split_object_key(key) for key in exc.failed]
+        catalog_index.record_pushed(repo, stanza, [(n, sha, None) for n, sha in filter(None, kept)])
+        raise
 
 
 def expired(repo: Repository, stanza: str, now: datetime) -> list[str]:

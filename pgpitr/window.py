@@ -14,7 +14,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from pgpitr import catalog, clusters, drill, monitor, restore_points, timeparse, walstream
+from pgpitr import (
+    catalog,
+    clusters,
+    drill,
+    monitor,
+    protection,
+    restore_points,
+    timeparse,
+    walstream,
+)
 from pgpitr.postgres.cluster import Cluster
 from pgpitr.repository import Repository
 from pgpitr.steps import Steps
@@ -108,6 +117,7 @@ def describe(cluster: Cluster) -> dict[str, Any]:
         "name": cluster.name,
         "platform": cluster.state.platform,
         "status": "Running" if cluster.is_running() else "Stopped",
+        **protection.check(cluster, policy.logfile_enabled).as_fields(),
         "port": cluster.state.port,
         "socket_dir": str(cluster.state.socket_dir),
         "datadir": str(cluster.state.datadir),

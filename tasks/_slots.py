@@ -3,8 +3,9 @@
 A deployment's own concurrency limit counts the runs of that deployment, and pgpitr's
 deployments serve every cluster; so the limit per cluster is a Prefect global concurrency limit
 named after it and its host (``pgpitr-backup-db1.my-pg``, limit 1, created on first use and
-visible in the UI).  A second backup waits for its turn; a second restore from the same source
-is refused.
+visible in the UI).  A second backup waits for its turn, up to PGPITR_BACKUP_WAIT_TIMEOUT
+(pgpitr/waits.py: an hour by default), then fails saying what held it; a second restore from
+the same source is refused.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
+from pgpitr import waits
 from pgpitr.errors import Busy
 from tasks.naming import qualified
 
@@ -30,6 +32,8 @@ def cluster_slot(kind: str, cluster: str, *, wait: bool) -> Iterator[None]:
     from prefect.concurrency.sync import concurrency
 
     name = slot_name(kind, cluster)
+    # read before the API is asked anything: a bad setting fails at once, not after the wait
+    timeout = waits.BACKUP_SLOT.seconds() if wait else None
     with get_client(sync_client=True) as client:
         client.upsert_global_concurrency_limit_by_name(name, 1)
     # Refusing asks once (no retry on 423 Locked) rather than with a short timeout, which a
@@ -40,6 +44,7 @@ def cluster_slot(kind: str, cluster: str, *, wait: bool) -> Iterator[None]:
                 concurrency(
                     name,
                     occupy=1,
+                    timeout_seconds=timeout,
                     max_retries=None if wait else 0,
                     strict=True,
                     # renewed while held; a killed holder's slot frees within a minute and the
@@ -47,6 +52,15 @@ def cluster_slot(kind: str, cluster: str, *, wait: bool) -> Iterator[None]:
                     lease_duration=LEASE_SECONDS,
                 )
             )
+        except TimeoutError:
+            raise Busy(
+                f"a {kind} of cluster {cluster!r} waited {waits.shown(timeout or 0)} for the "
+                f"{kind} slot {name} and gave up: another {kind} of it held the slot all along",
+                hint=f"see the running {kind}'s flow run in the Prefect UI, or free a stuck "
+                f"slot in its Concurrency page; {waits.BACKUP_SLOT.env} sets the wait "
+                f"({waits.shown(waits.BACKUP_SLOT.default)} by default)",
+                transient=False,
+            ) from None
         except ConcurrencySlotAcquisitionError as exc:
             status = getattr(getattr(exc.__cause__, "response", None), "status_code", None)
             if status != 423:

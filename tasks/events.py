@@ -1,5 +1,5 @@
 """Prefect events an automation can act on: a backup finished or failed, WAL archiving lags, a
-drill passed or failed, the archive lag exceeds the policy's rpo.max.
+drill passed or failed, the archive lag exceeds the policy's rpo.max, a cluster is unprotected.
 
 Every event's resource is the cluster on its host, ``pgpitr.cluster.HOST.NAME`` (labels
 ``pgpitr.host`` and ``pgpitr.cluster``), so one automation can match all clusters
@@ -17,6 +17,7 @@ from pgpitr.drill import DrillResult
 from pgpitr.errors import PitrError
 from pgpitr.manifest import BackupManifest
 from pgpitr.monitor import ArchiverStatus
+from pgpitr.protection import Protection
 from tasks._common import logger
 from tasks.naming import qualified, schedule_slug, this_host
 
@@ -27,6 +28,7 @@ DRILL_PASSED = "pgpitr.drill.passed"
 DRILL_FAILED = "pgpitr.drill.failed"
 RPO_EXCEEDED = "pgpitr.rpo.exceeded"
 STREAM_RETAINED = "pgpitr.stream.retained"
+CLUSTER_UNPROTECTED = "pgpitr.cluster.unprotected"
 
 
 def resource(cluster: str) -> dict[str, str]:
@@ -99,4 +101,14 @@ def stream_retained(cluster: str, retained: int, limit: int) -> None:
         STREAM_RETAINED,
         cluster,
         {"retained_bytes": retained, "max_retained_bytes": limit, "slot": "pgpitr_walstream"},
+    )
+
+
+def cluster_unprotected(protection: Protection) -> None:
+    """A cluster stopped or not archiving (pgpitr/protection.py): since when, and why."""
+    fields = protection.as_fields()
+    _emit(
+        CLUSTER_UNPROTECTED,
+        protection.cluster,
+        {"since": fields["unprotected_since"], "reason": protection.reason},
     )

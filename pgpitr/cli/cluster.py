@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from pgpitr import catalog, clusters, timeparse
+from pgpitr import catalog, clusters, protection, timeparse
 from pgpitr.cli import console, flowio, progress, runner
 from pgpitr.errors import AlreadyExists, InvalidInput, NotFound
 from pgpitr.postgres.cluster import Cluster, validate_name
@@ -134,16 +134,16 @@ def list_(output: Output = "table") -> None:
             "port": c.state.port,
             "repository": c.state.repository,
             "created": c.state.created,
+            **protection.of(c).as_fields(),
         }
         for c in Cluster.all()
     ]
     if output == "json":
         console.as_json(rows)
     else:
-        console.table(
-            ["NAME", "STATUS", "TYPE", "VERSION", "PORT", "BACKUP-REPO", "CREATED-TIME"],
-            [list(r.values()) for r in rows],
-        )
+        columns = ["NAME", "STATUS", "TYPE", "VERSION", "PORT", "BACKUP-REPO", "CREATED-TIME"]
+        console.table(columns, [list(r.values())[: len(columns)] for r in rows])
+        _protection_warnings(rows)
 
 
 Force = Annotated[bool, typer.Option(help="also a registered server (someone else's)")]
@@ -296,6 +296,7 @@ def describe(name: str, output: Output = "table", backup_repo: BackupRepo = None
     console.out.print(
         f"Name: {info['name']}\t Platform: {info['platform']}\t Status: {info['status']}"
     )
+    _protection_warnings([info])
     console.out.print("\nEndpoints:")
     console.table(["HOST", "PORT", "SOCKET"], [["127.0.0.1", info["port"], info["socket_dir"]]])
     console.out.print("\nStorage:")
@@ -365,10 +366,15 @@ def _streaming_block(info: dict) -> None:
             ]
         ],
     )
-    from rich.markup import escape
-
     for warning in info.get("stream_warnings", []):
-        console.out.print(f"[bold red]WARNING:[/bold red] {escape(warning)}", markup=True)
+        console.warning(warning)
+
+
+def _protection_warnings(rows: list[dict]) -> None:
+    """Each unprotected cluster's warning, under the table that lists it."""
+    for row in rows:
+        if row.get("protection_warning"):
+            console.warning(row["protection_warning"])
 
 
 def _describe_stanza(name: str, url: str, output: str) -> None:
@@ -670,6 +676,7 @@ def list_backup_policy(output: Output = "table") -> None:
                 "status": "Available",
                 **pol.to_dict(p),
                 **runner.schedule_fields(c.name, p),
+                **protection.check(c, p.logfile_enabled).as_fields(),
             }
         )
     if output == "json":
@@ -696,6 +703,7 @@ def list_backup_policy(output: Output = "table") -> None:
             for r in rows
         ],
     )
+    _protection_warnings(rows)
 
 
 @app.command("edit-backup-policy")

@@ -26,6 +26,13 @@ def info(message: str) -> None:
     err.print(message, markup=False)
 
 
+def warning(message: str) -> None:
+    """A loud line on stdout, beside what it warns about (a stopped cluster, a stuck receiver)."""
+    from rich.markup import escape
+
+    out.print(f"[bold red]WARNING:[/bold red] {escape(message)}", markup=True)
+
+
 def table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     """A kbcli-like table: upper-case headers, no borders."""
     t = Table(box=None, show_edge=False, pad_edge=False, header_style="bold")

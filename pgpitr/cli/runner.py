@@ -7,7 +7,8 @@ A command that changes something runs its flow:
   that needs it and kept for the next ones (deployments/localserver.py);
 - or, with ``--wait``/``--no-wait``, through ``run_deployment`` on the served deployment
   ``FLOW/pgpitr-HOST`` (PGPITR_DEPLOYMENT names another), so that the run happens where the
-  schedules run; ``--no-wait`` returns as soon as the run is queued.
+  schedules run; ``--no-wait`` returns as soon as the run is queued, ``--wait`` waits for it
+  within bounds (pgpitr/waits.py).
 
 Prefect's own console logging is silenced (the runs' logs still go to the API); an engine error
 raised inside the flow reaches the user as the original PitrError, with its message and exit code.
@@ -27,6 +28,7 @@ from typing import Any
 
 from deployments.api import LOCAL_SERVER, answers, api_url, ensure_api_url, ui_url
 from flows import registry
+from pgpitr import waits
 from pgpitr.cli import console
 from pgpitr.errors import PitrError
 from pgpitr.postgres.cluster import Cluster
@@ -161,20 +163,61 @@ def _run_deployment(
     queue = (host or this_host()) if deployment.work_pool_name else None
     status = getattr(deployment, "status", None)
     if queue is None and getattr(status, "value", status) == "NOT_READY":
-        console.info(f"note: no agent serves {target} right now; the run waits for one")
+        start = f" (--wait: up to {waits.shown(waits.RUN_START.seconds())})" if wait else ""
+        console.info(f"note: no agent serves {target} right now; the run waits for one{start}")
+    # read before the run is queued: a bad setting fails before anything is started
+    bounds = (waits.RUN_START.seconds(), waits.RUN_END.seconds()) if wait else None
     flow_run = run_deployment(
-        target,
-        parameters=parameters,
-        timeout=None if wait else 0,
-        poll_interval=1,
-        work_queue_name=queue,
+        target, parameters=parameters, timeout=0, poll_interval=1, work_queue_name=queue
     )
     link = ui_url(f"runs/flow-run/{flow_run.id}")
-    if not wait:
+    if bounds is None:
         where = f"{target}, work queue {queue}" if queue else target
         console.info(f"flow run {flow_run.name} queued on {where}: {link}")
         return NO_RESULT
-    return _result(flow_run.state, flow_run.name, link)
+    state = _await_run(flow_run, target, host, link, *bounds)
+    return _result(state, flow_run.name, link)
+
+
+def _await_run(flow_run: Any, target: str, host: str | None, link: str, start: float, end: float):
+    """The run's final state, polled once a second; bounded twice.  A run no agent has started
+    after ``start`` seconds is cancelled (a queued delete-backup or restore that fires whenever
+    an agent comes back, long after its command gave up, would surprise everyone); a started
+    run still going after ``end`` seconds is left to finish, and the error says where to
+    watch it."""
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.states import Cancelled
+
+    began = time.monotonic()
+    started = False
+    with get_client(sync_client=True) as client:
+        while True:
+            state = client.read_flow_run(flow_run.id).state
+            if state is not None and state.is_final():
+                return state
+            waited = time.monotonic() - began
+            # once an agent took it, it stays started: a retry waits Scheduled (AwaitingRetry)
+            started = started or (
+                state is not None and not (state.is_scheduled() and state.name != "AwaitingRetry")
+            )
+            if not started and waited >= start:
+                client.set_flow_run_state(flow_run.id, Cancelled(message="--wait gave up"))
+                raise PitrError(
+                    f"flow run {flow_run.name} on {target} was not started by any agent within "
+                    f"{waits.shown(start)} ({state.name if state else 'no state'}): it is "
+                    "cancelled, so it will not start later",
+                    hint=f"start the agent of host {host or this_host()} (`pgpitr agent start` "
+                    f"there) and run the command again; {waits.RUN_START.env} sets this wait",
+                )
+            if waited >= end:
+                raise PitrError(
+                    f"flow run {flow_run.name} on {target} is still {state.name if state else '?'} "
+                    f"after {waits.shown(end)}: the command stops waiting, the run goes on",
+                    hint=f"watch it at {link}; {waits.RUN_END.env} sets this wait",
+                )
+            time.sleep(1)  # the API's next answer is the condition polled, not this delay
 
 
 def _result(state: Any, run_name: str, link: str) -> Any:

@@ -241,11 +241,18 @@ class Repository(ABC):
         """A reader that raises ChecksumMismatch at the end if the bytes are not the ones stored."""
         return _VerifyingReader(self._open_read(key), f"{self.url}/{key}", sha256, size)
 
-    def delete_prefix(self, prefix: str) -> int:
-        keys = [info.key for info in self.list(prefix)]
+    def delete_many(self, keys: Iterable[str]) -> int:
+        """Remove every key; return how many.  Raises at the first failure here; a backend
+        that deletes in batches (S3) deletes all it can, then raises DeleteIncomplete naming
+        the keys still stored: a count is never reported for objects that are still there."""
+        done = 0
         for key in keys:
             self.delete(key)
-        return len(keys)
+            done += 1
+        return done
+
+    def delete_prefix(self, prefix: str) -> int:
+        return self.delete_many([info.key for info in self.list(prefix)])
 
     def require(self, key: str) -> ObjectInfo:
         info = self.stat(key)

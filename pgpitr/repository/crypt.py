@@ -143,8 +143,11 @@ class EncryptedRepository(Repository):
     def delete(self, key: str) -> None:
         self.inner.delete(key)
 
+    def delete_many(self, keys: Iterable[str]) -> int:
+        return self.inner.delete_many(keys)  # S3 deletes in batches
+
     def delete_prefix(self, prefix: str) -> int:
-        return self.inner.delete_prefix(prefix)  # S3 deletes in batches
+        return self.inner.delete_prefix(prefix)
 
     def check(self) -> None:
         self.inner.check()

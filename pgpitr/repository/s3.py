@@ -18,7 +18,7 @@ import botocore.config
 import botocore.exceptions
 import botocore.session
 
-from pgpitr.errors import NotFound, RepositoryError
+from pgpitr.errors import DeleteIncomplete, NotFound, RepositoryError
 from pgpitr.repository.base import ObjectInfo, Repository, count
 from pgpitr.repository.url import S3Url
 
@@ -264,18 +264,44 @@ class S3Repository(Repository):
     def delete(self, key: str) -> None:
         self._call("delete", key, "delete_object", Bucket=self.bucket, Key=self._key(key))
 
-    def delete_prefix(self, prefix: str) -> int:
-        keys = [info.key for info in self.list(prefix)]
+    def delete_many(self, keys: Iterable[str]) -> int:
+        """DeleteObjects, 1,000 keys a request.  Its answer is 200 even when it refused keys
+        (a bucket policy, an object lock, a store's hiccup): those are listed in ``Errors``,
+        and every batch is read for them before anything is reported as deleted."""
+        keys = list(keys)
+        refused: dict[str, str] = {}
         for start in range(0, len(keys), 1000):
             batch = keys[start : start + 1000]
-            self._call(
+            answer = self._call(
                 "delete",
-                prefix,
+                batch[0],
                 "delete_objects",
                 Bucket=self.bucket,
                 Delete={"Objects": [{"Key": self._key(k)} for k in batch], "Quiet": True},
             )
+            for error in answer.get("Errors") or ():
+                refused[self._unkey(error.get("Key", ""))] = error.get("Code") or "?"
+        if refused:
+            raise self._refused(refused, len(keys))
         return len(keys)
+
+    def _unkey(self, full: str) -> str:
+        mine = f"{self.prefix}/" if self.prefix else ""
+        return full[len(mine) :] if mine and full.startswith(mine) else full
+
+    def _refused(self, refused: dict[str, str], asked: int) -> DeleteIncomplete:
+        codes = sorted(set(refused.values()))
+        shown = ", ".join(sorted(refused)[:5])
+        more = f" and {len(refused) - 5} more" if len(refused) > 5 else ""
+        return DeleteIncomplete(
+            f"the repository at {self.url} refused to delete {len(refused)} of {asked} "
+            f"object(s) ({', '.join(codes)}): {shown}{more}; they are still stored",
+            failed=sorted(refused),
+            deleted=asked - len(refused),
+            hint=_HINTS.get(codes[0]) if len(codes) == 1 else None,
+            # a store's hiccup passes; a policy or a lock refuses the same keys next time
+            transient=all(code in _BUSY for code in codes),
+        )
 
     def remove_stale_temporaries(self, older_than: float = 3600) -> int:
         """Abort multipart uploads a killed writer left behind (they are never visible)."""
