@@ -75,7 +75,7 @@ def test_encryption_streams_chunk_by_chunk_never_the_whole_object() -> None:
             consumed += 1
             yield os.urandom(SMALL)
 
-    sealed = encrypt_chunks(_ring(os.urandom(32)), source(), SMALL)
+    sealed = encrypt_chunks(_ring(os.urandom(32)), source(), SMALL, name="s/stream")
     next(sealed)  # the header
     next(sealed)
     assert consumed <= 2  # one chunk sealed once the next one began: nothing buffered beyond
