@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
 from pgpitr import wal
-from pgpitr.errors import ChecksumMismatch, PitrError
+from pgpitr.errors import ChecksumMismatch, PitrError, TamperedObject
 from pgpitr.repository import Repository
 
 log = logging.getLogger(__name__)
@@ -157,6 +157,25 @@ COPY_CHUNK = 1 << 20
 
 def manifest_key(stanza: str, name: str) -> str:
     return f"{stanza}/backups/{name}/backup.json"
+
+
+def read_manifest(repo: Repository, stanza: str, name: str) -> BackupManifest:
+    """The manifest stored as backup ``name`` of ``stanza``, refused as tampering when it
+    says it is another backup or another cluster's: one backup's manifest copied over
+    another's would otherwise be read as that backup, and its data checked against the wrong
+    checksum, or another cluster's backup restored.  An encrypted repository refuses such a
+    copy earlier (the object is bound to its key); this check is what a plain one has."""
+    key = manifest_key(stanza, name)
+    manifest = BackupManifest.from_dict(repo.get_json(key))
+    if (manifest.name, manifest.cluster) != (name, stanza):
+        raise TamperedObject(
+            f"object {repo.url}/{key} is the manifest of backup {manifest.name!r} of cluster "
+            f"{manifest.cluster!r}, not of backup {name!r} of cluster {stanza!r}: it was "
+            "copied or moved in the repository, and is refused",
+            hint="the repository was changed behind pgpitr's back: find who changes it; "
+            f"`pgpitr cluster delete-backup {stanza} --name {name}` removes the backup",
+        )
+    return manifest
 
 
 def data_key(stanza: str, name: str, compression: str = "zstd") -> str:

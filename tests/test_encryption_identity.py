@@ -166,6 +166,24 @@ def test_an_object_written_before_names_were_bound_still_reads_but_is_not_bound(
         assert f.read() == data
 
 
+def test_a_manifest_under_another_backups_or_clusters_path_is_refused_even_unencrypted(
+    plain: Repository,
+) -> None:
+    catalog.save_backup(plain, "s", BackupManifest("b-1", "s", "Completed", T0))
+    catalog.save_backup(plain, "s", BackupManifest("b-2", "s", "Completed", T0))
+    _put_stored(plain, manifest_key("s", "b-2"), _stored(plain, manifest_key("s", "b-1")))
+    _put_stored(plain, manifest_key("t", "b-1"), _stored(plain, manifest_key("s", "b-1")))
+    error = _refused(catalog.get_backup, plain, "s", "b-2")
+    assert (
+        f"object {plain.url}/s/backups/b-2/backup.json is the manifest of backup 'b-1' of "
+        "cluster 's', not of backup 'b-2' of cluster 's'" in error.message
+    )
+    assert "backup.json" in _refused(catalog.list_backups, plain, "s").message
+    error = _refused(catalog.list_backups, plain, "t")
+    assert "not of backup 'b-1' of cluster 't'" in error.message
+    assert catalog.get_backup(plain, "s", "b-1").name == "b-1"  # the original still reads
+
+
 def test_a_manifest_rolled_back_to_its_in_progress_version_never_counts_as_a_backup(
     plain: Repository, repo: EncryptedRepository
 ) -> None:
