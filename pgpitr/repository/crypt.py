@@ -27,6 +27,13 @@ Version 1 (38-byte header without the name digest, associated data without the k
 written before names were bound.  It is still read, so repositories written before keep
 working, but such an object can be renamed unnoticed until it is rewritten.
 
+What the binding cannot see is an object replaced by an older version of itself (same name,
+same encryption key): nothing in the repository can tell the newest version without a record
+kept elsewhere.  Most objects have only one version (WAL and history files, named by their
+checksum; data objects; archive info); a backup manifest has two (InProgress, then its end,
+and the InProgress one never counts as a backup); the catalog index is a hint that readers
+check against listings (repository/index.py).
+
 The object key is HKDF-SHA256(master key, salt, "pgpitr object v1"): a fresh random key per
 object, so the chunk counter never repeats a nonce under one key, whatever the number of objects.
 The header is authenticated with every chunk (a changed chunk size, salt or key id fails), the
