@@ -7,6 +7,7 @@ backend over the same storage, as someone with write access to the bucket would.
 from __future__ import annotations
 
 import io
+import logging
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -198,3 +199,30 @@ def test_a_manifest_rolled_back_to_its_in_progress_version_never_counts_as_a_bac
     _put_stored(plain, manifest_key("s", "b-1"), older)
     (back,) = catalog.list_backups(repo, "s")
     assert back.status == "InProgress" and not back.completed
+
+
+def test_an_index_summary_swapped_with_another_stanzas_is_rebuilt_from_a_listing_and_logged(
+    plain: Repository,
+    repo: EncryptedRepository,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The index is a hint (repository/index.py): a tampered one is not refused but rebuilt from
+    what the repository holds, and the tampering is not silent."""
+    seg = 16 * 1024 * 1024
+    for stanza, numbers in (("s", (1, 2, 3)), ("t", (7, 8))):
+        for n in numbers:
+            path = tmp_path / wal.Segment(1, n).name(seg)
+            path.write_bytes(os.urandom(SMALL))
+            wal.push_file(repo, stanza, path)
+        assert catalog.wal_index(repo, stanza, seg).state.rebuilt  # stores the summaries
+    summary = {stanza: f"{stanza}/index/00000001/summary.json" for stanza in ("s", "t")}
+    raw = {stanza: _stored(plain, key) for stanza, key in summary.items()}
+    _put_stored(plain, summary["s"], raw["t"])
+    _put_stored(plain, summary["t"], raw["s"])
+    with caplog.at_level(logging.WARNING, logger="pgpitr.repository.index"):
+        ix = catalog.wal_index(repo, "s", seg)
+    assert ix.state.rebuilt
+    assert [n for n in range(10) if ix.has(wal.Segment(1, n))] == [1, 2, 3]
+    assert f"object {repo.url}/{summary['s']} was written under another name" in caplog.text
+    assert KEY.hex() not in caplog.text
