@@ -226,3 +226,28 @@ def test_an_index_summary_swapped_with_another_stanzas_is_rebuilt_from_a_listing
     assert [n for n in range(10) if ix.has(wal.Segment(1, n))] == [1, 2, 3]
     assert f"object {repo.url}/{summary['s']} was written under another name" in caplog.text
     assert KEY.hex() not in caplog.text
+
+
+def test_a_restore_point_recorded_under_another_points_name_is_refused_even_unencrypted(
+    plain: Repository,
+) -> None:
+    """A restore to a named point goes to the LSN its record holds: a record copied over
+    another point's would send it elsewhere."""
+    from pgpitr import restore_points as rp
+
+    for name, lsn in (("before-upgrade", "0/3000028"), ("after-upgrade", "0/5000028")):
+        point = rp.RestorePoint(name, T0, lsn, 1, "s")
+        plain.put_json(rp.point_key("s", name), point.to_dict())
+    assert rp.get_point(plain, "s", "after-upgrade").lsn == "0/5000028"  # the control
+    moved = _stored(plain, rp.point_key("s", "before-upgrade"))
+    _put_stored(plain, rp.point_key("s", "after-upgrade"), moved)
+    error = _refused(rp.get_point, plain, "s", "after-upgrade")
+    assert (
+        f"object {plain.url}/s/restore_points/after-upgrade.json records restore point "
+        "'before-upgrade' of cluster 's', not 'after-upgrade'" in error.message
+    )
+    assert "after-upgrade.json" in _refused(rp.list_points, plain, "s").message
+    _put_stored(plain, rp.point_key("t", "before-upgrade"), moved)
+    assert "of cluster 's', not 'before-upgrade' of cluster 't'" in (
+        _refused(rp.get_point, plain, "t", "before-upgrade").message
+    )
