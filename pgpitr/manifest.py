@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
@@ -176,6 +176,25 @@ def read_manifest(repo: Repository, stanza: str, name: str) -> BackupManifest:
             f"`pgpitr cluster delete-backup {stanza} --name {name}` removes the backup",
         )
     return manifest
+
+
+def check_system(
+    repo: Repository, stanza: str, archive_info: dict | None, backups: Iterable[BackupManifest]
+) -> None:
+    """Refuse a backup of another PostgreSQL system than the stanza's archive: a manifest and
+    its data put back from an earlier cluster of the same name (deleted, then created again)
+    pass every name check and authenticate, but would restore that other cluster."""
+    expected = str((archive_info or {}).get("system_identifier", ""))
+    for backup in backups:
+        if expected and backup.system_identifier and backup.system_identifier != expected:
+            raise TamperedObject(
+                f"object {repo.url}/{manifest_key(stanza, backup.name)} is the manifest of a "
+                f"backup of another PostgreSQL system (system identifier "
+                f"{backup.system_identifier}; the archive of {stanza!r} is {expected}): it was "
+                "put back or copied in the repository, and is refused",
+                hint="the repository was changed behind pgpitr's back: find who changes it; "
+                f"`pgpitr cluster delete-backup {stanza} --name {backup.name}` removes it",
+            )
 
 
 def data_key(stanza: str, name: str, compression: str = "zstd") -> str:

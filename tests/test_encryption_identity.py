@@ -251,3 +251,28 @@ def test_a_restore_point_recorded_under_another_points_name_is_refused_even_unen
     assert "of cluster 's', not 'before-upgrade' of cluster 't'" in (
         _refused(rp.get_point, plain, "t", "before-upgrade").message
     )
+
+
+def test_a_restore_refuses_a_backup_of_another_system_put_back_under_the_clusters_name(
+    home: Path,
+) -> None:
+    """A manifest and its data from an earlier cluster of the same name (deleted, created
+    again) pass every name check and authenticate: the archive info's system identifier is
+    what tells them apart, before anything is created."""
+    from pgpitr import clusters
+    from tests import engine
+    from tests.faults.helpers import archived_cluster
+
+    cluster = archived_cluster("sysid")
+    repo = clusters.repository(cluster)
+    (backup,) = catalog.list_backups(repo, "sysid")
+    other = str(int(cluster.state.system_identifier) + 1)  # what another initdb would have
+    catalog.save_backup(repo, "sysid", backup.replace(system_identifier=other))
+    with pytest.raises(TamperedObject) as info:
+        engine.restore("sysid-copy", "sysid", None)
+    assert (
+        f"object {repo.url}/{manifest_key('sysid', backup.name)} is the manifest of a backup of "
+        f"another PostgreSQL system (system identifier {other}; the archive of 'sysid' is "
+        f"{cluster.state.system_identifier})" in info.value.message
+    )
+    assert not (home / "clusters" / "sysid-copy").exists()
