@@ -35,7 +35,7 @@ from pathlib import Path
 
 from pgpitr import wal
 from pgpitr.errors import NotFound, RepositoryError
-from pgpitr.manifest import BackupManifest, damage_key, manifest_key
+from pgpitr.manifest import BackupManifest, damage_key, manifest_key, read_manifest
 from pgpitr.osutil import process_alive
 from pgpitr.postgres.command import run, waldump_command
 from pgpitr.repository import Repository
@@ -69,8 +69,8 @@ def _alive(manifest: BackupManifest) -> bool:
     return bool(manifest.pid) and process_alive(int(manifest.pid or 0))
 
 
-def _loaded(data: dict) -> BackupManifest:
-    manifest = BackupManifest.from_dict(data)
+def _loaded(repo: Repository, stanza: str, name: str) -> BackupManifest:
+    manifest = read_manifest(repo, stanza, name)
     if manifest.status == "InProgress" and not _alive(manifest):
         return manifest.replace(status="Failed")  # its process died: it never completes
     return manifest
@@ -79,9 +79,10 @@ def _loaded(data: dict) -> BackupManifest:
 def list_backups(repo: Repository, stanza: str) -> list[BackupManifest]:
     """Every backup of a stanza, oldest first; one whose process died is Failed."""
     found = []
-    for info in repo.list(f"{stanza}/backups/"):
+    folder = f"{stanza}/backups/"
+    for info in repo.list(folder):
         if info.key.endswith("/backup.json"):
-            found.append(_loaded(repo.get_json(info.key)))
+            found.append(_loaded(repo, stanza, info.key[len(folder) : -len("/backup.json")]))
     return sorted(found, key=lambda b: (b.start_time, b.name))
 
 
@@ -175,7 +176,7 @@ def get_backup(repo: Repository, stanza: str, name: str) -> BackupManifest:
             f"backup {name!r} of cluster {stanza!r} does not exist",
             hint=f"see `pgpitr cluster list-backup {stanza}`",
         )
-    return _loaded(repo.get_json(key))
+    return _loaded(repo, stanza, name)
 
 
 def save_backup(repo: Repository, stanza: str, manifest: BackupManifest) -> None:

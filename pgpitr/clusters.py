@@ -395,13 +395,14 @@ class Source:
         return open_repository(self.repository, creds, self.key_file)
 
 
-def check_key(repo: Repository, stanza: str) -> None:
+def check_key(repo: Repository, stanza: str) -> dict | None:
     """Read the stanza's archive info, if it has one: a wrong, missing or needless encryption
     key fails here with its own message (the header is checked before anything is decrypted),
-    before anything is created."""
+    before anything is created.  Returns the archive info (None without one)."""
     key = wal.archive_info_key(stanza)
     if repo.exists(key):
-        repo.get_document(key)
+        return repo.get_json(key)
+    return None
 
 
 def resolve_source(name: str, repository: str | None = None) -> Source:

@@ -98,6 +98,13 @@ class ChecksumMismatch(RepositoryError):
     """An object read back from the repository is not what was written."""
 
 
+class TamperedObject(ChecksumMismatch):
+    """An object is intact but not the one written under its name: swapped with another,
+    renamed or moved in the repository (an encrypted object bound to another key, a backup
+    manifest under another backup's path).  A ChecksumMismatch, so that every caller that
+    treats an object as unusable treats this one so too."""
+
+
 class WalConflict(RepositoryError):
     """A WAL file already archived under this name has different content."""
 

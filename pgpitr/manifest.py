@@ -13,13 +13,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
 from pgpitr import wal
-from pgpitr.errors import ChecksumMismatch, PitrError
+from pgpitr.errors import ChecksumMismatch, PitrError, TamperedObject
 from pgpitr.repository import Repository
 
 log = logging.getLogger(__name__)
@@ -157,6 +157,44 @@ COPY_CHUNK = 1 << 20
 
 def manifest_key(stanza: str, name: str) -> str:
     return f"{stanza}/backups/{name}/backup.json"
+
+
+def read_manifest(repo: Repository, stanza: str, name: str) -> BackupManifest:
+    """The manifest stored as backup ``name`` of ``stanza``, refused as tampering when it
+    says it is another backup or another cluster's: one backup's manifest copied over
+    another's would otherwise be read as that backup, and its data checked against the wrong
+    checksum, or another cluster's backup restored.  An encrypted repository refuses such a
+    copy earlier (the object is bound to its key); this check is what a plain one has."""
+    key = manifest_key(stanza, name)
+    manifest = BackupManifest.from_dict(repo.get_json(key))
+    if (manifest.name, manifest.cluster) != (name, stanza):
+        raise TamperedObject(
+            f"object {repo.url}/{key} is the manifest of backup {manifest.name!r} of cluster "
+            f"{manifest.cluster!r}, not of backup {name!r} of cluster {stanza!r}: it was "
+            "copied or moved in the repository, and is refused",
+            hint="the repository was changed behind pgpitr's back: find who changes it; "
+            f"`pgpitr cluster delete-backup {stanza} --name {name}` removes the backup",
+        )
+    return manifest
+
+
+def check_system(
+    repo: Repository, stanza: str, archive_info: dict | None, backups: Iterable[BackupManifest]
+) -> None:
+    """Refuse a backup of another PostgreSQL system than the stanza's archive: a manifest and
+    its data put back from an earlier cluster of the same name (deleted, then created again)
+    pass every name check and authenticate, but would restore that other cluster."""
+    expected = str((archive_info or {}).get("system_identifier", ""))
+    for backup in backups:
+        if expected and backup.system_identifier and backup.system_identifier != expected:
+            raise TamperedObject(
+                f"object {repo.url}/{manifest_key(stanza, backup.name)} is the manifest of a "
+                f"backup of another PostgreSQL system (system identifier "
+                f"{backup.system_identifier}; the archive of {stanza!r} is {expected}): it was "
+                "put back or copied in the repository, and is refused",
+                hint="the repository was changed behind pgpitr's back: find who changes it; "
+                f"`pgpitr cluster delete-backup {stanza} --name {backup.name}` removes it",
+            )
 
 
 def data_key(stanza: str, name: str, compression: str = "zstd") -> str:

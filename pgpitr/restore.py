@@ -40,7 +40,7 @@ from pgpitr.errors import (
     NotFound,
     RecoveryTargetError,
 )
-from pgpitr.manifest import BackupManifest, copy_data
+from pgpitr.manifest import BackupManifest, check_system, copy_data
 from pgpitr.osutil import copy_mode, process_alive
 from pgpitr.postgres import binaries, conf
 from pgpitr.postgres.cluster import Cluster, validate_name
@@ -171,7 +171,7 @@ def plan(
     # the new cluster's WAL commands read an encrypted repository's key from a file: refused
     # now when there is none, or the server's OS user cannot read it
     clusters.encryption_key_file(source.repository, server_user(), source.key_file or "")
-    clusters.check_key(repo, source.cluster)
+    archive_info = clusters.check_key(repo, source.cluster)
     if repo.exists(wal.archive_info_key(new_name)) and not catalog.leftover_stanza(repo, new_name):
         raise AlreadyExists(
             f"the repository {repo.url} already holds the archive of a cluster named "
@@ -201,6 +201,7 @@ def plan(
         )
     chosen, stop_at = reach.backup_for(repo, source.cluster, server, window, target)
     links = tuple(catalog.lineage(catalog.list_backups(repo, source.cluster), chosen.name))
+    check_system(repo, source.cluster, archive_info, links or (chosen,))
     if chosen.incremental and server_major(server) < 17:
         raise ClusterStateError(
             f"backup {chosen.name!r} is incremental: combining it needs pg_combinebackup of "

@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Any
 
 from pgpitr import clusters, wal
-from pgpitr.errors import AlreadyExists, ClusterStateError, InvalidInput, NotFound
+from pgpitr.errors import AlreadyExists, ClusterStateError, InvalidInput, NotFound, TamperedObject
 from pgpitr.postgres.cluster import Cluster
 from pgpitr.repository import Repository
 from pgpitr.steps import Steps
@@ -77,11 +77,27 @@ def point_key(stanza: str, name: str) -> str:
     return f"{stanza}/restore_points/{name}.json"
 
 
+def _read(repo: Repository, stanza: str, name: str) -> RestorePoint:
+    """The point stored as ``name``, refused when it says it is another point or another
+    cluster's: copied over another's record, it would send a restore to its LSN."""
+    key = point_key(stanza, name)
+    point = RestorePoint.from_dict(repo.get_json(key))
+    if point.name != name or point.cluster not in ("", stanza):  # "": written before it was kept
+        raise TamperedObject(
+            f"object {repo.url}/{key} records restore point {point.name!r} of cluster "
+            f"{point.cluster!r}, not {name!r} of cluster {stanza!r}: it was copied or moved in "
+            "the repository, and is refused",
+            hint="the repository was changed behind pgpitr's back: find who changes it",
+        )
+    return point
+
+
 def list_points(repo: Repository, stanza: str) -> list[RestorePoint]:
     """Every recorded point of a stanza, oldest (lowest LSN) first."""
+    folder = f"{stanza}/restore_points/"
     found = [
-        RestorePoint.from_dict(repo.get_json(info.key))
-        for info in repo.list(f"{stanza}/restore_points/")
+        _read(repo, stanza, info.key[len(folder) : -len(".json")])
+        for info in repo.list(folder)
         if info.key.endswith(".json")
     ]
     return sorted(found, key=lambda p: (p.timeline, p.lsn_int, p.name))
@@ -96,7 +112,7 @@ def get_point(repo: Repository, stanza: str, name: str) -> RestorePoint:
             hint=f"see `pgpitr cluster describe {stanza}`; make one with `pgpitr cluster "
             f"create-restore-point {stanza} --name NAME`",
         )
-    return RestorePoint.from_dict(repo.get_json(key))
+    return _read(repo, stanza, name)
 
 
 # -- the operation ---------------------------------------------------------------------------

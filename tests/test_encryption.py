@@ -1,6 +1,7 @@
-"""Encryption at rest (issue 15, part 4): the stored format, keys and rotation, and the
+"""Encryption at rest (issue 15, part 4): the stored format, keys and rotation, the
 walkthrough on an encrypted file repository and on encrypted S3, where a marker written into a
-table must never appear in any stored object, raw or zstd-decompressed."""
+table must never appear in any stored object, raw or zstd-decompressed, and a restore that meets
+a renamed segment (tests/test_encryption_identity.py has the rest of the name binding)."""
 
 from __future__ import annotations
 
@@ -75,7 +76,7 @@ def test_encryption_streams_chunk_by_chunk_never_the_whole_object() -> None:
             consumed += 1
             yield os.urandom(SMALL)
 
-    sealed = encrypt_chunks(_ring(os.urandom(32)), source(), SMALL)
+    sealed = encrypt_chunks(_ring(os.urandom(32)), source(), SMALL, name="s/stream")
     next(sealed)  # the header
     next(sealed)
     assert consumed <= 2  # one chunk sealed once the next one began: nothing buffered beyond
@@ -383,3 +384,59 @@ def test_encrypted_walkthrough_restores_exact_rows_and_stores_nothing_in_clear(
     after = _objects(url)
     assert {k for k in after if "/backups/" in k} == backups
     assert not [k for k in after if k.startswith("enc-2/")]
+
+
+def test_a_restore_refuses_an_encrypted_segment_renamed_as_another_and_wal_fetch_aborts_replay(
+    home: Path, key_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The segment replay needs is replaced by a later segment's object, named with that
+    object's own checksum (what a rename around pgpitr can do best): PostgreSQL's
+    restore_command must stop recovery with an error (exit code > 125), never hand it over."""
+    from pgpitr import clusters, wal
+    from pgpitr.errors import PitrError, TamperedObject
+    from tests import engine
+    from tests.faults.helpers import archived_cluster, now, wait_archived
+    from tests.pg import commit_now
+
+    monkeypatch.setenv(keys.ENV_FILE, str(_server_key_file(key_dir, os.urandom(32))))
+    url = f"file://{key_dir / 'repo'}?encryption=aes-256-gcm"
+    cluster = archived_cluster("ren", url)
+    sql("ren", "CREATE TABLE msg (id int)")
+    commit_now("ren", "INSERT INTO msg VALUES (1)")
+    time.sleep(1.1)
+    target = now()
+    time.sleep(1.1)
+    commit_now("ren", "INSERT INTO msg VALUES (2)")
+    needed = sql("ren", "SELECT pg_walfile_name(pg_switch_wal())")[0][0]
+    commit_now("ren", "INSERT INTO msg VALUES (3)")  # the window's end: the last segment
+    later = sql("ren", "SELECT pg_walfile_name(pg_switch_wal())")[0][0]
+    wait_archived(cluster, later)
+
+    repo = clusters.repository(cluster)
+    assert isinstance(repo, EncryptedRepository)
+    ((needed_key, _),) = wal.stored_versions(repo, "ren", needed)
+    ((later_key, later_sha),) = wal.stored_versions(repo, "ren", later)
+    renamed = wal.object_key("ren", needed, later_sha)
+    root = repo.inner.root  # type: ignore[attr-defined]
+    (root / renamed).write_bytes((root / later_key).read_bytes())
+    (root / needed_key).unlink()
+
+    with pytest.raises(PitrError) as info:
+        engine.restore("ren-copy", "ren", target.replace(microsecond=0))
+    assert renamed in str(info.value), str(info.value)
+    assert f'could not restore file "{needed}"' in str(info.value)  # PostgreSQL's own words
+    assert not (home / "clusters" / "ren-copy").exists()
+
+    # restore_command as PostgreSQL runs it: the installed package, isolated
+    fetched = subprocess.run(
+        [sys.executable, "-E", "-m", "pgpitr", "--home", str(home), "wal-fetch"]
+        + ["--cluster", "ren", needed, str(home / "RECOVERYXLOG")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert fetched.returncode == 255, fetched.stderr  # > 125: recovery stops with an error
+    assert f"{renamed} was written under another name" in fetched.stderr
+    assert not (home / "RECOVERYXLOG").exists()
+    with pytest.raises(TamperedObject):
+        wal.fetch_file(repo, "ren", needed, home / "RECOVERYXLOG")

@@ -6,14 +6,34 @@ knowing: ``_write_atomic`` encrypts the chunks on their way to the backend, ``_o
 back a decrypting reader, and listing, stat and delete pass through (keys and sizes are the
 stored ones: object names are not secret, as in pgBackRest and WAL-G).
 
-Stored format of one object (version 1), streamed, never buffered whole::
+Stored format of one object (version 2), streamed, never buffered whole::
 
-    header   magic "PGPITRE\\x00" | version 1 | algorithm 1 (aes-256-gcm) | chunk size (u32 BE)
-             | key id (8 bytes) | salt (16 random bytes)                        = 38 bytes
+    header   magic "PGPITRE\\x00" | version 2 | algorithm 1 (aes-256-gcm) | chunk size (u32 BE)
+             | key id (8 bytes) | name digest (8 bytes) | salt (16 random bytes)  = 46 bytes
     chunks   AES-256-GCM(object key, nonce = chunk number (96-bit BE),
                          plaintext of chunk-size bytes (the last one shorter, maybe empty),
-                         associated data = header | final flag (1 on the last chunk, else 0))
+                         associated data = header | final flag (1 on the last chunk, else 0)
+                                           | the object's repository key (UTF-8))
              each chunk-size + 16 bytes, the last one shorter
+
+The repository key ("STANZA/backups/NAME/backup.json", "STANZA/wal/…/SEGMENT-SHA.zst") is
+the one within the repository, without the bucket, prefix or directory the URL names: a whole
+repository copied elsewhere still reads, but an object swapped with another, renamed or copied
+under another name fails authentication.  The name digest (the first 8 bytes of the key's
+SHA-256) adds no protection (the key itself is in the associated data); it lets the reader say
+"written under another name" (TamperedObject) before decrypting, instead of "damaged".
+
+Version 1 (38-byte header without the name digest, associated data without the key) was
+written before names were bound.  It is still read, so repositories written before keep
+working, but such an object can be renamed unnoticed until it is rewritten.
+
+What the binding cannot see is an object replaced by an older version of itself (same name,
+same encryption key): nothing in the repository can tell the newest version without a record
+kept elsewhere.  Most objects have only one version (WAL and history files, named by their
+checksum; data objects; archive info); a backup manifest has two (InProgress, then its end,
+and the InProgress one never counts as a backup); the catalog index is a hint that readers
+check against listings (repository/index.py).  A backup put back from an earlier cluster of
+the same name is told apart by its system identifier (restore's plan, manifest.check_system).
 
 The object key is HKDF-SHA256(master key, salt, "pgpitr object v1"): a fresh random key per
 object, so the chunk counter never repeats a nonce under one key, whatever the number of objects.
@@ -29,26 +49,35 @@ WAL commands never load it.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import struct
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from pgpitr.errors import ChecksumMismatch, EncryptionKeyError, RepositoryError
+from pgpitr.errors import ChecksumMismatch, EncryptionKeyError, RepositoryError, TamperedObject
 from pgpitr.repository.base import ENCRYPTED_MAGIC, ObjectInfo, Repository
 
 if TYPE_CHECKING:
     from pgpitr.keys import Keyring
 
 MAGIC = ENCRYPTED_MAGIC
-VERSION = 1
+VERSION = 2
+#: the format written before names were bound: still read, written only on request (tests)
+UNBOUND_VERSION = 1
 ALGORITHMS = {"aes-256-gcm": 1}
 CHUNK = 1 << 20
 TAG = 16
 SALT = 16
-_HEADER = struct.Struct(">8sBBI8s16s")
-HEADER_SIZE = _HEADER.size
+_HEADERS = {
+    UNBOUND_VERSION: struct.Struct(">8sBBI8s16s"),
+    VERSION: struct.Struct(">8sBBI8s8s16s"),  # the name digest before the salt
+}
+#: the header of the objects written now
+HEADER_SIZE = _HEADERS[VERSION].size
+#: what every version's header starts with: magic, version, algorithm, chunk size, key id
+_COMMON = struct.Struct(">8sBBI8s")
 _INFO = b"pgpitr object v1"
 _DAMAGED_HINT = "the copy in the repository is unusable; restore from another backup"
 
@@ -78,21 +107,36 @@ def _nonce(counter: int) -> bytes:
     return counter.to_bytes(12, "big")
 
 
+def name_digest(name: str) -> bytes:
+    """What a version-2 header records of the object's repository key (see the module)."""
+    return hashlib.sha256(name.encode()).digest()[:8]
+
+
+def _associated(header: bytes, name: str) -> tuple[bytes, bytes]:
+    """The associated data of the middle chunks and of the last one (byte 8 is the version)."""
+    bound = name.encode() if header[8] >= VERSION else b""
+    return header + b"\x00" + bound, header + b"\x01" + bound
+
+
 def encrypt_chunks(
-    keyring: Keyring, chunks: Iterable[bytes], chunk_size: int = CHUNK
+    keyring: Keyring,
+    chunks: Iterable[bytes],
+    chunk_size: int = CHUNK,
+    *,
+    name: str,
+    version: int = VERSION,
 ) -> Iterator[bytes]:
-    """The stored form of the byte stream ``chunks``: the header, then sealed chunks."""
+    """The stored form of the byte stream ``chunks`` to be stored under the repository key
+    ``name``: the header, then sealed chunks.  ``version=UNBOUND_VERSION`` writes the old
+    format, which does not bind the name: only tests ask for it, to prove it still reads."""
     salt = os.urandom(SALT)
-    header = _HEADER.pack(
-        MAGIC,
-        VERSION,
-        ALGORITHMS["aes-256-gcm"],
-        chunk_size,
-        bytes.fromhex(keyring.current_id),
-        salt,
-    )
+    fields = [MAGIC, version, ALGORITHMS["aes-256-gcm"], chunk_size]
+    fields.append(bytes.fromhex(keyring.current_id))
+    if version >= VERSION:
+        fields.append(name_digest(name))
+    header = _HEADERS[version].pack(*fields, salt)
     cipher = _object_cipher(keyring.current, salt)
-    middle, last = header + b"\x00", header + b"\x01"
+    middle, last = _associated(header, name)
     yield header
     counter = 0
     pending = bytearray()
@@ -165,21 +209,24 @@ class EncryptedRepository(Repository):
                 plain += len(chunk)
                 yield chunk
 
-        self.inner._write_atomic(key, encrypt_chunks(self.keyring, counted(), self.chunk_size))
+        sealed = encrypt_chunks(self.keyring, counted(), self.chunk_size, name=key)
+        self.inner._write_atomic(key, sealed)
         return plain
 
     def _open_read(self, key: str) -> BinaryIO:
         raw = self.inner._open_read(key)
         try:
-            head = _read_exactly(raw, HEADER_SIZE)
-            cipher, header, chunk_size = self._header(key, head)
+            cipher, header, chunk_size = self._header(key, raw)
         except BaseException:
             raw.close()
             raise
-        return _DecryptingReader(raw, f"{self.url}/{key}", cipher, header, chunk_size)  # type: ignore[return-value]
+        middle, last = _associated(header, key)
+        return _DecryptingReader(raw, f"{self.url}/{key}", cipher, middle, last, chunk_size)  # type: ignore[return-value]
 
-    def _header(self, key: str, head: bytes) -> tuple[Any, bytes, int]:
+    def _header(self, key: str, raw: BinaryIO) -> tuple[Any, bytes, int]:
+        """The object cipher, the header and the chunk size of the object ``raw`` starts."""
         where = f"{self.url}/{key}"
+        head = _read_exactly(raw, _COMMON.size)
         if not is_encrypted(head):
             raise EncryptionKeyError(
                 f"object {where} is not encrypted, but the repository URL asks for encryption: "
@@ -187,16 +234,29 @@ class EncryptedRepository(Repository):
                 hint="open the repository without ?encryption= to read that stanza; a stanza's "
                 "objects are all encrypted or all not",
             )
-        if len(head) < HEADER_SIZE:
+        version = head[8] if len(head) > 8 else 0
+        layout = _HEADERS.get(version)
+        if layout is not None:
+            head += _read_exactly(raw, layout.size - len(head))
+        if len(head) < (layout.size if layout else _COMMON.size):
             raise ChecksumMismatch(
                 f"object {where} is damaged: truncated header", hint=_DAMAGED_HINT
             )
-        _magic, version, algorithm, chunk_size, kid, salt = _HEADER.unpack(head)
-        if version != VERSION or algorithm not in ALGORITHMS.values():
+        _magic, _version, algorithm, chunk_size, kid = _COMMON.unpack_from(head)
+        if layout is None or algorithm not in ALGORITHMS.values():
             raise RepositoryError(
                 f"object {where} is in encryption format {version}.{algorithm}, which this "
-                f"pgpitr does not read (it reads {VERSION}.1)",
+                f"pgpitr does not read (it reads {UNBOUND_VERSION}.1 and {VERSION}.1)",
                 hint="upgrade pgpitr",
+            )
+        salt = head[-SALT:]
+        if version >= VERSION and head[_COMMON.size : _COMMON.size + 8] != name_digest(key):
+            # the key is in the associated data as well: this only names the failure early
+            raise TamperedObject(
+                f"object {where} was written under another name: it was swapped, renamed or "
+                "copied in the repository (or its header is damaged), and is refused",
+                hint="the object under this name is not the one pgpitr stored here; find who "
+                "changes the repository, and restore from another backup",
             )
         if not 0 < chunk_size <= 64 << 20:
             raise ChecksumMismatch(f"object {where} is damaged: bad header", hint=_DAMAGED_HINT)
@@ -227,11 +287,13 @@ def _read_exactly(raw: BinaryIO, size: int) -> bytes:
 class _DecryptingReader(io.RawIOBase):
     """The plaintext of a stored object, chunk by chunk; damage raises ChecksumMismatch."""
 
-    def __init__(self, raw: BinaryIO, name: str, cipher: Any, header: bytes, chunk_size: int):
+    def __init__(
+        self, raw: BinaryIO, name: str, cipher: Any, middle: bytes, last: bytes, chunk_size: int
+    ):
         self._raw = raw
         self._name = name
         self._cipher = cipher
-        self._middle, self._last = header + b"\x00", header + b"\x01"
+        self._middle, self._last = middle, last
         self._sealed = chunk_size + TAG
         self._counter = 0
         self._carry = b""

@@ -62,7 +62,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from pgpitr.errors import ChecksumMismatch, NotFound, RepositoryError
+from pgpitr.errors import ChecksumMismatch, NotFound, RepositoryError, TamperedObject
 from pgpitr.repository.base import Repository
 
 log = logging.getLogger(__name__)
@@ -262,7 +262,10 @@ def load(repo: Repository, stanza: str, segment_size: int, *, write: bool = True
             state.checked_at = _checked_at(listing)
         except NotFound:
             continue  # a delta was folded and deleted while we read: read again
-        except (ChecksumMismatch, ValueError, KeyError, TypeError):
+        except (ChecksumMismatch, ValueError, KeyError, TypeError) as exc:
+            if isinstance(exc, TamperedObject):
+                # rebuilt all the same, but someone changes the repository: say so
+                log.warning("%s; the index is rebuilt from a listing", exc.message)
             return rebuild(repo, stanza, segment_size, write=write, explicit=False)
         if write:
             for timeline, (summary, deltas) in pending.items():
