@@ -181,27 +181,25 @@ class Cluster:
         return self.pid() is not None
 
     def remove_stale_pidfile(self) -> bool:
-        """Remove the postmaster.pid of a created cluster whose postmaster is dead for sure (no
-        such process, a zombie, or a process that is no postgres: its pid reused after a
-        reboot), which would make PostgreSQL refuse to start; True when removed.  A pid whose
-        process cannot be read counts as alive: a second postmaster would corrupt the data."""
+        """Remove the lock files (postmaster.pid, the socket's ``.s.PGSQL.PORT.lock``) of a
+        created cluster whose postmaster is dead for sure (no such process, a zombie, or a
+        process that is no postgres: its pid reused after a reboot), which would make
+        PostgreSQL refuse to start; True when any was removed.  A pid whose process cannot be
+        read counts as alive: a second postmaster would corrupt the data."""
         if self.registered:
             return False
-        pidfile = self.state.datadir / "postmaster.pid"
-        try:
-            pid = int(pidfile.read_text().split("\n", 1)[0])
-        except (FileNotFoundError, ValueError):
-            return False
-        try:
-            status = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-            dead = status == "Z" or b"postgres" not in Path(f"/proc/{pid}/cmdline").read_bytes()
-        except FileNotFoundError:
-            dead = True
-        except OSError:
-            return False
-        if dead:
-            pidfile.unlink(missing_ok=True)
-        return dead
+        locks = [self.state.datadir / "postmaster.pid"]
+        locks += self.state.socket_dir.glob(".s.PGSQL.*.lock")
+        removed = False
+        for lock in locks:
+            try:
+                pid = int(lock.read_text().split("\n", 1)[0])
+            except (FileNotFoundError, ValueError):
+                continue
+            if _dead_for_sure(pid):
+                lock.unlink(missing_ok=True)
+                removed = True
+        return removed
 
     def refuse_if_registered(self, what: str) -> None:
         if self.registered:
@@ -471,3 +469,14 @@ def free_port(taken: set[int]) -> int:
         f"no free TCP port between {low} and {high}",
         hint=f"set ${PORTS_ENV} to a range with free ports, or give --port",
     )
+
+
+def _dead_for_sure(pid: int) -> bool:
+    """No process PID, a zombie, or one that is no postgres; False when it cannot be read."""
+    try:
+        status = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return status == "Z" or b"postgres" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
