@@ -51,9 +51,18 @@ def quote(value: str | int | float | bool) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
+#: How the WAL commands start Python: isolated.  PostgreSQL runs them with the data directory as
+#: their working directory, and ``-m`` (or ``-E``) would put it first on sys.path, so a
+#: ``pgpitr/`` planted there (a restored backup carries whatever its source's directory held)
+#: would run instead of the installed package.  ``-I`` keeps the working directory, the user's
+#: site-packages and every PYTHON* variable out: only the installed pgpitr is importable.
+ISOLATED = "-I"
+
+
 def wal_command(home: Path, verb: str, cluster: str, *args: str) -> str:
-    """The command PostgreSQL runs per WAL file: this interpreter, no PYTHON* variables."""
-    argv = [sys.executable, "-E", "-m", "pgpitr", "--home", str(home), verb, "--cluster", cluster]
+    """The command PostgreSQL runs per WAL file: this interpreter, isolated (``ISOLATED``)."""
+    argv = [sys.executable, ISOLATED, "-m", "pgpitr", "--home", str(home), verb]
+    argv += ["--cluster", cluster]
     return " ".join(shlex.quote(a) for a in argv) + "".join(f" {a}" for a in args)
 
 

@@ -44,7 +44,7 @@ def test_wal_command_runs_this_interpreter_isolated_with_the_home_and_cluster() 
     command = conf.wal_command(HOME, "wal-push", "my-pg", "%p")
     assert shlex.split(command) == [
         sys.executable,
-        "-E",
+        "-I",
         "-m",
         "pgpitr",
         "--home",
