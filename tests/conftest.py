@@ -175,16 +175,22 @@ def shared_home() -> Iterator[Path]:
 
 
 def cli(
-    *args: str, check: bool = True, env: dict | None = None, timeout: float = 300
+    *args: str,
+    check: bool = True,
+    env: dict | None = None,
+    timeout: float = 300,
+    input: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run the real ``pgpitr`` command line in a child process, as a user would, against the
-    session's Prefect harness (started now if no test has needed it yet)."""
+    session's Prefect harness (started now if no test has needed it yet); ``input`` is its
+    standard input."""
     if "PREFECT_API_URL" not in (env or {}):
         HARNESS.ensure()
     result = subprocess.run(
         [*PGPITR, *args],
         capture_output=True,
         text=True,
+        input=input,
         timeout=timeout,
         env={**os.environ, **(env or {})},
     )
