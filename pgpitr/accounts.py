@@ -12,6 +12,7 @@ import os
 import secrets
 import string
 
+import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
 
@@ -62,18 +63,27 @@ def _check_username(username: str) -> None:
 
 
 def create_account(cluster: Cluster, username: str, password: str | None = None) -> str:
-    """Create a login role; return its password (generated when not given)."""
+    """Create a login role; return its password (generated when not given).
+
+    The server receives only the password's SCRAM-SHA-256 verifier, computed here by libpq
+    (``scram_verifier``): a statement's text reaches the server log (log_statement,
+    log_min_duration_statement), pg_stat_statements and pg_stat_activity, and the plain password
+    must reach none of them.  The verifier is kept out of the first two as well."""
     _check_username(username)
     password = password or generate_password()
     cluster.require_running()
     with cluster.connect() as db, db.transaction():
-        # The statement carries the password: keep it out of the server log, even on error.
+        verifier = scram_verifier(db, username, password)
         db.execute("SET LOCAL log_statement = 'none'")
+        db.execute("SET LOCAL log_min_duration_statement = -1")
         db.execute("SET LOCAL log_min_error_statement = 'panic'")
+        # a placeholder when the extension is not loaded: harmless
+        db.execute("SET LOCAL pg_stat_statements.track_utility = off")
         try:
+            # a literal: CREATE ROLE, a utility statement, takes no bound parameter
             db.execute(
                 sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
-                    sql.Identifier(username), sql.Literal(password)
+                    sql.Identifier(username), sql.Literal(verifier)
                 )
             )
         except pg_errors.DuplicateObject:
@@ -81,6 +91,13 @@ def create_account(cluster: Cluster, username: str, password: str | None = None)
                 f"account {username!r} already exists in {cluster.name!r}"
             ) from None
     return password
+
+
+def scram_verifier(db: psycopg.Connection, username: str, password: str) -> str:
+    """The SCRAM-SHA-256 verifier PostgreSQL stores for ``password`` (``SCRAM-SHA-256$…``),
+    by libpq's own PQencryptPasswordConn, as psql's ``\\password`` does: no query is sent."""
+    encrypted = db.pgconn.encrypt_password(password.encode(), username.encode(), b"scram-sha-256")
+    return encrypted.decode()
 
 
 def grant_role(cluster: Cluster, username: str, role: str) -> None:

@@ -494,8 +494,10 @@ def configure_recovery(p: Plan, new_cluster: str) -> None:
     )
     clusters.save_policy(cluster, policy)
     home = st.home()
-    cluster.configure(archive=conf.archive_command(home, cluster.name, policy.logfile_enabled))
+    archive = conf.archive_command(home, cluster.name, policy.logfile_enabled)
+    cluster.configure(archive=archive)
     conf.write_file(datadir / conf.RECOVERY, recovery_settings(p, home, cluster.name), owner)
+    _check_commands(cluster, home, archive)
     conf.write_file(datadir / "recovery.signal", "", owner)
     cluster.state.restore_source = {
         **cluster.state.restore_source,
@@ -517,6 +519,22 @@ def configure_recovery(p: Plan, new_cluster: str) -> None:
     cluster.state.wal_segment_size = p.backup.wal_segment_size
     cluster.state.pg_version = p.backup.pg_version
     cluster.state.save()
+
+
+def _check_commands(cluster: Cluster, home: Path, archive: str) -> None:
+    """Before the server first starts, ask it which shell commands it would run: pgpitr's own
+    and no other (conf.COMMAND_SETTINGS), whatever the source's files held."""
+    expected = dict.fromkeys(conf.COMMAND_SETTINGS, "")
+    expected["archive_command"] = archive
+    expected["restore_command"] = conf.restore_command(home, cluster.name)
+    for setting, value in expected.items():
+        if cluster.configured(setting) != value:
+            # the value is not shown: a command line may hold a secret (a key's passphrase)
+            raise ClusterStateError(
+                f"the restored configuration of {cluster.name!r} would run a {setting} that "
+                "is not pgpitr's",
+                hint=f"look for {setting} in {cluster.state.datadir}'s configuration files",
+            )
 
 
 def recovery_settings(p: Plan, home: Path, new_cluster: str) -> str:

@@ -219,10 +219,12 @@ def cli(
     env: dict | None = None,
     timeout: float = 300,
     user: str | None = None,
+    input: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run the real ``pgpitr`` command line in a child process, as a user would, against the
     session's Prefect harness (started now if no test has needed it yet); as USER (root only),
-    with a Prefect home of its own, from the installed package."""
+    with a Prefect home of its own, from the installed package; ``input`` is its standard
+    input."""
     if "PREFECT_API_URL" not in (env or {}):
         HARNESS.ensure()
     identity: dict = {}
@@ -241,6 +243,7 @@ def cli(
         argv,
         capture_output=True,
         text=True,
+        input=input,
         timeout=timeout,
         env=child,
         cwd="/" if user is not None else None,

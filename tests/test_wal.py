@@ -123,7 +123,7 @@ def fake_cluster(home: Path) -> ClusterState:
 
 def _run(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-E", "-m", "pgpitr", "--home", str(home), *args],
+        [sys.executable, "-I", "-m", "pgpitr", "--home", str(home), *args],
         capture_output=True,
         text=True,
         timeout=60,

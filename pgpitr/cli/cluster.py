@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -722,15 +723,26 @@ def edit_backup_policy(
 def create_account(
     name: str,
     username: Annotated[str, typer.Option(help="the account's name")],
-    password: Annotated[str | None, typer.Option(help="generated when omitted")] = None,
+    password_prompt: Annotated[
+        bool, typer.Option("--password-prompt", help="ask for the password (hidden, twice)")
+    ] = False,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="read the password from standard input")
+    ] = False,
+    password_file: Annotated[
+        Path | None, typer.Option(help="read the password from this file (mode 600)")
+    ] = None,
 ) -> None:
-    """Create a database account; a generated password is shown once."""
+    """Create a database account; with no password given, a generated one is shown once."""
     from pgpitr import accounts
+    from pgpitr.cli import passwords
 
-    secret = {accounts.PASSWORD_ENV: password or accounts.generate_password()}
+    given = passwords.read(prompt=password_prompt, stdin=password_stdin, file=password_file)
+    # to the flow through this process's environment: never a parameter, never argv
+    secret = {accounts.PASSWORD_ENV: given or accounts.generate_password()}
     runner.run("create-account", None, environment=secret, cluster=name, username=username)
     console.info(f"account {username} created")
-    if password is None:
+    if given is None:
         console.out.print(f"password: {secret[accounts.PASSWORD_ENV]}")
 
 

@@ -419,6 +419,13 @@ class Cluster:
             if k
         )
 
+    def configured(self, setting: str) -> str:
+        """The value a setting would take from the configuration files, read by the server
+        itself (``postgres -C``) without starting it: includes, the last value and
+        postgresql.auto.conf all count as they will at start."""
+        argv = [self.bindir / "postgres", "-D", self.state.datadir, "-C", setting]
+        return run(argv, user=self.user, env={"LC_ALL": "C"}).stdout.rstrip("\n")
+
     def refresh_identity(self) -> None:
         data = self.control_data()
         self.state.system_identifier = data["Database system identifier"]

@@ -40,6 +40,18 @@ OWNED_SETTINGS = (
     # receiver that copy does not have
     "synchronous_standby_names",
 )
+#: Every setting that makes the server run a shell command (PostgreSQL 13 to 18 know these).  A
+#: restored data directory carries its source's configuration, and the source's commands act on
+#: the source's things: ``pg_archivecleanup /shared/archive %r`` would prune that archive during a
+#: restore or a drill.  pgpitr's managed file pins each one to pgpitr's own command or to none,
+#: and postgresql.auto.conf loses every ``*_command`` (``strip_auto_conf``).
+COMMAND_SETTINGS = (
+    "archive_command",
+    "restore_command",
+    "archive_cleanup_command",
+    "recovery_end_command",
+    "ssl_passphrase_command",
+)
 
 
 def quote(value: str | int | float | bool) -> str:
@@ -51,9 +63,18 @@ def quote(value: str | int | float | bool) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
+#: How the WAL commands start Python: isolated.  PostgreSQL runs them with the data directory as
+#: their working directory, and ``-m`` (or ``-E``) would put it first on sys.path, so a
+#: ``pgpitr/`` planted there (a restored backup carries whatever its source's directory held)
+#: would run instead of the installed package.  ``-I`` keeps the working directory, the user's
+#: site-packages and every PYTHON* variable out: only the installed pgpitr is importable.
+ISOLATED = "-I"
+
+
 def wal_command(home: Path, verb: str, cluster: str, *args: str) -> str:
-    """The command PostgreSQL runs per WAL file: this interpreter, no PYTHON* variables."""
-    argv = [sys.executable, "-E", "-m", "pgpitr", "--home", str(home), verb, "--cluster", cluster]
+    """The command PostgreSQL runs per WAL file: this interpreter, isolated (``ISOLATED``)."""
+    argv = [sys.executable, ISOLATED, "-m", "pgpitr", "--home", str(home), verb]
+    argv += ["--cluster", cluster]
     return " ".join(shlex.quote(a) for a in argv) + "".join(f" {a}" for a in args)
 
 
@@ -100,6 +121,12 @@ def managed_settings(
         "wal_level": "replica",
         "archive_mode": "on",
         "archive_command": archive,
+        # none of the others (see COMMAND_SETTINGS); pgpitr-recovery.conf, included after this
+        # file, sets restore_command while a restore replays
+        "restore_command": "",
+        "archive_cleanup_command": "",
+        "recovery_end_command": "",
+        "ssl_passphrase_command": "",
         "archive_timeout": archive_timeout,
         "max_wal_senders": 10,
         "password_encryption": "scram-sha-256",
@@ -129,11 +156,16 @@ def set_managed(datadir: Path, owner: tuple[int, int] | None, **settings: str | 
 
 
 def ensure_include(datadir: Path, owner: tuple[int, int] | None) -> None:
+    """End postgresql.conf with the includes of pgpitr's files.  The last value of a setting
+    wins, so they must come last: a line or an ``include`` someone added after them (a restored
+    source's ``archive_cleanup_command``) is moved before them."""
     conf = datadir / "postgresql.conf"
     # a restored backup of a Debian cluster has none: its configuration lived in /etc
     text = conf.read_text() if conf.exists() else "# Written by pgpitr for a restored cluster.\n"
-    if INCLUDE_LINES not in text:
-        write_file(conf, text.rstrip("\n") + "\n\n" + INCLUDE_LINES, owner)
+    if text.rstrip("\n").endswith(INCLUDE_LINES.rstrip("\n")):
+        return
+    text = text.replace(INCLUDE_LINES, "")
+    write_file(conf, text.rstrip("\n") + "\n\n" + INCLUDE_LINES, owner)
 
 
 def hba(superuser: str = "postgres") -> str:
@@ -193,14 +225,16 @@ def recovery(
 
 
 def strip_auto_conf(datadir: Path, owner: tuple[int, int] | None) -> list[str]:
-    """Remove settings pgpitr owns from postgresql.auto.conf; return the ones removed."""
+    """Remove settings pgpitr owns, and every ``*_command`` (a later major's too), from
+    postgresql.auto.conf, read after every other file; return the lines removed."""
     path = datadir / "postgresql.auto.conf"
     if not path.exists():
         return []
     kept, removed = [], []
     for line in path.read_text().splitlines():
         key = line.split("=", 1)[0].strip().lower()
-        (removed if key in OWNED_SETTINGS else kept).append(line)
+        owned = key in OWNED_SETTINGS or key.endswith("_command")
+        (removed if owned else kept).append(line)
     if removed:
         write_file(path, "\n".join(kept) + "\n", owner)
     return removed

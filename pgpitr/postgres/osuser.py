@@ -67,7 +67,11 @@ def check_reachable(user: OsUser, home: Path, *, writable: bool = True) -> None:
             hint="set PGPITR_HOME to a directory it can reach (the default for root is "
             "/var/lib/pgpitr)",
         )
-    probe = run([sys.executable, "-E", "-c", "import pgpitr.walcli"], user=user, check=False)
+    # as PostgreSQL will run it: isolated, so the package must be installed, not found in a
+    # working directory
+    probe = run(
+        [sys.executable, "-I", "-c", "import pgpitr.walcli"], user=user, cwd="/", check=False
+    )
     if probe.returncode != 0:
         raise ClusterStateError(
             f"the OS user {user.name} cannot run {sys.executable} with pgpitr installed, so "

@@ -35,7 +35,7 @@ def _push(home: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [
             sys.executable,
-            "-E",
+            "-I",
             "-m",
             "pgpitr",
             "--home",

@@ -78,7 +78,15 @@ def test_secrets_never_appear_anywhere(
     )
     outputs.append(cli("cluster", "backup", "sec"))
     outputs.append(
-        cli("cluster", "create-account", "sec", "--username", "alice", "--password", PASSWORD)
+        cli(
+            "cluster",
+            "create-account",
+            "sec",
+            "--username",
+            "alice",
+            "--password-stdin",
+            input=PASSWORD + "\n",
+        )
     )
     outputs.append(
         cli("cluster", "grant-role", "sec", "--username", "alice", "--role", "READWRITE")

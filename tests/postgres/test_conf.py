@@ -44,7 +44,7 @@ def test_wal_command_runs_this_interpreter_isolated_with_the_home_and_cluster() 
     command = conf.wal_command(HOME, "wal-push", "my-pg", "%p")
     assert shlex.split(command) == [
         sys.executable,
-        "-E",
+        "-I",
         "-m",
         "pgpitr",
         "--home",
@@ -137,6 +137,10 @@ def test_managed_settings() -> None:
         "wal_level": "replica",
         "archive_mode": "on",
         "archive_command": "/bin/true",
+        "restore_command": "",
+        "archive_cleanup_command": "",
+        "recovery_end_command": "",
+        "ssl_passphrase_command": "",
         "archive_timeout": 30,
         "max_wal_senders": 10,
         "password_encryption": "scram-sha-256",
@@ -230,6 +234,35 @@ def test_ensure_include_appends_the_includes_once(tmp_path: Path) -> None:
     assert main.read_text() == expected
 
 
+def test_ensure_include_moves_what_follows_the_includes_before_them(tmp_path: Path) -> None:
+    main = tmp_path / "postgresql.conf"
+    main.write_text(
+        "shared_buffers = 128MB\n"
+        "include 'pgpitr.conf'\n"
+        "include_if_exists 'pgpitr-recovery.conf'\n"
+        "archive_cleanup_command = 'pg_archivecleanup /shared/archive %r'\n"
+    )
+    conf.ensure_include(tmp_path, None)
+    assert main.read_text() == (
+        "shared_buffers = 128MB\n"
+        "archive_cleanup_command = 'pg_archivecleanup /shared/archive %r'\n"
+        "\n"
+        "include 'pgpitr.conf'\n"
+        "include_if_exists 'pgpitr-recovery.conf'\n"
+    )
+
+
+def test_managed_settings_pin_every_command_setting() -> None:
+    settings = conf.managed_settings(port=1, socket_dir=Path("/s"), archive="pgpitr's")
+    assert {k: settings[k] for k in conf.COMMAND_SETTINGS} == {
+        "archive_command": "pgpitr's",
+        "restore_command": "",
+        "archive_cleanup_command": "",
+        "recovery_end_command": "",
+        "ssl_passphrase_command": "",
+    }
+
+
 # -- postgresql.auto.conf ------------------------------------------------------------------------
 
 
@@ -269,6 +302,21 @@ def test_strip_auto_conf_leaves_a_file_without_owned_settings_untouched(tmp_path
     assert conf.strip_auto_conf(tmp_path, None) == []
     assert auto.read_text() == "work_mem = '64MB'"
     assert (auto.stat().st_mtime_ns, auto.stat().st_ino) == before
+
+
+def test_strip_auto_conf_removes_every_command_setting_even_one_pgpitr_does_not_know(
+    tmp_path: Path,
+) -> None:
+    auto = tmp_path / "postgresql.auto.conf"
+    auto.write_text(
+        "archive_cleanup_command = 'pg_archivecleanup /shared/archive %r'\n"
+        "recovery_end_command = 'rm -rf /shared'\n"
+        "ssl_passphrase_command = 'echo x'\n"
+        "some_future_command = 'x'\n"
+        "command_timeout = 5\n"
+    )
+    assert len(conf.strip_auto_conf(tmp_path, None)) == 4
+    assert auto.read_text() == "command_timeout = 5\n"
 
 
 def test_strip_auto_conf_without_the_file_removes_nothing(tmp_path: Path) -> None:
