@@ -23,13 +23,11 @@ running backup from a dead one.
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import logging
 import os
 import re
 import socket
-import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -61,6 +59,7 @@ from pgpitr.manifest import (
     data_keys,
     manifest_key,
 )
+from pgpitr.osutil import open_private
 from pgpitr.postgres import binaries
 from pgpitr.postgres.cluster import Cluster
 from pgpitr.postgres.command import basebackup_command, check, popen
@@ -314,25 +313,8 @@ def backup_lock(cluster: Cluster) -> Iterator[None]:
 def _open_lock(path: Path) -> int:
     """The lock file, opened so that one planted in its place is refused: a symlink there (to a
     file of this account that the truncation below would empty) is never followed, and a file
-    of another account is not this home's lock."""
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-    except OSError as exc:
-        if exc.errno != errno.ELOOP:
-            raise
-        raise PitrError(
-            f"{path} is a symbolic link: refused, the backup lock must be a plain file",
-            hint="someone replaced it; see who (ls -l) before removing the link",
-        ) from None
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid() or info.st_nlink != 1:
-        os.close(fd)
-        raise PitrError(
-            f"{path} is not a plain, singly linked file of this account (uid {os.geteuid()}): "
-            "refused",
-            hint="someone replaced it; see who (ls -l) before removing it",
-        )
-    return fd
+    of another account, or a hard link, is not this home's lock."""
+    return open_private(path, os.O_RDWR | os.O_CREAT, 0o644)
 
 
 def check_archiver(cluster: Cluster) -> None:

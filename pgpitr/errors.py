@@ -150,6 +150,11 @@ class ClusterStateError(PitrError):
     exit_code = 8
 
 
+class UnsafeFile(ClusterStateError):
+    """A state file, lock, log or secret that is a link, or that another account could have
+    put or changed: refused, never followed, truncated or trusted."""
+
+
 class RecoveryTargetError(PitrError):
     """A restore target lies outside the recoverable window or cannot be reached."""
 

@@ -42,23 +42,33 @@ def write_atomic(
 
 def open_private(path: Path, flags: int = os.O_RDONLY, mode: int = 0o600) -> int:
     """A descriptor of a state file that this account alone controls: a symlink in its place is
-    refused (O_NOFOLLOW), and so is a file another account owns or may write, which could have
-    been swapped in.  What a more trusting process would follow or truncate is never opened."""
+    refused (O_NOFOLLOW), and so is a file another account owns or may write, or a hard link to
+    another file, any of which could have been swapped in.  What a more trusting process would
+    follow or truncate is never opened."""
     import errno
     import stat
 
+    from pgpitr.errors import UnsafeFile
+
+    hint = f"remove {path}: pgpitr makes it again as a file of its own"
     try:
         fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise PermissionError(f"{path} is a symbolic link: refused") from None
+            raise UnsafeFile(f"{path} is a symbolic link: refused", hint=hint) from None
         raise
     info = os.fstat(fd)
-    if info.st_uid != os.geteuid() or info.st_mode & 0o022 or not stat.S_ISREG(info.st_mode):
+    if (
+        info.st_uid != os.geteuid()
+        or info.st_mode & 0o022
+        or not stat.S_ISREG(info.st_mode)
+        or info.st_nlink != 1
+    ):
         os.close(fd)
-        raise PermissionError(
-            f"{path} is not a regular file that only this account ({os.geteuid()}) can write: "
-            "refused"
+        raise UnsafeFile(
+            f"{path} is not a plain, singly linked file that only this account "
+            f"(uid {os.geteuid()}) can write: refused",
+            hint=hint,
         )
     return fd
 
@@ -68,7 +78,11 @@ def read_private(path: Path) -> str:
     fd = open_private(path)
     with os.fdopen(fd) as f:
         if os.fstat(f.fileno()).st_mode & 0o077:
-            raise PermissionError(f"{path} may be read by other accounts (mode must be 0600)")
+            from pgpitr.errors import UnsafeFile
+
+            raise UnsafeFile(
+                f"{path} may be read by other accounts: refused", hint=f"chmod 600 {path}"
+            )
         return f.read()
 
 

@@ -59,7 +59,7 @@ def test_a_hard_link_planted_as_the_backup_lock_is_refused_too(home: Path, tmp_p
     lock.unlink(missing_ok=True)
     lock.hardlink_to(target)
     result = cli("cluster", "backup", "linked", check=False)
-    assert "is not a plain, singly linked file of this account" in result.stderr
+    assert "is not a plain, singly linked file that only this account" in result.stderr
     assert target.read_text() == "do not truncate me"
 
 
