@@ -161,8 +161,11 @@ def locate(path: Path) -> tuple[Path, Path | None]:
             f"{path} does not exist or is not a directory",
             hint="pass the server's data directory (or Debian's /etc/postgresql/N/NAME)",
         )
-    if (path / "PG_VERSION").exists():
-        return path, _config_dir_of(path)
+    try:
+        if (path / "PG_VERSION").exists():
+            return path, _config_dir_of(path)
+    except PermissionError:  # a data directory (mode 0700) of another account
+        refuse_another_account(path, path.stat().st_uid)
     conf_file = path / "postgresql.conf"
     if conf_file.exists():
         found = _DATA_DIRECTORY.search(conf_file.read_text(errors="replace"))
@@ -178,6 +181,27 @@ def locate(path: Path) -> tuple[Path, Path | None]:
         "data_directory",
         hint="pass the server's data directory (or Debian's /etc/postgresql/N/NAME)",
     )
+
+
+def refuse_another_account(datadir: Path, uid: int) -> None:
+    """pgpitr acts only on servers of the account it runs as (peer authentication, the archive
+    and restore commands the server runs): another account's is refused with what to do."""
+    if os.geteuid() in (0, uid):
+        return
+    me, owner = pwd.getpwuid(os.geteuid()).pw_name, _account_name(uid)
+    raise ClusterStateError(
+        f"the server of {datadir} runs as {owner}, and pgpitr runs as {me}: pgpitr acts only "
+        "on servers of the account it runs as",
+        hint=f"protect it with pgpitr run as {owner}, in a home of its own: `sudo -u {owner} "
+        f"PGPITR_HOME=DIR pgpitr cluster register NAME --pgdata {datadir}` (docs/security.md)",
+    )
+
+
+def _account_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
 
 
 def _config_dir_of(datadir: Path) -> Path | None:
@@ -254,16 +278,7 @@ def find_server(request: RegisterRequest) -> Server:
         raise InvalidInput(f"the OS user {os_user!r} does not exist") from None
     if entry.pw_uid == 0:
         raise InvalidInput(f"the OS user {os_user!r} is root; PostgreSQL never runs as root")
-    if os.geteuid() not in (0, entry.pw_uid):
-        me = pwd.getpwuid(os.geteuid()).pw_name
-        raise ClusterStateError(
-            f"the server of {datadir} runs as {os_user}, and pgpitr runs as {me}: pgpitr acts "
-            "only on servers of the account it runs as (peer authentication, the archive and "
-            "restore commands run by the server)",
-            hint=f"protect it with pgpitr run as {os_user}, in a home of its own: `sudo -u "
-            f"{os_user} PGPITR_HOME=DIR pgpitr cluster register {request.name} --pgdata "
-            f"{request.pgdata}` (see docs/security.md)",
-        )
+    refuse_another_account(datadir, entry.pw_uid)
     control = _control_data(bindir, datadir)
     system_identifier = control["Database system identifier"]
     for other in Cluster.all():

@@ -241,3 +241,37 @@ def test_a_cluster_belongs_to_this_host_unless_pgpitr_host_says_otherwise(
     monkeypatch.setenv("PGPITR_HOST", "no/slash")
     with pytest.raises(InvalidInput, match="invalid host name 'no/slash'"):
         state.this_host()
+
+
+def test_the_account_the_install_gave_the_system_home_gets_it_by_default(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from pgpitr import privilege
+
+    monkeypatch.delenv("PGPITR_HOME", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", "/xdg/data")
+    monkeypatch.setattr(privilege, "SYSTEM_HOME", tmp_path)
+    monkeypatch.setattr(os, "geteuid", lambda: tmp_path.stat().st_uid)
+    assert state.home() == tmp_path
+    monkeypatch.setattr(os, "geteuid", lambda: tmp_path.stat().st_uid + 1)  # someone else's
+    assert state.home() == Path("/xdg/data/pgpitr")
+
+
+@pytest.mark.parametrize(
+    ("argv", "stays"),
+    [
+        ([], True),
+        (["--help"], True),
+        (["cluster", "--help"], True),
+        (["install"], True),
+        (["agent", "install-service", "--dir", "/x"], True),
+        (["cluster", "create", "install"], False),
+        (["agent", "start"], False),
+        (["--stats", "cluster", "list"], False),
+        (["wal-push", "--cluster", "a", "pg_wal/x"], False),
+    ],
+)
+def test_root_keeps_its_rights_only_to_install_and_for_help(argv: list[str], stays: bool) -> None:
+    from pgpitr.__main__ import _stays_root
+
+    assert _stays_root(argv) is stays

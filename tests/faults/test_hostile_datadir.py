@@ -37,6 +37,8 @@ def marks() -> Iterator[Path]:
 
 
 def _own(path: Path, cluster: Cluster) -> None:
+    if cluster.owner is None:  # the test runs as the server's own account
+        return
     for p in [path, *path.rglob("*")]:
         os.chown(p, *cluster.owner)
 

@@ -43,23 +43,19 @@ def base() -> Iterator[Path]:
 
 
 @pytest.fixture
-def account(base: Path, monkeypatch: pytest.MonkeyPatch) -> Account:
-    """A service account of the test's own, whose login directory (its Prefect profile) is in
-    BASE: the machine's own account and profile stay as they are."""
-    login = base / "login"
-    login.mkdir()
-    with contextlib.suppress(KeyError):
+def account(monkeypatch: pytest.MonkeyPatch) -> Account:
+    """A service account of the test's own, with no login directory (its Prefect profile then
+    goes in its PGPITR_HOME): the machine's own account and profile stay as they are."""
+    try:
         pwd.getpwnam(ACCOUNT)
-        subprocess.run(["userdel", ACCOUNT], check=True)
-    subprocess.run(
-        ["useradd", "--system", "--user-group", "--home-dir", str(login), "--shell",
-         "/usr/sbin/nologin", ACCOUNT],
-        check=True,
-    )  # fmt: skip
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--user-group", "--home-dir", "/nonexistent", "--shell",
+             "/usr/sbin/nologin", ACCOUNT],
+            check=True,
+        )  # fmt: skip
     monkeypatch.setenv("PGPITR_OS_USER", ACCOUNT)
-    made = make_service_account()
-    os.chown(login, made.uid, made.gid)
-    return made
+    return make_service_account()
 
 
 def environment(base: Path, **more: str) -> dict[str, str]:
