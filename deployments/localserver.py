@@ -152,16 +152,12 @@ def listener_uids(at: int) -> set[int]:
 def check_trusted(at: int) -> None:
     """Refuse a server on port AT that another account runs: it would be sent the credentials,
     and its answers (a run's result, a deployment) taken for pgpitr's."""
-    for owner in listener_uids(at) - {os.geteuid()}:
-        import pwd
+    from pgpitr.privilege import account_name
 
-        try:
-            holder = pwd.getpwuid(owner).pw_name
-        except KeyError:
-            holder = f"uid {owner}"
+    for owner in listener_uids(at) - {os.geteuid()}:
         raise PitrError(
-            f"port {at} is held by a process of {holder}, not by pgpitr's local Prefect server: "
-            "pgpitr sends it no credentials and takes none of its answers",
+            f"port {at} is held by a process of {account_name(owner)}, not by pgpitr's local "
+            "Prefect server: pgpitr sends it no credentials and takes none of its answers",
             hint=f"stop that process, or give pgpitr another port ({PORT_ENV})",
         )
 

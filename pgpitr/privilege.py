@@ -155,7 +155,7 @@ def _check_home(home: Path, account: Account) -> None:
             os.close(fd)
         return
     if owner != account.uid:
-        holder = _name(owner)
+        holder = account_name(owner)
         raise PitrError(
             f"PGPITR_HOME {home} belongs to {holder}, not to pgpitr's service account "
             f"{account.name}, which every pgpitr command runs as",
@@ -164,7 +164,8 @@ def _check_home(home: Path, account: Account) -> None:
         )
 
 
-def _name(uid: int) -> str:
+def account_name(uid: int) -> str:
+    """The name of the account UID, or ``uid N`` for one with no name."""
     try:
         return pwd.getpwuid(uid).pw_name
     except KeyError:

@@ -36,6 +36,7 @@ from pgpitr.postgres import binaries, conf, slots
 from pgpitr.postgres.cluster import Cluster, validate_name
 from pgpitr.postgres.command import OsUser, run
 from pgpitr.postgres.osuser import check_reachable, make_dir
+from pgpitr.privilege import account_name
 from pgpitr.repository import RepositoryUrl, open_repository
 from pgpitr.steps import Steps, undone_by
 
@@ -188,20 +189,13 @@ def refuse_another_account(datadir: Path, uid: int) -> None:
     and restore commands the server runs): another account's is refused with what to do."""
     if os.geteuid() in (0, uid):
         return
-    me, owner = pwd.getpwuid(os.geteuid()).pw_name, _account_name(uid)
+    me, owner = account_name(os.geteuid()), account_name(uid)
     raise ClusterStateError(
         f"the server of {datadir} runs as {owner}, and pgpitr runs as {me}: pgpitr acts only "
         "on servers of the account it runs as",
         hint=f"protect it with pgpitr run as {owner}, in a home of its own: `sudo -u {owner} "
         f"PGPITR_HOME=DIR pgpitr cluster register NAME --pgdata {datadir}` (docs/security.md)",
     )
-
-
-def _account_name(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return f"uid {uid}"
 
 
 def _config_dir_of(datadir: Path) -> Path | None:
