@@ -250,7 +250,10 @@ class PitrJSON(Serializer):
     type: Literal["pgpitr-json"] = "pgpitr-json"
 
     def dumps(self, obj: Any) -> bytes:
-        return json.dumps(encode(obj), ensure_ascii=False, allow_nan=True).encode()
+        data = encode(obj)
+        if _is_record(data):  # a value that looks like a whole record: tagged, so never taken so
+            data = {_TAG: "dict", "items": [[k, v] for k, v in data.items()]}
+        return json.dumps(data, ensure_ascii=False, allow_nan=True).encode()
 
     def loads(self, blob: bytes) -> Any:
         return decode(json.loads(blob.decode()))
@@ -260,29 +263,37 @@ class PitrJSON(Serializer):
 
 
 def decode_record(blob: bytes) -> Any:
-    """The value in a result record as Prefect stores it (``{"metadata": ..., "result": ...}``),
-    read only when the record says it was written by ``PitrJSON``: a record of any other
-    serializer (pickle above all) is refused, never loaded."""
+    """The value in a stored result, read as pgpitr's JSON only.  A flow's result file holds
+    the serializer's output alone (Prefect keeps its metadata in the run's state); a whole
+    Prefect record (``{"metadata": ..., "result": ...}``, as tasks write them) is read only when
+    it says it was written by ``PitrJSON``.  Anything else, a pickle above all, is refused,
+    never loaded."""
     try:
-        record = json.loads(blob)
+        data = json.loads(blob)
     except ValueError:
-        record = None
-    metadata = record.get("metadata") if isinstance(record, dict) else None
-    if not isinstance(metadata, dict):
-        raise RefusedType("a stored result is not a Prefect result record of JSON: not loaded")
-    serializer = metadata.get("serializer")
+        raise RefusedType("a stored result is not JSON: not loaded (a pickle?)") from None
+    if not _is_record(data):
+        return decode(data)
+    serializer = data["metadata"].get("serializer")
     kind = serializer.get("type") if isinstance(serializer, dict) else None
-    if kind != TYPE:
+    if kind != TYPE or not isinstance(data.get("result"), str):
         raise RefusedType(
             f"a stored result was written with the serializer {kind!r}, not pgpitr's "
             f"{TYPE!r}: refused, not loaded",
             hint="pgpitr's flows keep their results as JSON; check the agent's version and "
             "who else writes to the result storage",
         )
-    result = record.get("result")
-    if not isinstance(result, str):
-        raise RefusedType("a stored pgpitr result has no JSON result in it: not loaded")
-    return SERIALIZER.loads(result.encode())
+    return SERIALIZER.loads(data["result"].encode())
+
+
+def _is_record(data: Any) -> bool:
+    """Whether DATA has the shape of a whole Prefect result record (``dumps`` never writes a
+    value of that shape untagged)."""
+    return (
+        isinstance(data, dict)
+        and set(data) == {"metadata", "result"}
+        and isinstance(data["metadata"], dict)
+    )
 
 
 def read_stored(metadata: Any) -> Any:

@@ -8,6 +8,7 @@ import pickle
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -179,7 +180,7 @@ def test_a_result_record_of_another_serializer_is_refused_and_never_loaded(tmp_p
         "metadata": {"serializer": {"type": "pickle", "picklelib": "cloudpickle"}},
         "result": pickle.dumps(Marker()).hex(),
     }
-    for record in (json.dumps(pickled).encode(), pickle.dumps(Marker())):
+    for record in (json.dumps(pickled).encode(), pickle.dumps(Marker()), pickle.dumps([1])):
         with pytest.raises(RefusedType):
             decode_record(record)
     assert not (tmp_path / "unpickled").exists()
@@ -188,6 +189,12 @@ def test_a_result_record_of_another_serializer_is_refused_and_never_loaded(tmp_p
         "result": SERIALIZER.dumps(MANIFEST).decode(),
     }
     assert decode_record(json.dumps(ours).encode()) == MANIFEST
+    assert decode_record(SERIALIZER.dumps(MANIFEST)) == MANIFEST  # a flow's result file
+
+
+def test_a_value_shaped_like_a_whole_record_reads_back_as_itself() -> None:
+    value = {"metadata": {"serializer": {"type": "pickle"}}, "result": "x"}
+    assert decode_record(SERIALIZER.dumps(value)) == value
 
 
 def test_a_value_that_is_not_pgpitrs_is_not_written() -> None:
@@ -209,3 +216,57 @@ def test_every_flow_keeps_its_result_and_failure_as_pgpitrs_json() -> None:
         assert isinstance(flow.result_serializer, PitrJSON), entry.name
         # create-account keeps no result (its password must not be kept); its failure is JSON
         assert flow.persist_result is (entry.name != "create-account"), entry.name
+
+
+def _state(kind: str, tmp_path: Path, record: bytes, api_type: str = TYPE) -> Any:
+    """A final state as the CLI reads it from the API: metadata naming a stored record."""
+    from prefect import states
+    from prefect.results import ResultRecordMetadata
+    from prefect.serializers import Serializer
+
+    path = tmp_path / "result-record"
+    path.write_bytes(record)
+    serializer = Serializer(type=api_type)  # what the state in the API says it was written with
+    metadata = ResultRecordMetadata(storage_key=str(path), serializer=serializer)
+    return getattr(states, kind)(data=metadata)
+
+
+def _record(value: Any) -> bytes:
+    return SERIALIZER.dumps(value)  # what a flow writes: the serializer's output alone
+
+
+def test_the_cli_reads_a_runs_result_and_its_engine_error_back_from_the_stored_json(tmp_path):
+    from pgpitr.cli import runner
+
+    point = RESULTS["restore point"]
+    assert runner._result(_state("Completed", tmp_path, _record(point)), "r", "link") == point
+    error = errors.RecoveryTargetError("outside the window", hint="pick a time")
+    with pytest.raises(errors.RecoveryTargetError) as raised:
+        runner._result(_state("Failed", tmp_path, _record(error)), "r", "link")
+    assert (raised.value.message, raised.value.hint, raised.value.exit_code) == (
+        "outside the window",
+        "pick a time",
+        9,
+    )
+    with pytest.raises(errors.PitrError, match="flow run r Failed: ValueError: bad") as raised:
+        runner._result(_state("Failed", tmp_path, _record(ValueError("bad"))), "r", "link")
+    assert raised.value.hint == "link"
+
+
+def test_the_cli_never_unpickles_a_runs_stored_result(tmp_path) -> None:
+    from pgpitr.cli import runner
+
+    class Marker:
+        def __reduce__(self):
+            return (Path.touch, (tmp_path / "unpickled",))
+
+    import base64
+
+    pickled = pickle.dumps(Marker())
+    for record in (base64.b64encode(pickled), pickled):  # Prefect's pickle serializer; raw
+        for api_type in ("pickle", TYPE):  # a state that says so, or a file swapped under it
+            completed = _state("Completed", tmp_path, record, api_type)
+            assert runner._result(completed, "r", "l") is runner.NO_RESULT
+            with pytest.raises(errors.PitrError, match="flow run r Failed"):
+                runner._result(_state("Failed", tmp_path, record, api_type), "r", "l")
+    assert not (tmp_path / "unpickled").exists()
