@@ -104,10 +104,11 @@ def _name(kind: type) -> str:
 
 
 def _encode_error(error: BaseException) -> dict[str, Any]:
-    if not isinstance(error, PitrError):
-        message = str(error).strip() or "no message"
-        raised_as = f"{type(error).__module__}.{type(error).__qualname__}"
-        error = PitrError(f"{type(error).__qualname__}: {message}")
+    raised_as = f"{type(error).__module__}.{type(error).__qualname__}"
+    if not isinstance(error, PitrError) or not raised_as.startswith(ALLOWED_PREFIXES):
+        message = str(getattr(error, "message", error)).strip() or "no message"
+        hint = getattr(error, "hint", None) if isinstance(error, PitrError) else None
+        error = PitrError(f"{type(error).__name__}: {message}", hint=hint)
         error.raised_as = raised_as  # what was raised: not the engine's (the CLI says so)
     kind = type(error)
     attributes = dict(error.__dict__)

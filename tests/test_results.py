@@ -134,6 +134,15 @@ def test_an_error_that_is_not_the_engines_reads_back_as_a_plain_pitr_error_namin
     assert back.raised_as == "builtins.ValueError" and back.exit_code == 1
 
 
+def test_an_error_class_defined_outside_pgpitr_is_kept_as_a_plain_pitr_error() -> None:
+    class Outsider(errors.NotFound):
+        pass
+
+    back = SERIALIZER.loads(SERIALIZER.dumps(Outsider("gone", hint="look elsewhere")))
+    assert type(back) is errors.PitrError and back.message == "Outsider: gone"
+    assert back.hint == "look elsewhere" and back.raised_as.endswith("Outsider")
+
+
 def _payload(tag: str, name: str) -> bytes:
     fields = {"fields": {}, "data": {}, "value": 1, "message": "m", "hint": None}
     return json.dumps({"__pgpitr__": tag, "type": name, **fields}).encode()
@@ -158,6 +167,8 @@ def test_a_stored_type_outside_pgpitrs_packages_is_refused_and_never_imported(ta
         ("enum", "pgpitr.osutil.os"),  # a module pgpitr imports, reached through pgpitr
         ("dataclass", "pgpitr.manifest.json.JSONDecoder"),
         ("dataclass", "pgpitr.no_such_module.Thing"),
+        ("enum", "pgpitr.backup.StrEnum"),  # an enum, imported into pgpitr from elsewhere
+        ("model", "pgpitr.targets.BaseModel"),
     ],
 )
 def test_a_stored_pgpitr_name_of_the_wrong_kind_is_refused(tag, name) -> None:
