@@ -24,6 +24,7 @@ import dataclasses
 import enum
 import importlib
 import json
+import re
 import uuid
 from datetime import date, datetime, time, timedelta
 from pathlib import Path, PurePath
@@ -41,6 +42,8 @@ TYPE = "pgpitr-json"
 #: The only modules a stored type name may come from.
 ALLOWED_PREFIXES = ("pgpitr.", "tasks.", "flows.")
 _TAG = "__pgpitr__"
+#: A qualified name as Python writes one: identifiers joined by dots, nothing else.
+_QUALIFIED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+", re.ASCII)
 
 
 class RefusedType(PitrError):
@@ -153,7 +156,11 @@ def decode(data: Any) -> Any:
 
 def _load_type(name: Any, check: Any, kind: str) -> Any:
     """The class NAME, imported only from pgpitr's own packages and only when CHECK holds."""
-    if not isinstance(name, str) or not name.startswith(ALLOWED_PREFIXES) or ".<" in name:
+    if (
+        not isinstance(name, str)
+        or not name.startswith(ALLOWED_PREFIXES)
+        or not _QUALIFIED.fullmatch(name)
+    ):
         raise RefusedType(
             f"a stored pgpitr result names the type {name!r}, which is not pgpitr's own: "
             "refused, not imported",

@@ -150,7 +150,15 @@ def _payload(tag: str, name: str) -> bytes:
 
 @pytest.mark.parametrize("tag", ["dataclass", "model", "enum"])
 @pytest.mark.parametrize(
-    "name", ["antigravity.Thing", "pgpitr_evil.Thing", "subprocess.Popen", "builtins.eval"]
+    "name",
+    [
+        "antigravity.Thing",
+        "pgpitr_evil.Thing",
+        "subprocess.Popen",
+        "builtins.eval",
+        "pgpitr..Thing",
+        "pgpitr.x.<locals>.Thing",
+    ],
 )
 def test_a_stored_type_outside_pgpitrs_packages_is_refused_and_never_imported(tag, name):
     was_imported = {m for m in sys.modules if m.startswith(("antigravity", "pgpitr_evil"))}
