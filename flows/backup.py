@@ -12,10 +12,11 @@ from tasks import backup as t
 from tasks import events
 from tasks._slots import cluster_slot
 from tasks.naming import run_name
+from tasks.results import PERSISTED
 from tasks.steps import STEPS
 
 
-@flow(name="backup", flow_run_name=run_name("backup-{host}/{cluster}"), persist_result=True)
+@flow(name="backup", flow_run_name=run_name("backup-{host}/{cluster}"), **PERSISTED)
 def backup(
     cluster: str,
     backup_name: str | None = None,

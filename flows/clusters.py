@@ -10,13 +10,14 @@ from prefect import flow
 from pgpitr import accounts, clusters, register
 from tasks import clusters as _tasks  # noqa: F401  (the steps' tasks)
 from tasks.naming import run_name
+from tasks.results import PERSISTED, SERIALIZER
 from tasks.steps import STEPS
 
 
 @flow(
     name="create-cluster",
     flow_run_name=run_name("create-cluster-{host}/{name}"),
-    persist_result=True,
+    **PERSISTED,
 )
 def create_cluster(
     name: str, port: int | None = None, backup_repo: str | None = None, bindir: str | None = None
@@ -29,7 +30,7 @@ def create_cluster(
 @flow(
     name="delete-cluster",
     flow_run_name=run_name("delete-cluster-{host}/{name}"),
-    persist_result=True,
+    **PERSISTED,
 )
 def delete_cluster(name: str) -> None:
     """Stop and remove the cluster and its schedules; its backups stay in the repository."""
@@ -39,7 +40,7 @@ def delete_cluster(name: str) -> None:
 @flow(
     name="register-cluster",
     flow_run_name=run_name("register-cluster-{host}/{name}"),
-    persist_result=True,
+    **PERSISTED,
 )
 def register_cluster(
     name: str,
@@ -62,7 +63,7 @@ def register_cluster(
 @flow(
     name="unregister-cluster",
     flow_run_name=run_name("unregister-cluster-{host}/{name}"),
-    persist_result=True,
+    **PERSISTED,
 )
 def unregister_cluster(name: str) -> dict[str, Any]:
     """Stop protecting a registered server: its settings put back, its backups kept, the
@@ -70,7 +71,12 @@ def unregister_cluster(name: str) -> dict[str, Any]:
     return register.run_unregister(STEPS, name)
 
 
-@flow(name="create-account", flow_run_name=run_name("create-account-{host}/{cluster}-{username}"))
+@flow(
+    name="create-account",
+    flow_run_name=run_name("create-account-{host}/{cluster}-{username}"),
+    persist_result=False,  # nothing to keep; a failure is still written, as JSON
+    result_serializer=SERIALIZER,
+)
 def create_account(cluster: str, username: str) -> None:
     """Create a login role.  Its password is read from the flow's environment
     (PGPITR_ACCOUNT_PASSWORD), never passed as a parameter nor logged nor kept as a result."""
@@ -80,7 +86,7 @@ def create_account(cluster: str, username: str) -> None:
 @flow(
     name="grant-role",
     flow_run_name=run_name("grant-role-{host}/{cluster}-{username}"),
-    persist_result=True,
+    **PERSISTED,
 )
 def grant_role(cluster: str, username: str, role: str) -> None:
     """Grant READONLY, READWRITE or SUPERUSER to an account."""

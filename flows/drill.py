@@ -16,10 +16,11 @@ from tasks import events
 from tasks._common import cluster_artifact_key
 from tasks._slots import cluster_slot
 from tasks.naming import run_name
+from tasks.results import PERSISTED
 from tasks.steps import STEPS
 
 
-@flow(name="drill", flow_run_name=run_name("drill-{host}/{cluster}"), persist_result=True)
+@flow(name="drill", flow_run_name=run_name("drill-{host}/{cluster}"), **PERSISTED)
 def drill(cluster: str, at: str = "random") -> dr.DrillResult:
     """Drill CLUSTER: restore AT (a time inside the recoverable window, or random) into a scratch
     cluster, check the heartbeat rows and pg_amcheck, time each phase (the RTO), record the

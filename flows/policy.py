@@ -11,13 +11,14 @@ from pgpitr import clusters
 from pgpitr import policy as pol
 from tasks import clusters as _tasks  # noqa: F401  (the steps' tasks)
 from tasks.naming import run_name
+from tasks.results import PERSISTED
 from tasks.steps import STEPS
 
 
 @flow(
     name="set-log-backup",
     flow_run_name=run_name("set-log-backup-{host}/{cluster}"),
-    persist_result=True,
+    **PERSISTED,
 )
 def set_log_backup(cluster: str, enabled: bool) -> str | None:
     """Turn WAL archiving on (and wait until a switched segment is archived) or off."""
@@ -27,7 +28,7 @@ def set_log_backup(cluster: str, enabled: bool) -> str | None:
 @flow(
     name="edit-backup-policy",
     flow_run_name=run_name("edit-backup-policy-{host}/{cluster}"),
-    persist_result=True,
+    **PERSISTED,
 )
 def edit_backup_policy(
     cluster: str,

@@ -11,13 +11,14 @@ from prefect.artifacts import create_markdown_artifact
 from pgpitr import reindex as engine
 from tasks import repository as _tasks  # noqa: F401  (the steps' tasks)
 from tasks.naming import run_name
+from tasks.results import PERSISTED
 from tasks.steps import STEPS
 
 
 @flow(
     name="reindex",
     flow_run_name=run_name("reindex-{host}"),
-    persist_result=True,
+    **PERSISTED,
 )
 def reindex(cluster: str | None = None, backup_repo: str | None = None) -> list[dict[str, Any]]:
     """Rebuild the catalog index of CLUSTER (or of every stanza of BACKUP_REPO, or of every

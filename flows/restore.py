@@ -13,13 +13,14 @@ from tasks import restore as _tasks  # noqa: F401  (the steps' tasks)
 from tasks._common import cluster_artifact_key
 from tasks._slots import cluster_slot
 from tasks.naming import run_name
+from tasks.results import PERSISTED
 from tasks.steps import STEPS
 
 
 @flow(
     name="restore",
     flow_run_name=run_name("restore-{host}/{new_name}-from-{source_cluster}"),
-    persist_result=True,
+    **PERSISTED,
 )
 def restore(
     new_name: str,
@@ -62,7 +63,7 @@ def restore(
 @flow(
     name="create-restore-point",
     flow_run_name=run_name("create-restore-point-{host}/{cluster}-{name}"),
-    persist_result=True,
+    **PERSISTED,
 )
 def create_restore_point(cluster: str, name: str) -> restore_points.RestorePoint:
     """Create the restore point NAME on CLUSTER (pg_create_restore_point) and record it in the

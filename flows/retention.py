@@ -14,13 +14,14 @@ from tasks import backup as tb
 from tasks import retention as _tasks  # noqa: F401  (the steps' tasks)
 from tasks._common import cluster_artifact_key
 from tasks.naming import run_name
+from tasks.results import PERSISTED
 from tasks.steps import STEPS
 
 
 @flow(
     name="apply-retention",
     flow_run_name=run_name("apply-retention-{host}/{cluster}"),
-    persist_result=True,
+    **PERSISTED,
 )
 def apply_retention(cluster: str) -> dict[str, Any]:
     """Remove the backups past the policy's retention.ttl (never the one the window needs while
@@ -42,7 +43,7 @@ def apply_retention(cluster: str) -> dict[str, Any]:
 @flow(
     name="delete-backup",
     flow_run_name=run_name("delete-backup-{host}/{cluster}"),
-    persist_result=True,
+    **PERSISTED,
 )
 def delete_backup(
     cluster: str,

@@ -22,6 +22,7 @@ from pgpitr.kubernetes import setup as ops
 from pgpitr.kubernetes.target import KubeTarget
 from tasks import kubernetes as t
 from tasks._common import artifact_key
+from tasks.results import PERSISTED
 from tasks.steps import STEPS
 
 
@@ -44,7 +45,7 @@ def _report(outcome: ops.Outcome, key: str) -> dict[str, Any]:
     return outcome.result()
 
 
-@flow(name="setup", flow_run_name="setup-{namespace}")
+@flow(name="setup", flow_run_name="setup-{namespace}", **PERSISTED)
 def setup(
     settings: dict[str, str] | None = None,
     namespace: str = dataprotection.NAMESPACE,
@@ -67,7 +68,7 @@ def setup(
     return _report(outcome, "kubernetes-setup")
 
 
-@flow(name="addon-enable", flow_run_name="addon-enable-{name}")
+@flow(name="addon-enable", flow_run_name="addon-enable-{name}", **PERSISTED)
 def enable_addon(
     name: str,
     settings: dict[str, str] | None = None,
@@ -89,7 +90,7 @@ def enable_addon(
     return _report(outcome, f"addon-enable-{name}")
 
 
-@flow(name="addon-disable", flow_run_name="addon-disable-{name}")
+@flow(name="addon-disable", flow_run_name="addon-disable-{name}", **PERSISTED)
 def disable_addon(
     name: str,
     remove_crds: bool = False,
@@ -106,7 +107,7 @@ def disable_addon(
     return {"removed": removed}
 
 
-@flow(name="storageclass-set-default", flow_run_name="storageclass-set-default-{name}")
+@flow(name="storageclass-set-default", flow_run_name="storageclass-set-default-{name}", **PERSISTED)
 def set_default_storage_class(
     name: str,
     create: str | None = None,
@@ -121,7 +122,7 @@ def set_default_storage_class(
     return _report(outcome, f"storageclass-set-default-{name}")
 
 
-@flow(name="config", flow_run_name="config-{namespace}")
+@flow(name="config", flow_run_name="config-{namespace}", **PERSISTED)
 def configure(
     settings: dict[str, str],
     namespace: str = dataprotection.NAMESPACE,

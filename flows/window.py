@@ -15,13 +15,14 @@ from tasks import events
 from tasks import window as _tasks  # noqa: F401  (the steps' tasks)
 from tasks._common import cluster_artifact_key
 from tasks.naming import run_name
+from tasks.results import PERSISTED
 from tasks.steps import STEPS
 
 
 @flow(
     name="refresh-recoverable-window",
     flow_run_name=run_name("refresh-recoverable-window-{host}/{cluster}"),
-    persist_result=True,
+    **PERSISTED,
 )
 def refresh_recoverable_window(cluster: str) -> dict[str, Any]:
     """Publish CLUSTER's recoverable window; with log backup on, check the archiver."""

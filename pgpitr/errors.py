@@ -7,8 +7,9 @@ secret.
 ``transient`` says whether the same call may succeed later (an S3 5xx, throttling, a dropped
 connection, PostgreSQL starting up).  It is decided where the failure is classified, by whoever
 raises the error, and it is the only thing the Prefect tasks' retry condition reads.  An error
-pickles with its message, hint, exit code and ``transient`` intact, so that a failure inside a
-flow run on another process reaches the CLI as the same error.
+keeps its message, hint, exit code and ``transient`` in a flow run's stored failure (JSON,
+tasks/results.py: the type by name, only from pgpitr's packages), so that a failure inside a
+flow run on another process reaches the CLI as the same error; it also pickles whole.
 """
 
 from __future__ import annotations

@@ -222,24 +222,36 @@ def _await_run(flow_run: Any, target: str, host: str | None, link: str, start: f
 
 def _result(state: Any, run_name: str, link: str) -> Any:
     """The run's result; for a failed run, the exception it raised, as it was raised: an engine
-    error keeps its type, message, hint and exit code (it pickles whole, pgpitr/errors.py)."""
+    error keeps its type, message, hint and exit code.  Both are read from result storage as
+    pgpitr's JSON (tasks/results.py), never unpickled: a record of another serializer is not
+    loaded."""
+    from tasks.results import RefusedType, read_stored
+
     if state is None:
         raise PitrError(f"flow run {run_name} has no state", hint=link)
     if state.is_completed():
+        if state.data is None:  # a flow that keeps no result
+            console.info(f"flow run {run_name} completed: {link}")
+            return NO_RESULT
         try:
-            return state.result()
+            return read_stored(state.data)
+        except RefusedType as exc:  # never loaded: the operation itself completed
+            console.info(f"flow run {run_name} completed; its result is not read: {exc.message}")
+            return NO_RESULT
         except Exception:  # a result kept elsewhere (another machine's storage): say where
             console.info(f"flow run {run_name} completed: {link}")
             return NO_RESULT
     try:
-        state.result(raise_on_failure=True)
-    except PitrError:
-        raise
-    except Exception as exc:  # not the engine's, or not readable here: one line and the link
-        message = (getattr(state, "message", None) or str(exc) or "no message").strip()
-        first = (message.splitlines() or [""])[0][:300]
-        raise PitrError(f"flow run {run_name} {state.name}: {first}", hint=link) from None
-    raise PitrError(f"flow run {run_name} ended {state.name}", hint=link)
+        error = read_stored(state.data)
+    except Exception:  # not persisted, not pgpitr's, or not readable here: the state's message
+        error = None
+    if isinstance(error, PitrError) and not getattr(error, "raised_as", None):
+        raise error
+    # not the engine's (kept as a PitrError naming its type), or not read: one line and the link
+    text = error.message if isinstance(error, PitrError) else None
+    message = (text or getattr(state, "message", None) or "no message").strip()
+    first = (message.splitlines() or [""])[0][:300]
+    raise PitrError(f"flow run {run_name} {state.name}: {first}", hint=link)
 
 
 # -- what the deployments really have ----------------------------------------------------------

@@ -92,3 +92,23 @@ def wait_for(predicate: Any, timeout: float, what: str, interval: float = 1.0) -
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(interval)
+
+
+def stored_result(flow_run: Any) -> tuple[str, bytes, Any]:
+    """What FLOW_RUN's final state keeps in result storage (the harness's local storage: the
+    agent and the CLI share PREFECT_HOME): the serializer its state names, the stored file's
+    bytes (a flow's result file holds the serializer's output alone), those bytes as JSON."""
+    import json
+    from pathlib import Path
+
+    from prefect.results import ResultRecordMetadata
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH
+
+    metadata = flow_run.state.data
+    assert isinstance(metadata, ResultRecordMetadata), metadata
+    assert metadata.storage_block_id is None, "not the harness's local result storage"
+    path = Path(metadata.storage_key)
+    if not path.is_absolute():
+        path = Path(PREFECT_LOCAL_STORAGE_PATH.value()) / path
+    blob = path.read_bytes()
+    return metadata.serializer.type, blob, json.loads(blob)

@@ -4,6 +4,7 @@ one source cluster (`src` of tests/flows/conftest.py, one backup), several resto
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -159,3 +160,50 @@ def test_a_bad_target_from_the_api_is_refused_and_creates_nothing(history) -> No
     assert "were given together" in run.state.message, run.state.message
     assert not api.task_runs(run.id)
     assert {"api-bad-lsn", "api-two"}.isdisjoint(c.name for c in Cluster.all())
+
+
+def test_a_result_read_back_through_the_deployment_is_json_not_a_pickle(history) -> None:
+    made = cli("cluster", "create-restore-point", "src", "--name", "json-1", "--wait")
+    printed = re.search(r"restore point json-1 of src created at LSN (\S+) \(timeline", made.stderr)
+    assert printed, made.stderr
+    (run,) = api.flow_runs(f"create-restore-point-{HOST}/src-json-1")
+    serializer, blob, kept = api.stored_result(run)
+    assert serializer == "pgpitr-json"
+    assert b"pickle" not in blob and not blob.startswith(b"\x80")
+    assert kept["__pgpitr__"] == "dataclass"
+    assert kept["type"] == "pgpitr.restore_points.RestorePoint"
+    assert kept["fields"]["name"] == "json-1" and kept["fields"]["lsn"] == printed.group(1)
+    # the earlier restore (--wait) kept its result with its typed target the same way
+    (restored,) = api.flow_runs(f"restore-{HOST}/cli-xid-from-src")
+    kept = api.stored_result(restored)[2]
+    assert kept["type"] == "pgpitr.restore.RestoreResult"
+    assert kept["fields"]["target"]["type"] == "pgpitr.targets.RestoreTarget"
+    assert kept["fields"]["target"]["data"]["xid"] == history.xid_row_2
+
+
+def test_an_engine_error_through_the_deployment_keeps_its_message_hint_and_exit_code(history):
+    refused = cli(
+        "cluster",
+        "restore",
+        "json-too-early",
+        "--source-cluster",
+        "src",
+        "--restore-to-time",
+        "2001-01-01T00:00:00Z",
+        "--wait",
+        check=False,
+    )
+    assert refused.returncode == 9, refused.stderr
+    assert refused.stderr.startswith(
+        "error: Jan 01,2001 00:00:00 UTC+0000 is outside the recoverable window of 'src'"
+    ), refused.stderr
+    assert "hint: pick a time inside the window (`pgpitr cluster describe src`)" in (
+        " ".join(refused.stderr.split())
+    ), refused.stderr
+    assert "Traceback" not in refused.stderr and "flow run" not in refused.stderr
+    (run,) = api.flow_runs(f"restore-{HOST}/json-too-early-from-src")
+    assert run.state.is_failed()
+    serializer, blob, kept = api.stored_result(run)
+    assert serializer == "pgpitr-json" and b"pickle" not in blob
+    assert (kept["__pgpitr__"], kept["type"]) == ("error", "pgpitr.errors.RecoveryTargetError")
+    assert kept["exit_code"] == 9 and kept["hint"].startswith("pick a time inside the window")
