@@ -13,7 +13,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.deployments.test_localserver import alone, pgpitr, server_status  # noqa: F401
+from tests.deployments.test_localserver import (  # noqa: F401
+    alone,
+    credentials,
+    pgpitr,
+    server_status,
+)
 from tests.flows.api import wait_for
 
 pytestmark = pytest.mark.timeout(600)
@@ -24,8 +29,8 @@ def polled(env: dict[str, str]) -> str | None:
     port = env["PGPITR_PREFECT_PORT"]
     url = f"http://127.0.0.1:{port}/api/deployments/name/backup/pgpitr-solo"
     try:
-        response = httpx.get(url, timeout=3)
-    except httpx.HTTPError:
+        response = httpx.get(url, auth=tuple(credentials(env).split(":", 1)), timeout=3)
+    except (httpx.HTTPError, OSError):
         return None
     return response.json().get("last_polled") if response.status_code == 200 else None
 

@@ -17,7 +17,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tests.deployments.test_localserver import alone, pgpitr, server_status  # noqa: F401
+from tests.deployments.test_localserver import (  # noqa: F401
+    alone,
+    credentials,
+    pgpitr,
+    server_status,
+)
 from tests.flows.api import wait_for
 
 pytestmark = pytest.mark.timeout(600)
@@ -61,7 +66,7 @@ def full_server(alone: dict[str, str]) -> Iterator[str]:  # noqa: F811
         pgpitr(alone, "server", "stop", check=False)
 
 
-def test_a_late_scheduled_backup_notifies_the_webhook(full_server, webhook) -> None:
+def test_a_late_scheduled_backup_notifies_the_webhook(alone, full_server, webhook) -> None:  # noqa: F811
     import prefect.settings
     from prefect.client.orchestration import get_client
     from prefect.states import Scheduled
@@ -70,7 +75,10 @@ def test_a_late_scheduled_backup_notifies_the_webhook(full_server, webhook) -> N
     from flows import registry
 
     url, received = webhook
-    api = {prefect.settings.PREFECT_API_URL: full_server}
+    api = {
+        prefect.settings.PREFECT_API_URL: full_server,
+        prefect.settings.PREFECT_API_AUTH_STRING: credentials(alone),
+    }
     with prefect.settings.temporary_settings(updates=api):
         assert "pgpitr: scheduled backup late" in alerts.create(url)
         # the deployment an agent of host late-host would serve; no agent serves it

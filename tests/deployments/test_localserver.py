@@ -50,6 +50,11 @@ def pgpitr(env: dict[str, str], *args: str, check: bool = True) -> subprocess.Co
     return done
 
 
+def credentials(env: dict[str, str]) -> str:
+    """The local server's auth string, as the account's commands read it."""
+    return (Path(env["PGPITR_HOME"]) / "prefect" / "api-credentials").read_text().strip()
+
+
 def server_status(env: dict[str, str]) -> dict:
     return json.loads(pgpitr(env, "server", "status", "-o", "json").stdout)
 

@@ -80,12 +80,12 @@ def test_agent_start_after_a_reboot_brings_created_clusters_back_archiving(
         said = cli("agent", "start").stderr
         assert "started" in said
         log = lambda: (home / "agent" / "agent.log").read_text()  # noqa: E731
-        try:
-            api.wait_for(lambda: Cluster.get("boot-pg").is_running(), 120, "boot-pg running")
+        try:  # its log says so once the start returned
+            api.wait_for(lambda: "started cluster boot-pg" in log(), 120, "boot-pg started")
         except AssertionError as exc:
             raise AssertionError(f"{exc}\nthe agent's log:\n{log()[-3000:]}") from None
         log = log()
-        assert "started cluster boot-pg" in log
+        assert Cluster.get("boot-pg").is_running()
         assert not Cluster.get("kept-down").is_running()  # the operator's stop is kept
         assert "started cluster kept-down" not in log
 
