@@ -137,6 +137,11 @@ def test_the_cli_sends_the_target_through_the_deployment_as_json(history) -> Non
         Cluster.get("cli-xid").stop()
     (run,) = api.flow_runs(f"restore-{HOST}/cli-xid-from-src")
     assert run.parameters["target"] == {"xid": history.xid_row_2, "inclusive": False}
+    # its result kept as pgpitr's JSON, with its typed target
+    kept = api.stored_result(run)[2]
+    assert kept["type"] == "pgpitr.restore.RestoreResult"
+    assert kept["fields"]["target"]["type"] == "pgpitr.targets.RestoreTarget"
+    assert kept["fields"]["target"]["data"]["xid"] == history.xid_row_2
     described = cli("cluster", "describe", "src", "-o", "json").stdout
     assert '"name": "after-1"' in described and '"restorable": true' in described
 
@@ -173,12 +178,6 @@ def test_a_result_read_back_through_the_deployment_is_json_not_a_pickle(history)
     assert kept["__pgpitr__"] == "dataclass"
     assert kept["type"] == "pgpitr.restore_points.RestorePoint"
     assert kept["fields"]["name"] == "json-1" and kept["fields"]["lsn"] == printed.group(1)
-    # the earlier restore (--wait) kept its result with its typed target the same way
-    (restored,) = api.flow_runs(f"restore-{HOST}/cli-xid-from-src")
-    kept = api.stored_result(restored)[2]
-    assert kept["type"] == "pgpitr.restore.RestoreResult"
-    assert kept["fields"]["target"]["type"] == "pgpitr.targets.RestoreTarget"
-    assert kept["fields"]["target"]["data"]["xid"] == history.xid_row_2
 
 
 def test_an_engine_error_through_the_deployment_keeps_its_message_hint_and_exit_code(history):
