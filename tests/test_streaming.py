@@ -218,7 +218,14 @@ def test_a_completed_segment_replaces_its_partials_once(streamed: Cluster) -> No
     _wait("the spool keeps no stored segment", lambda: segment not in os.listdir(spool))
 
 
+def receiver_streams(cluster: Cluster) -> None:
+    """The module's receiver streams again: a test before this one (in any order) may have
+    ended it, and the supervisor starts it again after a pause of up to 30 s."""
+    _wait("the receiver streams", lambda: slots.slot_state(cluster).active)
+
+
 def test_synchronous_streaming_names_the_receiver_and_is_undone(streamed: Cluster) -> None:
+    receiver_streams(streamed)
     clusters.set_streaming(streamed, True, True)
     try:
         assert slots.synchronous_names(streamed) == slots.APPLICATION_NAME
@@ -239,6 +246,7 @@ def test_synchronous_streaming_names_the_receiver_and_is_undone(streamed: Cluste
 def test_a_stuck_synchronous_receiver_holds_commits_until_synchronous_is_off(
     streamed: Cluster,
 ) -> None:
+    receiver_streams(streamed)
     clusters.set_streaming(streamed, True, True)
     try:
         _wait(
