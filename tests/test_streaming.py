@@ -218,6 +218,12 @@ def test_a_completed_segment_replaces_its_partials_once(streamed: Cluster) -> No
     _wait("the spool keeps no stored segment", lambda: segment not in os.listdir(spool))
 
 
+#: how long a switch to synchronous may wait here for the receiver: the one it replaces may
+#: have ended just before (another test's doing, in a shuffled order), and the supervisor
+#: starts it again only after its pause, up to 30 s (walstream.RESTART_PAUSE)
+RESTARTED_WITHIN = 90
+
+
 def receiver_streams(cluster: Cluster) -> None:
     """The module's receiver streams again: a test before this one (in any order) may have
     ended it, and the supervisor starts it again after a pause of up to 30 s."""
@@ -226,7 +232,7 @@ def receiver_streams(cluster: Cluster) -> None:
 
 def test_synchronous_streaming_names_the_receiver_and_is_undone(streamed: Cluster) -> None:
     receiver_streams(streamed)
-    clusters.set_streaming(streamed, True, True)
+    clusters.set_streaming(streamed, True, True, receiver_timeout=RESTARTED_WITHIN)
     try:
         assert slots.synchronous_names(streamed) == slots.APPLICATION_NAME
         assert clusters.load_policy(streamed).logfile_synchronous
@@ -247,7 +253,7 @@ def test_a_stuck_synchronous_receiver_holds_commits_until_synchronous_is_off(
     streamed: Cluster,
 ) -> None:
     receiver_streams(streamed)
-    clusters.set_streaming(streamed, True, True)
+    clusters.set_streaming(streamed, True, True, receiver_timeout=RESTARTED_WITHIN)
     try:
         _wait(
             "the receiver is synchronous", lambda: slots.slot_state(streamed).sync_state == "sync"
