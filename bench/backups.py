@@ -228,7 +228,7 @@ def _dd(ctx: Context, rundir: Path, blocks: int) -> None:
 
 def cli_backup_once(ctx: Context) -> None:
     """``pgpitr cluster backup`` end to end: process start, Prefect flow, engine, WAL confirm."""
-    from pgpitr.cli import runner
+    from cli import runner
 
     if runner.answers(runner.LOCAL_SERVER):
         ctx.results.skip(

@@ -139,11 +139,11 @@ def _step(name: str, call: Callable[[], None]) -> None:
 
 
 def _walcli_constants() -> dict[str, int]:
-    from pgpitr import walspool
+    from pgpitr.wal import spool
 
     return {
-        "FETCH_AHEAD": walspool.FETCH_AHEAD,
-        "THREADS": walspool.THREADS,
+        "FETCH_AHEAD": spool.FETCH_AHEAD,
+        "THREADS": spool.THREADS,
     }
 
 

@@ -40,12 +40,13 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 from bench.proc import ROOT
-from pgpitr import clusters, wal
-from pgpitr import window as w
+from pgpitr import cluster_repository
+from pgpitr.operations import create, log_backup
+from pgpitr.operations import describe as w
 from pgpitr.postgres.cluster import Cluster
 from pgpitr.postgres.command import run
-from pgpitr.repository import index
 from pgpitr.repository.base import REQUESTS, document_frame
+from pgpitr.wal import archive, index
 from tests import engine
 from tests.conftest import reachable_tempdir
 from tests.pg import archive_now, sql
@@ -67,14 +68,14 @@ def _requests_of(fn):  # type: ignore[no-untyped-def]
     return value, seconds, made
 
 
-def _fill(repo, stanza: str, first: wal.Segment, count: int, segment_size: int) -> None:
+def _fill(repo, stanza: str, first: archive.Segment, count: int, segment_size: int) -> None:
     """``count`` synthetic segments from ``first`` on, named as pushes name them."""
     import hashlib
 
     frame = document_frame(b"synthetic")
     sha = hashlib.sha256(frame).hexdigest()
     keys = [
-        wal.object_key(stanza, wal.Segment(first.timeline, n).name(segment_size), sha)
+        archive.object_key(stanza, archive.Segment(first.timeline, n).name(segment_size), sha)
         for n in range(first.number, first.number + count)
     ]
     with ThreadPoolExecutor(16) as pool:
@@ -83,21 +84,21 @@ def _fill(repo, stanza: str, first: wal.Segment, count: int, segment_size: int) 
 
 def prepare(name: str, repository: str, count: int) -> dict:
     """A running cluster whose window spans ``count`` synthetic segments (see the docstring)."""
-    cluster = clusters.create(name, repository_url=repository)
-    clusters.set_log_backup(cluster, True)
+    cluster = create.create(name, repository_url=repository)
+    log_backup.set_log_backup(cluster, True)
     sql(name, "CREATE TABLE msg (id int PRIMARY KEY)")
     sql(name, "INSERT INTO msg VALUES (1)")
     engine.backup(cluster)
     last = archive_now(name)
     size = cluster.state.wal_segment_size
     cluster.stop()
-    hole = wal.Segment.parse(last, size).next()
-    after = wal.Segment(hole.timeline, hole.number + count)
+    hole = archive.Segment.parse(last, size).next()
+    after = archive.Segment(hole.timeline, hole.number + count)
     run(
         [str(cluster.bindir / "pg_resetwal"), "-l", after.name(size), str(cluster.state.datadir)],
         user=cluster.user,
     )
-    repo = clusters.repository(cluster)
+    repo = cluster_repository.repository(cluster)
     started = time.monotonic()
     _fill(repo, cluster.state.stanza, hole, count, size)
     fill_seconds = time.monotonic() - started

@@ -25,10 +25,11 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pgpitr import backup as bk
-from pgpitr import clusters, keys
+from pgpitr import keys
 from pgpitr import state as st
-from pgpitr.postgres import conf
+from pgpitr.operations import backup as bk
+from pgpitr.operations import create, edit_policy
+from pgpitr.postgres import cluster, conf
 from pgpitr.postgres.osuser import make_dir, server_user
 from pgpitr.steps import Steps
 from tests.conftest import reachable_tempdir
@@ -124,7 +125,7 @@ def main(scale: int = 30, segments: int = 64, runs: int = 5) -> dict:
         "and noisy (other jobs ran beside it): compare the ratios",
     }
     try:
-        c = clusters.create("benc", repository_url=urls["plain"])
+        c = create.create("benc", repository_url=urls["plain"])
 
         def sql(query: str) -> None:
             with c.connect() as db:
@@ -177,7 +178,7 @@ def main(scale: int = 30, segments: int = 64, runs: int = 5) -> dict:
         for run in range(runs):
             kinds = ["plain", "encrypted"] if run % 2 == 0 else ["encrypted", "plain"]
             for kind in kinds:
-                clusters.switch_repository("benc", urls[kind])
+                edit_policy.switch_repository("benc", urls[kind])
                 started = time.perf_counter()
                 manifest = bk.run(Steps(), "benc", f"b-{kind}-{run}")
                 times[kind].append(round(time.perf_counter() - started, 2))
@@ -194,7 +195,7 @@ def main(scale: int = 30, segments: int = 64, runs: int = 5) -> dict:
         out["cipher_alone_mb_per_second"] = round(_cipher_rate(), 1)
         out["load_average_at_end"] = os.getloadavg()
     finally:
-        for cl in clusters.Cluster.all():
+        for cl in cluster.Cluster.all():
             try:
                 cl.remove()
             except Exception:  # noqa: S110 - a serverless cluster has no server to stop

@@ -24,8 +24,8 @@ pgbench database at scale N:
 ``python -m bench.incremental [SCALE] [--runs N] [--days N] [--day-transactions N]
 [--pgbackrest PATH] [--copy-modes] [--postgresql 17|18] [--week-only]``; JSON in bench/results/
 (``-pg18`` in the name on 18, where pg_combinebackup hard-links the full's files: ``--link``).
-A lineage's links are extracted in parallel (pgpitr/restore.py ``_extract_links``); each restore
-records that extraction's wall-clock seconds and each link's, and pg_combinebackup's.
+A lineage's links are extracted in parallel (pgpitr/operations/restore.py ``_extract_links``); each
+restore records that extraction's wall-clock seconds and each link's, and pg_combinebackup's.
 ``--copy-modes`` adds the measurements of the first run
 (bench/results/20261202-012901-incremental-scale50.json): the cost of reading backup_manifest out
 of the stream, and pg_combinebackup with each copy mode.
@@ -48,17 +48,20 @@ from typing import Any
 
 from bench import pgbackrest as pgbr
 from bench.proc import du, say
-from pgpitr import backup as bk
-from pgpitr import catalog, clusters, wal
-from pgpitr import restore as rs
+from pgpitr import cluster_repository
+from pgpitr.catalog import backups
 from pgpitr.manifest import copy_data
-from pgpitr.postgres import binaries
+from pgpitr.operations import backup as bk
+from pgpitr.operations import create, log_backup
+from pgpitr.operations import restore as rs
+from pgpitr.postgres import binaries, cluster
 from pgpitr.postgres.cluster import Cluster
 from pgpitr.postgres.command import combinebackup_command
 from pgpitr.postgres.command import run as run_command
 from pgpitr.postgres.osuser import make_dir
 from pgpitr.steps import Steps
 from pgpitr.targets import RestoreTarget
+from pgpitr.wal import archive
 from tests import pgwheels
 from tests.conftest import reachable_tempdir
 
@@ -103,7 +106,7 @@ class Source:
         )
 
     def lsn(self) -> int:
-        return wal.lsn_to_int(self.sql("SELECT pg_current_wal_lsn()::text")[0][0])
+        return archive.lsn_to_int(self.sql("SELECT pg_current_wal_lsn()::text")[0][0])
 
 
 class CombineSeconds(logging.Handler):
@@ -166,8 +169,8 @@ def main(argv: list[str] | None = None) -> dict:
         "note": "medians of runs in rotating order; the machine is shared and noisy",
     }
     try:
-        c = clusters.create(SOURCE, bindir=bindir)
-        clusters.set_log_backup(c, True)
+        c = create.create(SOURCE, bindir=bindir)
+        log_backup.set_log_backup(c, True)
         src = Source(c, bindir)
         src.sql("ALTER SYSTEM SET max_wal_size = '8GB'")
         src.sql("ALTER SYSTEM SET checkpoint_timeout = '1h'")
@@ -184,7 +187,7 @@ def main(argv: list[str] | None = None) -> dict:
             out.update(copy_modes(src, home, args.runs))
         out["week"] = week(src, args.days, args.day_transactions, args.runs)
     finally:
-        for cl in clusters.Cluster.all():
+        for cl in cluster.Cluster.all():
             try:
                 cl.remove()
             except Exception:
@@ -357,7 +360,7 @@ def week(src: Source, days: int, per_day: int, runs: int) -> dict:
     target, target_lsn = datetime.now(UTC), src.lsn()
     time.sleep(0.1)
     src.sql("INSERT INTO marker VALUES (now())")  # the commit after the target ends recovery
-    clusters.switch_and_confirm(src.c, clusters.repository(src.c))
+    log_backup.switch_and_confirm(src.c, cluster_repository.repository(src.c))
 
     def described(b: Any) -> dict:
         return {
@@ -439,7 +442,7 @@ def copy_modes(src: Source, home: Path, runs: int) -> dict:
     out["manifest_tap_cost_ratio"] = round(_median(tap_times) / _median(tool_times), 3)
     src.sql("UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid % 10 = 0")
     inc = bk.run(Steps(), SOURCE, "cm-inc", backup_type=bk.BackupType.INCREMENTAL)
-    c, repo = src.c, clusters.repository(src.c)
+    c, repo = src.c, cluster_repository.repository(src.c)
     work = home / "combine"
     make_dir(work, c.user, 0o755)
     dirs = []
@@ -448,7 +451,7 @@ def copy_modes(src: Source, home: Path, runs: int) -> dict:
         make_dir(d, c.user, 0o700)
         tar = subprocess.Popen(["tar", "-x", "-f", "-", "-C", str(d)], stdin=subprocess.PIPE)
         assert tar.stdin is not None
-        copy_data(repo, SOURCE, catalog.get_backup(repo, SOURCE, link.name), tar.stdin)
+        copy_data(repo, SOURCE, backups.get_backup(repo, SOURCE, link.name), tar.stdin)
         tar.stdin.close()
         assert tar.wait() == 0
         subprocess.run(["chown", "-R", f"{c.user.uid}:{c.user.gid}", str(d)], check=True)

@@ -30,10 +30,13 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pgpitr import backup as bk
-from pgpitr import catalog, clusters, walstream
+from pgpitr import cluster_repository
+from pgpitr.catalog import window
+from pgpitr.operations import backup as bk
+from pgpitr.operations import create, log_backup
 from pgpitr.postgres.cluster import Cluster
 from pgpitr.steps import Steps
+from pgpitr.wal import stream
 from tests.conftest import reachable_tempdir
 
 RESULTS = Path(__file__).parent / "results"
@@ -41,8 +44,8 @@ NAME = "rpo"
 
 
 def _window_end(cluster: Cluster) -> datetime | None:
-    repo = clusters.repository(cluster)
-    periods = catalog.recoverable_window(repo, NAME, cluster.bindir).periods
+    repo = cluster_repository.repository(cluster)
+    periods = window.recoverable_window(repo, NAME, cluster.bindir).periods
     return periods[-1][1] if periods else None
 
 
@@ -109,8 +112,8 @@ def main(commits: int = 100, archive_commits: int = 10, latency_commits: int = 3
     }
     supervisor = None
     try:
-        cluster = clusters.create(NAME)
-        clusters.set_log_backup(cluster, True)
+        cluster = create.create(NAME)
+        log_backup.set_log_backup(cluster, True)
         bk.run(Steps(), NAME)
         print("archive_command only (archive_timeout 60 s)", flush=True)
         reads: list[float] = []
@@ -118,8 +121,8 @@ def main(commits: int = 100, archive_commits: int = 10, latency_commits: int = 3
         out["rpo_archive"] = _summary(_rpo_samples(cluster, archive_commits, 120, 60, reads), "s")
         print(out["rpo_archive"], flush=True)
 
-        supervisor = walstream.start()
-        clusters.set_streaming(cluster, True, False)
+        supervisor = stream.start()
+        log_backup.set_streaming(cluster, True, False)
         print("streaming", flush=True)
         reads = []
         out["rpo_stream"] = _summary(_rpo_samples(cluster, commits, 60, 0.3, reads), "s")
@@ -128,7 +131,7 @@ def main(commits: int = 100, archive_commits: int = 10, latency_commits: int = 3
         out["commit_latency_async"] = _summary(_latencies(cluster, latency_commits), "ms")
         print(out["commit_latency_async"], flush=True)
 
-        clusters.set_streaming(cluster, True, True)
+        log_backup.set_streaming(cluster, True, True)
         print("synchronous streaming", flush=True)
         reads = []
         out["rpo_sync"] = _summary(_rpo_samples(cluster, commits, 60, 0.3, reads), "s")
@@ -136,7 +139,7 @@ def main(commits: int = 100, archive_commits: int = 10, latency_commits: int = 3
         print(out["rpo_sync"], flush=True)
         out["commit_latency_sync"] = _summary(_latencies(cluster, latency_commits), "ms")
         print(out["commit_latency_sync"], flush=True)
-        clusters.set_streaming(cluster, True, False)
+        log_backup.set_streaming(cluster, True, False)
         out["ratios"] = {
             "sync_commit_latency_vs_async_median": round(
                 out["commit_latency_sync"]["median"] / out["commit_latency_async"]["median"], 2

@@ -26,7 +26,7 @@ def _vm_hwm_kb() -> int:
 
 
 def _backup(args: argparse.Namespace) -> dict:
-    from pgpitr import backup
+    from pgpitr.operations import backup
     from pgpitr.postgres.cluster import Cluster
     from pgpitr.repository import open_repository
 
@@ -53,7 +53,7 @@ def _backup(args: argparse.Namespace) -> dict:
 def _restore(args: argparse.Namespace) -> dict:
     from datetime import datetime
 
-    from pgpitr import restore
+    from pgpitr.operations import restore
     from pgpitr.steps import Steps
 
     class Timed(Steps):

@@ -32,13 +32,13 @@ class SourceCluster:
 
     # -- lifecycle ---------------------------------------------------------------------------
     def create(self, scale: int) -> None:
-        from pgpitr import clusters
+        from pgpitr.operations import create as operations_create
 
         self.scale = scale
         make_dir(self.home, self.user, 0o755)
         os.environ["PGPITR_HOME"] = str(self.home)
         first_repo = make_dir(self.home / "repo-initial", self.user, 0o750)
-        self._cluster = clusters.create(NAME, repository_url=f"file://{first_repo}")
+        self._cluster = operations_create.create(NAME, repository_url=f"file://{first_repo}")
         # Faster WAL generation and no checkpoints in the middle of a measurement by the clock.
         self.sql("ALTER SYSTEM SET max_wal_size = '8GB'")
         self.sql("ALTER SYSTEM SET checkpoint_timeout = '1h'")
@@ -100,7 +100,8 @@ class SourceCluster:
 
     def use_pgpitr_repository(self, url: str) -> None:
         """Point the cluster at a fresh repository and turn log backup on the product's way."""
-        from pgpitr import clusters
+        from pgpitr import cluster_repository
+        from pgpitr.operations import log_backup
 
         state = self.cluster.state
         state.repository = url
@@ -109,8 +110,10 @@ class SourceCluster:
             marker.unlink()
         for pushed in (state.spool / "pushed").glob("*"):
             pushed.unlink()
-        clusters._store_credentials(self.cluster)  # the archiver's AWS keys (S3), as at create
-        clusters.set_log_backup(self.cluster, True, timeout=120)
+        cluster_repository.store_credentials(
+            self.cluster
+        )  # the archiver's AWS keys (S3), as at create
+        log_backup.set_log_backup(self.cluster, True, timeout=120)
 
     def ready_count(self) -> int:
         return len(self.ready_names())

@@ -103,7 +103,7 @@ def run(limit: int | None = None) -> int:
 def _remove_killed_drills() -> None:
     """A drill killed with the machine (or with kill -9) leaves its scratch server running until
     the next drill, a day later on schedule: the agent, started again, removes it at once."""
-    from pgpitr import drill
+    from pgpitr.operations import drill
 
     try:
         removed = drill.remove_leftovers()
@@ -149,11 +149,11 @@ def _start_heartbeat() -> None:
 
 
 def _start_streams() -> tuple[threading.Thread, threading.Event]:
-    """WAL streaming (pgpitr/walstream.py) for this host's clusters in stream mode, in a thread
+    """WAL streaming (pgpitr/wal/stream.py) for this host's clusters in stream mode, in a thread
     of the agent itself like the heartbeat: a receiver must go on while serving restarts."""
-    from pgpitr import walstream
+    from pgpitr.wal import stream
 
-    thread, stop, _ = walstream.start(on_retained=_retained_event)
+    thread, stop, _ = stream.start(on_retained=_retained_event)
     _say("streaming WAL for clusters with schedule.logfile.method=stream")
     return thread, stop
 

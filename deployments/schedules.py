@@ -10,14 +10,14 @@ from tasks.schedules import sync
 def sync_all() -> list[str]:
     """Every cluster's schedules from its saved policy (after ``prefect deploy``, which replaces
     the deployments' schedules)."""
-    from pgpitr import clusters
+    from pgpitr import policy_store
     from pgpitr.postgres.cluster import Cluster
 
     done = []
     for cluster in Cluster.all():
         done += [
             f"{cluster.name}: {line}"
-            for line in sync(clusters.load_policy(cluster), host=cluster.state.host)
+            for line in sync(policy_store.load_policy(cluster), host=cluster.state.host)
         ]
     return done
 

@@ -24,7 +24,7 @@ from typing import Any
 from deployments.api import ensure_api_url
 from deployments.health import POLL_SECONDS
 from flows import registry
-from pgpitr import clusters, state
+from pgpitr import policy_store, state
 from pgpitr.postgres.cluster import Cluster
 from tasks.naming import DEFAULT_DEPLOYMENT, deployment_name, this_host
 
@@ -42,7 +42,7 @@ def build(deployment: str | None = None) -> list[Any]:
     host = this_host()
     name = deployment or deployment_name(host)
     mine = [c for c in Cluster.all() if c.state.host == host]
-    wanted = [s for c in mine for s in schedules.for_policy(clusters.load_policy(c), host)]
+    wanted = [s for c in mine for s in schedules.for_policy(policy_store.load_policy(c), host)]
     return [
         flow.to_deployment(
             name=name,

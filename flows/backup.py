@@ -6,8 +6,8 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.retention import apply_retention
-from pgpitr import backup as bk
 from pgpitr.manifest import BackupManifest
+from pgpitr.operations import backup as bk
 from tasks import backup as t
 from tasks import events
 from tasks._slots import cluster_slot

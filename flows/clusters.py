@@ -1,5 +1,5 @@
 """Flows that create, register and remove clusters and manage their accounts
-(pgpitr/clusters.py, pgpitr/register.py and pgpitr/accounts.py hold the steps' order)."""
+(pgpitr/operations/: create.py, delete.py, register.py and accounts.py hold the steps' order)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 from prefect import flow
 
-from pgpitr import accounts, clusters, register
+from pgpitr.operations import accounts, create, delete, register
 from tasks import clusters as _tasks  # noqa: F401  (the steps' tasks)
 from tasks.naming import run_name
 from tasks.results import PERSISTED, SERIALIZER
@@ -24,7 +24,7 @@ def create_cluster(
 ) -> dict[str, Any]:
     """A new running PostgreSQL cluster with the default backup policy and its schedules, run by
     the binaries in BINDIR (default: the newest PostgreSQL installed on the host)."""
-    return clusters.run_create(STEPS, name, port, backup_repo, bindir)
+    return create.run(STEPS, name, port, backup_repo, bindir)
 
 
 @flow(
@@ -34,7 +34,7 @@ def create_cluster(
 )
 def delete_cluster(name: str) -> None:
     """Stop and remove the cluster and its schedules; its backups stay in the repository."""
-    clusters.run_delete(STEPS, name)
+    delete.run(STEPS, name)
 
 
 @flow(

@@ -1,6 +1,6 @@
 """The ``drill`` flow: restore a random point of a cluster's window into a scratch cluster, check
-it, time it, remove it (pgpitr/drill.py); a readable report as an artifact, an event, and a
-failed run when the drill fails."""
+it, time it, remove it (pgpitr/operations/drill.py); a readable report as an artifact, an event,
+and a failed run when the drill fails."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from datetime import datetime
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from pgpitr import drill as dr
 from pgpitr import timeparse
+from pgpitr.operations import drill as dr
 from tasks import drill as _tasks  # noqa: F401  (the steps' tasks)
 from tasks import events
 from tasks._common import cluster_artifact_key

@@ -1,5 +1,6 @@
 """``edit-backup-policy`` (the policy and the schedules it drives, in one run) and
-``set-log-backup`` (the WAL archiving switch); pgpitr/clusters.py holds the steps' order."""
+``set-log-backup`` (the WAL archiving switch); pgpitr/operations/edit_policy.py and log_backup.py
+hold the steps' order."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from typing import Any
 
 from prefect import flow
 
-from pgpitr import clusters
 from pgpitr import policy as pol
+from pgpitr.operations import edit_policy, log_backup
 from tasks import clusters as _tasks  # noqa: F401  (the steps' tasks)
 from tasks.naming import run_name
 from tasks.results import PERSISTED
@@ -22,7 +23,7 @@ from tasks.steps import STEPS
 )
 def set_log_backup(cluster: str, enabled: bool) -> str | None:
     """Turn WAL archiving on (and wait until a switched segment is archived) or off."""
-    return clusters.run_set_log_backup(STEPS, cluster, enabled)
+    return log_backup.run(STEPS, cluster, enabled)
 
 
 @flow(
@@ -37,5 +38,5 @@ def edit_backup_policy(
 ) -> dict[str, Any]:
     """Change CLUSTER's backup policy with kbcli settings (``schedule.logfile.enable=true``) or
     a whole policy, then make the deployments' schedules say the same."""
-    edit = clusters.run_edit_policy(STEPS, cluster, settings, policy)
+    edit = edit_policy.run(STEPS, cluster, settings, policy)
     return {"policy": pol.to_dict(edit.policy), "schedules": edit.schedules}

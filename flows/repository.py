@@ -1,5 +1,5 @@
 """The ``reindex`` flow: rebuild the catalog index of stanzas from a listing of their WAL
-(pgpitr/reindex.py holds the steps' order)."""
+(pgpitr/catalog/reindex.py holds the steps' order)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from pgpitr import reindex as engine
+from pgpitr.catalog import reindex as engine
 from tasks import repository as _tasks  # noqa: F401  (the steps' tasks)
 from tasks.naming import run_name
 from tasks.results import PERSISTED

@@ -6,8 +6,10 @@ from __future__ import annotations
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from pgpitr import restore as rs
-from pgpitr import restore_points, timeparse
+from pgpitr import timeparse
+from pgpitr.catalog.restore_points import RestorePoint
+from pgpitr.operations import restore as rs
+from pgpitr.operations import restore_points
 from pgpitr.targets import RestoreTarget
 from tasks import restore as _tasks  # noqa: F401  (the steps' tasks)
 from tasks._common import cluster_artifact_key
@@ -65,7 +67,7 @@ def restore(
     flow_run_name=run_name("create-restore-point-{host}/{cluster}-{name}"),
     **PERSISTED,
 )
-def create_restore_point(cluster: str, name: str) -> restore_points.RestorePoint:
+def create_restore_point(cluster: str, name: str) -> RestorePoint:
     """Create the restore point NAME on CLUSTER (pg_create_restore_point) and record it in the
     repository; a restore reaches it (`--restore-to-name NAME`) once its WAL is archived.
 

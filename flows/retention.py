@@ -1,5 +1,5 @@
 """``apply-retention`` (the policy's TTL) and ``delete-backup`` (what the user names);
-pgpitr/retention.py holds the steps' order."""
+pgpitr/operations/retention.py holds the steps' order."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from pgpitr import retention
 from pgpitr.errors import NotFound
+from pgpitr.operations import retention
 from tasks import backup as tb
 from tasks import retention as _tasks  # noqa: F401  (the steps' tasks)
 from tasks._common import cluster_artifact_key

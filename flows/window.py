@@ -10,7 +10,7 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from pgpitr import timeparse
-from pgpitr import window as w
+from pgpitr.operations import describe as w
 from tasks import events
 from tasks import window as _tasks  # noqa: F401  (the steps' tasks)
 from tasks._common import cluster_artifact_key

@@ -36,10 +36,10 @@ def main(argv: list[str] | None = None) -> None:
             sys.stderr.write(f"error: {exc}\n" + (f"hint: {exc.hint}\n" if exc.hint else ""))
             sys.exit(exc.exit_code)
     if any(a in ("wal-push", "wal-fetch", "wal-prefetch") for a in args[:3]):
-        from pgpitr.walcli import main as wal_main
+        from pgpitr.wal.commands import main as wal_main
 
         sys.exit(wal_main(args))
-    from pgpitr.cli import run
+    from cli import run
 
     run(args)
 

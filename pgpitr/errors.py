@@ -1,7 +1,7 @@
 """The PitrError family: every failure the engine reports to a person.
 
 The engine raises these and never exits; the CLI maps them to messages and exit codes in one
-place (pgpitr/cli/__init__.py).  Messages name the cause and the next step, and never carry a
+place (cli/__init__.py).  Messages name the cause and the next step, and never carry a
 secret.
 
 ``transient`` says whether the same call may succeed later (an S3 5xx, throttling, a dropped

@@ -5,7 +5,7 @@ gets one row per beat: the time (``clock_timestamp()``) and the WAL position at 
 Each beat is its own transaction with a commit record, so
 
 - a drill has an oracle: restored to time T, the cluster must hold the newest row of the source
-  at or before T and none after it (pgpitr/drill.py);
+  at or before T and none after it (pgpitr/operations/drill.py);
 - an idle cluster still commits, so the recoverable window's end (the last archived commit)
   follows the clock, and the archive lag (now - that end) measures the RPO instead of growing
   forever while nothing happens.
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from pgpitr import clusters
+from pgpitr import policy_store
 from pgpitr.errors import NotFound, PitrError
 from pgpitr.postgres.cluster import Cluster
 from pgpitr.state import this_host
@@ -154,11 +154,11 @@ def _exists(db: Any) -> bool:
 def wanted(cluster: Cluster) -> bool:
     """Whether the agent beats for ``cluster``: of this host, running, log backup and heartbeat
     on in its policy, and not a cluster being restored (a drill's scratch cluster, say)."""
-    policy = clusters.agent_policy(cluster)
+    policy = policy_store.agent_policy(cluster)
     if policy is None:
         return False
     try:
-        stored = json.loads((cluster.state.dir / clusters.POLICY_FILE).read_text())
+        stored = json.loads((cluster.state.dir / policy_store.POLICY_FILE).read_text())
     except (OSError, ValueError):
         return False
     if cluster.registered and "heartbeat_enabled" not in stored:

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
-from pgpitr import wal
 from pgpitr.errors import ChecksumMismatch, PitrError, TamperedObject
 from pgpitr.repository import Repository
+from pgpitr.wal import archive
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +78,12 @@ class BackupManifest:
     @property
     def start_lsn_int(self) -> int:
         assert self.start_lsn is not None, f"backup {self.name} has no start LSN"
-        return wal.lsn_to_int(self.start_lsn)
+        return archive.lsn_to_int(self.start_lsn)
 
     @property
     def stop_lsn_int(self) -> int:
         assert self.stop_lsn is not None, f"backup {self.name} has no stop LSN"
-        return wal.lsn_to_int(self.stop_lsn)
+        return archive.lsn_to_int(self.stop_lsn)
 
     def full_xid(self, xid32: int) -> int | None:
         """The 64-bit id of a 32-bit ``xid32`` that the WAL shows after this backup: the one

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pgpitr import clusters, scratch, timeparse
+from pgpitr import policy_store, scratch, timeparse
 from pgpitr import state as st
 from pgpitr.errors import PitrError
 from pgpitr.postgres.cluster import Cluster
@@ -71,7 +71,7 @@ def of(cluster: Cluster) -> Protection:
     """``check`` with the cluster's saved policy (an unreadable one counts as log backup on:
     the stricter check)."""
     try:
-        log_backup = clusters.load_policy(cluster).logfile_enabled
+        log_backup = policy_store.load_policy(cluster).logfile_enabled
     except (OSError, ValueError, PitrError):
         log_backup = True
     return check(cluster, log_backup)

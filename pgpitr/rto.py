@@ -2,8 +2,8 @@
 
 A restore takes the fixed time of planning and promotion, plus the backup's size over the
 materialise rate, plus the WAL to replay over the replay rate; the rates and the fixed time are
-those of the newest passed drills (pgpitr/drill.py), weighted by volume.  With no drill, there
-is no prediction, rather than an invented number.
+those of the newest passed drills (pgpitr/operations/drill.py), weighted by volume.  With no drill,
+there is no prediction, rather than an invented number.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from pgpitr import catalog, wal
+from pgpitr.catalog import window as catalog_window
+from pgpitr.wal import archive
 
 
 class Measured(Protocol):
@@ -60,7 +61,7 @@ def predict(history: Sequence[Measured], size: int, wal_bytes: int) -> float | N
     return measured.fixed + size / measured.materialise + wal_bytes / measured.replay
 
 
-def latest_volumes(window: catalog.Window) -> tuple[int, int, str] | None:
+def latest_volumes(window: catalog_window.Window) -> tuple[int, int, str] | None:
     """(data bytes, WAL bytes, backup) of a restore to ``latest``: from the backup it chooses
     to the end of that backup's archived chain."""
     backup = window.latest_backup
@@ -68,7 +69,7 @@ def latest_volumes(window: catalog.Window) -> tuple[int, int, str] | None:
         return None
     end = next((r for r in window.ranges if r.backup == backup.name), None)
     if end is not None:
-        segment = wal.Segment.parse(end.end_segment, backup.wal_segment_size)
+        segment = archive.Segment.parse(end.end_segment, backup.wal_segment_size)
         end_lsn = (segment.number + 1) * backup.wal_segment_size
     else:
         end_lsn = backup.stop_lsn_int

@@ -1,5 +1,5 @@
-"""Tasks of a backup (pgpitr/backup.py composes them): check, choose an incremental's parent,
-stream, confirm the WAL, verify; and the backups table artifact."""
+"""Tasks of a backup (pgpitr/operations/backup.py composes them): check, choose an incremental's
+parent, stream, confirm the WAL, verify; and the backups table artifact."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ from typing import Any
 
 from prefect import task
 
-from pgpitr import backup as bk
-from pgpitr import catalog, clusters, verify
+from pgpitr import cluster_repository
+from pgpitr.catalog import backups
 from pgpitr.manifest import backup_row
+from pgpitr.operations import backup as bk
+from pgpitr.operations import verify
 from pgpitr.postgres.cluster import Cluster
 from tasks._common import ONCE, RETRYING, cluster_artifact_key, step_task
 
@@ -33,7 +35,10 @@ def publish_backup_table(cluster: str) -> list[dict[str, Any]]:
     from prefect.artifacts import create_table_artifact
 
     c = Cluster.get(cluster)
-    rows = [backup_row(b) for b in catalog.list_backups(clusters.repository(c), c.state.stanza)]
+    rows = [
+        backup_row(b)
+        for b in backups.list_backups(cluster_repository.repository(c), c.state.stanza)
+    ]
     create_table_artifact(
         rows or [{"name": "", "status": "no backup"}],
         key=cluster_artifact_key("backups", cluster),

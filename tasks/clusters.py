@@ -1,19 +1,19 @@
 """Tasks that create, change and remove clusters, their policy and their accounts
-(pgpitr/clusters.py, pgpitr/register.py and pgpitr/accounts.py compose them)."""
+(pgpitr/operations/: create.py, delete.py, register.py and accounts.py compose them)."""
 
 from __future__ import annotations
 
-from pgpitr import accounts, clusters, register
+from pgpitr.operations import accounts, create, delete, edit_policy, log_backup, register
 from tasks._common import ONCE, RETRYING, step_task
 
-create_cluster = step_task(clusters.create_cluster, "create-cluster", **RETRYING)
-delete_cluster = step_task(clusters.delete_cluster, "delete-cluster", **ONCE)
-set_log_backup = step_task(clusters.switch_log_backup, "set-log-backup", **RETRYING)
-set_streaming = step_task(clusters.switch_streaming, "set-streaming", **RETRYING)
-set_wal_summaries = step_task(clusters.switch_wal_summaries, "set-wal-summaries", **RETRYING)
-read_policy_change = step_task(clusters.read_policy_change, "read-policy-change", **ONCE)
-switch_repository = step_task(clusters.switch_repository, "switch-repository", **RETRYING)
-save_policy = step_task(clusters.save_policy_of, "save-backup-policy", **RETRYING)
+create_cluster = step_task(create.create_cluster, "create-cluster", **RETRYING)
+delete_cluster = step_task(delete.delete_cluster, "delete-cluster", **ONCE)
+set_log_backup = step_task(log_backup.switch_log_backup, "set-log-backup", **RETRYING)
+set_streaming = step_task(log_backup.switch_streaming, "set-streaming", **RETRYING)
+set_wal_summaries = step_task(edit_policy.switch_wal_summaries, "set-wal-summaries", **RETRYING)
+read_policy_change = step_task(edit_policy.read_policy_change, "read-policy-change", **ONCE)
+switch_repository = step_task(edit_policy.switch_repository, "switch-repository", **RETRYING)
+save_policy = step_task(edit_policy.save_policy_of, "save-backup-policy", **RETRYING)
 create_account = step_task(accounts.create_account_from_environment, "create-account", **ONCE)
 grant_role = step_task(accounts.grant, "grant-role", **RETRYING)
 find_server = step_task(register.find_server, "find-server", **ONCE)

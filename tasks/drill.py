@@ -1,9 +1,10 @@
-"""Tasks of a drill (pgpitr/drill.py composes them; the restore inside it runs the restore's
+"""Tasks of a drill (pgpitr/operations/drill.py composes them; the restore inside it runs the
+restore's
 own tasks, tasks/restore.py).  ``remove-scratch-cluster`` runs whatever happened before it."""
 
 from __future__ import annotations
 
-from pgpitr import drill
+from pgpitr.operations import drill
 from tasks import restore as _restore_tasks  # noqa: F401  (the restore's steps' tasks)
 from tasks._common import ONCE, RETRYING, step_task
 

@@ -13,10 +13,10 @@ from typing import Any
 
 from prefect.events import emit_event
 
-from pgpitr.drill import DrillResult
 from pgpitr.errors import PitrError
 from pgpitr.manifest import BackupManifest
 from pgpitr.monitor import ArchiverStatus
+from pgpitr.operations.drill import DrillResult
 from pgpitr.protection import Protection
 from tasks._common import logger
 from tasks.naming import qualified, schedule_slug, this_host

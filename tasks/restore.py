@@ -1,4 +1,5 @@
-"""Tasks of a restore into a new cluster (pgpitr/restore.py composes them, in a transaction).
+"""Tasks of a restore into a new cluster (pgpitr/operations/restore.py composes them, in a
+transaction).
 
 ``create-cluster-directory`` is undone on rollback: when a later step fails for good, the
 flow's transaction rolls back and nothing of the new cluster is left.  Each later step takes the
@@ -7,8 +8,8 @@ new cluster's name and reloads its state, so that a retried step starts from wha
 
 from __future__ import annotations
 
-from pgpitr import restore as rs
-from pgpitr import restore_points as rp
+from pgpitr.operations import restore as rs
+from pgpitr.operations import restore_points as operations_restore_points
 from tasks._common import ONCE, RETRYING, step_task
 
 choose_backup = step_task(rs.choose_backup, "choose-backup", **RETRYING)
@@ -27,5 +28,9 @@ wait_promoted = step_task(
 verify_restored = step_task(rs.finish, "verify-restored", **RETRYING)
 
 # restore points: the check may retry (a connection); the creation never (a second WAL point)
-check_new_restore_point = step_task(rp.check_new_point, "check-restore-point", **RETRYING)
-create_restore_point = step_task(rp.create_point, "create-restore-point", **ONCE)
+check_new_restore_point = step_task(
+    operations_restore_points.check_new_point, "check-restore-point", **RETRYING
+)
+create_restore_point = step_task(
+    operations_restore_points.create_point, "create-restore-point", **ONCE
+)

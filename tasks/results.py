@@ -1,6 +1,6 @@
 """How a pgpitr flow's result and failure are kept in Prefect's result storage: JSON, never pickle.
 
-The CLI reads a served run's result back from result storage (``--wait``, pgpitr/cli/runner.py).
+The CLI reads a served run's result back from result storage (``--wait``, cli/runner.py).
 Prefect's default serializer is pickle, so reading a result would run whatever code the stored
 bytes name.  ``PitrJSON`` writes data instead:
 

@@ -1,9 +1,9 @@
-"""Tasks that remove backups and WAL (pgpitr/retention.py composes them): the TTL's choice,
-its deletes, and the deletes a user asks for."""
+"""Tasks that remove backups and WAL (pgpitr/operations/retention.py composes them): the TTL's
+choice, its deletes, and the deletes a user asks for."""
 
 from __future__ import annotations
 
-from pgpitr import retention
+from pgpitr.operations import retention
 from tasks._common import RETRYING, step_task
 
 choose_expired = step_task(retention.choose_expired, "choose-expired-backups", **RETRYING)

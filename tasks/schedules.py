@@ -28,8 +28,8 @@ from typing import Any
 
 from prefect import task
 
-from pgpitr import clusters, scratch
 from pgpitr import policy as pol
+from pgpitr import policy_store, scratch
 from pgpitr.postgres.cluster import Cluster
 from tasks._common import RETRYING, logger
 from tasks.naming import deployment_name, schedule_slug, this_host
@@ -249,7 +249,7 @@ class _client:
 def sync_schedules(cluster: str) -> list[str]:
     """Write the cluster's policy into the deployments' schedules."""
     found = Cluster.get(cluster)
-    done = sync(clusters.load_policy(found), host=found.state.host)
+    done = sync(policy_store.load_policy(found), host=found.state.host)
     for line in done:
         logger().info(line)
     return done

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pgpitr import backup as bk
-from pgpitr import restore as rs
-from pgpitr import restore_points, retention
+from pgpitr.catalog.restore_points import RestorePoint
 from pgpitr.manifest import BackupManifest
+from pgpitr.operations import backup as bk
+from pgpitr.operations import restore as rs
+from pgpitr.operations import restore_points, retention
 from pgpitr.postgres.cluster import Cluster
 from pgpitr.steps import Steps
 from pgpitr.targets import RestoreTarget
@@ -41,7 +42,7 @@ def restore(
     return rs.run(Steps(), request)
 
 
-def create_restore_point(cluster: str, name: str) -> restore_points.RestorePoint:
+def create_restore_point(cluster: str, name: str) -> RestorePoint:
     return restore_points.run(Steps(), cluster, name)
 
 

@@ -1,5 +1,5 @@
-"""pgpitr/clusters.py without a server: what a policy change switches, and where the backups of
-a cluster are when the cluster is gone."""
+"""pgpitr/operations/edit_policy.py and pgpitr/cluster_repository.py without a server: what a
+policy change switches, and where the backups of a cluster are when the cluster is gone."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from pgpitr import clusters
 from pgpitr import policy as pol
+from pgpitr import repository as pgpitr_repository
+from pgpitr.catalog import source as catalog_source
 from pgpitr.errors import ClusterStateError, InvalidInput, NotFound
+from pgpitr.operations import edit_policy
 from tests.conftest import free_port
 
 
@@ -20,28 +22,28 @@ def _policy(**changes) -> pol.BackupPolicy:
 
 
 def test_a_repository_switch_compares_urls_not_their_spelling() -> None:
-    same = clusters.PolicyChange(_policy(), _policy(repository="file://localhost/var/lib/repo"))
+    same = edit_policy.PolicyChange(_policy(), _policy(repository="file://localhost/var/lib/repo"))
     assert not same.repository_switch
-    assert not clusters.PolicyChange(_policy(), _policy(repository="")).repository_switch
-    other = clusters.PolicyChange(_policy(), _policy(repository="file:///srv/other"))
+    assert not edit_policy.PolicyChange(_policy(), _policy(repository="")).repository_switch
+    other = edit_policy.PolicyChange(_policy(), _policy(repository="file:///srv/other"))
     assert other.repository_switch
 
 
 def test_the_log_backup_switch_is_a_change_of_the_flag() -> None:
-    assert clusters.PolicyChange(_policy(), _policy(logfile_enabled=True)).log_backup_switch
-    assert not clusters.PolicyChange(_policy(), _policy(ttl="3d")).log_backup_switch
+    assert edit_policy.PolicyChange(_policy(), _policy(logfile_enabled=True)).log_backup_switch
+    assert not edit_policy.PolicyChange(_policy(), _policy(ttl="3d")).log_backup_switch
 
 
 def test_an_unknown_cluster_without_backups_is_not_a_source(home: Path) -> None:
     with pytest.raises(NotFound, match="cluster 'gone' is unknown and the repository"):
-        clusters.resolve_source("gone")
+        catalog_source.resolve_source("gone")
 
 
 def test_a_deleted_clusters_backups_are_found_in_the_repository_named(home: Path) -> None:
     repo_url = f"file://{home / 'elsewhere'}"
-    repo = clusters.open_repository(repo_url)
+    repo = pgpitr_repository.open_repository(repo_url)
     repo.put_json("gone/archive.info", {"system_identifier": "1"})
-    source = clusters.resolve_source("gone", repo_url)
+    source = catalog_source.resolve_source("gone", repo_url)
     assert (source.cluster, source.repository) == ("gone", repo_url)
     assert source.open().exists("gone/archive.info")
 

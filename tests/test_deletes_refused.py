@@ -11,11 +11,13 @@ from urllib.parse import parse_qs, urlsplit
 import boto3
 import pytest
 
-from pgpitr import catalog, retention, wal
+from pgpitr.catalog import backups
 from pgpitr.errors import DeleteIncomplete, RepositoryError
 from pgpitr.manifest import BackupManifest, data_key, manifest_key
+from pgpitr.operations import retention
 from pgpitr.repository import Repository, open_repository
-from pgpitr.repository import index as catalog_index
+from pgpitr.wal import archive
+from pgpitr.wal import index as archive_index
 from tests.conftest import S3_SECRET
 from tests.test_retention import SEG, T0
 
@@ -43,18 +45,20 @@ def _deny_deletes(url: str, keys: list[str]) -> None:
 
 
 def _segment_key(number: int) -> str:
-    name = wal.Segment(1, number).name(SEG)
+    name = archive.Segment(1, number).name(SEG)
     return f"s/wal/{name[:16]}/{name}-{number:064x}.zst"
 
 
 def _archive(repo: Repository, numbers: range) -> None:
     """Segments NUMBERS archived and indexed, as pushes leave them."""
-    repo.put_json(wal.archive_info_key("s"), {"wal_segment_size": SEG, "system_identifier": "1"})
-    catalog_index.start(repo, "s")
+    repo.put_json(
+        archive.archive_info_key("s"), {"wal_segment_size": SEG, "system_identifier": "1"}
+    )
+    archive_index.start(repo, "s")
     for number in numbers:
         repo.put_document(_segment_key(number), b"seg")
-    catalog_index.record_pushed(
-        repo, "s", [(wal.Segment(1, n).name(SEG), f"{n:064x}", None) for n in numbers]
+    archive_index.record_pushed(
+        repo, "s", [(archive.Segment(1, n).name(SEG), f"{n:064x}", None) for n in numbers]
     )
 
 
@@ -68,7 +72,7 @@ def _backup(repo: Repository, name: str, hours: int, start_lsn: str) -> None:
         wal_segment_size=SEG,
         start_lsn=start_lsn,
     )
-    catalog.save_backup(repo, "s", m)
+    backups.save_backup(repo, "s", m)
     repo.put_document(data_key("s", name), b"data")
 
 
@@ -100,9 +104,9 @@ def test_pruned_wal_that_s3_refuses_stays_claimed_by_the_index_and_is_not_counte
     with pytest.raises(DeleteIncomplete) as raised:
         retention.prune_wal(repo, "s")
     assert raised.value.failed == [_segment_key(2)]
-    stored = sorted(wal.split_object_key(i.key)[0] for i in repo.list("s/wal/"))
-    assert stored == [wal.Segment(1, n).name(SEG) for n in (2, 4, 5, 6)]
-    index = catalog_index.load(repo, "s", SEG, write=False).timeline(1)
+    stored = sorted(archive.split_object_key(i.key)[0] for i in repo.list("s/wal/"))
+    assert stored == [archive.Segment(1, n).name(SEG) for n in (2, 4, 5, 6)]
+    index = archive_index.load(repo, "s", SEG, write=False).timeline(1)
     assert [n for n in range(1, 7) if index.contains(n)] == [2, 4, 5, 6]
 
 
@@ -122,5 +126,5 @@ def test_a_backup_whose_data_s3_refuses_to_delete_stays_listed_and_is_not_report
     assert data_key("s", "older") in message
     assert message.endswith("; removed before it: old")
     assert "run the deletion again" in (raised.value.hint or "")
-    assert {b.name for b in catalog.list_backups(repo, "s")} == {"older", "new"}
+    assert {b.name for b in backups.list_backups(repo, "s")} == {"older", "new"}
     assert repo.exists(manifest_key("s", "older")) and repo.exists(data_key("s", "older"))

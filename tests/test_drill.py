@@ -1,4 +1,5 @@
-"""Drills on real PostgreSQL 15 servers (pgpitr/drill.py through the plain ``Steps``, and once
+"""Drills on real PostgreSQL 15 servers (pgpitr/operations/drill.py through the plain ``Steps``,
+and once
 through the CLI): a healthy archive passes, a flipped byte in a WAL segment inside the window
 fails and is named, and no scratch cluster outlives a pass, a failure or a kill -9."""
 
@@ -12,12 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from pgpitr import clusters, drill, heartbeat, rto, scratch, wal
-from pgpitr import restore as rs
-from pgpitr import window as w
+from pgpitr import cluster_repository, heartbeat, rto, scratch
 from pgpitr.errors import NotFound, RecoveryTargetError
+from pgpitr.operations import create, drill, log_backup
+from pgpitr.operations import describe as w
+from pgpitr.operations import restore as rs
 from pgpitr.postgres.cluster import Cluster
 from pgpitr.steps import Steps
+from pgpitr.wal import archive
 from tests import engine
 from tests.conftest import cli
 from tests.faults.helpers import archived_cluster, in_child, pgbench
@@ -47,11 +50,13 @@ def _scratch_gone(name: str, source: Cluster) -> None:
     with pytest.raises(NotFound):
         Cluster.get(name)
     assert not scratch.is_scratch(name)
-    assert list(clusters.repository(source).list(f"{name}/")) == []
+    assert list(cluster_repository.repository(source).list(f"{name}/")) == []
 
 
 def flip_a_byte(source: Cluster, segment: str) -> str:
-    ((key, _sha),) = wal.stored_versions(clusters.repository(source), source.name, segment)
+    ((key, _sha),) = archive.stored_versions(
+        cluster_repository.repository(source), source.name, segment
+    )
     path = Path(source.state.repository.removeprefix("file://")) / key
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -157,7 +162,8 @@ def test_the_scratch_cluster_of_a_killed_drill_goes_with_the_next_drill(home: Pa
     pgbench(source, "-i", "-s", "5")  # WAL to replay: the drill is killed during replay
     archive_now("ksrc")
     process = in_child(
-        "from pgpitr import drill; from pgpitr.steps import Steps; drill.run(Steps(), 'ksrc')"
+        "from pgpitr.operations import drill; from pgpitr.steps import Steps; "
+        "drill.run(Steps(), 'ksrc')"
     )
     deadline = time.monotonic() + 300
     while not list(home.glob("clusters/ksrc-drill-*/data/postmaster.pid")):
@@ -256,8 +262,8 @@ def test_a_check_that_cannot_run_fails_the_drill_and_is_recorded(home: Path) -> 
     for program in Path("/usr/lib/postgresql/15/bin").iterdir():
         if program.name != "pg_amcheck":
             (bindir / program.name).symlink_to(program)
-    cluster = clusters.create("nsrc", bindir=bindir)
-    clusters.set_log_backup(cluster, True)
+    cluster = create.create("nsrc", bindir=bindir)
+    log_backup.set_log_backup(cluster, True)
     engine.backup(cluster)
     heartbeat.beat(cluster)
     archive_now("nsrc")

@@ -17,12 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from pgpitr import catalog, keys
+from pgpitr import cluster_repository, keys
+from pgpitr.catalog import backups as catalog_backups
 from pgpitr.errors import ChecksumMismatch, EncryptionKeyError, InvalidInput
 from pgpitr.manifest import copy_data
 from pgpitr.repository import RepositoryUrl, open_repository
 from pgpitr.repository.crypt import HEADER_SIZE, MAGIC, TAG, EncryptedRepository
 from pgpitr.repository.file import FileRepository
+from pgpitr.wal import archive
 from tests.conftest import cli, reachable_tempdir
 from tests.pg import archive_now, rows, sql
 
@@ -230,12 +232,12 @@ def test_a_plain_repository_never_imports_cryptography(tmp_path: Path) -> None:
     """The WAL commands of a plain repository stay as fast as they were."""
     code = (
         "import sys, pathlib\n"
-        "from pgpitr import wal\n"
+        "from pgpitr.wal import archive\n"
         "from pgpitr.repository import open_repository\n"
         f"repo = open_repository('file://{tmp_path}/repo')\n"
         f"p = pathlib.Path('{tmp_path}/000000010000000000000001'); p.write_bytes(b'x' * 1000)\n"
-        "wal.push_file(repo, 's', p)\n"
-        f"wal.fetch_file(repo, 's', p.name, pathlib.Path('{tmp_path}/back'))\n"
+        "archive.push_file(repo, 's', p)\n"
+        f"archive.fetch_file(repo, 's', p.name, pathlib.Path('{tmp_path}/back'))\n"
         "assert 'cryptography' not in sys.modules, 'imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
@@ -359,7 +361,7 @@ def test_encrypted_walkthrough_restores_exact_rows_and_stores_nothing_in_clear(
     # the control: read through pgpitr with the key, the marker is in the archived WAL
     repo = open_repository(url, key_file=key_file)
     assert any(MARKER.encode() in repo.get_document(k) for k in stored if "/wal/0" in k)
-    newest = catalog.list_backups(repo, "enc")[-1]
+    newest = catalog_backups.list_backups(repo, "enc")[-1]
     tar = io.BytesIO()
     copy_data(repo, "enc", newest, tar)
     assert MARKER.encode() in tar.getvalue(), "the control: the marker is in the backup's data"
@@ -392,7 +394,6 @@ def test_a_restore_refuses_an_encrypted_segment_renamed_as_another_and_wal_fetch
     """The segment replay needs is replaced by a later segment's object, named with that
     object's own checksum (what a rename around pgpitr can do best): PostgreSQL's
     restore_command must stop recovery with an error (exit code > 125), never hand it over."""
-    from pgpitr import clusters, wal
     from pgpitr.errors import PitrError, TamperedObject
     from tests import engine
     from tests.faults.helpers import archived_cluster, now, wait_archived
@@ -412,11 +413,11 @@ def test_a_restore_refuses_an_encrypted_segment_renamed_as_another_and_wal_fetch
     later = sql("ren", "SELECT pg_walfile_name(pg_switch_wal())")[0][0]
     wait_archived(cluster, later)
 
-    repo = clusters.repository(cluster)
+    repo = cluster_repository.repository(cluster)
     assert isinstance(repo, EncryptedRepository)
-    ((needed_key, _),) = wal.stored_versions(repo, "ren", needed)
-    ((later_key, later_sha),) = wal.stored_versions(repo, "ren", later)
-    renamed = wal.object_key("ren", needed, later_sha)
+    ((needed_key, _),) = archive.stored_versions(repo, "ren", needed)
+    ((later_key, later_sha),) = archive.stored_versions(repo, "ren", later)
+    renamed = archive.object_key("ren", needed, later_sha)
     root = repo.inner.root  # type: ignore[attr-defined]
     (root / renamed).write_bytes((root / later_key).read_bytes())
     (root / needed_key).unlink()
@@ -439,4 +440,4 @@ def test_a_restore_refuses_an_encrypted_segment_renamed_as_another_and_wal_fetch
     assert f"{renamed} was written under another name" in fetched.stderr
     assert not (home / "RECOVERYXLOG").exists()
     with pytest.raises(TamperedObject):
-        wal.fetch_file(repo, "ren", needed, home / "RECOVERYXLOG")
+        archive.fetch_file(repo, "ren", needed, home / "RECOVERYXLOG")

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from pgpitr import catalog, keys, wal
+from pgpitr import cluster_repository, keys
+from pgpitr.catalog import backups, walindex
+from pgpitr.catalog import restore_points as catalog_restore_points
 from pgpitr.errors import ChecksumMismatch, TamperedObject
 from pgpitr.manifest import BackupManifest, data_key, manifest_key
 from pgpitr.repository import Repository, open_repository
@@ -26,6 +28,7 @@ from pgpitr.repository.crypt import (
     encrypt_chunks,
     name_digest,
 )
+from pgpitr.wal import archive
 
 SMALL = 64  # a chunk size that gives small objects several chunks
 T0 = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
@@ -65,7 +68,7 @@ def _refused(call, *args) -> TamperedObject:
 
 
 def _segment(directory: Path, number: int) -> Path:
-    path = directory / wal.Segment(1, number).name(16 * 1024 * 1024)
+    path = directory / archive.Segment(1, number).name(16 * 1024 * 1024)
     path.write_bytes(os.urandom(4 * SMALL))
     return path
 
@@ -85,21 +88,21 @@ def test_a_wal_segment_renamed_as_another_segment_is_refused_naming_it(
 ) -> None:
     first, second = _segment(tmp_path, 1), _segment(tmp_path, 2)
     for path in (first, second):
-        wal.push_file(repo, "s", path)
-    ((key1, sha1),) = wal.stored_versions(repo, "s", first.name)
-    ((key2, _),) = wal.stored_versions(repo, "s", second.name)
-    wal.fetch_file(repo, "s", second.name, tmp_path / "back")
+        archive.push_file(repo, "s", path)
+    ((key1, sha1),) = archive.stored_versions(repo, "s", first.name)
+    ((key2, _),) = archive.stored_versions(repo, "s", second.name)
+    archive.fetch_file(repo, "s", second.name, tmp_path / "back")
     assert (tmp_path / "back").read_bytes() == second.read_bytes()  # the control: it reads
 
     # the first segment's object put where the second's was, named with its own checksum so
     # that the name's checksum matches the bytes: the best a rename can do
-    renamed = wal.object_key("s", second.name, sha1)
+    renamed = archive.object_key("s", second.name, sha1)
     _put_stored(plain, renamed, _stored(plain, key1))
     plain.delete(key2)
-    error = _refused(wal.fetch_file, repo, "s", second.name, tmp_path / "fetched")
+    error = _refused(archive.fetch_file, repo, "s", second.name, tmp_path / "fetched")
     assert f"object {repo.url}/{renamed} was written under another name" in error.message
     assert not (tmp_path / "fetched").exists()
-    wal.fetch_file(repo, "s", first.name, tmp_path / "first")  # the original still reads
+    archive.fetch_file(repo, "s", first.name, tmp_path / "first")  # the original still reads
     assert (tmp_path / "first").read_bytes() == first.read_bytes()
 
 
@@ -107,13 +110,13 @@ def test_one_backups_encrypted_manifest_copied_over_anothers_is_refused_naming_i
     plain: Repository, repo: EncryptedRepository
 ) -> None:
     for name in ("b-1", "b-2"):
-        catalog.save_backup(repo, "s", BackupManifest(name, "s", "Completed", T0))
-    assert [b.name for b in catalog.list_backups(repo, "s")] == ["b-1", "b-2"]
+        backups.save_backup(repo, "s", BackupManifest(name, "s", "Completed", T0))
+    assert [b.name for b in backups.list_backups(repo, "s")] == ["b-1", "b-2"]
     _put_stored(plain, manifest_key("s", "b-2"), _stored(plain, manifest_key("s", "b-1")))
     where = f"object {repo.url}/{manifest_key('s', 'b-2')} was written under another name"
-    assert where in _refused(catalog.get_backup, repo, "s", "b-2").message
-    assert where in _refused(catalog.list_backups, repo, "s").message
-    assert catalog.get_backup(repo, "s", "b-1").name == "b-1"
+    assert where in _refused(backups.get_backup, repo, "s", "b-2").message
+    assert where in _refused(backups.list_backups, repo, "s").message
+    assert backups.get_backup(repo, "s", "b-1").name == "b-1"
 
 
 def test_encrypted_objects_swapped_between_stanzas_or_backups_are_both_refused(
@@ -170,19 +173,19 @@ def test_an_object_written_before_names_were_bound_still_reads_but_is_not_bound(
 def test_a_manifest_under_another_backups_or_clusters_path_is_refused_even_unencrypted(
     plain: Repository,
 ) -> None:
-    catalog.save_backup(plain, "s", BackupManifest("b-1", "s", "Completed", T0))
-    catalog.save_backup(plain, "s", BackupManifest("b-2", "s", "Completed", T0))
+    backups.save_backup(plain, "s", BackupManifest("b-1", "s", "Completed", T0))
+    backups.save_backup(plain, "s", BackupManifest("b-2", "s", "Completed", T0))
     _put_stored(plain, manifest_key("s", "b-2"), _stored(plain, manifest_key("s", "b-1")))
     _put_stored(plain, manifest_key("t", "b-1"), _stored(plain, manifest_key("s", "b-1")))
-    error = _refused(catalog.get_backup, plain, "s", "b-2")
+    error = _refused(backups.get_backup, plain, "s", "b-2")
     assert (
         f"object {plain.url}/s/backups/b-2/backup.json is the manifest of backup 'b-1' of "
         "cluster 's', not of backup 'b-2' of cluster 's'" in error.message
     )
-    assert "backup.json" in _refused(catalog.list_backups, plain, "s").message
-    error = _refused(catalog.list_backups, plain, "t")
+    assert "backup.json" in _refused(backups.list_backups, plain, "s").message
+    error = _refused(backups.list_backups, plain, "t")
     assert "not of backup 'b-1' of cluster 't'" in error.message
-    assert catalog.get_backup(plain, "s", "b-1").name == "b-1"  # the original still reads
+    assert backups.get_backup(plain, "s", "b-1").name == "b-1"  # the original still reads
 
 
 def test_a_manifest_rolled_back_to_its_in_progress_version_never_counts_as_a_backup(
@@ -192,12 +195,12 @@ def test_a_manifest_rolled_back_to_its_in_progress_version_never_counts_as_a_bac
     the InProgress one, which authenticates (same name, same key) but is never restorable: a
     rollback can hide a backup, as deleting it can, and never makes a restore use it."""
     running = BackupManifest("b-1", "s", "InProgress", T0, pid=1, host="another-host")
-    catalog.save_backup(repo, "s", running)
+    backups.save_backup(repo, "s", running)
     older = _stored(plain, manifest_key("s", "b-1"))
-    catalog.save_backup(repo, "s", running.replace(status="Completed", stop_time=T0))
-    assert catalog.list_backups(repo, "s")[0].completed
+    backups.save_backup(repo, "s", running.replace(status="Completed", stop_time=T0))
+    assert backups.list_backups(repo, "s")[0].completed
     _put_stored(plain, manifest_key("s", "b-1"), older)
-    (back,) = catalog.list_backups(repo, "s")
+    (back,) = backups.list_backups(repo, "s")
     assert back.status == "InProgress" and not back.completed
 
 
@@ -207,23 +210,23 @@ def test_an_index_summary_swapped_with_another_stanzas_is_rebuilt_from_a_listing
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """The index is a hint (repository/index.py): a tampered one is not refused but rebuilt from
+    """The index is a hint (pgpitr/wal/index.py): a tampered one is not refused but rebuilt from
     what the repository holds, and the tampering is not silent."""
     seg = 16 * 1024 * 1024
     for stanza, numbers in (("s", (1, 2, 3)), ("t", (7, 8))):
         for n in numbers:
-            path = tmp_path / wal.Segment(1, n).name(seg)
+            path = tmp_path / archive.Segment(1, n).name(seg)
             path.write_bytes(os.urandom(SMALL))
-            wal.push_file(repo, stanza, path)
-        assert catalog.wal_index(repo, stanza, seg).state.rebuilt  # stores the summaries
+            archive.push_file(repo, stanza, path)
+        assert walindex.wal_index(repo, stanza, seg).state.rebuilt  # stores the summaries
     summary = {stanza: f"{stanza}/index/00000001/summary.json" for stanza in ("s", "t")}
     raw = {stanza: _stored(plain, key) for stanza, key in summary.items()}
     _put_stored(plain, summary["s"], raw["t"])
     _put_stored(plain, summary["t"], raw["s"])
     with caplog.at_level(logging.WARNING, logger="pgpitr.repository.index"):
-        ix = catalog.wal_index(repo, "s", seg)
+        ix = walindex.wal_index(repo, "s", seg)
     assert ix.state.rebuilt
-    assert [n for n in range(10) if ix.has(wal.Segment(1, n))] == [1, 2, 3]
+    assert [n for n in range(10) if ix.has(archive.Segment(1, n))] == [1, 2, 3]
     assert f"object {repo.url}/{summary['s']} was written under another name" in caplog.text
     assert KEY.hex() not in caplog.text
 
@@ -233,23 +236,24 @@ def test_a_restore_point_recorded_under_another_points_name_is_refused_even_unen
 ) -> None:
     """A restore to a named point goes to the LSN its record holds: a record copied over
     another point's would send it elsewhere."""
-    from pgpitr import restore_points as rp
 
     for name, lsn in (("before-upgrade", "0/3000028"), ("after-upgrade", "0/5000028")):
-        point = rp.RestorePoint(name, T0, lsn, 1, "s")
-        plain.put_json(rp.point_key("s", name), point.to_dict())
-    assert rp.get_point(plain, "s", "after-upgrade").lsn == "0/5000028"  # the control
-    moved = _stored(plain, rp.point_key("s", "before-upgrade"))
-    _put_stored(plain, rp.point_key("s", "after-upgrade"), moved)
-    error = _refused(rp.get_point, plain, "s", "after-upgrade")
+        point = catalog_restore_points.RestorePoint(name, T0, lsn, 1, "s")
+        plain.put_json(catalog_restore_points.point_key("s", name), point.to_dict())
+    assert (
+        catalog_restore_points.get_point(plain, "s", "after-upgrade").lsn == "0/5000028"
+    )  # the control
+    moved = _stored(plain, catalog_restore_points.point_key("s", "before-upgrade"))
+    _put_stored(plain, catalog_restore_points.point_key("s", "after-upgrade"), moved)
+    error = _refused(catalog_restore_points.get_point, plain, "s", "after-upgrade")
     assert (
         f"object {plain.url}/s/restore_points/after-upgrade.json records restore point "
         "'before-upgrade' of cluster 's', not 'after-upgrade'" in error.message
     )
-    assert "after-upgrade.json" in _refused(rp.list_points, plain, "s").message
-    _put_stored(plain, rp.point_key("t", "before-upgrade"), moved)
+    assert "after-upgrade.json" in _refused(catalog_restore_points.list_points, plain, "s").message
+    _put_stored(plain, catalog_restore_points.point_key("t", "before-upgrade"), moved)
     assert "of cluster 's', not 'before-upgrade' of cluster 't'" in (
-        _refused(rp.get_point, plain, "t", "before-upgrade").message
+        _refused(catalog_restore_points.get_point, plain, "t", "before-upgrade").message
     )
 
 
@@ -259,15 +263,15 @@ def test_a_restore_refuses_a_backup_of_another_system_put_back_under_the_cluster
     """A manifest and its data from an earlier cluster of the same name (deleted, created
     again) pass every name check and authenticate: the archive info's system identifier is
     what tells them apart, before anything is created."""
-    from pgpitr import clusters
+    from pgpitr.catalog import backups
     from tests import engine
     from tests.faults.helpers import archived_cluster
 
     cluster = archived_cluster("sysid")
-    repo = clusters.repository(cluster)
-    (backup,) = catalog.list_backups(repo, "sysid")
+    repo = cluster_repository.repository(cluster)
+    (backup,) = backups.list_backups(repo, "sysid")
     other = str(int(cluster.state.system_identifier) + 1)  # what another initdb would have
-    catalog.save_backup(repo, "sysid", backup.replace(system_identifier=other))
+    backups.save_backup(repo, "sysid", backup.replace(system_identifier=other))
     with pytest.raises(TamperedObject) as info:
         engine.restore("sysid-copy", "sysid", None)
     assert (

@@ -10,15 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from pgpitr import clusters, heartbeat
+from pgpitr import heartbeat, policy_store
+from pgpitr.operations import create, log_backup
 from pgpitr.postgres.cluster import Cluster
 from tests.pg import sql
 
 
 @pytest.fixture
 def archived(home: Path) -> Cluster:
-    cluster = clusters.create("beat")
-    clusters.set_log_backup(cluster, True)
+    cluster = create.create("beat")
+    log_backup.set_log_backup(cluster, True)
     return cluster
 
 
@@ -50,13 +51,13 @@ def test_identifiers_are_quoted_not_pasted(
 
 
 def test_only_clusters_with_log_backup_and_heartbeat_on_get_beats(home: Path) -> None:
-    quiet = clusters.create("quiet")  # log backup off
-    loud = clusters.create("loud")
-    clusters.set_log_backup(loud, True)
-    off = clusters.create("off")
-    clusters.set_log_backup(off, True)
-    policy = clusters.load_policy(off)
-    clusters.save_policy(off, dataclasses.replace(policy, heartbeat_enabled=False))
+    quiet = create.create("quiet")  # log backup off
+    loud = create.create("loud")
+    log_backup.set_log_backup(loud, True)
+    off = create.create("off")
+    log_backup.set_log_backup(off, True)
+    policy = policy_store.load_policy(off)
+    policy_store.save_policy(off, dataclasses.replace(policy, heartbeat_enabled=False))
     assert [b.cluster for b in heartbeat.beat_all()] == ["loud"]
     assert heartbeat.newest(quiet) is None and heartbeat.newest(off) is None
     quiet.stop()

@@ -24,10 +24,13 @@ from pathlib import Path
 
 import pytest
 
-from pgpitr import catalog, clusters, rto, verify
-from pgpitr import restore as rs
+from pgpitr import cluster_repository, policy_store, rto
+from pgpitr.catalog import backups
+from pgpitr.catalog import window as catalog_window
 from pgpitr.errors import ChecksumMismatch, InvalidInput, PitrError, RecoveryTargetError
 from pgpitr.manifest import backup_manifest_key, data_key, manifest_key
+from pgpitr.operations import create, log_backup, verify
+from pgpitr.operations import restore as rs
 from pgpitr.postgres.cluster import Cluster
 from pgpitr.targets import RestoreTarget
 from tests import engine, pgwheels
@@ -47,8 +50,8 @@ def _bindir(major: int) -> Path:
 
 
 def _source(name: str, major: int = 17, repository_url: str | None = None) -> Cluster:
-    cluster = clusters.create(name, bindir=_bindir(major), repository_url=repository_url)
-    clusters.set_log_backup(cluster, True)
+    cluster = create.create(name, bindir=_bindir(major), repository_url=repository_url)
+    log_backup.set_log_backup(cluster, True)
     sql(name, "CREATE TABLE msg (id int PRIMARY KEY)")
     # ballast, so that an incremental is visibly smaller than a full backup
     sql(
@@ -133,9 +136,9 @@ def lineage(request: pytest.FixtureRequest) -> Iterator[Lineage]:
 
 def test_each_incremental_names_its_parent_and_is_smaller_than_the_full(lineage: Lineage) -> None:
     name = lineage.cluster
-    repo = clusters.repository(Cluster.get(name))
+    repo = cluster_repository.repository(Cluster.get(name))
     full, inc1, inc2 = (
-        catalog.get_backup(repo, name, b) for b in (lineage.full, lineage.inc1, lineage.inc2)
+        backups.get_backup(repo, name, b) for b in (lineage.full, lineage.inc1, lineage.inc2)
     )
     assert (full.type, full.parent) == ("Full", None)
     assert (inc1.type, inc1.parent) == ("Incremental", full.name)
@@ -143,7 +146,7 @@ def test_each_incremental_names_its_parent_and_is_smaller_than_the_full(lineage:
     assert inc1.stored_size < full.stored_size and inc2.stored_size < full.stored_size
     for b in (full, inc1, inc2):  # each can be the next one's parent
         assert b.backup_manifest_sha256 and repo.exists(backup_manifest_key(name, b.name))
-    assert [b.name for b in catalog.lineage(catalog.list_backups(repo, name), inc2.name)] == [
+    assert [b.name for b in backups.lineage(backups.list_backups(repo, name), inc2.name)] == [
         full.name,
         inc1.name,
         inc2.name,
@@ -172,7 +175,7 @@ def test_the_manifest_tap_passes_a_tar_through_and_keeps_backup_manifest() -> No
     import random
     import tarfile
 
-    from pgpitr.backup import ManifestTap
+    from pgpitr.operations.backup import ManifestTap
 
     raw = io.BytesIO()
     manifest = json.dumps({"PostgreSQL-Backup-Manifest-Version": 2, "Files": []}).encode() * 40
@@ -206,8 +209,8 @@ def test_the_manifest_tap_passes_a_tar_through_and_keeps_backup_manifest() -> No
 def test_incrementals_with_log_backup_off_restore_to_their_own_end(home: Path) -> None:
     # log backup stays off (a new cluster's default): each link's tar carries the WAL that
     # makes it consistent, and --restore-to-immediate needs nothing else
-    c = clusters.create("nolog", bindir=_bindir(17))
-    assert not clusters.load_policy(c).logfile_enabled
+    c = create.create("nolog", bindir=_bindir(17))
+    assert not policy_store.load_policy(c).logfile_enabled
     sql("nolog", "CREATE TABLE msg (id int PRIMARY KEY)")
     full = engine.backup("nolog")
     sql("nolog", "INSERT INTO msg VALUES (1)")
@@ -241,12 +244,12 @@ def test_a_lost_or_damaged_link_makes_its_dependents_unrestorable(home: Path, ma
     commit_now("lost", "INSERT INTO msg VALUES (3)")
     archive_now("lost")
     c = Cluster.get("lost")
-    repo = clusters.repository(c)
-    before = catalog.recoverable_window(repo, "lost", c.bindir)
+    repo = cluster_repository.repository(c)
+    before = catalog_window.recoverable_window(repo, "lost", c.bindir)
     assert before.start_backup == a.name and before.unusable == {}
 
     repo.delete(data_key("lost", a.name, a.data_compression))  # the oldest full is lost
-    window = catalog.recoverable_window(repo, "lost", c.bindir)
+    window = catalog_window.recoverable_window(repo, "lost", c.bindir)
     assert window.unusable == {
         a.name: "its data is missing from the repository",
         a1.name: f"its parent {a.name} has no data in the repository",
@@ -278,7 +281,7 @@ def test_a_lost_or_damaged_link_makes_its_dependents_unrestorable(home: Path, ma
         engine.restore("lost-damaged", "lost", after_b1)
     assert not (home / "clusters" / "lost-damaged").exists()
     assert not list((home / "clusters").glob(f"*/{rs.LINK_DIR_PREFIX}*"))
-    window = catalog.recoverable_window(repo, "lost", c.bindir)
+    window = catalog_window.recoverable_window(repo, "lost", c.bindir)
     assert window.unusable[b1.name].startswith("its data was found damaged"), window.unusable
     assert b.name not in window.unusable
     assert window.latest_backup.name == b.name and rto.latest_volumes(window)[2] == b.name
@@ -293,7 +296,7 @@ def test_a_lost_or_damaged_link_makes_its_dependents_unrestorable(home: Path, ma
 
     path.write_bytes(intact)  # the object put back (from a copy, say): a verify clears it
     assert "its damage record removed" in verify.verify_backup("lost", b1.name)
-    assert b1.name not in catalog.recoverable_window(repo, "lost", c.bindir).unusable
+    assert b1.name not in catalog_window.recoverable_window(repo, "lost", c.bindir).unusable
 
 
 @pytest.mark.parametrize("major", [17, 18])
@@ -315,7 +318,7 @@ def test_a_killed_incremental_is_failed_and_never_a_parent(home: Path, major: in
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    repo = clusters.repository(c)
+    repo = cluster_repository.repository(c)
     deadline = time.monotonic() + 60
     while not repo.exists(manifest_key("killed-inc", "doomed")):
         assert time.monotonic() < deadline and child.poll() is None
@@ -327,7 +330,7 @@ def test_a_killed_incremental_is_failed_and_never_a_parent(home: Path, major: in
     c.alter_system({"archive_command": None})
     sql("killed-inc", "INSERT INTO msg VALUES (1)")
     archive_now("killed-inc")
-    doomed = catalog.get_backup(repo, "killed-inc", "doomed")
+    doomed = backups.get_backup(repo, "killed-inc", "doomed")
     assert (doomed.status, doomed.type, doomed.parent) == ("Failed", "Incremental", full.name)
     again = engine.backup("killed-inc", incremental=True)
     assert again.parent == full.name  # never the failed one
@@ -347,14 +350,17 @@ def test_summaries_that_do_not_cover_the_parent_are_refused_with_the_way_out(hom
     with pytest.raises(PitrError, match="do not cover the parent") as refused:
         engine.backup("unsummarised", "inc", incremental=True)
     assert "take a full backup" in (refused.value.hint or "")
-    assert catalog.get_backup(clusters.repository(c), "unsummarised", "inc").status == "Failed"
+    assert (
+        backups.get_backup(cluster_repository.repository(c), "unsummarised", "inc").status
+        == "Failed"
+    )
     fresh = engine.backup("unsummarised")  # the way out: a full backup, then incrementals
     assert engine.backup("unsummarised", incremental=True).parent == fresh.name != full.name
 
 
 def test_postgresql_15_refuses_an_incremental_before_anything_is_written(home: Path) -> None:
-    c = clusters.create("old15", bindir=_bindir(15))
-    repo = clusters.repository(c)
+    c = create.create("old15", bindir=_bindir(15))
+    repo = cluster_repository.repository(c)
     with pytest.raises(InvalidInput) as refused:
         engine.backup("old15", "nope", incremental=True)
     assert refused.value.message == (
@@ -365,7 +371,7 @@ def test_postgresql_15_refuses_an_incremental_before_anything_is_written(home: P
     assert by_cli.returncode == InvalidInput.exit_code
     assert "incremental backups need PostgreSQL 17 or later; old15 runs 15" in by_cli.stderr
     assert "Traceback" not in by_cli.stderr
-    assert catalog.list_backups(repo, "old15") == []
+    assert backups.list_backups(repo, "old15") == []
     # nor is a schedule of incrementals taken, to fail at every run
     scheduled = cli(
         "cluster",
@@ -378,7 +384,7 @@ def test_postgresql_15_refuses_an_incremental_before_anything_is_written(home: P
     assert scheduled.returncode == InvalidInput.exit_code, scheduled.stderr
     assert "incremental backups need PostgreSQL 17 or later; old15 runs 15" in scheduled.stderr
     assert "flow" not in scheduled.stderr.lower(), "refused before any flow ran"
-    assert not clusters.load_policy(c).incremental_enabled
+    assert not policy_store.load_policy(c).incremental_enabled
 
 
 # -- the command line --------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""The catalog index (pgpitr/repository/index.py) and the WAL index the chains read from it
-(pgpitr/catalog.py ``WalIndex``): kept by every push and delete, rebuilt when absent, never
+"""The catalog index (pgpitr/wal/index.py) and the WAL index the chains read from it
+(pgpitr/catalog/walindex.py ``WalIndex``): kept by every push and delete, rebuilt when absent, never
 trusted over what the repository holds, and read in requests that do not grow with the archive.
 
 The first part runs on real repositories (file and moto S3) with WAL objects named as pushes name
@@ -24,12 +24,17 @@ from pathlib import Path
 
 import pytest
 
-from pgpitr import catalog, clusters, retention, wal
+from pgpitr import cluster_repository
+from pgpitr.catalog import timelines, walindex, window
 from pgpitr.errors import NotFound, RecoveryTargetError, RepositoryError
+from pgpitr.operations import create as operations_create
+from pgpitr.operations import describe as catalog_describe
+from pgpitr.operations import log_backup, retention
 from pgpitr.postgres.cluster import Cluster
-from pgpitr.repository import index, open_repository
+from pgpitr.repository import open_repository
 from pgpitr.repository.base import REQUESTS, document_frame, request_counts
 from pgpitr.targets import RestoreTarget
+from pgpitr.wal import archive, index
 from tests import engine
 from tests.conftest import cli, shared_home
 from tests.pg import archive_now, sql
@@ -37,7 +42,7 @@ from tests.pg import archive_now, sql
 #: 1 GB segments (PostgreSQL's largest): four per log directory, so that a few objects make
 #: chains that span several directories
 SEG = 1 << 30
-PER_LOG = wal.segments_per_log(SEG)
+PER_LOG = archive.segments_per_log(SEG)
 
 
 @pytest.fixture
@@ -45,10 +50,10 @@ def repo(repo_url: str):
     return open_repository(repo_url)
 
 
-def _push(repo, stanza: str, tmp: Path, name: str, body: bytes | None = None) -> wal.PushResult:
+def _push(repo, stanza: str, tmp: Path, name: str, body: bytes | None = None) -> archive.PushResult:
     path = tmp / name
     path.write_bytes(body if body is not None else f"segment {name}\n".encode())
-    return wal.push_file(repo, stanza, path)
+    return archive.push_file(repo, stanza, path)
 
 
 def _fill(repo, stanza: str, numbers, *, indexed: bool = True) -> None:
@@ -58,22 +63,22 @@ def _fill(repo, stanza: str, numbers, *, indexed: bool = True) -> None:
     for name in _names(1, numbers):
         frame = document_frame(name.encode())
         sha = hashlib.sha256(frame).hexdigest()
-        repo.put_frame(wal.object_key(stanza, name, sha), frame)
+        repo.put_frame(archive.object_key(stanza, name, sha), frame)
         journal.add(name, sha)
     if indexed:
         journal.flush()
 
 
 def _names(tli: int, numbers, size: int = SEG) -> list[str]:
-    return [wal.Segment(tli, n).name(size) for n in numbers]
+    return [archive.Segment(tli, n).name(size) for n in numbers]
 
 
-def _segments(ix: catalog.WalIndex, tli: int, numbers) -> list[int]:
-    return [n for n in numbers if ix.has(wal.Segment(tli, n))]
+def _segments(ix: walindex.WalIndex, tli: int, numbers) -> list[int]:
+    return [n for n in numbers if ix.has(archive.Segment(tli, n))]
 
 
 def _delete_object(repo, stanza: str, name: str) -> None:
-    (key, _sha), *_ = wal.stored_versions(repo, stanza, name)
+    (key, _sha), *_ = archive.stored_versions(repo, stanza, name)
     repo.delete(key)  # behind pgpitr's back: no index record
 
 
@@ -81,26 +86,27 @@ def _delete_object(repo, stanza: str, name: str) -> None:
 
 
 def test_pushes_are_indexed_and_read_back_without_listing_the_wal(repo, tmp_path: Path) -> None:
-    assert catalog.wal_index(repo, "s", SEG).state.rebuilt  # none yet: built (empty), stored
+    assert walindex.wal_index(repo, "s", SEG).state.rebuilt  # none yet: built (empty), stored
     for name in _names(1, range(1, 6)) + _names(1, range(8, 10)):
         _push(repo, "s", tmp_path, name)
     history = "1\t0/9000000\tno recovery target specified\n"
     _push(repo, "s", tmp_path, "00000002.history", history.encode())
-    ix = catalog.wal_index(repo, "s", SEG)
+    ix = walindex.wal_index(repo, "s", SEG)
     assert _segments(ix, 1, range(0, 12)) == [1, 2, 3, 4, 5, 8, 9]
     assert ix.history == {2: [(1, 0x9000000)]}
     assert ix.timelines() == {1, 2}
     # runs, not names: the chain is followed a run at a time
     assert ix.state.timelines[1].runs == [[1, 5], [8, 9]]
     assert (
-        ix.objects["00000002.history"] == wal.stored_versions(repo, "s", "00000002.history")[0][0]
+        ix.objects["00000002.history"]
+        == archive.stored_versions(repo, "s", "00000002.history")[0][0]
     )
     # a push whose index record was lost (killed between the two) is indexed by the re-push
     for key in [i.key for i in repo.list(index.prefix("s")) if "delta-" in i.key][-1:]:
         repo.delete(key)  # the history's delta
-    assert catalog.wal_index(repo, "s", SEG).history == {}
+    assert walindex.wal_index(repo, "s", SEG).history == {}
     assert _push(repo, "s", tmp_path, "00000002.history", history.encode()).already_there
-    assert catalog.wal_index(repo, "s", SEG).history == {2: [(1, 0x9000000)]}
+    assert walindex.wal_index(repo, "s", SEG).history == {2: [(1, 0x9000000)]}
 
 
 def test_deltas_are_compacted_into_a_summary_and_readers_stay_bounded(
@@ -109,7 +115,7 @@ def test_deltas_are_compacted_into_a_summary_and_readers_stay_bounded(
     names = _names(1, range(1, 2 * index.COMPACT_AT + 3))
     for name in names:
         _push(repo, "s", tmp_path, name)
-    catalog.wal_index(repo, "s", SEG)  # the first read builds base.json and a summary
+    walindex.wal_index(repo, "s", SEG)  # the first read builds base.json and a summary
     keys = lambda: sorted(i.key.rsplit("/", 1)[-1] for i in repo.list("s/index/00000001/"))  # noqa: E731
     # a read folds what it finds once there are COMPACT_AT deltas or more
     for name in _names(1, range(100, 100 + index.COMPACT_AT)):
@@ -123,7 +129,7 @@ def test_deltas_are_compacted_into_a_summary_and_readers_stay_bounded(
         _push(repo, "s", tmp_path, name)
     index.load(repo, "s", SEG)
     assert len([k for k in keys() if k.startswith("delta-")]) == index.COMPACT_AT
-    ix = catalog.wal_index(repo, "s", SEG)
+    ix = walindex.wal_index(repo, "s", SEG)
     assert ix.state.timelines[1].runs == [
         [1, len(names)],
         [100, 99 + index.COMPACT_AT],
@@ -134,14 +140,14 @@ def test_deltas_are_compacted_into_a_summary_and_readers_stay_bounded(
 def test_a_missing_or_damaged_index_is_rebuilt_from_a_listing(repo, tmp_path: Path) -> None:
     for name in _names(1, range(1, 5)):
         _push(repo, "s", tmp_path, name)
-    catalog.wal_index(repo, "s", SEG)
+    walindex.wal_index(repo, "s", SEG)
     repo.delete_prefix(index.prefix("s"))
-    ix = catalog.wal_index(repo, "s", SEG)
+    ix = walindex.wal_index(repo, "s", SEG)
     assert ix.state.rebuilt and _segments(ix, 1, range(6)) == [1, 2, 3, 4]
     assert repo.exists(f"{index.prefix('s')}{index.BASE}")  # stored: the next read is not one
-    assert not catalog.wal_index(repo, "s", SEG).state.rebuilt
+    assert not walindex.wal_index(repo, "s", SEG).state.rebuilt
     repo.put_frame("s/index/00000001/summary.json", b"not a zstd frame")
-    ix = catalog.wal_index(repo, "s", SEG)
+    ix = walindex.wal_index(repo, "s", SEG)
     assert ix.state.rebuilt and _segments(ix, 1, range(6)) == [1, 2, 3, 4]
 
 
@@ -149,16 +155,18 @@ def test_retention_records_its_drop_before_deleting(repo, tmp_path: Path) -> Non
     from tests.test_retention import SEG as SEG16
     from tests.test_retention import _backup
 
-    wal.check_archive_info(repo, "s", "1", create={"wal_segment_size": SEG16})  # starts the index
+    archive.check_archive_info(
+        repo, "s", "1", create={"wal_segment_size": SEG16}
+    )  # starts the index
     for name in _names(1, range(1, 7), SEG16):
         _push(repo, "s", tmp_path, name)
     _backup(repo, "b4", 0, start_lsn="0/4000028")
     assert retention.prune_wal(repo, "s") == 3
-    ix = catalog.wal_index(repo, "s", SEG16)
+    ix = walindex.wal_index(repo, "s", SEG16)
     assert not ix.state.rebuilt and _segments(ix, 1, range(8)) == [4, 5, 6]
     # a rebuild agrees with the index kept by the pushes and the prune
     repo.delete_prefix(index.prefix("s"))
-    assert catalog.wal_index(repo, "s", SEG16).state.timelines[1].runs == [[4, 6]]
+    assert walindex.wal_index(repo, "s", SEG16).state.timelines[1].runs == [[4, 6]]
 
 
 # -- never trusted over what exists ------------------------------------------------------------
@@ -168,70 +176,70 @@ def test_chains_check_their_start_and_end_against_the_repository(repo) -> None:
     index.start(repo, "s")
     _fill(repo, "s", range(1, 2 * PER_LOG + 10))  # three log directories
     path = [(1, 0)]
-    start = wal.Segment(1, 3)
-    end_name = wal.Segment(1, 2 * PER_LOG + 9).name(SEG)
+    start = archive.Segment(1, 3)
+    end_name = archive.Segment(1, 2 * PER_LOG + 9).name(SEG)
     _delete_object(repo, "s", end_name)
-    ix = catalog.wal_index(repo, "s", SEG)
-    assert catalog.chain_end(ix, start, path).number == 2 * PER_LOG + 9  # the index alone
-    assert catalog._checked_end(ix, start, path, False).number == 2 * PER_LOG + 8
+    ix = walindex.wal_index(repo, "s", SEG)
+    assert timelines.chain_end(ix, start, path).number == 2 * PER_LOG + 9  # the index alone
+    assert window._checked_end(ix, start, path, False).number == 2 * PER_LOG + 8
     # a segment in the middle is seen only by a restore's check of every segment
-    _delete_object(repo, "s", wal.Segment(1, PER_LOG + 5).name(SEG))
-    ix = catalog.wal_index(repo, "s", SEG)
-    assert catalog._checked_end(ix, start, path, False).number == 2 * PER_LOG + 8
-    ix = catalog.wal_index(repo, "s", SEG)
-    assert catalog._checked_end(ix, start, path, True).number == PER_LOG + 4
+    _delete_object(repo, "s", archive.Segment(1, PER_LOG + 5).name(SEG))
+    ix = walindex.wal_index(repo, "s", SEG)
+    assert window._checked_end(ix, start, path, False).number == 2 * PER_LOG + 8
+    ix = walindex.wal_index(repo, "s", SEG)
+    assert window._checked_end(ix, start, path, True).number == PER_LOG + 4
     # the start gone: no chain at all
     _delete_object(repo, "s", start.name(SEG))
     with pytest.raises(NotFound):
-        catalog._checked_end(catalog.wal_index(repo, "s", SEG), start, path, False)
+        window._checked_end(walindex.wal_index(repo, "s", SEG), start, path, False)
 
 
 def test_a_segment_the_index_missed_extends_the_chain(repo) -> None:
     index.start(repo, "s")
     _fill(repo, "s", range(1, 5))
     _fill(repo, "s", range(5, PER_LOG + 3), indexed=False)
-    ix = catalog.wal_index(repo, "s", SEG)
-    assert catalog._checked_end(ix, wal.Segment(1, 1), [(1, 0)], False).number == PER_LOG + 2
+    ix = walindex.wal_index(repo, "s", SEG)
+    assert window._checked_end(ix, archive.Segment(1, 1), [(1, 0)], False).number == PER_LOG + 2
 
 
 def _put_back(repo, stanza: str, name: str) -> None:
     """A segment object of ``_fill`` stored again behind pgpitr's back (no index record)."""
     frame = document_frame(name.encode())
-    repo.put_frame(wal.object_key(stanza, name, hashlib.sha256(frame).hexdigest()), frame)
+    repo.put_frame(archive.object_key(stanza, name, hashlib.sha256(frame).hexdigest()), frame)
 
 
 def test_a_hole_found_by_a_full_check_is_written_back_into_the_index(repo) -> None:
     index.start(repo, "s")
     _fill(repo, "s", range(1, 2 * PER_LOG + 10))  # five log directories of four segments
-    path, start = [(1, 0)], wal.Segment(1, 3)
-    hole = wal.Segment(1, PER_LOG + 5).name(SEG)
+    path, start = [(1, 0)], archive.Segment(1, 3)
+    hole = archive.Segment(1, PER_LOG + 5).name(SEG)
     _delete_object(repo, "s", hole)
     # describe lists the ends only: the hole in the middle directory is not seen
-    describe = catalog.wal_index(repo, "s", SEG)
-    assert catalog._checked_end(describe, start, path, False).number == 2 * PER_LOG + 9
+    describe = walindex.wal_index(repo, "s", SEG)
+    assert window._checked_end(describe, start, path, False).number == 2 * PER_LOG + 9
     assert describe.repairs == 0
     # a full check (a refresh, a restore plan) lists the middle directory and corrects the index
-    full = catalog.wal_index(repo, "s", SEG)
-    assert catalog._checked_end(full, start, path, True).number == PER_LOG + 4
+    full = walindex.wal_index(repo, "s", SEG)
+    assert window._checked_end(full, start, path, True).number == PER_LOG + 4
     assert full.repairs == 1
     # the next reader knows from the index alone: no listing of the middle directory needed
-    after = catalog.wal_index(repo, "s", SEG)
-    assert catalog.chain_end(after, start, path).number == PER_LOG + 4
-    assert catalog._checked_end(after, start, path, False).number == PER_LOG + 4
+    after = walindex.wal_index(repo, "s", SEG)
+    assert timelines.chain_end(after, start, path).number == PER_LOG + 4
+    assert window._checked_end(after, start, path, False).number == PER_LOG + 4
     # the directories past the hole, where the old end was, are not listed
-    assert not after.listed(wal.Segment(1, PER_LOG + 5 + PER_LOG))
-    assert not after.listed(wal.Segment(1, 2 * PER_LOG + 9))
+    assert not after.listed(archive.Segment(1, PER_LOG + 5 + PER_LOG))
+    assert not after.listed(archive.Segment(1, 2 * PER_LOG + 9))
     assert after.repairs == 0  # what it listed agrees with the corrected index
     # the segment put back (behind pgpitr's back too): it is the segment after the chain's
     # end, whose directory every reader lists, so the first one finds it, adds it back, and
     # the chain is whole again
     _put_back(repo, "s", hole)
-    found = catalog.wal_index(repo, "s", SEG)
-    assert catalog._checked_end(found, start, path, False).number == 2 * PER_LOG + 9
+    found = walindex.wal_index(repo, "s", SEG)
+    assert window._checked_end(found, start, path, False).number == 2 * PER_LOG + 9
     assert found.repairs == 1
-    again = catalog.wal_index(repo, "s", SEG)
+    again = walindex.wal_index(repo, "s", SEG)
     assert again.state.timelines[1].runs == [[1, 2 * PER_LOG + 9]]  # before any listing
-    assert catalog._checked_end(again, start, path, True).number == 2 * PER_LOG + 9
+    assert window._checked_end(again, start, path, True).number == 2 * PER_LOG + 9
     assert again.repairs == 0
 
 
@@ -258,18 +266,18 @@ def test_a_repair_without_write_access_keeps_the_readers_answer(
 ) -> None:
     index.start(repo, "s")
     _fill(repo, "s", range(1, 2 * PER_LOG + 2))
-    _delete_object(repo, "s", wal.Segment(1, PER_LOG + 1).name(SEG))
+    _delete_object(repo, "s", archive.Segment(1, PER_LOG + 1).name(SEG))
     before = sorted(i.key for i in repo.list(index.prefix("s")))
-    readonly = catalog.wal_index(repo, "s", SEG, write=False)
-    assert catalog._checked_end(readonly, wal.Segment(1, 1), [(1, 0)], True).number == PER_LOG
+    readonly = walindex.wal_index(repo, "s", SEG, write=False)
+    assert window._checked_end(readonly, archive.Segment(1, 1), [(1, 0)], True).number == PER_LOG
     assert readonly.repairs == 0 and sorted(i.key for i in repo.list(index.prefix("s"))) == before
 
     def refused(*_args, **_kwargs):
         raise RepositoryError("permission denied")
 
     monkeypatch.setattr(index, "record_repair", refused)
-    writer = catalog.wal_index(repo, "s", SEG)
-    assert catalog._checked_end(writer, wal.Segment(1, 1), [(1, 0)], True).number == PER_LOG
+    writer = walindex.wal_index(repo, "s", SEG)
+    assert window._checked_end(writer, archive.Segment(1, 1), [(1, 0)], True).number == PER_LOG
     assert writer.repairs == 0
 
 
@@ -295,14 +303,14 @@ def test_describe_requests_do_not_grow_with_the_archive(repo, tmp_path: Path) ->
 
     def requests(stanza: str, count: int) -> dict[str, int]:
         _fill(repo, stanza, range(1, count + 1), indexed=False)
-        catalog.wal_index(repo, stanza, SEG)  # absent: rebuilt and stored once
+        walindex.wal_index(repo, stanza, SEG)  # absent: rebuilt and stored once
         before = dict(REQUESTS)
         listed: list[str] = []
         whole = repo.list
         repo.list = lambda prefix: listed.append(prefix) or whole(prefix)
         try:
-            ix = catalog.wal_index(repo, stanza, SEG)
-            end = catalog._checked_end(ix, wal.Segment(1, 1), [(1, 0)], False)
+            ix = walindex.wal_index(repo, stanza, SEG)
+            end = window._checked_end(ix, archive.Segment(1, 1), [(1, 0)], False)
         finally:
             del repo.list
         assert end.number == count
@@ -327,7 +335,7 @@ def test_a_backups_history_file_is_read_by_its_name_beside_any_number_of_segment
     """With log backup on, pg_basebackup prints no WAL range: the server's .backup file has it,
     and the server names it; reading it costs the same requests beside 1,001 segments (more
     than a LIST page) as beside none."""
-    from pgpitr import backup as bk
+    from pgpitr.operations import backup as bk
 
     repo = open_repository(s3_url)
     history = (
@@ -356,12 +364,12 @@ def test_describe_requests_stay_flat_after_a_full_check_repaired_a_hole(repo) ->
     def requests(stanza: str, count: int) -> tuple[int, dict[str, int]]:
         index.start(repo, stanza)
         _fill(repo, stanza, range(1, count + 1))
-        _delete_object(repo, stanza, wal.Segment(1, PER_LOG + 2).name(SEG))
-        full = catalog.wal_index(repo, stanza, SEG)
-        catalog._checked_end(full, wal.Segment(1, 1), [(1, 0)], True)
+        _delete_object(repo, stanza, archive.Segment(1, PER_LOG + 2).name(SEG))
+        full = walindex.wal_index(repo, stanza, SEG)
+        window._checked_end(full, archive.Segment(1, 1), [(1, 0)], True)
         before = dict(REQUESTS)
-        ix = catalog.wal_index(repo, stanza, SEG)
-        end = catalog._checked_end(ix, wal.Segment(1, 1), [(1, 0)], False)
+        ix = walindex.wal_index(repo, stanza, SEG)
+        end = window._checked_end(ix, archive.Segment(1, 1), [(1, 0)], False)
         return end.number, {
             f"{b} {k}": n - before.get((b, k), 0)
             for (b, k), n in REQUESTS.items()
@@ -379,7 +387,8 @@ def test_describe_requests_stay_flat_after_a_full_check_repaired_a_hole(repo) ->
 _KILLED_WRITER = textwrap.dedent(
     """
     import os, sys, time
-    from pgpitr.repository import index, open_repository
+    from pgpitr.repository import open_repository
+    from pgpitr.wal import index
     from pgpitr.repository.file import FileRepository
 
     repo = open_repository(sys.argv[1])
@@ -405,7 +414,7 @@ def test_a_kill_in_the_middle_of_a_compaction_leaves_the_old_state(tmp_path: Pat
     repo = open_repository(f"file://{tmp_path / 'repo'}")
     for name in _names(1, range(1, 4)):
         _push(repo, "s", tmp_path, name)
-    catalog.wal_index(repo, "s", SEG)
+    walindex.wal_index(repo, "s", SEG)
     for name in _names(1, range(4, 4 + index.COMPACT_AT)):
         _push(repo, "s", tmp_path, name)
     expected = [[1, 3 + index.COMPACT_AT]]
@@ -447,12 +456,12 @@ def _listed(repo, stanza: str) -> set[str]:
     return {
         parsed[0]
         for info in repo.list(f"{stanza}/wal/")
-        if (parsed := wal.split_object_key(info.key))
+        if (parsed := archive.split_object_key(info.key))
     }
 
 
 def _indexed(repo, stanza: str, segment_size: int) -> set[str]:
-    ix = catalog.wal_index(repo, stanza, segment_size, write=False)
+    ix = walindex.wal_index(repo, stanza, segment_size, write=False)
     assert not ix.state.rebuilt  # kept by the pushes, never rebuilt
     return set(ix.objects)
 
@@ -460,11 +469,11 @@ def _indexed(repo, stanza: str, segment_size: int) -> set[str]:
 @pytest.fixture(scope="module")
 def archived() -> Iterator[Archived]:
     with shared_home() as home:
-        cluster = clusters.create("tix")
+        cluster = operations_create.create("tix")
         # no commit but the fixture's: autovacuum's (a minute later, archived at
         # archive_timeout) would move the window's end past last_commit
         cluster.alter_system({"autovacuum": "off"})
-        clusters.set_log_backup(cluster, True)
+        log_backup.set_log_backup(cluster, True)
         sql("tix", "CREATE TABLE msg (id int PRIMARY KEY)")
         first = engine.backup(cluster).name
         for row in (1, 2):
@@ -479,14 +488,14 @@ def archived() -> Iterator[Archived]:
 
 def _copy(archived: Archived, tmp_path: Path) -> tuple[str, object]:
     """The source's repository as it is now, copied: a test may then damage it."""
-    source = Path(clusters.repository(Cluster.get("tix")).location.path)
+    source = Path(cluster_repository.repository(Cluster.get("tix")).location.path)
     shutil.copytree(source, tmp_path / "copy", ignore=shutil.ignore_patterns("*.pgpitr-tmp-*"))
     url = f"file://{tmp_path / 'copy'}"
     return url, open_repository(url)
 
 
 def test_archiving_keeps_the_index_equal_to_the_archive(archived: Archived) -> None:
-    repo = clusters.repository(Cluster.get("tix"))
+    repo = cluster_repository.repository(Cluster.get("tix"))
     assert _indexed(repo, "tix", archived.segment_size) == _listed(repo, "tix")
     assert any(n.endswith(".backup") for n in _listed(repo, "tix"))
 
@@ -499,8 +508,8 @@ def test_delete_backup_prunes_wal_and_the_index_alike(archived: Archived, tmp_pa
     assert after < before  # the WAL only the first backup needed is gone
     assert _indexed(repo, "tix", archived.segment_size) == after
     # and the window of the second backup still reaches the last commit
-    window = catalog.recoverable_window(repo, "tix", Cluster.get("tix").bindir)
-    assert [r.backup for r in window.ranges] == [archived.second]
+    after_delete = window.recoverable_window(repo, "tix", Cluster.get("tix").bindir)
+    assert [r.backup for r in after_delete.ranges] == [archived.second]
 
 
 def test_a_segment_deleted_behind_pgpitrs_back_shrinks_the_window(
@@ -508,11 +517,11 @@ def test_a_segment_deleted_behind_pgpitrs_back_shrinks_the_window(
 ) -> None:
     url, repo = _copy(archived, tmp_path)
     bindir = Cluster.get("tix").bindir
-    whole = catalog.recoverable_window(repo, "tix", bindir)
+    whole = window.recoverable_window(repo, "tix", bindir)
     end = max(whole.ranges, key=lambda r: r.end)
     assert end.end < archived.last_commit
     _delete_object(repo, "tix", end.end_segment)
-    shrunk = catalog.recoverable_window(repo, "tix", bindir)
+    shrunk = window.recoverable_window(repo, "tix", bindir)
     assert shrunk.periods[-1][1] < end.end  # the index still names it: the listing decides
     assert all(r.end_segment < end.end_segment for r in shrunk.ranges)
 
@@ -524,10 +533,12 @@ def test_a_restore_checks_every_segment_before_creating_anything(
     bindir = Cluster.get("tix").bindir
     (second,) = [
         c
-        for c in catalog.recoverable_window(repo, "tix", bindir).chains
+        for c in window.recoverable_window(repo, "tix", bindir).chains
         if c.backup.name == archived.second
     ]
-    middle = wal.segment_of(second.backup.stop_lsn_int, second.end.timeline, archived.segment_size)
+    middle = archive.segment_of(
+        second.backup.stop_lsn_int, second.end.timeline, archived.segment_size
+    )
     _delete_object(repo, "tix", middle.next().name(archived.segment_size))
     # describe checks the ends only; the restore plan lists every directory of the chain
     with pytest.raises(RecoveryTargetError):
@@ -541,7 +552,7 @@ def test_a_restore_checks_every_segment_before_creating_anything(
     assert not list(repo.list("tix-hole/"))
     # and the attempt corrected the index: the next reader knows of the hole without a listing
     hole = middle.next()
-    ix = catalog.wal_index(repo, "tix", archived.segment_size)
+    ix = walindex.wal_index(repo, "tix", archived.segment_size)
     assert not ix.has(hole) and ix.has(middle) and not ix.listed(hole)
 
 
@@ -551,40 +562,42 @@ def test_a_refresh_finds_a_hole_describe_then_shows_and_a_put_back_segment(
     """On the cluster's own repository (the refresh reads it): a segment deleted in the middle
     of the chains, a refresh, describe; the segment put back, a refresh, describe again.  Each
     refresh here checks every log directory (PGPITR_WAL_CHECK_EVERY=0; the default is hourly)."""
-    from pgpitr import window
+    from pgpitr import cluster_repository
+    from pgpitr.catalog import walindex, window
     from pgpitr.steps import Steps
+    from pgpitr.wal import archive
 
-    monkeypatch.setenv(window.WAL_CHECK_EVERY, "0")
+    monkeypatch.setenv(catalog_describe.WAL_CHECK_EVERY, "0")
 
     cluster = Cluster.get("tix")
-    repo = clusters.repository(cluster)
+    repo = cluster_repository.repository(cluster)
     size = archived.segment_size
-    whole = window.describe(cluster)
+    whole = catalog_describe.describe(cluster)
     (second,) = [
         c
-        for c in catalog.recoverable_window(repo, "tix", cluster.bindir).chains
+        for c in window.recoverable_window(repo, "tix", cluster.bindir).chains
         if c.backup.name == archived.second
     ]
-    hole = wal.segment_of(second.backup.stop_lsn_int, second.end.timeline, size).next()
+    hole = archive.segment_of(second.backup.stop_lsn_int, second.end.timeline, size).next()
     assert hole.number < second.end.number  # in the middle of the chain
-    (key, _sha), *_ = wal.stored_versions(repo, "tix", hole.name(size))
+    (key, _sha), *_ = archive.stored_versions(repo, "tix", hole.name(size))
     stored = Path(repo.location.path) / key
     kept = tmp_path / "kept"
     shutil.copyfile(stored, kept)
     try:
         stored.unlink()  # behind pgpitr's back
-        checked = window.refresh(Steps(), "tix").window.wal_checked_at
-        monkeypatch.delenv(window.WAL_CHECK_EVERY)
+        checked = catalog_describe.refresh(Steps(), "tix").window.wal_checked_at
+        monkeypatch.delenv(catalog_describe.WAL_CHECK_EVERY)
         # within the hour of a full check the refresh makes none (the check's time stays)
-        assert window.refresh(Steps(), "tix").window.wal_checked_at == checked
-        monkeypatch.setenv(window.WAL_CHECK_EVERY, "0")
+        assert catalog_describe.refresh(Steps(), "tix").window.wal_checked_at == checked
+        monkeypatch.setenv(catalog_describe.WAL_CHECK_EVERY, "0")
         before = time.time()
-        refreshed = window.refresh(Steps(), "tix")
+        refreshed = catalog_describe.refresh(Steps(), "tix")
         assert refreshed.window.wal_checked_at is not None
         assert refreshed.window.wal_checked_at.timestamp() >= before - 1
-        ix = catalog.wal_index(repo, "tix", size)
+        ix = walindex.wal_index(repo, "tix", size)
         assert not ix.has(hole) and not ix.listed(hole)  # the index alone says so
-        shown = window.describe(cluster)
+        shown = catalog_describe.describe(cluster)
         assert shown["wal_checked_at"] == refreshed.as_dict()["wal_checked_at"]
         periods = shown["recoverable_time"]
         assert not periods or periods[-1][1] < whole["recoverable_time"][-1][1]
@@ -593,9 +606,9 @@ def test_a_refresh_finds_a_hole_describe_then_shows_and_a_put_back_segment(
         assert "WAL checked: " in text and "WAL checked: never" not in text
     finally:
         shutil.copyfile(kept, stored)  # put back, behind pgpitr's back too
-    window.refresh(Steps(), "tix")
-    assert catalog.wal_index(repo, "tix", size).has(hole)
-    again = window.describe(cluster)
+    catalog_describe.refresh(Steps(), "tix")
+    assert walindex.wal_index(repo, "tix", size).has(hole)
+    again = catalog_describe.describe(cluster)
     assert again["recoverable_time"] == whole["recoverable_time"]
     assert again["ranges"] == whole["ranges"]
 

@@ -17,8 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from pgpitr import clusters, timeparse, wal
+from pgpitr import policy_store, timeparse
+from pgpitr.operations import create, delete, log_backup
 from pgpitr.postgres.cluster import Cluster
+from pgpitr.wal import archive
 from tests import engine
 from tests.conftest import S3_KEY, S3_SECRET, cli, free_port, reachable_tempdir, shared_home
 from tests.pg import rows, rows_either_side_of_a_second
@@ -34,8 +36,8 @@ class Repo:
 
 
 def _make(name: str, url: str) -> tuple[str, datetime]:
-    cluster = clusters.create(name, repository_url=url)
-    clusters.set_log_backup(cluster, True)
+    cluster = create.create(name, repository_url=url)
+    log_backup.set_log_backup(cluster, True)
     backup = engine.backup(cluster).name
     noted = rows_either_side_of_a_second(name)
     return backup, noted
@@ -61,7 +63,7 @@ def repo(request: pytest.FixtureRequest) -> Iterator[Repo]:
     try:
         with shared_home() as home:
             made = {name: _make(name, url) for name in ("live-pg", "gone-pg")}
-            clusters.delete(Cluster.get("gone-pg"))
+            delete.delete(Cluster.get("gone-pg"))
             yield Repo(
                 url,
                 home,
@@ -105,7 +107,7 @@ def test_info_shows_live_and_deleted_clusters_backups_wal_and_windows(repo: Repo
         assert datetime.fromisoformat(start) == datetime.fromisoformat(backup["completion_time"])
         (timeline,) = stanza["wal"]
         assert timeline["timeline"] == 1 and timeline["first"] < timeline["last"]
-        start_segment = wal.segment_of(backup["start_lsn"], 1, 16 << 20).name(16 << 20)
+        start_segment = archive.segment_of(backup["start_lsn"], 1, 16 << 20).name(16 << 20)
         assert timeline["first"] <= start_segment < timeline["last"]
     # each cluster's own archive: two system identifiers, two sets of segments
     assert found["live-pg"]["system_identifier"] != found["gone-pg"]["system_identifier"]
@@ -183,7 +185,7 @@ def test_a_deleted_cluster_restores_from_its_repository(repo: Repo) -> None:
             assert creds.stat().st_uid == restored.user.uid
             assert S3_KEY in creds.read_text()
     finally:
-        clusters.delete(Cluster.get("back-pg"))
+        delete.delete(Cluster.get("back-pg"))
 
 
 def test_an_unreachable_repository_is_a_clear_error(home: Path) -> None:
@@ -201,7 +203,7 @@ def test_an_unreachable_repository_is_a_clear_error(home: Path) -> None:
 
 
 def test_stanzas_are_found_one_level_down_without_listing_the_wal(repo_url: str) -> None:
-    from pgpitr import info
+    from pgpitr.operations import info
     from pgpitr.repository import open_repository
 
     store = open_repository(repo_url)
@@ -286,14 +288,14 @@ def test_info_of_this_home_shows_each_repository_and_the_one_it_cannot_read(home
 
 
 def test_the_repositories_of_this_home_are_each_read_once(home: Path) -> None:
-    from pgpitr import info
     from pgpitr import policy as pol
+    from pgpitr.operations import info
     from tests.pg import serverless_cluster
 
     serverless_cluster(home, "one-pg", f"file://{home / 'r1'}", 1)
     serverless_cluster(home, "two-pg", f"file://localhost{home / 'r1'}", 2)  # the same URL
     # a policy naming another repository (its backups go there from the next one on)
-    clusters.save_policy(
+    policy_store.save_policy(
         Cluster.get("two-pg"),
         pol.BackupPolicy(cluster="two-pg", repository=f"file://{home / 'r2'}", create_time=""),
     )

@@ -13,9 +13,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from pgpitr import backup as bk
-from pgpitr import catalog, clusters, manifest
+from pgpitr import cluster_repository, manifest
+from pgpitr.catalog import backups, window
 from pgpitr.errors import AlreadyExists
+from pgpitr.operations import backup as bk
+from pgpitr.operations import create, delete, log_backup
 from pgpitr.postgres.cluster import Cluster
 from tests import engine
 from tests.conftest import PGPITR, cli, free_port, shared_home
@@ -78,7 +80,7 @@ def test_a_killed_backup_is_failed_and_never_used(home: Path) -> None:
         check=True,
         capture_output=True,
     )
-    repo = clusters.repository(archived)
+    repo = cluster_repository.repository(archived)
     process = subprocess.Popen(
         [*PGPITR, "cluster", "backup", "killed", "--backup-name", "doomed"],
         stdout=subprocess.DEVNULL,
@@ -94,7 +96,7 @@ def test_a_killed_backup_is_failed_and_never_used(home: Path) -> None:
     (doomed,) = _backups("killed")
     assert doomed["status"] == "Failed" and doomed["completion_time"] is None
     assert not repo.exists(manifest.data_key("killed", "doomed"))
-    assert catalog.recoverable_window(repo, "killed", archived.bindir).ranges == []
+    assert window.recoverable_window(repo, "killed", archived.bindir).ranges == []
     refused = cli("cluster", "restore", "from-doomed", "--source-cluster", "killed", check=False)
     assert refused.returncode == 3 and "no completed backup" in refused.stderr
     refused = cli(
@@ -118,7 +120,7 @@ def test_delete_backup_keeps_what_the_window_needs_unless_forced(archived: Clust
     cli("cluster", "backup", "ops", "--backup-name", "second")
     commit_now("ops", "INSERT INTO msg VALUES (2)")
     archive_now("ops")
-    repo = clusters.repository(archived)
+    repo = cluster_repository.repository(archived)
     wal_before = len(list(repo.list("ops/wal/")))
 
     refused = cli("cluster", "delete-backup", "ops", "--name", "first", check=False)
@@ -279,36 +281,39 @@ def test_cluster_processes_run_as_an_unprivileged_user(archived: Cluster) -> Non
 
 
 def test_a_deleted_clusters_leftover_stanza_does_not_block_its_name(home: Path) -> None:
-    from pgpitr import restore as rs
+    from pgpitr import cluster_repository
+    from pgpitr.catalog import backups
+    from pgpitr.operations import restore as rs
 
-    first = clusters.create("reuse")
-    clusters.set_log_backup(first, True)
+    first = create.create("reuse")
+    log_backup.set_log_backup(first, True)
     engine.backup(first)
     old_system_id = first.state.system_identifier
-    clusters.delete(first)
-    repo = clusters.repository(first)
-    assert not catalog.leftover_stanza(repo, "reuse")  # backups remain: the name stays taken
+    delete.delete(first)
+    repo = cluster_repository.repository(first)
+    assert not backups.leftover_stanza(repo, "reuse")  # backups remain: the name stays taken
     with pytest.raises(AlreadyExists, match="already holds backups"):
-        clusters.create("reuse")
+        create.create("reuse")
     engine.delete_backups("reuse", None, force=True)
-    assert catalog.leftover_stanza(repo, "reuse")  # archive info and history only
-    again = clusters.create("reuse")
-    clusters.set_log_backup(again, True)
+    assert backups.leftover_stanza(repo, "reuse")  # archive info and history only
+    again = create.create("reuse")
+    log_backup.set_log_backup(again, True)
     assert again.state.system_identifier != old_system_id
     assert repo.get_json("reuse/archive.info")["system_identifier"] == again.state.system_identifier
     assert rs.remove_interrupted("reuse") is False
 
 
 def test_an_uncompressed_backup_is_verified_restored_and_deleted(archived: Cluster) -> None:
-    from pgpitr import retention, verify
+    from pgpitr import cluster_repository
+    from pgpitr.operations import retention, verify
 
     sql("ops", "CREATE TABLE msg (id int)")
     commit_now("ops", "INSERT INTO msg VALUES (1)")
     policy = "ops-postgresql-backup-policy"
     cli("cluster", "edit-backup-policy", policy, "--set", "schedule.datafile.compression=none")
     cli("cluster", "backup", "ops", "--backup-name", "plain")
-    repo = clusters.repository(archived)
-    plain = catalog.get_backup(repo, "ops", "plain")
+    repo = cluster_repository.repository(archived)
+    plain = backups.get_backup(repo, "ops", "plain")
     assert plain.compression == "none"
     assert repo.exists("ops/backups/plain/base.tar")
     assert not repo.exists("ops/backups/plain/base.tar.zst")
@@ -331,7 +336,7 @@ def test_a_default_backup_name_taken_this_second_is_not_reused(accounts_cluster:
     from datetime import UTC, datetime, timedelta
 
     name, stanza = accounts_cluster.name, accounts_cluster.state.stanza
-    repo = clusters.repository(accounts_cluster)
+    repo = cluster_repository.repository(accounts_cluster)
     now = datetime.now(UTC)
     taken = [bk.default_name(name, now + timedelta(seconds=s)) for s in (0, 1)]
     for each in taken:

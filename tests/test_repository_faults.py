@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pgpitr import clusters
+from pgpitr import cluster_repository
 from pgpitr.manifest import data_key
 from pgpitr.postgres.cluster import Cluster
 from tests.conftest import cli, free_port
@@ -88,7 +88,7 @@ def test_restore_stops_at_a_damaged_backup_and_names_it(home: Path) -> None:
         "schedule.logfile.enable=true",
     )
     cli("cluster", "backup", "dmg", "--backup-name", "b1")
-    repo = clusters.repository(Cluster.get("dmg"))
+    repo = cluster_repository.repository(Cluster.get("dmg"))
     path = Path(repo.root, data_key("dmg", "b1"))
     raw = bytearray(path.read_bytes())
     raw[len(raw) // 3] ^= 0x01

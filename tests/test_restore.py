@@ -1,4 +1,5 @@
-"""pgpitr/restore.py and pgpitr/targets.py: the target is read and checked once, at the edge;
+"""pgpitr/operations/restore.py and pgpitr/targets.py: the target is read and checked once, at the
+edge;
 each kind of target restores exactly the right rows; a target that cannot be reached is refused
 before anything is created.
 
@@ -15,11 +16,16 @@ from pathlib import Path
 
 import pytest
 
-from pgpitr import catalog, clusters, restore_points, wal
+from pgpitr import cluster_repository
+from pgpitr.catalog import backups, records, restore_points, walindex
+from pgpitr.catalog import window as catalog_window
 from pgpitr.errors import AlreadyExists, InvalidInput, NotFound, RecoveryTargetError
+from pgpitr.operations import create as operations_create
+from pgpitr.operations import log_backup
+from pgpitr.operations.restore import RestoreRequest, RestoreTarget
 from pgpitr.postgres.cluster import Cluster
 from pgpitr.postgres.command import run
-from pgpitr.restore import RestoreRequest, RestoreTarget
+from pgpitr.wal import archive
 from tests import engine
 from tests.conftest import cli, shared_home
 from tests.faults.helpers import archived_cluster
@@ -120,8 +126,8 @@ class Source:
 @pytest.fixture(scope="module")
 def source() -> Iterator[Source]:
     with shared_home() as home:
-        cluster = clusters.create("tsrc")
-        clusters.set_log_backup(cluster, True)
+        cluster = operations_create.create("tsrc")
+        log_backup.set_log_backup(cluster, True)
         sql("tsrc", "CREATE TABLE msg (id int PRIMARY KEY)")
         sql("tsrc", "INSERT INTO msg VALUES (1)")
         lsn_before = sql("tsrc", "SELECT pg_current_wal_lsn()::text")[0][0]
@@ -152,11 +158,11 @@ def source() -> Iterator[Source]:
 
 def _commit_time(cluster: Cluster, xid: int) -> datetime:
     """The commit time of ``xid`` exactly as its WAL record has it (what recovery compares)."""
-    repo = clusters.repository(cluster)
-    (b,) = catalog.list_backups(repo, "tsrc")
-    index = catalog.wal_index(repo, "tsrc", b.wal_segment_size)
-    (chain,) = catalog.backup_chains(index, [b])
-    found = catalog.find_transaction(repo, index, cluster.bindir, chain.end, 0, xid)
+    repo = cluster_repository.repository(cluster)
+    (b,) = backups.list_backups(repo, "tsrc")
+    index = walindex.wal_index(repo, "tsrc", b.wal_segment_size)
+    (chain,) = catalog_window.backup_chains(index, [b])
+    found = records.find_transaction(repo, index, cluster.bindir, chain.end, 0, xid)
     assert found.record is not None and found.record.committed
     return found.record.time
 
@@ -230,10 +236,10 @@ def test_an_unreachable_target_is_refused_before_anything_is_created(
 
 
 def test_restore_points_are_recorded_once_with_a_checked_name(source: Source) -> None:
-    repo = clusters.repository(Cluster.get("tsrc"))
+    repo = cluster_repository.repository(Cluster.get("tsrc"))
     point = restore_points.get_point(repo, "tsrc", "between-2-and-3")
     assert point.timeline == 1 and point.cluster == "tsrc"
-    assert wal.lsn_to_int(source.lsn_after_row_2) < point.lsn_int
+    assert archive.lsn_to_int(source.lsn_after_row_2) < point.lsn_int
     assert "between-2-and-3" in [p.name for p in restore_points.list_points(repo, "tsrc")]
     with pytest.raises(AlreadyExists, match="already has a restore point 'between-2-and-3'"):
         engine.create_restore_point("tsrc", "between-2-and-3")
@@ -259,7 +265,9 @@ def test_two_points_of_one_name_at_once_record_one_and_refuse_the_other(source: 
     (made,) = [r for r in results if isinstance(r, restore_points.RestorePoint)]
     refused = [r for r in results if isinstance(r, str)]
     assert len(refused) == 3 and all("already has a restore point 'at-once'" in r for r in refused)
-    recorded = restore_points.get_point(clusters.repository(Cluster.get("tsrc")), "tsrc", "at-once")
+    recorded = restore_points.get_point(
+        cluster_repository.repository(Cluster.get("tsrc")), "tsrc", "at-once"
+    )
     assert recorded == made
 
 
@@ -274,8 +282,8 @@ def test_a_restore_point_not_archived_yet_is_refused(home: Path) -> None:
 
 
 def test_waiting_for_promotion_fails_at_once_when_the_login_is_refused(source: Source) -> None:
-    from pgpitr import restore as rs
     from pgpitr.errors import ClusterStateError
+    from pgpitr.operations import restore as rs
 
     engine.restore("t-login", "tsrc", RestoreTarget(immediate=True))
     cluster = Cluster.get("t-login")
@@ -291,7 +299,9 @@ def test_waiting_for_promotion_fails_at_once_when_the_login_is_refused(source: S
 
 
 def test_a_backup_carrying_its_own_wal_restores_to_latest_and_immediate(home: Path) -> None:
-    cluster = clusters.create("selfwal")  # log backup off: the backup's WAL goes into its tar
+    cluster = operations_create.create(
+        "selfwal"
+    )  # log backup off: the backup's WAL goes into its tar
     sql("selfwal", "CREATE TABLE msg (id int); INSERT INTO msg VALUES (1)")
     assert engine.backup(cluster).wal_in_backup
     for name, target in (("t-self-latest", {}), ("t-self-immediate", {"immediate": True})):
@@ -303,8 +313,8 @@ def test_a_backup_carrying_its_own_wal_restores_to_latest_and_immediate(home: Pa
 
 
 def test_the_last_commits_own_time_is_refused_inclusive(source: Source) -> None:
-    repo = clusters.repository(Cluster.get("tsrc"))
-    (last,) = [r.end for r in catalog.recoverable_window(repo, "tsrc").ranges]
+    repo = cluster_repository.repository(Cluster.get("tsrc"))
+    (last,) = [r.end for r in catalog_window.recoverable_window(repo, "tsrc").ranges]
     with pytest.raises(RecoveryTargetError, match="is the time of the last archived commit"):
         engine.restore("t-at-end", "tsrc", RestoreTarget(time=last))
     assert not (source.home / "clusters" / "t-at-end").exists()
@@ -313,7 +323,7 @@ def test_the_last_commits_own_time_is_refused_inclusive(source: Source) -> None:
 def test_a_bounded_xid_search_says_what_it_could_not_check(
     source: Source, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(catalog, "XID_SEARCH_DEPTH", 1)  # the newest segment only
+    monkeypatch.setattr(records, "XID_SEARCH_DEPTH", 1)  # the newest segment only
     with pytest.raises(RecoveryTargetError) as info:
         engine.restore("t-bounded", "tsrc", RestoreTarget(xid=source.xid_row_4 + 1000))
     assert "was not found in the newest 1 archived WAL segments" in str(info.value)
@@ -326,11 +336,11 @@ def test_a_64_bit_transaction_id_is_checked_for_its_epoch(home: Path) -> None:
     """Past a wraparound, txid_current() carries an epoch (pg_resetwal -e gives the server
     one): the 64-bit id restores, the 32-bit one (a row's xmin) too, and the same 32 bits in
     another epoch are refused before anything is created."""
-    cluster = clusters.create("epoch1")
+    cluster = operations_create.create("epoch1")
     cluster.stop()
     run([cluster.bindir / "pg_resetwal", "-e", "1", cluster.state.datadir], user=cluster.user)
     cluster.start()
-    clusters.set_log_backup(cluster, True)
+    log_backup.set_log_backup(cluster, True)
     sql("epoch1", "CREATE TABLE msg (id int PRIMARY KEY); INSERT INTO msg VALUES (1)")
     backup = engine.backup(cluster)
     assert backup.next_xid is not None and backup.next_xid.startswith("1:")
@@ -349,10 +359,14 @@ def test_a_64_bit_transaction_id_is_checked_for_its_epoch(home: Path) -> None:
 
 
 def test_each_kind_of_target_takes_the_newest_backup_consistent_before_it(home: Path) -> None:
-    from pgpitr import reach
+    from pgpitr import cluster_repository
+    from pgpitr.catalog import reach
+    from pgpitr.catalog import window as catalog_window
+    from pgpitr.operations import create as operations_create
+    from pgpitr.operations import log_backup
 
-    cluster = clusters.create("two")
-    clusters.set_log_backup(cluster, True)
+    cluster = operations_create.create("two")
+    log_backup.set_log_backup(cluster, True)
     sql("two", "CREATE TABLE msg (id int PRIMARY KEY)")
     first = engine.backup(cluster)
     (xid_1,) = sql("two", "INSERT INTO msg VALUES (1) RETURNING txid_current()")[0]
@@ -364,8 +378,8 @@ def test_each_kind_of_target_takes_the_newest_backup_consistent_before_it(home: 
     engine.create_restore_point("two", "after-second")
     sql("two", "INSERT INTO msg VALUES (3)")  # a commit after the last target's
     archive_now("two")
-    repo = clusters.repository(cluster)
-    window = catalog.recoverable_window(repo, "two", cluster.bindir)
+    repo = cluster_repository.repository(cluster)
+    window = catalog_window.recoverable_window(repo, "two", cluster.bindir)
 
     def chosen(**target: object) -> str:
         backup, _ = reach.backup_for(

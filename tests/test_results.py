@@ -14,12 +14,12 @@ import pytest
 
 from flows import registry
 from pgpitr import errors
-from pgpitr.backup import BackupType
-from pgpitr.drill import DrillResult
+from pgpitr.catalog.restore_points import RestorePoint
 from pgpitr.kubernetes.errors import ApiUnreachable
 from pgpitr.manifest import BackupManifest
-from pgpitr.restore import RestoreResult
-from pgpitr.restore_points import RestorePoint
+from pgpitr.operations.backup import BackupType
+from pgpitr.operations.drill import DrillResult
+from pgpitr.operations.restore import RestoreResult
 from pgpitr.targets import RestoreTarget
 from tasks.results import SERIALIZER, TYPE, PitrJSON, RefusedType, decode_record
 
@@ -175,7 +175,10 @@ def test_a_stored_type_outside_pgpitrs_packages_is_refused_and_never_imported(ta
         ("enum", "pgpitr.osutil.os"),  # a module pgpitr imports, reached through pgpitr
         ("dataclass", "pgpitr.manifest.json.JSONDecoder"),
         ("dataclass", "pgpitr.no_such_module.Thing"),
-        ("enum", "pgpitr.backup.StrEnum"),  # an enum, imported into pgpitr from elsewhere
+        (
+            "enum",
+            "pgpitr.operations.backup.StrEnum",
+        ),  # an enum, imported into pgpitr from elsewhere
         ("model", "pgpitr.targets.BaseModel"),
     ],
 )
@@ -255,7 +258,7 @@ def _record(value: Any) -> bytes:
 
 
 def test_the_cli_reads_a_runs_result_and_its_engine_error_back_from_the_stored_json(tmp_path):
-    from pgpitr.cli import runner
+    from cli import runner
 
     point = RESULTS["restore point"]
     assert runner._result(_state("Completed", tmp_path, _record(point)), "r", "link") == point
@@ -273,7 +276,7 @@ def test_the_cli_reads_a_runs_result_and_its_engine_error_back_from_the_stored_j
 
 
 def test_the_cli_never_unpickles_a_runs_stored_result(tmp_path) -> None:
-    from pgpitr.cli import runner
+    from cli import runner
 
     class Marker:
         def __reduce__(self):

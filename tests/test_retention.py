@@ -1,5 +1,5 @@
-"""pgpitr/retention.py on a repository of real objects, without a server: which backups the TTL
-expires, what a delete refuses, and that WAL is pruned only below every remaining backup."""
+"""pgpitr/operations/retention.py on a repository of real objects, without a server: which backups
+the TTL expires, what a delete refuses, and that WAL is pruned only below every remaining backup."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from pgpitr import catalog, retention, wal
+from pgpitr.catalog import backups as catalog_backups
 from pgpitr.errors import InvalidInput, NotFound, PitrError
 from pgpitr.manifest import BackupManifest, data_key, manifest_key
+from pgpitr.operations import retention
 from pgpitr.repository import open_repository
+from pgpitr.wal import archive
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 SEG = 16 * 1024 * 1024
@@ -28,7 +30,7 @@ def _backup(repo, name: str, hours: int, status: str = "Completed", **fields) ->
     m = BackupManifest(
         name, "s", status, T0 + timedelta(hours=hours), timeline=1, wal_segment_size=SEG, **fields
     )
-    catalog.save_backup(repo, "s", m)
+    catalog_backups.save_backup(repo, "s", m)
     repo.put_document(data_key("s", name), b"data")
     return m
 
@@ -65,20 +67,26 @@ def test_a_delete_refuses_unknown_and_running_backups_and_removes_what_it_names(
 
 
 def test_wal_is_pruned_below_the_oldest_remaining_backup_and_history_stays(repo) -> None:
-    repo.put_json(wal.archive_info_key("s"), {"wal_segment_size": SEG, "system_identifier": "1"})
+    repo.put_json(
+        archive.archive_info_key("s"), {"wal_segment_size": SEG, "system_identifier": "1"}
+    )
     for number in range(1, 7):
-        name = wal.Segment(1, number).name(SEG)
+        name = archive.Segment(1, number).name(SEG)
         repo.put_document(f"s/wal/{name[:16]}/{name}-{number:064x}.zst", b"seg")
     repo.put_document("s/wal/00000002.history-" + "0" * 64 + ".zst", b"1\t0/4000000\tx\n")
     _backup(repo, "b4", 0, start_lsn="0/4000028")
     assert retention.prune_wal(repo, "s") == 3  # segments 1, 2, 3
-    left = sorted(wal.split_object_key(i.key)[0] for i in repo.list("s/wal/"))
-    assert left == sorted(["00000002.history"] + [wal.Segment(1, n).name(SEG) for n in (4, 5, 6)])
+    left = sorted(archive.split_object_key(i.key)[0] for i in repo.list("s/wal/"))
+    assert left == sorted(
+        ["00000002.history"] + [archive.Segment(1, n).name(SEG) for n in (4, 5, 6)]
+    )
 
 
 def test_a_running_backup_whose_start_is_unknown_keeps_all_wal(repo) -> None:
-    repo.put_json(wal.archive_info_key("s"), {"wal_segment_size": SEG, "system_identifier": "1"})
-    name = wal.Segment(1, 1).name(SEG)
+    repo.put_json(
+        archive.archive_info_key("s"), {"wal_segment_size": SEG, "system_identifier": "1"}
+    )
+    name = archive.Segment(1, 1).name(SEG)
     repo.put_document(f"s/wal/{name[:16]}/{name}-{0:064x}.zst", b"seg")
     _backup(repo, "starting", 0, status="InProgress", pid=os.getpid(), host=socket.gethostname())
     assert retention.prune_wal(repo, "s") == 0
@@ -99,11 +107,15 @@ def _lineage(repo) -> None:
 
 def test_dependents_are_every_backup_whose_lineage_runs_through_one_newest_first(repo) -> None:
     _lineage(repo)
-    backups = catalog.list_backups(repo, "s")
-    assert catalog.dependents(backups, "full-a") == ["inc-a2", "inc-a1"]
-    assert catalog.dependents(backups, "inc-a1") == ["inc-a2"]
-    assert catalog.dependents(backups, "inc-a2") == []
-    assert [b.name for b in catalog.lineage(backups, "inc-a2")] == ["full-a", "inc-a1", "inc-a2"]
+    backups = catalog_backups.list_backups(repo, "s")
+    assert catalog_backups.dependents(backups, "full-a") == ["inc-a2", "inc-a1"]
+    assert catalog_backups.dependents(backups, "inc-a1") == ["inc-a2"]
+    assert catalog_backups.dependents(backups, "inc-a2") == []
+    assert [b.name for b in catalog_backups.lineage(backups, "inc-a2")] == [
+        "full-a",
+        "inc-a1",
+        "inc-a2",
+    ]
 
 
 def test_ttl_expires_a_lineage_only_as_a_whole(repo) -> None:
@@ -121,7 +133,11 @@ def test_a_parent_is_deleted_only_with_its_dependents_and_force_says_which(repo)
     with pytest.raises(PitrError, match=r"inc-a2 \(on full-a\), inc-a1 \(on full-a\)") as refused:
         retention.delete_backups(repo, "s", ["full-a"])
     assert "--force" in (refused.value.hint or "")
-    assert {b.name for b in catalog.list_backups(repo, "s")} >= {"full-a", "inc-a1", "inc-a2"}
+    assert {b.name for b in catalog_backups.list_backups(repo, "s")} >= {
+        "full-a",
+        "inc-a1",
+        "inc-a2",
+    }
     # named together, they go without --force (nothing is left depending on a deleted one)
     removed = retention.delete_backups(repo, "s", ["inc-a1", "inc-a2"])
     assert removed.backups == ["inc-a2", "inc-a1"] and removed.dependents == {}
@@ -149,7 +165,11 @@ def test_force_never_deletes_a_running_incremental_however_far_down(repo) -> Non
     )
     with pytest.raises(PitrError, match="'inc-a3' is being taken against it"):
         retention.delete_backups(repo, "s", ["full-a"], force=True)
-    assert {b.name for b in catalog.list_backups(repo, "s")} >= {"full-a", "inc-a1", "inc-a2"}
+    assert {b.name for b in catalog_backups.list_backups(repo, "s")} >= {
+        "full-a",
+        "inc-a1",
+        "inc-a2",
+    }
 
 
 def test_a_broken_link_makes_every_dependent_unusable_and_says_why(repo) -> None:
@@ -158,7 +178,7 @@ def test_a_broken_link_makes_every_dependent_unusable_and_says_why(repo) -> None
     _backup(repo, "orphan", 6, type="Incremental", parent="gone")
     _backup(repo, "on-failed", 7, type="Incremental", parent="failed")
     repo.delete(data_key("s", "inc-a1"))
-    broken = catalog.broken_links(repo, "s", catalog.list_backups(repo, "s"))
+    broken = catalog_backups.broken_links(repo, "s", catalog_backups.list_backups(repo, "s"))
     assert broken == {
         "inc-a1": "its data is missing from the repository",
         "inc-a2": "its parent inc-a1 has no data in the repository",

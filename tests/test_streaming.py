@@ -1,4 +1,4 @@
-"""Streaming WAL (pgpitr/walstream.py) on a real PostgreSQL 15: the supervisor runs in this
+"""Streaming WAL (pgpitr/wal/stream.py) on a real PostgreSQL 15: the supervisor runs in this
 process, in a thread, as the agent runs it; one cluster for the module.
 
 A row committed without any WAL switch is inside describe's window within seconds and a restore
@@ -20,11 +20,15 @@ from pathlib import Path
 
 import pytest
 
-from pgpitr import catalog, clusters, wal, walstream, window
+from pgpitr import cluster_repository, policy_store
 from pgpitr import policy as pol
+from pgpitr.catalog import walindex
 from pgpitr.errors import ClusterStateError, InvalidInput
+from pgpitr.operations import create, delete, describe, edit_policy, log_backup
 from pgpitr.postgres import slots
 from pgpitr.postgres.cluster import Cluster
+from pgpitr.wal import archive
+from pgpitr.wal import stream as wal_stream
 from tests import engine
 from tests.conftest import shared_home
 from tests.pg import rows, sql
@@ -36,7 +40,7 @@ NAME = "streamed"
 
 
 def test_receivewal_command_streams_on_the_slot_with_the_receivers_name() -> None:
-    argv = walstream.receivewal_command(
+    argv = wal_stream.receivewal_command(
         Path("/usr/lib/postgresql/15/bin"),
         Path("/spool/stream"),
         {"host": "/run/it's", "port": 5433, "user": "postgres", "dbname": "postgres"},
@@ -48,7 +52,7 @@ def test_receivewal_command_streams_on_the_slot_with_the_receivers_name() -> Non
     dsn = argv[argv.index("--dbname") + 1]
     assert "host='/run/it\\'s'" in dsn and "application_name='pgpitr_walstream'" in dsn
     assert "dbname" not in dsn and "--no-loop" in argv and "--synchronous" not in argv
-    synchronous = walstream.receivewal_command(Path("/b"), Path("/d"), {}, synchronous=True)
+    synchronous = wal_stream.receivewal_command(Path("/b"), Path("/d"), {}, synchronous=True)
     assert synchronous[-1] == "--synchronous"
 
 
@@ -56,23 +60,23 @@ def test_written_extent_finds_the_end_of_what_was_written(tmp_path: Path) -> Non
     path = tmp_path / "000000010000000000000003.partial"
     segment = bytearray(16 * 2**20)
     path.write_bytes(segment)
-    assert walstream.written_extent(path) == 0
+    assert wal_stream.written_extent(path) == 0
     for page in range(5):  # five pages written, the fifth up to byte 100 of it
-        segment[page * walstream.PAGE : page * walstream.PAGE + 2] = b"\x10\xd1"
-    segment[4 * walstream.PAGE + 99] = 7
+        segment[page * wal_stream.PAGE : page * wal_stream.PAGE + 2] = b"\x10\xd1"
+    segment[4 * wal_stream.PAGE + 99] = 7
     path.write_bytes(segment)
-    assert walstream.written_extent(path) == 4 * walstream.PAGE + 100
+    assert wal_stream.written_extent(path) == 4 * wal_stream.PAGE + 100
 
 
 def test_the_receivers_log_is_set_aside_once_over_its_limit(tmp_path: Path) -> None:
     log = tmp_path / "stream.log"
-    walstream._rotate(log, limit=10)  # no log yet: nothing to do
+    wal_stream._rotate(log, limit=10)  # no log yet: nothing to do
     log.write_text("short\n")
-    walstream._rotate(log, limit=10)
+    wal_stream._rotate(log, limit=10)
     assert log.read_text() == "short\n" and not (tmp_path / "stream.log.1").exists()
     log.write_text("a longer log\n")
     (tmp_path / "stream.log.1").write_text("the oldest\n")
-    walstream._rotate(log, limit=10)
+    wal_stream._rotate(log, limit=10)
     assert not log.exists() and (tmp_path / "stream.log.1").read_text() == "a longer log\n"
 
 
@@ -102,17 +106,17 @@ def test_the_streaming_switch_follows_log_backup_method_and_synchronous() -> Non
     base = pol.BackupPolicy(cluster="p", create_time="", logfile_enabled=True)
     stream = pol.apply_settings(base, ["schedule.logfile.method=stream"])
     synchronous = pol.apply_settings(stream, ["schedule.logfile.synchronous=true"])
-    assert clusters.PolicyChange(base, stream).streaming_switch
-    assert clusters.PolicyChange(stream, synchronous).streaming_switch
-    assert clusters.PolicyChange(synchronous, stream).streaming_switch
+    assert edit_policy.PolicyChange(base, stream).streaming_switch
+    assert edit_policy.PolicyChange(stream, synchronous).streaming_switch
+    assert edit_policy.PolicyChange(synchronous, stream).streaming_switch
     # log backup off stops streaming too; a method kept while log backup stays off changes nothing
     off = pol.apply_settings(stream, ["schedule.logfile.enable=false"])
-    assert clusters.PolicyChange(stream, off).streaming_switch
+    assert edit_policy.PolicyChange(stream, off).streaming_switch
     idle = pol.apply_settings(base, ["schedule.logfile.enable=false"])
-    assert not clusters.PolicyChange(
+    assert not edit_policy.PolicyChange(
         idle, pol.apply_settings(idle, ["retention.ttl=3d"])
     ).streaming_switch
-    assert not clusters.PolicyChange(
+    assert not edit_policy.PolicyChange(
         base, pol.apply_settings(base, ["rpo.max=1m"])
     ).streaming_switch
 
@@ -128,7 +132,7 @@ def _wait(what: str, check, timeout: float = 60) -> None:
 
 
 def window_end(cluster: Cluster) -> datetime | None:
-    periods = window.describe(cluster)["recoverable_time"]
+    periods = describe.describe(cluster)["recoverable_time"]
     return datetime.fromisoformat(periods[-1][1]) if periods else None
 
 
@@ -136,14 +140,14 @@ def window_end(cluster: Cluster) -> datetime | None:
 def streamed() -> Iterator[Cluster]:
     """A cluster streaming into a file repository, its supervisor in a thread of this process."""
     with shared_home() as home:
-        cluster = clusters.create(NAME)
-        clusters.set_log_backup(cluster, True)
+        cluster = create.create(NAME)
+        log_backup.set_log_backup(cluster, True)
         sql(NAME, "CREATE TABLE msg (id int PRIMARY KEY)")
         engine.backup(cluster)
         # pinned to this home: another test's home must not get this supervisor's receivers
-        thread, stop, _ = walstream.start(tick=0.5, home=home)
+        thread, stop, _ = wal_stream.start(tick=0.5, home=home)
         try:
-            clusters.set_streaming(cluster, True, False)
+            log_backup.set_streaming(cluster, True, False)
             _wait("the receiver streams", lambda: slots.slot_state(cluster).active)
             yield Cluster.get(NAME)
         finally:
@@ -170,18 +174,18 @@ def test_a_commit_without_a_switch_is_in_the_window_and_restored_to_latest(
         assert sql(NAME, "SELECT archived_count FROM pg_stat_archiver")[0][0] == archived
     finally:
         streamed.alter_system({"archive_timeout": None})
-    info = window.describe(streamed)
+    info = describe.describe(streamed)
     assert info["log_method"] == "stream" and info["stream"]["receiver_running"]
     assert info["stream"]["slot_active"]
-    repo = clusters.repository(streamed)
-    index = catalog.wal_index(repo, NAME, streamed.state.wal_segment_size)
+    repo = cluster_repository.repository(streamed)
+    index = walindex.wal_index(repo, NAME, streamed.state.wal_segment_size)
     current = sql(NAME, "SELECT pg_walfile_name(pg_current_wal_lsn())")[0][0]
     # partials are never indexed: the listing of the segment's log directory shows them
-    segment = wal.Segment.parse(current, streamed.state.wal_segment_size)
+    segment = archive.Segment.parse(current, streamed.state.wal_segment_size)
     assert not index.has_partial(segment)
     index.look(segment)
     assert index.has_partial(segment) and not index.has(segment)
-    assert len(wal.streamed_partials(repo, NAME, current)) == 1, "older partials are removed"
+    assert len(archive.streamed_partials(repo, NAME, current)) == 1, "older partials are removed"
 
     expected = rows(NAME)
     sql(NAME, "INSERT INTO msg VALUES (%s)", (first + 2,))  # after the restore's snapshot
@@ -192,20 +196,20 @@ def test_a_commit_without_a_switch_is_in_the_window_and_restored_to_latest(
         assert set(restored) <= set(expected) | {first + 2}
         assert result.last_commit is not None and result.last_commit > before
     finally:
-        clusters.delete(Cluster.get("streamed-copy"))
+        delete.delete(Cluster.get("streamed-copy"))
 
 
 def test_a_completed_segment_replaces_its_partials_once(streamed: Cluster) -> None:
     sql(NAME, "INSERT INTO msg VALUES (%s)", (max(rows(NAME), default=0) + 1,))
     segment = sql(NAME, "SELECT pg_walfile_name(pg_current_wal_lsn())")[0][0]
-    repo = clusters.repository(streamed)
-    _wait("a partial of the segment", lambda: wal.streamed_partials(repo, NAME, segment))
+    repo = cluster_repository.repository(streamed)
+    _wait("a partial of the segment", lambda: archive.streamed_partials(repo, NAME, segment))
     sql(NAME, "SELECT pg_switch_wal()")
     _wait(
         "the completed segment without partials",
         lambda: (
-            wal.stored_versions(repo, NAME, segment)
-            and not wal.streamed_partials(repo, NAME, segment)
+            archive.stored_versions(repo, NAME, segment)
+            and not archive.streamed_partials(repo, NAME, segment)
         ),
     )
     # archive_command stores the same segment too: same name, same bytes, one object
@@ -213,8 +217,8 @@ def test_a_completed_segment_replaces_its_partials_once(streamed: Cluster) -> No
         "archive_command's copy",
         lambda: sql(NAME, "SELECT last_archived_wal FROM pg_stat_archiver")[0][0] >= segment,
     )
-    assert len(wal.stored_versions(repo, NAME, segment)) == 1
-    spool = walstream.spool_dir(streamed)
+    assert len(archive.stored_versions(repo, NAME, segment)) == 1
+    spool = wal_stream.spool_dir(streamed)
     _wait("the spool keeps no stored segment", lambda: segment not in os.listdir(spool))
 
 
@@ -232,28 +236,28 @@ def receiver_streams(cluster: Cluster) -> None:
 
 def test_synchronous_streaming_names_the_receiver_and_is_undone(streamed: Cluster) -> None:
     receiver_streams(streamed)
-    clusters.set_streaming(streamed, True, True, receiver_timeout=RESTARTED_WITHIN)
+    log_backup.set_streaming(streamed, True, True, receiver_timeout=RESTARTED_WITHIN)
     try:
         assert slots.synchronous_names(streamed) == slots.APPLICATION_NAME
-        assert clusters.load_policy(streamed).logfile_synchronous
+        assert policy_store.load_policy(streamed).logfile_synchronous
         _wait(
             "the receiver is synchronous", lambda: slots.slot_state(streamed).sync_state == "sync"
         )
         # returns: the receiver flushed it
         sql(NAME, "INSERT INTO msg VALUES (%s)", (max(rows(NAME), default=0) + 1,))
-        warnings = window.describe(streamed)["stream_warnings"]
+        warnings = describe.describe(streamed)["stream_warnings"]
         assert any(w.startswith("SYNCHRONOUS") and "synchronous=false" in w for w in warnings)
     finally:
-        clusters.set_streaming(streamed, True, False)
+        log_backup.set_streaming(streamed, True, False)
     assert slots.synchronous_names(streamed) == ""
-    assert not clusters.load_policy(streamed).logfile_synchronous
+    assert not policy_store.load_policy(streamed).logfile_synchronous
 
 
 def test_a_stuck_synchronous_receiver_holds_commits_until_synchronous_is_off(
     streamed: Cluster,
 ) -> None:
     receiver_streams(streamed)
-    clusters.set_streaming(streamed, True, True, receiver_timeout=RESTARTED_WITHIN)
+    log_backup.set_streaming(streamed, True, True, receiver_timeout=RESTARTED_WITHIN)
     try:
         _wait(
             "the receiver is synchronous", lambda: slots.slot_state(streamed).sync_state == "sync"
@@ -272,12 +276,12 @@ def test_a_stuck_synchronous_receiver_holds_commits_until_synchronous_is_off(
             threading.Thread(target=commit, daemon=True).start()
             assert not committed.wait(3), "a commit returned that no receiver flushed"
             # the way out the warning names: synchronous off (edit-backup-policy runs this)
-            clusters.set_streaming(streamed, True, False)
+            log_backup.set_streaming(streamed, True, False)
             assert committed.wait(60), "the waiting commit was not released"
         finally:
             os.kill(sender, signal.SIGCONT)
     finally:
-        clusters.set_streaming(streamed, True, False)
+        log_backup.set_streaming(streamed, True, False)
     assert value in rows(NAME)
     assert slots.synchronous_names(streamed) == ""
 
@@ -285,68 +289,68 @@ def test_a_stuck_synchronous_receiver_holds_commits_until_synchronous_is_off(
 def test_a_streamed_file_that_conflicts_with_the_archived_copy_is_kept_aside_and_said(
     home: Path,
 ) -> None:
-    cluster = clusters.create("conflict")
-    clusters.set_log_backup(cluster, True)
-    clusters.set_streaming(cluster, True, False)  # stream mode; no receiver needed here
-    repo = clusters.repository(cluster)
+    cluster = create.create("conflict")
+    log_backup.set_log_backup(cluster, True)
+    log_backup.set_streaming(cluster, True, False)  # stream mode; no receiver needed here
+    repo = cluster_repository.repository(cluster)
     name = "0000000100000000000000F0"  # far ahead of anything the server writes here
     size = cluster.state.wal_segment_size
     archived = home / name
     archived.write_bytes(os.urandom(size))
-    wal.push_file(repo, "conflict", archived)  # as archive_command stored it
-    spool = walstream.spool_dir(cluster)
+    archive.push_file(repo, "conflict", archived)  # as archive_command stored it
+    spool = wal_stream.spool_dir(cluster)
     spool.mkdir(parents=True, exist_ok=True)
     (spool / name).write_bytes(os.urandom(size))  # the stream's, other bytes
 
-    walstream.Receiver("conflict", home=home).upload(cluster)
+    wal_stream.Receiver("conflict", home=home).upload(cluster)
     assert not (spool / name).exists()
-    assert (walstream.conflict_dir(cluster) / name).exists()
-    assert len(wal.stored_versions(repo, "conflict", name)) == 1
-    wal.fetch_file(repo, "conflict", name, home / "fetched")
+    assert (wal_stream.conflict_dir(cluster) / name).exists()
+    assert len(archive.stored_versions(repo, "conflict", name)) == 1
+    archive.fetch_file(repo, "conflict", name, home / "fetched")
     assert (home / "fetched").read_bytes() == archived.read_bytes(), "the stored copy stays"
-    warnings = window.describe(cluster)["stream_warnings"]
+    warnings = describe.describe(cluster)["stream_warnings"]
     assert any(name in w and "differ from the archived copies" in w for w in warnings), warnings
-    clusters.set_streaming(cluster, False, False)
+    log_backup.set_streaming(cluster, False, False)
 
 
 def test_synchronous_is_refused_without_a_receiver(home: Path) -> None:
-    cluster = clusters.create("nosync")
-    clusters.set_log_backup(cluster, True)
+    cluster = create.create("nosync")
+    log_backup.set_log_backup(cluster, True)
     with pytest.raises(ClusterStateError, match="no pgpitr receiver streams") as caught:
-        clusters.set_streaming(cluster, True, True, receiver_timeout=2)
+        log_backup.set_streaming(cluster, True, True, receiver_timeout=2)
     assert "pgpitr agent start" in (caught.value.hint or "")
     assert slots.synchronous_names(cluster) == "", "commits must not wait for nobody"
-    policy = clusters.load_policy(cluster)
+    policy = policy_store.load_policy(cluster)
     assert policy.logfile_method == "stream" and not policy.logfile_synchronous
     assert slots.slot_state(cluster).exists
-    clusters.set_streaming(cluster, False, False)
+    log_backup.set_streaming(cluster, False, False)
     assert not slots.slot_state(cluster).exists
 
 
 def test_stream_mode_off_drops_the_slot_and_leaves_no_partial(home: Path) -> None:
-    cluster = clusters.create("onoff")
-    clusters.set_log_backup(cluster, True)
-    repo = clusters.repository(cluster)
-    thread, stop, _ = walstream.start(tick=0.5, home=home)
+    cluster = create.create("onoff")
+    log_backup.set_log_backup(cluster, True)
+    repo = cluster_repository.repository(cluster)
+    thread, stop, _ = wal_stream.start(tick=0.5, home=home)
     try:
-        clusters.set_streaming(cluster, True, False)
+        log_backup.set_streaming(cluster, True, False)
         sql("onoff", "SELECT pg_current_xact_id()")
         _wait(
             "a partial",
             lambda: any(
-                wal.STREAMED_PARTIAL_RE.match(n[0])
-                for n in (wal.split_object_key(i.key) for i in repo.list("onoff/wal/"))
+                archive.STREAMED_PARTIAL_RE.match(n[0])
+                for n in (archive.split_object_key(i.key) for i in repo.list("onoff/wal/"))
                 if n
             ),
         )
-        clusters.set_streaming(cluster, False, False)
+        log_backup.set_streaming(cluster, False, False)
     finally:
         stop.set()
         thread.join(timeout=60)
     assert not slots.slot_state(cluster).exists
-    assert clusters.load_policy(cluster).logfile_method == "archive"
-    names = [wal.split_object_key(i.key) for i in repo.list("onoff/wal/")]
-    assert not [n for n in names if n and wal.STREAMED_PARTIAL_RE.match(n[0])]
+    assert policy_store.load_policy(cluster).logfile_method == "archive"
+    names = [archive.split_object_key(i.key) for i in repo.list("onoff/wal/")]
+    assert not [n for n in names if n and archive.STREAMED_PARTIAL_RE.match(n[0])]
 
 
 def test_the_spool_is_kept_while_streaming_is_on_and_emptied_once_it_is_off(home: Path) -> None:
@@ -354,31 +358,31 @@ def test_the_spool_is_kept_while_streaming_is_on_and_emptied_once_it_is_off(home
     one to go on from; turned off, by the switch with no agent running or while a receiver
     stops (the supervisor's pass can stop it before its own pass saw the change), nothing is
     left in the spool for a later receiver to start from."""
-    cluster = clusters.create("spooled")
-    clusters.set_log_backup(cluster, True)
-    spool = walstream.spool_dir(cluster)
+    cluster = create.create("spooled")
+    log_backup.set_log_backup(cluster, True)
+    spool = wal_stream.spool_dir(cluster)
 
     def partials() -> list[str]:
         names = os.listdir(spool) if spool.exists() else []
-        return [n for n in names if wal.WAL_FILE_RE.match(n)]
+        return [n for n in names if archive.WAL_FILE_RE.match(n)]
 
-    def streamed_for_a_while() -> walstream.Receiver:
-        receiver = walstream.Receiver("spooled", tick=0.2, home=home)
+    def streamed_for_a_while() -> wal_stream.Receiver:
+        receiver = wal_stream.Receiver("spooled", tick=0.2, home=home)
         receiver.start()
         sql("spooled", "SELECT pg_current_xact_id()")
         _wait("a partial in the spool", partials)
         return receiver
 
-    clusters.set_streaming(cluster, True, False)
+    log_backup.set_streaming(cluster, True, False)
     streamed_for_a_while().stop()
     assert partials(), "kept for the next receiver"
-    clusters.set_streaming(cluster, False, False)  # no receiver runs
+    log_backup.set_streaming(cluster, False, False)  # no receiver runs
     assert not partials()
 
-    clusters.set_streaming(cluster, True, False)
+    log_backup.set_streaming(cluster, True, False)
     receiver = streamed_for_a_while()
-    policy = clusters.load_policy(cluster)
-    clusters.save_policy(cluster, dataclasses.replace(policy, logfile_method="archive"))
+    policy = policy_store.load_policy(cluster)
+    policy_store.save_policy(cluster, dataclasses.replace(policy, logfile_method="archive"))
     receiver.stop()  # at once, as the supervisor does when it sees the change first
     assert not receiver.thread.is_alive() and not partials()
     slots.drop_slot(cluster)

@@ -18,10 +18,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pgpitr import clusters, wal, walstream, window
+from pgpitr import cluster_repository, policy_store
+from pgpitr.operations import create, delete, describe, log_backup
 from pgpitr.postgres import slots
 from pgpitr.postgres.cluster import Cluster
 from pgpitr.repository import Repository
+from pgpitr.wal import archive, stream
 from tests import engine
 from tests.conftest import shared_home
 from tests.pg import rows, sql
@@ -39,7 +41,7 @@ def _wait(what: str, check, timeout: float = 60) -> None:
 def periods(cluster: Cluster) -> list[tuple[datetime, datetime]]:
     return [
         (datetime.fromisoformat(a), datetime.fromisoformat(b))
-        for a, b in window.describe(cluster)["recoverable_time"]
+        for a, b in describe.describe(cluster)["recoverable_time"]
     ]
 
 
@@ -64,7 +66,7 @@ def covered(cluster: Cluster, since: datetime) -> None:
 def objects_per_name(repo: Repository, stanza: str) -> Counter[str]:
     names = Counter()
     for info in repo.list(f"{stanza}/wal/"):
-        parsed = wal.split_object_key(info.key)
+        parsed = archive.split_object_key(info.key)
         if parsed:
             names[parsed[0]] += 1
     return names
@@ -77,19 +79,19 @@ def one_object_per_name(repo: Repository, stanza: str) -> Counter[str]:
 
 
 def streamed_partials(names: Counter[str]) -> list[str]:
-    return [n for n in names if wal.STREAMED_PARTIAL_RE.match(n)]
+    return [n for n in names if archive.STREAMED_PARTIAL_RE.match(n)]
 
 
 @pytest.fixture(scope="module")
-def source() -> Iterator[tuple[Cluster, walstream.Supervisor]]:
+def source() -> Iterator[tuple[Cluster, stream.Supervisor]]:
     """A cluster archiving into a file repository, with a full backup, and the supervisor in a
     thread of this process (pinned to this home)."""
     with shared_home() as home:
-        cluster = clusters.create(NAME)
-        clusters.set_log_backup(cluster, True)
+        cluster = create.create(NAME)
+        log_backup.set_log_backup(cluster, True)
         sql(NAME, "CREATE TABLE msg (id int PRIMARY KEY)")
         engine.backup(cluster)
-        thread, stop, supervisor = walstream.start(tick=0.5, home=home)
+        thread, stop, supervisor = stream.start(tick=0.5, home=home)
         try:
             yield Cluster.get(NAME), supervisor
         finally:
@@ -102,24 +104,24 @@ def _next(cluster: Cluster) -> int:
 
 
 def _stream(cluster: Cluster, on: bool) -> None:
-    clusters.set_streaming(cluster, on, False)
+    log_backup.set_streaming(cluster, on, False)
     if on:
         _wait("the receiver streams", lambda: slots.slot_state(cluster).active)
 
 
 def test_archive_to_stream_and_back_leaves_no_gap_and_one_object_per_name(
-    source: tuple[Cluster, walstream.Supervisor],
+    source: tuple[Cluster, stream.Supervisor],
 ) -> None:
     cluster, supervisor = source
-    repo = clusters.repository(cluster)
-    if clusters.load_policy(cluster).logfile_method == "stream":
+    repo = cluster_repository.repository(cluster)
+    if policy_store.load_policy(cluster).logfile_method == "stream":
         _stream(cluster, False)
     before_all = set(rows(NAME))
 
     # archive_command: a commit reaches the window once its segment is archived
     first = _next(cluster)
     since = commit(cluster, first)
-    clusters.switch_and_confirm(cluster, repo)
+    log_backup.switch_and_confirm(cluster, repo)
     covered(cluster, since)
 
     # streaming: commits reach the window without a switch (the partial), and across one
@@ -127,7 +129,7 @@ def test_archive_to_stream_and_back_leaves_no_gap_and_one_object_per_name(
     since = commit(cluster, first + 1)
     covered(cluster, since)
     segment = sql(NAME, "SELECT pg_walfile_name(pg_current_wal_lsn())")[0][0]
-    assert wal.streamed_partials(repo, NAME, segment), "the commit is in a streamed partial"
+    assert archive.streamed_partials(repo, NAME, segment), "the commit is in a streamed partial"
     sql(NAME, "SELECT pg_switch_wal()")
     since = commit(cluster, first + 2)
     covered(cluster, since)
@@ -140,16 +142,16 @@ def test_archive_to_stream_and_back_leaves_no_gap_and_one_object_per_name(
     _stream(cluster, False)
     _wait("the receiver stops", lambda: NAME not in supervisor.receivers)
     since = commit(cluster, first + 4)
-    clusters.switch_and_confirm(cluster, repo)
+    log_backup.switch_and_confirm(cluster, repo)
     covered(cluster, since)
 
     # the receiver left nothing in the spool: no partial to upload after the switch back, none
     # for a later receiver to start from (a segment the server may have recycled by then)
-    spool = walstream.spool_dir(cluster)
-    assert not [n for n in os.listdir(spool) if wal.WAL_FILE_RE.match(n)]
+    spool = stream.spool_dir(cluster)
+    assert not [n for n in os.listdir(spool) if archive.WAL_FILE_RE.match(n)]
     names = one_object_per_name(repo, NAME)
     assert not streamed_partials(names), "a streamed partial left after switching back"
-    assert wal.SEGMENT_RE.match(segment) and segment in names
+    assert archive.SEGMENT_RE.match(segment) and segment in names
     expected = before_all | set(range(first, first + 5))
     assert set(rows(NAME)) == expected
 
@@ -158,16 +160,16 @@ def test_archive_to_stream_and_back_leaves_no_gap_and_one_object_per_name(
         assert set(rows("switching-latest")) == expected
         assert latest.timeline == 2
     finally:
-        clusters.delete(Cluster.get("switching-latest"))
+        delete.delete(Cluster.get("switching-latest"))
     engine.restore("switching-inside", NAME, inside)
     try:
         assert set(rows("switching-inside")) == before_all | set(range(first, first + 3))
     finally:
-        clusters.delete(Cluster.get("switching-inside"))
+        delete.delete(Cluster.get("switching-inside"))
 
 
 def test_a_new_timeline_is_streamed_with_its_history(
-    source: tuple[Cluster, walstream.Supervisor],
+    source: tuple[Cluster, stream.Supervisor],
 ) -> None:
     cluster, supervisor = source
     _stream(cluster, True)
@@ -184,7 +186,7 @@ def test_a_new_timeline_is_streamed_with_its_history(
         tli = result.timeline
         assert tli >= 2
         history = f"{tli:08X}.history"
-        repo = clusters.repository(copy)
+        repo = cluster_repository.repository(copy)
         # the history file reaches the copy's own stanza by archive_command (the archiver marks
         # it done once wal-push stored it); pg_receivewal, started on timeline tli, fetches it
         # too (TIMELINE_HISTORY) and the receiver's push finds the same bytes: one object
@@ -199,20 +201,20 @@ def test_a_new_timeline_is_streamed_with_its_history(
                 == 1
             ),
         )
-        assert wal.stored_versions(repo, "switched", history)
+        assert archive.stored_versions(repo, "switched", history)
         on_server = sql("switched", "SELECT pg_read_file(%s)", (f"pg_wal/{history}",))[0][0]
-        stored = wal.stored_versions(repo, "switched", history)
+        stored = archive.stored_versions(repo, "switched", history)
         assert len(stored) == 1
         assert repo.get_document(stored[0][0], stored[0][1]).decode() == on_server
 
         engine.backup(copy)
         _stream(copy, True)
-        assert clusters.load_policy(copy).logfile_method == "stream"
+        assert policy_store.load_policy(copy).logfile_method == "stream"
         value = max(expected) + 1
         since = commit(copy, value)
         covered(copy, since)
         # the receiver streams the new timeline: the segment it writes is one of timeline tli
-        spool = walstream.spool_dir(copy)
+        spool = stream.spool_dir(copy)
         assert [n for n in os.listdir(spool) if n.startswith(f"{tli:08X}")]
         assert "switched" in supervisor.receivers
         one_object_per_name(repo, "switched")
@@ -222,6 +224,6 @@ def test_a_new_timeline_is_streamed_with_its_history(
             assert set(rows("switched-again")) == expected | {value}
             assert again.timeline > tli
         finally:
-            clusters.delete(Cluster.get("switched-again"))
+            delete.delete(Cluster.get("switched-again"))
     finally:
-        clusters.delete(Cluster.get("switched"))
+        delete.delete(Cluster.get("switched"))

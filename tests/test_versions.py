@@ -10,10 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from pgpitr import catalog, clusters
+from pgpitr import cluster_repository
+from pgpitr.catalog import backups
 from pgpitr.errors import ClusterStateError, InvalidInput
 from pgpitr.manifest import manifest_key
+from pgpitr.operations import create, log_backup
 from pgpitr.postgres import binaries
+from pgpitr.postgres import cluster as postgres_cluster
 from tests import engine, pgwheels
 from tests.conftest import PG_BINDIR, cli
 from tests.pg import archive_now, commit_now, sql
@@ -33,9 +36,9 @@ def test_each_major_backs_up_and_restores_exactly_the_rows_of_the_target(
 ) -> None:
     bindir = _bindir(major)
     name = f"v{major}"
-    cluster = clusters.create(name, bindir=bindir)
+    cluster = create.create(name, bindir=bindir)
     assert (cluster.state.pg_version, cluster.bindir) == (major, bindir)
-    clusters.set_log_backup(cluster, True)
+    log_backup.set_log_backup(cluster, True)
     sql(name, "CREATE TABLE msg (id int)")
     backup = engine.backup(cluster)
     assert backup.pg_version == major and backup.compression == "zstd:3"
@@ -47,7 +50,7 @@ def test_each_major_backs_up_and_restores_exactly_the_rows_of_the_target(
     result = engine.restore(f"{name}-copy", name, target)
     assert result.last_commit is not None and result.last_commit <= target
     assert sql(f"{name}-copy", "SELECT id FROM msg ORDER BY id") == [(1,)]
-    restored = clusters.Cluster.get(f"{name}-copy")
+    restored = postgres_cluster.Cluster.get(f"{name}-copy")
     assert (restored.state.pg_version, restored.bindir) == (major, bindir)
 
 
@@ -57,12 +60,12 @@ def test_pgpitr_compresses_where_pg_basebackup_cannot() -> None:
 
 
 def test_a_restore_without_binaries_of_the_backups_major_creates_nothing(home: Path) -> None:
-    cluster = clusters.create("v-src", bindir=PG_BINDIR)
-    clusters.set_log_backup(cluster, True)
+    cluster = create.create("v-src", bindir=PG_BINDIR)
+    log_backup.set_log_backup(cluster, True)
     backup = engine.backup(cluster)
-    repo = clusters.repository(cluster)
+    repo = cluster_repository.repository(cluster)
     # as if the backup came from a PostgreSQL 16 server, and this host had no 16 binaries
-    catalog.save_backup(repo, "v-src", backup.replace(pg_version=16))
+    backups.save_backup(repo, "v-src", backup.replace(pg_version=16))
     assert repo.exists(manifest_key("v-src", backup.name))
     refused = cli("cluster", "restore", "v-new", "--source-cluster", "v-src", check=False)
     assert refused.returncode == ClusterStateError.exit_code, refused.stderr

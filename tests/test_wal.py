@@ -11,38 +11,39 @@ from pathlib import Path
 
 import pytest
 
-from pgpitr import catalog, wal
+from pgpitr.catalog import timelines, walindex
 from pgpitr.errors import WalConflict
 from pgpitr.repository import open_repository
 from pgpitr.repository.base import document_frame
 from pgpitr.state import ClusterState
+from pgpitr.wal import archive
 from tests.pg import serverless_cluster
 
 SEG = 16 * 1024 * 1024
 
 
 def test_segment_names_and_arithmetic() -> None:
-    s = wal.Segment.parse("0000000100000002000000FF", SEG)
+    s = archive.Segment.parse("0000000100000002000000FF", SEG)
     assert (s.timeline, s.number) == (1, 2 * 256 + 255)
     assert s.next().name(SEG) == "000000010000000300000000"
-    assert wal.following_segments("0000000200000000000000FE", SEG, 3) == [
+    assert archive.following_segments("0000000200000000000000FE", SEG, 3) == [
         "0000000200000000000000FF",
         "000000020000000100000000",
         "000000020000000100000001",
     ]
-    assert wal.following_segments("00000002.history", SEG, 3) == []
-    assert wal.lsn_to_int("1/2000028") == (1 << 32) | 0x2000028
-    assert wal.int_to_lsn(wal.lsn_to_int("A/FF")) == "A/FF"
-    assert wal.segment_of("0/3000000", 1, SEG).name(SEG) == "000000010000000000000003"
+    assert archive.following_segments("00000002.history", SEG, 3) == []
+    assert archive.lsn_to_int("1/2000028") == (1 << 32) | 0x2000028
+    assert archive.int_to_lsn(archive.lsn_to_int("A/FF")) == "A/FF"
+    assert archive.segment_of("0/3000000", 1, SEG).name(SEG) == "000000010000000000000003"
     with pytest.raises(ValueError):
-        wal.Segment.parse("nonsense", SEG)
+        archive.Segment.parse("nonsense", SEG)
 
 
 def test_object_keys_carry_the_content_checksum() -> None:
-    key = wal.object_key("my-pg", "000000010000000000000003", "ab" * 32)
+    key = archive.object_key("my-pg", "000000010000000000000003", "ab" * 32)
     assert key == f"my-pg/wal/0000000100000000/000000010000000000000003-{'ab' * 32}.zst"
-    assert wal.split_object_key(key) == ("000000010000000000000003", "ab" * 32)
-    assert wal.object_key("my-pg", "00000002.history", "cd" * 32).startswith(
+    assert archive.split_object_key(key) == ("000000010000000000000003", "ab" * 32)
+    assert archive.object_key("my-pg", "00000002.history", "cd" * 32).startswith(
         "my-pg/wal/history/00000002.history-"
     )
 
@@ -58,24 +59,24 @@ def test_same_content_twice_succeeds_different_content_is_refused(
 ) -> None:
     repo = open_repository(repo_url)
     first = _wal_file(tmp_path, "000000010000000000000005", b"A" * 16)
-    result = wal.push_file(repo, "c", first)
+    result = archive.push_file(repo, "c", first)
     assert not result.already_there and result.stored < result.size
-    assert wal.push_file(repo, "c", first).already_there
+    assert archive.push_file(repo, "c", first).already_there
     # compressed otherwise (another level, another zstd): still recognised as the same content
     content = first.read_bytes()
     assert document_frame(content, 9) != document_frame(content, 3)  # so it is read and compared
-    assert wal.push_file(repo, "c", first, level=9).already_there
+    assert archive.push_file(repo, "c", first, level=9).already_there
 
     other = tmp_path / "other"
     other.mkdir()
     conflicting = _wal_file(other, "000000010000000000000005", b"B" * 16)
     with pytest.raises(WalConflict, match="different content.*stored copy is kept"):
-        wal.push_file(repo, "c", conflicting)
+        archive.push_file(repo, "c", conflicting)
     with pytest.raises(WalConflict):  # whatever its compressed form
-        wal.push_file(repo, "c", conflicting, level=9)
-    ((key, sha),) = wal.stored_versions(repo, "c", "000000010000000000000005")
+        archive.push_file(repo, "c", conflicting, level=9)
+    ((key, sha),) = archive.stored_versions(repo, "c", "000000010000000000000005")
     assert key == result.key
-    wal.fetch_file(repo, "c", "000000010000000000000005", tmp_path / "back")
+    archive.fetch_file(repo, "c", "000000010000000000000005", tmp_path / "back")
     assert (tmp_path / "back").read_bytes() == first.read_bytes()
 
 
@@ -89,28 +90,28 @@ def test_history_partial_and_backup_files_are_archived(tmp_path: Path) -> None:
     ]
     for i, name in enumerate(names):
         (tmp_path / name).write_bytes(f"content {i}\n".encode())
-        wal.push_file(repo, "c", tmp_path / name)
+        archive.push_file(repo, "c", tmp_path / name)
     for i, name in enumerate(names):
-        wal.fetch_file(repo, "c", name, tmp_path / "out")
+        archive.fetch_file(repo, "c", name, tmp_path / "out")
         assert (tmp_path / "out").read_bytes() == f"content {i}\n".encode()
     with pytest.raises(ValueError):
         (tmp_path / "junk.txt").write_bytes(b"x")
-        wal.push_file(repo, "c", tmp_path / "junk.txt")
+        archive.push_file(repo, "c", tmp_path / "junk.txt")
 
 
 def test_timeline_path_and_chain_end_follow_history_and_stop_at_a_gap() -> None:
-    index = catalog.WalIndex(SEG)
+    index = walindex.WalIndex(SEG)
     for tli, numbers in ((1, range(2, 6)), (2, range(5, 9))):
         for n in numbers:
-            index.objects[wal.Segment(tli, n).name(SEG)] = "k"
+            index.objects[archive.Segment(tli, n).name(SEG)] = "k"
     # timeline 2 branched from timeline 1 inside segment 5
     index.history[2] = [(1, 5 * SEG + 0x100)]
-    path = catalog.timeline_path(index, 1)
+    path = timelines.timeline_path(index, 1)
     assert path == [(1, 0), (2, 5 * SEG + 0x100)]
-    end = catalog.chain_end(index, wal.Segment(1, 2), path)
-    assert end == wal.Segment(2, 8)
-    del index.objects[wal.Segment(2, 7).name(SEG)]
-    assert catalog.chain_end(index, wal.Segment(1, 2), path) == wal.Segment(2, 6)
+    end = timelines.chain_end(index, archive.Segment(1, 2), path)
+    assert end == archive.Segment(2, 8)
+    del index.objects[archive.Segment(2, 7).name(SEG)]
+    assert timelines.chain_end(index, archive.Segment(1, 2), path) == archive.Segment(2, 6)
 
 
 # -- the commands PostgreSQL runs ------------------------------------------------------------
@@ -158,16 +159,16 @@ def test_wal_push_archives_the_ready_queue_behind_the_call_and_later_calls_retur
     fake_cluster: ClusterState, home: Path
 ) -> None:
     pg_wal = fake_cluster.datadir / "pg_wal"
-    names = [wal.Segment(1, n).name(SEG) for n in range(1, 6)]
+    names = [archive.Segment(1, n).name(SEG) for n in range(1, 6)]
     for i, name in enumerate(names):
         _ready(pg_wal, name, bytes([i + 1]) * 16)
     first = _run(home, "wal-push", "--cluster", "walc", f"pg_wal/{names[0]}")
     assert first.returncode == 0, first.stderr
     repo = open_repository(fake_cluster.repository)
-    assert wal.stored_versions(repo, "walc", names[0])  # stored before the call said so
+    assert archive.stored_versions(repo, "walc", names[0])  # stored before the call said so
     pushed = fake_cluster.spool / "pushed"
     _eventually(lambda: sorted(os.listdir(pushed)) == names[1:])
-    assert all(wal.stored_versions(repo, "walc", n) for n in names)
+    assert all(archive.stored_versions(repo, "walc", n) for n in names)
     # the marker answers for the file, then is gone
     second = _run(home, "wal-push", "--cluster", "walc", f"pg_wal/{names[1]}")
     assert second.returncode == 0 and not (pushed / names[1]).exists()
@@ -180,16 +181,16 @@ def test_wal_push_worker_failure_reaches_the_call_and_is_retried_on_the_next(
     fake_cluster: ClusterState, home: Path
 ) -> None:
     pg_wal = fake_cluster.datadir / "pg_wal"
-    name = wal.Segment(1, 7).name(SEG)
+    name = archive.Segment(1, 7).name(SEG)
     repo = open_repository(fake_cluster.repository)
-    wal.push_file(repo, "walc", _wal_file(home, name, b"stored" * 16))  # another copy is there
+    archive.push_file(repo, "walc", _wal_file(home, name, b"stored" * 16))  # another copy is there
     _ready(pg_wal, name, b"local" * 16)
     for _attempt in range(2):  # the failure is reported, then the archiver's retry fails again
         result = _run(home, "wal-push", "--cluster", "walc", f"pg_wal/{name}")
         assert result.returncode == 1
         assert f"WAL file {name} is already archived" in result.stderr
     assert not (fake_cluster.spool / "pushed" / name).exists()
-    ((key, _),) = wal.stored_versions(repo, "walc", name)
+    ((key, _),) = archive.stored_versions(repo, "walc", name)
     assert repo.get_document(key) == b"stored" * 16 * 1024 * 1024
     # once the local file is right, the next call archives it
     _ready(pg_wal, name, b"stored" * 16)
@@ -200,7 +201,7 @@ def test_wal_push_of_a_conflicting_file_fails_and_keeps_the_stored_copy(
     fake_cluster: ClusterState, home: Path
 ) -> None:
     pg_wal = fake_cluster.datadir / "pg_wal"
-    name = wal.Segment(1, 9).name(SEG)
+    name = archive.Segment(1, 9).name(SEG)
     _wal_file(pg_wal, name, b"x" * 16)
     assert _run(home, "wal-push", "--cluster", "walc", f"pg_wal/{name}").returncode == 0
     _wal_file(pg_wal, name, b"y" * 16)
@@ -208,7 +209,7 @@ def test_wal_push_of_a_conflicting_file_fails_and_keeps_the_stored_copy(
     assert again.returncode == 1
     assert f"WAL file {name} is already archived" in again.stderr
     repo = open_repository(fake_cluster.repository)
-    ((key, _),) = wal.stored_versions(repo, "walc", name)
+    ((key, _),) = archive.stored_versions(repo, "walc", name)
     assert repo.get_document(key) == b"x" * 16 * 1024 * 1024
 
 
@@ -217,7 +218,7 @@ def test_wal_push_refuses_an_archive_of_another_cluster(
 ) -> None:
     repo = open_repository(fake_cluster.repository)
     repo.put_json("walc/archive.info", {"system_identifier": "123", "wal_segment_size": SEG})
-    name = wal.Segment(1, 3).name(SEG)
+    name = archive.Segment(1, 3).name(SEG)
     _wal_file(fake_cluster.datadir / "pg_wal", name, b"z")
     result = _run(home, "wal-push", "--cluster", "walc", f"pg_wal/{name}")
     assert result.returncode == 1 and "another cluster" in result.stderr
@@ -227,9 +228,9 @@ def test_wal_fetch_missing_damaged_and_prefetched(
     fake_cluster: ClusterState, home: Path, tmp_path: Path
 ) -> None:
     repo = open_repository(fake_cluster.repository)
-    names = [wal.Segment(1, n).name(SEG) for n in range(20, 24)]
+    names = [archive.Segment(1, n).name(SEG) for n in range(20, 24)]
     for i, name in enumerate(names):
-        wal.push_file(repo, "walc", _wal_file(tmp_path, name, bytes([i + 7]) * 16))
+        archive.push_file(repo, "walc", _wal_file(tmp_path, name, bytes([i + 7]) * 16))
     dest = fake_cluster.datadir / "pg_wal" / "RECOVERYXLOG"
     ok = _run(home, "wal-fetch", "--cluster", "walc", names[0], "pg_wal/RECOVERYXLOG")
     assert ok.returncode == 0 and dest.read_bytes() == (tmp_path / names[0]).read_bytes()
@@ -242,12 +243,17 @@ def test_wal_fetch_missing_damaged_and_prefetched(
     assert again.returncode == 0 and dest.read_bytes() == (tmp_path / names[0]).read_bytes()
 
     missing = _run(
-        home, "wal-fetch", "--cluster", "walc", wal.Segment(1, 99).name(SEG), "pg_wal/RECOVERYXLOG"
+        home,
+        "wal-fetch",
+        "--cluster",
+        "walc",
+        archive.Segment(1, 99).name(SEG),
+        "pg_wal/RECOVERYXLOG",
     )
     assert missing.returncode == 1  # "not there": PostgreSQL ends recovery here
     assert not dest.exists() or dest.read_bytes() == (tmp_path / names[0]).read_bytes()
 
-    ((key, _),) = wal.stored_versions(repo, "walc", names[0])
+    ((key, _),) = archive.stored_versions(repo, "walc", names[0])
     raw = bytearray(Path(repo.root, key).read_bytes())
     raw[len(raw) // 2] ^= 0x55
     Path(repo.root, key).write_bytes(bytes(raw))
@@ -261,7 +267,7 @@ def test_a_worker_that_keeps_dying_fails_the_call_with_the_reason_in_its_log(
     fake_cluster: ClusterState, home: Path
 ) -> None:
     pg_wal = fake_cluster.datadir / "pg_wal"
-    name = wal.Segment(1, 11).name(SEG)
+    name = archive.Segment(1, 11).name(SEG)
     _ready(pg_wal, name, b"w" * 16)
     # the archive was checked before (marker), then the repository became unusable to the worker
     (fake_cluster.spool / "archive-info-7000000000000000001").touch()

@@ -62,8 +62,9 @@ def test_walkthrough_restores_exactly_the_rows_committed_by_the_noted_time(
 
 
 def test_window_ends_at_a_wal_gap_and_restore_past_it_is_refused(home: Path) -> None:
-    from pgpitr import clusters, wal
+    from pgpitr import cluster_repository
     from pgpitr.postgres.cluster import Cluster
+    from pgpitr.wal import archive
 
     cli("cluster", "create", "gap-pg")
     cli(
@@ -87,8 +88,8 @@ def test_window_ends_at_a_wal_gap_and_restore_past_it_is_refused(home: Path) -> 
     assert window("gap-pg")[0][1] >= after_c - timedelta(seconds=1)
 
     cluster = Cluster.get("gap-pg")
-    repo = clusters.repository(cluster)
-    ((key, _sha),) = wal.stored_versions(repo, "gap-pg", segment_b)
+    repo = cluster_repository.repository(cluster)
+    ((key, _sha),) = archive.stored_versions(repo, "gap-pg", segment_b)
     repo.delete(key)
 
     ((_start, end),) = window("gap-pg")

@@ -1,4 +1,4 @@
-"""pgpitr/walspool.py in process, on real files in a temporary directory: the worker lock and
+"""pgpitr/wal/spool.py in process, on real files in a temporary directory: the worker lock and
 starter (real forked workers), the markers a call waits for, the push and fetch workers' loops and
 their give-up rules.  tests/test_wal.py drives the same code end to end through `pgpitr wal-push`
 and `wal-fetch`; here each rule is checked on its own, without a repository."""
@@ -13,15 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from pgpitr import wal, walspool
 from pgpitr.errors import NotFound, RepositoryError
-from pgpitr.walspool import SPAWNS, FetchSpool, PushSpool, _Starter, _try_lock
+from pgpitr.wal import archive
+from pgpitr.wal import spool as wal_spool
+from pgpitr.wal.spool import SPAWNS, FetchSpool, PushSpool, _Starter, _try_lock
 
 SEG = 16 * 1024 * 1024
 
 
 def seg(n: int, timeline: int = 1) -> str:
-    return wal.Segment(timeline, n).name(SEG)
+    return archive.Segment(timeline, n).name(SEG)
 
 
 def until(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
@@ -73,22 +74,22 @@ def names(directory: Path) -> list[str]:
 def test_names_ignore_temporaries_and_a_missing_directory(tmp_path: Path) -> None:
     (tmp_path / "000000010000000000000001").touch()
     (tmp_path / ".000000010000000000000002.tmp").touch()
-    assert walspool._names(tmp_path) == {"000000010000000000000001"}
-    assert walspool._names(tmp_path / "absent") == set()
+    assert wal_spool._names(tmp_path) == {"000000010000000000000001"}
+    assert wal_spool._names(tmp_path / "absent") == set()
 
 
 def test_write_text_replaces_through_a_temporary(tmp_path: Path) -> None:
     target = tmp_path / "mark"
-    walspool._write_text(target, "first")
-    walspool._write_text(target, "second")
+    wal_spool._write_text(target, "first")
+    wal_spool._write_text(target, "second")
     assert target.read_text() == "second"
     assert names(tmp_path) == ["mark"]
 
 
 def test_describe_keeps_a_pitr_message_and_names_other_exceptions() -> None:
-    assert walspool._describe(RepositoryError("the bucket is gone")) == "the bucket is gone"
-    assert walspool._describe(RepositoryError("x", hint="retry")) == "x\n  hint: retry"
-    assert walspool._describe(ValueError("bad")) == "ValueError: bad"
+    assert wal_spool._describe(RepositoryError("the bucket is gone")) == "the bucket is gone"
+    assert wal_spool._describe(RepositoryError("x", hint="retry")) == "x\n  hint: retry"
+    assert wal_spool._describe(ValueError("bad")) == "ValueError: bad"
 
 
 # -- the lock and the starter --------------------------------------------------------------------
@@ -199,7 +200,7 @@ def test_a_push_call_drops_an_old_failure_and_reports_the_new_attempts(
     (push.failed / name).write_text("an earlier outage")
 
     def worker() -> None:
-        walspool._write_text(push.failed / name, "the repository answered 403")
+        wal_spool._write_text(push.failed / name, "the repository answered 403")
 
     assert push.wait(name, worker) == "the repository answered 403"
     assert not (push.failed / name).exists()  # read once, then gone
@@ -235,8 +236,8 @@ def test_a_push_call_that_waits_too_long_says_so(spool: Path, pg_wal: Path) -> N
 @pytest.fixture
 def quick_exit(monkeypatch: pytest.MonkeyPatch) -> None:
     """Workers leave after a short idle time (the loops' logic is the same)."""
-    monkeypatch.setattr(walspool, "PUSH_IDLE_EXIT", 0.2)
-    monkeypatch.setattr(walspool, "FETCH_IDLE_EXIT", 0.2)
+    monkeypatch.setattr(wal_spool, "PUSH_IDLE_EXIT", 0.2)
+    monkeypatch.setattr(wal_spool, "FETCH_IDLE_EXIT", 0.2)
 
 
 def test_ready_lists_ready_files_oldest_first(pg_wal: Path) -> None:
@@ -363,7 +364,7 @@ def test_a_fetch_call_waits_for_the_worker(spool: Path, tmp_path: Path) -> None:
     fetch = FetchSpool(spool, SEG)
 
     def worker() -> None:
-        walspool._write_text(fetch.fetched / name, "from the repository")
+        wal_spool._write_text(fetch.fetched / name, "from the repository")
 
     assert fetch.wait(name, destination, worker) is True
     assert destination.read_text() == "from the repository"
@@ -376,7 +377,7 @@ def test_a_fetch_call_marked_by_the_worker_asks_the_repository_itself(
     fetch = FetchSpool(spool, SEG)
 
     def worker() -> None:
-        walspool._write_text(fetch.status / name, "missing")
+        wal_spool._write_text(fetch.status / name, "missing")
 
     assert fetch.wait(name, destination, worker) is False
     assert not destination.exists()
@@ -403,7 +404,7 @@ def test_a_fetch_call_gives_up_on_a_worker_that_keeps_dying(spool: Path, tmp_pat
 def _want(fetch: FetchSpool, name: str) -> None:
     fetch.fetched.mkdir(exist_ok=True)
     fetch.status.mkdir(exist_ok=True)
-    walspool._write_text(fetch.want, f"{name} 1 2")
+    wal_spool._write_text(fetch.want, f"{name} 1 2")
 
 
 def test_the_request_is_the_latest_calls_segment(spool: Path) -> None:
@@ -418,7 +419,7 @@ def test_the_request_is_the_latest_calls_segment(spool: Path) -> None:
 def test_the_fetch_worker_spools_the_wanted_segment_and_the_ones_after_it(
     spool: Path, quick_exit: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(walspool, "FETCH_AHEAD", 4)
+    monkeypatch.setattr(wal_spool, "FETCH_AHEAD", 4)
     fetch = FetchSpool(spool, SEG)
     _want(fetch, seg(0xFE))
     asked: list[str] = []
@@ -443,7 +444,7 @@ def test_the_fetch_worker_spools_the_wanted_segment_and_the_ones_after_it(
 def test_the_fetch_worker_stops_planning_past_a_missing_segment(
     spool: Path, quick_exit: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(walspool, "FETCH_AHEAD", 4)
+    monkeypatch.setattr(wal_spool, "FETCH_AHEAD", 4)
     fetch = FetchSpool(spool, SEG)
     _want(fetch, seg(70))
     asked: list[str] = []
@@ -468,7 +469,7 @@ def test_the_fetch_worker_stops_planning_past_a_missing_segment(
 def test_the_fetch_worker_marks_a_damaged_segment_with_the_reason(
     spool: Path, quick_exit: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(walspool, "FETCH_AHEAD", 2)
+    monkeypatch.setattr(wal_spool, "FETCH_AHEAD", 2)
     fetch = FetchSpool(spool, SEG)
     _want(fetch, seg(75))
 
@@ -493,14 +494,14 @@ def test_the_fetch_worker_fetches_nothing_for_a_history_file(spool: Path, quick_
 def test_a_new_request_forgets_the_old_plan_and_keeps_what_fits_the_new_one(
     spool: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(walspool, "FETCH_AHEAD", 4)
+    monkeypatch.setattr(wal_spool, "FETCH_AHEAD", 4)
     fetch = FetchSpool(spool, SEG)
     _want(fetch, seg(80))
     for n in (80, 81, 82, 83):
         (fetch.fetched / seg(n)).write_text("old plan")
     (fetch.status / seg(84)).write_text("missing")
     start = fetch._restart_at(seg(82))
-    assert start == wal.Segment(1, 82)
+    assert start == archive.Segment(1, 82)
     assert names(fetch.fetched) == [seg(82), seg(83)]  # 80 and 81 were replayed already
     assert names(fetch.status) == []  # marks of the old plan are no answer to the new one
     assert fetch._restart_at("00000003.history") is None
@@ -509,7 +510,7 @@ def test_a_new_request_forgets_the_old_plan_and_keeps_what_fits_the_new_one(
 def test_the_fetch_worker_spools_only_what_is_missing_from_the_plan(
     spool: Path, quick_exit: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(walspool, "FETCH_AHEAD", 4)
+    monkeypatch.setattr(wal_spool, "FETCH_AHEAD", 4)
     fetch = FetchSpool(spool, SEG)
     _want(fetch, seg(90))
     (fetch.fetched / seg(91)).write_text("already here")

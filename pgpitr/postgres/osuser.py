@@ -70,7 +70,7 @@ def check_reachable(user: OsUser, home: Path, *, writable: bool = True) -> None:
     # as PostgreSQL will run it: isolated, so the package must be installed, not found in a
     # working directory
     probe = run(
-        [sys.executable, "-I", "-c", "import pgpitr.walcli"], user=user, cwd="/", check=False
+        [sys.executable, "-I", "-c", "import pgpitr.wal.commands"], user=user, cwd="/", check=False
     )
     if probe.returncode != 0:
         raise ClusterStateError(

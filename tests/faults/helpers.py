@@ -7,7 +7,7 @@ import sys
 import time
 from datetime import UTC, datetime
 
-from pgpitr import clusters
+from pgpitr.operations import create, log_backup
 from pgpitr.postgres.cluster import Cluster
 from tests import engine
 from tests.pg import sql
@@ -15,8 +15,8 @@ from tests.pg import sql
 
 def archived_cluster(name: str, repository: str | None = None) -> Cluster:
     """A running cluster with log backup on and one completed backup."""
-    cluster = clusters.create(name, repository_url=repository)
-    clusters.set_log_backup(cluster, True)
+    cluster = create.create(name, repository_url=repository)
+    log_backup.set_log_backup(cluster, True)
     engine.backup(cluster)
     return cluster
 

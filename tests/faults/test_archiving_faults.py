@@ -8,8 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from pgpitr import catalog, clusters, wal
+from pgpitr import cluster_repository
+from pgpitr.catalog import window as catalog_window
 from pgpitr.errors import PitrError
+from pgpitr.postgres import cluster as postgres_cluster
+from pgpitr.wal import archive
 from tests import engine
 from tests.conftest import free_port
 from tests.faults.helpers import archived_cluster, now, pgbench, wait_archived
@@ -76,8 +79,8 @@ def test_repository_outage_during_archiving_loses_nothing(home: Path, own_moto) 
 
     own_moto.start()
     wait_archived(cluster, switched, timeout=120)
-    repo = clusters.repository(cluster)
-    (window,) = catalog.recoverable_window(repo, "outage", cluster.bindir).periods
+    repo = cluster_repository.repository(cluster)
+    (window,) = catalog_window.recoverable_window(repo, "outage", cluster.bindir).periods
     assert window[0] < inside_outage < window[1], "no gap: the window covers the outage"
 
     result = engine.restore("after-outage", "outage", inside_outage)
@@ -97,8 +100,8 @@ def test_source_crash_during_writes_keeps_the_window_unbroken(home: Path) -> Non
     sql("crashy", "CREATE TABLE msg (id int)")
     after = commit_now("crashy", "INSERT INTO msg VALUES (1)")
     wait_archived(cluster, sql("crashy", "SELECT pg_walfile_name(pg_switch_wal())")[0][0])
-    repo = clusters.repository(cluster)
-    periods = catalog.recoverable_window(repo, "crashy", cluster.bindir).periods
+    repo = cluster_repository.repository(cluster)
+    periods = catalog_window.recoverable_window(repo, "crashy", cluster.bindir).periods
     assert len(periods) == 1
     assert periods[0][1] >= after - timedelta(seconds=1)
 
@@ -113,8 +116,8 @@ def test_a_damaged_segment_stops_the_restore_and_is_named(home: Path) -> None:
     commit_now("segdmg", "INSERT INTO msg VALUES (2)")
     name = sql("segdmg", "SELECT pg_walfile_name(pg_switch_wal())")[0][0]
     wait_archived(cluster, name)
-    repo = clusters.repository(cluster)
-    ((key, _),) = wal.stored_versions(repo, "segdmg", name)
+    repo = cluster_repository.repository(cluster)
+    ((key, _),) = archive.stored_versions(repo, "segdmg", name)
     path = Path(repo.root, key)
     raw = bytearray(path.read_bytes())
     raw[len(raw) // 2] ^= 0xFF
@@ -137,7 +140,7 @@ def test_timelines_restore_of_a_restored_cluster(home: Path) -> None:
 
     first = engine.restore("tl-one", "tl-src", t1.replace(microsecond=0))
     assert first.timeline == 2
-    restored = clusters.Cluster.get("tl-one")
+    restored = postgres_cluster.Cluster.get("tl-one")
     assert [r[0] for r in sql("tl-one", "SELECT id FROM msg ORDER BY id")] == [1]
     # the restored cluster archives into its own stanza: a new timeline and its history file
     engine.backup(restored)
@@ -147,7 +150,7 @@ def test_timelines_restore_of_a_restored_cluster(home: Path) -> None:
     time.sleep(1.1)
     commit_now("tl-one", "INSERT INTO msg VALUES (11)")
     wait_archived(restored, sql("tl-one", "SELECT pg_walfile_name(pg_switch_wal())")[0][0])
-    repo = clusters.repository(restored)
+    repo = cluster_repository.repository(restored)
     keys = [i.key for i in repo.list("tl-one/wal/")]
     assert any("00000002.history" in k for k in keys)
     assert all("/wal/history/" in k or "/00000002" in k for k in keys if "tl-one/wal/" in k), keys
@@ -156,6 +159,6 @@ def test_timelines_restore_of_a_restored_cluster(home: Path) -> None:
     assert second.timeline == 3
     assert [r[0] for r in sql("tl-two", "SELECT id FROM msg ORDER BY id")] == [1, 10]
     # the source's own archive is untouched by the restored clusters
-    src_keys = [i.key for i in clusters.repository(cluster).list("tl-src/wal/")]
+    src_keys = [i.key for i in cluster_repository.repository(cluster).list("tl-src/wal/")]
     assert src_keys and not any(k.rsplit("/", 1)[-1].startswith("00000002") for k in src_keys)
     assert [r[0] for r in sql("tl-src", "SELECT id FROM msg ORDER BY id")] == [1, 2]

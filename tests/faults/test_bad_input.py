@@ -7,8 +7,8 @@ import re
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from pgpitr import backup as bk
 from pgpitr.errors import InvalidInput
+from pgpitr.operations import backup as bk
 from pgpitr.postgres.cluster import validate_name
 from pgpitr.repository import RepositoryUrl
 from pgpitr.state import NAME_RULE

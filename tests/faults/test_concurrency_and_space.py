@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from pgpitr import catalog, clusters, retention
+from pgpitr import cluster_repository
+from pgpitr.catalog import backups as catalog_backups
 from pgpitr.errors import Busy, PitrError
 from pgpitr.manifest import manifest_key
+from pgpitr.operations import create, log_backup, retention
 from pgpitr.postgres.cluster import Cluster
 from tests import engine
 from tests.faults.helpers import archived_cluster, in_child, now, pgbench, wait_archived
@@ -23,7 +25,7 @@ def _backup_in_child(name: str, backup_name: str) -> subprocess.Popen:
 
 
 def _wait_in_progress(cluster: Cluster, backup_name: str, child: subprocess.Popen) -> None:
-    repo = clusters.repository(cluster)
+    repo = cluster_repository.repository(cluster)
     deadline = time.monotonic() + 60
     while not repo.exists(manifest_key(cluster.name, backup_name)):
         assert child.poll() is None, child.stderr.read()
@@ -33,7 +35,7 @@ def _wait_in_progress(cluster: Cluster, backup_name: str, child: subprocess.Pope
 
 def test_overlapping_backup_retention_and_restore(home: Path) -> None:
     cluster = archived_cluster("busy")
-    first = catalog.list_backups(clusters.repository(cluster), "busy")[0].name
+    first = catalog_backups.list_backups(cluster_repository.repository(cluster), "busy")[0].name
     pgbench(cluster, "-i", "-s", "20")
     sql("busy", "CREATE TABLE msg (id int)")
     commit_now("busy", "INSERT INTO msg VALUES (1)")
@@ -47,7 +49,7 @@ def test_overlapping_backup_retention_and_restore(home: Path) -> None:
     _wait_in_progress(cluster, "running", child)
     with pytest.raises(Busy):  # two backups of one cluster: the second is refused
         engine.backup(cluster, "second")
-    repo = clusters.repository(cluster)
+    repo = cluster_repository.repository(cluster)
     wal_before = len(list(repo.list("busy/wal/")))
     assert retention.prune_wal(repo, "busy") == 0, "a running backup's WAL must be kept"
     # a restore while the source is being backed up uses the completed backup
@@ -55,7 +57,7 @@ def test_overlapping_backup_retention_and_restore(home: Path) -> None:
     assert result.backup == first
     assert [r[0] for r in sql("busy-copy", "SELECT id FROM msg")] == [1]
     assert child.wait(timeout=300) == 0, child.stderr.read()
-    statuses = {b.name: b.status for b in catalog.list_backups(repo, "busy")}
+    statuses = {b.name: b.status for b in catalog_backups.list_backups(repo, "busy")}
     assert statuses == {first: "Completed", "running": "Completed"}
     assert len(list(repo.list("busy/wal/"))) >= wal_before - 1
 
@@ -87,8 +89,8 @@ def test_a_full_repository_fails_the_backup_and_archiving_loudly(
     home: Path, small_repository
 ) -> None:
     mount, grow = small_repository
-    cluster = clusters.create("full", repository_url=f"file://{mount}")
-    clusters.set_log_backup(cluster, True)
+    cluster = create.create("full", repository_url=f"file://{mount}")
+    log_backup.set_log_backup(cluster, True)
     pgbench(cluster, "-i", "-s", "15")  # ~250 MB of WAL: more than the repository holds
     switched = sql("full", "SELECT pg_walfile_name(pg_switch_wal())")[0][0]
     deadline = time.monotonic() + 60
@@ -103,13 +105,19 @@ def test_a_full_repository_fails_the_backup_and_archiving_loudly(
         engine.backup(cluster, "no-room")
     assert "WAL archiving of cluster 'full' is failing" in str(info.value)
     statuses = json.dumps(
-        [b.status for b in catalog.list_backups(clusters.repository(cluster), "full")]
+        [
+            b.status
+            for b in catalog_backups.list_backups(cluster_repository.repository(cluster), "full")
+        ]
     )
     assert "Completed" not in statuses
 
     grow()
     wait_archived(cluster, switched, timeout=180)
     engine.backup(cluster, "with-room")
-    backups = {b.name: b.status for b in catalog.list_backups(clusters.repository(cluster), "full")}
+    backups = {
+        b.name: b.status
+        for b in catalog_backups.list_backups(cluster_repository.repository(cluster), "full")
+    }
     assert backups["with-room"] == "Completed"
     assert backups.get("no-room", "Failed") == "Failed"

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from pgpitr import clusters, drill, heartbeat
+from pgpitr import heartbeat
+from pgpitr.operations import create, drill, log_backup
 from pgpitr.postgres import conf
 from pgpitr.postgres.cluster import Cluster
 from pgpitr.steps import Steps
@@ -65,8 +66,8 @@ def _commands(cluster: str) -> dict[str, tuple[str, str | None]]:
 def test_a_restore_and_a_drill_never_run_the_sources_cleanup_and_recovery_end_commands(
     home: Path, marks: Path
 ) -> None:
-    source = clusters.create("cmdsrc")
-    clusters.set_log_backup(source, True)
+    source = create.create("cmdsrc")
+    log_backup.set_log_backup(source, True)
     datadir = source.state.datadir
     keep = marks / "keep"
     # the source's own commands, in an included file after pgpitr's and through ALTER SYSTEM,
@@ -114,8 +115,8 @@ def test_a_restore_and_a_drill_never_run_the_sources_cleanup_and_recovery_end_co
 def test_the_wal_commands_never_import_a_pgpitr_planted_in_the_data_directory(
     home: Path, marks: Path
 ) -> None:
-    source = clusters.create("plsrc")
-    clusters.set_log_backup(source, True)
+    source = create.create("plsrc")
+    log_backup.set_log_backup(source, True)
     marker = marks / "planted-pgpitr-imported"
     planted = source.state.datadir / "pgpitr"
     planted.mkdir()

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from pgpitr import clusters, wal
-from pgpitr import restore as rs
+from pgpitr import cluster_repository
+from pgpitr.operations import restore as rs
 from pgpitr.postgres.cluster import Cluster
 from pgpitr.repository import open_repository
 from pgpitr.state import ClusterState
+from pgpitr.wal import archive
 from tests.faults.helpers import archived_cluster, in_child, pgbench, wait_archived
 from tests.pg import serverless_cluster, sql
 
@@ -90,12 +91,12 @@ def test_killed_wal_push_leaves_nothing_that_looks_archived(
     process.send_signal(signal.SIGKILL)
     process.wait()
     repo = open_repository(state.repository)
-    assert wal.stored_versions(repo, "kill", SEGMENT) == []
+    assert archive.stored_versions(repo, "kill", SEGMENT) == []
     assert not (state.spool / "pushed" / SEGMENT).exists()
 
     again = _push(home)
     assert again.wait(timeout=120) == 0, again.stderr.read().decode()
-    ((key, sha),) = wal.stored_versions(repo, "kill", SEGMENT)
+    ((key, sha),) = archive.stored_versions(repo, "kill", SEGMENT)
     assert repo.get_document(key) == (state.datadir / "pg_wal" / SEGMENT).read_bytes()
     # what the killed writer left (a temporary file, or an unfinished multipart upload) is still
     # there, never listed as an object, and removed by age without touching the stored copy
@@ -103,7 +104,7 @@ def test_killed_wal_push_leaves_nothing_that_looks_archived(
     assert [i.key for i in repo.list("kill/") if ".pgpitr-tmp-" in i.key] == []
     assert repo.remove_stale_temporaries(older_than=0) == 1
     assert not _upload_started(state)
-    assert wal.stored_versions(repo, "kill", SEGMENT) == [(key, sha)]
+    assert archive.stored_versions(repo, "kill", SEGMENT) == [(key, sha)]
     assert repo.remove_stale_temporaries(older_than=0) == 0
 
 
@@ -155,7 +156,10 @@ def test_killed_restore_leaves_nothing_once_run_again(home: Path) -> None:
     assert sql("kdst", "SELECT count(*) FROM msg") == [(1,)]
     assert sql("kdst", "SELECT count(*) FROM pgbench_accounts") == [(2_500_000,)]
     assert not rs.interrupted(Cluster.get("kdst"))
-    assert clusters.repository(Cluster.get("kdst")).url == clusters.repository(source).url
+    assert (
+        cluster_repository.repository(Cluster.get("kdst")).url
+        == cluster_repository.repository(source).url
+    )
 
 
 def test_a_killed_restores_server_that_archives_alone_does_not_block_a_second_run(
@@ -168,9 +172,9 @@ def test_a_killed_restores_server_that_archives_alone_does_not_block_a_second_ru
     code = "from tests import engine; engine.restore('odst', 'osrc', None)"
     _kill_once_its_server_started(home, "odst", code)
     # the orphaned server replays to the end, promotes, and archives as odst
-    repo = clusters.repository(source)
+    repo = cluster_repository.repository(source)
     deadline = time.monotonic() + 300
-    while not repo.exists(wal.archive_info_key("odst")):
+    while not repo.exists(archive.archive_info_key("odst")):
         assert time.monotonic() < deadline, "the orphaned server never archived"
         time.sleep(0.1)
     sql("odst", "CREATE TABLE written_alone (i int)")

@@ -20,9 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from pgpitr import catalog, clusters, walstream, window
+from pgpitr import cluster_repository, policy_store
+from pgpitr.catalog import window
+from pgpitr.operations import create, delete, describe, log_backup
 from pgpitr.postgres import conf, slots
 from pgpitr.postgres.cluster import Cluster
+from pgpitr.wal import stream
 from tests import engine
 from tests.conftest import cli, shared_home
 from tests.faults.test_archiving_faults import own_moto  # noqa: F401
@@ -45,12 +48,12 @@ def diagnosis(cluster: Cluster | None) -> str:
         return ""
     logs = [cluster.state.spool / "stream.log", cluster.state.log_file]
     tails = [p.read_text(errors="replace")[-3000:] for p in logs if p.exists()]
-    return "\n" + "\n---\n".join(tails) + f"\nspool: {os.listdir(walstream.spool_dir(cluster))}"
+    return "\n" + "\n---\n".join(tails) + f"\nspool: {os.listdir(stream.spool_dir(cluster))}"
 
 
 def periods(cluster: Cluster) -> list[tuple[datetime, datetime]]:
-    repo = clusters.repository(cluster)
-    return catalog.recoverable_window(repo, cluster.name, cluster.bindir).periods
+    repo = cluster_repository.repository(cluster)
+    return window.recoverable_window(repo, cluster.name, cluster.bindir).periods
 
 
 def passes(cluster: Cluster, moment: datetime) -> bool:
@@ -60,11 +63,11 @@ def passes(cluster: Cluster, moment: datetime) -> bool:
 
 def stream_only(name: str, repository: str | None = None) -> Cluster:
     """A streaming cluster whose repository gets WAL from the receiver alone."""
-    cluster = clusters.create(name, repository_url=repository)
-    clusters.set_log_backup(cluster, True)
+    cluster = create.create(name, repository_url=repository)
+    log_backup.set_log_backup(cluster, True)
     sql(name, "CREATE TABLE msg (id int PRIMARY KEY)")
     engine.backup(cluster)
-    clusters.set_streaming(cluster, True, False)
+    log_backup.set_streaming(cluster, True, False)
     cluster.set_archive_command(conf.ARCHIVE_OFF)
     return cluster
 
@@ -88,9 +91,9 @@ def commit_rows(name: str, count: int, wal_bytes: int = 0) -> datetime:
 
 
 @pytest.fixture(scope="module")
-def fleet() -> Iterator[tuple[Path, walstream.Supervisor]]:
+def fleet() -> Iterator[tuple[Path, stream.Supervisor]]:
     with shared_home() as home:
-        thread, stop, supervisor = walstream.start(tick=0.5, home=home)
+        thread, stop, supervisor = stream.start(tick=0.5, home=home)
         try:
             yield home, supervisor
         finally:
@@ -103,7 +106,7 @@ def test_a_killed_receiver_is_restarted_and_the_slot_kept_the_wal(
 ) -> None:
     home, supervisor = fleet
     # the restart held back long enough for a checkpoint to recycle what no slot kept
-    monkeypatch.setattr(walstream, "RESTART_PAUSE", (20.0, 30.0))
+    monkeypatch.setattr(stream, "RESTART_PAUSE", (20.0, 30.0))
     cluster = stream_only("killed")
     _wait(
         "a receiver",
@@ -142,26 +145,26 @@ def test_a_killed_receiver_is_restarted_and_the_slot_kept_the_wal(
         assert rows("killed-copy") == rows("killed") == [1, 2, 3, 4, 5]
         assert result.last_commit is not None and result.last_commit > before
     finally:
-        clusters.delete(Cluster.get("killed-copy"))
+        delete.delete(Cluster.get("killed-copy"))
 
 
 def test_retained_wal_beyond_the_limit_is_reported_and_described(
     fleet, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     home, supervisor = fleet
-    monkeypatch.setattr(walstream, "RETAINED_EVERY", 0.5)
+    monkeypatch.setattr(stream, "RETAINED_EVERY", 0.5)
     seen: list[tuple[str, int, int]] = []
     monkeypatch.setattr(supervisor, "on_retained", lambda *args: seen.append(args))
     cluster = stream_only("retains")
-    policy = clusters.load_policy(cluster)
-    clusters.save_policy(cluster, dataclasses.replace(policy, stream_max_retained="1MB"))
+    policy = policy_store.load_policy(cluster)
+    policy_store.save_policy(cluster, dataclasses.replace(policy, stream_max_retained="1MB"))
     _wait("a receiver", lambda: "retains" in supervisor.receivers)
     # the receiver reports a flush at each segment's end: until then the slot holds back what
     # was written since; more WAL each time, until a look finds over 1MB held back
     _wait("the event", lambda: seen or commit_rows("retains", 1, wal_bytes=2**20) and seen)
     name, retained, limit = seen[0]
     assert name == "retains" and limit == 2**20 and retained > limit
-    warnings = window.describe(cluster)["stream_warnings"]
+    warnings = describe.describe(cluster)["stream_warnings"]
     assert any("over stream.maxRetained 1MB" in w for w in warnings)
 
 
@@ -173,7 +176,7 @@ def test_a_repository_outage_while_streaming_loses_nothing(fleet, own_moto) -> N
     own_moto.stop()
     before = commit_rows("away", 3, wal_bytes=20 * 2**20)
     sql("away", "SELECT pg_switch_wal()")
-    spool = walstream.spool_dir(cluster)
+    spool = stream.spool_dir(cluster)
     _wait(
         "the spool keeps completed segments",
         lambda: [n for n in os.listdir(spool) if len(n) == 24],
@@ -230,7 +233,7 @@ def test_the_agent_stopped_and_started_again_catches_up(home: Path) -> None:
 
 def test_a_receiver_left_by_a_killed_agent_is_stopped_by_the_next_one(home: Path) -> None:
     cluster = stream_only("orphan")
-    thread, stop, supervisor = walstream.start(tick=0.5, home=home)
+    thread, stop, supervisor = stream.start(tick=0.5, home=home)
     _wait(
         "a receiver",
         lambda: (
@@ -242,10 +245,10 @@ def test_a_receiver_left_by_a_killed_agent_is_stopped_by_the_next_one(home: Path
     supervisor.receivers["orphan"].process = None
     stop.set()
     thread.join(timeout=60)
-    status = walstream.read_status(cluster) or {}
-    walstream.write_json_atomic(walstream.status_path(cluster), {**status, "pid": left.pid})
+    status = stream.read_status(cluster) or {}
+    stream.write_json_atomic(stream.status_path(cluster), {**status, "pid": left.pid})
     assert left.poll() is None and slots.slot_state(cluster).active
-    thread, stop, supervisor = walstream.start(tick=0.5, home=home)
+    thread, stop, supervisor = stream.start(tick=0.5, home=home)
     try:
         _wait("the left receiver stopped", lambda: left.poll() is not None)
         _wait(

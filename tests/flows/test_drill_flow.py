@@ -8,8 +8,9 @@ import time
 
 import pytest
 
-from pgpitr import clusters
-from pgpitr.drill import DrillFailed
+from pgpitr import policy_store
+from pgpitr.operations import create, log_backup
+from pgpitr.operations.drill import DrillFailed
 from tests import engine
 from tests.flows import api
 from tests.flows.conftest import HOST
@@ -43,13 +44,13 @@ def test_a_drill_run_leaves_a_report_and_an_event_and_a_failed_one_fails(flows_h
 def test_an_archive_lag_over_rpo_max_raises_an_event(flows_home, api_url):
     from flows.window import refresh_recoverable_window
 
-    lagging = clusters.create("lagging")
-    clusters.set_log_backup(lagging, True)
+    lagging = create.create("lagging")
+    log_backup.set_log_backup(lagging, True)
     engine.backup(lagging)
     sql("lagging", "CREATE TABLE t (i int)")
     archive_now("lagging")
-    policy = clusters.load_policy(lagging)
-    clusters.save_policy(lagging, dataclasses.replace(policy, rpo_max="1s"))
+    policy = policy_store.load_policy(lagging)
+    policy_store.save_policy(lagging, dataclasses.replace(policy, rpo_max="1s"))
     time.sleep(1.5)  # the newest archived commit is now older than rpo.max
     result = refresh_recoverable_window("lagging")
     assert result["rpo_exceeded"] and result["archive_lag_seconds"] > 1

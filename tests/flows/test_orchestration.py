@@ -22,10 +22,14 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pgpitr import catalog, clusters, timeparse, verify, wal
+from pgpitr import cluster_repository, policy_store, repository, timeparse
+from pgpitr.catalog import backups
+from pgpitr.catalog import window as catalog_window
 from pgpitr.errors import ChecksumMismatch, RecoveryTargetError
 from pgpitr.manifest import clear_damage
+from pgpitr.operations import create, log_backup, verify
 from pgpitr.postgres.cluster import Cluster
+from pgpitr.wal import archive
 from tests import engine
 from tests.conftest import S3_SECRET, cli
 from tests.flows import api
@@ -241,15 +245,15 @@ def test_a_clusters_schedules_cost_one_read_and_one_scheduling_per_deployment(re
 def test_a_refused_upload_is_retried_and_the_backup_completes(source, monkeypatch):
     from flows.backup import backup
 
-    real = clusters.repository
-    monkeypatch.setattr(clusters, "repository", lambda c: RefusesFirstUpload(real(c)))
+    real = cluster_repository.repository
+    monkeypatch.setattr(cluster_repository, "repository", lambda c: RefusesFirstUpload(real(c)))
     RefusesFirstUpload.failures.clear()
     state = backup(cluster="src", backup_name="retried-backup", return_state=True)
     assert state.is_completed(), state.message
     assert RefusesFirstUpload.failures == ["src/backups/retried-backup/base.tar.zst"]
     stream = api.task_run(state.state_details.flow_run_id, "stream-base-backup")
     assert stream.run_count == 2 and stream.state.is_completed()
-    named = [b for b in catalog.list_backups(real(Cluster.get("src")), "src")]
+    named = [b for b in backups.list_backups(real(Cluster.get("src")), "src")]
     assert [b.status for b in named if b.name == "retried-backup"] == ["Completed"]
 
 
@@ -267,9 +271,11 @@ def test_a_failed_restore_rolls_back_and_leaves_nothing(source, flows_home, monk
     from flows.restore import restore
 
     src = Cluster.get("src")
-    repo = clusters.repository(src)
-    real = clusters.open_repository
-    monkeypatch.setattr(clusters, "open_repository", lambda *a, **k: ShortBaseBackup(real(*a, **k)))
+    repo = cluster_repository.repository(src)
+    real = repository.open_repository
+    monkeypatch.setattr(
+        cluster_repository, "open_repository", lambda *a, **k: ShortBaseBackup(real(*a, **k))
+    )
     try:
         with pytest.raises(ChecksumMismatch):
             restore(new_name="broken", source_cluster="src")
@@ -281,27 +287,27 @@ def test_a_failed_restore_rolls_back_and_leaves_nothing(source, flows_home, monk
         assert materialise.state.is_failed() and materialise.run_count == 1
         # what the read found is recorded; a verify that reads the object whole clears it
         monkeypatch.undo()
-        window = catalog.recoverable_window(repo, "src", src.bindir)
+        window = catalog_window.recoverable_window(repo, "src", src.bindir)
         (damaged,) = [n for n, why in window.unusable.items() if "found damaged" in why]
         assert "its damage record removed" in verify.verify_backup("src", damaged)
-        assert catalog.recoverable_window(repo, "src", src.bindir).unusable == {}
+        assert catalog_window.recoverable_window(repo, "src", src.bindir).unusable == {}
     finally:  # the module's other tests restore from src
-        for b in catalog.list_backups(repo, "src"):
+        for b in backups.list_backups(repo, "src"):
             clear_damage(repo, "src", b.name)
 
 
 def _set_policy(cluster: Cluster, **changes: object) -> None:
-    policy = clusters.load_policy(cluster)
+    policy = policy_store.load_policy(cluster)
     if "logfile_enabled" in changes:
-        clusters.set_log_backup(cluster, bool(changes["logfile_enabled"]))
-        policy = clusters.load_policy(cluster)
-    clusters.save_policy(cluster, dataclasses.replace(policy, **changes))
+        log_backup.set_log_backup(cluster, bool(changes["logfile_enabled"]))
+        policy = policy_store.load_policy(cluster)
+    policy_store.save_policy(cluster, dataclasses.replace(policy, **changes))
 
 
 def test_retention_expires_by_ttl_keeps_the_window_and_prunes_wal(flows_home, api_url):
     from flows.retention import apply_retention
 
-    ret = clusters.create("ret")
+    ret = create.create("ret")
     _set_policy(ret, logfile_enabled=True, ttl="2s")
     first = engine.backup(ret).name
     _set_policy(ret, logfile_enabled=False, ttl="7d")
@@ -315,23 +321,23 @@ def test_retention_expires_by_ttl_keeps_the_window_and_prunes_wal(flows_home, ap
     third = engine.backup(ret).name
     pruned = apply_retention("ret")
     assert pruned["removed"] == [first] and pruned["wal_files"] > 0
-    repo = clusters.repository(ret)
-    remaining = catalog.list_backups(repo, "ret")
+    repo = cluster_repository.repository(ret)
+    remaining = backups.list_backups(repo, "ret")
     assert [b.name for b in remaining] == [unarchived, third]
     floor = min(b.start_lsn_int for b in remaining)
     size = ret.state.wal_segment_size
     for info in repo.list("ret/wal/"):
-        name = wal.split_object_key(info.key)[0]
+        name = archive.split_object_key(info.key)[0]
         if not name.endswith(".history"):
-            assert wal.Segment.parse(name[:24], size).number >= floor // size, name
+            assert archive.Segment.parse(name[:24], size).number >= floor // size, name
     assert any(first in a.data for a in api.artifacts(f"retention-{HOST}-ret"))
 
 
 def test_archiving_that_falls_behind_raises_an_event(flows_home, api_url):
     from flows.window import refresh_recoverable_window
 
-    behind = clusters.create("behind")
-    clusters.set_log_backup(behind, True)
+    behind = create.create("behind")
+    log_backup.set_log_backup(behind, True)
     archive_now("behind")  # the repository's WAL directories exist
     wal_root = flows_home / "repo" / "behind" / "wal"
     directories = [wal_root, *(p for p in wal_root.rglob("*") if p.is_dir())]
@@ -390,8 +396,8 @@ def test_the_scheduled_backup_fires_and_disabling_pauses_the_schedule(every_minu
 
     # the scheduler's next pass, the next minute, then the backup itself, on a loaded machine
     api.wait_for(fired, 240, "a scheduled backup of sched")
-    repo = clusters.repository(Cluster.get("sched"))
-    assert any(b.completed and b.start_time >= since for b in catalog.list_backups(repo, "sched"))
+    repo = cluster_repository.repository(Cluster.get("sched"))
+    assert any(b.completed and b.start_time >= since for b in backups.list_backups(repo, "sched"))
     assert api.flow_runs(f"apply-retention-{HOST}/sched"), "retention runs after a scheduled backup"
 
     from flows.policy import edit_backup_policy

@@ -114,7 +114,7 @@ def cli(
     monkeypatch.setenv("COLUMNS", "250")  # rich folds table cells at 80 columns otherwise
 
     def invoke(*argv: str) -> Outcome:
-        from pgpitr.cli import run
+        from cli import run
 
         try:
             run(list(argv))

@@ -210,7 +210,7 @@ def test_without_the_kubernetes_extra(tmp_path: Path) -> None:
 
 
 def test_error_text_is_not_markup(capsys: pytest.CaptureFixture[str]) -> None:
-    from pgpitr.cli import console
+    from cli import console
 
     console.error("the Kubernetes commands need the optional extra pgpitr[kubernetes]")
 
@@ -218,7 +218,7 @@ def test_error_text_is_not_markup(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 ALLOWED = {"tasks/kubernetes.py", "flows/setup.py"} | {
-    f"pgpitr/cli/{group}.py" for group in ("addon", "config", "storageclass")
+    f"cli/{group}.py" for group in ("addon", "config", "storageclass")
 }
 IMPORTS_KUBERNETES = re.compile(r"^\s*(import kubernetes\b|from kubernetes[\s.])", re.MULTILINE)
 

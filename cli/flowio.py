@@ -1,0 +1,148 @@
+"""What goes into a flow from the command line, and the line a person reads about what came out.
+
+Kept apart from the commands so that each command stays a few lines: parse, run the flow
+(cli/runner.py), report.  Every report is silent when the result is elsewhere
+(``runner.NO_RESULT``: queued with --no-wait, or completed where its result is kept).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from cli import console, progress, runner
+from pgpitr import policy as pol
+from pgpitr import policy_store, timeparse
+from pgpitr.errors import InvalidInput
+from pgpitr.operations import edit_policy
+from pgpitr.postgres.cluster import Cluster
+
+POLICY_SUFFIX = "-postgresql-backup-policy"
+
+
+def repository_url(text: str | None) -> str | None:
+    """A --backup-repo value checked here, before any flow runs, and passed on normalised."""
+    from pgpitr.repository import RepositoryUrl
+
+    return str(RepositoryUrl.parse(text)) if text else None
+
+
+def created(result: Any) -> None:
+    if result is not runner.NO_RESULT:
+        console.info(
+            f"cluster {result['name']} created: PostgreSQL {result.get('pg_version', '?')}, "
+            f"port {result['port']}, "
+            f"repository {result['repository']}"
+        )
+
+
+def registered(result: Any) -> None:
+    if result is runner.NO_RESULT:
+        return
+    console.info(
+        f"cluster {result['name']} registered: {result['datadir']} (PostgreSQL "
+        f"{result['pg_version']}, port {result['port']})"
+        + ("; restarted to turn archive_mode on" if result["restarted"] else "")
+    )
+    before = ", ".join(f"{key}={old['value']!r}" for key, old in result["previous"].items())
+    console.info(f"settings before registration (`unregister` puts them back): {before}")
+
+
+def unregistered(name: str, result: Any) -> None:
+    if result is runner.NO_RESULT:
+        return
+    console.info(
+        f"cluster {name} unregistered: settings put back, the server runs on; its backups "
+        "remain (see list-backup, delete-backup)"
+    )
+    for note in result["notes"]:
+        console.info(note)
+
+
+def deleted_cluster(name: str, result: Any) -> None:
+    if result is not runner.NO_RESULT:
+        console.info(f"cluster {name} deleted; its backups remain (see list-backup, delete-backup)")
+
+
+def backed_up(manifest: Any) -> None:
+    if manifest is not runner.NO_RESULT:
+        console.info(
+            f"backup {manifest.name} completed: {progress.size(manifest.database_size)} "
+            f"of data, {progress.size(manifest.stored_size)} stored, "
+            f"{timeparse.format_duration(manifest.duration_seconds or 0)}"
+        )
+
+
+def restored(new_name: str, result: Any) -> None:
+    if result is runner.NO_RESULT:
+        return
+    last = result.last_commit
+    shown = timeparse.format_kbcli(last) if last else "none"
+    stopped = getattr(result, "stopped", "")
+    console.info(
+        f"cluster {new_name} restored from backup {result.backup} "
+        f"(timeline {result.timeline}); recovery stopped {stopped or '?'}; "
+        f"last replayed commit: {shown}"
+    )
+
+
+def restore_point_created(cluster: str, point: Any) -> None:
+    if point is runner.NO_RESULT:
+        return
+    console.info(
+        f"restore point {point.name} of {cluster} created at LSN {point.lsn} (timeline "
+        f"{point.timeline}, {timeparse.format_kbcli(point.time)}); restorable with "
+        f"--restore-to-name {point.name} once its WAL is archived (within archive_timeout)"
+    )
+
+
+def deleted_backups(cluster: str, result: Any) -> None:
+    if result is not runner.NO_RESULT:
+        names = ", ".join(result["removed"]) or "no backup"
+        console.info(
+            f"{cluster}: removed {names} and {result['wal_files']} WAL file(s) "
+            f"({len(result['removed'])} backup(s))"
+        )
+        for dependent, base in result.get("dependents", {}).items():
+            console.info(f"{cluster}: also removed {dependent}: it depended on {base}")
+
+
+def granted(role: str, username: str, result: Any) -> None:
+    if result is not runner.NO_RESULT:
+        console.info(f"granted {role.upper()} to {username}")
+
+
+def policy_change(policy_name: str, settings: list[str] | None) -> dict[str, Any] | None:
+    """The edit-backup-policy flow's parameters: the --set values, or the policy as edited in
+    $EDITOR (None when nothing changed).  Checked here too, so a typo fails before any run."""
+    if not policy_name.endswith(POLICY_SUFFIX):
+        raise InvalidInput(
+            f"{policy_name!r} is not a policy name like my-pg{POLICY_SUFFIX}",
+            hint="see `pgpitr cluster list-backup-policy`",
+        )
+    cluster = Cluster.get(policy_name[: -len(POLICY_SUFFIX)])
+    current = policy_store.load_policy(cluster)
+    if settings:
+        edit_policy.read_policy_change(cluster.name, settings, None)  # the flow's own check
+        return {"cluster": cluster.name, "settings": settings}
+    edited = typer.edit(pol.to_yaml(current), extension=".yaml")
+    if edited is None or edited.strip() == pol.to_yaml(current).strip():
+        return None
+    policy = pol.to_dict(pol.from_yaml(edited, current))
+    edit_policy.read_policy_change(cluster.name, None, policy)
+    return {"cluster": cluster.name, "policy": policy}
+
+
+def policy_updated(policy_name: str, result: Any) -> None:
+    if result is runner.NO_RESULT:
+        return
+    if result is None:
+        console.info("no change")
+        return
+    console.info(f"backup policy {policy_name} updated")
+    deployed = [line for line in result["schedules"] if not line.endswith(": not deployed")]
+    for line in deployed:
+        console.info(f"  schedule {line}")
+    if not deployed:
+        console.info("  schedules: not deployed yet (`pgpitr serve` creates them from this policy)")

@@ -1,0 +1,77 @@
+"""``pgpitr server``: the local Prefect server pgpitr starts and keeps (deployments/localserver)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import typer
+
+from cli import console
+from deployments import agent, localserver
+from deployments.api import configured_url
+
+app = typer.Typer(help="The local Prefect server pgpitr uses when none is configured.")
+
+Output = Annotated[Literal["table", "json"], typer.Option("--output", "-o")]
+
+
+def _show(output: str) -> None:
+    now = localserver.status()
+    fields = now.as_dict()
+    configured = configured_url()
+    if configured:
+        fields["in_use"] = f"no: the configured Prefect API is {configured}"
+    if output == "json":
+        console.as_json(fields)
+        return
+    state = "answering" if now.answering else "not running"
+    if now.answering and not now.managed:
+        state += " (not started by pgpitr)"
+    rows = [
+        ("API", now.url),
+        ("UI", now.url.removesuffix("/api")),
+        ("STATE", state),
+        ("PID", now.pid or ""),
+        ("DATABASE", now.database),
+        ("LOG", now.log),
+        ("PROFILE", now.profile or "(not written yet)"),
+    ]
+    if configured:
+        rows.append(("IN USE", fields["in_use"]))
+    console.table(("FIELD", "VALUE"), rows)
+
+
+@app.command()
+def status(output: Output = "table") -> None:
+    """Whether the local Prefect server runs, its pid, port, database and log."""
+    _show(output)
+
+
+@app.command()
+def start(output: Output = "table") -> None:
+    """Start the local Prefect server now (the first command that needs it does otherwise)."""
+    _, started = localserver.ensure()
+    if not started:
+        console.info("the local Prefect server was already running")
+    _show(output)
+
+
+@app.command()
+def run() -> None:
+    """Run the local Prefect server in the foreground (its systemd unit), with its credentials."""
+    localserver.run_foreground()
+
+
+@app.command()
+def stop() -> None:
+    """Stop the local Prefect server pgpitr started (its database stays for the next start)."""
+    pid = localserver.stop()
+    if pid is None:
+        console.info("no local Prefect server started by pgpitr is running")
+    else:
+        console.info(f"stopped the local Prefect server (pid {pid})")
+    if agent.status_pid() is not None:
+        console.info(
+            "note: this home's agent is running and starts the server again when it serves "
+            "next; stop it first with `pgpitr agent stop`"
+        )

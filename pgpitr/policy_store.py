@@ -1,0 +1,42 @@
+"""A cluster's backup policy on disk (``policy.json`` beside its state), and the one the agent
+follows.
+"""
+
+from __future__ import annotations
+
+from pgpitr import policy as pol
+from pgpitr import state as st
+from pgpitr.errors import (
+    PitrError,
+)
+from pgpitr.postgres.cluster import Cluster
+
+POLICY_FILE = "policy.json"
+
+
+def agent_policy(cluster: Cluster) -> pol.BackupPolicy | None:
+    """The policy of a cluster that this host's agent looks after (heartbeats, streaming): of
+    this host, not being restored, not a drill's scratch cluster; None otherwise, or when its
+    policy cannot be read."""
+    from pgpitr import scratch
+
+    if cluster.state.host != st.this_host() or cluster.state.restore_source:
+        return None
+    if scratch.is_scratch(cluster.name):
+        return None
+    try:
+        return load_policy(cluster)
+    except (OSError, ValueError, PitrError):
+        return None
+
+
+def load_policy(cluster: Cluster) -> pol.BackupPolicy:
+    import json
+
+    path = cluster.state.dir / POLICY_FILE
+    with open(path) as f:
+        return pol.from_dict(json.load(f))
+
+
+def save_policy(cluster: Cluster, policy: pol.BackupPolicy) -> None:
+    st.write_json_atomic(cluster.state.dir / POLICY_FILE, pol.to_dict(policy))
