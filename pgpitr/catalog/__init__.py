@@ -1,11 +1,15 @@
 """The catalog: what the repository holds for one cluster (backups, the WAL chain, the recoverable
 window) and what it says about it.
 
-``backups``   the backups and their lineages      ``timelines``
-``walindex``  the WAL archive read through it     ``timelines`` timeline paths and chain ends
-``records``   commits and transactions in the WAL ``window``    the recoverable window
-``reach``     which backup reaches a target       ``describe``  a cluster's description
-``info``      a repository's stanzas              ``reindex``   rebuilding the index
+``backups``         the backups and their lineages
+``walindex``        the WAL archive, read through its stored index (pgpitr/wal/index.py)
+``timelines``       timeline paths and the end of a WAL chain
+``records``         commits and transactions in the archived WAL (pg_waldump)
+``window``          the recoverable window
+``reach``           which backup reaches a restore target
+``source``          the source of a restore (a cluster here, or a stanza in a repository)
+``restore_points``  restore points recorded in the repository
+``reindex``         rebuilding a stanza's index
 
 The window of a backup runs from its stop time (the consistency point, measured after
 pg_basebackup returned, so never early) to the last commit found in the unbroken chain of archived
