@@ -58,12 +58,12 @@ class StanzaInfo:
     #: bytes stored under each backup's folder (data, manifests)
     backup_bytes: dict[str, int]
     #: timeline -> (first segment, last segment) archived
-    wal_archive: dict[int, tuple[str, str]]
+    wal: dict[int, tuple[str, str]]
     periods: list[tuple[datetime, datetime]]
     #: why the window could not be read (no binaries of the backups' major here), else None
     window_error: str | None = None
     #: the window as catalog computed it (describe's restore points and lineages read it)
-    describe: window.Window | None = field(default=None, repr=False, compare=False)
+    window: window.Window | None = field(default=None, repr=False, compare=False)
 
     @property
     def stored_bytes(self) -> int:
@@ -246,10 +246,10 @@ def stanza_info(repo: Repository, stanza: str, known: dict[str, str] | None = No
         backups=backups,
         unusable=found.unusable if found else {},
         backup_bytes=sizes,
-        wal_archive=ranges,
+        wal=ranges,
         periods=found.periods if found else [],
         window_error=error,
-        describe=found,
+        window=found,
     )
 
 

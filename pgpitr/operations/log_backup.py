@@ -23,6 +23,7 @@ from pgpitr.postgres.cluster import Cluster
 from pgpitr.repository import Repository
 from pgpitr.steps import Steps
 from pgpitr.wal import archive
+from pgpitr.wal import stream as wal_stream
 from pgpitr.wal.archive_info import ensure_archive_info
 
 log = logging.getLogger(__name__)
@@ -126,7 +127,7 @@ def set_streaming(
         dataclasses.replace(saved, logfile_method="archive", logfile_synchronous=False),
     )
     slots.drop_slot(cluster)
-    stream.clear_spool(cluster)  # the agent's receiver does too, as it stops
+    wal_stream.clear_spool(cluster)  # the agent's receiver does too, as it stops
     repo = repository(cluster)
     if load_policy(cluster).logfile_enabled:
         switch_and_confirm(cluster, repo)

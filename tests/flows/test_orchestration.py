@@ -273,8 +273,9 @@ def test_a_failed_restore_rolls_back_and_leaves_nothing(source, flows_home, monk
     src = Cluster.get("src")
     repo = cluster_repository.repository(src)
     real = repository.open_repository
+    # the restore reads its source's repository (pgpitr/catalog/source.py)
     monkeypatch.setattr(
-        cluster_repository, "open_repository", lambda *a, **k: ShortBaseBackup(real(*a, **k))
+        "pgpitr.catalog.source.open_repository", lambda *a, **k: ShortBaseBackup(real(*a, **k))
     )
     try:
         with pytest.raises(ChecksumMismatch):
