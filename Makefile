@@ -15,7 +15,7 @@ UV            := python3 -m uv
 # where `make install` links the pgpitr and prefect commands, so a plain shell finds them
 BINDIR        ?= $(if $(ROOT),/usr/local/bin,$(HOME)/.local/bin)
 
-.PHONY: all system venv install test test-matrix demo lint bench clean
+.PHONY: all system venv install test test-matrix demo lint layout bench clean
 
 all: install
 
@@ -55,8 +55,9 @@ MATRIX_TESTS ?= tests/test_walkthrough.py \
 TEST_WORKERS  ?= 2
 
 # As root, the suite runs as pgpitr's service account and then the tests that start as root
-# (scripts/run_tests.sh).
+# (scripts/run_tests.sh).  First, at once: the layers' sizes and the engine's module limit.
 test: install
+	$(PY) scripts/layout.py
 	bash scripts/run_tests.sh $(PY) -q -n $(TEST_WORKERS) --dist loadfile --durations=25
 	$(MAKE) --no-print-directory test-matrix
 
@@ -64,7 +65,10 @@ test-matrix: install
 	@bash scripts/test_matrix.sh $(PY) $(MATRIX_TESTS)
 
 lint: install
-	$(VENV)/bin/ruff check pgpitr tasks flows deployments tests bench
+	$(VENV)/bin/ruff check pgpitr cli tasks flows deployments tests bench scripts
+
+layout:
+	@python3 scripts/layout.py
 
 demo: install
 	PGPITR=$(VENV)/bin/pgpitr bash scripts/demo_flows.sh

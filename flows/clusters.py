@@ -8,7 +8,6 @@ from typing import Any
 from prefect import flow
 
 from pgpitr.operations import accounts, create, delete, register
-from tasks import clusters as _tasks  # noqa: F401  (the steps' tasks)
 from tasks.naming import run_name
 from tasks.results import PERSISTED, SERIALIZER
 from tasks.steps import STEPS

@@ -11,7 +11,6 @@ from prefect.artifacts import create_markdown_artifact
 
 from pgpitr import timeparse
 from pgpitr.operations import drill as dr
-from tasks import drill as _tasks  # noqa: F401  (the steps' tasks)
 from tasks import events
 from tasks._common import cluster_artifact_key
 from tasks._slots import cluster_slot

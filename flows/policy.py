@@ -10,7 +10,6 @@ from prefect import flow
 
 from pgpitr import policy as pol
 from pgpitr.operations import edit_policy, log_backup
-from tasks import clusters as _tasks  # noqa: F401  (the steps' tasks)
 from tasks.naming import run_name
 from tasks.results import PERSISTED
 from tasks.steps import STEPS

@@ -9,7 +9,6 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from pgpitr.catalog import reindex as engine
-from tasks import repository as _tasks  # noqa: F401  (the steps' tasks)
 from tasks.naming import run_name
 from tasks.results import PERSISTED
 from tasks.steps import STEPS

@@ -11,7 +11,6 @@ from pgpitr.catalog.restore_points import RestorePoint
 from pgpitr.operations import restore as rs
 from pgpitr.operations import restore_points
 from pgpitr.targets import RestoreTarget
-from tasks import restore as _tasks  # noqa: F401  (the steps' tasks)
 from tasks._common import cluster_artifact_key
 from tasks._slots import cluster_slot
 from tasks.naming import run_name

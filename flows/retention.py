@@ -11,7 +11,6 @@ from prefect.artifacts import create_markdown_artifact
 from pgpitr.errors import NotFound
 from pgpitr.operations import retention
 from tasks import backup as tb
-from tasks import retention as _tasks  # noqa: F401  (the steps' tasks)
 from tasks._common import cluster_artifact_key
 from tasks.naming import run_name
 from tasks.results import PERSISTED

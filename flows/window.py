@@ -12,7 +12,6 @@ from prefect.artifacts import create_markdown_artifact
 from pgpitr import timeparse
 from pgpitr.operations import describe as w
 from tasks import events
-from tasks import window as _tasks  # noqa: F401  (the steps' tasks)
 from tasks._common import cluster_artifact_key
 from tasks.naming import run_name
 from tasks.results import PERSISTED

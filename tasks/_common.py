@@ -3,7 +3,8 @@ engine's log in the run's log, byte progress as an artifact.
 
 A task is an engine step (``pgpitr.*``) wrapped by ``step_task``; ``tasks.steps.STEPS`` is the
 ``pgpitr.steps.Steps`` a flow hands to an engine operation, so that the operation's order of
-steps, written once in the engine, runs here with each step as its task.
+steps, written once in the engine, runs here with each step as its task (found in the tasks
+modules ``tasks.steps.STEP_TASK_MODULES`` lists).
 
 Only failures ``pgpitr.transient`` calls transient are retried (S3 5xx or throttling, a dropped
 connection, PostgreSQL not ready yet), three times with exponential backoff (2, 4, 8 s); anything
@@ -89,9 +90,6 @@ if not any(isinstance(h, _ToRunLog) for h in _engine_log.handlers):
 
 # -- engine steps as tasks ---------------------------------------------------------------------
 
-#: Every engine step that has a task, and its task.
-TASKS: dict[Callable[..., Any], Task] = {}
-
 
 def step_task(
     step: Callable[..., Any],
@@ -140,7 +138,7 @@ def step_task(
                 undo(result)
 
         wrapped.on_rollback(rollback)
-    TASKS[step] = wrapped
+    wrapped.step = step  # type: ignore[attr-defined]  # how tasks.steps finds the step's task
     return wrapped
 
 

@@ -1,11 +1,10 @@
 """Tasks of a drill (pgpitr/operations/drill.py composes them; the restore inside it runs the
-restore's
-own tasks, tasks/restore.py).  ``remove-scratch-cluster`` runs whatever happened before it."""
+restore's own tasks, tasks/restore.py).  ``remove-scratch-cluster`` runs whatever happened
+before it."""
 
 from __future__ import annotations
 
 from pgpitr.operations import drill
-from tasks import restore as _restore_tasks  # noqa: F401  (the restore's steps' tasks)
 from tasks._common import ONCE, RETRYING, step_task
 
 remove_leftovers = step_task(drill.remove_leftovers, "remove-killed-drills", **RETRYING)

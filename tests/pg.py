@@ -7,8 +7,6 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import psycopg
-
 from pgpitr.postgres.cluster import Cluster
 from pgpitr.state import ClusterState
 from tests.conftest import cli
@@ -80,11 +78,3 @@ def window(cluster: str) -> list[tuple[datetime, datetime]]:
 
 def rows(cluster: str) -> list[int]:
     return [r[0] for r in sql(cluster, "SELECT id FROM msg ORDER BY id")]
-
-
-def can_connect(cluster: str) -> bool:
-    try:
-        sql(cluster, "SELECT 1")
-        return True
-    except (psycopg.Error, Exception):
-        return False

@@ -213,19 +213,6 @@ def recoverable_window(
     return Window(backups, chain_ranges(repo, index, bindir, chains), chains, broken, checked)
 
 
-def backup_ranges(
-    repo: Repository, stanza: str, bindir: Path, backups: list[BackupManifest]
-) -> list[Range]:
-    """One range per usable backup (its whole lineage Completed and stored) whose WAL chain
-    reaches a commit after its stop time."""
-    broken = broken_links(repo, stanza, list_backups(repo, stanza))
-    backups = [b for b in backups if b.completed and b.name not in broken]
-    if not backups:
-        return []
-    index = wal_index(repo, stanza, backups[0].wal_segment_size)
-    return chain_ranges(repo, index, bindir, backup_chains(index, backups))
-
-
 def chain_ranges(
     repo: Repository, index: WalIndex, bindir: Path, chains: list[Chain]
 ) -> list[Range]:

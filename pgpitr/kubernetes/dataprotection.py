@@ -67,12 +67,6 @@ def backup_pvc(settings: Mapping[str, str], namespace: str = NAMESPACE) -> dict[
     }
 
 
-def pvc_ref(settings: Mapping[str, str], namespace: str = NAMESPACE) -> ObjectRef:
-    return ObjectRef(
-        "v1", "PersistentVolumeClaim", settings["dataProtection.backupPVCName"], namespace
-    )
-
-
 def check_prerequisites(kube: Kube, settings: Mapping[str, str]) -> None:
     """What the settings rely on must exist before anything is written."""
     class_name = settings["dataProtection.backupPVCStorageClassName"]

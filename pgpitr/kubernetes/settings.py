@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from pgpitr.errors import InvalidInput
@@ -173,18 +172,3 @@ def validate(
     if secrets_elsewhere:
         keys = tuple(replace(k, required=False) if k.secret else k for k in keys)
     return check(given, keys, what=what)
-
-
-@contextmanager
-def secrets_in_environment(secrets: Mapping[str, str]) -> Iterator[None]:
-    """Hand secret values to a flow run in this process through its environment, then restore."""
-    saved = {name: os.environ.get(name) for name in secrets}
-    os.environ.update(secrets)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value

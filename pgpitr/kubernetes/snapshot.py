@@ -8,7 +8,7 @@ from typing import Any
 
 from pgpitr.errors import InvalidInput
 from pgpitr.kubernetes import manifests as m
-from pgpitr.kubernetes.crds import COMPONENT, snapshot_crds
+from pgpitr.kubernetes.crds import COMPONENT
 
 NAMESPACE = "kube-system"
 NAME = "snapshot-controller"
@@ -145,8 +145,3 @@ def snapshot_class(platform: str, name: str = SNAPSHOT_CLASS) -> dict[str, Any]:
         "driver": driver_for(platform),
         "deletionPolicy": "Delete",
     }
-
-
-def all_manifests(platform: str, namespace: str = NAMESPACE) -> list[dict[str, Any]]:
-    """Everything, in the order it must be applied (CRDs first, the class that needs them last)."""
-    return snapshot_crds() + controller_manifests(namespace) + [snapshot_class(platform)]

@@ -77,10 +77,6 @@ def list_classes(kube: Kube) -> list[dict[str, Any]]:
     return sorted(kube.list(STORAGE_CLASS_TYPE), key=lambda sc: sc["metadata"]["name"])
 
 
-def other_defaults(classes: list[dict[str, Any]], keep: str) -> list[dict[str, Any]]:
-    return [sc for sc in classes if is_default(sc) and sc["metadata"]["name"] != keep]
-
-
 def rows(classes: list[dict[str, Any]]) -> list[list[str]]:
     return [
         [

@@ -125,13 +125,3 @@ def grant_role(cluster: Cluster, username: str, role: str) -> None:
                 db.execute(statement)
             if role == "READWRITE":
                 db.execute(sql.SQL("GRANT CREATE ON SCHEMA public TO {}").format(user))
-
-
-def list_accounts(cluster: Cluster) -> list[tuple[str, bool, list[str]]]:
-    with cluster.connect() as db:
-        rows = db.execute(
-            "SELECT r.rolname, r.rolsuper, ARRAY(SELECT b.rolname FROM pg_auth_members m "
-            "JOIN pg_roles b ON b.oid = m.roleid WHERE m.member = r.oid ORDER BY 1) "
-            "FROM pg_roles r WHERE r.rolcanlogin AND r.rolname <> 'postgres' ORDER BY 1"
-        ).fetchall()
-    return [(name, superuser, list(roles)) for name, superuser, roles in rows]

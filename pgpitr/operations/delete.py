@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import logging
 
-from pgpitr.errors import (
-    ClusterStateError,
-)
 from pgpitr.postgres.cluster import Cluster
 from pgpitr.steps import Steps
 
@@ -29,8 +26,3 @@ def delete(cluster: Cluster) -> None:
     server is refused (``unregister`` is how pgpitr lets go of it)."""
     cluster.refuse_if_registered("delete")
     cluster.remove()
-
-
-def check_not_running(cluster: Cluster) -> None:
-    if cluster.is_running():
-        raise ClusterStateError(f"cluster {cluster.name!r} is running")

@@ -32,15 +32,6 @@ def server_user(create: bool = True) -> OsUser:
     return OsUser(account.name, account.uid, account.gid)
 
 
-def chown_tree(path: Path, user: OsUser) -> None:
-    if user.is_self:
-        return
-    os.chown(path, user.uid, user.gid)
-    for dirpath, dirs, files in os.walk(path):
-        for name in dirs + files:
-            os.chown(os.path.join(dirpath, name), user.uid, user.gid, follow_symlinks=False)
-
-
 def make_dir(path: Path, user: OsUser, mode: int = 0o750) -> None:
     """Create a directory (and parents) the server account owns."""
     path.mkdir(parents=True, exist_ok=True, mode=mode)
