@@ -475,14 +475,14 @@ def test_the_old_values_are_read_from_postgresql_auto_conf_as_written(tmp_path: 
 
 
 def test_a_restore_with_no_binaries_of_the_backups_major_is_refused() -> None:
-    from pgpitr.operations import restore as rs
+    from pgpitr.operations.restore import planning
     from pgpitr.postgres import binaries
 
     missing = next((m for m in binaries.SUPPORTED if m not in binaries.installed()), None)
     if missing is None:
         pytest.skip("every supported major is installed here")
     with pytest.raises(ClusterStateError) as refused:
-        rs._binaries_for(missing, None, None)
+        planning._binaries_for(missing, None, None)
     assert refused.value.message == (
         f"the backup is PostgreSQL {missing}; install postgresql-{missing} or pass --bindir"
     )
