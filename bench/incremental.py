@@ -24,8 +24,9 @@ pgbench database at scale N:
 ``python -m bench.incremental [SCALE] [--runs N] [--days N] [--day-transactions N]
 [--pgbackrest PATH] [--copy-modes] [--postgresql 17|18] [--week-only]``; JSON in bench/results/
 (``-pg18`` in the name on 18, where pg_combinebackup hard-links the full's files: ``--link``).
-A lineage's links are extracted in parallel (pgpitr/operations/restore.py ``_extract_links``); each
-restore records that extraction's wall-clock seconds and each link's, and pg_combinebackup's.
+A lineage's links are extracted in parallel (pgpitr/operations/restore/data.py
+``_extract_links``); each restore records that extraction's wall-clock seconds and each link's,
+and pg_combinebackup's.
 ``--copy-modes`` adds the measurements of the first run
 (bench/results/20261202-012901-incremental-scale50.json): the cost of reading backup_manifest out
 of the stream, and pg_combinebackup with each copy mode.

@@ -120,7 +120,7 @@ def register(
 @app.command()
 def unregister(name: str, wait: Wait = None) -> None:
     """Stop protecting a registered server: its settings put back, its backups kept."""
-    from pgpitr.operations.register import check_registered
+    from pgpitr.operations.unregister import check_registered
 
     check_registered(name)
     flowio.unregistered(name, runner.run("unregister-cluster", wait, name=name))
@@ -658,7 +658,7 @@ def delete_backup(
     wait: Wait = None,
 ) -> None:
     """Delete backups and the WAL no remaining backup needs."""
-    from pgpitr.operations.retention import require_names_or_force
+    from pgpitr.operations.delete_backup import require_names_or_force
 
     require_names_or_force(backup, force)
     backup_repo = flowio.repository_url(backup_repo)

@@ -1,5 +1,6 @@
 """Flows that create, register and remove clusters and manage their accounts
-(pgpitr/operations/: create.py, delete.py, register.py and accounts.py hold the steps' order)."""
+(pgpitr/operations/: create.py, delete.py, register/, unregister.py, accounts.py and
+roles.py hold the steps' order)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 from prefect import flow
 
-from pgpitr.operations import accounts, create, delete, register
+from pgpitr.operations import accounts, create, delete, register, roles, unregister
 from tasks.naming import run_name
 from tasks.results import PERSISTED, SERIALIZER
 from tasks.steps import STEPS
@@ -56,7 +57,7 @@ def register_cluster(
     request = register.RegisterRequest.parse(
         name, pgdata, bindir, socket_dir, port, os_user, backup_repo, restart
     )
-    return register.run_register(STEPS, request)
+    return register.run(STEPS, request)
 
 
 @flow(
@@ -67,7 +68,7 @@ def register_cluster(
 def unregister_cluster(name: str) -> dict[str, Any]:
     """Stop protecting a registered server: its settings put back, its backups kept, the
     server left running."""
-    return register.run_unregister(STEPS, name)
+    return unregister.run(STEPS, name)
 
 
 @flow(
@@ -79,7 +80,7 @@ def unregister_cluster(name: str) -> dict[str, Any]:
 def create_account(cluster: str, username: str) -> None:
     """Create a login role.  Its password is read from the flow's environment
     (PGPITR_ACCOUNT_PASSWORD), never passed as a parameter nor logged nor kept as a result."""
-    accounts.run_create_account(STEPS, cluster, username)
+    accounts.run(STEPS, cluster, username)
 
 
 @flow(
@@ -89,4 +90,4 @@ def create_account(cluster: str, username: str) -> None:
 )
 def grant_role(cluster: str, username: str, role: str) -> None:
     """Grant READONLY, READWRITE or SUPERUSER to an account."""
-    accounts.run_grant_role(STEPS, cluster, username, role)
+    roles.run(STEPS, cluster, username, role)

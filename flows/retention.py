@@ -1,5 +1,5 @@
 """``apply-retention`` (the policy's TTL) and ``delete-backup`` (what the user names);
-pgpitr/operations/retention.py holds the steps' order."""
+pgpitr/operations/retention.py and delete_backup.py hold the steps' order."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from pgpitr.errors import NotFound
+from pgpitr.operations import delete_backup as deleting
 from pgpitr.operations import retention
 from tasks import backup as tb
 from tasks._common import cluster_artifact_key
@@ -25,7 +26,7 @@ from tasks.steps import STEPS
 def apply_retention(cluster: str) -> dict[str, Any]:
     """Remove the backups past the policy's retention.ttl (never the one the window needs while
     no other can replace it) and the WAL older than every remaining backup."""
-    report = retention.apply(STEPS, cluster)
+    report = retention.run(STEPS, cluster)
     removed = report.removed
     tb.publish_backup_table(cluster)
     lines = [f"- removed backup `{name}`" for name in removed.backups] or ["- no backup expired"]
@@ -53,7 +54,7 @@ def delete_backup(
     """Delete the named backups, or with ``force`` and no names every backup of CLUSTER, and
     the WAL no remaining backup needs.  ``force`` also allows the backup the window starts from,
     and deletes the backups that depend on a named one (its incrementals) with it."""
-    removed = retention.delete(STEPS, cluster, names, force=force, repository=backup_repo)
+    removed = deleting.run(STEPS, cluster, names, force=force, repository=backup_repo)
     try:
         tb.publish_backup_table(cluster)
     except NotFound:  # a deleted cluster's backups: nothing left to show for it

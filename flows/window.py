@@ -25,7 +25,7 @@ from tasks.steps import STEPS
 )
 def refresh_recoverable_window(cluster: str) -> dict[str, Any]:
     """Publish CLUSTER's recoverable window; with log backup on, check the archiver."""
-    report = w.refresh(STEPS, cluster)
+    report = w.run(STEPS, cluster)
     if report.archiver is not None and report.archiver.behind:
         events.archiving_behind(report.archiver)
     if report.rpo_exceeded:

@@ -6,7 +6,7 @@ as a typed, described field, and a run started from the UI is checked the same w
 plan and the recovery settings read.  At most one kind is given; none is ``latest``, the end of
 the archived WAL.  Every check that needs nothing but the value is made here: a malformed LSN or
 xid, a time without a zone, two targets at once.  Whether the target can be reached (inside the
-archive, committed, a known restore point) is the plan's to check (pgpitr/operations/restore.py).
+archive, committed, a known restore point) is the plan's to check (pgpitr/operations/restore/).
 
 The model's validators raise ``ValueError`` as pydantic expects, so a flow run's parameters fail
 the way Prefect reports them; ``RestoreTarget.of`` (the CLI's and the engine's door) turns that

@@ -1,9 +1,19 @@
 """Tasks that create, change and remove clusters, their policy and their accounts
-(pgpitr/operations/: create.py, delete.py, register.py and accounts.py compose them)."""
+(pgpitr/operations/: create.py, delete.py, register/, unregister.py,
+accounts.py and roles.py compose them)."""
 
 from __future__ import annotations
 
-from pgpitr.operations import accounts, create, delete, edit_policy, log_backup, register
+from pgpitr.operations import (
+    accounts,
+    create,
+    delete,
+    edit_policy,
+    log_backup,
+    register,
+    roles,
+    unregister,
+)
 from tasks._common import ONCE, RETRYING, step_task
 
 create_cluster = step_task(create.create_cluster, "create-cluster", **RETRYING)
@@ -15,12 +25,12 @@ read_policy_change = step_task(edit_policy.read_policy_change, "read-policy-chan
 switch_repository = step_task(edit_policy.switch_repository, "switch-repository", **RETRYING)
 save_policy = step_task(edit_policy.save_policy_of, "save-backup-policy", **RETRYING)
 create_account = step_task(accounts.create_account_from_environment, "create-account", **ONCE)
-grant_role = step_task(accounts.grant, "grant-role", **RETRYING)
+grant_role = step_task(roles.grant, "grant-role", **RETRYING)
 find_server = step_task(register.find_server, "find-server", **ONCE)
 check_server = step_task(register.check_server, "check-server", **RETRYING)
 save_registration = step_task(register.save_registration, "save-registration", **ONCE)
 turn_on_archive_mode = step_task(register.turn_on_archive_mode, "turn-on-archive-mode", **ONCE)
 set_archive_settings = step_task(register.set_archive_settings, "set-archive-settings", **RETRYING)
-check_registered = step_task(register.check_registered, "check-registered", **ONCE)
-put_back_settings = step_task(register.put_back_settings, "put-back-settings", **RETRYING)
-forget_cluster = step_task(register.forget_cluster, "forget-cluster", **ONCE)
+check_registered = step_task(unregister.check_registered, "check-registered", **ONCE)
+put_back_settings = step_task(unregister.put_back_settings, "put-back-settings", **RETRYING)
+forget_cluster = step_task(unregister.forget_cluster, "forget-cluster", **ONCE)

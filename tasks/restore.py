@@ -1,4 +1,4 @@
-"""Tasks of a restore into a new cluster (pgpitr/operations/restore.py composes them, in a
+"""Tasks of a restore into a new cluster (pgpitr/operations/restore/ composes them, in a
 transaction).
 
 ``create-cluster-directory`` is undone on rollback: when a later step fails for good, the
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pgpitr.operations import restore as rs
 from pgpitr.operations import restore_points as operations_restore_points
+from pgpitr.operations.restore import recovery
 from tasks._common import ONCE, RETRYING, step_task
 
 choose_backup = step_task(rs.choose_backup, "choose-backup", **RETRYING)
@@ -20,10 +21,10 @@ materialise = step_task(
 configure_recovery = step_task(rs.configure_recovery, "configure-recovery", **ONCE)
 # the engine enforces each bound (pg_ctl -t, its own polling); the task's is the outer one
 start_recovery = step_task(
-    rs.start_recovery, "start-recovery", timeout_seconds=rs.START_TIMEOUT + 60, **RETRYING
+    rs.start_recovery, "start-recovery", timeout_seconds=recovery.START_TIMEOUT + 60, **RETRYING
 )
 wait_promoted = step_task(
-    rs.wait_promoted, "wait-promoted", timeout_seconds=rs.REPLAY_TIMEOUT + 60, **ONCE
+    rs.wait_promoted, "wait-promoted", timeout_seconds=recovery.REPLAY_TIMEOUT + 60, **ONCE
 )
 verify_restored = step_task(rs.finish, "verify-restored", **RETRYING)
 

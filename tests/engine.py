@@ -8,8 +8,8 @@ from datetime import datetime
 from pgpitr.catalog.restore_points import RestorePoint
 from pgpitr.manifest import BackupManifest
 from pgpitr.operations import backup as bk
+from pgpitr.operations import delete_backup, restore_points, retention
 from pgpitr.operations import restore as rs
-from pgpitr.operations import restore_points, retention
 from pgpitr.postgres.cluster import Cluster
 from pgpitr.steps import Steps
 from pgpitr.targets import RestoreTarget
@@ -49,4 +49,4 @@ def create_restore_point(cluster: str, name: str) -> RestorePoint:
 def delete_backups(
     cluster: str, names: list[str] | None, *, force: bool = False, repository: str | None = None
 ) -> retention.Removed:
-    return retention.delete(Steps(), cluster, names, force=force, repository=repository)
+    return delete_backup.run(Steps(), cluster, names, force=force, repository=repository)

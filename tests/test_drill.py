@@ -17,7 +17,7 @@ from pgpitr import cluster_repository, heartbeat, rto, scratch
 from pgpitr.errors import NotFound, RecoveryTargetError
 from pgpitr.operations import create, drill, log_backup
 from pgpitr.operations import describe as w
-from pgpitr.operations import restore as rs
+from pgpitr.operations.restore import data as restore_data
 from pgpitr.postgres.cluster import Cluster
 from pgpitr.steps import Steps
 from pgpitr.wal import archive
@@ -174,7 +174,7 @@ def test_the_scratch_cluster_of_a_killed_drill_goes_with_the_next_drill(home: Pa
     process.wait()
     (left,) = [c for c in Cluster.all() if c.name.startswith("ksrc-drill-")]
     assert scratch.is_scratch(left.name) and not heartbeat.wanted(left)
-    assert rs.interrupted(left)
+    assert restore_data.interrupted(left)
 
     following = drill.run(Steps(), "ksrc", target_between(beats))
     assert following.passed, following.error

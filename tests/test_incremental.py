@@ -30,7 +30,7 @@ from pgpitr.catalog import window as catalog_window
 from pgpitr.errors import ChecksumMismatch, InvalidInput, PitrError, RecoveryTargetError
 from pgpitr.manifest import backup_manifest_key, data_key, manifest_key
 from pgpitr.operations import create, log_backup, verify
-from pgpitr.operations import restore as rs
+from pgpitr.operations.restore import data as restore_data
 from pgpitr.postgres.cluster import Cluster
 from pgpitr.targets import RestoreTarget
 from tests import engine, pgwheels
@@ -280,7 +280,7 @@ def test_a_lost_or_damaged_link_makes_its_dependents_unrestorable(home: Path, ma
     with pytest.raises(ChecksumMismatch, match=b1.name):
         engine.restore("lost-damaged", "lost", after_b1)
     assert not (home / "clusters" / "lost-damaged").exists()
-    assert not list((home / "clusters").glob(f"*/{rs.LINK_DIR_PREFIX}*"))
+    assert not list((home / "clusters").glob(f"*/{restore_data.LINK_DIR_PREFIX}*"))
     window = catalog_window.recoverable_window(repo, "lost", c.bindir)
     assert window.unusable[b1.name].startswith("its data was found damaged"), window.unusable
     assert b.name not in window.unusable

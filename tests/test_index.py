@@ -586,13 +586,13 @@ def test_a_refresh_finds_a_hole_describe_then_shows_and_a_put_back_segment(
     shutil.copyfile(stored, kept)
     try:
         stored.unlink()  # behind pgpitr's back
-        checked = catalog_describe.refresh(Steps(), "tix").window.wal_checked_at
+        checked = catalog_describe.run(Steps(), "tix").window.wal_checked_at
         monkeypatch.delenv(catalog_describe.WAL_CHECK_EVERY)
         # within the hour of a full check the refresh makes none (the check's time stays)
-        assert catalog_describe.refresh(Steps(), "tix").window.wal_checked_at == checked
+        assert catalog_describe.run(Steps(), "tix").window.wal_checked_at == checked
         monkeypatch.setenv(catalog_describe.WAL_CHECK_EVERY, "0")
         before = time.time()
-        refreshed = catalog_describe.refresh(Steps(), "tix")
+        refreshed = catalog_describe.run(Steps(), "tix")
         assert refreshed.window.wal_checked_at is not None
         assert refreshed.window.wal_checked_at.timestamp() >= before - 1
         ix = walindex.wal_index(repo, "tix", size)
@@ -606,7 +606,7 @@ def test_a_refresh_finds_a_hole_describe_then_shows_and_a_put_back_segment(
         assert "WAL checked: " in text and "WAL checked: never" not in text
     finally:
         shutil.copyfile(kept, stored)  # put back, behind pgpitr's back too
-    catalog_describe.refresh(Steps(), "tix")
+    catalog_describe.run(Steps(), "tix")
     assert walindex.wal_index(repo, "tix", size).has(hole)
     again = catalog_describe.describe(cluster)
     assert again["recoverable_time"] == whole["recoverable_time"]

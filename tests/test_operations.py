@@ -283,7 +283,7 @@ def test_cluster_processes_run_as_an_unprivileged_user(archived: Cluster) -> Non
 def test_a_deleted_clusters_leftover_stanza_does_not_block_its_name(home: Path) -> None:
     from pgpitr import cluster_repository
     from pgpitr.catalog import backups
-    from pgpitr.operations import restore as rs
+    from pgpitr.operations.restore import data as restore_data
 
     first = create.create("reuse")
     log_backup.set_log_backup(first, True)
@@ -300,7 +300,7 @@ def test_a_deleted_clusters_leftover_stanza_does_not_block_its_name(home: Path) 
     log_backup.set_log_backup(again, True)
     assert again.state.system_identifier != old_system_id
     assert repo.get_json("reuse/archive.info")["system_identifier"] == again.state.system_identifier
-    assert rs.remove_interrupted("reuse") is False
+    assert restore_data.remove_interrupted("reuse") is False
 
 
 def test_an_uncompressed_backup_is_verified_restored_and_deleted(archived: Cluster) -> None:

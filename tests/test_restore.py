@@ -1,4 +1,4 @@
-"""pgpitr/operations/restore.py and pgpitr/targets.py: the target is read and checked once, at the
+"""pgpitr/operations/restore/ and pgpitr/targets.py: the target is read and checked once, at the
 edge;
 each kind of target restores exactly the right rows; a target that cannot be reached is refused
 before anything is created.

@@ -13,7 +13,7 @@ import pytest
 from pgpitr.catalog import backups as catalog_backups
 from pgpitr.errors import InvalidInput, NotFound, PitrError
 from pgpitr.manifest import BackupManifest, data_key, manifest_key
-from pgpitr.operations import retention
+from pgpitr.operations import delete_backup, retention
 from pgpitr.repository import open_repository
 from pgpitr.wal import archive
 
@@ -47,9 +47,9 @@ def test_expired_takes_failed_and_past_ttl_but_keeps_the_newest_completed(repo) 
 
 def test_deleting_everything_must_be_asked_for() -> None:
     with pytest.raises(InvalidInput, match="--force"):
-        retention.require_names_or_force(None, False)
-    retention.require_names_or_force(None, True)
-    retention.require_names_or_force(["b"], False)
+        delete_backup.require_names_or_force(None, False)
+    delete_backup.require_names_or_force(None, True)
+    delete_backup.require_names_or_force(["b"], False)
 
 
 def test_a_delete_refuses_unknown_and_running_backups_and_removes_what_it_names(repo) -> None:

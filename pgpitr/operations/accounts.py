@@ -1,8 +1,9 @@
-"""Database accounts and their roles.  Identifiers always go through psycopg's ``sql`` module.
+"""Creating a database account (a login role).  Identifiers always go through psycopg's ``sql``
+module.
 
-``run_create_account`` and ``run_grant_role`` are the two operations.  An account's password
-reaches the step through the environment (``PASSWORD_ENV``), never as a parameter of a flow or a
-task, so that it is neither shown in the UI nor kept as a result.
+``run`` is the operation.  An account's password reaches the step through the environment
+(``PASSWORD_ENV``), never as a parameter of a flow or a task, so that it is neither shown in the UI
+nor kept as a result.
 """
 
 from __future__ import annotations
@@ -16,23 +17,18 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
 
-from pgpitr.errors import AlreadyExists, InvalidInput, NotFound
+from pgpitr.errors import AlreadyExists, InvalidInput
 from pgpitr.postgres.cluster import Cluster
 from pgpitr.steps import Steps
 
-ROLES = ("READONLY", "READWRITE", "SUPERUSER")
 _ALPHABET = string.ascii_letters + string.digits
 #: Where the create-account step finds the password (set by the CLI for the run it starts).
 PASSWORD_ENV = "PGPITR_ACCOUNT_PASSWORD"
 log = logging.getLogger(__name__)
 
 
-def run_create_account(steps: Steps, cluster: str, username: str) -> None:
+def run(steps: Steps, cluster: str, username: str) -> None:
     steps(create_account_from_environment, cluster, username)
-
-
-def run_grant_role(steps: Steps, cluster: str, username: str, role: str) -> None:
-    steps(grant, cluster, username, role)
 
 
 def create_account_from_environment(cluster: str, username: str) -> None:
@@ -46,16 +42,11 @@ def create_account_from_environment(cluster: str, username: str) -> None:
     log.info("account %s created in %s", username, cluster)
 
 
-def grant(cluster: str, username: str, role: str) -> None:
-    grant_role(Cluster.get(cluster), username, role)
-    log.info("granted %s to %s in %s", role.upper(), username, cluster)
-
-
 def generate_password(length: int = 24) -> str:
     return "".join(secrets.choice(_ALPHABET) for _ in range(length))
 
 
-def _check_username(username: str) -> None:
+def check_username(username: str) -> None:
     if not username or len(username.encode()) > 63 or "\x00" in username:
         raise InvalidInput(f"invalid user name {username!r}: 1 to 63 bytes, no NUL character")
     if username.lower().startswith("pg_") or username == "postgres":
@@ -69,7 +60,7 @@ def create_account(cluster: Cluster, username: str, password: str | None = None)
     (``scram_verifier``): a statement's text reaches the server log (log_statement,
     log_min_duration_statement), pg_stat_statements and pg_stat_activity, and the plain password
     must reach none of them.  The verifier is kept out of the first two as well."""
-    _check_username(username)
+    check_username(username)
     password = password or generate_password()
     cluster.require_running()
     with cluster.connect() as db, db.transaction():
@@ -98,30 +89,3 @@ def scram_verifier(db: psycopg.Connection, username: str, password: str) -> str:
     by libpq's own PQencryptPasswordConn, as psql's ``\\password`` does: no query is sent."""
     encrypted = db.pgconn.encrypt_password(password.encode(), username.encode(), b"scram-sha-256")
     return encrypted.decode()
-
-
-def grant_role(cluster: Cluster, username: str, role: str) -> None:
-    """READONLY: read every table; READWRITE: read and write every table; SUPERUSER."""
-    _check_username(username)
-    role = role.upper()
-    if role not in ROLES:
-        raise InvalidInput(f"unknown role {role!r}: use one of {', '.join(ROLES)}")
-    cluster.require_running()
-    user = sql.Identifier(username)
-    statements = {
-        "READONLY": [sql.SQL("GRANT pg_read_all_data TO {}").format(user)],
-        "READWRITE": [
-            sql.SQL("GRANT pg_read_all_data TO {}").format(user),
-            sql.SQL("GRANT pg_write_all_data TO {}").format(user),
-        ],
-        "SUPERUSER": [sql.SQL("ALTER ROLE {} SUPERUSER").format(user)],
-    }[role]
-    with cluster.connect() as db:
-        exists = db.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (username,)).fetchone()
-        if not exists:
-            raise NotFound(f"account {username!r} does not exist in {cluster.name!r}")
-        with db.transaction():
-            for statement in statements:
-                db.execute(statement)
-            if role == "READWRITE":
-                db.execute(sql.SQL("GRANT CREATE ON SCHEMA public TO {}").format(user))

@@ -1,6 +1,6 @@
 """What a cluster can be restored to, and whether WAL archiving keeps up.
 
-``refresh`` is the refresh-recoverable-window operation (read the window, check the archiver);
+``run`` is the refresh-recoverable-window operation (read the window, check the archiver);
 ``describe`` is the read-only view of a cluster that ``pgpitr cluster describe`` prints, built
 from the same window and started as no flow.
 """
@@ -58,7 +58,7 @@ class WindowReport:
         }
 
 
-def refresh(steps: Steps, cluster: str) -> WindowReport:
+def run(steps: Steps, cluster: str) -> WindowReport:
     """CLUSTER's recoverable window; with log backup on, whether archiving keeps up."""
     window = steps(read_window, cluster)
     archiver = steps(check_archiver, cluster)

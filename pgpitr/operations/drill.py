@@ -41,6 +41,7 @@ from pgpitr.errors import (
 )
 from pgpitr.manifest import BackupManifest
 from pgpitr.operations import restore as rs
+from pgpitr.operations.restore import data as restore_data
 from pgpitr.postgres.cluster import Cluster, validate_name
 from pgpitr.postgres.command import run as run_command
 from pgpitr.repository import Repository
@@ -294,7 +295,7 @@ def remove_scratch(plan: DrillPlan) -> bool:
 def _remove(name: str, source: str | None) -> None:
     if not _SCRATCH.search(name):  # a marker names only scratch clusters; never anything else
         return
-    rs.remove_interrupted(name)  # killed mid-restore: the restore's own cleanup
+    restore_data.remove_interrupted(name)  # killed mid-restore: the restore's own cleanup
     try:
         c = Cluster.get(name)
     except (NotFound, FileNotFoundError):

@@ -1,10 +1,11 @@
-"""Removing backups and the WAL no remaining backup needs: the TTL's retention, and deletes.
+"""Removing backups and the WAL no remaining backup needs: the TTL's retention, and the unit of
+work deletes share (``delete_backups``).
 
-``apply`` (the policy's TTL) and ``delete`` (what the user names) are the two operations, each
-the one place its steps are put in order.  A backup the recoverable window starts from is removed
-only with ``force``, or by retention when another backup can start a window; WAL is pruned only
-below the start of the oldest backup that remains (a running backup counts), so nothing a restore
-can still use is ever removed by accident.
+``run`` (the policy's TTL) is the operation here, the one place its steps are put in order;
+``pgpitr.operations.delete_backup`` deletes what the user names.  A backup the recoverable window
+starts from is removed only with ``force``, or by retention when another backup can start a
+window; WAL is pruned only below the start of the oldest backup that remains (a running backup
+counts), so nothing a restore can still use is ever removed by accident.
 
 Incremental backups: a backup goes only together with its dependents (the backups whose lineage
 runs through it, ``catalog.dependents``).  A delete of a backup with dependents is refused
@@ -20,9 +21,8 @@ from datetime import UTC, datetime
 
 from pgpitr import cluster_repository
 from pgpitr.catalog import backups as catalog_backups
-from pgpitr.catalog import source
 from pgpitr.catalog import window as catalog_window
-from pgpitr.errors import DeleteIncomplete, InvalidInput, PitrError, RepositoryError
+from pgpitr.errors import DeleteIncomplete, PitrError, RepositoryError
 from pgpitr.manifest import data_keys, manifest_key
 from pgpitr.postgres.cluster import Cluster
 from pgpitr.repository import Repository
@@ -61,33 +61,14 @@ class RetentionReport:
     kept: dict[str, str]
 
 
-# -- the operations --------------------------------------------------------------------------
+# -- the operation ---------------------------------------------------------------------------
 
 
-def apply(steps: Steps, cluster: str) -> RetentionReport:
+def run(steps: Steps, cluster: str) -> RetentionReport:
     """Remove what the policy's TTL expired, and the WAL older than every remaining backup."""
     plan = steps(choose_expired, cluster)
     removed = steps(delete_expired, cluster, plan.remove)
     return RetentionReport(removed, plan.kept)
-
-
-def delete(
-    steps: Steps,
-    cluster: str,
-    names: list[str] | None,
-    *,
-    force: bool = False,
-    repository: str | None = None,
-) -> Removed:
-    """Delete the named backups, or with ``force`` and no names every backup of CLUSTER."""
-    require_names_or_force(names, force)
-    return steps(delete_named, cluster, names or None, force, repository)
-
-
-def require_names_or_force(names: list[str] | None, force: bool) -> None:
-    """Deleting every backup of a cluster must be asked for by name or with --force."""
-    if not names and not force:
-        raise InvalidInput("name the backup(s) with --name, or delete all of them with --force")
 
 
 # -- the steps -------------------------------------------------------------------------------
@@ -132,19 +113,6 @@ def delete_expired(cluster: str, names: list[str]) -> Removed:
     # Already deleted by an earlier attempt of this step: not an error on a retry.
     present = {b.name for b in catalog_backups.list_backups(repo, c.state.stanza)}
     removed = delete_backups(repo, c.state.stanza, [n for n in names if n in present], force=True)
-    log.info("%s: %s", cluster, removed.describe())
-    return removed
-
-
-def delete_named(
-    cluster: str, names: list[str] | None, force: bool, repository: str | None = None
-) -> Removed:
-    """The backups asked for (all of the cluster's when ``names`` is None and ``force``); a
-    deleted cluster's backups too, from the repository given or the default one."""
-    repo = source.resolve_source(cluster, repository).open()
-    if names is None:
-        names = [b.name for b in catalog_backups.list_backups(repo, cluster)]
-    removed = delete_backups(repo, cluster, names, force=force)
     log.info("%s: %s", cluster, removed.describe())
     return removed
 

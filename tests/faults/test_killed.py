@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pgpitr import cluster_repository
-from pgpitr.operations import restore as rs
+from pgpitr.operations.restore import data as restore_data
 from pgpitr.postgres.cluster import Cluster
 from pgpitr.repository import open_repository
 from pgpitr.state import ClusterState
@@ -140,7 +140,7 @@ def test_killed_restore_leaves_nothing_once_run_again(home: Path) -> None:
     code = "from tests import engine; engine.restore('kdst', 'ksrc', None)"
     _kill_once_its_server_started(home, "kdst", code)
     half = Cluster.get("kdst")
-    assert rs.interrupted(half)
+    assert restore_data.interrupted(half)
     # What the killed restore started goes on without it: its server, and the detached worker
     # that fetches WAL ahead into the new cluster's spool.  Both are stopped here, as a crash of
     # the host would stop them, so that the second run meets the same leftovers every time.  Left
@@ -148,14 +148,14 @@ def test_killed_restore_leaves_nothing_once_run_again(home: Path) -> None:
     # worker may write into the directory the second run is removing.
     half.stop(mode="immediate")
     _wait_lock_free(half.state.spool / "fetch.lock")
-    assert "kdst" not in [c.name for c in Cluster.all() if not rs.interrupted(c)]
+    assert "kdst" not in [c.name for c in Cluster.all() if not restore_data.interrupted(c)]
 
     again = in_child(code)
     out, err = again.communicate(timeout=300)
     assert again.returncode == 0, err
     assert sql("kdst", "SELECT count(*) FROM msg") == [(1,)]
     assert sql("kdst", "SELECT count(*) FROM pgbench_accounts") == [(2_500_000,)]
-    assert not rs.interrupted(Cluster.get("kdst"))
+    assert not restore_data.interrupted(Cluster.get("kdst"))
     assert (
         cluster_repository.repository(Cluster.get("kdst")).url
         == cluster_repository.repository(source).url
@@ -182,10 +182,10 @@ def test_a_killed_restores_server_that_archives_alone_does_not_block_a_second_ru
     while not any("/wal/00000002" in i.key for i in repo.list("odst/wal/")):
         assert time.monotonic() < deadline, "the orphaned server's segment was never archived"
         time.sleep(0.1)
-    assert rs.interrupted(Cluster.get("odst"))
+    assert restore_data.interrupted(Cluster.get("odst"))
 
     again = in_child(code)
     out, err = again.communicate(timeout=300)
     assert again.returncode == 0, err
     assert sql("odst", "SELECT count(*) FROM msg") == [(1,)]
-    assert not rs.interrupted(Cluster.get("odst"))
+    assert not restore_data.interrupted(Cluster.get("odst"))

@@ -139,7 +139,7 @@ def test_the_cli_sends_the_target_through_the_deployment_as_json(history) -> Non
     assert run.parameters["target"] == {"xid": history.xid_row_2, "inclusive": False}
     # its result kept as pgpitr's JSON, with its typed target
     kept = api.stored_result(run)[2]
-    assert kept["type"] == "pgpitr.operations.restore.RestoreResult"
+    assert kept["type"] == "pgpitr.operations.restore.recovery.RestoreResult"
     assert kept["fields"]["target"]["type"] == "pgpitr.targets.RestoreTarget"
     assert kept["fields"]["target"]["data"]["xid"] == history.xid_row_2
     described = cli("cluster", "describe", "src", "-o", "json").stdout

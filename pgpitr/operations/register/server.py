@@ -1,29 +1,18 @@
-"""Protect a server pgpitr did not create: ``register`` and ``unregister``.
-
-``run_register`` and ``run_unregister`` put their steps in order here, once.  Registering finds
-the running server from its data directory (or, in Debian's layout, its configuration directory
-/etc/postgresql/N/NAME), checks everything it can before it changes anything, then records the
-cluster under PGPITR_HOME (state, policy, spool: never the server's data) and sets
-``archive_command`` and ``archive_timeout`` with ``ALTER SYSTEM`` and a reload, remembering how
-they were.  ``archive_mode`` needs a restart: refused unless asked for (``restart``).
-Unregistering puts the remembered settings back with a reload and forgets the cluster; its
-backups stay in the repository, and the server is never stopped.
+"""Finding and checking the running server that ``register`` protects: what it was asked
+(``RegisterRequest``), where the server is and how it runs (``Server``), and the settings it reads
+before it changes anything (``Settings``).  Nothing here changes the server.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import pwd
 import re
-import shutil
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pgpitr import cluster_repository, policy_store
-from pgpitr import policy as pol
+from pgpitr import cluster_repository
 from pgpitr import state as st
 from pgpitr.errors import (
     AlreadyExists,
@@ -33,16 +22,12 @@ from pgpitr.errors import (
 )
 from pgpitr.operations import create
 from pgpitr.osutil import process_alive
-from pgpitr.postgres import binaries, conf, slots
+from pgpitr.postgres import binaries
 from pgpitr.postgres.cluster import Cluster, validate_name
-from pgpitr.postgres.command import OsUser, run
-from pgpitr.postgres.osuser import check_reachable, make_dir
+from pgpitr.postgres.command import run
 from pgpitr.privilege import account_name
 from pgpitr.repository import RepositoryUrl, open_repository
-from pgpitr.steps import Steps, undone_by
 from pgpitr.wal import archive
-
-log = logging.getLogger(__name__)
 
 #: What registration changes, and so what unregistration puts back.
 CHANGED = ("archive_command", "archive_timeout")
@@ -117,39 +102,6 @@ class Settings:
     superuser: str
     archive_mode: str
     previous: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-
-# -- the operations --------------------------------------------------------------------------
-
-
-def run_register(steps: Steps, request: RegisterRequest) -> dict[str, Any]:
-    """Protect the running server of ``request.pgdata`` as cluster ``request.name``."""
-    server = steps(find_server, request)
-    found = steps(check_server, request, server)
-    with steps.transaction():
-        steps(save_registration, request, server, found)
-        if found.archive_mode == "off":
-            steps(turn_on_archive_mode, request.name)
-        steps(set_archive_settings, request.name)
-    steps.sync_schedules(request.name)
-    return {
-        "name": request.name,
-        "datadir": server.datadir,
-        "port": server.port,
-        "pg_version": server.major,
-        "previous": found.previous,
-        "restarted": found.archive_mode == "off",
-    }
-
-
-def run_unregister(steps: Steps, name: str) -> dict[str, Any]:
-    """Stop protecting a registered server: its settings put back, pgpitr's state of it
-    removed, its backups kept; the server keeps running and its data is not touched."""
-    steps(check_registered, name)
-    restored = steps(put_back_settings, name)
-    steps(forget_cluster, name)
-    steps.remove_schedules(name)
-    return restored
 
 
 # -- finding the server ----------------------------------------------------------------------
@@ -310,7 +262,7 @@ def _control_data(bindir: Path, datadir: Path) -> dict[str, str]:
     }
 
 
-def _state(name: str, server: Server, repository: str, superuser: str) -> st.ClusterState:
+def state_of(name: str, server: Server, repository: str, superuser: str) -> st.ClusterState:
     return st.ClusterState(
         name=name,
         platform="local",
@@ -336,7 +288,7 @@ def check_server(request: RegisterRequest, server: Server) -> Settings:
     """Connect as the server's OS user and check what archiving needs; change nothing."""
     url = request.backup_repo or st.default_repository_url()
     # peer authentication: the OS user's own role, which must be a superuser
-    probe = Cluster(_state(request.name, server, url, superuser=server.os_user))
+    probe = Cluster(state_of(request.name, server, url, superuser=server.os_user))
     try:
         with probe.connect() as db:
             rows = dict(
@@ -418,142 +370,3 @@ def read_auto_conf(datadir: Path) -> dict[str, str]:
         if match:
             found[match.group(1).lower()] = match.group(2).replace("''", "'")
     return found
-
-
-# -- registration ----------------------------------------------------------------------------
-
-
-def forget(name: str) -> None:
-    """Remove pgpitr's record of a registered cluster (PGPITR_HOME/clusters/NAME only)."""
-    try:
-        cluster = Cluster.get(name)
-    except NotFound:
-        return
-    if not cluster.registered:
-        raise ClusterStateError(f"cluster {name!r} was created by pgpitr, not registered")
-    datadir = cluster.state.datadir.resolve()
-    if datadir.is_relative_to(cluster.state.dir.resolve()):  # never, by construction
-        raise ClusterStateError(f"{datadir} is inside {cluster.state.dir}; not removing it")
-    shutil.rmtree(cluster.state.dir)
-
-
-def _undo_registration(name: str) -> None:
-    forget(name)
-    log.warning("registration of %s failed: forgot it again", name)
-
-
-@undone_by(_undo_registration)
-def save_registration(request: RegisterRequest, server: Server, found: Settings) -> str:
-    """Record the cluster under PGPITR_HOME: state, default policy, credentials, spool."""
-    now = datetime.now(UTC).isoformat(timespec="seconds")
-    url = request.backup_repo or st.default_repository_url()
-    state = _state(request.name, server, url, found.superuser)
-    state.created = now
-    state.previous_settings = found.previous
-    entry = pwd.getpwnam(server.os_user)
-    user = OsUser(entry.pw_name, entry.pw_uid, entry.pw_gid)
-    state.encryption_key_file = cluster_repository.encryption_key_file(url, user)
-    home = st.home()
-    if not home.exists():
-        make_dir(home, user, 0o755)
-    check_reachable(user, home, writable=False)  # it writes only in its own directory
-    make_dir(state.dir, user, 0o750)
-    try:
-        for sub in ("log", "spool"):
-            make_dir(state.dir / sub, user, 0o750)
-        state.save()
-        cluster = Cluster(state)
-        cluster_repository.store_credentials(cluster)
-        cluster_repository.prepare_file_repository(cluster)
-        cluster_repository.repository(cluster).check()
-        policy_store.save_policy(
-            cluster,
-            # no heartbeat rows and no scheduled drills in someone else's server unless asked
-            pol.BackupPolicy(
-                cluster=cluster.name,
-                repository=url,
-                create_time=now,
-                heartbeat_enabled=False,
-                drill_enabled=False,
-            ),
-        )
-    except BaseException:  # a failed step is not undone by its transaction: leave nothing
-        shutil.rmtree(state.dir, ignore_errors=True)
-        raise
-    log.info(
-        "registered %s: %s (PostgreSQL %s, port %s, socket %s, OS user %s)",
-        request.name,
-        server.datadir,
-        server.major,
-        server.port,
-        server.socket_dir,
-        server.os_user,
-    )
-    return request.name
-
-
-def _put_back(name: str) -> None:
-    put_back_settings(name)
-
-
-@undone_by(_put_back)
-def turn_on_archive_mode(name: str) -> str:
-    """archive_mode = on with ALTER SYSTEM, then restart the server (asked for: --restart)."""
-    cluster = Cluster.get(name)
-    cluster.alter_system({"archive_mode": "on", "archive_command": conf.ARCHIVE_OFF})
-    log.warning("restarting %s to turn archive_mode on (asked for with --restart)", name)
-    cluster.restart()
-    return name
-
-
-@undone_by(_put_back)
-def set_archive_settings(name: str) -> str:
-    """pgpitr's archive_command (log backup off, as for a new cluster) and archive_timeout."""
-    cluster = Cluster.get(name)
-    cluster.alter_system(
-        {
-            "archive_command": conf.archive_command(st.home(), name, enabled=False),
-            "archive_timeout": ARCHIVE_TIMEOUT,
-        }
-    )
-    log.info("%s: archive_command and archive_timeout set with ALTER SYSTEM", name)
-    return name
-
-
-# -- unregistration --------------------------------------------------------------------------
-
-
-def check_registered(name: str) -> None:
-    cluster = Cluster.get(name)
-    if not cluster.registered:
-        raise InvalidInput(
-            f"cluster {name!r} was created by pgpitr; only a registered server is unregistered",
-            hint=f"`pgpitr cluster delete {name}` removes a created cluster",
-        )
-
-
-def put_back_settings(name: str) -> dict[str, Any]:
-    """The settings as they were before registration, with a reload.  ``archive_mode`` turned
-    on by registration is reset too, but stays on until the server's next restart."""
-    cluster = Cluster.get(name)
-    cluster.require_running()
-    previous = cluster.state.previous_settings
-    settings: dict[str, str | None] = {
-        key: (old["value"] if old["in_auto_conf"] else None) for key, old in previous.items()
-    }
-    cluster.alter_system(settings)
-    log.info("%s: settings put back: %s", name, settings)
-    # streaming's own: commits must not wait for a receiver pgpitr no longer runs, nor the
-    # slot hold WAL back for it
-    slots.set_synchronous(cluster, False)
-    if slots.drop_slot(cluster):
-        log.info("%s: replication slot %s dropped", name, slots.SLOT)
-    notes = []
-    if "archive_mode" in previous:
-        notes.append("archive_mode returns to its old value at the server's next restart")
-    return {"settings": settings, "notes": notes}
-
-
-def forget_cluster(name: str) -> None:
-    forget(name)
-    log.info("%s unregistered: its backups stay in the repository, the server runs on", name)

@@ -1,0 +1,41 @@
+"""Protect a server pgpitr did not create: ``register`` (``operations.unregister`` undoes it).
+
+``run`` puts its steps in order here, once.  Registering finds the running server from its data
+directory (or, in Debian's layout, its configuration directory /etc/postgresql/N/NAME) and checks
+everything it can before it changes anything (``server``), then records the cluster under
+PGPITR_HOME (state, policy, spool: never the server's data) and sets ``archive_command`` and
+``archive_timeout`` with ``ALTER SYSTEM`` and a reload, remembering how they were (``settings``).
+``archive_mode`` needs a restart: refused unless asked for (``restart``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pgpitr.operations.register.server import RegisterRequest, check_server, find_server
+from pgpitr.operations.register.settings import (
+    save_registration,
+    set_archive_settings,
+    turn_on_archive_mode,
+)
+from pgpitr.steps import Steps
+
+
+def run(steps: Steps, request: RegisterRequest) -> dict[str, Any]:
+    """Protect the running server of ``request.pgdata`` as cluster ``request.name``."""
+    server = steps(find_server, request)
+    found = steps(check_server, request, server)
+    with steps.transaction():
+        steps(save_registration, request, server, found)
+        if found.archive_mode == "off":
+            steps(turn_on_archive_mode, request.name)
+        steps(set_archive_settings, request.name)
+    steps.sync_schedules(request.name)
+    return {
+        "name": request.name,
+        "datadir": server.datadir,
+        "port": server.port,
+        "pg_version": server.major,
+        "previous": found.previous,
+        "restarted": found.archive_mode == "off",
+    }

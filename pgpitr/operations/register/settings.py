@@ -1,0 +1,149 @@
+"""Saving a registered server's record and settings, and putting its settings back: the steps
+that change something, each undone by putting back what ALTER SYSTEM had written.
+"""
+
+from __future__ import annotations
+
+import logging
+import pwd
+import shutil
+from datetime import UTC, datetime
+from typing import Any
+
+from pgpitr import cluster_repository, policy_store
+from pgpitr import policy as pol
+from pgpitr import state as st
+from pgpitr.errors import ClusterStateError, NotFound
+from pgpitr.operations.register.server import (
+    ARCHIVE_TIMEOUT,
+    RegisterRequest,
+    Server,
+    Settings,
+    state_of,
+)
+from pgpitr.postgres import conf, slots
+from pgpitr.postgres.cluster import Cluster
+from pgpitr.postgres.command import OsUser
+from pgpitr.postgres.osuser import check_reachable, make_dir
+from pgpitr.steps import undone_by
+
+log = logging.getLogger(__name__)
+
+
+def forget(name: str) -> None:
+    """Remove pgpitr's record of a registered cluster (PGPITR_HOME/clusters/NAME only)."""
+    try:
+        cluster = Cluster.get(name)
+    except NotFound:
+        return
+    if not cluster.registered:
+        raise ClusterStateError(f"cluster {name!r} was created by pgpitr, not registered")
+    datadir = cluster.state.datadir.resolve()
+    if datadir.is_relative_to(cluster.state.dir.resolve()):  # never, by construction
+        raise ClusterStateError(f"{datadir} is inside {cluster.state.dir}; not removing it")
+    shutil.rmtree(cluster.state.dir)
+
+
+def _undo_registration(name: str) -> None:
+    forget(name)
+    log.warning("registration of %s failed: forgot it again", name)
+
+
+@undone_by(_undo_registration)
+def save_registration(request: RegisterRequest, server: Server, found: Settings) -> str:
+    """Record the cluster under PGPITR_HOME: state, default policy, credentials, spool."""
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    url = request.backup_repo or st.default_repository_url()
+    state = state_of(request.name, server, url, found.superuser)
+    state.created = now
+    state.previous_settings = found.previous
+    entry = pwd.getpwnam(server.os_user)
+    user = OsUser(entry.pw_name, entry.pw_uid, entry.pw_gid)
+    state.encryption_key_file = cluster_repository.encryption_key_file(url, user)
+    home = st.home()
+    if not home.exists():
+        make_dir(home, user, 0o755)
+    check_reachable(user, home, writable=False)  # it writes only in its own directory
+    make_dir(state.dir, user, 0o750)
+    try:
+        for sub in ("log", "spool"):
+            make_dir(state.dir / sub, user, 0o750)
+        state.save()
+        cluster = Cluster(state)
+        cluster_repository.store_credentials(cluster)
+        cluster_repository.prepare_file_repository(cluster)
+        cluster_repository.repository(cluster).check()
+        policy_store.save_policy(
+            cluster,
+            # no heartbeat rows and no scheduled drills in someone else's server unless asked
+            pol.BackupPolicy(
+                cluster=cluster.name,
+                repository=url,
+                create_time=now,
+                heartbeat_enabled=False,
+                drill_enabled=False,
+            ),
+        )
+    except BaseException:  # a failed step is not undone by its transaction: leave nothing
+        shutil.rmtree(state.dir, ignore_errors=True)
+        raise
+    log.info(
+        "registered %s: %s (PostgreSQL %s, port %s, socket %s, OS user %s)",
+        request.name,
+        server.datadir,
+        server.major,
+        server.port,
+        server.socket_dir,
+        server.os_user,
+    )
+    return request.name
+
+
+def _put_back(name: str) -> None:
+    put_back_settings(name)
+
+
+@undone_by(_put_back)
+def turn_on_archive_mode(name: str) -> str:
+    """archive_mode = on with ALTER SYSTEM, then restart the server (asked for: --restart)."""
+    cluster = Cluster.get(name)
+    cluster.alter_system({"archive_mode": "on", "archive_command": conf.ARCHIVE_OFF})
+    log.warning("restarting %s to turn archive_mode on (asked for with --restart)", name)
+    cluster.restart()
+    return name
+
+
+@undone_by(_put_back)
+def set_archive_settings(name: str) -> str:
+    """pgpitr's archive_command (log backup off, as for a new cluster) and archive_timeout."""
+    cluster = Cluster.get(name)
+    cluster.alter_system(
+        {
+            "archive_command": conf.archive_command(st.home(), name, enabled=False),
+            "archive_timeout": ARCHIVE_TIMEOUT,
+        }
+    )
+    log.info("%s: archive_command and archive_timeout set with ALTER SYSTEM", name)
+    return name
+
+
+def put_back_settings(name: str) -> dict[str, Any]:
+    """The settings as they were before registration, with a reload.  ``archive_mode`` turned
+    on by registration is reset too, but stays on until the server's next restart."""
+    cluster = Cluster.get(name)
+    cluster.require_running()
+    previous = cluster.state.previous_settings
+    settings: dict[str, str | None] = {
+        key: (old["value"] if old["in_auto_conf"] else None) for key, old in previous.items()
+    }
+    cluster.alter_system(settings)
+    log.info("%s: settings put back: %s", name, settings)
+    # streaming's own: commits must not wait for a receiver pgpitr no longer runs, nor the
+    # slot hold WAL back for it
+    slots.set_synchronous(cluster, False)
+    if slots.drop_slot(cluster):
+        log.info("%s: replication slot %s dropped", name, slots.SLOT)
+    notes = []
+    if "archive_mode" in previous:
+        notes.append("archive_mode returns to its old value at the server's next restart")
+    return {"settings": settings, "notes": notes}
