@@ -335,7 +335,7 @@ def test_a_backups_history_file_is_read_by_its_name_beside_any_number_of_segment
     """With log backup on, pg_basebackup prints no WAL range: the server's .backup file has it,
     and the server names it; reading it costs the same requests beside 1,001 segments (more
     than a LIST page) as beside none."""
-    from pgpitr.operations import backup as bk
+    from pgpitr.operations.backup import history_file
 
     repo = open_repository(s3_url)
     history = (
@@ -349,7 +349,7 @@ def test_a_backups_history_file_is_read_by_its_name_beside_any_number_of_segment
         _push(repo, stanza, tmp_path, "000000010000000000000005.00000028.backup", history.encode())
         before = dict(REQUESTS)
         name = "000000010000000000000005.00000028.backup"
-        found = bk._read_history_file(repo, stanza, name, "b-1", timeout=5)
+        found = history_file._read_history_file(repo, stanza, name, "b-1", timeout=5)
         assert found == ("0/5000028", "0/5000138", 1)
         return {k: n - before.get(k, 0) for k, n in REQUESTS.items() if n != before.get(k, 0)}
 
