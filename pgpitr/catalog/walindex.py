@@ -55,7 +55,7 @@ class WalIndex:
         self.history: dict[int, list[tuple[int, int]]] = {}
         #: listed log directories ("TTTTTTTTLLLLLLLL"): segment name -> key, the truth
         self._listed: dict[str, dict[str, str]] = {}
-        #: segment name -> key of its newest streamed partial (pgpitr/wal/stream.py), as the
+        #: segment name -> key of its newest streamed partial (pgpitr/wal/stream/), as the
         #: listed log directories show them: a segment still being streamed, which a chain may
         #: end in, never pass through.  Never in the catalog index: they change every second.
         self.partials: dict[str, str] = {}

@@ -79,7 +79,7 @@ SUMMARY = "summary.json"
 # repository, never the other way round.
 _SEGMENT = re.compile(r"^[0-9A-F]{24}\Z")
 _OBJECT = re.compile(r"^(?P<name>.+)-(?P<sha>[0-9a-f]{64})\.zst\Z")
-#: a segment being streamed (wal.STREAMED_PARTIAL_RE, pgpitr/wal/stream.py): never indexed, as
+#: a segment being streamed (wal.STREAMED_PARTIAL_RE, pgpitr/wal/stream/): never indexed, as
 #: it changes every second; the window finds it in the listed log directory of a chain's end
 _STREAMED_PARTIAL = re.compile(r"^[0-9A-F]{24}\.[0-9A-F]{8}\.partial\Z")
 _DELTA = re.compile(r"^delta-\d{20}-[0-9a-f]{8}\.json\Z")
