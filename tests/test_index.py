@@ -1,4 +1,4 @@
-"""The catalog index (pgpitr/wal/index.py) and the WAL index the chains read from it
+"""The catalog index (pgpitr/wal/index/) and the WAL index the chains read from it
 (pgpitr/catalog/walindex.py ``WalIndex``): kept by every push and delete, rebuilt when absent, never
 trusted over what the repository holds, and read in requests that do not grow with the archive.
 
@@ -35,6 +35,7 @@ from pgpitr.repository import open_repository
 from pgpitr.repository.base import REQUESTS, document_frame, request_counts
 from pgpitr.targets import RestoreTarget
 from pgpitr.wal import archive, index
+from pgpitr.wal.index import loading as index_loading
 from tests import engine
 from tests.conftest import cli, shared_home
 from tests.pg import archive_now, sql
@@ -124,7 +125,7 @@ def test_deltas_are_compacted_into_a_summary_and_readers_stay_bounded(
     assert state.objects_read == 1 + index.COMPACT_AT
     assert index.load(repo, "s", SEG).objects_read == 1  # the summary folds them all
     # folded deltas are deleted by a later compaction, once the summary is GRACE old
-    monkeypatch.setattr(index, "GRACE", 0.0)
+    monkeypatch.setattr(index_loading, "GRACE", 0.0)
     for name in _names(1, range(200, 200 + index.COMPACT_AT)):
         _push(repo, "s", tmp_path, name)
     index.load(repo, "s", SEG)

@@ -169,7 +169,7 @@ def push_file(
     """Archive one WAL file.  Returns only once it is durably stored *and indexed*.
 
     The one entry point of every pusher (archive_command, its worker, a WAL streamer): it keeps
-    the catalog index (pgpitr/wal/index.py).  With a ``journal`` the file is added to it,
+    the catalog index (pgpitr/wal/index/).  With a ``journal`` the file is added to it,
     and the caller flushes the journal before acknowledging the file (the push worker does, once
     per batch); without one, the file is recorded here, in a delta of its own.
 
