@@ -20,7 +20,6 @@ LIMIT = 450
 #: Engine modules known to be longer, each with why; each is being split (issue 22), and its entry
 #: goes when it is.
 EXCEPTIONS = {
-    "pgpitr/postgres/cluster.py": "one facade over a cluster's state, configuration, postmaster",
     "pgpitr/policy.py": "the policy's model and the validation of every setting",
 }
 
