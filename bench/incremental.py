@@ -55,6 +55,7 @@ from pgpitr.manifest import copy_data
 from pgpitr.operations import backup as bk
 from pgpitr.operations import create, log_backup
 from pgpitr.operations import restore as rs
+from pgpitr.operations.backup import basebackup
 from pgpitr.postgres import binaries, cluster
 from pgpitr.postgres.cluster import Cluster
 from pgpitr.postgres.command import combinebackup_command
@@ -429,15 +430,15 @@ def copy_modes(src: Source, home: Path, runs: int) -> dict:
     backup_manifest out of the stream); pg_combinebackup of a full and an incremental with each
     copy mode the file system takes."""
     out: dict = {}
-    since = bk.INCREMENTAL_SINCE
+    since = basebackup.INCREMENTAL_SINCE
     tool_times, tap_times = [], []
     for run in range(runs):
-        bk.INCREMENTAL_SINCE = 99
+        basebackup.INCREMENTAL_SINCE = 99
         try:
             _, seconds = _timed(bk.run, Steps(), SOURCE, f"cm-by-tool-{run}")
             tool_times.append(seconds)
         finally:
-            bk.INCREMENTAL_SINCE = since
+            basebackup.INCREMENTAL_SINCE = since
         full, seconds = _timed(bk.run, Steps(), SOURCE, f"cm-full-{run}")
         tap_times.append(seconds)
     out["manifest_tap_cost_ratio"] = round(_median(tap_times) / _median(tool_times), 3)

@@ -1,6 +1,6 @@
 """The child process that runs one pgpitr operation through the engine, as the Prefect tasks do.
 
-``python -m bench.runner backup|restore ... --out FILE`` calls ``backup.take_backup`` (what the
+``python -m bench.runner backup|restore ... --out FILE`` calls ``take.take_backup`` (what the
 ``stream-base-backup`` task calls) or ``restore.plan`` + ``restore.restore`` (the steps of the
 restore flow, in order), and writes a JSON record: the seconds inside the engine call, the seconds
 spent importing, and this process's own peak RSS (VmHWM).  The parent times the whole process and
@@ -26,14 +26,14 @@ def _vm_hwm_kb() -> int:
 
 
 def _backup(args: argparse.Namespace) -> dict:
-    from pgpitr.operations import backup
+    from pgpitr.operations.backup import take
     from pgpitr.postgres.cluster import Cluster
     from pgpitr.repository import open_repository
 
     cluster = Cluster.get(args.cluster)
     repo = open_repository(args.repo, cluster.state.credentials_file)
     imported = time.perf_counter()
-    result = backup.take_backup(
+    result = take.take_backup(
         cluster,
         repo,
         name=args.name,

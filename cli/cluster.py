@@ -197,17 +197,18 @@ def backup(
     from pgpitr import cluster_repository
     from pgpitr.catalog import backups as catalog_backups
     from pgpitr.operations import backup as bk
+    from pgpitr.operations.backup.names import validate_name
 
     # an unknown name, type or parent, or a server too old, fails here, not as a failed run
     cluster = Cluster.get(name)
     catalog_source.check_key(cluster_repository.repository(cluster), cluster.state.stanza)
     kind = bk.BackupType.parse(type_)
     if backup_name:
-        bk.validate_name(backup_name)
+        validate_name(backup_name)
     if kind is bk.BackupType.INCREMENTAL:
         bk.require_incremental_support(cluster)
         if parent:
-            bk.validate_name(parent)
+            validate_name(parent)
             catalog_backups.get_backup(
                 cluster_repository.repository(cluster), cluster.state.stanza, parent
             )

@@ -149,7 +149,7 @@ def _start_heartbeat() -> None:
 
 
 def _start_streams() -> tuple[threading.Thread, threading.Event]:
-    """WAL streaming (pgpitr/wal/stream.py) for this host's clusters in stream mode, in a thread
+    """WAL streaming (pgpitr/wal/stream/) for this host's clusters in stream mode, in a thread
     of the agent itself like the heartbeat: a receiver must go on while serving restarts."""
     from pgpitr.wal import stream
 

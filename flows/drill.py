@@ -1,5 +1,5 @@
 """The ``drill`` flow: restore a random point of a cluster's window into a scratch cluster, check
-it, time it, remove it (pgpitr/operations/drill.py); a readable report as an artifact, an event,
+it, time it, remove it (pgpitr/operations/drill/); a readable report as an artifact, an event,
 and a failed run when the drill fails."""
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ gets one row per beat: the time (``clock_timestamp()``) and the WAL position at 
 Each beat is its own transaction with a commit record, so
 
 - a drill has an oracle: restored to time T, the cluster must hold the newest row of the source
-  at or before T and none after it (pgpitr/operations/drill.py);
+  at or before T and none after it (pgpitr/operations/drill/);
 - an idle cluster still commits, so the recoverable window's end (the last archived commit)
   follows the clock, and the archive lag (now - that end) measures the RPO instead of growing
   forever while nothing happens.

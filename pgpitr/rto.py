@@ -2,7 +2,7 @@
 
 A restore takes the fixed time of planning and promotion, plus the backup's size over the
 materialise rate, plus the WAL to replay over the replay rate; the rates and the fixed time are
-those of the newest passed drills (pgpitr/operations/drill.py), weighted by volume.  With no drill,
+those of the newest passed drills (pgpitr/operations/drill/), weighted by volume.  With no drill,
 there is no prediction, rather than an invented number.
 """
 

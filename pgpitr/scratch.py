@@ -1,7 +1,7 @@
 """Markers of drills' scratch clusters: ``PGPITR_HOME/drills/NAME.json`` (pid, host, source).
 
 A drill writes its marker before it restores into the scratch cluster and removes it last, so a
-marker whose process no longer runs names what a killed drill left (pgpitr/operations/drill.py
+marker whose process no longer runs names what a killed drill left (pgpitr/operations/drill/
 removes it),
 and the heartbeat loop (pgpitr/heartbeat.py) leaves a marked cluster alone: a beat written into
 a scratch cluster after its promotion would look like a row restored past the target.

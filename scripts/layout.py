@@ -20,11 +20,6 @@ LIMIT = 450
 #: Engine modules known to be longer, each with why; each is being split (issue 22), and its entry
 #: goes when it is.
 EXCEPTIONS = {
-    "pgpitr/operations/backup.py": "full and incremental backups, their steps and the stream",
-    "pgpitr/wal/stream.py": "pg_receivewal, its slot and the agent's supervisor together",
-    "pgpitr/wal/index.py": "the WAL archive's index: its format, reading and upkeep",
-    "pgpitr/operations/drill.py": "a drill's plan, restore, checks and record together",
-    "pgpitr/postgres/cluster.py": "one facade over a cluster's state, configuration, postmaster",
     "pgpitr/policy.py": "the policy's model and the validation of every setting",
 }
 

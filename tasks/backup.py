@@ -1,4 +1,4 @@
-"""Tasks of a backup (pgpitr/operations/backup.py composes them): check, choose an incremental's
+"""Tasks of a backup (pgpitr/operations/backup/ composes them): check, choose an incremental's
 parent, stream, confirm the WAL, verify; and the backups table artifact."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from pgpitr.catalog import backups
 from pgpitr.manifest import backup_row
 from pgpitr.operations import backup as bk
 from pgpitr.operations import verify
+from pgpitr.operations.backup import checks as backup_checks
 from pgpitr.postgres.cluster import Cluster
 from tasks._common import ONCE, RETRYING, cluster_artifact_key, step_task
 
@@ -23,7 +24,7 @@ stream_base_backup = step_task(
 confirm_wal_arrival = step_task(
     bk.confirm_wal_arrival,
     "confirm-wal-arrival",
-    timeout_seconds=bk.WAL_ARRIVAL_TIMEOUT + 60,  # the engine's own wait is the bound
+    timeout_seconds=backup_checks.WAL_ARRIVAL_TIMEOUT + 60,  # the engine's own wait is the bound
     **RETRYING,
 )
 verify_backup = step_task(verify.verify_backup, "verify-backup", **RETRYING)

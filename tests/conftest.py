@@ -30,7 +30,7 @@ def _ports_of_this_worker() -> None:
     """Each pytest-xdist worker takes its clusters' ports from a part of the range of its own
     (PGPITR_PORTS): a cluster a test stopped keeps its port, and the other worker's home, which
     does not know that cluster, would otherwise give the port to a new one."""
-    from pgpitr.postgres.cluster import PORTS_ENV, port_range
+    from pgpitr.postgres.ports import PORTS_ENV, port_range
 
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # gw0, gw1, ...
     if not worker.startswith("gw"):

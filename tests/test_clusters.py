@@ -49,14 +49,14 @@ def test_a_deleted_clusters_backups_are_found_in_the_repository_named(home: Path
 
 
 def test_new_clusters_take_their_port_from_pgpitr_ports(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pgpitr.postgres import cluster as pgcluster
+    from pgpitr.postgres import ports
 
     port = free_port()
     monkeypatch.setenv("PGPITR_PORTS", f"{port}-{port}")
-    assert pgcluster.free_port(set()) == port
+    assert ports.free_port(set()) == port
     with pytest.raises(ClusterStateError, match=f"no free TCP port between {port} and {port}"):
-        pgcluster.free_port({port})
+        ports.free_port({port})
     for bad in ("5433", "7000-6000", "80-90", "a-b"):
         monkeypatch.setenv("PGPITR_PORTS", bad)
         with pytest.raises(InvalidInput, match="cannot read \\$PGPITR_PORTS"):
-            pgcluster.free_port(set())
+            ports.free_port(set())

@@ -1,4 +1,4 @@
-"""Drills on real PostgreSQL 15 servers (pgpitr/operations/drill.py through the plain ``Steps``,
+"""Drills on real PostgreSQL 15 servers (pgpitr/operations/drill/ through the plain ``Steps``,
 and once
 through the CLI): a healthy archive passes, a flipped byte in a WAL segment inside the window
 fails and is named, and no scratch cluster outlives a pass, a failure or a kill -9."""
@@ -17,6 +17,9 @@ from pgpitr import cluster_repository, heartbeat, rto, scratch
 from pgpitr.errors import NotFound, RecoveryTargetError
 from pgpitr.operations import create, drill, log_backup
 from pgpitr.operations import describe as w
+from pgpitr.operations.drill import checks as drill_checks
+from pgpitr.operations.drill import plan as drill_plan
+from pgpitr.operations.drill import scratch_cluster
 from pgpitr.operations.restore import data as restore_data
 from pgpitr.postgres.cluster import Cluster
 from pgpitr.steps import Steps
@@ -41,8 +44,8 @@ def source_with_heartbeats(name: str) -> tuple[Cluster, list[heartbeat.Beat], li
 
 def target_between(beats: list[heartbeat.Beat]) -> datetime:
     """A target after the second heartbeat (beyond SLACK) and before the third."""
-    target = beats[1].beat_at + drill.SLACK + timedelta(milliseconds=100)
-    assert beats[1].beat_at <= target - drill.SLACK < target < beats[2].beat_at
+    target = beats[1].beat_at + drill_checks.SLACK + timedelta(milliseconds=100)
+    assert beats[1].beat_at <= target - drill_checks.SLACK < target < beats[2].beat_at
     return target
 
 
@@ -214,7 +217,7 @@ def test_a_random_target_lies_inside_one_of_the_periods() -> None:
         (base + timedelta(seconds=0.3), base + timedelta(seconds=0.7)),  # no whole second in it
         (base + timedelta(hours=1), base + timedelta(hours=1, seconds=1)),
     ]
-    drawn = [drill.random_time(periods) for _ in range(500)]
+    drawn = [drill_plan.random_time(periods) for _ in range(500)]
     assert all(any(a <= t <= b for a, b in periods) for t in drawn)
     # both periods are drawn from (each is 29 % or 71 % of the total: 500 draws always reach
     # both); the second one on its whole second
@@ -250,9 +253,9 @@ def test_a_scratch_name_is_a_valid_cluster_name_however_long_the_source() -> Non
     from pgpitr.postgres.cluster import validate_name
 
     for source in ("a", "my-pg", "x" * 48):
-        name = drill.scratch_name(source)
+        name = drill_plan.scratch_name(source)
         validate_name(name)
-        assert drill._SCRATCH.search(name) and name.startswith(source[:34])
+        assert scratch_cluster._SCRATCH.search(name) and name.startswith(source[:34])
 
 
 def test_a_check_that_cannot_run_fails_the_drill_and_is_recorded(home: Path) -> None:

@@ -210,7 +210,7 @@ def test_an_index_summary_swapped_with_another_stanzas_is_rebuilt_from_a_listing
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """The index is a hint (pgpitr/wal/index.py): a tampered one is not refused but rebuilt from
+    """The index is a hint (pgpitr/wal/index/): a tampered one is not refused but rebuilt from
     what the repository holds, and the tampering is not silent."""
     seg = 16 * 1024 * 1024
     for stanza, numbers in (("s", (1, 2, 3)), ("t", (7, 8))):

@@ -175,7 +175,7 @@ def test_the_manifest_tap_passes_a_tar_through_and_keeps_backup_manifest() -> No
     import random
     import tarfile
 
-    from pgpitr.operations.backup import ManifestTap
+    from pgpitr.operations.backup.basebackup import ManifestTap
 
     raw = io.BytesIO()
     manifest = json.dumps({"PostgreSQL-Backup-Manifest-Version": 2, "Files": []}).encode() * 40

@@ -1,4 +1,4 @@
-"""The catalog index (pgpitr/wal/index.py) and the WAL index the chains read from it
+"""The catalog index (pgpitr/wal/index/) and the WAL index the chains read from it
 (pgpitr/catalog/walindex.py ``WalIndex``): kept by every push and delete, rebuilt when absent, never
 trusted over what the repository holds, and read in requests that do not grow with the archive.
 
@@ -35,6 +35,7 @@ from pgpitr.repository import open_repository
 from pgpitr.repository.base import REQUESTS, document_frame, request_counts
 from pgpitr.targets import RestoreTarget
 from pgpitr.wal import archive, index
+from pgpitr.wal.index import loading as index_loading
 from tests import engine
 from tests.conftest import cli, shared_home
 from tests.pg import archive_now, sql
@@ -124,7 +125,7 @@ def test_deltas_are_compacted_into_a_summary_and_readers_stay_bounded(
     assert state.objects_read == 1 + index.COMPACT_AT
     assert index.load(repo, "s", SEG).objects_read == 1  # the summary folds them all
     # folded deltas are deleted by a later compaction, once the summary is GRACE old
-    monkeypatch.setattr(index, "GRACE", 0.0)
+    monkeypatch.setattr(index_loading, "GRACE", 0.0)
     for name in _names(1, range(200, 200 + index.COMPACT_AT)):
         _push(repo, "s", tmp_path, name)
     index.load(repo, "s", SEG)
@@ -335,7 +336,7 @@ def test_a_backups_history_file_is_read_by_its_name_beside_any_number_of_segment
     """With log backup on, pg_basebackup prints no WAL range: the server's .backup file has it,
     and the server names it; reading it costs the same requests beside 1,001 segments (more
     than a LIST page) as beside none."""
-    from pgpitr.operations import backup as bk
+    from pgpitr.operations.backup import history_file
 
     repo = open_repository(s3_url)
     history = (
@@ -349,7 +350,7 @@ def test_a_backups_history_file_is_read_by_its_name_beside_any_number_of_segment
         _push(repo, stanza, tmp_path, "000000010000000000000005.00000028.backup", history.encode())
         before = dict(REQUESTS)
         name = "000000010000000000000005.00000028.backup"
-        found = bk._read_history_file(repo, stanza, name, "b-1", timeout=5)
+        found = history_file._read_history_file(repo, stanza, name, "b-1", timeout=5)
         assert found == ("0/5000028", "0/5000138", 1)
         return {k: n - before.get(k, 0) for k, n in REQUESTS.items() if n != before.get(k, 0)}
 

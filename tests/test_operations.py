@@ -16,8 +16,9 @@ import pytest
 from pgpitr import cluster_repository, manifest
 from pgpitr.catalog import backups, window
 from pgpitr.errors import AlreadyExists
-from pgpitr.operations import backup as bk
 from pgpitr.operations import create, delete, log_backup
+from pgpitr.operations.backup import lock as backup_lock
+from pgpitr.operations.backup import names as backup_names
 from pgpitr.postgres.cluster import Cluster
 from tests import engine
 from tests.conftest import PGPITR, cli, free_port, shared_home
@@ -42,7 +43,7 @@ def _backups(name: str) -> list[dict]:
 
 
 def test_a_second_backup_while_one_runs_is_refused(archived: Cluster) -> None:
-    with bk.backup_lock(archived):
+    with backup_lock.backup_lock(archived):
         result = cli("cluster", "backup", "ops", check=False)
     assert result.returncode == 5
     assert "a backup of cluster 'ops' is already running" in result.stderr
@@ -338,11 +339,11 @@ def test_a_default_backup_name_taken_this_second_is_not_reused(accounts_cluster:
     name, stanza = accounts_cluster.name, accounts_cluster.state.stanza
     repo = cluster_repository.repository(accounts_cluster)
     now = datetime.now(UTC)
-    taken = [bk.default_name(name, now + timedelta(seconds=s)) for s in (0, 1)]
+    taken = [backup_names.default_name(name, now + timedelta(seconds=s)) for s in (0, 1)]
     for each in taken:
         repo.put_json(manifest.manifest_key(stanza, each), {})
     try:
-        fresh = bk.fresh_name(name)
+        fresh = backup_names.fresh_name(name)
         assert fresh not in taken and fresh.startswith(f"backup-default-{name}-")
     finally:
         for each in taken:

@@ -1,4 +1,4 @@
-"""Streaming WAL (pgpitr/wal/stream.py) on a real PostgreSQL 15: the supervisor runs in this
+"""Streaming WAL (pgpitr/wal/stream/) on a real PostgreSQL 15: the supervisor runs in this
 process, in a thread, as the agent runs it; one cluster for the module.
 
 A row committed without any WAL switch is inside describe's window within seconds and a restore
@@ -29,6 +29,9 @@ from pgpitr.postgres import slots
 from pgpitr.postgres.cluster import Cluster
 from pgpitr.wal import archive
 from pgpitr.wal import stream as wal_stream
+from pgpitr.wal.stream import files as stream_files
+from pgpitr.wal.stream import receiver as stream_receiver
+from pgpitr.wal.stream import segments as stream_segments
 from tests import engine
 from tests.conftest import shared_home
 from tests.pg import rows, sql
@@ -40,7 +43,7 @@ NAME = "streamed"
 
 
 def test_receivewal_command_streams_on_the_slot_with_the_receivers_name() -> None:
-    argv = wal_stream.receivewal_command(
+    argv = stream_receiver.receivewal_command(
         Path("/usr/lib/postgresql/15/bin"),
         Path("/spool/stream"),
         {"host": "/run/it's", "port": 5433, "user": "postgres", "dbname": "postgres"},
@@ -52,7 +55,7 @@ def test_receivewal_command_streams_on_the_slot_with_the_receivers_name() -> Non
     dsn = argv[argv.index("--dbname") + 1]
     assert "host='/run/it\\'s'" in dsn and "application_name='pgpitr_walstream'" in dsn
     assert "dbname" not in dsn and "--no-loop" in argv and "--synchronous" not in argv
-    synchronous = wal_stream.receivewal_command(Path("/b"), Path("/d"), {}, synchronous=True)
+    synchronous = stream_receiver.receivewal_command(Path("/b"), Path("/d"), {}, synchronous=True)
     assert synchronous[-1] == "--synchronous"
 
 
@@ -60,23 +63,23 @@ def test_written_extent_finds_the_end_of_what_was_written(tmp_path: Path) -> Non
     path = tmp_path / "000000010000000000000003.partial"
     segment = bytearray(16 * 2**20)
     path.write_bytes(segment)
-    assert wal_stream.written_extent(path) == 0
+    assert stream_segments.written_extent(path) == 0
     for page in range(5):  # five pages written, the fifth up to byte 100 of it
-        segment[page * wal_stream.PAGE : page * wal_stream.PAGE + 2] = b"\x10\xd1"
-    segment[4 * wal_stream.PAGE + 99] = 7
+        segment[page * stream_segments.PAGE : page * stream_segments.PAGE + 2] = b"\x10\xd1"
+    segment[4 * stream_segments.PAGE + 99] = 7
     path.write_bytes(segment)
-    assert wal_stream.written_extent(path) == 4 * wal_stream.PAGE + 100
+    assert stream_segments.written_extent(path) == 4 * stream_segments.PAGE + 100
 
 
 def test_the_receivers_log_is_set_aside_once_over_its_limit(tmp_path: Path) -> None:
     log = tmp_path / "stream.log"
-    wal_stream._rotate(log, limit=10)  # no log yet: nothing to do
+    stream_receiver._rotate(log, limit=10)  # no log yet: nothing to do
     log.write_text("short\n")
-    wal_stream._rotate(log, limit=10)
+    stream_receiver._rotate(log, limit=10)
     assert log.read_text() == "short\n" and not (tmp_path / "stream.log.1").exists()
     log.write_text("a longer log\n")
     (tmp_path / "stream.log.1").write_text("the oldest\n")
-    wal_stream._rotate(log, limit=10)
+    stream_receiver._rotate(log, limit=10)
     assert not log.exists() and (tmp_path / "stream.log.1").read_text() == "a longer log\n"
 
 
@@ -302,9 +305,9 @@ def test_a_streamed_file_that_conflicts_with_the_archived_copy_is_kept_aside_and
     spool.mkdir(parents=True, exist_ok=True)
     (spool / name).write_bytes(os.urandom(size))  # the stream's, other bytes
 
-    wal_stream.Receiver("conflict", home=home).upload(cluster)
+    stream_receiver.Receiver("conflict", home=home).upload(cluster)
     assert not (spool / name).exists()
-    assert (wal_stream.conflict_dir(cluster) / name).exists()
+    assert (stream_files.conflict_dir(cluster) / name).exists()
     assert len(archive.stored_versions(repo, "conflict", name)) == 1
     archive.fetch_file(repo, "conflict", name, home / "fetched")
     assert (home / "fetched").read_bytes() == archived.read_bytes(), "the stored copy stays"
@@ -366,8 +369,8 @@ def test_the_spool_is_kept_while_streaming_is_on_and_emptied_once_it_is_off(home
         names = os.listdir(spool) if spool.exists() else []
         return [n for n in names if archive.WAL_FILE_RE.match(n)]
 
-    def streamed_for_a_while() -> wal_stream.Receiver:
-        receiver = wal_stream.Receiver("spooled", tick=0.2, home=home)
+    def streamed_for_a_while() -> stream_receiver.Receiver:
+        receiver = stream_receiver.Receiver("spooled", tick=0.2, home=home)
         receiver.start()
         sql("spooled", "SELECT pg_current_xact_id()")
         _wait("a partial in the spool", partials)

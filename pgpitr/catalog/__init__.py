@@ -2,7 +2,7 @@
 window) and what it says about it.
 
 ``backups``         the backups and their lineages
-``walindex``        the WAL archive, read through its stored index (pgpitr/wal/index.py)
+``walindex``        the WAL archive, read through its stored index (pgpitr/wal/index/)
 ``timelines``       timeline paths and the end of a WAL chain
 ``records``         commits and transactions in the archived WAL (pg_waldump)
 ``window``          the recoverable window

@@ -1,6 +1,6 @@
 """Rebuild the catalog index of stanzas from a listing of their WAL (``pgpitr repository
 reindex``): after objects were copied in or removed behind pgpitr's back, or when the index is
-damaged.  (A missing index is rebuilt on its first read anyway; see pgpitr/wal/index.py.)
+damaged.  (A missing index is rebuilt on its first read anyway; see pgpitr/wal/index/.)
 
 ``run`` is the operation: ``find_stanzas`` (which stanzas of which repository), then one
 ``reindex_stanza`` step per stanza, each safe to retry (a rebuild writes whole objects only).

@@ -28,7 +28,7 @@ class WalIndex:
 
     ``has``, ``timelines``, ``objects`` (file name -> key) and ``history`` are what the chains
     and the window read.  Built by ``wal_index`` from the catalog index
-    (pgpitr/wal/index.py): segments as runs of numbers, so that a chain is followed in
+    (pgpitr/wal/index/): segments as runs of numbers, so that a chain is followed in
     steps of runs, not of segments.  The index is a hint: ``look`` lists one log directory
     (``STANZA/wal/TTTTTTTTLLLLLLLL/``, at most 256 segments of 16 MB: one LIST page), and from
     then on what that directory holds is the truth for its segments.  Without a repository
@@ -55,7 +55,7 @@ class WalIndex:
         self.history: dict[int, list[tuple[int, int]]] = {}
         #: listed log directories ("TTTTTTTTLLLLLLLL"): segment name -> key, the truth
         self._listed: dict[str, dict[str, str]] = {}
-        #: segment name -> key of its newest streamed partial (pgpitr/wal/stream.py), as the
+        #: segment name -> key of its newest streamed partial (pgpitr/wal/stream/), as the
         #: listed log directories show them: a segment still being streamed, which a chain may
         #: end in, never pass through.  Never in the catalog index: they change every second.
         self.partials: dict[str, str] = {}

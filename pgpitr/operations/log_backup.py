@@ -82,7 +82,7 @@ def set_log_backup(cluster: Cluster, enabled: bool, timeout: float = 60) -> str 
 def set_streaming(
     cluster: Cluster, stream: bool, synchronous: bool, receiver_timeout: float = 30
 ) -> None:
-    """Stream WAL with pg_receivewal under the agent (pgpitr/wal/stream.py), or stop.
+    """Stream WAL with pg_receivewal under the agent (pgpitr/wal/stream/), or stop.
 
     On: check the server can stream, create the slot (the server keeps WAL from now on), save
     the method; synchronous only once the agent's receiver streams, since from then on every

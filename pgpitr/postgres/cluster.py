@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,10 +21,11 @@ from pathlib import Path
 
 from pgpitr import state as st
 from pgpitr.errors import AlreadyExists, ClusterStateError, CommandError, InvalidInput, NotFound
-from pgpitr.osutil import process_alive
 from pgpitr.postgres import binaries, conf
 from pgpitr.postgres.command import OsUser, initdb_command, pg_ctl_command, run
 from pgpitr.postgres.osuser import acting_as, check_reachable, make_dir, server_user
+from pgpitr.postgres.ports import free_port, port_is_free
+from pgpitr.postgres.postmaster import pg_ctlcluster, remove_stale_locks, running_pid
 
 SUPERUSER = "postgres"
 
@@ -164,18 +164,7 @@ class Cluster:
     # -- postmaster --------------------------------------------------------------------------
     def pid(self) -> int | None:
         """The postmaster's pid, checked against the live process, or None."""
-        try:
-            first = (self.state.datadir / "postmaster.pid").read_text().split("\n", 1)[0]
-            pid = int(first)
-        except (FileNotFoundError, ValueError, PermissionError):
-            return None
-        if not process_alive(pid):
-            return None
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            return None
-        return pid if b"postgres" in cmdline else None
+        return running_pid(self.state.datadir)
 
     def is_running(self) -> bool:
         return self.pid() is not None
@@ -188,18 +177,7 @@ class Cluster:
         read counts as alive: a second postmaster would corrupt the data."""
         if self.registered:
             return False
-        locks = [self.state.datadir / "postmaster.pid"]
-        locks += self.state.socket_dir.glob(".s.PGSQL.*.lock")
-        removed = False
-        for lock in locks:
-            try:
-                pid = int(lock.read_text().split("\n", 1)[0])
-            except (FileNotFoundError, ValueError):
-                continue
-            if _dead_for_sure(pid):
-                lock.unlink(missing_ok=True)
-                removed = True
-        return removed
+        return remove_stale_locks(self.state.datadir, self.state.socket_dir)
 
     def refuse_if_registered(self, what: str) -> None:
         if self.registered:
@@ -217,11 +195,7 @@ class Cluster:
             )
 
     def _pg_ctlcluster(self, action: str, timeout: int = 120) -> None:
-        version, _, name = self.state.debian_cluster.partition("/")
-        argv = ["pg_ctlcluster", version, name, action]
-        if action in ("stop", "restart"):
-            argv += ["--mode", "fast"]
-        run(argv, timeout=timeout + 10)
+        pg_ctlcluster(self.state.debian_cluster, action, timeout)
 
     def start(
         self,
@@ -432,58 +406,3 @@ class Cluster:
         self.state.wal_segment_size = int(data["Bytes per WAL segment"])
         self.state.pg_version = binaries.major_of(self.bindir)
         self.state.save()
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-#: Where pgpitr looks for a port for a cluster it creates or restores ("FIRST-LAST"): homes on
-#: one host that must never take a port another home's stopped cluster owns get ranges apart.
-PORTS_ENV = "PGPITR_PORTS"
-DEFAULT_PORTS = (5433, 7432)
-
-
-def port_range() -> tuple[int, int]:
-    text = os.environ.get(PORTS_ENV, "").strip()
-    if not text:
-        return DEFAULT_PORTS
-    first, sep, last = text.partition("-")
-    try:
-        low, high = int(first), int(last)
-    except ValueError:
-        low = high = 0
-    if not sep or not 1024 <= low <= high <= 65535:
-        raise InvalidInput(
-            f"cannot read ${PORTS_ENV}={text!r}: expected FIRST-LAST, e.g. 5433-7432, "
-            "within 1024-65535"
-        )
-    return low, high
-
-
-def free_port(taken: set[int]) -> int:
-    """A port of ``port_range()`` that no cluster of this home has and nothing listens on."""
-    low, high = port_range()
-    for port in range(low, high + 1):
-        if port not in taken and port_is_free(port):
-            return port
-    raise ClusterStateError(
-        f"no free TCP port between {low} and {high}",
-        hint=f"set ${PORTS_ENV} to a range with free ports, or give --port",
-    )
-
-
-def _dead_for_sure(pid: int) -> bool:
-    """No process PID, a zombie, or one that is no postgres; False when it cannot be read."""
-    try:
-        status = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        return status == "Z" or b"postgres" not in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except FileNotFoundError:
-        return True
-    except OSError:
-        return False

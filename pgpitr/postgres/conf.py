@@ -84,7 +84,7 @@ def pushed_marker_dir(home: Path, cluster: str) -> Path:
 
 
 def stream_spool_dir(home: Path, cluster: str) -> Path:
-    """Where pg_receivewal writes the segments it streams (pgpitr/wal/stream.py) until they are
+    """Where pg_receivewal writes the segments it streams (pgpitr/wal/stream/) until they are
     in the repository."""
     return home / "clusters" / cluster / "spool" / "stream"
 

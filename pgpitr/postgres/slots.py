@@ -1,6 +1,6 @@
 """pgpitr's physical replication slot and the synchronous setting on a server (streaming).
 
-The receiver of pgpitr/wal/stream.py streams on the slot ``pgpitr_walstream``, so the server
+The receiver of pgpitr/wal/stream/ streams on the slot ``pgpitr_walstream``, so the server
 keeps every byte it has not flushed; with synchronous streaming, ``synchronous_standby_names``
 names its application_name.  Both are created and removed by the policy switch
 (pgpitr/operations/log_backup.py ``set_streaming``) and by unregister; a deleted cluster takes them

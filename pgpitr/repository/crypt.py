@@ -32,7 +32,7 @@ same encryption key): nothing in the repository can tell the newest version with
 kept elsewhere.  Most objects have only one version (WAL and history files, named by their
 checksum; data objects; archive info); a backup manifest has two (InProgress, then its end,
 and the InProgress one never counts as a backup); the catalog index is a hint that readers
-check against listings (pgpitr/wal/index.py).  A backup put back from an earlier cluster of
+check against listings (pgpitr/wal/index/).  A backup put back from an earlier cluster of
 the same name is told apart by its system identifier (restore's plan, manifest.check_system).
 
 The object key is HKDF-SHA256(master key, salt, "pgpitr object v1"): a fresh random key per

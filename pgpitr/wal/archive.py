@@ -36,7 +36,7 @@ WAL_FILE_RE = re.compile(
     r"^[0-9A-F]{24}(\.partial|\.[0-9A-F]{8}\.backup)?\Z|^[0-9A-F]{8}\.history\Z"
 )
 OBJECT_RE = re.compile(r"^(?P<name>.+)-(?P<sha>[0-9a-f]{64})\.zst\Z")
-#: a streamed segment still being written (pgpitr/wal/stream.py): its name and how many bytes of
+#: a streamed segment still being written (pgpitr/wal/stream/): its name and how many bytes of
 #: it were written, so that the newest of several is the longest
 STREAMED_PARTIAL_RE = re.compile(r"^(?P<segment>[0-9A-F]{24})\.(?P<extent>[0-9A-F]{8})\.partial\Z")
 
@@ -169,7 +169,7 @@ def push_file(
     """Archive one WAL file.  Returns only once it is durably stored *and indexed*.
 
     The one entry point of every pusher (archive_command, its worker, a WAL streamer): it keeps
-    the catalog index (pgpitr/wal/index.py).  With a ``journal`` the file is added to it,
+    the catalog index (pgpitr/wal/index/).  With a ``journal`` the file is added to it,
     and the caller flushes the journal before acknowledging the file (the push worker does, once
     per batch); without one, the file is recorded here, in a delta of its own.
 

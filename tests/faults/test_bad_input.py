@@ -8,7 +8,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from pgpitr.errors import InvalidInput
-from pgpitr.operations import backup as bk
+from pgpitr.operations.backup import names as backup_names
 from pgpitr.postgres.cluster import validate_name
 from pgpitr.repository import RepositoryUrl
 from pgpitr.state import NAME_RULE
@@ -49,7 +49,7 @@ def test_cluster_names_are_accepted_by_the_rule_or_refused_with_it(name: str) ->
 @example("backup-1\n")
 def test_backup_names_and_repository_urls_never_crash(text: str) -> None:
     try:
-        bk.validate_name(text)
+        backup_names.validate_name(text)
         assert re.fullmatch(r"[a-z0-9][a-z0-9.-]*[a-z0-9]", text)
     except InvalidInput as exc:
         assert "lower-case letters" in str(exc)

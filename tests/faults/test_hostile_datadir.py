@@ -18,6 +18,7 @@ import pytest
 
 from pgpitr import heartbeat
 from pgpitr.operations import create, drill, log_backup
+from pgpitr.operations.drill import checks as drill_checks
 from pgpitr.postgres import conf
 from pgpitr.postgres.cluster import Cluster
 from pgpitr.steps import Steps
@@ -105,7 +106,7 @@ def test_a_restore_and_a_drill_never_run_the_sources_cleanup_and_recovery_end_co
         not in (Cluster.get("cmdcopy").state.datadir / "postgresql.auto.conf").read_text()
     )
 
-    target = beats[1].beat_at + drill.SLACK + timedelta(milliseconds=100)
+    target = beats[1].beat_at + drill_checks.SLACK + timedelta(milliseconds=100)
     result = drill.run(Steps(), "cmdsrc", target)
     assert result.passed, result.error
 

@@ -25,7 +25,10 @@ from pgpitr.catalog import window
 from pgpitr.operations import create, delete, describe, log_backup
 from pgpitr.postgres import conf, slots
 from pgpitr.postgres.cluster import Cluster
+from pgpitr.state import write_json_atomic
 from pgpitr.wal import stream
+from pgpitr.wal.stream import files as stream_files
+from pgpitr.wal.stream import receiver as stream_receiver
 from tests import engine
 from tests.conftest import cli, shared_home
 from tests.faults.test_archiving_faults import own_moto  # noqa: F401
@@ -106,7 +109,7 @@ def test_a_killed_receiver_is_restarted_and_the_slot_kept_the_wal(
 ) -> None:
     home, supervisor = fleet
     # the restart held back long enough for a checkpoint to recycle what no slot kept
-    monkeypatch.setattr(stream, "RESTART_PAUSE", (20.0, 30.0))
+    monkeypatch.setattr(stream_receiver, "RESTART_PAUSE", (20.0, 30.0))
     cluster = stream_only("killed")
     _wait(
         "a receiver",
@@ -152,7 +155,7 @@ def test_retained_wal_beyond_the_limit_is_reported_and_described(
     fleet, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     home, supervisor = fleet
-    monkeypatch.setattr(stream, "RETAINED_EVERY", 0.5)
+    monkeypatch.setattr(stream_receiver, "RETAINED_EVERY", 0.5)
     seen: list[tuple[str, int, int]] = []
     monkeypatch.setattr(supervisor, "on_retained", lambda *args: seen.append(args))
     cluster = stream_only("retains")
@@ -245,8 +248,8 @@ def test_a_receiver_left_by_a_killed_agent_is_stopped_by_the_next_one(home: Path
     supervisor.receivers["orphan"].process = None
     stop.set()
     thread.join(timeout=60)
-    status = stream.read_status(cluster) or {}
-    stream.write_json_atomic(stream.status_path(cluster), {**status, "pid": left.pid})
+    status = stream_files.read_status(cluster) or {}
+    write_json_atomic(stream_files.status_path(cluster), {**status, "pid": left.pid})
     assert left.poll() is None and slots.slot_state(cluster).active
     thread, stop, supervisor = stream.start(tick=0.5, home=home)
     try:

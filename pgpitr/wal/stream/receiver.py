@@ -1,48 +1,10 @@
-"""Streaming WAL into the repository: ``pg_receivewal`` under the agent, on a slot pgpitr owns.
-
-With ``schedule.logfile.method=stream`` the agent (deployments/agent.py) runs a ``Supervisor``
-in a daemon thread: one ``Receiver`` per cluster of its host that wants streaming, each with
-
-- a ``pg_receivewal`` run as the server's OS user with the server's own binaries, on the physical
-  replication slot ``pgpitr_walstream`` (so the server keeps every byte the receiver has not
-  flushed, across a kill -9, an agent stopped for an hour or a repository outage), writing into
-  ``spool/stream`` under the cluster's directory (postgres/conf.py ``stream_spool_dir``);
-  restarted with a growing pause whenever it ends;
-- an upload pass about every second: each completed segment (and history file) goes into the
-  repository through ``wal.push_file``, the same path as ``wal-push`` (same names, checksums,
-  and "same content succeeds, different content fails and the stored copy is kept"), and leaves
-  the spool only once stored; the ``.partial`` segment being written is uploaded when it grew,
-  as ``SEGMENT.EXTENT.partial`` (``wal.streamed_partial_name``: EXTENT is how many bytes of it
-  were written, so the newest is the longest), and the previous partial of that segment is
-  removed (at most once a second, within POLL of a quiet segment growing); when the segment
-  completes, every partial of it is removed.
-
-``archive_command`` stays on in stream mode, as a fallback, as Barman keeps both: with the agent
-stopped or the receiver failing, segments still reach the repository when they fill or at
-archive_timeout, and the history and backup-label files keep arriving the way they always
-did.  pg_receivewal writes no backup-label file; it fetches the history file of the timeline it
-starts on (TIMELINE_HISTORY), which the upload pass pushes like a segment, but a new timeline
-begins at a promotion, while no receiver streams that server, so archive_command stores it first
-and the receiver's push finds the same bytes.  Both paths store a completed segment
-under the same name with the same bytes (the walsender sends the server's own WAL file), so the
-second one finds the first one's object and succeeds without writing.
-
-With ``schedule.logfile.synchronous=true`` the receiver runs with ``--synchronous`` (it flushes
-and reports each write at once) and the server's ``synchronous_standby_names`` names its
-application_name: a commit returns only when its WAL is on the spool's disk.  The cost is a
-round trip and an fsync per commit, and while no receiver runs every commit waits: turning
-synchronous off is the way out (``describe`` says so loudly).
-
-Nothing here imports Prefect: the agent passes ``on_retained``, called when the slot holds back
-more WAL than the policy's ``stream.maxRetained``, and turns it into an event.
-"""
+"""One cluster's receiver: its ``pg_receivewal`` (started, restarted after a pause, stopped, an
+orphan of a killed agent reaped), the upload pass that stores the spool's files, the slot's
+retained WAL, and the status file it keeps."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import mmap
 import os
 import signal
 import subprocess
@@ -57,15 +19,22 @@ from pgpitr import cluster_repository, policy_store
 from pgpitr import policy as pol
 from pgpitr.errors import NotFound, PitrError, WalConflict
 from pgpitr.osutil import process_alive
-from pgpitr.postgres import conf
 from pgpitr.postgres.cluster import Cluster
 from pgpitr.postgres.command import popen
 from pgpitr.postgres.osuser import make_dir
-from pgpitr.postgres.slots import APPLICATION_NAME, SLOT, SlotState, ensure_slot, slot_state
+from pgpitr.postgres.slots import APPLICATION_NAME, SLOT, ensure_slot, slot_state
 from pgpitr.repository import Repository
-from pgpitr.repository.base import document_frame
 from pgpitr.state import write_json_atomic
 from pgpitr.wal import archive
+from pgpitr.wal.stream.files import (
+    clear_spool,
+    conflict_dir,
+    read_status,
+    spool_dir,
+    status_path,
+    streaming,
+)
+from pgpitr.wal.stream.segments import push_partial, written_extent
 
 log = logging.getLogger(__name__)
 
@@ -77,21 +46,6 @@ PARTIAL_EVERY = 1.0
 STATUS_EVERY = 10.0  # the status file is rewritten when it changed, else this often
 RESTART_PAUSE = (1.0, 30.0)  # first and longest pause before starting pg_receivewal again
 RETAINED_EVERY = 10.0  # seconds between looks at the slot's retained WAL
-PAGE = 8192  # XLOG_BLCKSZ: every page written starts with a non-zero magic number
-STATUS_FILE = "stream.json"  # under spool/: what the receiver did last, for describe
-
-
-def spool_dir(cluster: Cluster) -> Path:
-    return conf.stream_spool_dir(Path(cluster.state.home), cluster.name)
-
-
-def status_path(cluster: Cluster) -> Path:
-    return cluster.state.spool / STATUS_FILE
-
-
-def streaming(policy: pol.BackupPolicy) -> bool:
-    """Whether the policy streams WAL (log backup on, method stream)."""
-    return policy.logfile_enabled and policy.logfile_method == "stream"
 
 
 # -- pure builders ---------------------------------------------------------------------------
@@ -126,41 +80,6 @@ def receivewal_command(
         "1",
     ]
     return argv + (["--synchronous"] if synchronous else [])
-
-
-def written_extent(path: Path) -> int:
-    """How many bytes of a segment pg_receivewal has written: it pads a new segment with zeros
-    and writes pages in order, so the written pages are a prefix (found by bisection on their
-    magic numbers), and the last one ends at its last non-zero byte."""
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        if size < PAGE:
-            return 0
-        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            low, high = 0, size // PAGE  # pages [0, low) written; [high, end) not
-            while low < high:
-                middle = (low + high) // 2
-                if data[middle * PAGE : middle * PAGE + 2] != b"\0\0":
-                    low = middle + 1
-                else:
-                    high = middle
-            if low == 0:
-                return 0
-            last = data[(low - 1) * PAGE : low * PAGE]
-            return (low - 1) * PAGE + len(last.rstrip(b"\0"))
-
-
-# -- uploads ---------------------------------------------------------------------------------
-
-
-def push_partial(repo: Repository, stanza: str, path: Path, extent: int, level: int = 3) -> str:
-    """Store the segment being streamed as its partial of ``extent`` bytes; its key."""
-    data = path.read_bytes()
-    frame = document_frame(data, level)
-    name = archive.streamed_partial_name(path.name[:24], extent)
-    key = archive.object_key(stanza, name, hashlib.sha256(frame).hexdigest())
-    repo.put_frame(key, frame)
-    return key
 
 
 @dataclass
@@ -484,163 +403,3 @@ class Receiver:
             self._status = (status, time.monotonic())
         except (OSError, PitrError):
             pass
-
-
-# -- the supervisor --------------------------------------------------------------------------
-
-
-def wanted(cluster: Cluster) -> bool:
-    """Whether this host's agent streams ``cluster``: of this host, not being restored nor a
-    drill's scratch cluster, log backup on with method stream, and running."""
-    policy = policy_store.agent_policy(cluster)
-    return policy is not None and streaming(policy) and cluster.is_running()
-
-
-class Supervisor:
-    """A Receiver for every cluster ``wanted`` says, none for the others."""
-
-    def __init__(
-        self, on_retained: Retained | None = None, tick: float = TICK, home: Path | None = None
-    ) -> None:
-        self.on_retained = on_retained
-        self.tick = tick
-        self.home = home  # PGPITR_HOME's clusters when None, read at each pass
-        self.receivers: dict[str, Receiver] = {}
-
-    def reconcile(self) -> None:
-        names = set()
-        for cluster in Cluster.all(self.home):
-            try:
-                if wanted(cluster):
-                    names.add(cluster.name)
-            except Exception as exc:  # one broken cluster does not stop the others
-                log.warning("streaming of %s not checked: %s", cluster.name, exc)
-        for name in sorted(names - self.receivers.keys()):
-            receiver = Receiver(name, self.on_retained, self.tick, self.home)
-            self.receivers[name] = receiver
-            receiver.start()
-        for name in sorted(self.receivers.keys() - names):
-            self.receivers.pop(name).stop()
-        for name, receiver in list(self.receivers.items()):
-            if not receiver.thread.is_alive():  # its cluster went away
-                del self.receivers[name]
-
-    def run(self, stop: threading.Event) -> None:
-        try:
-            while not stop.is_set():
-                try:
-                    self.reconcile()
-                except Exception as exc:
-                    log.warning("streaming supervisor: %s", exc)
-                stop.wait(self.tick)
-        finally:
-            for receiver in self.receivers.values():
-                receiver.stopping.set()
-            for receiver in self.receivers.values():
-                receiver.stop()
-            self.receivers.clear()
-
-
-def start(
-    on_retained: Retained | None = None, tick: float = TICK, home: Path | None = None
-) -> tuple[threading.Thread, threading.Event, Supervisor]:
-    """The supervisor in a daemon thread; set the event (and join) to stop every receiver."""
-    supervisor = Supervisor(on_retained, tick, home)
-    stop = threading.Event()
-    thread = threading.Thread(
-        target=supervisor.run, args=(stop,), name="pgpitr-walstream", daemon=True
-    )
-    thread.start()
-    return thread, stop, supervisor
-
-
-# -- describe --------------------------------------------------------------------------------
-
-
-def read_status(cluster: Cluster) -> dict[str, Any] | None:
-    try:
-        return json.loads(status_path(cluster).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def conflict_dir(cluster: Cluster) -> Path:
-    """Where a streamed file whose name the repository holds with other bytes is kept, beside
-    the stored copy that stays (the same rule as wal-push: never overwrite)."""
-    return cluster.state.spool / "stream-conflict"
-
-
-def describe_fields(cluster: Cluster, policy: pol.BackupPolicy) -> dict[str, Any]:
-    """describe's streaming block: the method, the receiver, the slot, and the warnings."""
-    if not streaming(policy):
-        return {"log_method": policy.logfile_method, "stream": None, "stream_warnings": []}
-    status = read_status(cluster) or {}
-    pid = status.get("pid")
-    receiver_running = bool(pid) and process_alive(int(pid))
-    slot = SlotState(False)
-    if cluster.is_running():
-        try:
-            slot = slot_state(cluster)
-        except PitrError:
-            pass
-    limit = pol.parse_size(policy.stream_max_retained)
-    warnings = []
-    policy_name = policy.name
-    if policy.logfile_synchronous:
-        warnings.append(
-            f"SYNCHRONOUS: every commit on {cluster.name} waits until pgpitr's receiver has "
-            "flushed its WAL; while the receiver (the agent) is down, commits hang. Way out: "
-            f"pgpitr cluster edit-backup-policy {policy_name} --set "
-            "schedule.logfile.synchronous=false"
-        )
-    if not slot.active:
-        warnings.append(
-            "no receiver streams WAL (is the agent running? `pgpitr agent start`): WAL reaches "
-            "the repository through archive_command only, and the slot holds WAL back"
-            + (f"; last error: {status['last_error']}" if status.get("last_error") else "")
-        )
-    conflicts = sorted(p.name for p in conflict_dir(cluster).glob("*"))
-    if conflicts:
-        warnings.append(
-            f"{len(conflicts)} streamed WAL file(s) differ from the archived copies of their "
-            f"names ({', '.join(conflicts[:3])}): the stored copies stay, the streamed ones "
-            f"are kept in {conflict_dir(cluster)} to compare (another server archiving into "
-            "this stanza?)"
-        )
-    if slot.retained is not None and slot.retained > limit:
-        warnings.append(
-            f"the slot {SLOT} holds back {slot.retained / 2**20:.0f} MB of WAL, over "
-            f"stream.maxRetained {policy.stream_max_retained}: the source's disk fills while "
-            "no receiver catches up"
-        )
-    return {
-        "log_method": "stream",
-        "stream": {
-            "synchronous": policy.logfile_synchronous,
-            "receiver_running": receiver_running,
-            "receiver_pid": pid if receiver_running else None,
-            "restarts": status.get("restarts"),
-            "last_error": status.get("last_error"),
-            "slot": SLOT,
-            "slot_exists": slot.exists,
-            "slot_active": slot.active,
-            "retained_bytes": slot.retained,
-            "max_retained": policy.stream_max_retained,
-            "sync_state": slot.sync_state,
-        },
-        "stream_warnings": warnings,
-    }
-
-
-def clear_spool(cluster: Cluster) -> None:
-    """Streaming turned off: empty the receiver's spool.  Its files are archive_command's now
-    (the server keeps each segment until it is archived), and a partial left there would be
-    uploaded after ``set_streaming`` removed the partials, or make the receiver of a later
-    stream-on start at that old segment, which the server may have recycled by then."""
-    try:
-        entries = list(os.scandir(conf.stream_spool_dir(Path(cluster.state.home), cluster.name)))
-    except FileNotFoundError:
-        return
-    for entry in entries:
-        if archive.WAL_FILE_RE.match(entry.name):
-            Path(entry.path).unlink(missing_ok=True)

@@ -1,0 +1,96 @@
+"""Backups, full or incremental: pg_basebackup streamed, compressed, into the repository.
+
+``run`` is the backup operation, the one place its steps are put in order: check the cluster,
+choose the parent of an incremental, stream the backup, confirm the WAL reached the repository,
+and verify it when asked.
+
+Repository layout::
+
+    STANZA/backups/NAME/backup.json       the manifest (status, type, parent, LSNs, sizes, checksum)
+    STANZA/backups/NAME/base.tar.zst      the data directory as one zstd tar, backup_manifest inside
+    STANZA/backups/NAME/backup_manifest   PostgreSQL's manifest again, on its own (17+): what the
+                                          next incremental's ``pg_basebackup --incremental`` reads
+
+An incremental (PostgreSQL 17+, ``summarize_wal=on``) holds the blocks changed since its parent,
+the newest usable backup on the server's timeline unless one is named; it restores only with its
+whole lineage (pgpitr/catalog/backups.py ``lineage``).  On 17+ the raw tar passes through pgpitr,
+which compresses it and reads the backup_manifest member out of it on the way (``ManifestTap``).
+
+The manifest is written InProgress before any data moves and Completed only after the stream is
+stored and checked, so a backup that dies half-way never counts; its pid lets the catalog tell a
+running backup from a dead one.
+
+``checks`` holds the checks before and after a backup, ``take`` the ``stream`` step and
+``take_backup`` (the manifest's InProgress, Completed or Failed), ``basebackup`` the pg_basebackup
+run and its tar, ``history_file`` the WAL range of a backup taken without its WAL, ``lock`` one
+backup of a cluster at a time, ``names`` a backup's name.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pgpitr.errors import InvalidInput
+from pgpitr.manifest import BackupManifest
+from pgpitr.operations import verify
+from pgpitr.operations.backup.checks import check_cluster, choose_parent, confirm_wal_arrival
+from pgpitr.operations.backup.names import fresh_name
+from pgpitr.operations.backup.take import stream
+from pgpitr.operations.edit_policy import require_incremental_support
+from pgpitr.postgres.cluster import Cluster
+from pgpitr.steps import Steps
+
+__all__ = [
+    "BackupType",
+    "check_cluster",
+    "choose_parent",
+    "confirm_wal_arrival",
+    "fresh_name",
+    "run",
+    "stream",
+]
+
+
+class BackupType(StrEnum):
+    """What ``--type`` and the backup flow's ``backup_type`` take."""
+
+    FULL = "full"
+    INCREMENTAL = "incremental"
+
+    @classmethod
+    def parse(cls, value: str | BackupType) -> BackupType:
+        try:
+            return cls(str(value).strip().lower())
+        except ValueError:
+            raise InvalidInput(f"unknown backup type {value!r}: use full or incremental") from None
+
+
+# -- the operation ---------------------------------------------------------------------------
+
+
+def run(
+    steps: Steps,
+    cluster: str,
+    name: str | None = None,
+    *,
+    backup_type: BackupType = BackupType.FULL,
+    parent: str | None = None,
+    verify_after: bool = False,
+) -> BackupManifest:
+    """One backup of CLUSTER named NAME (chosen here once when not given, so that a retried
+    stream reuses it): full, or incremental against ``parent`` (by default the newest usable
+    backup on the server's timeline)."""
+    name = name or fresh_name(cluster)
+    if backup_type is BackupType.INCREMENTAL:
+        require_incremental_support(Cluster.get(cluster))  # before anything is written
+    elif parent:
+        raise InvalidInput("--parent is for incremental backups: add --type incremental")
+    policy = steps(check_cluster, cluster)
+    if backup_type is BackupType.INCREMENTAL:
+        parent = steps(choose_parent, cluster, parent)
+    manifest = steps(stream, cluster, name, parent)
+    if policy.logfile_enabled:
+        steps(confirm_wal_arrival, cluster)
+    if verify_after:
+        steps(verify.verify_backup, cluster, name)
+    return manifest
