@@ -774,23 +774,16 @@ def connect(
     """Open psql on a cluster: as the administrator over the socket, or as an account."""
     cluster = Cluster.get(name)
     cluster.require_running()
-    psql = str(cluster.bindir / "psql")
+    from pgpitr.postgres import command
+
     # as the server's OS user for a registered server: its own peer authentication
     user = None if as_user else cluster.client_user
-    if as_user:
-        argv = [
-            psql,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(cluster.state.port),
-            "--username",
-            as_user,
-            "--dbname",
-            dbname,
-        ]
-    else:
-        argv = [psql, *cluster.client_options(), "--dbname", dbname]
+    connection = (
+        command.client_options("127.0.0.1", cluster.state.port, as_user)
+        if as_user
+        else cluster.client_options()
+    )
+    argv = command.psql_command(cluster.bindir, connection, dbname)
     sys.stdout.flush()
     identity = {"user": user.uid, "group": user.gid, "extra_groups": []} if user else {}
     if not sys.stdin.isatty():
@@ -799,7 +792,7 @@ def connect(
         os.setgroups([])
         os.setgid(user.gid)
         os.setuid(user.uid)
-    os.execv(psql, argv)
+    os.execv(argv[0], argv)
 
 
 @app.command("verify-backup")

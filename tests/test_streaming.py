@@ -39,23 +39,6 @@ NAME = "streamed"
 # -- without a server ------------------------------------------------------------------------
 
 
-def test_receivewal_command_streams_on_the_slot_with_the_receivers_name() -> None:
-    argv = wal_stream.receivewal_command(
-        Path("/usr/lib/postgresql/15/bin"),
-        Path("/spool/stream"),
-        {"host": "/run/it's", "port": 5433, "user": "postgres", "dbname": "postgres"},
-        synchronous=False,
-    )
-    assert argv[0] == "/usr/lib/postgresql/15/bin/pg_receivewal"
-    assert argv[argv.index("--slot") + 1] == slots.SLOT
-    assert argv[argv.index("--directory") + 1] == "/spool/stream"
-    dsn = argv[argv.index("--dbname") + 1]
-    assert "host='/run/it\\'s'" in dsn and "application_name='pgpitr_walstream'" in dsn
-    assert "dbname" not in dsn and "--no-loop" in argv and "--synchronous" not in argv
-    synchronous = wal_stream.receivewal_command(Path("/b"), Path("/d"), {}, synchronous=True)
-    assert synchronous[-1] == "--synchronous"
-
-
 def test_written_extent_finds_the_end_of_what_was_written(tmp_path: Path) -> None:
     path = tmp_path / "000000010000000000000003.partial"
     segment = bytearray(16 * 2**20)

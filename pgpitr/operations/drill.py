@@ -42,6 +42,7 @@ from pgpitr.errors import (
 from pgpitr.manifest import BackupManifest
 from pgpitr.operations import restore as rs
 from pgpitr.operations.restore import data as restore_data
+from pgpitr.postgres import command
 from pgpitr.postgres.cluster import Cluster, validate_name
 from pgpitr.postgres.command import run as run_command
 from pgpitr.repository import Repository
@@ -456,7 +457,10 @@ def run_amcheck(name: str) -> dict[str, Any]:
             ).fetchall()
         ]
     result = run_command(
-        amcheck_command(c), user=c.client_user, timeout=AMCHECK_TIMEOUT, check=False
+        command.amcheck_command(c.bindir, c.client_options()),
+        user=c.client_user,
+        timeout=AMCHECK_TIMEOUT,
+        check=False,
     )
     output = (result.stdout + result.stderr).strip().splitlines()
     passed = result.returncode == 0

@@ -16,7 +16,7 @@ from pgpitr.catalog import backups as catalog_backups
 from pgpitr.errors import ChecksumMismatch, InvalidInput
 from pgpitr.manifest import BackupManifest, clear_damage, copy_data, record_damage
 from pgpitr.postgres.cluster import Cluster
-from pgpitr.postgres.command import check, popen, run
+from pgpitr.postgres.command import check, popen, run, verifybackup_command
 from pgpitr.repository import Repository
 from pgpitr.wal import archive
 
@@ -85,9 +85,7 @@ def _verify_one(c: Cluster, repo: Repository, stanza: str, b: BackupManifest) ->
                 archive.fetch_file(repo, stanza, seg_name, waldir / seg_name)
                 fetched += 1
                 segment = segment.next()
-        verify = [str(c.bindir / "pg_verifybackup"), "--quiet", str(data)]
-        if fetched:
-            verify[2:2] = ["--wal-directory", str(waldir)]
+        verify = verifybackup_command(c.bindir, data, waldir if fetched else None)
         result = run(verify, check=False)
         if result.returncode != 0:
             failed = ChecksumMismatch(

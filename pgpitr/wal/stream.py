@@ -57,7 +57,7 @@ from pgpitr import cluster_repository, policy_store
 from pgpitr import policy as pol
 from pgpitr.errors import NotFound, PitrError, WalConflict
 from pgpitr.osutil import process_alive
-from pgpitr.postgres import conf
+from pgpitr.postgres import command, conf
 from pgpitr.postgres.cluster import Cluster
 from pgpitr.postgres.command import popen
 from pgpitr.postgres.osuser import make_dir
@@ -308,8 +308,13 @@ class Receiver:
             self._reap_orphan(cluster, directory)
             self._reaped = True
         self._drop_unpadded(cluster, directory)
-        argv = receivewal_command(
-            cluster.bindir, directory, cluster.conninfo(), synchronous=policy.logfile_synchronous
+        argv = command.receivewal_command(
+            cluster.bindir,
+            directory,
+            cluster.conninfo(),
+            slot=SLOT,
+            application_name=APPLICATION_NAME,
+            synchronous=policy.logfile_synchronous,
         )
         log_path = self._log_path(cluster)
         _rotate(log_path)
