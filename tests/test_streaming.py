@@ -115,7 +115,7 @@ def _wait(what: str, check, timeout: float = 60) -> None:
 
 
 def window_end(cluster: Cluster) -> datetime | None:
-    periods = describe.describe(cluster)["recoverable_time"]
+    periods = describe.describe(cluster).as_json()["recoverable_time"]
     return datetime.fromisoformat(periods[-1][1]) if periods else None
 
 
@@ -157,7 +157,7 @@ def test_a_commit_without_a_switch_is_in_the_window_and_restored_to_latest(
         assert sql(NAME, "SELECT archived_count FROM pg_stat_archiver")[0][0] == archived
     finally:
         streamed.alter_system({"archive_timeout": None})
-    info = describe.describe(streamed)
+    info = describe.describe(streamed).as_json()
     assert info["log_method"] == "stream" and info["stream"]["receiver_running"]
     assert info["stream"]["slot_active"]
     repo = cluster_repository.repository(streamed)
@@ -228,7 +228,7 @@ def test_synchronous_streaming_names_the_receiver_and_is_undone(streamed: Cluste
         )
         # returns: the receiver flushed it
         sql(NAME, "INSERT INTO msg VALUES (%s)", (max(rows(NAME), default=0) + 1,))
-        warnings = describe.describe(streamed)["stream_warnings"]
+        warnings = describe.describe(streamed).as_json()["stream_warnings"]
         assert any(w.startswith("SYNCHRONOUS") and "synchronous=false" in w for w in warnings)
     finally:
         log_backup.set_streaming(streamed, True, False)
@@ -291,7 +291,7 @@ def test_a_streamed_file_that_conflicts_with_the_archived_copy_is_kept_aside_and
     assert len(archive.stored_versions(repo, "conflict", name)) == 1
     archive.fetch_file(repo, "conflict", name, home / "fetched")
     assert (home / "fetched").read_bytes() == archived.read_bytes(), "the stored copy stays"
-    warnings = describe.describe(cluster)["stream_warnings"]
+    warnings = describe.describe(cluster).as_json()["stream_warnings"]
     assert any(name in w and "differ from the archived copies" in w for w in warnings), warnings
     log_backup.set_streaming(cluster, False, False)
 
