@@ -132,7 +132,7 @@ def measure(names: dict[int, str], results: dict[str, dict]) -> None:
             c = Cluster.get(name)
             info, seconds, requests = _requests_of(lambda c=c: w.describe(c))
             times[count].append(seconds)
-            (start, end), *_ = info["recoverable_time"]
+            (start, end), *_ = info.as_json()["recoverable_time"]
             results[str(count)].update(
                 {
                     "describe_requests": requests,

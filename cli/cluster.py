@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from cli import console, flowio, progress, runner
-from pgpitr import cluster_repository, policy_store, protection, timeparse
-from pgpitr.catalog import backups as catalog_backups
+from cli import console, flowio, reads, runner, views
+from pgpitr import policy_store
 from pgpitr.catalog import restore_points
-from pgpitr.catalog import source as catalog_source
-from pgpitr.errors import AlreadyExists, InvalidInput, NotFound
+from pgpitr.errors import NotFound
 from pgpitr.operations import describe as description
-from pgpitr.postgres.cluster import Cluster, validate_name
-from pgpitr.state import clusters_dir
+from pgpitr.postgres.cluster import Cluster
 
 app = typer.Typer(no_args_is_help=True, help="Create, back up, restore and inspect clusters.")
 
@@ -40,23 +33,6 @@ BackupRepo = Annotated[
 ]
 
 
-def _known(name: str) -> Cluster:
-    """A cluster of this home; an unknown name's hint points at its backups' repository."""
-    try:
-        return Cluster.get(name)
-    except NotFound as exc:
-        raise NotFound(
-            exc.message,
-            hint="see `pgpitr cluster list`; a deleted cluster's backups: `pgpitr info` lists "
-            "the stanzas of each repository, and --backup-repo URL reads them",
-        ) from None
-
-
-def _check_output(output: str) -> None:
-    if output not in ("table", "json"):
-        raise InvalidInput(f"unknown output format {output!r}: use table or json")
-
-
 @app.command()
 def create(
     name: str,
@@ -69,16 +45,8 @@ def create(
     wait: Wait = None,
 ) -> None:
     """Create and start a new PostgreSQL cluster managed by pgpitr."""
-    from pgpitr.postgres import binaries
-
     # bad input fails at once, not as a failed flow run (nor starts a Prefect server)
-    validate_name(name)
-    if (clusters_dir() / name).exists():
-        raise AlreadyExists(f"cluster {name!r} already exists", hint="choose another name")
-    backup_repo = flowio.repository_url(backup_repo)
-    cluster_repository.check_new_cluster_key(backup_repo)  # an encrypted repository's key file
-    bindir = str(binaries.resolve(version, bindir))
-    parameters = {"name": name, "port": port, "backup_repo": backup_repo, "bindir": bindir}
+    parameters = flowio.create_parameters(name, port, backup_repo, version, bindir)
     flowio.created(runner.run("create-cluster", wait, **parameters))
 
 
@@ -129,41 +97,25 @@ def unregister(name: str, wait: Wait = None) -> None:
 @app.command("list")
 def list_(output: Output = "table") -> None:
     """List clusters: TYPE is Created (pgpitr runs it) or Registered (someone else's server)."""
-    _check_output(output)
-    rows = [
-        {
-            "name": c.name,
-            "status": "Running" if c.is_running() else "Stopped",
-            "type": "Registered" if c.registered else "Created",
-            "version": c.state.pg_version,
-            "port": c.state.port,
-            "repository": c.state.repository,
-            "created": c.state.created,
-            **protection.of(c).as_fields(),
-        }
-        for c in Cluster.all()
-    ]
-    if output == "json":
-        console.as_json(rows)
-    else:
-        columns = ["NAME", "STATUS", "TYPE", "VERSION", "PORT", "BACKUP-REPO", "CREATED-TIME"]
-        console.table(columns, [list(r.values())[: len(columns)] for r in rows])
-        _protection_warnings(rows)
+    views.check_output(output)
+    views.clusters(reads.cluster_rows(), output)
 
 
 Force = Annotated[bool, typer.Option(help="also a registered server (someone else's)")]
 
 
 @app.command()
-def start(name: str, force: Force = False) -> None:
+def start(name: str, force: Force = False, wait: Wait = None) -> None:
     """Start a cluster."""
-    Cluster.get(name).start(force=force, by_operator=True)
+    Cluster.get(name)  # an unknown name fails at once, not as a failed flow run
+    runner.run("start-cluster", wait, name=name, force=force)
 
 
 @app.command()
-def stop(name: str, force: Force = False) -> None:
+def stop(name: str, force: Force = False, wait: Wait = None) -> None:
     """Stop a cluster (fast shutdown); the agent leaves it stopped until `start`."""
-    Cluster.get(name).stop(force=force, by_operator=True)
+    Cluster.get(name)
+    runner.run("stop-cluster", wait, name=name, force=force)
 
 
 @app.command()
@@ -194,26 +146,10 @@ def backup(
     wait: Wait = None,
 ) -> None:
     """Take a backup now: full by default, or incremental."""
-    from pgpitr import cluster_repository
-    from pgpitr.catalog import backups as catalog_backups
     from pgpitr.operations import backup as bk
-    from pgpitr.operations.backup.names import validate_name
 
     # an unknown name, type or parent, or a server too old, fails here, not as a failed run
-    cluster = Cluster.get(name)
-    catalog_source.check_key(cluster_repository.repository(cluster), cluster.state.stanza)
-    kind = bk.BackupType.parse(type_)
-    if backup_name:
-        validate_name(backup_name)
-    if kind is bk.BackupType.INCREMENTAL:
-        bk.require_incremental_support(cluster)
-        if parent:
-            validate_name(parent)
-            catalog_backups.get_backup(
-                cluster_repository.repository(cluster), cluster.state.stanza, parent
-            )
-    elif parent:
-        raise InvalidInput("--parent is for incremental backups: add --type incremental")
+    kind = bk.check_request(name, backup_name, type_, parent)
     parameters = {
         "cluster": name,
         "backup_name": backup_name,
@@ -221,20 +157,6 @@ def backup(
         "parent": parent,
     }
     flowio.backed_up(runner.run("backup", wait, progress="backup", **parameters))
-
-
-def _backup_rows(cluster_names: list[str]) -> list[dict]:
-    from pgpitr.manifest import backup_row
-
-    rows = []
-    for name in cluster_names:
-        cluster = _known(name)
-        repo = cluster_repository.repository(cluster)
-        backups = catalog_backups.list_backups(repo, cluster.state.stanza)
-        broken = catalog_backups.broken_links(repo, cluster.state.stanza, backups)
-        for b in backups:
-            rows.append({**backup_row(b), "unusable": broken.get(b.name)})
-    return rows
 
 
 @app.command("list-backup")
@@ -245,262 +167,30 @@ def list_backup(
 ) -> None:
     """List backups (of one cluster, or of all): TYPE Full or Incremental, an incremental's
     PARENT, and why a backup cannot be restored when its lineage is broken."""
-    _check_output(output)
+    views.check_output(output)
     if backup_repo:
         from pgpitr.operations import info as repo_info
 
         rows = repo_info.backup_rows(str(flowio.repository_url(backup_repo)), name)
     else:
-        rows = _backup_rows([name] if name else [c.name for c in Cluster.all()])
-    if output == "json":
-        console.as_json(rows)
-        return
-
-    def when(value: str | None) -> str:
-        return timeparse.format_kbcli(datetime.fromisoformat(value)) if value else ""
-
-    console.table(
-        [
-            "NAME",
-            "CLUSTER",
-            "TYPE",
-            "PARENT",
-            "STATUS",
-            "TOTAL-SIZE",
-            "DURATION",
-            "CREATE-TIME",
-            "COMPLETION-TIME",
-        ],
-        [
-            [
-                r["name"],
-                r["cluster"],
-                r["type"],
-                r["parent"] or "",
-                f"{r['status']} (unusable: {r['unusable']})" if r["unusable"] else r["status"],
-                progress.size(r["total_size"]),
-                timeparse.format_duration(r["duration_seconds"]) if r["duration_seconds"] else "",
-                when(r["create_time"]),
-                when(r["completion_time"]),
-            ]
-            for r in rows
-        ],
-    )
+        rows = reads.backup_rows([name] if name else [c.name for c in Cluster.all()])
+    views.backups(rows, output)
 
 
 @app.command()
 def describe(name: str, output: Output = "table", backup_repo: BackupRepo = None) -> None:
     """Show a cluster and its data protection: schedule, TTL, recoverable window; with
     --backup-repo, what that repository holds of it (a deleted cluster's backups)."""
-    from pgpitr import policy_store
-
-    _check_output(output)
+    views.check_output(output)
     if backup_repo:
-        _describe_stanza(name, str(flowio.repository_url(backup_repo)), output)
+        from pgpitr.operations import info as repo_info
+
+        url = str(flowio.repository_url(backup_repo))
+        views.stanza(repo_info.describe_stanza(url, name), output)
         return
-    info = description.describe(_known(name))
-    info.update(runner.schedule_fields(name, policy_store.load_policy(Cluster.get(name))))
-    if output == "json":
-        console.as_json(info)
-        return
-    console.out.print(
-        f"Name: {info['name']}\t Platform: {info['platform']}\t Status: {info['status']}"
-    )
-    _protection_warnings([info])
-    console.out.print("\nEndpoints:")
-    console.table(["HOST", "PORT", "SOCKET"], [["127.0.0.1", info["port"], info["socket_dir"]]])
-    console.out.print("\nStorage:")
-    console.table(
-        ["DATA-DIR", "VERSION", "SYSTEM-IDENTIFIER", "BACKUP-REPO"],
-        [[info["datadir"], info["pg_version"], info["system_identifier"], info["repository"]]],
-    )
-    console.out.print("\nData Protection:")
-    window = info["recoverable_time"]
-    console.table(
-        [
-            "AUTO-BACKUP",
-            "BACKUP-SCHEDULE",
-            "TYPE",
-            "BACKUP-TTL",
-            "LAST-SCHEDULE",
-            "RECOVERABLE-TIME",
-        ],
-        [
-            [
-                "Enabled" if info["auto_backup"] else "Disabled",
-                info["backup_schedule"],
-                info["type"],
-                info["backup_ttl"],
-                timeparse.format_kbcli(datetime.fromisoformat(info["last_schedule"]))
-                if info["last_schedule"]
-                else "",
-                ", ".join(
-                    timeparse.format_window(datetime.fromisoformat(a), datetime.fromisoformat(b))
-                    for a, b in window
-                ),
-            ]
-        ],
-    )
-    checked = info.get("wal_checked_at")
-    # how fresh the guarantee is that no segment is missing inside a chain (the window refresh
-    # lists every log directory; describe itself only each chain's ends)
-    console.out.print(
-        "WAL checked: "
-        + (timeparse.format_kbcli(datetime.fromisoformat(checked)) if checked else "never")
-    )
-    for line in runner.health_lines(info):
-        console.out.print(line)
-    _lineages_block(info.get("lineages", []))
-    _restore_points_block(info.get("restore_points", []))
-    _print_drills_and_rpo(info)
-    _streaming_block(info)
-
-
-def _streaming_block(info: dict) -> None:
-    """The receiver of stream mode (pgpitr/wal/stream.py), and its warnings, loud."""
-    stream = info.get("stream")
-    if not stream:
-        return
-    retained = stream["retained_bytes"]
-    console.out.print("\nWAL Streaming:")
-    console.table(
-        ["METHOD", "SYNCHRONOUS", "RECEIVER", "SLOT", "RETAINED", "MAX-RETAINED"],
-        [
-            [
-                "stream (+ archive_command)",
-                "yes" if stream["synchronous"] else "no",
-                f"running (pid {stream['receiver_pid']})" if stream["receiver_running"] else "down",
-                stream["slot"] + ("" if stream["slot_active"] else " (inactive)"),
-                f"{retained / 2**20:.1f}MB" if retained is not None else "",
-                stream["max_retained"],
-            ]
-        ],
-    )
-    for warning in info.get("stream_warnings", []):
-        console.warning(warning)
-
-
-def _protection_warnings(rows: list[dict]) -> None:
-    """Each unprotected cluster's warning, under the table that lists it."""
-    for row in rows:
-        if row.get("protection_warning"):
-            console.warning(row["protection_warning"])
-
-
-def _describe_stanza(name: str, url: str, output: str) -> None:
-    """describe from the repository alone: no server, policy or schedule to show."""
-    from pgpitr.operations import info as repo_info
-
-    info = repo_info.describe_stanza(url, name)
-    if output == "json":
-        console.as_json(info)
-        return
-    console.out.print(f"Name: {info['name']}\t Cluster: {info['cluster']}")
-    console.out.print("\nStorage:")
-    console.table(
-        ["BACKUP-REPO", "VERSION", "SYSTEM-IDENTIFIER", "HOST", "STORED"],
-        [
-            [
-                info["repository"],
-                info["pg_version"],
-                info["system_identifier"],
-                info["host"],
-                progress.size(info["stored_bytes"]),
-            ]
-        ],
-    )
-    console.out.print("\nData Protection:")
-    recoverable = ", ".join(
-        timeparse.format_window(datetime.fromisoformat(a), datetime.fromisoformat(b))
-        for a, b in info["recoverable_time"]
-    )
-    console.table(
-        ["BACKUPS", "WAL", "RECOVERABLE-TIME"],
-        [
-            [
-                info["backups"],
-                "; ".join(
-                    f"timeline {w['timeline']}: {w['first']} ~ {w['last']}" for w in info["wal"]
-                ),
-                f"unknown ({info['window_error']})" if info["window_error"] else recoverable,
-            ]
-        ],
-    )
-    _lineages_block(info["lineages"])
-    _restore_points_block(info["restore_points"])
-
-
-def _lineages_block(lineages: list[dict]) -> None:
-    """Each backup lineage (a full backup and the incrementals taken on it), oldest link first."""
-    if not lineages:
-        return
-    console.out.print("\nBackup Lineages:")
-    console.table(
-        ["END", "LINKS", "RESTORABLE"],
-        [
-            [
-                row["end"],
-                " <- ".join(row["links"]),
-                "yes" if row["restorable"] else f"no: {row['reason']}",
-            ]
-            for row in lineages
-        ],
-    )
-
-
-def _restore_points_block(points: list[dict]) -> None:
-    if not points:
-        return
-    console.out.print("\nRestore Points:")
-    console.table(
-        ["NAME", "TIME", "LSN", "TIMELINE", "RESTORABLE"],
-        [
-            [
-                p["name"],
-                timeparse.format_kbcli(datetime.fromisoformat(p["time"])),
-                p["lsn"],
-                p["timeline"],
-                "yes" if p["restorable"] else "no (WAL not archived or no backup before it)",
-            ]
-            for p in points
-        ],
-    )
-
-
-def _seconds(value: float | None) -> str:
-    return f"{value:.1f}s" if value is not None else ""
-
-
-def _print_drills_and_rpo(info: dict) -> None:
-    """describe's block on drills, the predicted RTO and the RPO (pgpitr/operations/drill.py)."""
-    last = info.get("last_drill")
-
-    def when(text: str) -> str:
-        return timeparse.format_kbcli(datetime.fromisoformat(text))
-
-    predicted = info.get("predicted_rto_latest_seconds")
-    lag = info.get("archive_lag_seconds")
-    console.out.print("\nDrills and RPO:")
-    console.table(
-        ["LAST-DRILL", "TARGET", "RESULT", "RTO", "PREDICTED-RTO(latest)", "ARCHIVE-LAG(RPO)"],
-        [
-            [
-                when(last["time"]) if last else "no drill yet",
-                when(last["target"]) if last else "",
-                last["result"] if last else "",
-                _seconds(last["rto_seconds"]) if last else "",
-                _seconds(predicted) if predicted is not None else info.get("predicted_rto_note"),
-                (
-                    f"{_seconds(lag)} (max {_seconds(info['rpo_max_seconds'])})"
-                    + (" EXCEEDED" if info.get("rpo_exceeded") else "")
-                )
-                if lag is not None
-                else "log backup off",
-            ]
-        ],
-    )
-    if last and last["result"] != "Passed":
-        console.out.print(f"LAST DRILL FAILED: {last['error']}")
+    found = description.describe(reads.known(name))
+    schedule = runner.schedule_fields(name, policy_store.load_policy(Cluster.get(name)))
+    views.described(found, schedule, output)
 
 
 @app.command()
@@ -527,29 +217,8 @@ def list_drill(name: str, output: Output = "table") -> None:
     """List a cluster's drills, newest first."""
     from pgpitr.operations import drill as dr
 
-    _check_output(output)
-    drills = dr.list_drills(Cluster.get(name))
-    if output == "json":
-        console.as_json([d.as_dict() for d in drills])
-        return
-    console.table(
-        ["NAME", "TARGET", "RESULT", "RTO", "PREDICTED", "ERROR", "BACKUP", "DETAIL"],
-        [
-            [
-                d.id,
-                timeparse.format_kbcli(datetime.fromisoformat(d.target)),
-                d.result,
-                _seconds(d.rto_seconds),
-                _seconds(d.predicted_rto_seconds),
-                f"{d.prediction_error_percent:+.0f}%"
-                if d.prediction_error_percent is not None
-                else "",
-                d.backup or "",
-                d.error or d.heartbeat.get("detail", ""),
-            ]
-            for d in drills
-        ],
-    )
+    views.check_output(output)
+    views.drills(dr.list_drills(Cluster.get(name)), output)
 
 
 @app.command()
@@ -609,17 +278,8 @@ def restore(
         inclusive=not exclusive,
     )
     RestoreRequest(new_name, source_cluster, target, backup, backup_repo, bindir)
-    if not host:  # a wrong or missing encryption key fails here, not in the flow
-        source = catalog_source.resolve_source(source_cluster, flowio.repository_url(backup_repo))
-        catalog_source.check_key(source.open(), source.cluster)
-    if host and not backup_repo:  # the other host reads the source's repository
-        backup_repo = catalog_source.resolve_source(source_cluster).repository
     parameters = {
-        "new_name": new_name,
-        "source_cluster": source_cluster,
-        "target": target.as_parameter(),  # JSON: the same through a deployment
-        "backup_name": backup,
-        "backup_repo": flowio.repository_url(backup_repo),
+        **flowio.restore_parameters(new_name, source_cluster, target, backup, backup_repo, host),
         "bindir": bindir,
     }
     if host:
@@ -670,49 +330,8 @@ def delete_backup(
 @app.command("list-backup-policy")
 def list_backup_policy(output: Output = "table") -> None:
     """List backup policies."""
-    from pgpitr import policy as pol
-
-    _check_output(output)
-    rows = []
-    for c in Cluster.all():
-        p = policy_store.load_policy(c)
-        rows.append(
-            {
-                "name": p.name,
-                "default": True,
-                "cluster": c.name,
-                "create_time": p.create_time,
-                "status": "Available",
-                **pol.to_dict(p),
-                **runner.schedule_fields(c.name, p),
-                **protection.check(c, p.logfile_enabled).as_fields(),
-            }
-        )
-    if output == "json":
-        console.as_json(rows)
-        return
-    console.table(
-        ["NAME", "DEFAULT", "CLUSTER", "CREATE-TIME", "STATUS", "SCHEDULE", "AGENT", "NEXT-RUN"]
-        + ["LAST-RUN"],
-        [
-            [
-                r["name"],
-                "true",
-                r["cluster"],
-                timeparse.format_kbcli(datetime.fromisoformat(r["create_time"]))
-                if r["create_time"]
-                else "",
-                r["status"],
-                f"{r['backup_schedule']} {r['schedule_timezone']}"
-                + ("" if r["auto_backup"] else " (paused)"),
-                r["agent"],
-                r["next_run"] or "",
-                f"{r['last_run']} {r['last_run_state']}" if r["last_run"] else "",
-            ]
-            for r in rows
-        ],
-    )
-    _protection_warnings(rows)
+    views.check_output(output)
+    views.policies(reads.policy_rows(), output)
 
 
 @app.command("edit-backup-policy")
@@ -773,49 +392,22 @@ def connect(
     dbname: Annotated[str, typer.Option()] = "postgres",
 ) -> None:
     """Open psql on a cluster: as the administrator over the socket, or as an account."""
-    cluster = Cluster.get(name)
-    cluster.require_running()
-    psql = str(cluster.bindir / "psql")
-    # as the server's OS user for a registered server: its own peer authentication
-    user = None if as_user else cluster.client_user
-    if as_user:
-        argv = [
-            psql,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(cluster.state.port),
-            "--username",
-            as_user,
-            "--dbname",
-            dbname,
-        ]
-    else:
-        argv = [psql, *cluster.client_options(), "--dbname", dbname]
-    sys.stdout.flush()
-    identity = {"user": user.uid, "group": user.gid, "extra_groups": []} if user else {}
-    if not sys.stdin.isatty():
-        raise typer.Exit(subprocess.call(argv, **identity))
-    if user:
-        os.setgroups([])
-        os.setgid(user.gid)
-        os.setuid(user.uid)
-    os.execv(psql, argv)
+    from cli import psql
+
+    psql.connect(Cluster.get(name), as_user, dbname)
 
 
 @app.command("verify-backup")
 def verify_backup(
     name: str,
     backup: Annotated[str, typer.Option("--name", help="the backup to verify")],
+    wait: Wait = None,
 ) -> None:
     """Read a backup and its WAL back in full and check every checksum."""
-    from pgpitr.operations import verify
-
-    console.info(verify.verify_backup(name, backup))
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
+    Cluster.get(name)  # an unknown name fails at once, not as a failed flow run
+    report = runner.run("verify-backup", wait, cluster=name, name=backup)
+    if report is not runner.NO_RESULT:
+        console.info(report)
 
 
 __all__ = ["app", "NotFound"]

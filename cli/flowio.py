@@ -14,7 +14,7 @@ import typer
 from cli import console, progress, runner
 from pgpitr import policy as pol
 from pgpitr import policy_store, timeparse
-from pgpitr.errors import InvalidInput
+from pgpitr.errors import AlreadyExists, InvalidInput
 from pgpitr.operations import edit_policy
 from pgpitr.postgres.cluster import Cluster
 
@@ -26,6 +26,52 @@ def repository_url(text: str | None) -> str | None:
     from pgpitr.repository import RepositoryUrl
 
     return str(RepositoryUrl.parse(text)) if text else None
+
+
+def create_parameters(
+    name: str, port: int | None, backup_repo: str | None, version: int | None, bindir: str | None
+) -> dict[str, Any]:
+    """The create-cluster flow's parameters: a bad name, a name taken, a bad repository URL or
+    key file, or no binaries of that version fail here, before any run."""
+    from pgpitr import cluster_repository
+    from pgpitr.postgres import binaries
+    from pgpitr.postgres.cluster import validate_name
+    from pgpitr.state import clusters_dir
+
+    validate_name(name)
+    if (clusters_dir() / name).exists():
+        raise AlreadyExists(f"cluster {name!r} already exists", hint="choose another name")
+    backup_repo = repository_url(backup_repo)
+    cluster_repository.check_new_cluster_key(backup_repo)  # an encrypted repository's key file
+    bindir = str(binaries.resolve(version, bindir))
+    return {"name": name, "port": port, "backup_repo": backup_repo, "bindir": bindir}
+
+
+def restore_parameters(
+    new_name: str,
+    source_cluster: str,
+    target: Any,
+    backup: str | None,
+    backup_repo: str | None,
+    host: str | None,
+) -> dict[str, Any]:
+    """The restore flow's parameters, ``target`` a checked RestoreTarget.  Here, a wrong or
+    missing encryption key fails before any run; for another host, the source's repository
+    is named (that host reads it)."""
+    from pgpitr.catalog import source as catalog_source
+
+    if not host:
+        source = catalog_source.resolve_source(source_cluster, repository_url(backup_repo))
+        catalog_source.check_key(source.open(), source.cluster)
+    if host and not backup_repo:
+        backup_repo = catalog_source.resolve_source(source_cluster).repository
+    return {
+        "new_name": new_name,
+        "source_cluster": source_cluster,
+        "target": target.as_parameter(),  # JSON: the same through a deployment
+        "backup_name": backup,
+        "backup_repo": repository_url(backup_repo),
+    }
 
 
 def created(result: Any) -> None:

@@ -8,6 +8,7 @@ from prefect import flow
 from flows.retention import apply_retention
 from pgpitr.manifest import BackupManifest
 from pgpitr.operations import backup as bk
+from pgpitr.operations import verify as vf
 from tasks import backup as t
 from tasks import events
 from tasks._slots import cluster_slot
@@ -54,3 +55,15 @@ def backup(
     if apply_retention_after:
         apply_retention(cluster)
     return manifest
+
+
+@flow(
+    name="verify-backup",
+    flow_run_name=run_name("verify-backup-{host}/{cluster}-{name}"),
+    **PERSISTED,
+)
+def verify_backup(cluster: str, name: str) -> str:
+    """Read backup NAME of CLUSTER and its WAL back in full and check every checksum (an
+    incremental with its whole lineage); a damaged backup is recorded as such in the
+    repository, an intact one's damage record removed.  Returns the report."""
+    return vf.run(STEPS, cluster, name)

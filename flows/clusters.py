@@ -8,7 +8,7 @@ from typing import Any
 
 from prefect import flow
 
-from pgpitr.operations import accounts, create, delete, register, roles, unregister
+from pgpitr.operations import accounts, create, delete, register, roles, start, stop, unregister
 from tasks.naming import run_name
 from tasks.results import PERSISTED, SERIALIZER
 from tasks.steps import STEPS
@@ -35,6 +35,28 @@ def create_cluster(
 def delete_cluster(name: str) -> None:
     """Stop and remove the cluster and its schedules; its backups stay in the repository."""
     delete.run(STEPS, name)
+
+
+@flow(
+    name="start-cluster",
+    flow_run_name=run_name("start-cluster-{host}/{name}"),
+    **PERSISTED,
+)
+def start_cluster(name: str, force: bool = False) -> None:
+    """Start the cluster (a registered server only with ``force``); the agent starts it again
+    after a reboot from now on."""
+    start.run(STEPS, name, force)
+
+
+@flow(
+    name="stop-cluster",
+    flow_run_name=run_name("stop-cluster-{host}/{name}"),
+    **PERSISTED,
+)
+def stop_cluster(name: str, force: bool = False) -> None:
+    """Stop the cluster (fast shutdown; a registered server only with ``force``); the agent
+    leaves it stopped until it is started again."""
+    stop.run(STEPS, name, force)
 
 
 @flow(

@@ -34,6 +34,7 @@ class FlowEntry:
 
 FLOWS: tuple[FlowEntry, ...] = (
     FlowEntry("backup", "flows.backup:backup"),
+    FlowEntry("verify-backup", "flows.backup:verify_backup"),
     FlowEntry("restore", "flows.restore:restore"),
     FlowEntry("create-restore-point", "flows.restore:create_restore_point"),
     FlowEntry("apply-retention", "flows.retention:apply_retention"),
@@ -45,6 +46,8 @@ FLOWS: tuple[FlowEntry, ...] = (
     FlowEntry("set-log-backup", "flows.policy:set_log_backup"),
     FlowEntry("create-cluster", "flows.clusters:create_cluster"),
     FlowEntry("delete-cluster", "flows.clusters:delete_cluster"),
+    FlowEntry("start-cluster", "flows.clusters:start_cluster"),
+    FlowEntry("stop-cluster", "flows.clusters:stop_cluster"),
     FlowEntry("register-cluster", "flows.clusters:register_cluster"),
     FlowEntry("unregister-cluster", "flows.clusters:unregister_cluster"),
     FlowEntry("create-account", "flows.clusters:create_account", served=False),

@@ -53,7 +53,7 @@ class BackupPolicy:
     #: full: each against the newest usable backup
     incremental_enabled: bool = False
     incremental_cron: str = "0 18 * * 1-6"
-    #: drills (pgpitr/operations/drill.py): a restore into a scratch cluster, checked, timed,
+    #: drills (pgpitr/operations/drill/): a restore into a scratch cluster, checked, timed,
     #: removed
     drill_enabled: bool = True
     drill_cron: str = "0 3 * * *"
@@ -64,7 +64,7 @@ class BackupPolicy:
     rpo_max: str = "5m"
     #: how WAL reaches the repository: "archive" (archive_command: a segment when it fills or at
     #: archive_timeout) or "stream" (pg_receivewal under the agent, plus archive_command as a
-    #: fallback: pgpitr/wal/stream.py)
+    #: fallback: pgpitr/wal/stream/)
     logfile_method: str = "archive"
     #: stream mode only: commits wait until the receiver flushed their WAL (RPO 0; commits hang
     #: while the receiver is down)

@@ -12,6 +12,8 @@ from pgpitr.operations import (
     log_backup,
     register,
     roles,
+    start,
+    stop,
     unregister,
 )
 from tasks._common import ONCE, RETRYING, step_task
@@ -34,3 +36,5 @@ set_archive_settings = step_task(register.set_archive_settings, "set-archive-set
 check_registered = step_task(unregister.check_registered, "check-registered", **ONCE)
 put_back_settings = step_task(unregister.put_back_settings, "put-back-settings", **RETRYING)
 forget_cluster = step_task(unregister.forget_cluster, "forget-cluster", **ONCE)
+start_cluster = step_task(start.start_cluster, "start-cluster", **ONCE)
+stop_cluster = step_task(stop.stop_cluster, "stop-cluster", **ONCE)

@@ -100,7 +100,7 @@ def test_a_drill_passes_on_a_healthy_archive_and_predicts_the_next(home: Path) -
     assert [d.id for d in listed] == [second.id, first.id]
     assert listed[1] == first
 
-    info = w.describe(source)
+    info = w.describe(source).as_json()
     assert info["last_drill"]["id"] == second.id and info["last_drill"]["result"] == "Passed"
     assert info["predicted_rto_latest_seconds"] > 0
     assert info["predicted_rto_note"] == "from 2 passed drill(s)"
@@ -113,7 +113,7 @@ def test_a_target_outside_the_window_is_refused_before_anything_is_made(home: Pa
         drill.run(Steps(), "osrc", beats[0].beat_at - timedelta(days=1))
     assert [c.name for c in Cluster.all()] == ["osrc"]
     assert drill.list_drills(source) == []
-    assert w.describe(source)["predicted_rto_note"] == "no drill yet"
+    assert w.describe(source).as_json()["predicted_rto_note"] == "no drill yet"
 
 
 def test_a_flipped_byte_inside_the_window_fails_the_drill_and_names_the_object(
@@ -131,7 +131,7 @@ def test_a_flipped_byte_inside_the_window_fails_the_drill_and_names_the_object(
     _scratch_gone(result.scratch, source)
     (recorded,) = drill.list_drills(source)
     assert recorded.id == result.id and recorded.result == "Failed" and key in recorded.error
-    info = w.describe(source)
+    info = w.describe(source).as_json()
     assert info["last_drill"]["result"] == "Failed"
     assert info["predicted_rto_note"] == "no passed drill yet"
 

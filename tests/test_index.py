@@ -573,7 +573,7 @@ def test_a_refresh_finds_a_hole_describe_then_shows_and_a_put_back_segment(
     cluster = Cluster.get("tix")
     repo = cluster_repository.repository(cluster)
     size = archived.segment_size
-    whole = catalog_describe.describe(cluster)
+    whole = catalog_describe.describe(cluster).as_json()
     (second,) = [
         c
         for c in window.recoverable_window(repo, "tix", cluster.bindir).chains
@@ -598,7 +598,7 @@ def test_a_refresh_finds_a_hole_describe_then_shows_and_a_put_back_segment(
         assert refreshed.window.wal_checked_at.timestamp() >= before - 1
         ix = walindex.wal_index(repo, "tix", size)
         assert not ix.has(hole) and not ix.listed(hole)  # the index alone says so
-        shown = catalog_describe.describe(cluster)
+        shown = catalog_describe.describe(cluster).as_json()
         assert shown["wal_checked_at"] == refreshed.as_dict()["wal_checked_at"]
         periods = shown["recoverable_time"]
         assert not periods or periods[-1][1] < whole["recoverable_time"][-1][1]
@@ -609,7 +609,7 @@ def test_a_refresh_finds_a_hole_describe_then_shows_and_a_put_back_segment(
         shutil.copyfile(kept, stored)  # put back, behind pgpitr's back too
     catalog_describe.run(Steps(), "tix")
     assert walindex.wal_index(repo, "tix", size).has(hole)
-    again = catalog_describe.describe(cluster)
+    again = catalog_describe.describe(cluster).as_json()
     assert again["recoverable_time"] == whole["recoverable_time"]
     assert again["ranges"] == whole["ranges"]
 

@@ -42,23 +42,6 @@ NAME = "streamed"
 # -- without a server ------------------------------------------------------------------------
 
 
-def test_receivewal_command_streams_on_the_slot_with_the_receivers_name() -> None:
-    argv = stream_receiver.receivewal_command(
-        Path("/usr/lib/postgresql/15/bin"),
-        Path("/spool/stream"),
-        {"host": "/run/it's", "port": 5433, "user": "postgres", "dbname": "postgres"},
-        synchronous=False,
-    )
-    assert argv[0] == "/usr/lib/postgresql/15/bin/pg_receivewal"
-    assert argv[argv.index("--slot") + 1] == slots.SLOT
-    assert argv[argv.index("--directory") + 1] == "/spool/stream"
-    dsn = argv[argv.index("--dbname") + 1]
-    assert "host='/run/it\\'s'" in dsn and "application_name='pgpitr_walstream'" in dsn
-    assert "dbname" not in dsn and "--no-loop" in argv and "--synchronous" not in argv
-    synchronous = stream_receiver.receivewal_command(Path("/b"), Path("/d"), {}, synchronous=True)
-    assert synchronous[-1] == "--synchronous"
-
-
 def test_written_extent_finds_the_end_of_what_was_written(tmp_path: Path) -> None:
     path = tmp_path / "000000010000000000000003.partial"
     segment = bytearray(16 * 2**20)
@@ -135,7 +118,7 @@ def _wait(what: str, check, timeout: float = 60) -> None:
 
 
 def window_end(cluster: Cluster) -> datetime | None:
-    periods = describe.describe(cluster)["recoverable_time"]
+    periods = describe.describe(cluster).as_json()["recoverable_time"]
     return datetime.fromisoformat(periods[-1][1]) if periods else None
 
 
@@ -177,7 +160,7 @@ def test_a_commit_without_a_switch_is_in_the_window_and_restored_to_latest(
         assert sql(NAME, "SELECT archived_count FROM pg_stat_archiver")[0][0] == archived
     finally:
         streamed.alter_system({"archive_timeout": None})
-    info = describe.describe(streamed)
+    info = describe.describe(streamed).as_json()
     assert info["log_method"] == "stream" and info["stream"]["receiver_running"]
     assert info["stream"]["slot_active"]
     repo = cluster_repository.repository(streamed)
@@ -248,7 +231,7 @@ def test_synchronous_streaming_names_the_receiver_and_is_undone(streamed: Cluste
         )
         # returns: the receiver flushed it
         sql(NAME, "INSERT INTO msg VALUES (%s)", (max(rows(NAME), default=0) + 1,))
-        warnings = describe.describe(streamed)["stream_warnings"]
+        warnings = describe.describe(streamed).as_json()["stream_warnings"]
         assert any(w.startswith("SYNCHRONOUS") and "synchronous=false" in w for w in warnings)
     finally:
         log_backup.set_streaming(streamed, True, False)
@@ -311,7 +294,7 @@ def test_a_streamed_file_that_conflicts_with_the_archived_copy_is_kept_aside_and
     assert len(archive.stored_versions(repo, "conflict", name)) == 1
     archive.fetch_file(repo, "conflict", name, home / "fetched")
     assert (home / "fetched").read_bytes() == archived.read_bytes(), "the stored copy stays"
-    warnings = describe.describe(cluster)["stream_warnings"]
+    warnings = describe.describe(cluster).as_json()["stream_warnings"]
     assert any(name in w and "differ from the archived copies" in w for w in warnings), warnings
     log_backup.set_streaming(cluster, False, False)
 

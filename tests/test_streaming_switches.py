@@ -41,7 +41,7 @@ def _wait(what: str, check, timeout: float = 60) -> None:
 def periods(cluster: Cluster) -> list[tuple[datetime, datetime]]:
     return [
         (datetime.fromisoformat(a), datetime.fromisoformat(b))
-        for a, b in describe.describe(cluster)["recoverable_time"]
+        for a, b in describe.describe(cluster).as_json()["recoverable_time"]
     ]
 
 

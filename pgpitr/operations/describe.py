@@ -12,6 +12,7 @@ import logging
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from pgpitr import cluster_repository, monitor, policy_store, protection, timeparse
@@ -103,43 +104,248 @@ def check_archiver(cluster: str) -> monitor.ArchiverStatus | None:
     return status
 
 
-def describe(cluster: Cluster) -> dict[str, Any]:
+# -- describe: what `pgpitr cluster describe` shows ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class Receiver:
+    """Stream mode's receiver and its slot (pgpitr/wal/stream/ ``describe_fields``)."""
+
+    synchronous: bool
+    receiver_running: bool
+    receiver_pid: int | None
+    restarts: int | None
+    last_error: str | None
+    slot: str
+    slot_exists: bool
+    slot_active: bool
+    retained_bytes: int | None
+    max_retained: str
+    sync_state: str | None
+
+
+@dataclass(frozen=True)
+class Streaming:
+    log_method: str
+    #: None unless the policy streams WAL
+    receiver: Receiver | None
+    warnings: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, fields: dict[str, Any]) -> Streaming:
+        stream = fields["stream"]
+        return cls(
+            fields["log_method"],
+            Receiver(**stream) if stream else None,
+            tuple(fields["stream_warnings"]),
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "log_method": self.log_method,
+            "stream": dataclasses.asdict(self.receiver) if self.receiver else None,
+            "stream_warnings": list(self.warnings),
+        }
+
+
+@dataclass(frozen=True)
+class LastDrill:
+    id: str
+    time: datetime
+    target: datetime
+    result: str
+    rto_seconds: float | None
+    predicted_rto_seconds: float | None
+    prediction_error_percent: float | None
+    error: str | None
+
+    @property
+    def passed(self) -> bool:
+        return self.result == "Passed"
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """The last drill, the predicted RTO of a restore to latest, and the RPO (archive lag)."""
+
+    last_drill: LastDrill | None
+    predicted_rto_latest_seconds: float | None
+    predicted_rto_note: str
+    #: None when log backup is off: no RPO to keep
+    archive_lag_seconds: float | None
+    rpo_max_seconds: float
+
+    @property
+    def rpo_exceeded(self) -> bool:
+        lag = self.archive_lag_seconds
+        return lag is not None and lag > self.rpo_max_seconds
+
+    def as_json(self) -> dict[str, Any]:
+        last = self.last_drill
+        return {
+            "last_drill": (
+                {
+                    **dataclasses.asdict(last),
+                    "time": last.time.isoformat(),
+                    "target": last.target.isoformat(),
+                }
+                if last
+                else None
+            ),
+            "predicted_rto_latest_seconds": self.predicted_rto_latest_seconds,
+            "predicted_rto_note": self.predicted_rto_note,
+            "archive_lag_seconds": self.archive_lag_seconds,
+            "rpo_max_seconds": self.rpo_max_seconds,
+            "rpo_exceeded": self.rpo_exceeded,
+        }
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """A lineage that ends in a completed backup no other backup is taken against."""
+
+    end: str
+    #: "NAME (TYPE, STATUS)", the full backup first; a missing parent as "NAME (missing)"
+    links: tuple[str, ...]
+    restorable: bool
+    reason: str | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "links": list(self.links)}
+
+
+@dataclass(frozen=True)
+class RestorePointRow:
+    name: str
+    time: datetime
+    lsn: str
+    timeline: int
+    cluster: str
+    #: a restore can reach it now (its WAL archived after a backup's consistency point)
+    restorable: bool
+
+    @classmethod
+    def of(cls, data: dict[str, Any]) -> RestorePointRow:
+        return cls(**{**data, "time": datetime.fromisoformat(data["time"])})
+
+    def as_json(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "time": self.time.isoformat()}
+
+
+@dataclass(frozen=True)
+class Description:
+    """A cluster and its data protection, as ``describe`` shows it."""
+
+    name: str
+    platform: str
+    running: bool
+    protection: protection.Protection
+    port: int
+    socket_dir: Path
+    datadir: Path
+    system_identifier: str
+    pg_version: int
+    bindir: Path
+    repository: str
+    policy: str
+    auto_backup: bool
+    backup_schedule: str
+    incremental: bool
+    log_backup: bool
+    streaming: Streaming
+    backup_ttl: str
+    #: the start of the newest completed backup
+    last_schedule: datetime | None
+    backups: int
+    recoverable_time: tuple[tuple[datetime, datetime], ...]
+    ranges: tuple[catalog_window.Range, ...]
+    wal_checked_at: datetime | None
+    restore_points: tuple[RestorePointRow, ...]
+    lineages: tuple[Lineage, ...]
+    recovery: Recovery
+
+    @property
+    def status(self) -> str:
+        return "Running" if self.running else "Stopped"
+
+    @property
+    def type(self) -> str:
+        return (
+            "Full"
+            + (" + Incremental" if self.incremental else "")
+            + (" + WAL" if self.log_backup else "")
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        """``describe -o json``: its keys, in their order, and their values as they always were
+        (a range's times as ``str`` gives them, every other time in ISO 8601)."""
+        return {
+            "name": self.name,
+            "platform": self.platform,
+            "status": self.status,
+            **self.protection.as_fields(),
+            "port": self.port,
+            "socket_dir": str(self.socket_dir),
+            "datadir": str(self.datadir),
+            "system_identifier": self.system_identifier,
+            "pg_version": self.pg_version,
+            "bindir": str(self.bindir),
+            "repository": self.repository,
+            "policy": self.policy,
+            "auto_backup": self.auto_backup,
+            "backup_schedule": self.backup_schedule,
+            "type": self.type,
+            "log_backup": self.log_backup,
+            **self.streaming.as_json(),
+            "backup_ttl": self.backup_ttl,
+            "last_schedule": _iso(self.last_schedule),
+            "backups": self.backups,
+            "recoverable_time": [(a.isoformat(), b.isoformat()) for a, b in self.recoverable_time],
+            "ranges": [
+                {**dataclasses.asdict(r), "start": str(r.start), "end": str(r.end)}
+                for r in self.ranges
+            ],
+            "wal_checked_at": _iso(self.wal_checked_at),
+            "restore_points": [p.as_json() for p in self.restore_points],
+            "lineages": [lineage.as_json() for lineage in self.lineages],
+            **self.recovery.as_json(),
+        }
+
+
+def describe(cluster: Cluster) -> Description:
     """A cluster and its data protection, as ``describe`` shows it (no flow, no write)."""
     policy = policy_store.load_policy(cluster)
     repo = cluster_repository.repository(cluster)
     window = catalog_window.recoverable_window(repo, cluster.state.stanza, cluster.bindir)
     completed = [b for b in window.backups if b.completed]
-    last: datetime | None = completed[-1].start_time if completed else None
-    return {
-        "name": cluster.name,
-        "platform": cluster.state.platform,
-        "status": "Running" if cluster.is_running() else "Stopped",
-        **protection.check(cluster, policy.logfile_enabled).as_fields(),
-        "port": cluster.state.port,
-        "socket_dir": str(cluster.state.socket_dir),
-        "datadir": str(cluster.state.datadir),
-        "system_identifier": cluster.state.system_identifier,
-        "pg_version": cluster.state.pg_version,
-        "bindir": str(cluster.bindir),
-        "repository": repo.url,
-        "policy": policy.name,
-        "auto_backup": policy.datafile_enabled,
-        "backup_schedule": policy.cron,
-        "type": "Full"
-        + (" + Incremental" if policy.incremental_enabled else "")
-        + (" + WAL" if policy.logfile_enabled else ""),
-        "log_backup": policy.logfile_enabled,
-        **stream.describe_fields(cluster, policy),
-        "backup_ttl": policy.ttl,
-        "last_schedule": last.isoformat() if last else None,
-        "backups": len(window.backups),
-        "recoverable_time": [(a.isoformat(), b.isoformat()) for a, b in window.periods],
-        "ranges": [dataclasses.asdict(r) for r in window.ranges],
-        "wal_checked_at": _iso(window.wal_checked_at),
-        "restore_points": restore_point_rows(repo, cluster.state.stanza, window),
-        "lineages": lineage_rows(window),
-        **_drills_and_rpo(cluster, window),
-    }
+    return Description(
+        name=cluster.name,
+        platform=cluster.state.platform,
+        running=cluster.is_running(),
+        protection=protection.check(cluster, policy.logfile_enabled),
+        port=cluster.state.port,
+        socket_dir=cluster.state.socket_dir,
+        datadir=cluster.state.datadir,
+        system_identifier=cluster.state.system_identifier,
+        pg_version=cluster.state.pg_version,
+        bindir=cluster.bindir,
+        repository=repo.url,
+        policy=policy.name,
+        auto_backup=policy.datafile_enabled,
+        backup_schedule=policy.cron,
+        incremental=policy.incremental_enabled,
+        log_backup=policy.logfile_enabled,
+        streaming=Streaming.of(stream.describe_fields(cluster, policy)),
+        backup_ttl=policy.ttl,
+        last_schedule=completed[-1].start_time if completed else None,
+        backups=len(window.backups),
+        recoverable_time=tuple(window.periods),
+        ranges=tuple(window.ranges),
+        wal_checked_at=window.wal_checked_at,
+        restore_points=restore_points_of(repo, cluster.state.stanza, window),
+        lineages=lineages(window),
+        recovery=_recovery(cluster, window),
+    )
 
 
 def _iso(when: datetime | None) -> str | None:
@@ -165,48 +371,72 @@ def _rpo(cluster: Cluster, window: catalog_window.Window) -> tuple[float | None,
     return (archive_lag(window) if policy.logfile_enabled else None), limit
 
 
-def _drills_and_rpo(cluster: Cluster, window: catalog_window.Window) -> dict[str, Any]:
-    """describe's block on the last drill, the predicted RTO and the RPO (archive lag)."""
+def _recovery(cluster: Cluster, window: catalog_window.Window) -> Recovery:
     lag, limit = _rpo(cluster, window)
-    return {
-        **drill.describe_fields(cluster, window),
-        "archive_lag_seconds": lag,
-        "rpo_max_seconds": limit,
-        "rpo_exceeded": lag is not None and lag > limit,
-    }
+    fields = drill.describe_fields(cluster, window)
+    last = fields["last_drill"]
+    return Recovery(
+        last_drill=(
+            LastDrill(
+                **{
+                    **last,
+                    "time": datetime.fromisoformat(last["time"]),
+                    "target": datetime.fromisoformat(last["target"]),
+                }
+            )
+            if last
+            else None
+        ),
+        predicted_rto_latest_seconds=fields["predicted_rto_latest_seconds"],
+        predicted_rto_note=fields["predicted_rto_note"],
+        archive_lag_seconds=lag,
+        rpo_max_seconds=limit,
+    )
 
 
-def lineage_rows(window: catalog_window.Window) -> list[dict[str, Any]]:
+def lineages(window: catalog_window.Window) -> tuple[Lineage, ...]:
     """Each lineage that ends in a completed backup no other backup is taken against: its links,
     the full backup first, and whether it can be restored (and why not)."""
     completed = [b for b in window.backups if b.completed]
     parents = {b.parent for b in window.backups if b.completed and b.parent}
-    rows = []
+    found = []
     for b in completed:
         if b.name in parents:
             continue
         links = backups.lineage(window.backups, b.name)
         missing = [] if links[0].parent is None else [f"{links[0].parent} (missing)"]
-        rows.append(
-            {
-                "end": b.name,
-                "links": missing + [f"{link.name} ({link.type}, {link.status})" for link in links],
-                "restorable": b.name not in window.unusable,
-                "reason": window.unusable.get(b.name),
-            }
+        found.append(
+            Lineage(
+                end=b.name,
+                links=tuple(
+                    missing + [f"{link.name} ({link.type}, {link.status})" for link in links]
+                ),
+                restorable=b.name not in window.unusable,
+                reason=window.unusable.get(b.name),
+            )
         )
-    return rows
+    return tuple(found)
+
+
+def lineage_rows(window: catalog_window.Window) -> list[dict[str, Any]]:
+    return [lineage.as_json() for lineage in lineages(window)]
+
+
+def restore_points_of(
+    repo: Repository, stanza: str, window: catalog_window.Window
+) -> tuple[RestorePointRow, ...]:
+    """The recorded restore points, each with whether a restore can reach it now (its LSN in
+    an archived chain after a backup's consistency point, on that chain's timeline path)."""
+    return tuple(
+        RestorePointRow(
+            **dataclasses.asdict(point),
+            restorable=any(c.reaches(point.lsn_int, point.timeline) for c in window.chains),
+        )
+        for point in restore_points.list_points(repo, stanza)
+    )
 
 
 def restore_point_rows(
     repo: Repository, stanza: str, window: catalog_window.Window
 ) -> list[dict[str, Any]]:
-    """The recorded restore points, each with whether a restore can reach it now (its LSN in
-    an archived chain after a backup's consistency point, on that chain's timeline path)."""
-    return [
-        {
-            **point.to_dict(),
-            "restorable": any(c.reaches(point.lsn_int, point.timeline) for c in window.chains),
-        }
-        for point in restore_points.list_points(repo, stanza)
-    ]
+    return [point.as_json() for point in restore_points_of(repo, stanza, window)]

@@ -16,11 +16,19 @@ from pgpitr.catalog import backups as catalog_backups
 from pgpitr.errors import ChecksumMismatch, InvalidInput
 from pgpitr.manifest import BackupManifest, clear_damage, copy_data, record_damage
 from pgpitr.postgres.cluster import Cluster
-from pgpitr.postgres.command import check, popen, run
+from pgpitr.postgres.command import check, popen, verifybackup_command
+from pgpitr.postgres.command import run as run_command
 from pgpitr.repository import Repository
+from pgpitr.steps import Steps
 from pgpitr.wal import archive
 
 log = logging.getLogger(__name__)
+
+
+def run(steps: Steps, cluster: str, name: str) -> str:
+    """The verify-backup operation: one step, which records the backup's damage when it finds
+    some (and clears the record when the backup is intact again)."""
+    return steps(verify_backup, cluster, name)
 
 
 def verify_backup(cluster: str, name: str) -> str:
@@ -85,10 +93,8 @@ def _verify_one(c: Cluster, repo: Repository, stanza: str, b: BackupManifest) ->
                 archive.fetch_file(repo, stanza, seg_name, waldir / seg_name)
                 fetched += 1
                 segment = segment.next()
-        verify = [str(c.bindir / "pg_verifybackup"), "--quiet", str(data)]
-        if fetched:
-            verify[2:2] = ["--wal-directory", str(waldir)]
-        result = run(verify, check=False)
+        verify = verifybackup_command(c.bindir, data, waldir if fetched else None)
+        result = run_command(verify, check=False)
         if result.returncode != 0:
             failed = ChecksumMismatch(
                 f"backup {name!r} failed pg_verifybackup:\n    "

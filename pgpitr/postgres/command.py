@@ -255,3 +255,78 @@ def waldump_command(bindir: Path, segment: Path, *, timeline: int) -> list[str]:
         str(timeline),
         str(segment),
     ]
+
+
+def client_options(host: str | Path, port: int, user: str) -> list[str]:
+    """A client program's connection options.  No password: a client reads it from
+    PGPASSWORD, its passfile or a prompt, never from argv (``ps`` shows argv to everyone)."""
+    return ["--host", str(host), "--port", str(port), "--username", user]
+
+
+def psql_command(bindir: Path, connection: Sequence[str], dbname: str) -> list[str]:
+    """psql on DBNAME with ``connection`` (``client_options``)."""
+    return [str(bindir / "psql"), *connection, "--dbname", dbname]
+
+
+def amcheck_command(bindir: Path, connection: Sequence[str]) -> list[str]:
+    """pg_amcheck over every database: heap, and B-tree indexes against their heap."""
+    return [
+        str(bindir / "pg_amcheck"),
+        "--all",
+        "--heapallindexed",
+        "--install-missing",
+        "--no-password",
+        *connection,
+    ]
+
+
+def controldata_command(bindir: Path, datadir: Path) -> list[str]:
+    return [str(bindir / "pg_controldata"), "-D", str(datadir)]
+
+
+def verifybackup_command(bindir: Path, data: Path, wal_directory: Path | None = None) -> list[str]:
+    """pg_verifybackup of the backup extracted in DATA; its WAL from ``wal_directory`` when the
+    backup holds none (the segments fetched from the archive), else from the backup itself."""
+    wal = ["--wal-directory", str(wal_directory)] if wal_directory is not None else []
+    return [str(bindir / "pg_verifybackup"), "--quiet", *wal, str(data)]
+
+
+def _conn_value(value: object) -> str:
+    text = str(value).replace("\\", "\\\\").replace("'", "\\'")
+    return f"'{text}'"
+
+
+def receivewal_command(
+    bindir: Path,
+    directory: Path,
+    conninfo: Mapping[str, object],
+    *,
+    slot: str,
+    application_name: str,
+    synchronous: bool,
+) -> list[str]:
+    """pg_receivewal on SLOT into ``directory``: one connection (``--no-loop``: the supervisor
+    restarts it, with a pause it controls), a status report every second.  ``conninfo`` is a
+    connection without its database (replication takes none) nor password: argv is readable
+    by every user of the host (``ps``), so one is refused here."""
+    if "password" in conninfo:
+        raise ValueError("a password never goes into pg_receivewal's argv")
+    dsn = " ".join(
+        f"{key}={_conn_value(value)}"
+        for key, value in {**conninfo, "application_name": application_name}.items()
+        if key != "dbname"
+    )
+    argv = [
+        str(bindir / "pg_receivewal"),
+        "--directory",
+        str(directory),
+        "--slot",
+        slot,
+        "--dbname",
+        dsn,
+        "--no-loop",
+        "--no-password",
+        "--status-interval",
+        "1",
+    ]
+    return argv + (["--synchronous"] if synchronous else [])

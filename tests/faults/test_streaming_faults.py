@@ -167,7 +167,7 @@ def test_retained_wal_beyond_the_limit_is_reported_and_described(
     _wait("the event", lambda: seen or commit_rows("retains", 1, wal_bytes=2**20) and seen)
     name, retained, limit = seen[0]
     assert name == "retains" and limit == 2**20 and retained > limit
-    warnings = describe.describe(cluster)["stream_warnings"]
+    warnings = describe.describe(cluster).as_json()["stream_warnings"]
     assert any("over stream.maxRetained 1MB" in w for w in warnings)
 
 

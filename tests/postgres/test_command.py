@@ -13,9 +13,15 @@ from pgpitr.errors import CommandError
 from pgpitr.postgres import command
 from pgpitr.postgres.command import (
     OsUser,
+    amcheck_command,
     basebackup_command,
+    client_options,
+    controldata_command,
     initdb_command,
     pg_ctl_command,
+    psql_command,
+    receivewal_command,
+    verifybackup_command,
     waldump_command,
 )
 
@@ -182,6 +188,103 @@ def test_waldump_command_reads_transactions_of_one_timeline() -> None:
         "3",
         "/tmp/wal dir/000000030000000000000007",
     ]
+
+
+# -- the client programs: psql, pg_amcheck ---------------------------------------------------------
+
+
+def test_client_options_name_host_port_and_user_and_no_password() -> None:
+    assert client_options(Path("/run/pg sock"), 5433, "app") == [
+        "--host",
+        "/run/pg sock",
+        "--port",
+        "5433",
+        "--username",
+        "app",
+    ]
+
+
+def test_psql_command_opens_the_database_with_the_connection() -> None:
+    connection = client_options("127.0.0.1", 5433, "app")
+    assert psql_command(BINDIR, connection, "shop") == [
+        "/opt/pg 15/bin/psql",
+        *connection,
+        "--dbname",
+        "shop",
+    ]
+
+
+def test_amcheck_command_checks_every_database_without_a_password_prompt() -> None:
+    connection = client_options("/run/pg", 5433, "postgres")
+    argv = amcheck_command(BINDIR, connection)
+    assert argv[0] == "/opt/pg 15/bin/pg_amcheck"
+    assert {"--all", "--heapallindexed", "--install-missing", "--no-password"} <= set(argv)
+    assert argv[-len(connection) :] == connection
+
+
+# -- pg_controldata, pg_verifybackup -------------------------------------------------------------
+
+
+def test_controldata_command_reads_the_data_directory() -> None:
+    assert controldata_command(BINDIR, DATADIR) == [
+        "/opt/pg 15/bin/pg_controldata",
+        "-D",
+        "/srv/it's here/data",
+    ]
+
+
+def test_verifybackup_command_reads_the_wal_of_the_backup_itself_by_default() -> None:
+    assert verifybackup_command(BINDIR, Path("/w/data")) == [
+        "/opt/pg 15/bin/pg_verifybackup",
+        "--quiet",
+        "/w/data",
+    ]
+
+
+def test_verifybackup_command_takes_the_fetched_wal_directory() -> None:
+    assert verifybackup_command(BINDIR, Path("/w/data"), Path("/w/wal")) == [
+        "/opt/pg 15/bin/pg_verifybackup",
+        "--quiet",
+        "--wal-directory",
+        "/w/wal",
+        "/w/data",
+    ]
+
+
+# -- pg_receivewal -------------------------------------------------------------------------------
+
+
+def test_receivewal_command_streams_on_the_slot_with_the_receivers_name() -> None:
+    argv = receivewal_command(
+        Path("/usr/lib/postgresql/15/bin"),
+        Path("/spool/stream"),
+        {"host": "/run/it's", "port": 5433, "user": "postgres", "dbname": "postgres"},
+        slot="pgpitr_stream",
+        application_name="pgpitr_walstream",
+        synchronous=False,
+    )
+    assert argv[0] == "/usr/lib/postgresql/15/bin/pg_receivewal"
+    assert argv[argv.index("--slot") + 1] == "pgpitr_stream"
+    assert argv[argv.index("--directory") + 1] == "/spool/stream"
+    dsn = argv[argv.index("--dbname") + 1]
+    assert "host='/run/it\\'s'" in dsn and "application_name='pgpitr_walstream'" in dsn
+    assert "dbname" not in dsn and "--no-loop" in argv and "--synchronous" not in argv
+    synchronous = receivewal_command(
+        Path("/b"), Path("/d"), {}, slot="s", application_name="a", synchronous=True
+    )
+    assert synchronous[-1] == "--synchronous"
+
+
+def test_receivewal_command_refuses_a_password() -> None:
+    with pytest.raises(ValueError, match="never goes into"):
+        receivewal_command(
+            Path("/b"),
+            Path("/d"),
+            {"host": "h", "password": "s3cret"},
+            slot="s",
+            application_name="a",
+            synchronous=False,
+        )
 
 
 # -- the gateway (a shell, no server) ------------------------------------------------------------

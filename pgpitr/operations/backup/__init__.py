@@ -30,11 +30,14 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from pgpitr import cluster_repository
+from pgpitr.catalog import backups as catalog_backups
+from pgpitr.catalog.source import check_key
 from pgpitr.errors import InvalidInput
 from pgpitr.manifest import BackupManifest
 from pgpitr.operations import verify
 from pgpitr.operations.backup.checks import check_cluster, choose_parent, confirm_wal_arrival
-from pgpitr.operations.backup.names import fresh_name
+from pgpitr.operations.backup.names import fresh_name, validate_name
 from pgpitr.operations.backup.take import stream
 from pgpitr.operations.edit_policy import require_incremental_support
 from pgpitr.postgres.cluster import Cluster
@@ -81,10 +84,7 @@ def run(
     stream reuses it): full, or incremental against ``parent`` (by default the newest usable
     backup on the server's timeline)."""
     name = name or fresh_name(cluster)
-    if backup_type is BackupType.INCREMENTAL:
-        require_incremental_support(Cluster.get(cluster))  # before anything is written
-    elif parent:
-        raise InvalidInput("--parent is for incremental backups: add --type incremental")
+    check_request(cluster, name, backup_type, parent)  # before anything is written
     policy = steps(check_cluster, cluster)
     if backup_type is BackupType.INCREMENTAL:
         parent = steps(choose_parent, cluster, parent)
@@ -94,3 +94,26 @@ def run(
     if verify_after:
         steps(verify.verify_backup, cluster, name)
     return manifest
+
+
+def check_request(
+    cluster: str, name: str | None, backup_type: BackupType | str, parent: str | None
+) -> BackupType:
+    """What refuses a backup before anything is written, and needs no flow: an unknown cluster,
+    a wrong encryption key, a bad name or type, a parent not found or given to a full backup, a
+    server too old for incrementals.  The CLI calls it before it starts the flow; ``run``
+    again.  Returns the parsed type."""
+    c = Cluster.get(cluster)
+    repo = cluster_repository.repository(c)
+    check_key(repo, c.state.stanza)
+    kind = BackupType.parse(backup_type)
+    if name:
+        validate_name(name)
+    if kind is BackupType.INCREMENTAL:
+        require_incremental_support(c)
+        if parent:
+            validate_name(parent)
+            catalog_backups.get_backup(repo, c.state.stanza, parent)
+    elif parent:
+        raise InvalidInput("--parent is for incremental backups: add --type incremental")
+    return kind

@@ -15,6 +15,7 @@ from pgpitr.manifest import BackupManifest
 from pgpitr.operations import restore as rs
 from pgpitr.operations.drill.plan import DrillPlan
 from pgpitr.operations.drill.records import DrillResult, history
+from pgpitr.postgres import command
 from pgpitr.postgres.cluster import Cluster
 from pgpitr.postgres.command import run as run_command
 from pgpitr.repository import Repository
@@ -140,18 +141,6 @@ def check_heartbeat(plan: DrillPlan) -> dict[str, Any]:
     }
 
 
-def amcheck_command(cluster: Cluster) -> list[str]:
-    """pg_amcheck over every database: heap, and B-tree indexes against their heap."""
-    return [
-        str(cluster.bindir / "pg_amcheck"),
-        "--all",
-        "--heapallindexed",
-        "--install-missing",
-        "--no-password",
-        *cluster.client_options(),
-    ]
-
-
 def run_amcheck(name: str) -> dict[str, Any]:
     """pg_amcheck on the scratch cluster; a finding is a failed check, not an exception."""
     started = datetime.now(UTC)
@@ -164,7 +153,10 @@ def run_amcheck(name: str) -> dict[str, Any]:
             ).fetchall()
         ]
     result = run_command(
-        amcheck_command(c), user=c.client_user, timeout=AMCHECK_TIMEOUT, check=False
+        command.amcheck_command(c.bindir, c.client_options()),
+        user=c.client_user,
+        timeout=AMCHECK_TIMEOUT,
+        check=False,
     )
     output = (result.stdout + result.stderr).strip().splitlines()
     passed = result.returncode == 0

@@ -24,7 +24,7 @@ from pgpitr.operations import create
 from pgpitr.osutil import process_alive
 from pgpitr.postgres import binaries
 from pgpitr.postgres.cluster import Cluster, validate_name
-from pgpitr.postgres.command import run
+from pgpitr.postgres.command import controldata_command, run
 from pgpitr.privilege import account_name
 from pgpitr.repository import RepositoryUrl, open_repository
 from pgpitr.wal import archive
@@ -254,7 +254,7 @@ def find_server(request: RegisterRequest) -> Server:
 
 
 def _control_data(bindir: Path, datadir: Path) -> dict[str, str]:
-    out = run([bindir / "pg_controldata", "-D", datadir], env={"LC_ALL": "C"}).stdout
+    out = run(controldata_command(bindir, datadir), env={"LC_ALL": "C"}).stdout
     return {
         k.strip(): v.strip()
         for k, _, v in (line.partition(":") for line in out.splitlines())

@@ -19,6 +19,7 @@ from pgpitr import cluster_repository, policy_store
 from pgpitr import policy as pol
 from pgpitr.errors import NotFound, PitrError, WalConflict
 from pgpitr.osutil import process_alive
+from pgpitr.postgres import command
 from pgpitr.postgres.cluster import Cluster
 from pgpitr.postgres.command import popen
 from pgpitr.postgres.osuser import make_dir
@@ -46,40 +47,6 @@ PARTIAL_EVERY = 1.0
 STATUS_EVERY = 10.0  # the status file is rewritten when it changed, else this often
 RESTART_PAUSE = (1.0, 30.0)  # first and longest pause before starting pg_receivewal again
 RETAINED_EVERY = 10.0  # seconds between looks at the slot's retained WAL
-
-
-# -- pure builders ---------------------------------------------------------------------------
-
-
-def _conn_value(value: object) -> str:
-    text = str(value).replace("\\", "\\\\").replace("'", "\\'")
-    return f"'{text}'"
-
-
-def receivewal_command(
-    bindir: Path, directory: Path, conninfo: dict[str, Any], *, synchronous: bool
-) -> list[str]:
-    """pg_receivewal on pgpitr's slot into ``directory``: one connection (``--no-loop``: the
-    supervisor restarts it, with a pause it controls), a status report every second."""
-    dsn = " ".join(
-        f"{key}={_conn_value(value)}"
-        for key, value in {**conninfo, "application_name": APPLICATION_NAME}.items()
-        if key != "dbname"
-    )
-    argv = [
-        str(bindir / "pg_receivewal"),
-        "--directory",
-        str(directory),
-        "--slot",
-        SLOT,
-        "--dbname",
-        dsn,
-        "--no-loop",
-        "--no-password",
-        "--status-interval",
-        "1",
-    ]
-    return argv + (["--synchronous"] if synchronous else [])
 
 
 @dataclass
@@ -227,8 +194,13 @@ class Receiver:
             self._reap_orphan(cluster, directory)
             self._reaped = True
         self._drop_unpadded(cluster, directory)
-        argv = receivewal_command(
-            cluster.bindir, directory, cluster.conninfo(), synchronous=policy.logfile_synchronous
+        argv = command.receivewal_command(
+            cluster.bindir,
+            directory,
+            cluster.conninfo(),
+            slot=SLOT,
+            application_name=APPLICATION_NAME,
+            synchronous=policy.logfile_synchronous,
         )
         log_path = self._log_path(cluster)
         _rotate(log_path)
