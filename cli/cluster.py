@@ -19,6 +19,7 @@ from pgpitr.catalog import source as catalog_source
 from pgpitr.errors import AlreadyExists, InvalidInput, NotFound
 from pgpitr.operations import describe as description
 from pgpitr.postgres.cluster import Cluster, validate_name
+from pgpitr.repository.url import RepositoryUrl
 from pgpitr.state import clusters_dir
 
 app = typer.Typer(no_args_is_help=True, help="Create, back up, restore and inspect clusters.")
@@ -75,9 +76,10 @@ def create(
     validate_name(name)
     if (clusters_dir() / name).exists():
         raise AlreadyExists(f"cluster {name!r} already exists", hint="choose another name")
-    backup_repo = flowio.repository_url(backup_repo)
-    cluster_repository.check_new_cluster_key(backup_repo)  # an encrypted repository's key file
+    url = flowio.repository_url(backup_repo)
+    cluster_repository.check_new_cluster_key(url)  # an encrypted repository's key file
     bindir = str(binaries.resolve(version, bindir))
+    backup_repo = flowio.url_parameter(url)
     parameters = {"name": name, "port": port, "backup_repo": backup_repo, "bindir": bindir}
     flowio.created(runner.run("create-cluster", wait, **parameters))
 
@@ -137,7 +139,7 @@ def list_(output: Output = "table") -> None:
             "type": "Registered" if c.registered else "Created",
             "version": c.state.pg_version,
             "port": c.state.port,
-            "repository": c.state.repository,
+            "repository": str(c.state.repository),
             "created": c.state.created,
             **protection.of(c).as_fields(),
         }
@@ -248,7 +250,7 @@ def list_backup(
     if backup_repo:
         from pgpitr.operations import info as repo_info
 
-        rows = repo_info.backup_rows(str(flowio.repository_url(backup_repo)), name)
+        rows = repo_info.backup_rows(flowio.repository_url(backup_repo), name)
     else:
         rows = _backup_rows([name] if name else [c.name for c in Cluster.all()])
     if output == "json":
@@ -295,7 +297,7 @@ def describe(name: str, output: Output = "table", backup_repo: BackupRepo = None
 
     _check_output(output)
     if backup_repo:
-        _describe_stanza(name, str(flowio.repository_url(backup_repo)), output)
+        _describe_stanza(name, flowio.repository_url(backup_repo), output)
         return
     info = description.describe(_known(name))
     info.update(runner.schedule_fields(name, policy_store.load_policy(Cluster.get(name))))
@@ -386,7 +388,7 @@ def _protection_warnings(rows: list[dict]) -> None:
             console.warning(row["protection_warning"])
 
 
-def _describe_stanza(name: str, url: str, output: str) -> None:
+def _describe_stanza(name: str, url: RepositoryUrl, output: str) -> None:
     """describe from the repository alone: no server, policy or schedule to show."""
     from pgpitr.operations import info as repo_info
 
@@ -607,18 +609,19 @@ def restore(
         immediate=restore_to_immediate,
         inclusive=not exclusive,
     )
-    RestoreRequest(new_name, source_cluster, target, backup, backup_repo, bindir)
+    url = flowio.repository_url(backup_repo)
+    RestoreRequest(new_name, source_cluster, target, backup, url, bindir)
     if not host:  # a wrong or missing encryption key fails here, not in the flow
-        source = catalog_source.resolve_source(source_cluster, flowio.repository_url(backup_repo))
+        source = catalog_source.resolve_source(source_cluster, url)
         catalog_source.check_key(source.open(), source.cluster)
-    if host and not backup_repo:  # the other host reads the source's repository
-        backup_repo = catalog_source.resolve_source(source_cluster).repository
+    if host and url is None:  # the other host reads the source's repository
+        url = catalog_source.resolve_source(source_cluster).repository
     parameters = {
         "new_name": new_name,
         "source_cluster": source_cluster,
         "target": target.as_parameter(),  # JSON: the same through a deployment
         "backup_name": backup,
-        "backup_repo": flowio.repository_url(backup_repo),
+        "backup_repo": flowio.url_parameter(url),
         "bindir": bindir,
     }
     if host:
@@ -661,8 +664,8 @@ def delete_backup(
     from pgpitr.operations.delete_backup import require_names_or_force
 
     require_names_or_force(backup, force)
-    backup_repo = flowio.repository_url(backup_repo)
-    parameters = {"cluster": name, "names": backup, "force": force, "backup_repo": backup_repo}
+    url = flowio.url_parameter(flowio.repository_url(backup_repo))
+    parameters = {"cluster": name, "names": backup, "force": force, "backup_repo": url}
     flowio.deleted_backups(name, runner.run("delete-backup", wait, **parameters))
 
 

@@ -17,15 +17,19 @@ from pgpitr import policy_store, timeparse
 from pgpitr.errors import InvalidInput
 from pgpitr.operations import edit_policy
 from pgpitr.postgres.cluster import Cluster
+from pgpitr.repository.url import RepositoryUrl
 
 POLICY_SUFFIX = "-postgresql-backup-policy"
 
 
-def repository_url(text: str | None) -> str | None:
-    """A --backup-repo value checked here, before any flow runs, and passed on normalised."""
-    from pgpitr.repository import RepositoryUrl
+def repository_url(text: str | None) -> RepositoryUrl | None:
+    """A --backup-repo value checked here, before any flow runs."""
+    return RepositoryUrl.parse_optional(text)
 
-    return str(RepositoryUrl.parse(text)) if text else None
+
+def url_parameter(url: RepositoryUrl | None) -> str | None:
+    """A repository as a flow parameter: its normalised text (flow parameters are JSON)."""
+    return None if url is None else str(url)
 
 
 def created(result: Any) -> None:

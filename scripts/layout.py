@@ -25,7 +25,6 @@ EXCEPTIONS = {
     "pgpitr/wal/index.py": "the WAL archive's index: its format, reading and upkeep",
     "pgpitr/operations/drill.py": "a drill's plan, restore, checks and record together",
     "pgpitr/postgres/cluster.py": "one facade over a cluster's state, configuration, postmaster",
-    "pgpitr/policy.py": "the policy's model and the validation of every setting",
 }
 
 #: The layers, top first (pyproject.toml's import contract), then what is not shipped.

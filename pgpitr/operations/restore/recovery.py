@@ -61,7 +61,7 @@ def configure_recovery(p: Plan, new_cluster: str) -> None:
     conf.write_file(datadir / "recovery.signal", "", owner)
     cluster.state.restore_source = {
         **cluster.state.restore_source,
-        "repository": p.source.repository,
+        "repository": str(p.source.repository),
         "stanza": p.source.cluster,
     }
     if p.source.credentials_file and Path(p.source.credentials_file).exists():
