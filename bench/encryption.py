@@ -31,6 +31,7 @@ from pgpitr.operations import backup as bk
 from pgpitr.operations import create, edit_policy
 from pgpitr.postgres import cluster, conf
 from pgpitr.postgres.osuser import make_dir, server_user
+from pgpitr.repository.url import RepositoryUrl
 from pgpitr.steps import Steps
 from tests.conftest import reachable_tempdir
 
@@ -178,7 +179,7 @@ def main(scale: int = 30, segments: int = 64, runs: int = 5) -> dict:
         for run in range(runs):
             kinds = ["plain", "encrypted"] if run % 2 == 0 else ["encrypted", "plain"]
             for kind in kinds:
-                edit_policy.switch_repository("benc", urls[kind])
+                edit_policy.switch_repository("benc", RepositoryUrl.parse(urls[kind]))
                 started = time.perf_counter()
                 manifest = bk.run(Steps(), "benc", f"b-{kind}-{run}")
                 times[kind].append(round(time.perf_counter() - started, 2))

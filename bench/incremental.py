@@ -63,7 +63,7 @@ from pgpitr.postgres.command import run as run_command
 from pgpitr.postgres.osuser import make_dir
 from pgpitr.steps import Steps
 from pgpitr.targets import RestoreTarget
-from pgpitr.wal import archive
+from pgpitr.wal.lsn import Lsn
 from tests import pgwheels
 from tests.conftest import reachable_tempdir
 
@@ -108,7 +108,7 @@ class Source:
         )
 
     def lsn(self) -> int:
-        return archive.lsn_to_int(self.sql("SELECT pg_current_wal_lsn()::text")[0][0])
+        return Lsn.parse(self.sql("SELECT pg_current_wal_lsn()::text")[0][0])
 
 
 class CombineSeconds(logging.Handler):

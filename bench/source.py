@@ -19,6 +19,7 @@ from pathlib import Path
 
 from bench.proc import PG_BINDIR, BenchError, User, du, make_dir, run, say, wait_until
 from pgpitr.postgres.cluster import Cluster
+from pgpitr.repository.url import RepositoryUrl
 
 NAME = "bench-src"
 
@@ -104,7 +105,7 @@ class SourceCluster:
         from pgpitr.operations import log_backup
 
         state = self.cluster.state
-        state.repository = url
+        state.repository = RepositoryUrl.parse(url)
         state.save()
         for marker in state.spool.glob("archive-info-*"):
             marker.unlink()

@@ -171,7 +171,7 @@ def list_backup(
     if backup_repo:
         from pgpitr.operations import info as repo_info
 
-        rows = repo_info.backup_rows(str(flowio.repository_url(backup_repo)), name)
+        rows = repo_info.backup_rows(flowio.repository_url(backup_repo), name)
     else:
         rows = reads.backup_rows([name] if name else [c.name for c in Cluster.all()])
     views.backups(rows, output)
@@ -185,7 +185,7 @@ def describe(name: str, output: Output = "table", backup_repo: BackupRepo = None
     if backup_repo:
         from pgpitr.operations import info as repo_info
 
-        url = str(flowio.repository_url(backup_repo))
+        url = flowio.repository_url(backup_repo)
         views.stanza(repo_info.describe_stanza(url, name), output)
         return
     found = description.describe(reads.known(name))
@@ -322,8 +322,8 @@ def delete_backup(
     from pgpitr.operations.delete_backup import require_names_or_force
 
     require_names_or_force(backup, force)
-    backup_repo = flowio.repository_url(backup_repo)
-    parameters = {"cluster": name, "names": backup, "force": force, "backup_repo": backup_repo}
+    url = flowio.url_parameter(flowio.repository_url(backup_repo))
+    parameters = {"cluster": name, "names": backup, "force": force, "backup_repo": url}
     flowio.deleted_backups(name, runner.run("delete-backup", wait, **parameters))
 
 

@@ -17,15 +17,19 @@ from pgpitr import policy_store, timeparse
 from pgpitr.errors import AlreadyExists, InvalidInput
 from pgpitr.operations import edit_policy
 from pgpitr.postgres.cluster import Cluster
+from pgpitr.repository.url import RepositoryUrl
 
 POLICY_SUFFIX = "-postgresql-backup-policy"
 
 
-def repository_url(text: str | None) -> str | None:
-    """A --backup-repo value checked here, before any flow runs, and passed on normalised."""
-    from pgpitr.repository import RepositoryUrl
+def repository_url(text: str | None) -> RepositoryUrl | None:
+    """A --backup-repo value checked here, before any flow runs."""
+    return RepositoryUrl.parse_optional(text)
 
-    return str(RepositoryUrl.parse(text)) if text else None
+
+def url_parameter(url: RepositoryUrl | None) -> str | None:
+    """A repository as a flow parameter: its normalised text (flow parameters are JSON)."""
+    return None if url is None else str(url)
 
 
 def create_parameters(
@@ -41,10 +45,10 @@ def create_parameters(
     validate_name(name)
     if (clusters_dir() / name).exists():
         raise AlreadyExists(f"cluster {name!r} already exists", hint="choose another name")
-    backup_repo = repository_url(backup_repo)
-    cluster_repository.check_new_cluster_key(backup_repo)  # an encrypted repository's key file
+    url = repository_url(backup_repo)
+    cluster_repository.check_new_cluster_key(url)  # an encrypted repository's key file
     bindir = str(binaries.resolve(version, bindir))
-    return {"name": name, "port": port, "backup_repo": backup_repo, "bindir": bindir}
+    return {"name": name, "port": port, "backup_repo": url_parameter(url), "bindir": bindir}
 
 
 def restore_parameters(
@@ -60,17 +64,18 @@ def restore_parameters(
     is named (that host reads it)."""
     from pgpitr.catalog import source as catalog_source
 
+    url = repository_url(backup_repo)
     if not host:
-        source = catalog_source.resolve_source(source_cluster, repository_url(backup_repo))
+        source = catalog_source.resolve_source(source_cluster, url)
         catalog_source.check_key(source.open(), source.cluster)
-    if host and not backup_repo:
-        backup_repo = catalog_source.resolve_source(source_cluster).repository
+    if host and url is None:
+        url = catalog_source.resolve_source(source_cluster).repository
     return {
         "new_name": new_name,
         "source_cluster": source_cluster,
         "target": target.as_parameter(),  # JSON: the same through a deployment
         "backup_name": backup,
-        "backup_repo": repository_url(backup_repo),
+        "backup_repo": url_parameter(url),
     }
 
 

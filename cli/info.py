@@ -29,7 +29,7 @@ def app(
 
     if output not in ("table", "json"):
         raise InvalidInput(f"unknown output format {output!r}: use table or json")
-    url = str(RepositoryUrl.parse(backup_repo)) if backup_repo is not None else None
+    url = RepositoryUrl.parse(backup_repo) if backup_repo is not None else None
     repositories = engine.info(url)
     if output == "json":
         console.as_json([r.as_dict() for r in repositories])

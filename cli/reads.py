@@ -32,7 +32,7 @@ def cluster_rows() -> list[dict[str, Any]]:
             "type": "Registered" if c.registered else "Created",
             "version": c.state.pg_version,
             "port": c.state.port,
-            "repository": c.state.repository,
+            "repository": str(c.state.repository),
             "created": c.state.created,
             **protection.of(c).as_fields(),
         }

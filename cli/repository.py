@@ -31,8 +31,8 @@ def reindex(
     default)."""
     if cluster is not None:
         validate_name(cluster)
-    backup_repo = flowio.repository_url(backup_repo)
-    result = runner.run("reindex", wait, cluster=cluster, backup_repo=backup_repo)
+    url = flowio.url_parameter(flowio.repository_url(backup_repo))
+    result = runner.run("reindex", wait, cluster=cluster, backup_repo=url)
     if result is runner.NO_RESULT:
         return
     for r in result:

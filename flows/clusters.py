@@ -9,6 +9,7 @@ from typing import Any
 from prefect import flow
 
 from pgpitr.operations import accounts, create, delete, register, roles, start, stop, unregister
+from pgpitr.repository.url import RepositoryUrl
 from tasks.naming import run_name
 from tasks.results import PERSISTED, SERIALIZER
 from tasks.steps import STEPS
@@ -24,7 +25,7 @@ def create_cluster(
 ) -> dict[str, Any]:
     """A new running PostgreSQL cluster with the default backup policy and its schedules, run by
     the binaries in BINDIR (default: the newest PostgreSQL installed on the host)."""
-    return create.run(STEPS, name, port, backup_repo, bindir)
+    return create.run(STEPS, name, port, RepositoryUrl.parse_optional(backup_repo), bindir)
 
 
 @flow(

@@ -9,6 +9,7 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from pgpitr.catalog import reindex as engine
+from pgpitr.repository.url import RepositoryUrl
 from tasks.naming import run_name
 from tasks.results import PERSISTED
 from tasks.steps import STEPS
@@ -22,7 +23,9 @@ from tasks.steps import STEPS
 def reindex(cluster: str | None = None, backup_repo: str | None = None) -> list[dict[str, Any]]:
     """Rebuild the catalog index of CLUSTER (or of every stanza of BACKUP_REPO, or of every
     cluster of this host) from a listing of its WAL."""
-    done = [r.as_dict() for r in engine.run(STEPS, cluster, backup_repo)]
+    done = [
+        r.as_dict() for r in engine.run(STEPS, cluster, RepositoryUrl.parse_optional(backup_repo))
+    ]
     lines = ["| repository | cluster | timelines | segments | other files | requests |"]
     lines.append("|---|---|---|---|---|---|")
     for r in done:

@@ -11,6 +11,7 @@ from prefect.artifacts import create_markdown_artifact
 from pgpitr.errors import NotFound
 from pgpitr.operations import delete_backup as deleting
 from pgpitr.operations import retention
+from pgpitr.repository.url import RepositoryUrl
 from tasks import backup as tb
 from tasks._common import cluster_artifact_key
 from tasks.naming import run_name
@@ -54,7 +55,8 @@ def delete_backup(
     """Delete the named backups, or with ``force`` and no names every backup of CLUSTER, and
     the WAL no remaining backup needs.  ``force`` also allows the backup the window starts from,
     and deletes the backups that depend on a named one (its incrementals) with it."""
-    removed = deleting.run(STEPS, cluster, names, force=force, repository=backup_repo)
+    url = RepositoryUrl.parse_optional(backup_repo)
+    removed = deleting.run(STEPS, cluster, names, force=force, repository=url)
     try:
         tb.publish_backup_table(cluster)
     except NotFound:  # a deleted cluster's backups: nothing left to show for it

@@ -26,13 +26,12 @@ def repository(cluster: Cluster) -> Repository:
     )
 
 
-def encryption_key_file(url: RepositoryUrl | str, user: OsUser, recorded: str = "") -> str:
+def encryption_key_file(url: RepositoryUrl, user: OsUser, recorded: str = "") -> str:
     """The key file a cluster archiving into ``url`` records ("" for a plain repository):
     checked to hold keys, mode 0600, readable by the server's OS user ``user``."""
-    location = RepositoryUrl.parse(url)
-    if not location.encrypted:
+    if not url.encrypted:
         return ""
-    path = keys.key_file_for_server(location.display, recorded or None)
+    path = keys.key_file_for_server(url.display, recorded or None)
     if not user.is_self:
         from pgpitr.postgres.command import run
 
@@ -45,11 +44,11 @@ def encryption_key_file(url: RepositoryUrl | str, user: OsUser, recorded: str = 
     return str(path)
 
 
-def check_new_cluster_key(url: str | None) -> None:
+def check_new_cluster_key(url: RepositoryUrl | None) -> None:
     """Before a create flow starts: an encrypted repository's key file is usable."""
     from pgpitr.postgres.osuser import server_user
 
-    if not url or not RepositoryUrl.parse(url).encrypted:
+    if url is None or not url.encrypted:
         return
     try:
         user = server_user(create=False)
@@ -61,7 +60,7 @@ def check_new_cluster_key(url: str | None) -> None:
 def store_credentials(cluster: Cluster) -> None:
     """Keep the AWS keys of the environment for the archiver (mode 0600, server account)."""
     key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
-    if not RepositoryUrl.parse(cluster.state.repository).is_s3 or not key or not secret:
+    if not cluster.state.repository.is_s3 or not key or not secret:
         return
     ini = configparser.ConfigParser()
     ini["default"] = {"aws_access_key_id": key, "aws_secret_access_key": secret}
@@ -74,7 +73,7 @@ def store_credentials(cluster: Cluster) -> None:
 
 def prepare_file_repository(cluster: Cluster) -> None:
     """A file repository must be writable by the server account, which runs the archiver."""
-    location = RepositoryUrl.parse(cluster.state.repository)
+    location = cluster.state.repository
     if not isinstance(location, FileUrl):
         return
     from pgpitr.postgres.command import run

@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 
 from pgpitr.errors import ChecksumMismatch, PitrError, TamperedObject
 from pgpitr.repository import Repository
-from pgpitr.wal import archive
+from pgpitr.wal.lsn import Lsn
 
 log = logging.getLogger(__name__)
 
@@ -76,14 +76,14 @@ class BackupManifest:
         return self.type == INCREMENTAL
 
     @property
-    def start_lsn_int(self) -> int:
+    def start_lsn_int(self) -> Lsn:
         assert self.start_lsn is not None, f"backup {self.name} has no start LSN"
-        return archive.lsn_to_int(self.start_lsn)
+        return Lsn.parse(self.start_lsn)
 
     @property
-    def stop_lsn_int(self) -> int:
+    def stop_lsn_int(self) -> Lsn:
         assert self.stop_lsn is not None, f"backup {self.name} has no stop LSN"
-        return archive.lsn_to_int(self.stop_lsn)
+        return Lsn.parse(self.stop_lsn)
 
     def full_xid(self, xid32: int) -> int | None:
         """The 64-bit id of a 32-bit ``xid32`` that the WAL shows after this backup: the one

@@ -2,7 +2,9 @@
 
 Pure data and validation; the caller stores it.  Settings use kbcli's keys, both for ``--set``
 (``schedule.logfile.enable=true``) and for the YAML shown in ``$EDITOR``.  A ``BackupPolicy``
-is validated when it is built, so an invalid one cannot exist.
+is validated when it is built (each value by its check in pgpitr/policy_values.py), so an
+invalid one cannot exist.  The repository is held as a ``RepositoryUrl`` (None: the default
+one) and is text only in the YAML and in ``to_dict``.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import KW_ONLY, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -20,8 +22,8 @@ import yaml
 from croniter import croniter
 
 from pgpitr.errors import InvalidInput
+from pgpitr.policy_values import SETTING_KEYS, SETTINGS, parse_size
 from pgpitr.repository.url import RepositoryUrl
-from pgpitr.timeparse import canonical_zone, parse_ttl
 
 __all__ = [
     "BackupPolicy",
@@ -47,7 +49,7 @@ class BackupPolicy:
     timezone: str = "UTC"
     logfile_enabled: bool = False
     ttl: str = "7d"
-    repository: str = ""
+    repository: RepositoryUrl | None = None
     compression: str = "zstd:3"
     #: incremental backups (PostgreSQL 17+) between the full ones, e.g. daily beside a weekly
     #: full: each against the newest usable backup
@@ -86,7 +88,7 @@ class BackupPolicy:
         # Values are checked and brought to canonical form (a trimmed cron, the IANA spelling of
         # the zone) here, so every way of building a policy goes through the same rules.
         problems: list[str] = []
-        for key, (attr, check) in _SETTINGS.items():
+        for key, (attr, check) in SETTINGS.items():
             try:
                 object.__setattr__(self, attr, check(getattr(self, attr)))
             except InvalidInput as exc:
@@ -104,136 +106,7 @@ class BackupPolicy:
         return f"{self.cluster}-postgresql-backup-policy"
 
 
-# --- value checks: each returns the canonical value or raises InvalidInput --------------------
-
-_TRUE = {"true", "yes", "on", "1"}
-_FALSE = {"false", "no", "off", "0"}
-
-
-def _bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower() if isinstance(value, str | int) else None
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise InvalidInput(f"{value!r} is not a boolean: expected true or false (also yes/no, on/off)")
-
-
-def _cron(value: Any) -> str:
-    expected = (
-        'expected a 5-field cron expression like "0 18 * * 0" (minute hour day month weekday)'
-    )
-    if not isinstance(value, str):
-        raise InvalidInput(f"{value!r} is not text: {expected}")
-    fields = value.split()
-    # croniter would read a 6th field as seconds and @daily as a macro; kbcli and Prefect
-    # deployments take the five classic fields, so refuse anything else rather than reinterpret.
-    if len(fields) != 5:
-        raise InvalidInput(f"{value!r} has {len(fields)} fields: {expected}")
-    normal = " ".join(fields)
-    try:
-        # A valid-looking expression can still never fire ("0 0 30 2 *"): ask for one run.
-        croniter(normal, datetime(2000, 1, 1, tzinfo=UTC)).get_next(datetime)
-    except Exception as exc:  # croniter raises many types; none of them is ours to pass on
-        raise InvalidInput(
-            f"{value!r} is not a cron schedule that runs ({exc}): {expected}"
-        ) from None
-    return normal
-
-
-def _timezone(value: Any) -> str:
-    return canonical_zone(value)
-
-
-def _ttl(value: Any) -> str:
-    if not isinstance(value, str):
-        raise InvalidInput(f"{value!r} is not text: expected a TTL like 7d, 12h or 30m")
-    parse_ttl(value)
-    # Kept as written (``90s`` stays ``90s``) so that the user finds their own words again.
-    return value.strip()
-
-
-_COMPRESSION = re.compile(r"(?:zstd)(?::(\d{1,2}))?|none", re.IGNORECASE)
-
-
-def _compression(value: Any) -> str:
-    expected = "expected zstd:N with a level from 1 to 19 (zstd alone is zstd:3), or none"
-    if not isinstance(value, str):
-        raise InvalidInput(f"{value!r} is not text: {expected}")
-    match = _COMPRESSION.fullmatch(value.strip())
-    if not match:
-        raise InvalidInput(f"{value!r} is not a compression: {expected}")
-    if value.strip().lower() == "none":
-        return "none"
-    level = int(match.group(1) or 3)
-    if not 1 <= level <= 19:
-        raise InvalidInput(f"{value!r} has level {level}: {expected}")
-    return f"zstd:{level}"
-
-
-_METHODS = ("archive", "stream")
-
-
-def _method(value: Any) -> str:
-    text = value.strip().lower() if isinstance(value, str) else None
-    if text not in _METHODS:
-        raise InvalidInput(
-            f"{value!r} is not a log backup method: expected archive (archive_command) or "
-            "stream (pg_receivewal under the agent)"
-        )
-    return text
-
-
-_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*(B|kB|KB|MB|GB|TB)?", re.IGNORECASE)
-_UNITS = {"b": 1, "kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30, "tb": 1 << 40}
-
-
-def parse_size(text: str) -> int:
-    """Bytes of a size like 512MB, 1GB or 1.5GB (PostgreSQL's units, powers of 1024)."""
-    match = _SIZE.fullmatch(text.strip()) if isinstance(text, str) else None
-    if not match or float(match.group(1)) <= 0:
-        raise InvalidInput(f"{text!r} is not a size: expected a positive size like 512MB or 1GB")
-    return int(float(match.group(1)) * _UNITS[(match.group(2) or "B").lower()])
-
-
-def _size(value: Any) -> str:
-    parse_size(value)
-    return value.strip()
-
-
-def _repository(value: Any) -> str:
-    """A repository URL, normalised (file://localhost/x is file:///x); empty for the default."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return ""
-    try:
-        return str(RepositoryUrl.parse(value.strip() if isinstance(value, str) else value))
-    except InvalidInput as exc:
-        raise InvalidInput(f"{exc.message} (empty for the default repository)") from None
-
-
-# kbcli key -> (BackupPolicy attribute, check).  Order is the order shown to people.
-_SETTINGS: dict[str, tuple[str, Callable[[Any], Any]]] = {
-    "schedule.datafile.enable": ("datafile_enabled", _bool),
-    "schedule.datafile.cronExpression": ("cron", _cron),
-    "schedule.datafile.timezone": ("timezone", _timezone),
-    "schedule.datafile.compression": ("compression", _compression),
-    "schedule.incremental.enable": ("incremental_enabled", _bool),
-    "schedule.incremental.cronExpression": ("incremental_cron", _cron),
-    "schedule.logfile.enable": ("logfile_enabled", _bool),
-    "schedule.logfile.method": ("logfile_method", _method),
-    "schedule.logfile.synchronous": ("logfile_synchronous", _bool),
-    "retention.ttl": ("ttl", _ttl),
-    "backupRepo": ("repository", _repository),
-    "schedule.drill.enable": ("drill_enabled", _bool),
-    "schedule.drill.cronExpression": ("drill_cron", _cron),
-    "heartbeat.enable": ("heartbeat_enabled", _bool),
-    "rpo.max": ("rpo_max", _ttl),
-    "stream.maxRetained": ("stream_max_retained", _size),
-}
-SETTING_KEYS: tuple[str, ...] = tuple(_SETTINGS)
-_KEYS_BY_LOWER = {key.lower(): key for key in _SETTINGS}
+_KEYS_BY_LOWER = {key.lower(): key for key in SETTINGS}
 _SET_EXAMPLE = "e.g. --set schedule.logfile.enable=true,retention.ttl=7d"
 
 
@@ -257,7 +130,7 @@ class _Changes:
         self.problems: list[str] = []
 
     def set(self, key: str, raw: Any) -> None:
-        attr, check = _SETTINGS[key]
+        attr, check = SETTINGS[key]
         try:
             # The last value of a repeated key wins, as with kbcli's --set.
             self.values[attr] = check(raw)
@@ -346,7 +219,7 @@ def to_yaml(policy: BackupPolicy) -> str:
                 "drill": {"enable": policy.drill_enabled, "cronExpression": policy.drill_cron},
             },
             "retention": {"ttl": policy.ttl},
-            "backupRepo": policy.repository,
+            "backupRepo": _text(policy.repository),
             "heartbeat": {"enable": policy.heartbeat_enabled},
             "rpo": {"max": policy.rpo_max},
             "stream": {"maxRetained": policy.stream_max_retained},
@@ -412,7 +285,14 @@ _FIELDS = tuple(field.name for field in dataclasses.fields(BackupPolicy) if fiel
 
 def to_dict(policy: BackupPolicy) -> dict[str, Any]:
     """The policy as a JSON-ready dict of its fields."""
-    return {name: getattr(policy, name) for name in _FIELDS}
+    data = {name: getattr(policy, name) for name in _FIELDS}
+    data["repository"] = _text(policy.repository)
+    return data
+
+
+def _text(url: RepositoryUrl | None) -> str:
+    """A repository as policy.json and the YAML have always written it: "" for the default."""
+    return "" if url is None else str(url)
 
 
 def from_dict(data: Mapping[str, Any]) -> BackupPolicy:

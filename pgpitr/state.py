@@ -1,7 +1,7 @@
 """Where pgpitr keeps what it knows about its clusters: ``PGPITR_HOME``.
 
-Kept deliberately light (json, os, pathlib): the WAL commands load a cluster's state once per
-segment.  Layout::
+Kept deliberately light (json, os, pathlib, the repository's URL): the WAL commands load a
+cluster's state once per segment.  Layout::
 
     PGPITR_HOME/clusters/NAME/cluster.json   what the cluster is (no secrets)
     PGPITR_HOME/clusters/NAME/policy.json    its backup policy
@@ -31,6 +31,7 @@ from typing import Any
 
 from pgpitr.errors import InvalidInput
 from pgpitr.osutil import write_atomic
+from pgpitr.repository.url import FileUrl, RepositoryUrl
 
 NAME_RULE = re.compile(r"^[a-z][a-z0-9-]{0,46}[a-z0-9]$|^[a-z]$")
 NAME_RULE_TEXT = (
@@ -77,11 +78,9 @@ def clusters_dir(base: Path | None = None) -> Path:
     return (base or home()) / "clusters"
 
 
-def default_repository_url(base: Path | None = None) -> str:
-    """The embedded default repository, as a normalised URL (``FileUrl`` parses it)."""
-    from pgpitr.repository.url import FileUrl
-
-    return str(FileUrl((base or home()) / "repo"))
+def default_repository_url(base: Path | None = None) -> FileUrl:
+    """The embedded default repository."""
+    return FileUrl((base or home()) / "repo")
 
 
 _REGISTERED_ONLY = (
@@ -102,7 +101,8 @@ class ClusterState:
     name: str
     platform: str
     port: int
-    repository: str
+    #: text in cluster.json, parsed when the state is built
+    repository: RepositoryUrl
     bindir: str
     os_user: str
     system_identifier: str = ""
@@ -135,6 +135,9 @@ class ClusterState:
     #: reboot, leaves it stopped; every other created cluster it starts again.
     stopped_by_operator: bool = False
     home: str = ""
+
+    def __post_init__(self) -> None:
+        self.repository = RepositoryUrl.parse(self.repository)
 
     @property
     def dir(self) -> Path:
@@ -169,6 +172,7 @@ class ClusterState:
 
     def save(self) -> None:
         data = {k: v for k, v in asdict(self).items() if k != "home"}
+        data["repository"] = str(self.repository)
         if not self.registered:  # a created cluster's cluster.json stays as it always was
             for key in _REGISTERED_ONLY:
                 data.pop(key)

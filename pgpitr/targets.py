@@ -23,10 +23,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pgpitr import timeparse
 from pgpitr.errors import InvalidInput
+from pgpitr.wal.lsn import LSN_RE, Lsn
 
 Kind = Literal["latest", "time", "lsn", "xid", "name", "immediate"]
 
-LSN_RE = re.compile(r"[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}", re.ASCII)
 #: 0-2 are PostgreSQL's reserved ids (invalid, bootstrap, frozen): no transaction has them, in
 #: any epoch.
 FIRST_NORMAL_XID = 3
@@ -49,19 +49,10 @@ _OPTIONS = {
 
 def parse_lsn(text: str) -> str:
     """PostgreSQL's text form of an LSN (``0/3000028``), upper-cased; ValueError otherwise."""
-    if not isinstance(text, str) or not LSN_RE.fullmatch(text.strip()):
-        raise ValueError(
-            f"cannot read the LSN {text!r}: expected PostgreSQL's form, two hexadecimal "
-            "numbers of up to 8 digits separated by '/', like 0/3000028 (see "
-            "pg_current_wal_lsn())"
-        )
-    high, _, low = text.strip().upper().partition("/")
-    return f"{int(high, 16):X}/{int(low, 16):X}"
-
-
-def lsn_value(lsn: str) -> int:
-    high, _, low = lsn.partition("/")
-    return (int(high, 16) << 32) | int(low, 16)
+    try:
+        return str(Lsn.parse(text))
+    except InvalidInput as exc:
+        raise ValueError(exc.message) from None
 
 
 def check_point_name(name: str) -> str:
@@ -230,9 +221,9 @@ class RestoreTarget(BaseModel):
         return self.kind == "latest"
 
     @property
-    def lsn_int(self) -> int:
+    def lsn_int(self) -> Lsn:
         assert self.lsn is not None
-        return lsn_value(self.lsn)
+        return Lsn.parse(self.lsn)
 
     def as_parameter(self) -> dict[str, Any]:
         """The JSON a flow run's ``target`` parameter carries (only what differs from latest)."""

@@ -4,8 +4,9 @@ The CLI reads a served run's result back from result storage (``--wait``, cli/ru
 Prefect's default serializer is pickle, so reading a result would run whatever code the stored
 bytes name.  ``PitrJSON`` writes data instead:
 
-- JSON values as they are; tuples, sets, datetimes, dates, times, timedeltas, paths, UUIDs and
-  dicts with keys other than strings as small tagged objects (``{"__pgpitr__": "datetime", ...}``);
+- JSON values as they are (an LSN as its text, 0/3000028, which the dataclass holding it reads
+  back); tuples, sets, datetimes, dates, times, timedeltas, paths, UUIDs and dicts with keys
+  other than strings as small tagged objects (``{"__pgpitr__": "datetime", ...}``);
 - dataclasses, pydantic models and enums of pgpitr's own packages (a backup manifest, a restore
   result with its target, a drill result, a restore point) with their qualified type name, their
   fields encoded the same way;
@@ -34,6 +35,7 @@ from prefect.serializers import Serializer
 from pydantic import BaseModel
 
 from pgpitr.errors import PitrError
+from pgpitr.wal.lsn import Lsn
 
 __all__ = ["ALLOWED_PREFIXES", "TYPE", "PitrJSON", "RefusedType", "decode", "encode"]
 
@@ -57,6 +59,8 @@ def encode(value: Any) -> Any:
     """VALUE as JSON-ready data (dicts, lists, strings, numbers, booleans, None)."""
     if isinstance(value, enum.Enum):  # before str and int: a StrEnum is a str
         return {_TAG: "enum", "type": _name(type(value)), "value": encode(value.value)}
+    if isinstance(value, Lsn):  # before int: an LSN is an int, kept in PostgreSQL's text form
+        return str(value)
     if value is None or isinstance(value, bool | int | float | str):
         return value
     if isinstance(value, list):

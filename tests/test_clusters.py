@@ -43,8 +43,8 @@ def test_a_deleted_clusters_backups_are_found_in_the_repository_named(home: Path
     repo_url = f"file://{home / 'elsewhere'}"
     repo = pgpitr_repository.open_repository(repo_url)
     repo.put_json("gone/archive.info", {"system_identifier": "1"})
-    source = catalog_source.resolve_source("gone", repo_url)
-    assert (source.cluster, source.repository) == ("gone", repo_url)
+    source = catalog_source.resolve_source("gone", pgpitr_repository.RepositoryUrl.parse(repo_url))
+    assert (source.cluster, str(source.repository)) == ("gone", repo_url)
     assert source.open().exists("gone/archive.info")
 
 

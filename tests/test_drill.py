@@ -60,7 +60,7 @@ def flip_a_byte(source: Cluster, segment: str) -> str:
     ((key, _sha),) = archive.stored_versions(
         cluster_repository.repository(source), source.name, segment
     )
-    path = Path(source.state.repository.removeprefix("file://")) / key
+    path = Path(str(source.state.repository).removeprefix("file://")) / key
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))

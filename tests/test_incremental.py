@@ -107,7 +107,7 @@ def lineage(request: pytest.FixtureRequest) -> Iterator[Lineage]:
         stack.enter_context(shared_home())
         name = f"inc{major}" + ("-s3" if kind == "s3" else "")
         c = _source(name, major, url)
-        assert c.state.repository.startswith("s3://") == (kind == "s3")
+        assert str(c.state.repository).startswith("s3://") == (kind == "s3")
         full = engine.backup(name)
         after_full = commit_now(name, "INSERT INTO msg VALUES (1)")
         time.sleep(0.05)

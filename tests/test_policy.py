@@ -43,7 +43,7 @@ def refusal(call, *args) -> str:  # type: ignore[no-untyped-def]
 def test_defaults_and_name() -> None:
     assert BASE.name == "my-pg-postgresql-backup-policy"
     assert (BASE.datafile_enabled, BASE.cron, BASE.timezone) == (True, "0 18 * * 0", "UTC")
-    assert (BASE.logfile_enabled, BASE.ttl, BASE.repository) == (False, "7d", "")
+    assert (BASE.logfile_enabled, BASE.ttl, BASE.repository) == (False, "7d", None)
     assert BASE.create_time == CREATED
     with pytest.raises(dataclasses.FrozenInstanceError):
         BASE.ttl = "1d"  # type: ignore[misc]

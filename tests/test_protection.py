@@ -96,7 +96,7 @@ def test_a_running_archiving_cluster_has_no_warning(home: Path) -> None:
 def test_a_running_cluster_whose_archiving_fails_is_shown_not_protected(home: Path) -> None:
     cluster = _archiving("failing")
     archive_now("failing")
-    repo = Path(cluster.state.repository.removeprefix("file://"))
+    repo = Path(str(cluster.state.repository).removeprefix("file://"))
     directories = [repo, *(p for p in repo.rglob("*") if p.is_dir())]
     modes = {d: d.stat().st_mode for d in directories}
     for directory in directories:  # the server's OS user can no longer write into it

@@ -59,8 +59,8 @@ def test_clusters_dir_and_default_repository(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("PGPITR_HOME", "/h")
     assert state.clusters_dir() == Path("/h/clusters")
     assert state.clusters_dir(Path("/b")) == Path("/b/clusters")
-    assert state.default_repository_url() == "file:///h/repo"
-    assert state.default_repository_url(Path("/b")) == "file:///b/repo"
+    assert str(state.default_repository_url()) == "file:///h/repo"
+    assert str(state.default_repository_url(Path("/b"))) == "file:///b/repo"
 
 
 # -- names ---------------------------------------------------------------------------------------
@@ -94,11 +94,13 @@ def test_paths_are_under_the_home(tmp_path: Path) -> None:
 
 
 def test_defaults() -> None:
-    st = ClusterState(name="x", platform="local", port=1, repository="r", bindir="b", os_user="u")
+    st = ClusterState(
+        name="x", platform="local", port=1, repository="file:///r", bindir="b", os_user="u"
+    )
     assert (st.system_identifier, st.pg_version, st.wal_segment_size) == ("", 15, 16 << 20)
     assert (st.created, st.restore_source, st.home) == ("", {}, "")
     other = ClusterState(
-        name="y", platform="local", port=1, repository="r", bindir="b", os_user="u"
+        name="y", platform="local", port=1, repository="file:///r", bindir="b", os_user="u"
     )
     other.restore_source["from"] = "x"
     assert st.restore_source == {}  # not one dict shared by every state
@@ -153,6 +155,7 @@ def test_load_ignores_keys_it_does_not_know_and_fills_missing_defaults(tmp_path:
     path = tmp_path / "clusters" / "old" / "cluster.json"
     path.parent.mkdir(parents=True)
     data = {k: v for k, v in asdict(_state(tmp_path, name="old")).items() if k != "home"}
+    data["repository"] = "file:///r"  # cluster.json holds the URL's text
     data["retired_setting"] = "whatever"  # written by another version
     del data["pg_version"]
     path.write_text(json.dumps(data))

@@ -17,6 +17,7 @@ from pgpitr.repository import open_repository
 from pgpitr.repository.base import document_frame
 from pgpitr.state import ClusterState
 from pgpitr.wal import archive
+from pgpitr.wal.lsn import Lsn
 from tests.pg import serverless_cluster
 
 SEG = 16 * 1024 * 1024
@@ -32,8 +33,8 @@ def test_segment_names_and_arithmetic() -> None:
         "000000020000000100000001",
     ]
     assert archive.following_segments("00000002.history", SEG, 3) == []
-    assert archive.lsn_to_int("1/2000028") == (1 << 32) | 0x2000028
-    assert archive.int_to_lsn(archive.lsn_to_int("A/FF")) == "A/FF"
+    assert Lsn.parse("1/2000028") == (1 << 32) | 0x2000028
+    assert str(Lsn.parse("A/FF")) == "A/FF"
     assert archive.segment_of("0/3000000", 1, SEG).name(SEG) == "000000010000000000000003"
     with pytest.raises(ValueError):
         archive.Segment.parse("nonsense", SEG)

@@ -26,7 +26,7 @@ from pgpitr.errors import RecoveryTargetError
 from pgpitr.manifest import BackupManifest
 from pgpitr.repository import Repository
 from pgpitr.targets import XID_SPACE, RestoreTarget
-from pgpitr.wal import archive
+from pgpitr.wal.lsn import Lsn
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +199,7 @@ class _Finder:
                 "(--restore-to-time, --restore-to-lsn)",
             )
         when = timeparse.format_kbcli(record.time)
-        at = f"LSN {archive.int_to_lsn(record.lsn)} ({when})"
+        at = f"LSN {record.lsn} ({when})"
         if not record.committed:
             raise RecoveryTargetError(
                 f"transaction {xid} aborted at {at}: there is no commit to stop at",
@@ -239,9 +239,7 @@ class _Finder:
 
 def _archive_ranges(chains: list[catalog_window.Chain]) -> str:
     spans = sorted({(c.backup.stop_lsn_int, c.end_lsn) for c in chains})
-    return "reachable: " + ", ".join(
-        f"{archive.int_to_lsn(a)} to {archive.int_to_lsn(b)}" for a, b in spans
-    )
+    return "reachable: " + ", ".join(f"{Lsn(a)} to {Lsn(b)}" for a, b in spans)
 
 
 def _describe(window: list[tuple[datetime, datetime]]) -> str:

@@ -17,6 +17,7 @@ from pgpitr.catalog.walindex import WalIndex
 from pgpitr.postgres.command import run, waldump_command
 from pgpitr.repository import Repository
 from pgpitr.wal import archive
+from pgpitr.wal.lsn import Lsn
 
 _XACT_TIME = re.compile(
     r"desc: (?:COMMIT|ABORT|COMMIT_PREPARED|ABORT_PREPARED) "
@@ -69,7 +70,7 @@ class XactRecord:
     """A COMMIT or ABORT record of a top-level transaction, as pg_waldump shows it."""
 
     xid: int
-    lsn: int
+    lsn: Lsn
     committed: bool
     time: datetime
     subxacts: tuple[int, ...] = ()
@@ -90,7 +91,7 @@ def transaction_records(bindir: Path, segment: Path, timeline: int) -> list[Xact
         found.append(
             XactRecord(
                 xid=int(m["pxid"] or m["tx"]),
-                lsn=archive.lsn_to_int(m["lsn"]),
+                lsn=Lsn.parse(m["lsn"]),
                 committed=m["kind"] == "COMMIT",
                 time=datetime.fromisoformat(m["time"]).replace(tzinfo=UTC),
                 subxacts=subxacts,
@@ -155,7 +156,7 @@ def find_transaction(
         return XidSearch(xid, None, None, first, last, number < floor, newest)
 
 
-def last_record_lsn(repo: Repository, index: WalIndex, bindir: Path, segment: str) -> int | None:
+def last_record_lsn(repo: Repository, index: WalIndex, bindir: Path, segment: str) -> Lsn | None:
     """The start LSN of the last WAL record in an archived segment (what recovery to an LSN can
     reach: the rest of a switched segment is zeros)."""
     with tempfile.TemporaryDirectory(prefix="pgpitr-waldump-") as tmp:
@@ -166,7 +167,7 @@ def last_record_lsn(repo: Repository, index: WalIndex, bindir: Path, segment: st
         argv.remove("Transaction")
         result = run(argv, env={"TZ": "UTC"}, check=False)
     found = _ANY_RECORD_LSN.findall(result.stdout)
-    return archive.lsn_to_int(found[-1]) if found else None
+    return Lsn.parse(found[-1]) if found else None
 
 
 def commit_times(bindir: Path, segment: Path, timeline: int) -> list[datetime]:

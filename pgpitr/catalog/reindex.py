@@ -25,7 +25,7 @@ from pgpitr.wal import index as archive_index
 class Stanza:
     """One stanza to reindex: its repository (URL, shown without secrets) and name."""
 
-    repository: str
+    repository: RepositoryUrl
     stanza: str
     credentials_file: str | None = None
 
@@ -45,16 +45,14 @@ class Reindexed:
 
 
 def run(
-    steps: Steps, cluster: str | None = None, backup_repo: str | None = None
+    steps: Steps, cluster: str | None = None, backup_repo: RepositoryUrl | None = None
 ) -> list[Reindexed]:
     """Rebuild the index of CLUSTER's stanza, of every stanza of BACKUP_REPO, or (neither
     given) of every cluster known on this host."""
     return [steps(reindex_stanza, target) for target in steps(find_stanzas, cluster, backup_repo)]
 
 
-def find_stanzas(cluster: str | None, backup_repo: str | None) -> list[Stanza]:
-    if backup_repo is not None:
-        RepositoryUrl.parse(backup_repo)  # a bad URL fails here, before anything is read
+def find_stanzas(cluster: str | None, backup_repo: RepositoryUrl | None) -> list[Stanza]:
     if cluster is not None:
         validate_name(cluster)
         source = catalog_source.resolve_source(cluster, backup_repo)

@@ -11,26 +11,30 @@ from typing import Any
 from pgpitr.errors import InvalidInput, NotFound, TamperedObject
 from pgpitr.repository import Repository
 from pgpitr.targets import POINT_NAME_RE, POINT_NAME_RULE
-from pgpitr.wal import archive
+from pgpitr.wal.lsn import Lsn
 
 
 @dataclass(frozen=True)
 class RestorePoint:
     name: str
     time: datetime  # the server's clock when the point was made
-    lsn: str  # pg_create_restore_point's result: the end of the point's WAL record
+    lsn: Lsn  # pg_create_restore_point's result: the end of the point's WAL record
     timeline: int
     cluster: str
 
+    def __post_init__(self) -> None:
+        # a flow's result reads back with the LSN as its JSON text
+        object.__setattr__(self, "lsn", Lsn.parse(self.lsn))
+
     @property
-    def lsn_int(self) -> int:
-        return archive.lsn_to_int(self.lsn)
+    def lsn_int(self) -> Lsn:
+        return self.lsn
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "time": self.time.isoformat(),
-            "lsn": self.lsn,
+            "lsn": str(self.lsn),
             "timeline": self.timeline,
             "cluster": self.cluster,
         }

@@ -13,7 +13,7 @@ from pgpitr.errors import (
     NotFound,
 )
 from pgpitr.postgres.cluster import Cluster, validate_name
-from pgpitr.repository import Repository, open_repository
+from pgpitr.repository import Repository, RepositoryUrl, open_repository
 from pgpitr.wal import archive
 
 
@@ -22,7 +22,7 @@ class Source:
     """Where a restore reads from: a repository and a stanza (the source cluster's name)."""
 
     cluster: str
-    repository: str
+    repository: RepositoryUrl
     credentials_file: str | None = None
     #: the binaries of the source cluster when it lives on this host
     bindir: str | None = None
@@ -44,7 +44,7 @@ def check_key(repo: Repository, stanza: str) -> dict | None:
     return None
 
 
-def resolve_source(name: str, repository: str | None = None) -> Source:
+def resolve_source(name: str, repository: RepositoryUrl | None = None) -> Source:
     """The source of a restore: a cluster pgpitr knows, or one deleted whose backups remain."""
     validate_name(name)
     try:

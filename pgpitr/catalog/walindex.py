@@ -15,6 +15,7 @@ from pgpitr.errors import RepositoryError
 from pgpitr.repository import Repository
 from pgpitr.wal import archive
 from pgpitr.wal import index as archive_index
+from pgpitr.wal.lsn import Lsn
 
 log = logging.getLogger(__name__)
 
@@ -279,5 +280,5 @@ def parse_history(text: str) -> list[tuple[int, int]]:
     for line in text.splitlines():
         parts = line.split()
         if len(parts) >= 2 and parts[0].isdigit():
-            entries.append((int(parts[0]), archive.lsn_to_int(parts[1])))
+            entries.append((int(parts[0]), Lsn.parse(parts[1])))
     return entries

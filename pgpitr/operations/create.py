@@ -36,7 +36,7 @@ def run(
     steps: Steps,
     name: str,
     port: int | None = None,
-    repository_url: str | None = None,
+    repository_url: RepositoryUrl | None = None,
     bindir: str | None = None,
 ) -> dict[str, Any]:
     """A new running cluster with the default backup policy, and its schedules."""
@@ -46,7 +46,7 @@ def run(
 
 
 def create_cluster(
-    name: str, port: int | None, repository_url: str | None, bindir: str | None = None
+    name: str, port: int | None, repository_url: RepositoryUrl | None, bindir: str | None = None
 ) -> dict[str, Any]:
     """initdb, configure, start; a failed attempt removes what it made before it fails."""
     c = create(name, port=port, repository_url=repository_url, bindir=bindir)
@@ -60,7 +60,7 @@ def create_cluster(
     return {
         "name": name,
         "port": c.state.port,
-        "repository": c.state.repository,
+        "repository": str(c.state.repository),
         "pg_version": c.state.pg_version,
     }
 
@@ -75,7 +75,7 @@ def create(
 ) -> Cluster:
     """A new, running cluster with archive_mode on and log backup off, run by the binaries in
     ``bindir`` (or those of PostgreSQL ``version``, or the newest installed)."""
-    url = str(RepositoryUrl.parse(repository_url or st.default_repository_url()))
+    url = RepositoryUrl.parse_optional(repository_url) or st.default_repository_url()
     binaries_dir = binaries.resolve(version, bindir)
     from pgpitr.postgres.osuser import server_user
 

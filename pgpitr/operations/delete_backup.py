@@ -13,6 +13,7 @@ from pgpitr.catalog import backups as catalog_backups
 from pgpitr.catalog import source
 from pgpitr.errors import InvalidInput
 from pgpitr.operations.retention import Removed, delete_backups
+from pgpitr.repository.url import RepositoryUrl
 from pgpitr.steps import Steps
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ def run(
     names: list[str] | None,
     *,
     force: bool = False,
-    repository: str | None = None,
+    repository: RepositoryUrl | None = None,
 ) -> Removed:
     """Delete the named backups, or with ``force`` and no names every backup of CLUSTER."""
     require_names_or_force(names, force)
@@ -38,7 +39,7 @@ def require_names_or_force(names: list[str] | None, force: bool) -> None:
 
 
 def delete_named(
-    cluster: str, names: list[str] | None, force: bool, repository: str | None = None
+    cluster: str, names: list[str] | None, force: bool, repository: RepositoryUrl | None = None
 ) -> Removed:
     """The backups asked for (all of the cluster's when ``names`` is None and ``force``); a
     deleted cluster's backups too, from the repository given or the default one."""

@@ -35,13 +35,9 @@ class PolicyChange:
 
     @property
     def repository_switch(self) -> bool:
-        if not self.new.repository:
+        if self.new.repository is None:
             return False
-        if not self.current.repository:
-            return True
-        return RepositoryUrl.parse(self.new.repository) != RepositoryUrl.parse(
-            self.current.repository
-        )
+        return self.new.repository != self.current.repository
 
     @property
     def incrementals_asked(self) -> bool:
@@ -140,15 +136,15 @@ def read_policy_change(
     return change
 
 
-def switch_repository(cluster: str, url: str) -> None:
+def switch_repository(cluster: str, url: RepositoryUrl) -> None:
     """Archive and back up into another repository from now on (it must answer first)."""
     c = Cluster.get(cluster)
-    checked = RepositoryUrl.parse(url)
+    checked = url
     key_file = encryption_key_file(checked, c.user, c.state.encryption_key_file)
     repo = open_repository(checked, c.state.credentials_file, key_file or None)
     repo.check()
     check_key(repo, c.state.stanza)  # the stanza there, if any, is encrypted the same way
-    c.state.repository = str(checked)
+    c.state.repository = checked
     c.state.encryption_key_file = key_file
     c.state.save()
     log.info("cluster %s now uses the repository %s", cluster, checked.display)

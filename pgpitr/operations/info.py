@@ -134,33 +134,29 @@ class Named:
 def repositories_of_home() -> list[Named]:
     """The home's default repository, then every other one a cluster of this home uses or its
     policy names, each once (URLs compared parsed, not by spelling)."""
-    found: dict[RepositoryUrl, Path | None] = {
-        RepositoryUrl.parse(st.default_repository_url()): None
-    }
+    found: dict[RepositoryUrl, Path | None] = {st.default_repository_url(): None}
     for cluster in Cluster.all():
-        named = [cluster.state.repository]
+        named: list[RepositoryUrl | None] = [cluster.state.repository]
         try:
             named.append(policy_store.load_policy(cluster).repository)
         except (OSError, PitrError):
             pass  # a policy that cannot be read names no repository; describe says more
-        for text in named:
-            if not text:
+        for url in named:
+            if url is None:
                 continue
-            url = RepositoryUrl.parse(text)
             if found.get(url) is None:
                 creds = cluster.state.credentials_file
                 found[url] = creds if url.is_s3 and creds.exists() else None
     return [Named(url, creds) for url, creds in found.items()]
 
 
-def named(url: str) -> Named:
+def named(url: RepositoryUrl) -> Named:
     """A repository given on the command line; a cluster of this home that uses it lends its
     credentials file (the environment's keys come first, as for every S3 repository)."""
-    parsed = RepositoryUrl.parse(url)
     for candidate in repositories_of_home():
-        if candidate.url == parsed:
+        if candidate.url == url:
             return candidate
-    return Named(parsed)
+    return Named(url)
 
 
 # -- reading -------------------------------------------------------------------------------
@@ -266,14 +262,14 @@ def repository_info(where: Named, *, strict: bool = True) -> RepositoryInfo:
         return RepositoryInfo(where.url.display, [], str(exc))
 
 
-def info(url: str | None = None) -> list[RepositoryInfo]:
+def info(url: RepositoryUrl | None = None) -> list[RepositoryInfo]:
     """The repository ``url`` names (its failure raises), or every repository of this home: the
     default one, if it exists yet, and those the clusters use or their policies name."""
     if url is not None:
         return [repository_info(named(url))]
     found = []
     for where in repositories_of_home():
-        default = where.url == RepositoryUrl.parse(st.default_repository_url())
+        default = where.url == st.default_repository_url()
         if default and isinstance(where.url, FileUrl) and not where.url.path.is_dir():
             continue  # nothing was ever written to the default repository: nothing to show
         found.append(repository_info(where, strict=False))
@@ -295,7 +291,7 @@ def require_stanza(repo: Repository, stanza: str) -> None:
         )
 
 
-def backup_rows(url: str, stanza: str | None = None) -> list[dict[str, Any]]:
+def backup_rows(url: RepositoryUrl, stanza: str | None = None) -> list[dict[str, Any]]:
     """list-backup's rows from a repository: of ``stanza``, or of every stanza in it."""
     if stanza is not None:
         validate_name(stanza)
@@ -310,7 +306,7 @@ def backup_rows(url: str, stanza: str | None = None) -> list[dict[str, Any]]:
     return rows
 
 
-def describe_stanza(url: str, stanza: str) -> dict[str, Any]:
+def describe_stanza(url: RepositoryUrl, stanza: str) -> dict[str, Any]:
     """describe's view of a stanza from the repository alone: what a deleted cluster left."""
     validate_name(stanza)
     repo = open_checked(named(url))

@@ -26,6 +26,7 @@ from pgpitr.postgres.command import OsUser, initdb_command, pg_ctl_command, run
 from pgpitr.postgres.osuser import acting_as, check_reachable, make_dir, server_user
 from pgpitr.postgres.ports import free_port, port_is_free
 from pgpitr.postgres.postmaster import pg_ctlcluster, remove_stale_locks, running_pid
+from pgpitr.repository.url import RepositoryUrl
 
 SUPERUSER = "postgres"
 
@@ -97,7 +98,7 @@ class Cluster:
     # -- creation ----------------------------------------------------------------------------
     @classmethod
     def prepare(
-        cls, name: str, *, port: int | None, repository: str, created: str, bindir: Path
+        cls, name: str, *, port: int | None, repository: RepositoryUrl, created: str, bindir: Path
     ) -> Cluster:
         """Allocate the directories and state of a new cluster (its data directory is empty),
         to be run by the binaries in ``bindir``."""

@@ -6,7 +6,8 @@ One grammar::
     s3://bucket/prefix?endpoint=URL&region=REGION&profile=NAME
     …?encryption=aes-256-gcm    (either kind: every object encrypted, see repository/crypt.py)
 
-``RepositoryUrl.parse(text)`` returns a ``FileUrl`` or an ``S3Url``; ``str()`` gives the
+``RepositoryUrl.parse(text)`` returns a ``FileUrl`` or an ``S3Url`` (``parse_optional`` also
+None for no text, as a flow parameter or an option left out gives); ``str()`` gives the
 normalised URL back (``parse(str(u)) == u``) and ``display`` the form shown to people.  A file
 URL's path is taken literally, without percent-decoding, as pgpitr has always written it
 (``f"file://{path}"``).  Credentials never belong in the URL: they come from the AWS chain.
@@ -60,6 +61,12 @@ class RepositoryUrl:
                 f"{url.display} is the wrong kind of repository: expected {cls.example}"
             )
         return url
+
+    @classmethod
+    def parse_optional(cls, text: str | RepositoryUrl | None) -> RepositoryUrl | None:
+        """``parse`` for an option that may be left out: None or "" (an empty form field or
+        flag) is None."""
+        return cls.parse(text) if text else None
 
     @property
     def display(self) -> str:

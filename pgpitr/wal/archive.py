@@ -30,6 +30,7 @@ from pgpitr.errors import NotFound, SystemIdMismatch, WalConflict
 from pgpitr.osutil import write_atomic
 from pgpitr.repository.base import Repository, document_frame
 from pgpitr.wal import index as archive_index
+from pgpitr.wal.lsn import Lsn
 
 SEGMENT_RE = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})\Z")
 WAL_FILE_RE = re.compile(
@@ -68,17 +69,8 @@ def segments_per_log(segment_size: int) -> int:
     return 0x100000000 // segment_size
 
 
-def lsn_to_int(lsn: str) -> int:
-    high, _, low = lsn.partition("/")
-    return (int(high, 16) << 32) | int(low, 16)
-
-
-def int_to_lsn(value: int) -> str:
-    return f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"
-
-
 def segment_of(lsn: str | int, timeline: int, segment_size: int) -> Segment:
-    value = lsn_to_int(lsn) if isinstance(lsn, str) else lsn
+    value = Lsn.parse(lsn) if isinstance(lsn, str) else lsn
     return Segment(timeline, value // segment_size)
 
 

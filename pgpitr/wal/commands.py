@@ -66,7 +66,7 @@ def main(argv: list[str]) -> int:
         return 1 if args.verb == "wal-push" else ABORT_RECOVERY
 
 
-def _open(url: str, cluster) -> object:
+def _open(url: object, cluster) -> object:
     from pgpitr.repository import open_repository
 
     return open_repository(url, cluster.credentials_file, cluster.encryption_key_file or None)

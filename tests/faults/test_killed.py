@@ -67,7 +67,7 @@ def _wait_lock_free(lock: Path, timeout: float = 120) -> None:
 
 
 def _upload_started(state: ClusterState) -> bool:
-    url = state.repository
+    url = str(state.repository)
     if url.startswith("file://"):
         root = Path(url[len("file://") :])
         return any(".pgpitr-tmp-" in p.name for p in root.rglob("*"))

@@ -20,6 +20,7 @@ from pgpitr.postgres.cluster import Cluster
 from pgpitr.postgres.command import run as run_command
 from pgpitr.repository import Repository
 from pgpitr.wal import archive
+from pgpitr.wal.lsn import Lsn
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ def measure(plan: DrillPlan, restored: rs.RestoreResult) -> DrillResult:
     with Cluster.get(plan.scratch).connect() as db:
         row = db.execute("SELECT pg_current_wal_lsn()::text").fetchone()
     assert row is not None
-    replayed = max(0, archive.lsn_to_int(row[0]) - backup.start_lsn_int)
+    replayed = max(0, Lsn.parse(row[0]) - backup.start_lsn_int)
     size = backup.database_size or 0
     phases = dict(restored.phases)
     measured = round(

@@ -46,7 +46,7 @@ class RegisterRequest:
     socket_dir: str | None = None
     port: int | None = None
     os_user: str | None = None
-    backup_repo: str | None = None
+    backup_repo: RepositoryUrl | None = None
     restart: bool = False
 
     @classmethod
@@ -68,7 +68,7 @@ class RegisterRequest:
         create.require_idle_name(name)
         if port is not None and not 1 <= port <= 65535:
             raise InvalidInput(f"port {port} is out of range 1-65535")
-        url = str(RepositoryUrl.parse(backup_repo)) if backup_repo else None
+        url = RepositoryUrl.parse_optional(backup_repo)
         datadir, _config = locate(Path(pgdata))
         if bindir:
             binaries.resolve(major_of_datadir(datadir), bindir)
@@ -262,7 +262,9 @@ def _control_data(bindir: Path, datadir: Path) -> dict[str, str]:
     }
 
 
-def state_of(name: str, server: Server, repository: str, superuser: str) -> st.ClusterState:
+def state_of(
+    name: str, server: Server, repository: RepositoryUrl, superuser: str
+) -> st.ClusterState:
     return st.ClusterState(
         name=name,
         platform="local",

@@ -100,7 +100,7 @@ def prepare(p: Plan) -> str:
         p.source.repository, cluster.user, p.source.key_file or ""
     )
     cluster.state.restore_source = {
-        "repository": p.source.repository,
+        "repository": str(p.source.repository),
         "stanza": p.source.cluster,
         "pid": os.getpid(),
         "host": socket.gethostname(),

@@ -29,6 +29,7 @@ from pgpitr.operations.restore.data import remove_interrupted
 from pgpitr.postgres import binaries
 from pgpitr.postgres.cluster import validate_name
 from pgpitr.postgres.osuser import server_user
+from pgpitr.repository.url import RepositoryUrl
 from pgpitr.targets import RestoreTarget
 from pgpitr.wal import archive as wal_archive
 
@@ -44,7 +45,8 @@ class RestoreRequest:
     source_cluster: str
     target: RestoreTarget = RestoreTarget()
     backup_name: str | None = None
-    backup_repo: str | None = None
+    #: text (a flow's parameter, an API caller's) is parsed when the request is made
+    backup_repo: RepositoryUrl | None = None
     #: the binaries the new cluster runs; by default those of the backup's major on this host
     bindir: str | None = None
 
@@ -53,9 +55,10 @@ class RestoreRequest:
         validate_name(self.source_cluster)
         if not isinstance(self.target, RestoreTarget):
             raise InvalidInput(f"restore target {self.target!r} is not a RestoreTarget")
-        for key in ("backup_name", "backup_repo", "bindir"):
+        for key in ("backup_name", "bindir"):
             if not getattr(self, key):  # "" from a form or a flag means not given
                 object.__setattr__(self, key, None)
+        object.__setattr__(self, "backup_repo", RepositoryUrl.parse_optional(self.backup_repo))
 
 
 def choose_backup(request: RestoreRequest) -> Plan:

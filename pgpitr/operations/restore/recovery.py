@@ -26,7 +26,7 @@ from pgpitr.errors import (
 from pgpitr.postgres import conf
 from pgpitr.postgres.cluster import Cluster
 from pgpitr.targets import RestoreTarget
-from pgpitr.wal import archive as wal_archive
+from pgpitr.wal.lsn import Lsn
 
 if TYPE_CHECKING:
     from pgpitr.operations.restore.planning import Plan
@@ -61,7 +61,7 @@ def configure_recovery(p: Plan, new_cluster: str) -> None:
     conf.write_file(datadir / "recovery.signal", "", owner)
     cluster.state.restore_source = {
         **cluster.state.restore_source,
-        "repository": p.source.repository,
+        "repository": str(p.source.repository),
         "stanza": p.source.cluster,
     }
     if p.source.credentials_file and Path(p.source.credentials_file).exists():
@@ -254,7 +254,7 @@ def check_stop(target: RestoreTarget, stopped: str, last_commit: datetime | None
         ok = stopped == f"{edge} transaction {target.xid32}"
     elif kind == "lsn":
         m = re.fullmatch(r"(after|before) LSN ([0-9A-F]+/[0-9A-F]+)", stopped)
-        ok = bool(m) and m[1] == edge and wal_archive.lsn_to_int(m[2]) >= target.lsn_int
+        ok = bool(m) and m[1] == edge and Lsn.parse(m[2]) >= target.lsn_int
     else:
         assert target.time is not None
         # recovery stops before the first commit past the target (at or past it, exclusive)
