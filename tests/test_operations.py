@@ -87,11 +87,16 @@ def test_a_killed_backup_is_failed_and_never_used(home: Path) -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+    def streaming() -> bool:
+        """The server sends the data files: the backup is under way, far from its end."""
+        progress = sql("killed", "SELECT backup_streamed FROM pg_stat_progress_basebackup")
+        return bool(progress) and progress[0][0] > 0
+
     deadline = time.monotonic() + 30
-    while not repo.exists(manifest.manifest_key("killed", "doomed")):
+    while not (repo.exists(manifest.manifest_key("killed", "doomed")) and streaming()):
         assert time.monotonic() < deadline and process.poll() is None
         time.sleep(0.02)
-    time.sleep(0.3)  # streaming
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     (doomed,) = _backups("killed")
@@ -195,8 +200,13 @@ def test_log_backup_off_stops_archiving_without_piling_up_wal(archived: Cluster)
     )
     assert sql("ops", "SHOW archive_command")[0][0] == "/bin/true"
     for _ in range(3):
-        sql("ops", "SELECT pg_switch_wal()")
-    time.sleep(1)
+        switched = sql("ops", "SELECT pg_walfile_name(pg_switch_wal())")[0][0]
+    # the archiver has been through every switched segment: each is .done, or still .ready
+    query = "SELECT last_archived_wal FROM pg_stat_archiver"
+    deadline = time.monotonic() + 30
+    while (sql("ops", query)[0][0] or "")[:24] < switched:
+        assert time.monotonic() < deadline, f"the archiver did not reach {switched} in 30 s"
+        time.sleep(0.05)
     ready = list((archived.state.datadir / "pg_wal" / "archive_status").glob("*.ready"))
     assert ready == []
     # a backup with log backup off carries its own WAL and is still a full backup

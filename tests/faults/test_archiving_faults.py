@@ -92,7 +92,11 @@ def test_source_crash_during_writes_keeps_the_window_unbroken(home: Path) -> Non
     cluster = archived_cluster("crashy")
     pgbench(cluster, "-i", "-s", "2")
     load = pgbench(cluster, "-T", "20", "-c", "2", check=False)
-    time.sleep(2)
+    # the crash comes while both clients commit, not before they began
+    deadline = time.monotonic() + 30
+    while sql("crashy", "SELECT count(*) FROM pgbench_history")[0][0] < 100:
+        assert time.monotonic() < deadline and load.poll() is None, "pgbench wrote nothing"
+        time.sleep(0.1)
     cluster.stop(mode="immediate")
     load.wait(timeout=60)
     cluster.start()

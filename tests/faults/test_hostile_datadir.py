@@ -79,8 +79,13 @@ def test_a_restore_and_a_drill_never_run_the_sources_cleanup_and_recovery_end_co
         main.write("include 'commands.conf'\n")
     _own(datadir / "commands.conf", source)
     sql("cmdsrc", f"ALTER SYSTEM SET recovery_end_command = 'touch {marks}/end-ran'")
+    loaded = sql("cmdsrc", "SELECT pg_conf_load_time()")[0][0]
     sql("cmdsrc", "SELECT pg_reload_conf()")
-    time.sleep(0.5)
+    # a new session has the settings once the postmaster has read the files again
+    deadline = time.monotonic() + 30
+    while sql("cmdsrc", "SELECT pg_conf_load_time()")[0][0] <= loaded:
+        assert time.monotonic() < deadline, "the configuration was not reloaded in 30 s"
+        time.sleep(0.05)
     held = _commands("cmdsrc")
     assert held["archive_cleanup_command"][0] == cleanup
     assert held["recovery_end_command"][0] == f"touch {marks}/end-ran"

@@ -154,6 +154,7 @@ def test_a_schedule_fires_on_its_hosts_agent_only_and_a_stopped_agent_shows(host
     policy = "my-pg-postgresql-backup-policy"
     cli("cluster", "edit-backup-policy", policy, "--set", EVERY_MINUTE, env=a)
     ids = {host: deployment(f"backup/pgpitr-{host}").id for host in HOSTS}
+    api.fire_minutely_schedules(*ids.values())
 
     def fired() -> list:
         return [

@@ -1,6 +1,8 @@
 """The served `restore` deployment offers every kind of target as a typed, described field, and
 a run started through the API with each kind restores exactly the right rows.  Cheap on purpose:
-one source cluster (`src` of tests/flows/conftest.py, one backup), several restores."""
+one source cluster (`src` of tests/flows/conftest.py, one backup), several restores; those to a
+time, an LSN, a restore point and the latest are in tests/flows/test_restore_targets_api.py, on
+a source of its own, which another worker restores from meanwhile."""
 
 from __future__ import annotations
 
@@ -98,10 +100,9 @@ def restore_through_the_api(new_name: str, target: dict, home: Path) -> list[int
         Cluster.get(new_name).stop()
 
 
-def test_a_restore_of_each_kind_through_the_api_has_exactly_the_right_rows(
-    history, flows_home: Path
-) -> None:
-    expected = {
+def expected_restores(history: History) -> dict[str, tuple[dict, list[int] | None]]:
+    """Each kind of target: the new cluster's name, the target, exactly the rows it has."""
+    return {
         "api-latest": ({}, [1, 2, 3, 4]),
         "api-time": ({"time": history.after_row_3.isoformat()}, [1, 2, 3]),
         "api-lsn": ({"lsn": history.lsn_after_row_1}, [1]),
@@ -111,11 +112,32 @@ def test_a_restore_of_each_kind_through_the_api_has_exactly_the_right_rows(
         # the backup was taken before the table was created: its content has no table
         "api-immediate": ({"immediate": True}, None),
     }
+
+
+#: The kinds restored here; the others, in tests/flows/test_restore_targets_api.py, where a
+#: second worker restores them at the same time (one source allows one restore at a time).
+HERE = ("api-xid", "api-xid-ex", "api-immediate")
+
+
+def check_restores_through_the_api(names: tuple[str, ...], history: History, home: Path) -> None:
+    expected = {name: expected_restores(history)[name] for name in names}
     got = {
-        name: restore_through_the_api(name, target, flows_home)
-        for name, (target, _) in expected.items()
+        name: restore_through_the_api(name, target, home) for name, (target, _) in expected.items()
     }
     assert got == {name: rows for name, (_, rows) in expected.items()}
+
+
+def test_every_kind_of_target_is_restored_by_one_of_the_two_modules() -> None:
+    from tests.flows.test_restore_targets_api import THERE
+
+    kinds = expected_restores(History("0/0", 3, datetime.now(UTC)))
+    assert sorted(HERE + THERE) == sorted(kinds) and not set(HERE) & set(THERE)
+
+
+def test_a_restore_to_an_xid_or_the_backup_through_the_api_has_exactly_the_right_rows(
+    history, flows_home: Path
+) -> None:
+    check_restores_through_the_api(HERE, history, flows_home)
 
 
 def test_the_cli_sends_the_target_through_the_deployment_as_json(history) -> None:
