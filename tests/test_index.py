@@ -383,6 +383,33 @@ def test_describe_requests_stay_flat_after_a_full_check_repaired_a_hole(repo) ->
     assert small[1] == large[1] and sum(small[1].values()) <= 7
 
 
+def test_a_streamed_partial_replaced_while_read_is_read_from_its_successor(
+    tmp_path: Path,
+) -> None:
+    """The receiver stores the whole segment (or a longer partial), then deletes the partial a
+    reader listed: the reader lists the directory again instead of failing (a describe of a
+    streaming cluster did fail so)."""
+    from pgpitr.wal.stream.segments import push_partial
+
+    repo = open_repository(f"file://{tmp_path / 'repo'}")
+    first, streamed = _names(1, [1, 2])
+    _push(repo, "s", tmp_path, first)
+    (tmp_path / "spool").mkdir()
+    partial = tmp_path / "spool" / f"{streamed}.partial"
+    partial.write_bytes(b"the first half")
+    partial_key = push_partial(repo, "s", partial, len(b"the first half"))
+    ix = walindex.wal_index(repo, "s", SEG)
+    assert ix.look(archive.Segment(1, 2)) is False and ix.has_partial(archive.Segment(1, 2))
+    assert ix.key(streamed) == partial_key
+    _push(repo, "s", tmp_path, streamed, b"the whole segment")  # as the receiver does: then
+    repo.delete(partial_key)  # the partial it replaced goes
+    assert ix.read(repo, streamed) == b"the whole segment"
+    # a file that is simply gone is not hidden
+    _delete_object(repo, "s", first)
+    with pytest.raises(NotFound):
+        ix.read(repo, first)
+
+
 # -- a kill -9 in the middle of an index update -------------------------------------------------
 
 _KILLED_WRITER = textwrap.dedent(

@@ -56,7 +56,7 @@ def last_commit(
             if name is None:
                 return None
             path = Path(tmp, name)
-            path.write_bytes(repo.get_document(index.key(name)))
+            path.write_bytes(index.read(repo, name))
             times = commit_times(bindir, path, int(name[:8], 16))
             path.unlink()
             if times:
@@ -137,7 +137,7 @@ def find_transaction(
             if name is None:
                 break
             path = Path(tmp, name)
-            path.write_bytes(repo.get_document(index.key(name)))
+            path.write_bytes(index.read(repo, name))
             records = transaction_records(bindir, path, int(name[:8], 16))
             if following is not None:
                 following.unlink()  # kept beside this one for a record across the boundary
@@ -161,7 +161,7 @@ def last_record_lsn(repo: Repository, index: WalIndex, bindir: Path, segment: st
     reach: the rest of a switched segment is zeros)."""
     with tempfile.TemporaryDirectory(prefix="pgpitr-waldump-") as tmp:
         path = Path(tmp, segment)
-        path.write_bytes(repo.get_document(index.key(segment)))
+        path.write_bytes(index.read(repo, segment))
         argv = waldump_command(bindir, path, timeline=int(segment[:8], 16))
         argv.remove("--rmgr")
         argv.remove("Transaction")

@@ -11,7 +11,7 @@ import re
 import time
 from collections.abc import Iterator
 
-from pgpitr.errors import RepositoryError
+from pgpitr.errors import NotFound, RepositoryError
 from pgpitr.repository import Repository
 from pgpitr.wal import archive
 from pgpitr.wal import index as archive_index
@@ -180,6 +180,22 @@ class WalIndex:
     def has_partial(self, segment: archive.Segment) -> bool:
         """Whether a listed log directory shows a streamed partial of ``segment``."""
         return segment.name(self.segment_size) in self.partials
+
+    def read(self, repo: Repository, name: str) -> bytes:
+        """The archived file NAME.  A streamed partial is replaced while a reader holds its key
+        (the receiver stores a longer partial, or the whole segment, then deletes the old one):
+        when it is gone, its log directory is listed again and the newer object read."""
+        key = self.key(name)
+        try:
+            return repo.get_document(key)
+        except NotFound:
+            if self.partials.get(name) != key:
+                raise
+        self._listed.pop(name[:16], None)
+        self.partials.pop(name, None)
+        self._extents.pop(name, None)
+        self.look(archive.Segment.parse(name, self.segment_size))
+        return repo.get_document(self.key(name))
 
     def key(self, name: str) -> str:
         """The object key of an archived file; KeyError when it is not archived."""
