@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pytest
 
 from pgpitr.catalog import timelines, walindex
 from pgpitr.errors import WalConflict
-from pgpitr.repository import open_repository
+from pgpitr.repository import RepositoryUrl, open_repository
 from pgpitr.repository.base import document_frame
 from pgpitr.state import ClusterState
 from pgpitr.wal import archive
@@ -272,10 +273,28 @@ def test_a_worker_that_keeps_dying_fails_the_call_with_the_reason_in_its_log(
     _ready(pg_wal, name, b"w" * 16)
     # the archive was checked before (marker), then the repository became unusable to the worker
     (fake_cluster.spool / "archive-info-7000000000000000001").touch()
-    fake_cluster.repository = "nope://elsewhere"
+    # (its key file gone: opening the repository fails, each time the worker starts)
+    fake_cluster.repository = RepositoryUrl.parse(f"file://{home}/repo?encryption=aes-256-gcm")
+    fake_cluster.encryption_key_file = str(home / "gone.key")
     fake_cluster.save()
     result = _run(home, "wal-push", "--cluster", "walc", f"pg_wal/{name}")
     assert result.returncode == 1
     assert "stopped 3 times without storing" in result.stderr
-    assert "nope" in (fake_cluster.spool / "worker.log").read_text()
+    assert "gone.key" in (fake_cluster.spool / "worker.log").read_text()
+    assert not (fake_cluster.spool / "pushed" / name).exists()
+
+
+def test_a_cluster_whose_state_no_longer_reads_is_refused_with_its_reason(
+    fake_cluster: ClusterState, home: Path
+) -> None:
+    pg_wal = fake_cluster.datadir / "pg_wal"
+    name = archive.Segment(1, 12).name(SEG)
+    _ready(pg_wal, name, b"w" * 16)
+    state = fake_cluster.dir / "cluster.json"
+    saved = json.loads(state.read_text())
+    state.write_text(json.dumps({**saved, "repository": "nope://elsewhere"}))
+    result = _run(home, "wal-push", "--cluster", "walc", f"pg_wal/{name}")
+    assert result.returncode == 1
+    assert result.stderr.startswith("pgpitr: ") and "nope://elsewhere" in result.stderr
+    assert "Traceback" not in result.stderr
     assert not (fake_cluster.spool / "pushed" / name).exists()

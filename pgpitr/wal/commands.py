@@ -49,11 +49,11 @@ def main(argv: list[str]) -> int:
     if args.home:
         os.environ["PGPITR_HOME"] = str(args.home)
     try:
-        cluster = st.ClusterState.load(args.cluster, args.home)
-    except FileNotFoundError:
-        _say(f"cluster {args.cluster!r} is unknown under {args.home or st.home()}")
-        return 1 if args.verb == "wal-push" else ABORT_RECOVERY
-    try:
+        try:
+            cluster = st.ClusterState.load(args.cluster, args.home)
+        except FileNotFoundError:
+            _say(f"cluster {args.cluster!r} is unknown under {args.home or st.home()}")
+            return 1 if args.verb == "wal-push" else ABORT_RECOVERY
         if args.verb == "wal-push":
             return push(cluster, args.path)
         return fetch(cluster, args.name, args.destination)
