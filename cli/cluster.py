@@ -81,8 +81,7 @@ def register(
     request = RegisterRequest.parse(
         name, pgdata, bindir, socket_dir, port, os_user, backup_repo, restart
     )
-    parameters = {k: v for k, v in vars(request).items()}
-    flowio.registered(runner.run("register-cluster", wait, **parameters))
+    flowio.registered(runner.run("register-cluster", wait, **request.as_parameters()))
 
 
 @app.command()

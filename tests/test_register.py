@@ -500,3 +500,18 @@ def test_a_registered_state_names_the_servers_own_directories(tmp_path: Path) ->
     assert state.log_file == tmp_path / "clusters" / "ext-pg" / "log" / "postgresql.log"
     state.save()
     assert ClusterState.load("ext-pg", tmp_path) == state
+
+
+def test_a_register_requests_flow_parameters_are_json_with_the_repository_as_text() -> None:
+    """The request holds a RepositoryUrl; the flow takes text (its form in the Prefect UI): a
+    URL object among the parameters made the served flow refuse the run."""
+    from pgpitr.operations.register import RegisterRequest
+    from pgpitr.repository import RepositoryUrl
+
+    url = RepositoryUrl.parse("s3://bucket/backups?endpoint=http://127.0.0.1:9000&region=us-east-1")
+    request = RegisterRequest("hand-pg", "/srv/data", backup_repo=url, restart=True)
+    parameters = json.loads(json.dumps(request.as_parameters()))
+    assert parameters["backup_repo"] == str(url)
+    assert RepositoryUrl.parse(parameters["backup_repo"]) == url
+    assert (parameters["name"], parameters["restart"]) == ("hand-pg", True)
+    assert RegisterRequest("p", "/d").as_parameters()["backup_repo"] is None

@@ -49,6 +49,11 @@ class RegisterRequest:
     backup_repo: RepositoryUrl | None = None
     restart: bool = False
 
+    def as_parameters(self) -> dict[str, Any]:
+        """The register-cluster flow's parameters: JSON, so the repository as its text."""
+        url = self.backup_repo
+        return {**vars(self), "backup_repo": None if url is None else str(url)}
+
     @classmethod
     def parse(
         cls,
