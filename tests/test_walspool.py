@@ -112,7 +112,9 @@ def test_the_starter_forks_a_detached_worker_that_holds_the_lock(spool: Path) ->
     release = spool / "release"
 
     def work() -> None:
-        out.write_text(f"{os.getpid()} {os.getsid(0)}")
+        # whole or not at all: the test reads it as soon as it exists
+        (spool / "out.tmp").write_text(f"{os.getpid()} {os.getsid(0)}")
+        (spool / "out.tmp").rename(out)
         while not release.exists():
             time.sleep(0.01)
 
