@@ -91,6 +91,9 @@ _REGISTERED_ONLY = (
     "config_dir",
     "debian_cluster",
     "previous_settings",
+    "patroni_url",
+    "patroni_scope",
+    "members",
 )
 
 
@@ -126,8 +129,17 @@ class ClusterState:
     debian_cluster: str = ""
     #: The role pgpitr administers as (peer authentication as the server's OS user).
     superuser: str = "postgres"
-    #: The settings registration changed, as they were: name -> {"value", "in_auto_conf"}.
+    #: The settings registration changed, as they were: name -> {"value", "in_auto_conf"}
+    #: ("in_auto_conf": the server's configuration manager set it: postgresql.auto.conf, or
+    #: Patroni's dynamic configuration for an HA cluster).
     previous_settings: dict[str, Any] = field(default_factory=dict)
+    #: An HA cluster managed by Patroni: a member's REST API, the Patroni scope, and where each
+    #: member's server was last seen on this host (pgpitr/patroni/members.py ``Placement``).
+    #: ``port``, ``pgdata``, ``server_socket_dir`` and ``server_log`` then name the primary's,
+    #: as ``Cluster.get`` found it (pgpitr/patroni ``follow``).
+    patroni_url: str = ""
+    patroni_scope: str = ""
+    members: list[dict[str, Any]] = field(default_factory=list)
     #: The key file of an encrypted repository (its path, never a key), read by the WAL
     #: commands as the server's OS user (pgpitr/keys.py); empty when the repository is plain.
     encryption_key_file: str = ""
@@ -138,6 +150,11 @@ class ClusterState:
 
     def __post_init__(self) -> None:
         self.repository = RepositoryUrl.parse(self.repository)
+
+    @property
+    def is_ha(self) -> bool:
+        """Patroni manages it: several members, one primary at a time."""
+        return bool(self.patroni_url)
 
     @property
     def dir(self) -> Path:
@@ -182,6 +199,9 @@ class ClusterState:
             data.pop("encryption_key_file")
         if not self.stopped_by_operator:
             data.pop("stopped_by_operator")
+        if not self.patroni_url:  # a single server's cluster.json stays as it always was
+            for key in ("patroni_url", "patroni_scope", "members"):
+                data.pop(key, None)
         write_json_atomic(self.dir / "cluster.json", data)
 
     @classmethod

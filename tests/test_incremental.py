@@ -307,7 +307,7 @@ def test_a_killed_incremental_is_failed_and_never_a_parent(home: Path, major: in
     block = home / "hold-archiving"
     block.touch()
     command = sql("killed-inc", "SHOW archive_command")[0][0]
-    c.alter_system({"archive_command": f"test ! -e {block} && {{ {command}; }}"})
+    c.change_settings({"archive_command": f"test ! -e {block} && {{ {command}; }}"})
     child = subprocess.Popen(
         [
             sys.executable,
@@ -327,7 +327,7 @@ def test_a_killed_incremental_is_failed_and_never_a_parent(home: Path, major: in
     child.kill()
     child.wait()
     block.unlink()
-    c.alter_system({"archive_command": None})
+    c.change_settings({"archive_command": None})
     sql("killed-inc", "INSERT INTO msg VALUES (1)")
     archive_now("killed-inc")
     doomed = backups.get_backup(repo, "killed-inc", "doomed")
@@ -341,11 +341,11 @@ def test_a_killed_incremental_is_failed_and_never_a_parent(home: Path, major: in
 
 def test_summaries_that_do_not_cover_the_parent_are_refused_with_the_way_out(home: Path) -> None:
     c = _source("unsummarised")
-    c.alter_system({"summarize_wal": "off"})
+    c.change_settings({"summarize_wal": "off"})
     full = engine.backup("unsummarised")
     sql("unsummarised", "INSERT INTO msg VALUES (0)")
     sql("unsummarised", "CHECKPOINT")  # summaries begin at a redo point after the full's start
-    c.alter_system({"summarize_wal": "on"})
+    c.change_settings({"summarize_wal": "on"})
     sql("unsummarised", "INSERT INTO msg VALUES (1)")
     with pytest.raises(PitrError, match="do not cover the parent") as refused:
         engine.backup("unsummarised", "inc", incremental=True)

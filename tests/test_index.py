@@ -500,7 +500,7 @@ def archived() -> Iterator[Archived]:
         cluster = operations_create.create("tix")
         # no commit but the fixture's: autovacuum's (a minute later, archived at
         # archive_timeout) would move the window's end past last_commit
-        cluster.alter_system({"autovacuum": "off"})
+        cluster.change_settings({"autovacuum": "off"})
         log_backup.set_log_backup(cluster, True)
         sql("tix", "CREATE TABLE msg (id int PRIMARY KEY)")
         first = engine.backup(cluster).name

@@ -158,7 +158,7 @@ def test_a_commit_without_a_switch_is_in_the_window_and_restored_to_latest(
     # partial of the current one, which only that receiver knew to replace
     archive_now(NAME)
     # no switch at all while it waits, not even archive_timeout's
-    streamed.alter_system({"archive_timeout": "0"})
+    streamed.change_settings({"archive_timeout": "0"})
     try:
         first = max(rows(NAME), default=0) + 1
         sql(NAME, "INSERT INTO msg VALUES (%s)", (first,))
@@ -172,7 +172,7 @@ def test_a_commit_without_a_switch_is_in_the_window_and_restored_to_latest(
         assert sql(NAME, "SELECT pg_walfile_name(pg_current_wal_lsn())")[0][0] == at_commit
         assert sql(NAME, "SELECT archived_count FROM pg_stat_archiver")[0][0] == archived
     finally:
-        streamed.alter_system({"archive_timeout": None})
+        streamed.change_settings({"archive_timeout": None})
     info = describe.describe(streamed).as_json()
     assert info["log_method"] == "stream" and info["stream"]["receiver_running"]
     assert info["stream"]["slot_active"]

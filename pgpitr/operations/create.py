@@ -117,7 +117,7 @@ def enable_wal_summaries(cluster: Cluster) -> bool:
     backups need; False on older servers.  Through ALTER SYSTEM, so a restored copy keeps it."""
     if (cluster.state.pg_version or 0) < 17:
         return False
-    cluster.alter_system({"summarize_wal": "on"})
+    cluster.change_settings({"summarize_wal": "on"})
     return True
 
 

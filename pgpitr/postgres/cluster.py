@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pgpitr import state as st
 from pgpitr.errors import AlreadyExists, ClusterStateError, CommandError, InvalidInput, NotFound
@@ -27,6 +28,9 @@ from pgpitr.postgres.osuser import acting_as, check_reachable, make_dir, server_
 from pgpitr.postgres.ports import free_port, port_is_free
 from pgpitr.postgres.postmaster import pg_ctlcluster, remove_stale_locks, running_pid
 from pgpitr.repository.url import RepositoryUrl
+
+if TYPE_CHECKING:
+    from pgpitr.patroni.members import Member
 
 SUPERUSER = "postgres"
 
@@ -39,17 +43,24 @@ def validate_name(name: str) -> None:
 class Cluster:
     def __init__(self, state: st.ClusterState) -> None:
         self.state = state
+        #: An HA cluster's members as Patroni described them when this was looked up (None:
+        #: not HA, or Patroni did not answer: then ``ha_problem`` says why, and the primary
+        #: last seen stands in)
+        self.members: list[Member] | None = None
+        self.ha_problem = ""
 
     # -- lookup ------------------------------------------------------------------------------
     @classmethod
     def get(cls, name: str, home: Path | None = None) -> Cluster:
         validate_name(name)
         try:
-            return cls(st.ClusterState.load(name, home))
+            cluster = cls(st.ClusterState.load(name, home))
         except FileNotFoundError:
             raise NotFound(
                 f"cluster {name!r} does not exist", hint="see `pgpitr cluster list`"
             ) from None
+        cluster.follow_primary()
+        return cluster
 
     @classmethod
     def all(cls, home: Path | None = None) -> list[Cluster]:
@@ -59,8 +70,23 @@ class Cluster:
         found = []
         for path in sorted(base.iterdir()):
             if (path / "cluster.json").exists():
-                found.append(cls(st.ClusterState.load(path.name, home)))
+                cluster = cls(st.ClusterState.load(path.name, home))
+                cluster.follow_primary()
+                found.append(cluster)
         return found
+
+    def follow_primary(self) -> None:
+        """An HA cluster: act on the member that is primary now (pgpitr/postgres/ha.py)."""
+        if self.state.is_ha:
+            from pgpitr.postgres import ha
+
+            ha.follow_primary(self)
+
+    def require_primary(self) -> None:
+        """Refuse to act on a server that is not the primary now (pgpitr/postgres/ha.py)."""
+        from pgpitr.postgres import ha
+
+        ha.require_primary(self)
 
     @property
     def name(self) -> str:
@@ -288,8 +314,15 @@ class Cluster:
             run(argv, user=self.user, timeout=timeout + 10)
         self.wait_ready()
 
-    def alter_system(self, settings: dict[str, str | None]) -> None:
-        """``ALTER SYSTEM SET`` each setting (``RESET`` for None), then reload."""
+    def change_settings(self, settings: dict[str, str | None]) -> None:
+        """Set each setting (None: back to the server's own), in effect once this returns:
+        through Patroni's dynamic configuration for an HA cluster (pgpitr/patroni), else
+        ``ALTER SYSTEM SET`` (``RESET`` for None) and a reload."""
+        if self.state.is_ha:
+            from pgpitr import patroni
+
+            patroni.change_settings(self.state, self.connect, settings)
+            return
         from psycopg import sql
 
         with self.connect() as db:
@@ -308,7 +341,7 @@ class Cluster:
         """The archive command, in effect once this returns: pgpitr's managed file for a created
         cluster, ``ALTER SYSTEM`` for a registered one (never someone else's files)."""
         if self.registered:
-            self.alter_system({"archive_command": command})
+            self.change_settings({"archive_command": command})
             return
         self.configure(archive=command)
         self.reload()

@@ -63,7 +63,14 @@ def slot_state(cluster: Cluster) -> SlotState:
 
 def check_ready(cluster: Cluster) -> None:
     """Refuse streaming where it cannot work, before anything changes: no pg_receivewal in the
-    server's binaries, wal_level minimal, no WAL sender or slot left."""
+    server's binaries, wal_level minimal, no WAL sender or slot left, a Patroni cluster."""
+    if cluster.state.is_ha:
+        raise ClusterStateError(
+            f"WAL streaming of the Patroni cluster {cluster.name!r} is not supported yet: its "
+            "slot and synchronous_standby_names are Patroni's to manage",
+            hint="keep schedule.logfile.method=archive: archive_command is in Patroni's "
+            "configuration, so whichever member is primary archives",
+        )
     if not (cluster.bindir / "pg_receivewal").exists():
         raise ClusterStateError(
             f"streaming needs {cluster.bindir / 'pg_receivewal'}, which is missing",
@@ -134,11 +141,14 @@ def drop_slot(cluster: Cluster, timeout: float = 30) -> bool:
 
 def set_synchronous(cluster: Cluster, on: bool) -> None:
     """``synchronous_standby_names`` naming the receiver (on), or reset when it names it (off:
-    a setting of the server's owner is left alone); ALTER SYSTEM and a reload."""
+    a setting of the server's owner is left alone); ALTER SYSTEM and a reload.  Patroni owns
+    an HA cluster's (its synchronous mode), which pgpitr never streams from: left alone."""
+    if cluster.state.is_ha and not on:
+        return
     if on:
-        cluster.alter_system({"synchronous_standby_names": APPLICATION_NAME})
+        cluster.change_settings({"synchronous_standby_names": APPLICATION_NAME})
     elif synchronous_names(cluster) == APPLICATION_NAME:
-        cluster.alter_system({"synchronous_standby_names": None})
+        cluster.change_settings({"synchronous_standby_names": None})
 
 
 def synchronous_names(cluster: Cluster) -> str:
