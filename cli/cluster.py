@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -54,8 +55,15 @@ def create(
 def register(
     name: str,
     pgdata: Annotated[
-        str, typer.Option(help="its data directory, or Debian's /etc/postgresql/N/NAME")
-    ],
+        str | None, typer.Option(help="its data directory, or Debian's /etc/postgresql/N/NAME")
+    ] = None,
+    patroni: Annotated[
+        str | None,
+        typer.Option(
+            help="a Patroni member's REST API (http://HOST:8008): the whole HA cluster, its "
+            "members found from there; credentials from PATRONI_RESTAPI_USERNAME/PASSWORD"
+        ),
+    ] = None,
     bindir: Annotated[
         str | None, typer.Option(help="its binaries; found by its major version by default")
     ] = None,
@@ -74,14 +82,22 @@ def register(
     ] = False,
     wait: Wait = None,
 ) -> None:
-    """Protect a PostgreSQL server that already runs (its data stays where it is)."""
+    """Protect a PostgreSQL server that already runs (its data stays where it is), or a Patroni
+    cluster (--patroni): archiving set through Patroni, backups from a standby."""
     from pgpitr.operations.register import RegisterRequest
+    from pgpitr.patroni.api import PASSWORD_ENV, USERNAME_ENV, Credentials
 
     # what needs no server (name, path, bindir's major) fails at once, not as a failed run
     request = RegisterRequest.parse(
-        name, pgdata, bindir, socket_dir, port, os_user, backup_repo, restart
+        name, pgdata, bindir, socket_dir, port, os_user, backup_repo, restart, patroni
     )
-    flowio.registered(runner.run("register-cluster", wait, **request.as_parameters()))
+    secret = {}
+    if patroni and Credentials.from_environment():  # reaches the flow, never as a parameter
+        secret = {key: os.environ[key] for key in (USERNAME_ENV, PASSWORD_ENV)}
+    result = runner.run(
+        "register-cluster", wait, environment=secret or None, **request.as_parameters()
+    )
+    flowio.registered(result)
 
 
 @app.command()

@@ -96,6 +96,11 @@ def registered(result: Any) -> None:
         f"{result['pg_version']}, port {result['port']})"
         + ("; restarted to turn archive_mode on" if result["restarted"] else "")
     )
+    if result.get("members"):
+        console.info(
+            f"Patroni cluster {result['patroni_scope']}: members {', '.join(result['members'])}; "
+            "archive settings are in its dynamic configuration, so every primary archives"
+        )
     before = ", ".join(f"{key}={old['value']!r}" for key, old in result["previous"].items())
     console.info(f"settings before registration (`unregister` puts them back): {before}")
 

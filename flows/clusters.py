@@ -67,18 +67,21 @@ def stop_cluster(name: str, force: bool = False) -> None:
 )
 def register_cluster(
     name: str,
-    pgdata: str,
+    pgdata: str = "",
     bindir: str | None = None,
     socket_dir: str | None = None,
     port: int | None = None,
     os_user: str | None = None,
     backup_repo: str | None = None,
     restart: bool = False,
+    patroni: str | None = None,
 ) -> dict[str, Any]:
-    """Protect a server that already runs: archive_command and archive_timeout set with ALTER
-    SYSTEM (the old values remembered); a restart only when ``restart`` (archive_mode off)."""
+    """Protect a server that already runs (PGDATA), or a Patroni cluster (PATRONI: a member's
+    REST API): archive_command and archive_timeout set with ALTER SYSTEM or in Patroni's
+    dynamic configuration (the old values remembered); a restart only when ``restart``
+    (archive_mode off)."""
     request = register.RegisterRequest.parse(
-        name, pgdata, bindir, socket_dir, port, os_user, backup_repo, restart
+        name, pgdata, bindir, socket_dir, port, os_user, backup_repo, restart, patroni
     )
     return register.run(STEPS, request)
 

@@ -72,9 +72,16 @@ def _open(url: object, cluster) -> object:
     return open_repository(url, cluster.credentials_file, cluster.encryption_key_file or None)
 
 
+def _server_directory(cluster) -> Path:
+    """The data directory of the server running this command: PostgreSQL runs archive and
+    restore commands in it.  The state names one server; an HA cluster's command runs on
+    whichever member is primary (or recovering), so there it is the working directory."""
+    return Path(os.getcwd()) if cluster.patroni_url else cluster.datadir
+
+
 def push(cluster, path: Path) -> int:
     if not path.is_absolute():
-        path = cluster.datadir / path
+        path = _server_directory(cluster) / path
     marker = cluster.spool / "pushed" / path.name
     if marker.exists():
         marker.unlink()
@@ -84,7 +91,7 @@ def push(cluster, path: Path) -> int:
     from pgpitr.wal import archive
     from pgpitr.wal import spool as wal_spool
 
-    system_id = archive.system_identifier_of(cluster.datadir)
+    system_id = archive.system_identifier_of(_server_directory(cluster))
     info_marker = cluster.spool / f"archive-info-{system_id}"
     if not info_marker.exists():
         archive.check_archive_info(
@@ -125,7 +132,7 @@ def push(cluster, path: Path) -> int:
 
 def fetch(cluster, name: str, destination: Path) -> int:
     if not destination.is_absolute():
-        destination = cluster.datadir / destination
+        destination = _server_directory(cluster) / destination
     spooled = cluster.spool / "fetched" / name
     if spooled.exists():
         os.rename(spooled, destination)

@@ -6,6 +6,10 @@ everything it can before it changes anything (``server``), then records the clus
 PGPITR_HOME (state, policy, spool: never the server's data) and sets ``archive_command`` and
 ``archive_timeout`` with ``ALTER SYSTEM`` and a reload, remembering how they were (``settings``).
 ``archive_mode`` needs a restart: refused unless asked for (``restart``).
+
+A Patroni cluster (``--patroni``, ``ha``) is found from a member's REST API: the primary's
+server as above, every member's data directory from the postmasters of this host; its settings
+change in Patroni's dynamic configuration instead (pgpitr/patroni), and a restart is Patroni's.
 """
 
 from __future__ import annotations
@@ -38,4 +42,6 @@ def run(steps: Steps, request: RegisterRequest) -> dict[str, Any]:
         "pg_version": server.major,
         "previous": found.previous,
         "restarted": found.archive_mode == "off",
+        "patroni_scope": server.patroni_scope,
+        "members": [member["name"] for member in server.members],
     }

@@ -5,6 +5,7 @@ before it changes anything (``Settings``).  Nothing here changes the server.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pwd
 import re
@@ -21,6 +22,7 @@ from pgpitr.errors import (
     NotFound,
 )
 from pgpitr.operations import create
+from pgpitr.operations.register import ha
 from pgpitr.osutil import process_alive
 from pgpitr.postgres import binaries
 from pgpitr.postgres.cluster import Cluster, validate_name
@@ -48,6 +50,8 @@ class RegisterRequest:
     os_user: str | None = None
     backup_repo: RepositoryUrl | None = None
     restart: bool = False
+    #: a Patroni member's REST API: the whole HA cluster, its members found from there
+    patroni: str | None = None
 
     def as_parameters(self) -> dict[str, Any]:
         """The register-cluster flow's parameters: JSON, so the repository as its text."""
@@ -65,20 +69,32 @@ class RegisterRequest:
         os_user: str | None = None,
         backup_repo: str | None = None,
         restart: bool = False,
+        patroni: str | None = None,
     ) -> RegisterRequest:
         """The checks that need no server: the name is valid and free, the path holds a
-        cluster, a given bindir is of the cluster's major, the port and the repository URL
-        read."""
+        cluster (or the Patroni address reads), a given bindir is of the cluster's major, the
+        port and the repository URL read."""
         validate_name(name)
         create.require_idle_name(name)
+        ha.refuse_both(pgdata, patroni)
         if port is not None and not 1 <= port <= 65535:
             raise InvalidInput(f"port {port} is out of range 1-65535")
         url = RepositoryUrl.parse_optional(backup_repo)
-        datadir, _config = locate(Path(pgdata))
-        if bindir:
-            binaries.resolve(major_of_datadir(datadir), bindir)
+        patroni = ha.parse_url(patroni)
+        if not patroni:
+            datadir, _config = locate(Path(pgdata))
+            if bindir:
+                binaries.resolve(major_of_datadir(datadir), bindir)
         return cls(
-            name, pgdata, bindir or None, socket_dir or None, port, os_user or None, url, restart
+            name,
+            pgdata or "",
+            bindir or None,
+            socket_dir or None,
+            port,
+            os_user or None,
+            url,
+            restart,
+            patroni,
         )
 
 
@@ -98,6 +114,10 @@ class Server:
     system_identifier: str
     wal_segment_size: int
     server_log: str  # where the postmaster's stderr goes, when it is a file
+    #: a Patroni cluster's: its REST API, scope and members' placements (the primary's above)
+    patroni_url: str = ""
+    patroni_scope: str = ""
+    members: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -211,7 +231,23 @@ def _stderr_file(pid: int) -> str:
 
 
 def find_server(request: RegisterRequest) -> Server:
-    """Everything about the running server that needs no connection."""
+    """Everything about the running server that needs no connection; a Patroni cluster's
+    primary, with its members."""
+    if request.patroni:
+        scope, identifier, members, primary = ha.find_members(request.patroni)
+        server = find_server(ha.request_for_primary(request, primary))
+        if identifier and identifier != server.system_identifier:
+            raise ClusterStateError(
+                f"Patroni at {request.patroni} reports system identifier {identifier}, its "
+                f"primary's data directory {server.datadir} {server.system_identifier}",
+            )
+        return dataclasses.replace(
+            server,
+            server_log=server.server_log or primary["server_log"],
+            patroni_url=request.patroni,
+            patroni_scope=scope,
+            members=tuple(members),
+        )
     create.require_idle_name(request.name)
     datadir, config_dir = locate(Path(request.pgdata))
     pid, lines = _postmaster(datadir)
@@ -288,6 +324,9 @@ def state_of(
         debian_cluster=server.debian_cluster,
         superuser=superuser,
         home=str(st.home()),
+        patroni_url=server.patroni_url,
+        patroni_scope=server.patroni_scope,
+        members=list(server.members),
     )
 
 
@@ -352,9 +391,13 @@ def check_server(request: RegisterRequest, server: Server) -> Settings:
         )
     except NotFound:
         pass  # a new stanza; the same system's archive (registered before) is continued
+    changed = [*CHANGED, "archive_mode"] if rows["archive_mode"] == "off" else list(CHANGED)
+    if server.patroni_url:  # Patroni's configuration is the one to put back
+        return Settings(
+            superuser[0], rows["archive_mode"], ha.previous_settings(server.patroni_url, changed)
+        )
     # what ALTER SYSTEM had written, exactly as written, so that it can be written back
     auto_conf = read_auto_conf(Path(server.datadir))
-    changed = [*CHANGED, "archive_mode"] if rows["archive_mode"] == "off" else list(CHANGED)
     previous = {
         name: {"value": auto_conf.get(name, current[name]), "in_auto_conf": name in auto_conf}
         for name in changed

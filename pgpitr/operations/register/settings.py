@@ -1,5 +1,6 @@
 """Saving a registered server's record and settings, and putting its settings back: the steps
-that change something, each undone by putting back what ALTER SYSTEM had written.
+that change something, each undone by putting back what ALTER SYSTEM (or, for a Patroni
+cluster, its dynamic configuration) had held.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import shutil
 from datetime import UTC, datetime
 from typing import Any
 
-from pgpitr import cluster_repository, policy_store
+from pgpitr import cluster_repository, patroni, policy_store
 from pgpitr import policy as pol
 from pgpitr import state as st
 from pgpitr.errors import ClusterStateError, NotFound
@@ -71,6 +72,10 @@ def save_registration(request: RegisterRequest, server: Server, found: Settings)
         state.save()
         cluster = Cluster(state)
         cluster_repository.store_credentials(cluster)
+        if state.is_ha:
+            credentials = patroni.Credentials.from_environment()
+            if credentials is not None:  # this account's, as it is this account that asks
+                credentials.save(patroni.credentials_path(state), owner=None)
         cluster_repository.prepare_file_repository(cluster)
         cluster_repository.repository(cluster).check()
         policy_store.save_policy(
@@ -105,10 +110,15 @@ def _put_back(name: str) -> None:
 
 @undone_by(_put_back)
 def turn_on_archive_mode(name: str) -> str:
-    """archive_mode = on with ALTER SYSTEM, then restart the server (asked for: --restart)."""
+    """archive_mode = on, then restart the server (asked for: --restart): with ALTER SYSTEM, or
+    through Patroni for an HA cluster (every member, the standbys first)."""
     cluster = Cluster.get(name)
-    cluster.alter_system({"archive_mode": "on", "archive_command": conf.ARCHIVE_OFF})
+    settings = {"archive_mode": "on", "archive_command": conf.ARCHIVE_OFF}
     log.warning("restarting %s to turn archive_mode on (asked for with --restart)", name)
+    if cluster.state.is_ha:
+        patroni.restart_with(cluster.state, settings)
+        return name
+    cluster.change_settings(settings)
     cluster.restart()
     return name
 
@@ -117,13 +127,17 @@ def turn_on_archive_mode(name: str) -> str:
 def set_archive_settings(name: str) -> str:
     """pgpitr's archive_command (log backup off, as for a new cluster) and archive_timeout."""
     cluster = Cluster.get(name)
-    cluster.alter_system(
+    cluster.change_settings(
         {
             "archive_command": conf.archive_command(st.home(), name, enabled=False),
             "archive_timeout": ARCHIVE_TIMEOUT,
         }
     )
-    log.info("%s: archive_command and archive_timeout set with ALTER SYSTEM", name)
+    log.info(
+        "%s: archive_command and archive_timeout set %s",
+        name,
+        "in Patroni's dynamic configuration" if cluster.state.is_ha else "with ALTER SYSTEM",
+    )
     return name
 
 
@@ -136,7 +150,7 @@ def put_back_settings(name: str) -> dict[str, Any]:
     settings: dict[str, str | None] = {
         key: (old["value"] if old["in_auto_conf"] else None) for key, old in previous.items()
     }
-    cluster.alter_system(settings)
+    cluster.change_settings(settings)
     log.info("%s: settings put back: %s", name, settings)
     # streaming's own: commits must not wait for a receiver pgpitr no longer runs, nor the
     # slot hold WAL back for it
