@@ -64,6 +64,8 @@ class BackupManifest:
     #: the server's next transaction id after the backup's checkpoint, "epoch:xid": the epoch
     #: of a 32-bit xid found in the WAL after it (None for backups taken before it was kept)
     next_xid: str | None = None
+    #: an HA cluster's member it was read from (a standby's name, or the primary's)
+    member: str | None = None
     #: keys this version does not know, kept so that a rewrite loses nothing
     extra: dict[str, Any] = field(default_factory=dict)
 

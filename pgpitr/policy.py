@@ -73,6 +73,10 @@ class BackupPolicy:
     logfile_synchronous: bool = False
     #: WAL the receiver's replication slot may hold back on the server before it is an event
     stream_max_retained: str = "1GB"
+    #: which member of an HA cluster backups read: primary, standby (refused without a
+    #: streaming one) or prefer-standby (a streaming standby when there is one, else the
+    #: primary); a single server is its own primary
+    backup_source: str = "prefer-standby"
     create_time: str
 
     def __post_init__(self) -> None:

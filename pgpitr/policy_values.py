@@ -101,6 +101,19 @@ def _method(value: Any) -> str:
     return text
 
 
+BACKUP_SOURCES = ("primary", "standby", "prefer-standby")
+
+
+def _backup_source(value: Any) -> str:
+    text = value.strip().lower() if isinstance(value, str) else None
+    if text not in BACKUP_SOURCES:
+        raise InvalidInput(
+            f"{value!r} is not a backup source: expected primary, standby or prefer-standby "
+            "(a streaming standby of an HA cluster when there is one, else the primary)"
+        )
+    return text
+
+
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*(B|kB|KB|MB|GB|TB)?", re.IGNORECASE)
 _UNITS = {"b": 1, "kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30, "tb": 1 << 40}
 
@@ -147,5 +160,6 @@ SETTINGS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "heartbeat.enable": ("heartbeat_enabled", _bool),
     "rpo.max": ("rpo_max", _ttl),
     "stream.maxRetained": ("stream_max_retained", _size),
+    "backup.source": ("backup_source", _backup_source),
 }
 SETTING_KEYS: tuple[str, ...] = tuple(SETTINGS)

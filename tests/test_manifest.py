@@ -129,3 +129,14 @@ def test_a_32_bit_xid_after_a_backup_gets_the_epoch_nearest_its_next_xid(
 ) -> None:
     backup = BackupManifest("b", "c", "Completed", datetime(2026, 1, 1, tzinfo=UTC))
     assert backup.replace(next_xid=next_xid).full_xid(xid32) == full
+
+
+def test_a_standby_backups_wal_range_comes_from_its_backup_manifest() -> None:
+    from pgpitr.operations.backup.basebackup import range_from_manifest
+
+    manifest = (
+        b'{"PostgreSQL-Backup-Manifest-Version": 1, "Files": [], "WAL-Ranges": ['
+        b'{ "Timeline": 2, "Start-LSN": "0/5000100", "End-LSN": "0/6000060" },'
+        b'{ "Timeline": 1, "Start-LSN": "0/4000028", "End-LSN": "0/5000100" }]}'
+    )
+    assert range_from_manifest(manifest) == ("0/4000028", "0/6000060", 1)

@@ -95,6 +95,8 @@ def test_construction_validates_and_canonicalises() -> None:
             {"cron": "0 18 * * 1,3,5", "ttl": "1d"},
         ),
         (["retention.ttl=1d,retention.ttl=2d"], {"ttl": "2d"}),
+        (["backup.source=Standby"], {"backup_source": "standby"}),
+        (["backup.source=primary"], {"backup_source": "primary"}),
         (["schedule.logfile.enable=true,"], {"logfile_enabled": True}),
         ([], {}),
     ],
@@ -154,6 +156,7 @@ def test_apply_settings_leaves_the_input_alone() -> None:
         ("backupRepo=s3://b/x?token=1", "unknown S3 repository option(s) token"),
         ("backupRepo=file://host/x", "a file repository is local"),
         ("backupRepo=ftp://x", "(empty for the default repository)"),
+        ("backup.source=replica", "expected primary, standby or prefer-standby"),
     ],
 )
 def test_apply_settings_refuses_values(setting: str, expected: str) -> None:
@@ -378,6 +381,7 @@ def test_to_dict_fields() -> None:
         "logfile_method": "archive",
         "logfile_synchronous": False,
         "stream_max_retained": "1GB",
+        "backup_source": "prefer-standby",
         "create_time": CREATED,
     }
 

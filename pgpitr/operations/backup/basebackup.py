@@ -103,13 +103,15 @@ def stream_backup(
     workers: int,
     progress: Progress | None,
     parent_file: Path | None = None,
+    standby: bool = False,
 ) -> dict:
     # pg_basebackup compresses when its build can (15+ with libzstd); otherwise pgpitr does, in
     # the same format, so that a backup reads back the same whoever compressed it.  On 17+ pgpitr
     # always does: the raw tar passes through it so that backup_manifest is read out on the way
     # (decompressing a copy of the tool's output would cost a second pass over the data).
     major = binaries.major_of(cluster.bindir)
-    tap = major >= INCREMENTAL_SINCE
+    # a standby writes no backup history file: its WAL range is read from backup_manifest
+    tap = major >= INCREMENTAL_SINCE or standby
     by_tool = compress_level > 0 and not tap and binaries.basebackup_compresses_zstd(cluster.bindir)
     argv = basebackup_command(
         cluster.bindir,
@@ -180,6 +182,8 @@ def stream_backup(
     start, end = _START.search(text), _END.search(text)
     if start and end:
         wal_range = (start.group(1), end.group(1), int(start.group(2)))
+    elif standby and tapped is not None:
+        wal_range = range_from_manifest(bytes(tapped.manifest))
     else:  # -X none prints no WAL range: the server's backup history file has it
         wal_range = range_from_history_file(cluster, repo, stanza, name)
     return {
@@ -191,6 +195,19 @@ def stream_backup(
         "sha256": stored.sha256,
         **manifest_fields,
     }
+
+
+def range_from_manifest(manifest: bytes) -> tuple[str, str, int]:
+    """(start LSN, stop LSN, start timeline) from backup_manifest's WAL-Ranges (one range per
+    timeline the backup's WAL spans)."""
+    import json
+
+    from pgpitr.wal.lsn import Lsn
+
+    ranges = json.loads(manifest)["WAL-Ranges"]
+    first = min(ranges, key=lambda r: Lsn.parse(r["Start-LSN"]))
+    last = max(ranges, key=lambda r: Lsn.parse(r["End-LSN"]))
+    return first["Start-LSN"], last["End-LSN"], int(first["Timeline"])
 
 
 def _refuse_unsummarised(cluster: Cluster, stderr: str, parent_file: Path | None) -> None:

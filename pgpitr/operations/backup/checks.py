@@ -24,6 +24,7 @@ def check_cluster(cluster: str) -> pol.BackupPolicy:
     """The cluster runs and its repository answers; returns its backup policy."""
     c = Cluster.get(cluster)
     c.require_running()
+    c.require_primary()
     cluster_repository.repository(c).check()
     policy = policy_store.load_policy(c)
     log.info(

@@ -25,6 +25,7 @@ from pgpitr.manifest import (
     data_keys,
     manifest_key,
 )
+from pgpitr.operations.backup import source as backup_source
 from pgpitr.operations.backup.basebackup import Progress, compression_of, level_of, stream_backup
 from pgpitr.operations.backup.lock import backup_lock
 from pgpitr.operations.backup.names import default_name, validate_name
@@ -47,6 +48,7 @@ def stream(
     manifest = take_backup(
         c,
         repo,
+        source=backup_source.choose(c, policy.backup_source),
         name=name,
         log_backup=policy.logfile_enabled,
         ttl=timeparse.parse_ttl(policy.ttl),
@@ -98,6 +100,7 @@ def take_backup(
     cluster: Cluster,
     repo: Repository,
     *,
+    source: Cluster | None = None,
     name: str | None = None,
     log_backup: bool,
     ttl: timedelta | None = None,
@@ -107,11 +110,14 @@ def take_backup(
     parent: str | None = None,
 ) -> BackupManifest:
     """Take one backup of a running cluster into ``repo`` (incremental against ``parent``, a
-    Completed backup with a stored backup_manifest); return its Completed manifest."""
+    Completed backup with a stored backup_manifest), read from ``source`` (a standby of an HA
+    cluster; by default the cluster's primary); return its Completed manifest."""
     started = datetime.now(UTC)
     name = name or default_name(cluster.name, started)
     validate_name(name)
+    source = source or cluster
     cluster.require_running()
+    source.require_running()
     stanza = cluster.state.stanza
     with backup_lock(cluster):
         repo.check()
@@ -136,12 +142,13 @@ def take_backup(
             compression=compression_of(compress_level),
             wal_in_backup=not log_backup,
             repository=repo.url,
+            member=backup_source.member_name(cluster, source),
         )
         catalog_backups.save_backup(repo, stanza, manifest)
         try:
             with _parent_manifest_file(repo, stanza, parent) as parent_file:
                 streamed = stream_backup(
-                    cluster,
+                    source,
                     repo,
                     stanza,
                     name,
@@ -150,6 +157,7 @@ def take_backup(
                     workers,
                     progress,
                     parent_file,
+                    standby=source is not cluster,
                 )
         except BaseException as exc:
             failed = manifest.replace(
@@ -162,7 +170,7 @@ def take_backup(
         stopped = datetime.now(UTC)
         completed = manifest.replace(
             **streamed,
-            next_xid=_next_xid(cluster),
+            next_xid=_next_xid(source),
             status="Completed",
             stop_time=stopped,
             duration_seconds=round((stopped - started).total_seconds(), 3),
