@@ -20,6 +20,7 @@ from pgpitr.operations.describe import (
     RestorePointRow,
     Streaming,
 )
+from pgpitr.patroni.members import Membership
 
 
 def check_output(output: str) -> None:
@@ -150,6 +151,8 @@ def described(d: Description, schedule: dict[str, Any], output: str) -> None:
         console.warning(warning)
     console.out.print("\nEndpoints:")
     console.table(["HOST", "PORT", "SOCKET"], [["127.0.0.1", d.port, d.socket_dir]])
+    if d.membership:
+        members_block(d.membership)
     console.out.print("\nStorage:")
     console.table(
         ["DATA-DIR", "VERSION", "SYSTEM-IDENTIFIER", "BACKUP-REPO"],
@@ -179,6 +182,28 @@ def described(d: Description, schedule: dict[str, Any], output: str) -> None:
     restore_points_block(d.restore_points)
     recovery_block(d.recovery)
     streaming_block(d.streaming)
+
+
+def members_block(membership: Membership) -> None:
+    """An HA cluster's members, as Patroni describes them now (its primary is the one above)."""
+    console.out.print(f"\nMembers (Patroni {membership.patroni}):")
+    if membership.problem:
+        console.warning(f"members unknown: {membership.problem}; the primary last seen is shown")
+    console.table(
+        ["MEMBER", "ROLE", "STATE", "HOST", "PORT", "TIMELINE", "LAG"],
+        [
+            [
+                m.name,
+                m.role,
+                m.state,
+                m.host,
+                m.port,
+                "" if m.timeline is None else m.timeline,
+                "" if m.is_primary else progress.size(m.lag or 0),
+            ]
+            for m in membership.members
+        ],
+    )
 
 
 def stanza(info: dict[str, Any], output: str) -> None:

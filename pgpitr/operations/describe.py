@@ -19,6 +19,7 @@ from pgpitr import cluster_repository, monitor, policy_store, protection, timepa
 from pgpitr.catalog import backups, restore_points
 from pgpitr.catalog import window as catalog_window
 from pgpitr.operations import drill
+from pgpitr.patroni.members import Membership
 from pgpitr.postgres.cluster import Cluster
 from pgpitr.repository import Repository
 from pgpitr.steps import Steps
@@ -263,6 +264,7 @@ class Description:
     restore_points: tuple[RestorePointRow, ...]
     lineages: tuple[Lineage, ...]
     recovery: Recovery
+    membership: Membership | None = None  # an HA cluster's members
 
     @property
     def status(self) -> str:
@@ -309,6 +311,7 @@ class Description:
             "restore_points": [p.as_json() for p in self.restore_points],
             "lineages": [lineage.as_json() for lineage in self.lineages],
             **self.recovery.as_json(),
+            **(self.membership.as_json() if self.membership else {}),
         }
 
 
@@ -345,6 +348,7 @@ def describe(cluster: Cluster) -> Description:
         restore_points=restore_points_of(repo, cluster.state.stanza, window),
         lineages=lineages(window),
         recovery=_recovery(cluster, window),
+        membership=Membership.of(cluster) if cluster.state.is_ha else None,
     )
 
 
