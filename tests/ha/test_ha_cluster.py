@@ -1,0 +1,164 @@
+"""A Patroni HA cluster protected by pgpitr through a switchover and a kill -9 failover.
+
+Real parts: three Patroni 4.1.5 members with their Raft DCS and Debian's PostgreSQL 15
+(tests/ha/patroni.py), synchronous mode turned on before the crash (Patroni's own: an
+acknowledged commit survives a failover), a writer committing a numbered row every 100 ms
+throughout (tests/ha/writer.py), and the real ``pgpitr`` command line.  pgpitr is registered
+with the REST API of one member, with archive_mode off (so through a restart of every member,
+by Patroni), backs up from a standby, and must keep archiving from whichever member is
+primary.  The truth a restore is checked
+against is the table the surviving history has: each restore to a time between two rows holds
+exactly the rows committed up to it.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from pgpitr.catalog import backups as catalog_backups
+from pgpitr.postgres.cluster import Cluster
+from pgpitr.repository import open_repository
+from pgpitr.state import default_repository_url
+from tests.conftest import cli
+from tests.ha.patroni import PatroniCluster
+from tests.ha.writer import Writer
+from tests.pg import archive_now, sql
+
+NAME = "pgha"
+POLICY = f"{NAME}-postgresql-backup-policy"
+
+
+def _table(cluster: str) -> list[tuple[int, datetime]]:
+    return [(n, at) for n, at in sql(cluster, "SELECT n, at FROM ha_writes ORDER BY n")]
+
+
+def _wait_rows(writer: Writer, more: int, timeout: float = 60) -> None:
+    """Until the writer has MORE further rows acknowledged (it writes through the events)."""
+    start = len(writer.acknowledged())
+    deadline = time.monotonic() + timeout
+    while len(writer.acknowledged()) < start + more:
+        assert time.monotonic() < deadline, f"the writer acknowledged no {more} rows in {timeout} s"
+        time.sleep(0.1)
+
+
+def _backup_member(home: Path, name: str) -> str | None:
+    repo = open_repository(default_repository_url(home))
+    return catalog_backups.get_backup(repo, NAME, name).member
+
+
+def _window(name: str) -> list[tuple[datetime, datetime]]:
+    info = json.loads(cli("cluster", "describe", name, "-o", "json").stdout)
+    return [
+        (datetime.fromisoformat(a), datetime.fromisoformat(b)) for a, b in info["recoverable_time"]
+    ]
+
+
+@pytest.mark.timeout(900)  # a Patroni failover waits out its 20 s lock; six restores
+def test_archiving_and_restores_span_a_switchover_and_a_failover(
+    home: Path, make_patroni_cluster: Callable[..., PatroniCluster]
+) -> None:
+    ha = make_patroni_cluster(scope="pgha")
+    config_before = ha.dcs_config()
+    user, password = ha.rest_auth
+    auth = {"PATRONI_RESTAPI_USERNAME": user, "PATRONI_RESTAPI_PASSWORD": password}
+    with Writer(ha.conninfo()) as writer:
+        _wait_rows(writer, 5)
+
+        # register through one member's API; archive_mode is off: Patroni restarts every member
+        refused = cli("cluster", "register", NAME, "--patroni", ha.rest_url, env=auth, check=False)
+        assert refused.returncode != 0 and "archive_mode is off" in refused.stderr
+        assert not (home / "clusters" / NAME).exists()
+        done = cli("cluster", "register", NAME, "--patroni", ha.rest_url, "--restart", env=auth)
+        assert password not in done.stdout + done.stderr
+        assert "members" in done.stdout + done.stderr
+        parameters = ha.dcs_config()["postgresql"]["parameters"]
+        assert parameters["archive_mode"] == "on"
+        assert "wal-push" not in parameters["archive_command"]  # log backup is off at first
+        cli("cluster", "edit-backup-policy", POLICY, "--set", "schedule.logfile.enable=true")
+        assert "wal-push" in ha.dcs_config()["postgresql"]["parameters"]["archive_command"]
+
+        described = json.loads(cli("cluster", "describe", NAME, "-o", "json").stdout)
+        roles = sorted(m["role"] for m in described["members"])
+        assert len(roles) == 3 and roles.count("primary") + roles.count("leader") == 1
+        assert described["port"] == ha.leader().port
+
+        first = "ha-first"
+        cli("cluster", "backup", NAME, "--backup-name", first)
+        assert _backup_member(home, first) in {m.name for m in ha.replicas()}
+        _wait_rows(writer, 10)
+
+        old = ha.leader()
+        ha.switchover()
+        assert ha.leader().name != old.name
+        _wait_rows(writer, 20)
+
+        # only a synchronous standby surely has every acknowledged commit when the primary
+        # crashes: Patroni's synchronous mode, on from now
+        ha.patch_config({"synchronous_mode": True})
+        ha.until(
+            "a synchronous standby",
+            lambda: [
+                m["name"]
+                for m in ha.cluster_state()["members"]
+                if m["role"] == "sync_standby" and m["state"] == "streaming"
+            ],
+            timeout=30,
+        )
+        _wait_rows(writer, 5)
+        crashed = ha.crash_leader()
+        crashed_at = datetime.now(UTC)
+        ha.wait_for_leader(not_name=crashed.name)
+        _wait_rows(writer, 20)
+        ha.restart_member(crashed)
+        ha.wait_streaming()
+        _wait_rows(writer, 10)
+    acked = writer.acknowledged()
+    archive_now(NAME)
+    truth = _table(NAME)
+    numbers = [n for n, _ in truth]
+    assert numbers == sorted(set(numbers))
+    # synchronous mode: no acknowledged commit is lost, across the failover either
+    assert {a.n for a in acked} <= set(numbers)
+    assert Cluster.get(NAME).state.port == ha.leader().port
+
+    # one window, no gap, from the first backup to the last row
+    periods = _window(NAME)
+    assert len(periods) == 1, periods
+    start, end = periods[0]
+    assert start < truth[0][1] + timedelta(days=1)
+    assert end >= truth[-1][1] - timedelta(seconds=1)
+
+    # restores to times spread across both events: each holds exactly the rows up to it
+    inside = [(n, at) for n, at in truth if start < at and at < end - timedelta(seconds=1)]
+    before_crash = [row for row in inside if row[1] < crashed_at]
+    after_crash = [row for row in inside if row[1] > crashed_at]
+    rng = random.Random(len(truth))
+    picks = rng.sample(before_crash[:-1], 3) + rng.sample(after_crash[:-1], 2)
+    for i, (n, at) in enumerate(sorted(picks)):
+        following = truth[numbers.index(n) + 1][1]
+        target = at + (following - at) / 2
+        restored = f"pgha-at-{i}"
+        cli(
+            "cluster",
+            "restore",
+            restored,
+            "--restore-to-time",
+            target.isoformat(),
+            "--source-cluster",
+            NAME,
+        )
+        got = [r[0] for r in sql(restored, "SELECT n FROM ha_writes ORDER BY n")]
+        assert got == [m for m in numbers if m <= n], f"restore to {target} (after row {n})"
+    cli("cluster", "restore", "pgha-latest", "--source-cluster", NAME)
+    latest = {r[0] for r in sql("pgha-latest", "SELECT n FROM ha_writes")}
+    assert {a.n for a in acked} <= latest
+
+    cli("cluster", "unregister", NAME)
+    assert ha.dcs_config() == {**config_before, "synchronous_mode": True}
