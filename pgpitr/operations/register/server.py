@@ -24,6 +24,7 @@ from pgpitr.errors import (
 from pgpitr.operations import create
 from pgpitr.operations.register import ha
 from pgpitr.osutil import process_alive
+from pgpitr.patroni.members import stderr_file
 from pgpitr.postgres import binaries
 from pgpitr.postgres.cluster import Cluster, validate_name
 from pgpitr.postgres.command import controldata_command, run
@@ -222,14 +223,6 @@ def _postmaster(datadir: Path) -> tuple[int, list[str]]:
     return pid, lines
 
 
-def _stderr_file(pid: int) -> str:
-    try:
-        target = os.readlink(f"/proc/{pid}/fd/2")
-    except OSError:
-        return ""
-    return target if target.startswith("/") and Path(target).is_file() else ""
-
-
 def find_server(request: RegisterRequest) -> Server:
     """Everything about the running server that needs no connection; a Patroni cluster's
     primary, with its members."""
@@ -290,7 +283,7 @@ def find_server(request: RegisterRequest) -> Server:
         os_user=os_user,
         system_identifier=system_identifier,
         wal_segment_size=int(control["Bytes per WAL segment"]),
-        server_log=_stderr_file(pid),
+        server_log=stderr_file(pid),
     )
 
 
