@@ -127,6 +127,11 @@ def managed_settings(
         "archive_cleanup_command": "",
         "recovery_end_command": "",
         "ssl_passphrase_command": "",
+        # a restore reads the repository only: a standby's backup carries its manager's
+        # streaming settings (Patroni writes them into postgresql.conf), with which the copy
+        # would stream from the live cluster, even on one of its members' slots
+        "primary_conninfo": "",
+        "primary_slot_name": "",
         "archive_timeout": archive_timeout,
         "max_wal_senders": 10,
         "password_encryption": "scram-sha-256",

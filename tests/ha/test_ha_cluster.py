@@ -26,6 +26,7 @@ from pgpitr.catalog import backups as catalog_backups
 from pgpitr.postgres.cluster import Cluster
 from pgpitr.repository import open_repository
 from pgpitr.state import default_repository_url
+from pgpitr.wal import archive
 from tests.conftest import cli
 from tests.ha.patroni import PatroniCluster
 from tests.ha.writer import Writer
@@ -53,6 +54,18 @@ def _backup_member(home: Path, name: str) -> str | None:
     return catalog_backups.get_backup(repo, NAME, name).member
 
 
+def _new_timeline_archived(home: Path, ha: PatroniCluster, promoted: str, since: float) -> float:
+    """Seconds until the promoted member's timeline history is in the repository (what the
+    new primary archives first), counted from SINCE."""
+    timeline = next(m["timeline"] for m in ha.cluster_state()["members"] if m["name"] == promoted)
+    repo = open_repository(default_repository_url(home))
+    deadline = time.monotonic() + 60
+    while not archive.stored_versions(repo, NAME, f"{timeline:08X}.history"):
+        assert time.monotonic() < deadline, f"timeline {timeline}'s history was not archived"
+        time.sleep(0.1)
+    return time.monotonic() - since
+
+
 def _window(name: str) -> list[tuple[datetime, datetime]]:
     info = json.loads(cli("cluster", "describe", name, "-o", "json").stdout)
     return [
@@ -65,6 +78,7 @@ def test_archiving_and_restores_span_a_switchover_and_a_failover(
     home: Path, make_patroni_cluster: Callable[..., PatroniCluster]
 ) -> None:
     ha = make_patroni_cluster(scope="pgha")
+    first = "ha-first"
     config_before = ha.dcs_config()
     user, password = ha.rest_auth
     auth = {"PATRONI_RESTAPI_USERNAME": user, "PATRONI_RESTAPI_PASSWORD": password}
@@ -89,13 +103,13 @@ def test_archiving_and_restores_span_a_switchover_and_a_failover(
         assert len(roles) == 3 and roles.count("primary") + roles.count("leader") == 1
         assert described["port"] == ha.leader().port
 
-        first = "ha-first"
         cli("cluster", "backup", NAME, "--backup-name", first)
         assert _backup_member(home, first) in {m.name for m in ha.replicas()}
         _wait_rows(writer, 10)
 
         old = ha.leader()
         ha.switchover()
+        switched_at = datetime.now(UTC)
         assert ha.leader().name != old.name
         _wait_rows(writer, 20)
 
@@ -113,11 +127,18 @@ def test_archiving_and_restores_span_a_switchover_and_a_failover(
         )
         _wait_rows(writer, 5)
         crashed = ha.crash_leader()
-        crashed_at = datetime.now(UTC)
-        ha.wait_for_leader(not_name=crashed.name)
+        crashed_at, crash_clock = datetime.now(UTC), time.monotonic()
+        new = ha.wait_for_leader(not_name=crashed.name)
+        archived_after = _new_timeline_archived(home, ha, new.name, crash_clock)
+        print(
+            f"failover: the new timeline's history archived {archived_after:.1f} s after the crash"
+        )
         _wait_rows(writer, 20)
         ha.restart_member(crashed)
         ha.wait_streaming()
+        second = "ha-second"  # on the new timeline, from a standby again
+        cli("cluster", "backup", NAME, "--backup-name", second)
+        assert _backup_member(home, second) not in (None, new.name)
         _wait_rows(writer, 10)
     acked = writer.acknowledged()
     archive_now(NAME)
@@ -132,15 +153,20 @@ def test_archiving_and_restores_span_a_switchover_and_a_failover(
     periods = _window(NAME)
     assert len(periods) == 1, periods
     start, end = periods[0]
-    assert start < truth[0][1] + timedelta(days=1)
+    repo = open_repository(default_repository_url(home))
+    first_stop = catalog_backups.get_backup(repo, NAME, first).stop_time
+    assert first_stop is not None and start <= first_stop
     assert end >= truth[-1][1] - timedelta(seconds=1)
 
     # restores to times spread across both events: each holds exactly the rows up to it
     inside = [(n, at) for n, at in truth if start < at and at < end - timedelta(seconds=1)]
-    before_crash = [row for row in inside if row[1] < crashed_at]
-    after_crash = [row for row in inside if row[1] > crashed_at]
+    spans = [
+        [row for row in inside if row[1] < switched_at],
+        [row for row in inside if switched_at < row[1] < crashed_at],
+        [row for row in inside if row[1] > crashed_at],
+    ]
     rng = random.Random(len(truth))
-    picks = rng.sample(before_crash[:-1], 3) + rng.sample(after_crash[:-1], 2)
+    picks = [row for span in spans for row in rng.sample(span[:-1], 2)]
     for i, (n, at) in enumerate(sorted(picks)):
         following = truth[numbers.index(n) + 1][1]
         target = at + (following - at) / 2
@@ -159,6 +185,11 @@ def test_archiving_and_restores_span_a_switchover_and_a_failover(
     cli("cluster", "restore", "pgha-latest", "--source-cluster", NAME)
     latest = {r[0] for r in sql("pgha-latest", "SELECT n FROM ha_writes")}
     assert {a.n for a in acked} <= latest
+    # a copy of a standby's backup never streams from the live cluster (Patroni's
+    # primary_conninfo and slot came with it)
+    assert sql(
+        "pgha-latest", "SELECT current_setting('primary_conninfo'), pg_is_in_recovery()"
+    ) == [("", False)]
 
     cli("cluster", "unregister", NAME)
     assert ha.dcs_config() == {**config_before, "synchronous_mode": True}

@@ -141,6 +141,8 @@ def test_managed_settings() -> None:
         "archive_cleanup_command": "",
         "recovery_end_command": "",
         "ssl_passphrase_command": "",
+        "primary_conninfo": "",
+        "primary_slot_name": "",
         "archive_timeout": 30,
         "max_wal_senders": 10,
         "password_encryption": "scram-sha-256",

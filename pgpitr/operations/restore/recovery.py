@@ -42,7 +42,8 @@ def configure_recovery(p: Plan, new_cluster: str) -> None:
     cluster = Cluster.get(new_cluster)
     owner = cluster.owner
     datadir = cluster.state.datadir
-    for stale in ("postmaster.pid", "postmaster.opts", conf.RECOVERY):
+    # a standby's backup carries standby.signal, which would keep the copy a standby forever
+    for stale in ("postmaster.pid", "postmaster.opts", conf.RECOVERY, "standby.signal"):
         (datadir / stale).unlink(missing_ok=True)
     conf.strip_auto_conf(datadir, owner)
     source_policy = _source_policy(p)
