@@ -1,16 +1,13 @@
 """Fixtures of the HA tests: a real three-member Patroni cluster (tests/ha/patroni.py).
 
-``patroni_cluster`` is a started cluster of its own for one test (Debian's PostgreSQL 15); a
-test that wants another version or scope parametrises it indirectly
-(``@pytest.mark.parametrize("patroni_cluster", [{"bindir": path}], indirect=True)``) or calls
-``make_patroni_cluster(bindir=..., scope=...)``, which starts as many as it is asked for.  Every
+``make_patroni_cluster(bindir=..., scope=...)`` starts a cluster of its own for one test
+(Debian's PostgreSQL 15 unless asked), as many as it is asked for.  Every
 process they started is stopped at teardown, whether the test passed or not; a failed test's
 report carries the tail of each member's Patroni log."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
@@ -51,15 +48,3 @@ def make_patroni_cluster(
             if failed:
                 print(cluster.logs())
             cluster.stop(graceful=False)
-
-
-@pytest.fixture
-def patroni_cluster(
-    request: pytest.FixtureRequest, make_patroni_cluster: Callable[..., PatroniCluster]
-) -> PatroniCluster:
-    """A started three-member cluster, its leader running and both replicas streaming; its
-    options (a dict: ``bindir``, ``scope``, ...) from indirect parametrisation."""
-    options = dict(getattr(request, "param", None) or {})
-    if isinstance(options.get("bindir"), str):
-        options["bindir"] = Path(options["bindir"])
-    return make_patroni_cluster(**options)

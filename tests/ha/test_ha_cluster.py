@@ -116,7 +116,7 @@ def test_archiving_and_restores_span_a_switchover_and_a_failover(
         # only a synchronous standby surely has every acknowledged commit when the primary
         # crashes: Patroni's synchronous mode, on from now
         ha.patch_config({"synchronous_mode": True})
-        ha.until(
+        synchronous = ha.until(
             "a synchronous standby",
             lambda: [
                 m["name"]
@@ -129,6 +129,7 @@ def test_archiving_and_restores_span_a_switchover_and_a_failover(
         crashed = ha.crash_leader()
         crashed_at, crash_clock = datetime.now(UTC), time.monotonic()
         new = ha.wait_for_leader(not_name=crashed.name)
+        assert new.name in synchronous  # Patroni promotes only the synchronous standby
         archived_after = _new_timeline_archived(home, ha, new.name, crash_clock)
         print(
             f"failover: the new timeline's history archived {archived_after:.1f} s after the crash"
@@ -190,6 +191,13 @@ def test_archiving_and_restores_span_a_switchover_and_a_failover(
     assert sql(
         "pgha-latest", "SELECT current_setting('primary_conninfo'), pg_is_in_recovery()"
     ) == [("", False)]
+
+    # a drill of the HA cluster: a time after the failover, restored from the standbys'
+    # backups into a scratch cluster, checked (pg_amcheck) and removed
+    cli("cluster", "drill", NAME, "--at", max(picks)[1].isoformat())
+    drills = json.loads(cli("cluster", "list-drill", NAME, "-o", "json").stdout)
+    assert [(d["passed"], d["scratch_removed"]) for d in drills] == [(True, True)], drills
+    assert drills[0]["backup"] in (first, second)
 
     cli("cluster", "unregister", NAME)
     assert ha.dcs_config() == {**config_before, "synchronous_mode": True}
