@@ -85,6 +85,23 @@ def test_archiving_and_restores_span_a_switchover_and_a_failover(
     with Writer(ha.conninfo()) as writer:
         _wait_rows(writer, 5)
 
+        # wrong credentials: refused when Patroni refuses the first change, nothing left
+        wrong = {**auth, "PATRONI_RESTAPI_PASSWORD": "not-" + password}
+        refused = cli(
+            "cluster",
+            "register",
+            NAME,
+            "--patroni",
+            ha.rest_url,
+            "--restart",
+            env=wrong,
+            check=False,
+        )
+        assert refused.returncode != 0 and "401" in refused.stderr, refused.stderr
+        assert "not-" + password not in refused.stdout + refused.stderr
+        assert not (home / "clusters" / NAME).exists()
+        assert ha.dcs_config() == config_before
+
         # register through one member's API; archive_mode is off: Patroni restarts every member
         refused = cli("cluster", "register", NAME, "--patroni", ha.rest_url, env=auth, check=False)
         assert refused.returncode != 0 and "archive_mode is off" in refused.stderr
