@@ -88,30 +88,29 @@ def _compression(value: Any) -> str:
     return f"zstd:{level}"
 
 
-_METHODS = ("archive", "stream")
+def _one_of(choices: tuple[str, ...], refusal: str) -> Callable[[Any], str]:
+    """A check that takes one of CHOICES (any case, spaces around); REFUSAL follows the value
+    in the error."""
+
+    def check(value: Any) -> str:
+        text = value.strip().lower() if isinstance(value, str) else None
+        if text not in choices:
+            raise InvalidInput(f"{value!r} is not {refusal}")
+        return text
+
+    return check
 
 
-def _method(value: Any) -> str:
-    text = value.strip().lower() if isinstance(value, str) else None
-    if text not in _METHODS:
-        raise InvalidInput(
-            f"{value!r} is not a log backup method: expected archive (archive_command) or "
-            "stream (pg_receivewal under the agent)"
-        )
-    return text
-
-
-BACKUP_SOURCES = ("primary", "standby", "prefer-standby")
-
-
-def _backup_source(value: Any) -> str:
-    text = value.strip().lower() if isinstance(value, str) else None
-    if text not in BACKUP_SOURCES:
-        raise InvalidInput(
-            f"{value!r} is not a backup source: expected primary, standby or prefer-standby "
-            "(a streaming standby of an HA cluster when there is one, else the primary)"
-        )
-    return text
+_method = _one_of(
+    ("archive", "stream"),
+    "a log backup method: expected archive (archive_command) or stream (pg_receivewal under "
+    "the agent)",
+)
+_backup_source = _one_of(
+    ("primary", "standby", "prefer-standby"),
+    "a backup source: expected primary, standby or prefer-standby (a streaming standby of an "
+    "HA cluster when there is one, else the primary)",
+)
 
 
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*(B|kB|KB|MB|GB|TB)?", re.IGNORECASE)
