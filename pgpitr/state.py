@@ -170,8 +170,14 @@ class ClusterState:
 
     @property
     def log_file(self) -> Path:
+        """The server log: a registered server's stderr file, else the file its logging
+        collector writes now (current_logfiles: Patroni's members, say), else pgpitr's own."""
         if self.registered and self.server_log:
             return Path(self.server_log)
+        if self.registered:
+            current = collector_log(self.datadir)
+            if current is not None:
+                return current
         return self.dir / "log" / "postgresql.log"
 
     @property
@@ -212,6 +218,20 @@ class ClusterState:
             data = json.load(f)
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known}, home=str(base))
+
+
+def collector_log(datadir: Path) -> Path | None:
+    """The stderr file the logging collector of DATADIR's server writes now, from its
+    current_logfiles (a path relative to the data directory, or absolute), or None."""
+    try:
+        text = (datadir / "current_logfiles").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        kind, _, path = line.partition(" ")
+        if kind == "stderr" and path.strip():
+            return datadir / path.strip()  # an absolute path stays as it is
+    return None
 
 
 def write_json_atomic(path: Path, data: Any, mode: int = 0o644) -> None:

@@ -118,7 +118,14 @@ class _Harness:
 HARNESS = _Harness()
 
 
+#: Modules that keep one worker for minutes: run first (after pytest-randomly's shuffle), so
+#: that the other workers' many short modules fill that time, not one of them ending the run.
+LONG_MODULES = ("tests/ha/test_ha_cluster.py",)
+
+
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in LONG_MODULES)  # stable
     # the root tests need root; a developer running as themself is told so (CI runs them as
     # root through `make test`, and anywhere under CI a root test run without root fails)
     if os.geteuid() != 0 and not os.environ.get("CI"):

@@ -278,3 +278,28 @@ def test_root_keeps_its_rights_only_to_install_and_for_help(argv: list[str], sta
     from pgpitr.__main__ import _stays_root
 
     assert _stays_root(argv) is stays
+
+
+def test_a_registered_servers_log_is_its_collectors_current_file(tmp_path: Path) -> None:
+    datadir = tmp_path / "data"
+    datadir.mkdir()
+    state = ClusterState(
+        name="ext",
+        platform="local",
+        port=5433,
+        repository=f"file://{tmp_path}/repo",
+        bindir="/usr/lib/postgresql/15/bin",
+        os_user="postgres",
+        registered=True,
+        pgdata=str(datadir),
+        home=str(tmp_path),
+    )
+    assert state.log_file == tmp_path / "clusters" / "ext" / "log" / "postgresql.log"
+    (datadir / "current_logfiles").write_text("stderr pglog/postgresql-Sun.log\n")
+    assert state.log_file == datadir / "pglog" / "postgresql-Sun.log"
+    (datadir / "current_logfiles").write_text(
+        "csvlog /var/log/pg/x.csv\nstderr /var/log/pg/x.log\n"
+    )
+    assert state.log_file == Path("/var/log/pg/x.log")
+    state.server_log = "/var/log/postgresql/postgresql-15-ext.log"  # stderr to a file wins
+    assert state.log_file == Path(state.server_log)

@@ -119,6 +119,8 @@ def test_archiving_and_restores_span_a_switchover_and_a_failover(
         roles = sorted(m["role"] for m in described["members"])
         assert len(roles) == 3 and roles.count("primary") + roles.count("leader") == 1
         assert described["port"] == ha.leader().port
+        # the primary's log is its logging collector's current file (Patroni's members')
+        assert Cluster.get(NAME).state.log_file.is_file()
 
         cli("cluster", "backup", NAME, "--backup-name", first)
         assert _backup_member(home, first) in {m.name for m in ha.replicas()}
