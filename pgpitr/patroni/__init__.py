@@ -54,7 +54,7 @@ def follow(state: ClusterState) -> list[Member]:
     host is refused: a member on another host is served by that host's agent."""
     members = members_of(api_of(state).cluster())
     primary = primary_of(members, state.patroni_scope or state.name)
-    placement = _placement(state, primary, members)
+    placement = placement_of(state, primary, members)
     state.port = placement.port
     state.pgdata = placement.datadir
     state.server_socket_dir = placement.socket_dir
@@ -64,10 +64,6 @@ def follow(state: ClusterState) -> list[Member]:
 
 def placement_of(state: ClusterState, member: Member, members: list[Member]) -> Placement:
     """Where MEMBER's server is on this host; refused when it is not here."""
-    return _placement(state, member, members)
-
-
-def _placement(state: ClusterState, member: Member, members: list[Member]) -> Placement:
     known = {entry["name"]: Placement(**entry) for entry in state.members}
     found = known.get(member.name)
     if found is not None and found.port == member.port and Path(found.datadir).is_dir():
