@@ -173,9 +173,9 @@ def _wait_running(api: PatroniApi, member: Member, timeout: float) -> None:
         time.sleep(0.5)
 
 
-def dynamic_parameters(state: ClusterState) -> dict[str, Any]:
+def dynamic_parameters(api: PatroniApi) -> dict[str, Any]:
     """``postgresql.parameters`` of the dynamic configuration now."""
-    config = api_of(state).config()
+    config = api.config()
     return dict((config.get("postgresql") or {}).get("parameters") or {})
 
 

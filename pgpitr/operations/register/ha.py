@@ -10,6 +10,7 @@ import dataclasses
 from typing import Any
 
 from pgpitr.errors import ClusterStateError, InvalidInput
+from pgpitr.patroni import dynamic_parameters
 from pgpitr.patroni.api import Credentials, PatroniApi
 from pgpitr.patroni.members import members_of, place, primary_of
 
@@ -61,8 +62,7 @@ def request_for_primary(request: Any, primary: dict[str, Any]) -> Any:
 def previous_settings(url: str, names: list[str]) -> dict[str, dict[str, Any]]:
     """What Patroni's dynamic configuration says of NAMES now: the value it sets, or none
     (``in_auto_conf`` False: the key is absent, and unregister removes pgpitr's again)."""
-    config = PatroniApi(url, Credentials.from_environment()).config()
-    parameters = (config.get("postgresql") or {}).get("parameters") or {}
+    parameters = dynamic_parameters(PatroniApi(url, Credentials.from_environment()))
     return {
         name: {"value": parameters.get(name), "in_auto_conf": name in parameters} for name in names
     }
