@@ -16,6 +16,7 @@ import os
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,12 +93,21 @@ class Credentials:
         return f"Basic {token}"
 
 
-class PatroniApi:
-    """One member's REST API (any member answers for the whole cluster)."""
+class _Unreachable(ClusterStateError):
+    """A member's REST API did not answer at all (another member's may)."""
 
-    def __init__(self, url: str, credentials: Credentials | None = None) -> None:
+
+class PatroniApi:
+    """One member's REST API (any member answers for the whole cluster): a request of the
+    whole cluster's goes to the next of ``others`` (the other members' APIs) when a member's
+    does not answer, as when that member's node crashed."""
+
+    def __init__(
+        self, url: str, credentials: Credentials | None = None, others: Sequence[str] = ()
+    ) -> None:
         self.url = url
         self.credentials = credentials
+        self.others = [other for other in dict.fromkeys(others) if other and other != url]
 
     def request(
         self,
@@ -109,7 +119,17 @@ class PatroniApi:
         timeout: float = TIMEOUT,
     ) -> Any:
         """The JSON answer of METHOD PATH (on ``url``, another member's API, if given)."""
-        base = url or self.url
+        if url is not None:
+            return self._request(method, path, body, url, timeout)
+        bases = [self.url, *self.others]
+        for base in bases[:-1]:
+            try:
+                return self._request(method, path, body, base, timeout)
+            except _Unreachable:
+                continue
+        return self._request(method, path, body, bases[-1], timeout)
+
+    def _request(self, method: str, path: str, body: Any, base: str, timeout: float) -> Any:
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(f"{base}{path}", data=data, method=method)
         request.add_header("Accept", "application/json")
@@ -135,7 +155,7 @@ class PatroniApi:
             ) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise ClusterStateError(
+            raise _Unreachable(
                 f"Patroni's REST API at {base} does not answer: {reason}",
                 hint="check that Patroni runs and that the address is its restapi.listen "
                 "(or connect_address)",

@@ -106,6 +106,8 @@ class Placement:
     datadir: str
     socket_dir: str
     server_log: str = ""
+    #: its REST API, which answers for the cluster when the one registered does not
+    api_url: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -176,7 +178,7 @@ def place(members: list[Member]) -> dict[str, Placement]:
         if member.port in postmasters and _is_this_host(member.host):
             datadir, socket_dir, pid = postmasters[member.port]
             placed[member.name] = Placement(
-                member.name, member.port, datadir, socket_dir, stderr_file(pid)
+                member.name, member.port, datadir, socket_dir, stderr_file(pid), member.api_url
             )
     return placed
 
