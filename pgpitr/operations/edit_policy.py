@@ -20,7 +20,7 @@ from pgpitr.errors import (
 from pgpitr.operations.create import enable_wal_summaries
 from pgpitr.operations.log_backup import stream_mode, switch_log_backup, switch_streaming
 from pgpitr.policy_store import load_policy, save_policy
-from pgpitr.postgres import binaries
+from pgpitr.postgres import binaries, slots
 from pgpitr.postgres.cluster import Cluster
 from pgpitr.repository import RepositoryUrl, open_repository
 from pgpitr.steps import Steps
@@ -133,6 +133,8 @@ def read_policy_change(
     change = PolicyChange(current, new)
     if change.incrementals_asked:  # refused now rather than failing at every scheduled run
         require_incremental_support(Cluster.get(cluster))
+    if stream_mode(new)[1] and not stream_mode(current)[1]:
+        slots.refuse_synchronous(Cluster.get(cluster))
     return change
 
 

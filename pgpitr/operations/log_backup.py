@@ -93,6 +93,8 @@ def set_streaming(
     cluster.require_running()
     saved = load_policy(cluster)
     if stream:
+        if synchronous:
+            slots.refuse_synchronous(cluster)  # a Patroni cluster's: before anything changes
         slots.check_ready(cluster)
         slots.ensure_slot(cluster)
         save_policy(

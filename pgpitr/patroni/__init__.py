@@ -45,7 +45,8 @@ def credentials_path(state: ClusterState) -> Path:
 
 
 def api_of(state: ClusterState) -> PatroniApi:
-    return PatroniApi(state.patroni_url, Credentials.load(credentials_path(state)))
+    others = [entry.get("api_url", "") for entry in state.members]
+    return PatroniApi(state.patroni_url, Credentials.load(credentials_path(state)), others)
 
 
 def follow(state: ClusterState) -> list[Member]:
@@ -173,6 +174,21 @@ def _wait_running(api: PatroniApi, member: Member, timeout: float) -> None:
         time.sleep(0.5)
 
 
+def set_permanent_slot(state: ClusterState, name: str, present: bool) -> None:
+    """Add (or remove) the physical slot NAME to Patroni's permanent slots: Patroni creates it
+    on every member, reserving WAL at once, and moves the replicas' copies along with the
+    primary's, so the member promoted in a failover already holds the WAL the slot's consumer
+    has not received.  A slot made with SQL instead would be dropped by Patroni as unknown.
+    Removing the last one removes the ``slots`` key, as it was before."""
+    api = api_of(state)
+    if present:
+        api.patch_config({"slots": {name: {"type": "physical"}}})
+        return
+    slots = api.config().get("slots") or {}
+    if name in slots:  # a null for a key Patroni lacks would be stored as one
+        api.patch_config({"slots": {name: None} if set(slots) - {name} else None})
+
+
 def dynamic_parameters(api: PatroniApi) -> dict[str, Any]:
     """``postgresql.parameters`` of the dynamic configuration now."""
     config = api.config()
@@ -190,4 +206,5 @@ __all__ = [
     "follow",
     "placement_of",
     "restart_with",
+    "set_permanent_slot",
 ]

@@ -63,14 +63,7 @@ def slot_state(cluster: Cluster) -> SlotState:
 
 def check_ready(cluster: Cluster) -> None:
     """Refuse streaming where it cannot work, before anything changes: no pg_receivewal in the
-    server's binaries, wal_level minimal, no WAL sender or slot left, a Patroni cluster."""
-    if cluster.state.is_ha:
-        raise ClusterStateError(
-            f"WAL streaming of the Patroni cluster {cluster.name!r} is not supported yet: its "
-            "slot and synchronous_standby_names are Patroni's to manage",
-            hint="keep schedule.logfile.method=archive: archive_command is in Patroni's "
-            "configuration, so whichever member is primary archives",
-        )
+    server's binaries, wal_level minimal, no WAL sender or slot left."""
     if not (cluster.bindir / "pg_receivewal").exists():
         raise ClusterStateError(
             f"streaming needs {cluster.bindir / 'pg_receivewal'}, which is missing",
@@ -96,24 +89,53 @@ def check_ready(cluster: Cluster) -> None:
             )
 
 
-def ensure_slot(cluster: Cluster) -> bool:
-    """Create pgpitr's physical slot, reserving WAL from now, unless it exists; True when made."""
+def ensure_slot(cluster: Cluster, timeout: float = 60) -> bool:
+    """Create pgpitr's physical slot, reserving WAL from now, unless it exists; True when made.
+    A Patroni cluster's is one of Patroni's permanent slots (on every member, so it survives
+    a failover): asked for in its dynamic configuration, then waited for on the primary."""
+    if _slot_exists(cluster):
+        return False
+    if not cluster.state.is_ha:
+        with cluster.connect() as db:
+            db.execute("SELECT pg_create_physical_replication_slot(%s, true)", (SLOT,))
+        log.info("replication slot %s created on %s", SLOT, cluster.name)
+        return True
+    from pgpitr import patroni
+
+    patroni.set_permanent_slot(cluster.state, SLOT, present=True)
+    deadline = time.monotonic() + timeout
+    while not _slot_exists(cluster):
+        if time.monotonic() > deadline:
+            raise ClusterStateError(
+                f"Patroni did not create the permanent slot {SLOT} on the primary of "
+                f"{cluster.name!r} within {timeout:.0f} s",
+                hint="see `patronictl show-config` (slots) and the primary's Patroni log",
+                transient=True,
+            )
+        time.sleep(0.2)
+    log.info("replication slot %s created on %s by Patroni (a permanent slot)", SLOT, cluster.name)
+    return True
+
+
+def _slot_exists(cluster: Cluster) -> bool:
     with cluster.connect() as db:
         found = db.execute(
             "SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (SLOT,)
         ).fetchone()
-        if found:
-            return False
-        db.execute("SELECT pg_create_physical_replication_slot(%s, true)", (SLOT,))
-    log.info("replication slot %s created on %s", SLOT, cluster.name)
-    return True
+    return found is not None
 
 
 def drop_slot(cluster: Cluster, timeout: float = 30) -> bool:
     """Drop pgpitr's slot (its WAL is then the server's to recycle); True when one was dropped.
-    A receiver still using it (the agent has not seen the new policy yet) is disconnected."""
+    A receiver still using it (the agent has not seen the new policy yet) is disconnected.
+    A Patroni cluster's leaves its permanent slots first (else Patroni makes it again), and
+    Patroni drops the members' copies."""
     import psycopg
 
+    if cluster.state.is_ha:
+        from pgpitr import patroni
+
+        patroni.set_permanent_slot(cluster.state, SLOT, present=False)
     deadline = time.monotonic() + timeout
     with cluster.connect() as db:
         while True:
@@ -131,6 +153,8 @@ def drop_slot(cluster: Cluster, timeout: float = 30) -> bool:
                     db.execute("SELECT pg_terminate_backend(%s)", (row[0],))
             except psycopg.errors.ObjectInUse:
                 pass
+            except psycopg.errors.UndefinedObject:  # Patroni dropped it meanwhile
+                return True
             if time.monotonic() > deadline:
                 raise ClusterStateError(
                     f"the replication slot {SLOT} of {cluster.name!r} stays in use",
@@ -141,14 +165,37 @@ def drop_slot(cluster: Cluster, timeout: float = 30) -> bool:
 
 def set_synchronous(cluster: Cluster, on: bool) -> None:
     """``synchronous_standby_names`` naming the receiver (on), or reset when it names it (off:
-    a setting of the server's owner is left alone); ALTER SYSTEM and a reload.  Patroni owns
-    an HA cluster's (its synchronous mode), which pgpitr never streams from: left alone."""
-    if cluster.state.is_ha and not on:
+    a setting of the server's owner is left alone); ALTER SYSTEM and a reload.  A Patroni
+    cluster's is Patroni's (``refuse_synchronous``): left alone."""
+    if cluster.state.is_ha:
+        if on:
+            refuse_synchronous(cluster)
         return
     if on:
         cluster.change_settings({"synchronous_standby_names": APPLICATION_NAME})
     elif synchronous_names(cluster) == APPLICATION_NAME:
         cluster.change_settings({"synchronous_standby_names": None})
+
+
+def refuse_synchronous(cluster: Cluster) -> None:
+    """Synchronous streaming of a Patroni cluster is refused, with the way to what it is for.
+
+    Patroni writes ``synchronous_standby_names`` from its members alone in its synchronous
+    mode, so pgpitr's receiver cannot join that set; and with the receiver alone synchronous,
+    Patroni could still promote a standby that lacks commits the receiver acknowledged, whose
+    new timeline then goes on without them.  Patroni's synchronous mode is what keeps an
+    acknowledged commit through a failover; the receiver, on a permanent slot, catches up
+    from whichever member is promoted."""
+    if cluster.state.is_ha:
+        raise ClusterStateError(
+            f"synchronous WAL streaming of the Patroni cluster {cluster.name!r} is refused: "
+            "synchronous_standby_names is Patroni's, and a failover could promote a standby "
+            "without the commits pgpitr's receiver acknowledged",
+            hint="turn on Patroni's synchronous mode (`patronictl edit-config -s "
+            "synchronous_mode=on`) so that no acknowledged commit is lost in a failover, and "
+            "keep schedule.logfile.synchronous=false: the receiver streams from whichever member "
+            "is primary",
+        )
 
 
 def synchronous_names(cluster: Cluster) -> str:

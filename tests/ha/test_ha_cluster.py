@@ -6,9 +6,10 @@ acknowledged commit survives a failover), a writer committing a numbered row eve
 throughout (tests/ha/writer.py), and the real ``pgpitr`` command line.  pgpitr is registered
 with the REST API of one member, with archive_mode off (so through a restart of every member,
 by Patroni), backs up from a standby, and must keep archiving from whichever member is
-primary.  The truth a restore is checked
-against is the table the surviving history has: each restore to a time between two rows holds
-exactly the rows committed up to it.
+primary.  It also streams WAL (a receiver under a supervisor in this process, as the agent
+runs it) on a Patroni permanent slot, from whichever member is primary.  The truth a restore is
+checked against is the table the surviving history has: each restore to a time between two rows
+holds exactly the rows committed up to it.
 """
 
 from __future__ import annotations
@@ -16,19 +17,23 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from pgpitr.catalog import backups as catalog_backups
+from pgpitr.policy_store import load_policy
 from pgpitr.postgres.cluster import Cluster
+from pgpitr.postgres.slots import APPLICATION_NAME, SLOT
 from pgpitr.repository import open_repository
 from pgpitr.state import default_repository_url
 from pgpitr.wal import archive
+from pgpitr.wal import stream as wal_stream
 from tests.conftest import cli
-from tests.ha.patroni import PatroniCluster
+from tests.ha.patroni import Member, PatroniCluster
 from tests.ha.writer import Writer
 from tests.pg import archive_now, sql
 
@@ -66,6 +71,60 @@ def _new_timeline_archived(home: Path, ha: PatroniCluster, promoted: str, since:
     return time.monotonic() - since
 
 
+@pytest.fixture
+def receivers(home: Path) -> Iterator[None]:
+    """The agent's WAL receivers, in a thread of this process (stopped before Patroni is)."""
+    thread, stop, _ = wal_stream.start(tick=0.5, home=home)
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+
+
+def _query(ha: PatroniCluster, member: Member, query: str, *args: object) -> list[tuple]:
+    with psycopg.connect(ha.member_conninfo(member), autocommit=True) as db:
+        return db.execute(query, args).fetchall()
+
+
+def _receiver_streams_from_leader(ha: PatroniCluster, since: float) -> float:
+    """Seconds from SINCE until pgpitr's receiver streams from the member that leads now."""
+    leader = ha.leader()
+    ha.until(
+        f"pgpitr's receiver streams from {leader.name}",
+        lambda: _query(
+            ha,
+            leader,
+            "SELECT 1 FROM pg_stat_replication WHERE application_name = %s AND state = 'streaming'",
+            APPLICATION_NAME,
+        ),
+        timeout=60,
+    )
+    return time.monotonic() - since
+
+
+def _stored_up_to(home: Path, ha: PatroniCluster) -> str:
+    """Wait until the repository holds the leader's WAL up to its position now, as a stored
+    segment or a streamed partial that long; the segment's name."""
+    ((segment, offset),) = _query(
+        ha,
+        ha.leader(),
+        "SELECT file_name, file_offset FROM pg_walfile_name_offset(pg_current_wal_lsn())",
+    )
+    repo = open_repository(default_repository_url(home))
+    ha.until(
+        f"the repository holds {segment} up to {offset}",
+        lambda: (
+            archive.stored_versions(repo, NAME, segment)
+            or any(
+                extent >= offset for _, _, extent in archive.streamed_partials(repo, NAME, segment)
+            )
+        ),
+        timeout=30,
+    )
+    return segment
+
+
 def _window(name: str) -> list[tuple[datetime, datetime]]:
     info = json.loads(cli("cluster", "describe", name, "-o", "json").stdout)
     return [
@@ -75,13 +134,16 @@ def _window(name: str) -> list[tuple[datetime, datetime]]:
 
 @pytest.mark.timeout(900)  # a Patroni failover waits out its 20 s lock; six restores
 def test_archiving_and_restores_span_a_switchover_and_a_failover(
-    home: Path, make_patroni_cluster: Callable[..., PatroniCluster]
+    home: Path, make_patroni_cluster: Callable[..., PatroniCluster], receivers: None
 ) -> None:
     ha = make_patroni_cluster(scope="pgha")
     first = "ha-first"
     config_before = ha.dcs_config()
     user, password = ha.rest_auth
     auth = {"PATRONI_RESTAPI_USERNAME": user, "PATRONI_RESTAPI_PASSWORD": password}
+    # pgpitr is given the API of the member that leads after the switchover and then crashes:
+    # from the crash on, the other members' APIs must answer for the cluster
+    doomed = ha.replicas()[0]
     with Writer(ha.conninfo()) as writer:
         _wait_rows(writer, 5)
 
@@ -92,7 +154,7 @@ def test_archiving_and_restores_span_a_switchover_and_a_failover(
             "register",
             NAME,
             "--patroni",
-            ha.rest_url,
+            doomed.rest_url,
             "--restart",
             env=wrong,
             check=False,
@@ -103,10 +165,12 @@ def test_archiving_and_restores_span_a_switchover_and_a_failover(
         assert ha.dcs_config() == config_before
 
         # register through one member's API; archive_mode is off: Patroni restarts every member
-        refused = cli("cluster", "register", NAME, "--patroni", ha.rest_url, env=auth, check=False)
+        refused = cli(
+            "cluster", "register", NAME, "--patroni", doomed.rest_url, env=auth, check=False
+        )
         assert refused.returncode != 0 and "archive_mode is off" in refused.stderr
         assert not (home / "clusters" / NAME).exists()
-        done = cli("cluster", "register", NAME, "--patroni", ha.rest_url, "--restart", env=auth)
+        done = cli("cluster", "register", NAME, "--patroni", doomed.rest_url, "--restart", env=auth)
         assert password not in done.stdout + done.stderr
         assert "members" in done.stdout + done.stderr
         parameters = ha.dcs_config()["postgresql"]["parameters"]
@@ -114,6 +178,30 @@ def test_archiving_and_restores_span_a_switchover_and_a_failover(
         assert "wal-push" not in parameters["archive_command"]  # log backup is off at first
         cli("cluster", "edit-backup-policy", POLICY, "--set", "schedule.logfile.enable=true")
         assert "wal-push" in ha.dcs_config()["postgresql"]["parameters"]["archive_command"]
+
+        # WAL streaming, on a Patroni permanent slot (on every member: it survives a failover);
+        # synchronous streaming is refused (synchronous_standby_names is Patroni's)
+        cli("cluster", "edit-backup-policy", POLICY, "--set", "schedule.logfile.method=stream")
+        assert ha.dcs_config()["slots"] == {SLOT: {"type": "physical"}}
+        _receiver_streams_from_leader(ha, time.monotonic())
+        ha.until(
+            "the permanent slot on every member",
+            lambda: all(
+                _query(ha, m, "SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", SLOT)
+                for m in ha.members
+            ),
+            timeout=30,
+        )
+        refused = cli(
+            "cluster",
+            "edit-backup-policy",
+            POLICY,
+            "--set",
+            "schedule.logfile.synchronous=true",
+            check=False,
+        )
+        assert refused.returncode != 0 and "synchronous mode" in refused.stderr, refused.stderr
+        assert not load_policy(Cluster.get(NAME)).logfile_synchronous
 
         described = json.loads(cli("cluster", "describe", NAME, "-o", "json").stdout)
         roles = sorted(m["role"] for m in described["members"])
@@ -127,9 +215,10 @@ def test_archiving_and_restores_span_a_switchover_and_a_failover(
         _wait_rows(writer, 10)
 
         old = ha.leader()
-        ha.switchover()
+        ha.switchover(candidate=doomed)
         switched_at = datetime.now(UTC)
         assert ha.leader().name != old.name
+        _receiver_streams_from_leader(ha, time.monotonic())
         _wait_rows(writer, 20)
 
         # only a synchronous standby surely has every acknowledged commit when the primary
@@ -146,12 +235,15 @@ def test_archiving_and_restores_span_a_switchover_and_a_failover(
         )
         _wait_rows(writer, 5)
         crashed = ha.crash_leader()
+        assert crashed.name == doomed.name
         crashed_at, crash_clock = datetime.now(UTC), time.monotonic()
         new = ha.wait_for_leader(not_name=crashed.name)
         assert new.name in synchronous  # Patroni promotes only the synchronous standby
         archived_after = _new_timeline_archived(home, ha, new.name, crash_clock)
+        streaming_after = _receiver_streams_from_leader(ha, crash_clock)
         print(
-            f"failover: the new timeline's history archived {archived_after:.1f} s after the crash"
+            f"failover: the new timeline's history archived {archived_after:.1f} s and the "
+            f"receiver streams from the new primary {streaming_after:.1f} s after the crash"
         )
         _wait_rows(writer, 20)
         ha.restart_member(crashed)
@@ -161,6 +253,17 @@ def test_archiving_and_restores_span_a_switchover_and_a_failover(
         assert _backup_member(home, second) not in (None, new.name)
         _wait_rows(writer, 10)
     acked = writer.acknowledged()
+    # streaming alone brings the last commits in, before any switch of their segment: `latest`
+    # holds every acknowledged row
+    _stored_up_to(home, ha)
+    cli("cluster", "restore", "pgha-latest", "--source-cluster", NAME)
+    latest = {r[0] for r in sql("pgha-latest", "SELECT n FROM ha_writes")}
+    assert {a.n for a in acked} <= latest
+    # a copy of a standby's backup never streams from the live cluster (Patroni's
+    # primary_conninfo and slot came with it)
+    assert sql(
+        "pgha-latest", "SELECT current_setting('primary_conninfo'), pg_is_in_recovery()"
+    ) == [("", False)]
     archive_now(NAME)
     truth = _table(NAME)
     numbers = [n for n, _ in truth]
@@ -202,14 +305,6 @@ def test_archiving_and_restores_span_a_switchover_and_a_failover(
         )
         got = [r[0] for r in sql(restored, "SELECT n FROM ha_writes ORDER BY n")]
         assert got == [m for m in numbers if m <= n], f"restore to {target} (after row {n})"
-    cli("cluster", "restore", "pgha-latest", "--source-cluster", NAME)
-    latest = {r[0] for r in sql("pgha-latest", "SELECT n FROM ha_writes")}
-    assert {a.n for a in acked} <= latest
-    # a copy of a standby's backup never streams from the live cluster (Patroni's
-    # primary_conninfo and slot came with it)
-    assert sql(
-        "pgha-latest", "SELECT current_setting('primary_conninfo'), pg_is_in_recovery()"
-    ) == [("", False)]
 
     # a drill of the HA cluster: a time after the failover, restored from the standbys'
     # backups into a scratch cluster, checked (pg_amcheck) and removed

@@ -15,6 +15,7 @@ from pgpitr import cluster_repository, patroni, policy_store
 from pgpitr import policy as pol
 from pgpitr import state as st
 from pgpitr.errors import ClusterStateError, NotFound
+from pgpitr.operations.log_backup import set_streaming
 from pgpitr.operations.register.server import (
     ARCHIVE_TIMEOUT,
     RegisterRequest,
@@ -27,6 +28,7 @@ from pgpitr.postgres.cluster import Cluster
 from pgpitr.postgres.command import OsUser
 from pgpitr.postgres.osuser import check_reachable, make_dir
 from pgpitr.steps import undone_by
+from pgpitr.wal.stream.files import streaming
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +148,10 @@ def put_back_settings(name: str) -> dict[str, Any]:
     on by registration is reset too, but stays on until the server's next restart."""
     cluster = Cluster.get(name)
     cluster.require_running()
+    if streaming(policy_store.load_policy(cluster)):
+        # first, while archiving still runs: the receiver stops (it would make its slot
+        # again), the last segment is archived, the streamed partials go
+        set_streaming(cluster, stream=False, synchronous=False)
     previous = cluster.state.previous_settings
     settings: dict[str, str | None] = {
         key: (old["value"] if old["in_auto_conf"] else None) for key, old in previous.items()

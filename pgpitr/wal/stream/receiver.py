@@ -47,6 +47,7 @@ PARTIAL_EVERY = 1.0
 STATUS_EVERY = 10.0  # the status file is rewritten when it changed, else this often
 RESTART_PAUSE = (1.0, 30.0)  # first and longest pause before starting pg_receivewal again
 RETAINED_EVERY = 10.0  # seconds between looks at the slot's retained WAL
+FOLLOW_EVERY = 1.0  # seconds between asks of a Patroni cluster's primary
 
 
 @dataclass
@@ -104,6 +105,8 @@ class Receiver:
         self.partial_at = 0.0  # monotonic time of the last partial upload
         self._status: tuple[dict[str, Any], float] | None = None
         self._reaped = False
+        self._followed: tuple[Cluster, float] | None = None
+        self.conninfo: dict[str, Any] | None = None  # the server the running one streams from
         self._repo: tuple[str, Repository] | None = None
         self.thread = threading.Thread(
             target=self._loop, name=f"pgpitr-walstream-{name}", daemon=True
@@ -122,7 +125,7 @@ class Receiver:
         try:
             while not self.stopping.is_set():
                 try:
-                    cluster = Cluster.get(self.name, self.home)
+                    cluster = self._cluster()
                     policy = policy_store.load_policy(cluster)
                     self.supervise(cluster, policy)
                     self.upload(cluster)
@@ -140,6 +143,17 @@ class Receiver:
             self._terminate()
             self._clear_spool_if_off()
             self._write_status()
+
+    def _cluster(self) -> Cluster:
+        """The cluster, read again at every pass; a Patroni cluster's primary is asked for
+        (``GET /cluster``) at most every FOLLOW_EVERY seconds, not at every look at the spool."""
+        now = time.monotonic()
+        cached = self._followed
+        if cached is not None and now - cached[1] < FOLLOW_EVERY:
+            return cached[0]
+        cluster = Cluster.get(self.name, self.home)
+        self._followed = (cluster, now) if cluster.state.is_ha else None
+        return cluster
 
     def _clear_spool_if_off(self) -> None:
         """Stopped by the supervisor because streaming was turned off (its pass can come before
@@ -167,6 +181,12 @@ class Receiver:
             self._terminate()
             self._clear_spool(cluster)
             return
+        conninfo = cluster.conninfo()
+        if self.conninfo is not None and conninfo != self.conninfo:
+            # another member is primary: stream from it now, not after a pause
+            log.warning("%s: the primary moved; pg_receivewal follows it", self.name)
+            self._terminate()
+            self.conninfo, self.next_start, self.pause = None, 0.0, RESTART_PAUSE[0]
         if self.process is not None:
             if self.process.poll() is None:
                 if self.synchronous == policy.logfile_synchronous:
@@ -194,10 +214,12 @@ class Receiver:
             self._reap_orphan(cluster, directory)
             self._reaped = True
         self._drop_unpadded(cluster, directory)
+        if not self._leave_old_timelines(cluster, directory):
+            return
         argv = command.receivewal_command(
             cluster.bindir,
             directory,
-            cluster.conninfo(),
+            conninfo,
             slot=SLOT,
             application_name=APPLICATION_NAME,
             synchronous=policy.logfile_synchronous,
@@ -207,6 +229,7 @@ class Receiver:
         with open(log_path, "ab") as stderr:
             self.process = popen(argv, user=cluster.user, stdout=subprocess.DEVNULL, stderr=stderr)
         self.synchronous = policy.logfile_synchronous
+        self.conninfo = conninfo
         self.started_at = time.monotonic()
         log.info("%s: pg_receivewal started (pid %d)", self.name, self.process.pid)
 
@@ -242,6 +265,48 @@ class Receiver:
                     log.warning(
                         "%s: removed %s, a short partial of %d bytes", self.name, entry.name, size
                     )
+
+    def _leave_old_timelines(self, cluster: Cluster, directory: Path) -> bool:
+        """A promotion (a Patroni failover or switchover) put the server on a newer timeline
+        than the spool's files: once each is stored, it goes, with its streamed partials, and
+        pg_receivewal goes on from the slot, which the promoted member's permanent slot kept.
+        The old timeline's last segment may hold WAL past the fork, which never reached the
+        new timeline: pg_receivewal, asked to go on from there, is refused ("not in this
+        server's history"), and a restore must not be handed it as that segment (PostgreSQL
+        archives its own copy as ``.partial`` for this reason); the promoted member's copy
+        holds the part before the fork.  False: wait for the next upload pass."""
+        with cluster.connect() as db:
+            row = db.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()
+        assert row is not None
+        server = int(row[0][:8], 16)
+        old = [
+            entry
+            for entry in os.scandir(directory)
+            if archive.WAL_FILE_RE.match(entry.name)
+            and not entry.name.endswith(".history")
+            and int(entry.name[:8], 16) < server
+        ]
+        for entry in old:
+            stored = self.partial_keys.get(entry.name[:24])
+            extent = written_extent(Path(entry.path)) if entry.name.endswith(".partial") else -1
+            if extent != 0 and (stored is None or stored[0] < extent):
+                return False  # not stored yet
+        repo = self._repository(cluster) if old else None
+        for entry in old:
+            segment = entry.name[:24]
+            if repo is not None:
+                for key, _, _ in archive.streamed_partials(repo, cluster.state.stanza, segment):
+                    repo.delete(key)
+            os.unlink(entry.path)
+            self.partial_keys.pop(segment, None)
+            log.warning(
+                "%s: the server is on timeline %d; %s of an older one left the spool and the "
+                "repository's streamed partials (the server archives its part before the fork)",
+                self.name,
+                server,
+                entry.name,
+            )
+        return True
 
     def _clear_spool(self, cluster: Cluster) -> None:
         clear_spool(cluster)
