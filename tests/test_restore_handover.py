@@ -1,5 +1,5 @@
-"""pgpitr/operations/restore/handover.py: a restored data directory handed over to another
-manager (real files, no server).
+"""pgpitr/operations/restore/handover.py and the bootstrap-patroni command's own checks: a
+restored data directory handed over to another manager (real files, no server).
 
 The hand-over is run on a cluster's state and data directory made by hand (tests/pg.py's
 ``serverless_cluster``): it stops nothing that runs, moves the directory (a rename, or a copy
@@ -18,6 +18,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from cli import flowio
 from pgpitr.errors import AlreadyExists, ClusterStateError, InvalidInput, NotFound
 from pgpitr.operations.restore import handover
 from pgpitr.postgres import conf
@@ -148,3 +149,31 @@ def test_a_failed_hand_over_leaves_the_destination_as_it_was_and_the_data_in_pla
         _hand_over(into)
     assert into.is_dir() and list(into.iterdir()) == []
     assert into.stat().st_mode & 0o777 == 0o750
+
+
+# -- the command's own reading of Patroni's arguments ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [(None, False), ("True", True), ("true", True), ("on", True), ("False", False), ("0", False)],
+)
+def test_a_yes_no_option_reads_yaml_booleans_as_patroni_passes_them(text, value) -> None:
+    assert flowio.flag_value("--exclusive", text) is value
+
+
+def test_a_yes_no_option_refuses_other_words() -> None:
+    with pytest.raises(InvalidInput, match="--exclusive takes true or false"):
+        flowio.flag_value("--exclusive", "maybe")
+
+
+def test_the_temporary_cluster_is_named_after_a_scope_that_is_a_free_cluster_name(
+    home: Path,
+) -> None:
+    assert flowio.bootstrap_name("pg-ha") == "pg-ha"
+    with pytest.raises(InvalidInput, match="Patroni scope 'PG_HA'") as info:
+        flowio.bootstrap_name("PG_HA")
+    assert info.value.hint
+    (home / "clusters" / "pg-ha").mkdir(parents=True)
+    with pytest.raises(AlreadyExists, match="a pgpitr cluster named 'pg-ha' exists"):
+        flowio.bootstrap_name("pg-ha")
