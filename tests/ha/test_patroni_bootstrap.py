@@ -20,7 +20,7 @@ import pytest
 
 from pgpitr.repository import open_repository
 from pgpitr.state import default_repository_url
-from tests.conftest import cli, reachable_tempdir
+from tests.conftest import cli
 from tests.ha.patroni import PatroniCluster
 from tests.pg import archive_now, sql
 
@@ -59,14 +59,17 @@ def _source_with_rows_around_a_target() -> datetime:
 
 @pytest.mark.timeout(300)
 def test_a_new_patroni_cluster_starts_from_a_restore_to_a_time(
-    prefect_harness: str, home: Path, make_patroni_cluster: Callable[..., PatroniCluster]
+    prefect_harness: str,
+    home: Path,
+    tmp_path: Path,
+    make_patroni_cluster: Callable[..., PatroniCluster],
 ) -> None:
     began = time.monotonic()
     target = _source_with_rows_around_a_target()
     print(f"\nsource made, backed up, archived: {time.monotonic() - began:.1f} s")
 
     # a target outside the window: refused before anything is made, quickly, not by Patroni
-    bad = reachable_tempdir("pgpitr-boot-") / "data"
+    bad = tmp_path / "data"
     refused = cli(
         "cluster",
         "bootstrap-patroni",
