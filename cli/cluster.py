@@ -236,29 +236,40 @@ def list_drill(name: str, output: Output = "table") -> None:
     views.drills(dr.list_drills(Cluster.get(name)), output)
 
 
+RestoreToTime = Annotated[
+    str | None,
+    typer.Option(
+        help='a time: "Apr 17,2023 19:56:40 UTC+0800", RFC 3339, "2023-04-17 19:56:40 '
+        'Asia/Shanghai", or latest (the default: the end of the archived WAL)'
+    ),
+]
+RestoreToLsn = Annotated[
+    str | None, typer.Option(help="a WAL position, e.g. 0/3000028 (pg_current_wal_lsn())")
+]
+RestoreToXid = Annotated[
+    str | None,
+    typer.Option(help="up to the commit of this transaction id (txid_current(), or a row's xmin)"),
+]
+RestoreToName = Annotated[
+    str | None, typer.Option(help="a restore point made by create-restore-point")
+]
+SourceCluster = Annotated[str, typer.Option(help="the cluster whose backups to use")]
+BackupName = Annotated[str | None, typer.Option(help="use this backup")]
+SourceRepo = Annotated[str | None, typer.Option(help="repository of a deleted source cluster")]
+RestoreBindir = Annotated[
+    str | None,
+    typer.Option(help="binaries for the restored server (default: of the backup's major)"),
+]
+
+
 @app.command()
 def restore(
     new_name: Annotated[str, typer.Argument(metavar="NEW-CLUSTER")],
-    source_cluster: Annotated[str, typer.Option(help="the cluster whose backups to use")],
-    restore_to_time: Annotated[
-        str | None,
-        typer.Option(
-            help='a time: "Apr 17,2023 19:56:40 UTC+0800", RFC 3339, "2023-04-17 19:56:40 '
-            'Asia/Shanghai", or latest (the default: the end of the archived WAL)'
-        ),
-    ] = None,
-    restore_to_lsn: Annotated[
-        str | None, typer.Option(help="a WAL position, e.g. 0/3000028 (pg_current_wal_lsn())")
-    ] = None,
-    restore_to_xid: Annotated[
-        str | None,
-        typer.Option(
-            help="up to the commit of this transaction id (txid_current(), or a row's xmin)"
-        ),
-    ] = None,
-    restore_to_name: Annotated[
-        str | None, typer.Option(help="a restore point made by create-restore-point")
-    ] = None,
+    source_cluster: SourceCluster,
+    restore_to_time: RestoreToTime = None,
+    restore_to_lsn: RestoreToLsn = None,
+    restore_to_xid: RestoreToXid = None,
+    restore_to_name: RestoreToName = None,
     restore_to_immediate: Annotated[
         bool, typer.Option(help="stop as soon as the backup is consistent: its content only")
     ] = False,
@@ -266,14 +277,9 @@ def restore(
         bool,
         typer.Option(help="stop just before the time, LSN or xid (default: just after it)"),
     ] = False,
-    backup: Annotated[str | None, typer.Option(help="use this backup")] = None,
-    backup_repo: Annotated[
-        str | None, typer.Option(help="repository of a deleted source cluster")
-    ] = None,
-    bindir: Annotated[
-        str | None,
-        typer.Option(help="binaries for the new cluster (default: of the backup's major)"),
-    ] = None,
+    backup: BackupName = None,
+    backup_repo: SourceRepo = None,
+    bindir: RestoreBindir = None,
     wait: Wait = None,
     host: Annotated[
         str | None, typer.Option(help="make the new cluster on this host, run by its agent")
@@ -281,27 +287,64 @@ def restore(
 ) -> None:
     """Restore SOURCE into a new cluster at one target (at most one --restore-to-*; none:
     latest), on another host with --host.  Every target is checked before anything is made."""
-    from pgpitr.operations.restore import RestoreRequest, RestoreTarget
-
-    # a typo or two targets fail here, before any flow runs; the flow gets the checked value
-    target = RestoreTarget.of(
-        time=restore_to_time,
-        lsn=restore_to_lsn,
-        xid=restore_to_xid,
-        name=restore_to_name,
-        immediate=restore_to_immediate,
-        inclusive=not exclusive,
+    target = flowio.restore_target(
+        restore_to_time,
+        restore_to_lsn,
+        restore_to_xid,
+        restore_to_name,
+        restore_to_immediate,
+        exclusive,
     )
-    RestoreRequest(new_name, source_cluster, target, backup, backup_repo, bindir)
-    parameters = {
-        **flowio.restore_parameters(new_name, source_cluster, target, backup, backup_repo, host),
-        "bindir": bindir,
-    }
+    parameters = flowio.restore_parameters(
+        new_name, source_cluster, target, backup, backup_repo, host, bindir=bindir
+    )
     if host:
         wait = True if wait is None else wait
         parameters["host"] = host  # runner.run: through that host's deployment
     result = runner.run("restore", wait, progress="restore", **parameters)
     flowio.restored(new_name, result)
+
+
+@app.command("bootstrap-patroni")
+def bootstrap_patroni(
+    scope: Annotated[str, typer.Option(help="the Patroni cluster's scope (Patroni passes it)")],
+    datadir: Annotated[
+        str, typer.Option(help="the data directory to fill, absent or empty (Patroni passes it)")
+    ],
+    source_cluster: SourceCluster,
+    restore_to_time: RestoreToTime = None,
+    restore_to_lsn: RestoreToLsn = None,
+    restore_to_xid: RestoreToXid = None,
+    restore_to_name: RestoreToName = None,
+    # values, not flags: Patroni passes every key of its bootstrap section as --key=value
+    restore_to_immediate: Annotated[
+        str | None,
+        typer.Option(help="true: stop as soon as the backup is consistent", metavar="BOOL"),
+    ] = None,
+    exclusive: Annotated[
+        str | None,
+        typer.Option(help="true: stop just before the time, LSN or xid", metavar="BOOL"),
+    ] = None,
+    backup: BackupName = None,
+    backup_repo: SourceRepo = None,
+    bindir: RestoreBindir = None,
+) -> None:
+    """Patroni's custom bootstrap (bootstrap.method): restore SOURCE into DATADIR, a new
+    cluster's leader.  The restore runs into a temporary cluster named after SCOPE, with every
+    check of `restore`, which is then forgotten; a failure leaves neither behind."""
+    target = flowio.restore_target(
+        restore_to_time,
+        restore_to_lsn,
+        restore_to_xid,
+        restore_to_name,
+        flowio.flag_value("--restore-to-immediate", restore_to_immediate),
+        flowio.flag_value("--exclusive", exclusive),
+    )
+    name = flowio.bootstrap_name(scope)
+    parameters = flowio.restore_parameters(
+        name, source_cluster, target, backup, backup_repo, None, bindir=bindir, into_datadir=datadir
+    )
+    flowio.handed_over(runner.run("restore", None, progress="restore", **parameters))
 
 
 @app.command("create-restore-point")

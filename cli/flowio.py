@@ -7,7 +7,7 @@ Kept apart from the commands so that each command stays a few lines: parse, run 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -18,6 +18,9 @@ from pgpitr.errors import AlreadyExists, InvalidInput
 from pgpitr.operations import edit_policy
 from pgpitr.postgres.cluster import Cluster
 from pgpitr.repository.url import RepositoryUrl
+
+if TYPE_CHECKING:  # pydantic, which it needs, is imported by the commands that restore only
+    from pgpitr.targets import RestoreTarget
 
 POLICY_SUFFIX = "-postgresql-backup-policy"
 
@@ -51,32 +54,98 @@ def create_parameters(
     return {"name": name, "port": port, "backup_repo": url_parameter(url), "bindir": bindir}
 
 
+def restore_target(
+    time: str | None,
+    lsn: str | None,
+    xid: str | None,
+    name: str | None,
+    immediate: bool,
+    exclusive: bool,
+) -> RestoreTarget:
+    """The --restore-to-* options read into one checked target: a typo or two targets fail
+    here, before any flow runs."""
+    from pgpitr.targets import RestoreTarget
+
+    return RestoreTarget.of(
+        time=time, lsn=lsn, xid=xid, name=name, immediate=immediate, inclusive=not exclusive
+    )
+
+
+def flag_value(option: str, text: str | None) -> bool:
+    """A yes/no option given as a value (``--exclusive=true``; YAML's true arrives as True)."""
+    if text is None:
+        return False
+    word = text.strip().lower()
+    if word in ("true", "yes", "on", "1"):
+        return True
+    if word in ("false", "no", "off", "0", ""):
+        return False
+    raise InvalidInput(f"{option} takes true or false, not {text!r}")
+
+
+def bootstrap_name(scope: str) -> str:
+    """The temporary cluster of a Patroni bootstrap: named after the scope, which must make a
+    cluster name that is free on this host."""
+    from pgpitr.postgres.cluster import validate_name
+    from pgpitr.state import clusters_dir
+
+    try:
+        validate_name(scope)
+    except InvalidInput as exc:
+        raise InvalidInput(
+            f"the Patroni scope {scope!r} cannot name the bootstrap's temporary cluster: "
+            f"{exc.message}",
+            hint="use a scope that is a valid pgpitr cluster name",
+        ) from None
+    if (clusters_dir() / scope).exists():
+        raise AlreadyExists(
+            f"a pgpitr cluster named {scope!r} exists on this host; the bootstrap's temporary "
+            "cluster takes the scope's name",
+            hint="use another scope, or delete or unregister that cluster first",
+        )
+    return scope
+
+
 def restore_parameters(
     new_name: str,
     source_cluster: str,
-    target: Any,
+    target: RestoreTarget,
     backup: str | None,
     backup_repo: str | None,
     host: str | None,
+    *,
+    bindir: str | None = None,
+    into_datadir: str | None = None,
 ) -> dict[str, Any]:
-    """The restore flow's parameters, ``target`` a checked RestoreTarget.  Here, a wrong or
-    missing encryption key fails before any run; for another host, the source's repository
-    is named (that host reads it)."""
+    """The restore flow's parameters, ``target`` a checked RestoreTarget.  Here, a bad name, a
+    wrong or missing encryption key, or a data directory to hand over that cannot take the data
+    fail before any run; for another host, the source's repository is named (that host reads
+    it)."""
     from pgpitr.catalog import source as catalog_source
+    from pgpitr.operations.restore import RestoreRequest
 
+    RestoreRequest(new_name, source_cluster, target, backup, backup_repo, bindir, into_datadir)
     url = repository_url(backup_repo)
+    if into_datadir:
+        from pgpitr.operations.restore.handover import check_into_datadir
+
+        check_into_datadir(into_datadir)
     if not host:
         source = catalog_source.resolve_source(source_cluster, url)
         catalog_source.check_key(source.open(), source.cluster)
     if host and url is None:
         url = catalog_source.resolve_source(source_cluster).repository
-    return {
+    parameters = {
         "new_name": new_name,
         "source_cluster": source_cluster,
         "target": target.as_parameter(),  # JSON: the same through a deployment
         "backup_name": backup,
         "backup_repo": url_parameter(url),
+        "bindir": bindir,
     }
+    if into_datadir:
+        parameters["into_datadir"] = into_datadir
+    return parameters
 
 
 def created(result: Any) -> None:
@@ -140,6 +209,19 @@ def restored(new_name: str, result: Any) -> None:
         f"cluster {new_name} restored from backup {result.backup} "
         f"(timeline {result.timeline}); recovery stopped {stopped or '?'}; "
         f"last replayed commit: {shown}"
+    )
+
+
+def handed_over(result: Any) -> None:
+    """One line for Patroni's log: what was restored, from which backup, where recovery
+    stopped, and into which data directory."""
+    if result is runner.NO_RESULT:
+        return
+    last = timeparse.format_kbcli(result.last_commit) if result.last_commit else "none"
+    console.info(
+        f"restored {result.target.describe()} from backup {result.backup} into "
+        f"{result.into_datadir} (timeline {result.timeline}); recovery stopped "
+        f"{result.stopped or '?'}; last replayed commit: {last}"
     )
 
 

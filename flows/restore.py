@@ -30,6 +30,7 @@ def restore(
     backup_name: str | None = None,
     backup_repo: str | None = None,
     bindir: str | None = None,
+    into_datadir: str | None = None,
 ) -> rs.RestoreResult:
     """Restore SOURCE_CLUSTER as it was at TARGET into the new cluster NEW_NAME.
 
@@ -44,13 +45,19 @@ def restore(
         backup_name: restore from this backup instead of the newest one before the target.
         backup_repo: the repository URL of a source cluster this host does not know.
         bindir: the PostgreSQL binaries of the new cluster (default: the backup's major's).
+        into_datadir: hand the restored data directory over to this absolute path (absent or
+            empty) and forget NEW_NAME, which archives nothing meanwhile: how Patroni's custom
+            bootstrap (`pgpitr cluster bootstrap-patroni`) gets a restored leader.
     """
-    request = rs.RestoreRequest(new_name, source_cluster, target, backup_name, backup_repo, bindir)
+    request = rs.RestoreRequest(
+        new_name, source_cluster, target, backup_name, backup_repo, bindir, into_datadir
+    )
     with cluster_slot("restore", source_cluster, wait=False):
         result = rs.run(STEPS, request)
     last = timeparse.format_kbcli(result.last_commit) if result.last_commit else "none"
+    title = result.into_datadir or new_name
     create_markdown_artifact(
-        f"# {new_name} restored from {source_cluster}\n\n"
+        f"# {title} restored from {source_cluster}\n\n"
         "| backup | target | recovery stopped | last replayed commit | timeline |\n"
         "|---|---|---|---|---|\n"
         f"| {result.backup} | {target.describe()} | {result.stopped} | {last} "

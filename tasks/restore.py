@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pgpitr.operations import restore as rs
 from pgpitr.operations import restore_points as operations_restore_points
-from pgpitr.operations.restore import recovery
+from pgpitr.operations.restore import handover, recovery
 from tasks._common import ONCE, RETRYING, step_task
 
 choose_backup = step_task(rs.choose_backup, "choose-backup", **RETRYING)
@@ -27,6 +27,8 @@ wait_promoted = step_task(
     rs.wait_promoted, "wait-promoted", timeout_seconds=recovery.REPLAY_TIMEOUT + 60, **ONCE
 )
 verify_restored = step_task(rs.finish, "verify-restored", **RETRYING)
+# a move half done is undone by the step itself: retrying it would find nothing to move
+hand_over_data = step_task(handover.hand_over, "hand-over-data-directory", **ONCE)
 
 # restore points: the check may retry (a connection); the creation never (a second WAL point)
 check_new_restore_point = step_task(

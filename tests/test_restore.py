@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from pgpitr import cluster_repository
@@ -22,9 +23,12 @@ from pgpitr.catalog import window as catalog_window
 from pgpitr.errors import AlreadyExists, InvalidInput, NotFound, RecoveryTargetError
 from pgpitr.operations import create as operations_create
 from pgpitr.operations import log_backup
-from pgpitr.operations.restore import RestoreRequest, RestoreTarget
+from pgpitr.operations import restore as rs
+from pgpitr.operations.restore import RestoreRequest, RestoreTarget, handover
 from pgpitr.postgres.cluster import Cluster
 from pgpitr.postgres.command import run
+from pgpitr.postgres.ports import free_port
+from pgpitr.steps import Steps
 from pgpitr.wal.lsn import Lsn
 from tests import engine
 from tests.conftest import cli, shared_home
@@ -394,3 +398,61 @@ def test_each_kind_of_target_takes_the_newest_backup_consistent_before_it(home: 
     assert chosen(name="before-second") == first.name
     assert chosen(name="after-second") == second.name
     assert chosen(immediate=True) == second.name and chosen() == second.name  # latest
+
+
+# -- a restore handed over to another manager's data directory (Patroni's custom bootstrap) ----
+
+
+def _restore_into(new_name: str, into: Path, steps: Steps | None = None, **target: object):
+    request = RestoreRequest(new_name, "tsrc", RestoreTarget.of(**target), into_datadir=str(into))
+    return rs.run(steps or Steps(), request)
+
+
+def test_a_handed_over_restore_starts_where_it_was_put_with_nothing_of_pgpitr(
+    source: Source, tmp_path: Path
+) -> None:
+    into = tmp_path / "data"
+    result = _restore_into("t-handed", into, xid=source.xid_row_3)
+    assert result.into_datadir == str(into) and result.stopped.startswith("after transaction")
+    assert "hand-over" in result.phases
+    assert not (source.home / "clusters" / "t-handed").exists()
+    repo = cluster_repository.repository(Cluster.get("tsrc"))
+    assert list(repo.list("t-handed/")) == []  # its log backup was off: nothing archived
+    assert not (into / "pgpitr.conf").exists() and not (into / "pgpitr-recovery.conf").exists()
+    assert "pgpitr" not in (into / "postgresql.conf").read_text()
+    # another manager starts it as it likes: here pg_ctl with its own port and socket
+    bindir = Cluster.get("tsrc").bindir
+    port = free_port({c.state.port for c in Cluster.all()})
+    options = f"-p {port} -k {tmp_path} -c listen_addresses=''"
+    run([bindir / "pg_ctl", "start", "-w", "-D", into, "-l", tmp_path / "log", "-o", options])
+    try:
+        conninfo = f"host={tmp_path} port={port} user=postgres dbname=postgres"
+        with psycopg.connect(conninfo, autocommit=True) as db:
+            assert not db.execute("SELECT pg_is_in_recovery()").fetchone()[0]
+            assert [r[0] for r in db.execute("SELECT id FROM msg ORDER BY id")] == [1, 2, 3]
+    finally:
+        run([bindir / "pg_ctl", "stop", "-m", "immediate", "-D", into])
+
+
+class _WriteIntoBeforeHandOver(Steps):
+    """Someone writes into the destination between the plan and the hand-over."""
+
+    def __init__(self, into: Path) -> None:
+        super().__init__()
+        self.into = into
+
+    def __call__(self, step, *args, **kwargs):  # type: ignore[override]
+        if step is handover.hand_over:
+            (self.into / "PG_VERSION").write_text("16\n")
+        return super().__call__(step, *args, **kwargs)
+
+
+def test_a_hand_over_that_fails_leaves_neither_the_cluster_nor_the_data(
+    source: Source, tmp_path: Path
+) -> None:
+    into = tmp_path / "data"
+    into.mkdir()
+    with pytest.raises(AlreadyExists, match="is not empty"):
+        _restore_into("t-unhanded", into, _WriteIntoBeforeHandOver(into), immediate=True)
+    assert not (source.home / "clusters" / "t-unhanded").exists()
+    assert [p.name for p in into.iterdir()] == ["PG_VERSION"]  # only what the other one wrote

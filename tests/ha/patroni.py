@@ -159,7 +159,8 @@ def _take_ports(count: int, taken: set[int]) -> list[int]:
 
 
 class PatroniCluster:
-    """Three (or MEMBERS) Patroni members of scope SCOPE under BASE.
+    """Three (or MEMBERS) Patroni members of scope SCOPE under BASE, the leader made by initdb
+    or by the custom BOOTSTRAP_METHOD.
 
     ``start()`` bootstraps and waits for a leader and streaming replicas; ``stop()`` stops every
     process it started, and is safe to call at any point (also after a failed start)."""
@@ -176,6 +177,7 @@ class PatroniCluster:
         loop_wait: int = 1,
         retry_timeout: int = 5,
         parameters: dict[str, Any] | None = None,
+        bootstrap_method: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         self.base = Path(base)
         self.bindir = Path(bindir)
@@ -183,6 +185,11 @@ class PatroniCluster:
         self.synchronous_mode = synchronous_mode
         self.ttl, self.loop_wait, self.retry_timeout = ttl, loop_wait, retry_timeout
         self.extra_parameters = dict(parameters or {})
+        #: one custom bootstrap method, its name to its section (``{"pgpitr": {"command":
+        #: ...}}``): the leader is made by that command instead of initdb
+        self.bootstrap_method = dict(bootstrap_method or {})
+        if len(self.bootstrap_method) > 1:
+            raise HarnessError("one custom bootstrap method at most")
         self.superuser = _os_user()
         self.superuser_password = secrets.token_urlsafe(18)
         self.replication_password = secrets.token_urlsafe(18)
@@ -265,6 +272,23 @@ class PatroniCluster:
             "password_encryption": "scram-sha-256",
         }
         parameters.update(self.extra_parameters)
+        bootstrap: dict[str, Any] = {
+            "dcs": {
+                "ttl": self.ttl,
+                "loop_wait": self.loop_wait,
+                "retry_timeout": self.retry_timeout,
+                "maximum_lag_on_failover": 1048576,
+                "synchronous_mode": self.synchronous_mode,
+                "postgresql": {
+                    "use_pg_rewind": True,
+                    "use_slots": True,
+                    "parameters": parameters,
+                },
+            },
+            "initdb": [{"encoding": "UTF8"}, {"locale": "C"}, "data-checksums"],
+        }
+        for method, section in self.bootstrap_method.items():
+            bootstrap.update({"method": method, method: section})
         return {
             "scope": self.scope,
             "name": m.name,
@@ -282,21 +306,7 @@ class PatroniCluster:
                 "self_addr": m.raft_addr,
                 "partner_addrs": [o.raft_addr for o in self.members if o is not m],
             },
-            "bootstrap": {
-                "dcs": {
-                    "ttl": self.ttl,
-                    "loop_wait": self.loop_wait,
-                    "retry_timeout": self.retry_timeout,
-                    "maximum_lag_on_failover": 1048576,
-                    "synchronous_mode": self.synchronous_mode,
-                    "postgresql": {
-                        "use_pg_rewind": True,
-                        "use_slots": True,
-                        "parameters": parameters,
-                    },
-                },
-                "initdb": [{"encoding": "UTF8"}, {"locale": "C"}, "data-checksums"],
-            },
+            "bootstrap": bootstrap,
             "postgresql": {
                 "listen": f"127.0.0.1:{m.port}",
                 "connect_address": f"127.0.0.1:{m.port}",

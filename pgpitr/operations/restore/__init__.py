@@ -11,10 +11,12 @@ the data. An incremental backup restores with its lineage (pgpitr/catalog/backup
 ``materialise``, ``configure_recovery``, ``start_recovery``, ``wait_promoted``, ``finish``) each do
 one thing, so that each can be run and retried on its own; they run in one transaction, and a
 failure removes the new cluster. ``finish`` checks where PostgreSQL says recovery stopped against
-the target. The source cluster is only read from the repository, never touched.
+the target. With ``into_datadir`` (Patroni's custom bootstrap), the new cluster is a temporary
+one that archives nothing, and ``hand_over`` moves its data directory there and forgets it, in
+the same transaction. The source cluster is only read from the repository, never touched.
 
 ``planning`` holds the request and the plan, ``data`` the new cluster's files, ``recovery`` its
-configuration, the wait and the check of where it stopped."""
+configuration, the wait and the check of where it stopped, ``handover`` the hand-over."""
 
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from pgpitr.operations.restore.data import materialise, prepare
+from pgpitr.operations.restore.handover import hand_over
 from pgpitr.operations.restore.planning import Plan, RestoreRequest, choose_backup
 from pgpitr.operations.restore.recovery import (
     RestoreResult,
@@ -58,7 +61,12 @@ def run(steps: Steps, request: RestoreRequest) -> RestoreResult:
             steps(wait_promoted, name)
         with clock("promote"):
             result = steps(finish, plan, name)
-    steps.sync_schedules(request.new_name)
+        if request.into_datadir:
+            with clock("hand-over"):
+                into = steps(hand_over, plan, name)
+            result = dataclasses.replace(result, into_datadir=into)
+    if not request.into_datadir:  # a handed-over cluster is gone: it has no schedules
+        steps.sync_schedules(request.new_name)
     return dataclasses.replace(result, phases=dict(clock.phases))
 
 

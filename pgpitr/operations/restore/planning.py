@@ -1,13 +1,14 @@
 """Planning a restore: what was asked (``RestoreRequest``), and the checks made before anything is
 created (``choose_backup``): the source has backups, the new name is free, the target can be
-reached, the binaries are there, and there is room for the data (``Plan``).
+reached, the binaries are there, there is room for the data, and a directory to hand the data
+over to (``into_datadir``) can take it (``Plan``).
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from pgpitr.errors import (
 )
 from pgpitr.manifest import BackupManifest, check_system
 from pgpitr.operations.restore.data import remove_interrupted
+from pgpitr.operations.restore.handover import check_into_datadir
 from pgpitr.postgres import binaries
 from pgpitr.postgres.cluster import validate_name
 from pgpitr.postgres.osuser import server_user
@@ -49,13 +51,16 @@ class RestoreRequest:
     backup_repo: RepositoryUrl | None = None
     #: the binaries the new cluster runs; by default those of the backup's major on this host
     bindir: str | None = None
+    #: hand the restored data directory over to this path and forget the new cluster, which is
+    #: then only a temporary one (handover.py: Patroni's custom bootstrap)
+    into_datadir: str | None = None
 
     def __post_init__(self) -> None:
         validate_name(self.new_name)
         validate_name(self.source_cluster)
         if not isinstance(self.target, RestoreTarget):
             raise InvalidInput(f"restore target {self.target!r} is not a RestoreTarget")
-        for key in ("backup_name", "bindir"):
+        for key in ("backup_name", "bindir", "into_datadir"):
             if not getattr(self, key):  # "" from a form or a flag means not given
                 object.__setattr__(self, key, None)
         object.__setattr__(self, "backup_repo", RepositoryUrl.parse_optional(self.backup_repo))
@@ -63,8 +68,11 @@ class RestoreRequest:
 
 def choose_backup(request: RestoreRequest) -> Plan:
     """Check everything before creating anything; pick the newest backup before the target."""
+    if request.into_datadir:
+        check_into_datadir(request.into_datadir)
     source = catalog_source.resolve_source(request.source_cluster, request.backup_repo)
     chosen = plan(source, request.new_name, request.target, request.backup_name, request.bindir)
+    chosen = replace(chosen, into_datadir=request.into_datadir)
     log.info(
         "restoring %s from backup %s of %s to %s",
         request.new_name,
@@ -72,6 +80,8 @@ def choose_backup(request: RestoreRequest) -> Plan:
         request.source_cluster,
         chosen.stop_at or request.target.describe(),
     )
+    if request.into_datadir:
+        log.info("the restored data goes to %s afterwards", request.into_datadir)
     return chosen
 
 
@@ -89,6 +99,8 @@ class Plan:
     #: the chosen backup's lineage, its full backup first and ``backup`` last (one link for a
     #: full backup): what ``materialise`` combines
     links: tuple[BackupManifest, ...] = ()
+    #: where the restored data directory is handed over (``RestoreRequest.into_datadir``)
+    into_datadir: str | None = None
 
 
 def plan(

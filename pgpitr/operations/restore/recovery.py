@@ -55,7 +55,10 @@ def configure_recovery(p: Plan, new_cluster: str) -> None:
     )
     policy_store.save_policy(cluster, policy)
     home = st.home()
-    archive = conf.archive_command(home, cluster.name, policy.logfile_enabled)
+    # a cluster restored only to hand its data over archives nothing under its passing name
+    archive = conf.archive_command(
+        home, cluster.name, policy.logfile_enabled and not p.into_datadir
+    )
     cluster.configure(archive=archive)
     conf.write_file(datadir / conf.RECOVERY, recovery_settings(p, home, cluster.name), owner)
     _check_commands(cluster, home, archive)
@@ -196,6 +199,9 @@ class RestoreResult:
     stopped: str = ""
     #: seconds per phase: plan, materialise, replay, promote (set by ``run``)
     phases: dict[str, float] = dataclasses.field(default_factory=dict)
+    #: where the data directory was handed over (``RestoreRequest.into_datadir``); ``cluster``
+    #: is then a temporary name that no longer exists
+    into_datadir: str | None = None
 
 
 def finish(p: Plan, new_cluster: str) -> RestoreResult:
