@@ -142,17 +142,23 @@ def test_nothing_the_database_account_plants_runs_or_writes_with_roots_rights(
     cluster_dir = home / "clusters" / "hostile"
     for path in (cluster_dir / "cluster.json", cluster_dir / "data" / "PG_VERSION"):
         assert path.stat().st_uid == account.uid, f"{path} is not the service account's"
-    cli("cluster", "edit-backup-policy", "hostile-postgresql-backup-policy", "--set",
-        "schedule.logfile.enable=true")
+    cli(
+        "cluster",
+        "edit-backup-policy",
+        "hostile-postgresql-backup-policy",
+        "--set",
+        "schedule.logfile.enable=true",
+    )
     cli("cluster", "backup", "hostile")
 
     # the hostile account: a database superuser plants a package where a restore copies it
     planted = (
-        "import os, pathlib; "
-        f'pathlib.Path("{marks}/planted-package." + str(os.getuid())).touch()'
+        f'import os, pathlib; pathlib.Path("{marks}/planted-package." + str(os.getuid())).touch()'
     )
-    sql("hostile", f"COPY (SELECT '{planted}') TO PROGRAM "
-        "'mkdir -p pgpitr && cat > pgpitr/__init__.py'")
+    sql(
+        "hostile",
+        f"COPY (SELECT '{planted}') TO PROGRAM 'mkdir -p pgpitr && cat > pgpitr/__init__.py'",
+    )
     assert (cluster_dir / "data" / "pgpitr" / "__init__.py").exists()
     sql("hostile", "CREATE TABLE t AS SELECT 1 AS id")
     archive_now("hostile")
