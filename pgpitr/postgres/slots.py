@@ -4,7 +4,8 @@ The receiver of pgpitr/wal/stream/ streams on the slot ``pgpitr_walstream``, so 
 keeps every byte it has not flushed; with synchronous streaming, ``synchronous_standby_names``
 names its application_name.  Both are created and removed by the policy switch
 (pgpitr/operations/log_backup.py ``set_streaming``) and by unregister; a deleted cluster takes them
-along.
+along.  A Patroni cluster's slot is one of Patroni's permanent slots, and its synchronous
+streaming is refused (``refuse_synchronous``).
 """
 
 from __future__ import annotations

@@ -33,6 +33,11 @@ application_name: a commit returns only when its WAL is on the spool's disk.  Th
 round trip and an fsync per commit, and while no receiver runs every commit waits: turning
 synchronous off is the way out (``describe`` says so loudly).
 
+A Patroni cluster's slot is one of Patroni's permanent slots (postgres/slots.py), on every
+member; the receiver streams from the member Patroni names primary (asked at most every second),
+restarts towards another as soon as it is named, and leaves an older timeline's files once they
+are stored (``Receiver._leave_old_timelines``).  Synchronous streaming is refused there.
+
 Nothing here imports Prefect: the agent passes ``on_retained``, called when the slot holds back
 more WAL than the policy's ``stream.maxRetained``, and turns it into an event.
 
