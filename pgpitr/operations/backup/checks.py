@@ -53,8 +53,13 @@ def choose_parent(cluster: str, wanted: str | None = None) -> str:
         raise PitrError(
             f"summarize_wal is off on {cluster}: incremental backups are made from the "
             "server's WAL summaries",
-            hint="turn it on (ALTER SYSTEM SET summarize_wal = on; SELECT pg_reload_conf();), "
-            f"then take a full backup: `pgpitr cluster backup {cluster}`",
+            hint=(
+                "turn it on in Patroni's configuration (`patronictl edit-config -p "
+                "summarize_wal=on`: on every member)"
+                if c.state.is_ha
+                else "turn it on (ALTER SYSTEM SET summarize_wal = on; SELECT pg_reload_conf();)"
+            )
+            + f", then take a full backup: `pgpitr cluster backup {cluster}`",
         )
     repo = cluster_repository.repository(c)
     stanza = c.state.stanza

@@ -6,11 +6,17 @@ segment on the primary afterwards).  A standby more than ``LAG_LIMIT`` behind is
 (its backup would wait on its replay, and hold a window that ends later than it could).  If
 the chosen standby goes away mid-backup, pg_basebackup fails, the attempt is marked Failed and
 removed, and the task's retry chooses again from the members then.
+
+A standby's backup starts at its last restartpoint, which it makes only where the primary
+checkpointed: after a quiet while that can be long before now, and an incremental must start
+after its parent ended ("manifest requires WAL from final timeline ... ending at").  So the
+primary checkpoints first and the standby replays past it (``caught_up``, before the backup).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
 from pgpitr import patroni
 from pgpitr.errors import ClusterStateError
@@ -58,6 +64,31 @@ def choose(cluster: Cluster, preference: str) -> Cluster:
         )
     log.info("%s: %s; backing up from the primary", cluster.name, why)
     return cluster
+
+
+def caught_up(primary: Cluster, standby: Cluster, timeout: float = 60) -> None:
+    """CHECKPOINT on the primary, then wait until the standby replayed past that checkpoint's
+    record, where pg_basebackup's fast checkpoint makes its restartpoint."""
+    with primary.connect() as db:
+        db.execute("CHECKPOINT")
+        row = db.execute("SELECT checkpoint_lsn FROM pg_control_checkpoint()").fetchone()
+    assert row is not None
+    deadline = time.monotonic() + timeout
+    while True:
+        with standby.connect() as db:
+            replayed = db.execute(
+                "SELECT pg_last_wal_replay_lsn() > %s::pg_lsn", (str(row[0]),)
+            ).fetchone()
+        if replayed and replayed[0]:
+            return
+        if time.monotonic() > deadline:
+            raise ClusterStateError(
+                f"the standby on port {standby.state.port} did not replay the primary's "
+                f"checkpoint {row[0]} within {timeout:.0f} s",
+                hint="see its replication lag (`pgpitr cluster describe`); the retry chooses again",
+                transient=True,
+            )
+        time.sleep(0.1)
 
 
 def member_name(cluster: Cluster, server: Cluster) -> str | None:

@@ -45,10 +45,13 @@ def stream(
     repo = cluster_repository.repository(c)
     policy = policy_store.load_policy(c)
     _forget_failed_attempt(repo, c.state.stanza, name)
+    source = backup_source.choose(c, policy.backup_source)
+    if source is not c:
+        backup_source.caught_up(c, source)
     manifest = take_backup(
         c,
         repo,
-        source=backup_source.choose(c, policy.backup_source),
+        source=source,
         name=name,
         log_backup=policy.logfile_enabled,
         ttl=timeparse.parse_ttl(policy.ttl),

@@ -35,7 +35,7 @@ from pgpitr.wal.stream.files import (
     status_path,
     streaming,
 )
-from pgpitr.wal.stream.segments import push_partial, written_extent
+from pgpitr.wal.stream.segments import older_timeline_segments, push_partial, written_extent
 
 log = logging.getLogger(__name__)
 
@@ -131,9 +131,9 @@ class Receiver:
                     self.upload(cluster)
                     self.check_retained(cluster, policy)
                     failures = 0
-                except (NotFound, FileNotFoundError):
-                    break  # deleted meanwhile: the supervisor forgets it
                 except Exception as exc:  # a repository outage, a refused connection: later
+                    if isinstance(exc, NotFound | FileNotFoundError) and self._deleted():
+                        break  # the supervisor forgets it
                     self._failed(exc)
                     failures += 1
                 self._write_status()
@@ -143,6 +143,16 @@ class Receiver:
             self._terminate()
             self._clear_spool_if_off()
             self._write_status()
+
+    def _deleted(self) -> bool:
+        """The cluster is gone (not a spool file pg_receivewal renamed meanwhile)."""
+        try:
+            Cluster.get(self.name, self.home)
+        except (NotFound, FileNotFoundError):
+            return True
+        except Exception:  # noqa: BLE001 (an unanswering Patroni: the cluster is still there)
+            return False
+        return False
 
     def _cluster(self) -> Cluster:
         """The cluster, read again at every pass; a Patroni cluster's primary is asked for
@@ -279,32 +289,26 @@ class Receiver:
             row = db.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()
         assert row is not None
         server = int(row[0][:8], 16)
-        old = [
-            entry
-            for entry in os.scandir(directory)
-            if archive.WAL_FILE_RE.match(entry.name)
-            and not entry.name.endswith(".history")
-            and int(entry.name[:8], 16) < server
-        ]
-        for entry in old:
-            stored = self.partial_keys.get(entry.name[:24])
-            extent = written_extent(Path(entry.path)) if entry.name.endswith(".partial") else -1
+        old = older_timeline_segments(directory, server)
+        for path in old:
+            stored = self.partial_keys.get(path.name[:24])
+            extent = written_extent(path) if path.name.endswith(".partial") else -1
             if extent != 0 and (stored is None or stored[0] < extent):
                 return False  # not stored yet
         repo = self._repository(cluster) if old else None
-        for entry in old:
-            segment = entry.name[:24]
+        for path in old:
+            segment = path.name[:24]
             if repo is not None:
                 for key, _, _ in archive.streamed_partials(repo, cluster.state.stanza, segment):
                     repo.delete(key)
-            os.unlink(entry.path)
+            path.unlink()
             self.partial_keys.pop(segment, None)
             log.warning(
                 "%s: the server is on timeline %d; %s of an older one left the spool and the "
                 "repository's streamed partials (the server archives its part before the fork)",
                 self.name,
                 server,
-                entry.name,
+                path.name,
             )
         return True
 
@@ -380,7 +384,10 @@ class Receiver:
             segment = name[:24]
             if segment in done:
                 continue
-            extent = written_extent(directory / name)
+            try:
+                extent = written_extent(directory / name)
+            except FileNotFoundError:  # completed and renamed since the listing: the next pass
+                continue
             before = self.partial_keys.get(segment)
             if extent == 0 or (before is not None and extent <= before[0]):
                 continue

@@ -37,6 +37,17 @@ def written_extent(path: Path) -> int:
             return (low - 1) * PAGE + len(last.rstrip(b"\0"))
 
 
+def older_timeline_segments(directory: Path, timeline: int) -> list[Path]:
+    """The segments in DIRECTORY, whole or partial, of timelines before TIMELINE."""
+    return [
+        Path(entry.path)
+        for entry in os.scandir(directory)
+        if archive.WAL_FILE_RE.match(entry.name)
+        and not entry.name.endswith(".history")
+        and int(entry.name[:8], 16) < timeline
+    ]
+
+
 def push_partial(repo: Repository, stanza: str, path: Path, extent: int, level: int = 3) -> str:
     """Store the segment being streamed as its partial of ``extent`` bytes; its key."""
     data = path.read_bytes()
