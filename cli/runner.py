@@ -27,6 +27,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from cli import console
+from deployments import orphans
 from deployments.api import LOCAL_SERVER, answers, api_url, ensure_api_url, ui_url
 from flows import registry
 from pgpitr import waits
@@ -75,6 +76,7 @@ def prepare() -> None:
     """Point Prefect at the API and quiet its console; call before importing a flow module."""
     # Set before Prefect is imported: its logging reads these once.  The runs' logs still go to
     # the API; only Prefect's console chatter (and tracebacks of engine errors) is silenced.
+    orphans.heartbeat_environment()  # a run of this process is not taken for an orphan
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
     os.environ.setdefault("PREFECT_INTERNAL_LOGGING_LEVEL", "CRITICAL")  # its internals
     # Its background workers report their exit-time drain on loggers of their own names.

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from deployments.daemon import Daemon, children
+from deployments.daemon import alive as daemon_alive
 from pgpitr import state
 from pgpitr.errors import PitrError
 
@@ -96,8 +97,45 @@ def run(limit: int | None = None) -> int:
         pause = min(pause * 2, RESTART_PAUSE[1])
     streams[1].set()  # each receiver's pg_receivewal ends; the slots keep what they did not get
     streams[0].join(timeout=60)
+    _crash_orphaned_runs(host)
     _say("agent stopped")
     return 0
+
+
+def _crash_orphaned_runs(host: str, timeout: float = 20) -> None:
+    """Stopped: the runs this agent executed end as Crashed (deployments/orphans.py), once the
+    processes of its group (the serving process, the runs' own, told to stop with it) ended."""
+    from deployments import orphans
+    from deployments.api import ensure_api_url
+
+    me = os.getpid()
+    deadline = time.monotonic() + timeout
+    # a daemon or a service leads its group; in someone else's (a shell's), its own are unknown
+    while (
+        os.getpgrp() == me
+        and time.monotonic() < deadline
+        and any(pid != me for pid in _group_members(me))
+    ):
+        time.sleep(0.2)
+    try:
+        url, _ = ensure_api_url()
+        os.environ["PREFECT_API_URL"] = url
+        crashed = orphans.crash_orphaned_runs(host)
+    except Exception as exc:  # the server is gone too: the heartbeat automation does it later
+        _say(f"could not mark the runs left unfinished as Crashed: {exc}")
+        return
+    for name in crashed:
+        _say(f"run {name} marked Crashed: it was unfinished when the agent stopped")
+
+
+def _group_members(group: int) -> list[int]:
+    members = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if os.getpgid(int(entry.name)) == group and daemon_alive(int(entry.name)):
+                    members.append(int(entry.name))
+    return members
 
 
 def _remove_killed_drills() -> None:

@@ -21,6 +21,7 @@ import os
 import tempfile
 from typing import Any
 
+from deployments import orphans
 from deployments.api import ensure_api_url
 from deployments.health import POLL_SECONDS
 from flows import registry
@@ -105,10 +106,14 @@ def main(limit: int | None = None) -> None:
     scratch.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.environ["TMPDIR"] = str(scratch)
     tempfile.tempdir = None  # read TMPDIR again
+    orphans.heartbeat_environment()  # the runs it starts inherit it
     url, _ = ensure_api_url()
     os.environ["PREFECT_API_URL"] = url
     print(f"pgpitr serve: Prefect API {url}, UI {url.removesuffix('/api')}", flush=True)
     from prefect import serve
+
+    if orphans.ensure_crash_automation():
+        print(f"pgpitr serve: automation {orphans.AUTOMATION!r} created", flush=True)
 
     deployments = build()
     for line in remove_stale():

@@ -1,0 +1,155 @@
+"""Runs nobody executes any more end as Crashed: in the Prefect UI, the API and ``describe``.
+
+A run's process dies with its agent: ``pgpitr agent stop``, a kill -9, a crash of the host.
+Prefect's server does not notice by itself; the run stays Running for ever, holds its
+cluster's slot in the UI, and hides that the work was not done.  Two ways out, for the two ways
+an agent ends:
+
+- **Stopped** (``agent stop``, SIGTERM): the agent knows at once.  Once its serving process
+  and the runs it started have ended, it marks every run of this host's deployments still
+  Pending, Running or Cancelling as Crashed (``crash_orphaned_runs``): only this host's agent
+  executes them (deployments/agent.py), so none of them runs anywhere else.
+- **Killed** (kill -9, the machine gone): nothing of it is left to say so.  Every pgpitr flow
+  run sends Prefect's heartbeat event every ``HEARTBEAT_SECONDS`` (its engine does, in the
+  run's own process: a run whose process outlived its agent is not an orphan), and the
+  automation ``pgpitr: crash runs without a heartbeat`` (``ensure_crash_automation``, made when
+  serving starts) marks a run Crashed when ``CRASH_AFTER`` passes after it went Pending or
+  Running, or after its last heartbeat, with neither a heartbeat nor an end.  The run's engine
+  sets the frequency from ``PREFECT_FLOWS_HEARTBEAT_FREQUENCY``, which ``heartbeat_environment``
+  puts in every process that runs pgpitr's flows (the agent's and the CLI's): at Prefect's
+  default of 180 s a run alive would be taken for an orphan.
+
+``CRASH_AFTER`` is HEARTBEAT_SECONDS (Prefect's minimum, 30) plus a margin for a late event on a
+loaded host, so an orphan is marked Crashed within a minute of its agent's death: at most
+CRASH_AFTER after its last heartbeat, and the server looks every 5 s.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from prefect.automations import Automation
+
+HEARTBEAT_SECONDS = 30
+CRASH_AFTER = timedelta(seconds=45)
+AUTOMATION = "pgpitr: crash runs without a heartbeat"
+#: the states of a run that is not over
+_UNFINISHED = ("PENDING", "RUNNING", "CANCELLING")
+
+
+def heartbeat_environment() -> None:
+    """Have this process's flow runs (and the runs its runner starts) send a heartbeat every
+    HEARTBEAT_SECONDS; set before Prefect reads its settings."""
+    os.environ["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] = str(HEARTBEAT_SECONDS)
+
+
+def crash_automation() -> Automation:
+    from prefect.automations import Automation
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import EventTrigger, Posture
+
+    return Automation(
+        name=AUTOMATION,
+        description="A pgpitr flow run whose process ended without a word (its agent was "
+        "killed, its host went down) is marked Crashed.",
+        trigger=EventTrigger(
+            # Pending and Running too: the server says those itself, where a process killed in
+            # its first second may never have sent its first heartbeat
+            after={
+                "prefect.flow-run.heartbeat",
+                "prefect.flow-run.Pending",
+                "prefect.flow-run.Running",
+            },
+            expect={
+                "prefect.flow-run.heartbeat",
+                "prefect.flow-run.Running",
+                "prefect.flow-run.Completed",
+                "prefect.flow-run.Failed",
+                "prefect.flow-run.Cancelled",
+                "prefect.flow-run.Crashed",
+            },
+            match={"prefect.resource.id": "prefect.flow-run.*"},
+            match_related={
+                "prefect.resource.role": "tag",
+                "prefect.resource.id": "prefect.tag.pgpitr",
+            },
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=CRASH_AFTER,
+        ),
+        actions=[
+            ChangeFlowRunState(
+                state=StateType.CRASHED,
+                message=f"no heartbeat for {int(CRASH_AFTER.total_seconds())} s: the process "
+                "that ran it ended (its agent was killed, or its host went down)",
+            )
+        ],
+    )
+
+
+def ensure_crash_automation() -> bool:
+    """Create the automation, or replace one of its name that differs (an older pgpitr's);
+    True when made."""
+    from prefect.automations import Automation
+
+    wanted = crash_automation()
+    try:
+        found = Automation.read(name=AUTOMATION)
+    except ValueError:  # Prefect's "no automation with that name"
+        found = None
+    if found is not None:
+        if _shape(found) == _shape(wanted):
+            return False
+        found.delete()
+    wanted.create()
+    return True
+
+
+def _shape(automation: Automation) -> tuple[object, object]:
+    """What an automation does, without the ids the server gives."""
+    trigger = automation.trigger.model_dump(mode="json", exclude={"id"})
+    return trigger, [action.model_dump(mode="json") for action in automation.actions]
+
+
+def crash_orphaned_runs(host: str) -> list[str]:
+    """Mark Crashed the unfinished runs of HOST's deployments (its agent stopped, so nothing
+    runs them); their names."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterName,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Crashed
+
+    from tasks.naming import deployment_name
+
+    runs_filter = FlowRunFilter(
+        state=FlowRunFilterState(
+            type=FlowRunFilterStateType(any_=[StateType(s) for s in _UNFINISHED])
+        )
+    )
+    crashed = []
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_run_filter=runs_filter,
+            deployment_filter=DeploymentFilter(
+                name=DeploymentFilterName(any_=[deployment_name(host)])
+            ),
+        )
+        for run in runs:
+            client.set_flow_run_state(
+                run.id,
+                Crashed(message=f"the agent of host {host} stopped while this run was unfinished"),
+                force=True,
+            )
+            crashed.append(run.name)
+    return crashed

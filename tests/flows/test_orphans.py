@@ -1,0 +1,120 @@
+"""Runs their agent left unfinished end as Crashed (deployments/orphans.py): at once when the
+agent is stopped, and through the heartbeat automation, within a minute, when it is killed with
+kill -9 and nothing of it is left to say so.  Real parts: the suite's Prefect server (its
+automations service evaluates the proactive trigger), an agent of a host of its own started with
+``pgpitr agent start``, a real backup run from its deployment, slowed by zstd level 19 so that
+it is surely still running when its agent goes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from deployments import orphans
+from tests.conftest import cli, free_port, reachable_tempdir, stop_everything_under
+from tests.flows import api
+from tests.flows.test_agent import agent, at, served
+from tests.pg import sql
+
+pytestmark = pytest.mark.timeout(600)
+
+HOST = "orphans"
+RUN = f"backup-{HOST}/slow"
+
+
+@pytest.fixture(scope="module")
+def host_with_data(api_url: str) -> Iterator[dict[str, str]]:
+    """A host with a cluster whose backups take a while."""
+    path = reachable_tempdir("pgpitr-orphans-")
+    env = {
+        "PGPITR_HOST": HOST,
+        "PGPITR_HOME": str(path),
+        "TZ": "UTC",
+        "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+    }
+    try:
+        cli("cluster", "create", "slow", "--port", str(free_port()), env=env)
+        policy = "slow-postgresql-backup-policy"
+        slower = "schedule.datafile.compression=zstd:19"
+        cli("cluster", "edit-backup-policy", policy, "--set", slower, env=env)
+        with at(env):
+            sql(
+                "slow",
+                "CREATE TABLE filler AS SELECT g, md5(g::text) FROM generate_series(1, 1000000) g",
+            )
+        yield env
+    finally:
+        stop_everything_under(path)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def host(host_with_data: dict[str, str]) -> Iterator[dict[str, str]]:
+    """The host's agent serving (stopped, or killed, after the test)."""
+    env = host_with_data
+    try:
+        started = agent(env, "start")
+        assert started.returncode == 0, started.stderr
+        api.wait_for(lambda: served(HOST), 180, f"the agent of {HOST} serving")
+        yield env
+    finally:
+        agent(env, "stop")
+        _kill_agent(env)
+
+
+def _kill_agent(env: dict[str, str]) -> None:
+    """SIGKILL to the agent's process group (the agent, its serving process, their runs)."""
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        pid = json.loads((Path(env["PGPITR_HOME"]) / "agent" / "agent.json").read_text())["pid"]
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _backup_running(env: dict[str, str]):
+    cli("cluster", "backup", "slow", "--no-wait", env=env)
+    return api.wait_for(
+        lambda: [r for r in api.flow_runs(RUN) if r.state.is_running()],
+        120,
+        "the backup running on the agent",
+        interval=0.2,
+    )[0]
+
+
+def _state_of(run_id) -> object:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(run_id).state
+
+
+def test_a_stopped_agents_unfinished_run_ends_crashed_at_once(host: dict[str, str]) -> None:
+    run = _backup_running(host)
+    assert agent(host, "stop").returncode == 0
+    state = _state_of(run.id)
+    assert state.is_crashed(), state
+    assert f"the agent of host {HOST} stopped" in (state.message or "")
+    info = json.loads(cli("cluster", "describe", "slow", "-o", "json", env=host).stdout)
+    assert info["last_run_state"] == "Crashed", info
+    # the agent made the automation of the next test; as it is, it is not made again
+    assert orphans.ensure_crash_automation() is False
+
+
+def test_a_killed_agents_run_ends_crashed_within_a_minute(host: dict[str, str]) -> None:
+    run = _backup_running(host)
+    _kill_agent(host)
+    killed = time.monotonic()
+    try:
+        api.wait_for(
+            lambda: _state_of(run.id).is_crashed(), 120, "the orphan marked Crashed", interval=1
+        )
+    except AssertionError:
+        raise AssertionError(f"the run is {_state_of(run.id)!r}; {api.explain(run)}") from None
+    print(f"a killed agent's run marked Crashed {time.monotonic() - killed:.0f} s after the kill")
+    assert "no heartbeat" in (_state_of(run.id).message or "")
