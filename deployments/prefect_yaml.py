@@ -59,6 +59,9 @@ definitions:
   process_pool: &process_pool
     name: pgpitr-process
     work_queue_name: "{{ $PGPITR_HOST }}"   # the host's queue; set PGPITR_HOST to deploy
+    job_variables:
+      # a heartbeat every 30 s, as the agents' runs: deployments/orphans.py
+      env: {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: "30"}
   kubernetes_pool: &kubernetes_pool
     name: pgpitr-kubernetes
     job_variables:
@@ -66,6 +69,7 @@ definitions:
       namespace: pgpitr
       service_account_name: pgpitr
       image_pull_policy: IfNotPresent
+      env: {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: "30"}
   kubernetes_pull: &kubernetes_pull
     - prefect.deployments.steps.set_working_directory:
         directory: /opt/pgpitr

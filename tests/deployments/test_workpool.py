@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from deployments import orphans
 from tests.conftest import cli
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -21,6 +22,13 @@ def test_prefect_yaml_puts_the_process_pool_deployments_on_the_hosts_queue() -> 
     assert process and all(
         d["work_pool"]["work_queue_name"] == "{{ $PGPITR_HOST }}" for d in process
     )
+    # a pool's runs send heartbeats as often as the agents' (deployments/orphans.py): at
+    # Prefect's default a live run would be taken for an orphan and marked Crashed
+    tagged = [d for d in spec["deployments"] if "pgpitr" in d.get("tags", [])]
+    frequency = orphans.HEARTBEAT_SECONDS
+    for d in tagged:
+        env = d["work_pool"].get("job_variables", {}).get("env", {})
+        assert env.get("PREFECT_FLOWS_HEARTBEAT_FREQUENCY") == str(frequency), d["name"]
 
 
 def test_a_run_on_the_shared_deployment_goes_to_the_queue_of_its_host(
