@@ -25,16 +25,16 @@ from tests.test_drill import source_with_heartbeats, target_between
 Scraped = dict[str, dict[str | None, float]]
 
 
-def scrape(url: str) -> Scraped:
+def scrape(url: str, host: str | None = None) -> Scraped:
     """Every sample by name, then by its cluster label (None for the host's own); each sample
-    labelled with this host."""
+    labelled with HOST (this host by default)."""
     with urllib.request.urlopen(url, timeout=10) as response:
         assert response.status == 200
         text = response.read().decode()
     found: Scraped = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            assert sample.labels["host"] == state.this_host(), sample
+            assert sample.labels["host"] == (host or state.this_host()), sample
             found.setdefault(sample.name, {})[sample.labels.get("cluster")] = sample.value
     return found
 
