@@ -14,10 +14,11 @@ Why a thread rather than reading on each scrape: a scrape must answer within Pro
 timeout (10 s by default) whatever the repository's latency, and fifty clusters read on every
 scrape of every Prometheus that scrapes the agent would cost fifty describes a scrape.  With the
 thread, 50 clusters cost 50 describe-sized reads a minute, one after the other, however often
-anyone scrapes; a slow or unreachable repository leaves its cluster's snapshot old
-(``pgpitr_metrics_refresh_timestamp_seconds`` says how old, ``pgpitr_metrics_refresh_error`` that
-the last attempt failed) while the others stay fresh.  Measured on 2 vCPUs (file repository):
-a cluster's read 14-58 ms, a scrape of 50 clusters' snapshots 2.6 ms (47 kB).
+anyone scrapes; a repository that fails leaves its cluster's last values in place, flagged
+(``pgpitr_metrics_refresh_error``), and one that is slow delays the pass it is in
+(``pgpitr_metrics_refresh_timestamp_seconds`` says how old each cluster's values are).
+Measured on 2 vCPUs (file repository): a cluster's read 14-58 ms, a scrape of 50 clusters'
+snapshots 2.6 ms (47 kB).
 
 The archive lag is the one value computed at the scrape: now minus the cached window end (the
 same definition as describe's ARCHIVE-LAG), so between two refreshes it reads up to one refresh
