@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -14,12 +15,24 @@ app = typer.Typer(help="The agent of this host: serves its clusters' scheduled a
 
 Output = Annotated[Literal["table", "json"], typer.Option("--output", "-o")]
 Limit = Annotated[int | None, typer.Option(help="at most this many flow runs at once (default 5)")]
+MetricsPort = Annotated[
+    str | None,
+    typer.Option(
+        help="Prometheus metrics port on 127.0.0.1 (PGPITR_METRICS_PORT; default 10187; 0 or "
+        "off: none)"
+    ),
+]
 
 
 @app.command()
-def run(limit: Limit = None) -> None:
+def run(limit: Limit = None, metrics_port: MetricsPort = None) -> None:
     """Serve this host's deployments in the foreground (for systemd and containers): schedules
-    from the backup policies, runs started from the UI, the API or `pgpitr cluster … --wait`."""
+    from the backup policies, runs started from the UI, the API or `pgpitr cluster … --wait`;
+    and its clusters' Prometheus metrics."""
+    if metrics_port is not None:
+        from pgpitr import metrics
+
+        os.environ[metrics.PORT_ENV] = metrics_port  # the agent reads it where it starts them
     raise typer.Exit(agent.run(limit=limit))
 
 

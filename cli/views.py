@@ -313,8 +313,13 @@ def recovery_block(recovery: Recovery) -> None:
             ]
         ],
     )
-    if last and not last.passed:
+    if last and last.result == "Failed":
         console.out.print(f"LAST DRILL FAILED: {last.error}")
+    elif last and last.result == "Unchecked":
+        console.out.print(
+            "LAST DRILL UNCHECKED: no heartbeat at or before its target to check the restore "
+            "against; it proves the archive restores, not that it stops at the right time"
+        )
 
 
 def streaming_block(streaming: Streaming) -> None:

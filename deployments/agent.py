@@ -69,6 +69,9 @@ def run(limit: int | None = None) -> int:
     _start_heartbeat()
     streams = _start_streams()
     _start_protection_watch()
+    from deployments import metrics  # Prometheus on PGPITR_METRICS_PORT (pgpitr/metrics.py)
+
+    metrics_server = metrics.start(host, _say)
     pause = RESTART_PAUSE[0]
     while not stopping:
         try:
@@ -95,6 +98,8 @@ def run(limit: int | None = None) -> int:
         while not stopping and time.monotonic() < deadline:
             time.sleep(0.2)
         pause = min(pause * 2, RESTART_PAUSE[1])
+    if metrics_server is not None:
+        metrics_server.stop()
     streams[1].set()  # each receiver's pg_receivewal ends; the slots keep what they did not get
     streams[0].join(timeout=60)
     _crash_orphaned_runs(host)

@@ -2,8 +2,9 @@
 ``pgpitr agent install-service [--dir DIR]``.
 
 The units carry what this shell has (PGPITR_HOME, PGPITR_HOST, the Prefect API or the local
-server's port), so that the service acts for the same home and host as the commands.  Written
-only; enabling them is the user's step (printed), as is stopping a daemon started by hand.
+server's port, the metrics' settings when set), so that the service acts for the same home and
+host as the commands.  Written only; enabling them is the user's step (printed), as is stopping
+a daemon started by hand.
 
 Written by root, the system units run as pgpitr's service account (``User=``), never as root,
 from the installed package in isolated mode (``python -I``).  The server's unit runs ``pgpitr
@@ -17,12 +18,14 @@ from __future__ import annotations
 
 import grp
 import os
+import re
 import sys
 from pathlib import Path
 
 from deployments import localserver
 from deployments.api import configured_url
-from pgpitr import state
+from pgpitr import metrics, state
+from pgpitr.errors import InvalidInput
 
 AGENT_UNIT = "pgpitr-agent.service"
 SERVER_UNIT = "pgpitr-prefect-server.service"
@@ -48,6 +51,25 @@ def _service_lines() -> str:
     account = make_service_account()
     group = grp.getgrgid(account.gid).gr_name
     return f"User={account.name}\nGroup={group}\n"
+
+
+def _metrics_settings() -> list[str]:
+    """The metrics' settings this shell sets, parsed (a value that is no port, address or
+    number of seconds is refused here rather than written into a unit as a line of its own)."""
+    if not any(os.environ.get(n) for n in (metrics.PORT_ENV, metrics.ADDRESS_ENV)) and not (
+        os.environ.get(metrics.REFRESH_ENV)
+    ):
+        return []
+    port, address, interval = metrics.settings()
+    if not re.fullmatch(r"[A-Za-z0-9.:-]+", address):
+        raise InvalidInput(
+            f"{metrics.ADDRESS_ENV}={address!r} is not an address", hint="e.g. 127.0.0.1 or ::1"
+        )
+    return [
+        f"{metrics.PORT_ENV}={port if port is not None else 'off'}",
+        f"{metrics.ADDRESS_ENV}={address}",
+        f"{metrics.REFRESH_ENV}={interval:g}",
+    ]
 
 
 def units() -> dict[str, str]:
@@ -84,6 +106,7 @@ WantedBy={wanted_by}
         after += f" {SERVER_UNIT}"
         wants += f" {SERVER_UNIT}"
     environment.append(f"PREFECT_API_URL={api}")
+    environment += _metrics_settings()
     lines = "\n".join(f"Environment={e}" for e in environment)
     made[AGENT_UNIT] = f"""[Unit]
 Description=pgpitr agent of host {host}: serves its clusters' Prefect deployments

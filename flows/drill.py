@@ -23,7 +23,9 @@ from tasks.steps import STEPS
 def drill(cluster: str, at: str = "random") -> dr.DrillResult:
     """Drill CLUSTER: restore AT (a time inside the recoverable window, or random) into a scratch
     cluster, check the heartbeat rows and pg_amcheck, time each phase (the RTO), record the
-    result in the repository, remove the scratch cluster.  A failed drill fails the run."""
+    result in the repository, remove the scratch cluster.  A failed drill fails the run; an
+    unchecked one (no heartbeat before the target to check against) completes, reported as
+    Unchecked: the archive restored, but nothing proved the restore stopped in the right place."""
     when = dr.parse_at(at)
     try:
         # one drill per cluster at a time; a second one is refused rather than queued
@@ -63,6 +65,11 @@ def report(result: dr.DrillResult) -> str:
     ]
     if result.error:
         lines.append(f"- **why it failed**: {result.error}")
+    elif result.result == "Unchecked":
+        lines.append(
+            "- **unchecked**: no heartbeat row at or before the target, so nothing proves the "
+            "restore stopped at it; it is not counted as a passed drill (nor by the RTO model)"
+        )
     predicted = result.predicted_rto_seconds
     lines += [
         "",

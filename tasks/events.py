@@ -1,5 +1,6 @@
 """Prefect events an automation can act on: a backup finished or failed, WAL archiving lags, a
-drill passed or failed, the archive lag exceeds the policy's rpo.max, a cluster is unprotected.
+drill passed, failed or was unchecked, the archive lag exceeds the policy's rpo.max, a cluster
+is unprotected.
 
 Every event's resource is the cluster on its host, ``pgpitr.cluster.HOST.NAME`` (labels
 ``pgpitr.host`` and ``pgpitr.cluster``), so one automation can match all clusters
@@ -26,6 +27,8 @@ BACKUP_FAILED = "pgpitr.backup.failed"
 ARCHIVING_BEHIND = "pgpitr.wal.archiving-behind"
 DRILL_PASSED = "pgpitr.drill.passed"
 DRILL_FAILED = "pgpitr.drill.failed"
+#: restored and pg_amcheck content, but no heartbeat before the target to check the restore by
+DRILL_UNCHECKED = "pgpitr.drill.unchecked"
 RPO_EXCEEDED = "pgpitr.rpo.exceeded"
 STREAM_RETAINED = "pgpitr.stream.retained"
 CLUSTER_UNPROTECTED = "pgpitr.cluster.unprotected"
@@ -77,7 +80,8 @@ def drill_finished(result: DrillResult) -> None:
     payload = {key: shown.get(key) for key in keys}
     payload["heartbeat"] = result.heartbeat.get("status")
     payload["amcheck"] = result.amcheck.get("status")
-    _emit(DRILL_PASSED if result.passed else DRILL_FAILED, result.cluster, payload)
+    event = {"Passed": DRILL_PASSED, "Unchecked": DRILL_UNCHECKED}.get(result.result, DRILL_FAILED)
+    _emit(event, result.cluster, payload)
 
 
 def drill_crashed(cluster: str, exc: BaseException) -> None:

@@ -24,6 +24,9 @@ atexit.register(shutil.rmtree, _PREFECT_HOME, ignore_errors=True)
 os.environ.setdefault("PREFECT_HOME", _PREFECT_HOME)
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+# The agents the suite starts serve no Prometheus metrics on the fixed default port (several at
+# once, and maybe a real agent's); a test that wants them gives a free port.
+os.environ.setdefault("PGPITR_METRICS_PORT", "off")
 
 
 def _ports_of_this_worker() -> None:

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from pgpitr import cluster_repository, heartbeat, rto, scratch
+from pgpitr import cluster_repository, heartbeat, metrics, rto, scratch
 from pgpitr.errors import NotFound, RecoveryTargetError
 from pgpitr.operations import create, drill, log_backup
 from pgpitr.operations import describe as w
 from pgpitr.operations.drill import checks as drill_checks
 from pgpitr.operations.drill import plan as drill_plan
+from pgpitr.operations.drill import records as drill_records
 from pgpitr.operations.drill import scratch_cluster
 from pgpitr.operations.restore import data as restore_data
 from pgpitr.postgres.cluster import Cluster
@@ -105,6 +106,50 @@ def test_a_drill_passes_on_a_healthy_archive_and_predicts_the_next(home: Path) -
     assert info["predicted_rto_latest_seconds"] > 0
     assert info["predicted_rto_note"] == "from 2 passed drill(s)"
     assert info["archive_lag_seconds"] is not None and info["rpo_max_seconds"] == 300
+
+
+def test_a_drill_with_no_heartbeat_before_its_target_is_unchecked_and_proves_nothing(
+    home: Path,
+) -> None:
+    cluster = archived_cluster("usrc")
+    time.sleep(1.2)
+    target = datetime.now(UTC)  # inside the window: after the backup, before the beat below
+    time.sleep(1.2)
+    heartbeat.beat(cluster)  # the first heartbeat, after the target: a commit to reach it by
+    archive_now("usrc")
+
+    result = drill.run(Steps(), "usrc", target)
+    assert result.heartbeat["status"] == "unchecked", result.heartbeat
+    assert result.amcheck["status"] == "passed" and result.error is None
+    assert result.result == "Unchecked" and not result.checked
+    assert ": Unchecked, RTO " in result.summary() and "Passed" not in result.summary()
+    (recorded,) = drill.list_drills(cluster)
+    assert recorded == result
+    # a record stored before drills said whether they were checked: its oracle's status decides
+    old = {k: v for k, v in result.as_dict().items() if k != "checked"}
+    assert drill.DrillResult.from_dict(old).result == "Unchecked"
+    assert drill.DrillResult.from_dict({**old, "heartbeat": {"status": "passed"}}).checked
+
+    # no proof: describe says Unchecked and predicts no RTO from it, the metrics say -1
+    info = w.describe(cluster).as_json()
+    assert info["last_drill"]["result"] == "Unchecked"
+    assert info["predicted_rto_latest_seconds"] is None
+    assert info["predicted_rto_note"] == "no passed drill yet"
+    repo = cluster_repository.repository(cluster)
+    assert drill_records.history(repo, cluster.state.stanza) == []
+    snapshot = metrics.read_cluster(cluster)
+    values = {
+        s.name: s.value
+        for family in metrics.metric_families([snapshot], "h", None, now=0.0)
+        for s in family.samples
+    }
+    assert values["pgpitr_last_drill_result"] == -1.0
+    assert "pgpitr_predicted_rto_seconds" not in values
+
+    table = cli("cluster", "list-drill", "usrc").stdout
+    assert "Unchecked" in table and "Passed" not in table
+    shown = cli("cluster", "describe", "usrc").stdout
+    assert "LAST DRILL UNCHECKED" in shown and "Passed" not in shown
 
 
 def test_a_target_outside_the_window_is_refused_before_anything_is_made(home: Path) -> None:

@@ -62,11 +62,18 @@ def test_units_for_the_agent_and_the_local_server(tmp_path):
 
 
 def test_with_a_remote_prefect_api_only_the_agent(tmp_path):
-    units = install(tmp_path, PREFECT_API_URL="https://prefect.example/api")
-    assert sorted(units) == ["pgpitr-agent.service"]
-    assert (
-        "Environment=PREFECT_API_URL=https://prefect.example/api" in units["pgpitr-agent.service"]
+    units = install(
+        tmp_path,
+        PREFECT_API_URL="https://prefect.example/api",
+        PGPITR_METRICS_PORT="9999",
+        PGPITR_METRICS_ADDRESS="0.0.0.0",
     )
+    assert sorted(units) == ["pgpitr-agent.service"]
+    agent = units["pgpitr-agent.service"]
+    assert "Environment=PREFECT_API_URL=https://prefect.example/api" in agent
+    assert "Environment=PGPITR_METRICS_PORT=9999" in agent
+    assert "Environment=PGPITR_METRICS_ADDRESS=0.0.0.0" in agent
+    assert "Environment=PGPITR_METRICS_REFRESH=60" in agent
     verify(tmp_path)
 
 

@@ -25,6 +25,7 @@ from tests.deployments.test_serve import existing, make_old_deployments
 from tests.flows import api
 from tests.flows.conftest import REPO_ROOT
 from tests.pg import archive_now, rows, sql
+from tests.test_metrics import scrape
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -77,6 +78,8 @@ def hosts(api_url: str, old_deployments: dict) -> Iterator[dict[str, dict[str, s
                 "PGPITR_HOME": str(path),
                 "TZ": "UTC",
                 "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+                "PGPITR_METRICS_PORT": str(free_port()),
+                "PGPITR_METRICS_REFRESH": "1",
             }
             started = agent(made[host], "start")
             assert started.returncode == 0, started.stderr
@@ -112,6 +115,17 @@ def at(env: dict[str, str]) -> Iterator[None]:
             os.environ.pop("PGPITR_HOME", None)
         else:
             os.environ["PGPITR_HOME"] = saved
+
+
+def test_an_agent_serves_the_metrics_of_its_hosts_clusters(hosts):
+    b = hosts["agent-b"]  # agent-a may have been stopped by the schedule's test
+    cli("cluster", "create", "metrics-pg", "--port", str(free_port()), env=b)
+    url = f"http://127.0.0.1:{b['PGPITR_METRICS_PORT']}/metrics"
+
+    def running() -> dict:  # each sample labelled host=agent-b (scrape checks it)
+        return scrape(url, "agent-b").get("pgpitr_cluster_running", {})
+
+    api.wait_for(lambda: running().get("metrics-pg") == 1.0, 60, "metrics-pg in b's metrics")
 
 
 def test_a_restore_onto_another_host_runs_on_its_agent_with_the_exact_rows(hosts):

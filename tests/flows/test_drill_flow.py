@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from datetime import UTC, datetime
 
 import pytest
 
-from pgpitr import policy_store
+from pgpitr import heartbeat, policy_store
 from pgpitr.operations import create, log_backup
 from pgpitr.operations.drill import DrillFailed
 from tests import engine
+from tests.faults.helpers import archived_cluster
 from tests.flows import api
 from tests.flows.conftest import HOST
 from tests.pg import archive_now, sql
@@ -39,6 +41,27 @@ def test_a_drill_run_leaves_a_report_and_an_event_and_a_failed_one_fails(flows_h
     assert key in event["payload"]["error"]
     reports = [a.data for a in api.artifacts(f"drill-{HOST}-fdrill")]
     assert any("**Failed**" in r and key in r for r in reports)
+
+
+def test_an_unchecked_drill_run_completes_reported_as_unchecked_with_its_own_event(
+    flows_home, api_url
+):
+    from flows.drill import drill
+
+    source = archived_cluster("udrill")
+    time.sleep(1.2)
+    target = datetime.now(UTC)  # no heartbeat at or before it: the first comes after
+    time.sleep(1.2)
+    heartbeat.beat(source)
+    archive_now("udrill")
+    result = drill("udrill", target.isoformat())  # completes: no DrillFailed
+    assert result.result == "Unchecked", result.error
+    resource = f"pgpitr.cluster.{HOST}.udrill"
+    (event, *_) = api.events("pgpitr.drill.unchecked", resource=resource)
+    assert event["payload"]["id"] == result.id and event["payload"]["heartbeat"] == "unchecked"
+    assert api.events("pgpitr.drill.passed", resource=resource, timeout=0) == []
+    (report,) = [a.data for a in api.artifacts(f"drill-{HOST}-udrill")]
+    assert "**Unchecked**" in report and "nothing proves the restore stopped" in report
 
 
 def test_an_archive_lag_over_rpo_max_raises_an_event(flows_home, api_url):

@@ -56,7 +56,8 @@ def run(steps: Steps, cluster: str, at: datetime | None = None) -> DrillResult:
         result, scratch_removed=removed, finished=datetime.now(UTC).isoformat(timespec="seconds")
     )
     steps(record, result)
-    (log.info if result.passed else log.error)("%s", result.summary())
+    level = {"Passed": logging.INFO, "Unchecked": logging.WARNING}.get(result.result, logging.ERROR)
+    log.log(level, "%s", result.summary())
     return result
 
 
@@ -81,6 +82,7 @@ def _restore_and_check(steps: Steps, plan: DrillPlan) -> DrillResult:
     return dataclasses.replace(
         measured,
         passed=not problems,
+        checked=oracle["status"] != "unchecked",
         heartbeat=oracle,
         amcheck=amcheck,
         phases={**measured.phases, "heartbeat": oracle["seconds"], "amcheck": amcheck["seconds"]},

@@ -1,6 +1,12 @@
 """A drill's record (``DrillResult``), stored under the source's stanza as ``drills/ID.json``: the
 newest KEEP_RECORDS kept, listed, the passed ones the RTO model's history; and describe's drill
-block."""
+block.
+
+A drill is Passed, Failed or Unchecked: Unchecked when nothing failed but its heartbeat oracle had
+nothing to check against (no heartbeat at or before the target: heartbeat.enable off, or no agent
+wrote one), so that it proves only that the archive restores and pg_amcheck is content, not that
+the restore stopped at the right place.  An unchecked drill is no proof: it is not shown as
+Passed, and it does not feed the RTO model."""
 
 from __future__ import annotations
 
@@ -28,7 +34,10 @@ class DrillResult:
     target: str
     started: str
     finished: str = ""
+    #: no check failed (an unchecked drill has passed True and checked False)
     passed: bool = False
+    #: the heartbeat oracle had something to check against
+    checked: bool = True
     backup: str | None = None
     #: seconds of plan, materialise, replay, promote (the RTO), then of the checks
     phases: dict[str, float] = field(default_factory=dict)
@@ -48,11 +57,17 @@ class DrillResult:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DrillResult:
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        found = {k: v for k, v in data.items() if k in names}
+        if "checked" not in found:  # recorded before drills said so: their oracle's status
+            found["checked"] = (data.get("heartbeat") or {}).get("status") != "unchecked"
+        return cls(**found)
 
     @property
     def result(self) -> str:
-        return "Passed" if self.passed else "Failed"
+        """Passed, Failed or Unchecked (nothing failed, but the oracle had nothing to check)."""
+        if not self.passed:
+            return "Failed"
+        return "Passed" if self.checked else "Unchecked"
 
     def summary(self) -> str:
         """One line: what a person reads first."""
@@ -66,6 +81,8 @@ class DrillResult:
         elif self.rto_seconds is not None:
             rto += " (no prediction: no drill before this one)"
         why = f": {self.error}" if self.error else ""
+        if self.result == "Unchecked":
+            why = f": {self.heartbeat.get('detail') or 'no heartbeat to check against'}"
         return f"drill {self.id} of {self.cluster} to {when}: {self.result}, {rto}{why}"
 
 
@@ -105,8 +122,8 @@ def _newest(repo: Repository, stanza: str) -> list[DrillResult]:
 
 
 def _passed(drills: list[DrillResult]) -> list[DrillResult]:
-    """The drills whose rates count: passed, with an RTO; the newest RATE_SAMPLE."""
-    return [d for d in drills if d.passed and d.rto_seconds is not None][:RATE_SAMPLE]
+    """The drills whose rates count: passed (checked), with an RTO; the newest RATE_SAMPLE."""
+    return [d for d in drills if d.result == "Passed" and d.rto_seconds is not None][:RATE_SAMPLE]
 
 
 def history(repo: Repository, stanza: str) -> list[DrillResult]:
