@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 import typer
 
 from cli import console
-from deployments import agent, localserver
+from deployments import agent, localserver, serverdb
 from deployments.api import configured_url
 
 app = typer.Typer(help="The local Prefect server pgpitr uses when none is configured.")
@@ -74,4 +74,39 @@ def stop() -> None:
         console.info(
             "note: this home's agent is running and starts the server again when it serves "
             "next; stop it first with `pgpitr agent stop`"
+        )
+
+
+@app.command("use-postgresql")
+def use_postgresql(
+    cluster: Annotated[
+        str | None,
+        typer.Option(help="a running cluster of this host: a role and a database prefect on it"),
+    ] = None,
+    url_file: Annotated[
+        str | None,
+        typer.Option(
+            help="a file (0600) or - (standard input) holding "
+            "postgresql+asyncpg://USER:PASSWORD@HOST:PORT/DATABASE"
+        ),
+    ] = None,
+) -> None:
+    """Keep the local Prefect server's data in PostgreSQL (Prefect's choice for production)
+    instead of SQLite; the server is started on it, empty: the agents make their deployments
+    again when they next serve."""
+    from pgpitr.errors import InvalidInput
+
+    if (cluster is None) == (url_file is None):
+        raise InvalidInput("give one of --cluster and --url-file")
+    url = (
+        serverdb.make_on_cluster(cluster)
+        if cluster
+        else serverdb.check_url(serverdb.read_url_file(url_file or "-"))
+    )
+    localserver.use_database(url)
+    console.info(f"the local Prefect server keeps its data in {serverdb.shown(url)}")
+    if agent.status_pid() is not None:
+        console.info(
+            "restart this home's agent (`pgpitr agent stop; pgpitr agent start`): it makes its "
+            "deployments on the new database when it starts serving"
         )

@@ -37,6 +37,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from deployments import serverdb
 from deployments.daemon import Daemon, kill
 from pgpitr.errors import PitrError
 
@@ -188,7 +189,7 @@ def status() -> ServerStatus:
         answering=_answers(url(at)),
         pid=recorded[0] if recorded else None,
         port=at,
-        database=str(database()),
+        database=_database_shown(),
         log=str(logfile()),
         profile=str(profiles_path()) if _profile_is_ours() else "",
     )
@@ -238,7 +239,7 @@ def _server_command(at: int) -> tuple[list[str], dict[str, str]]:
         # the server's own home: its database, memo store and settings stay with pgpitr's
         PREFECT_HOME=str(directory()),
         PREFECT_PROFILES_PATH=str(directory() / "server-profiles.toml"),
-        PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{database()}",
+        PREFECT_API_DATABASE_CONNECTION_URL=serverdb.connection_url(directory(), database()),
         PREFECT_UI_API_URL=api,
     )
     argv = [sys.executable, "-I", "-m", "prefect", "server", "start", "--host", "127.0.0.1"]
@@ -274,6 +275,31 @@ def _start(timeout: float) -> int:
             )
         time.sleep(0.5)
     return server.pid
+
+
+def _database_shown() -> str:
+    used = serverdb.connection_url(directory(), database())
+    return str(database()) if used.startswith("sqlite") else serverdb.shown(used)
+
+
+def use_database(url: str) -> None:
+    """Keep the server's data at URL from now on (serverdb): the server pgpitr runs is stopped
+    and started on it.  If it does not start there, the database before is kept and the
+    server started on it again, and the error raised."""
+    kept = serverdb.url_file(directory())
+    before = kept.read_text() if kept.exists() else None
+    was_running = stop() is not None
+    serverdb.keep(directory(), url)
+    try:
+        ensure()
+    except PitrError:
+        if before is None:
+            kept.unlink(missing_ok=True)
+        else:
+            serverdb.keep(directory(), before)
+        if was_running:
+            ensure()
+        raise
 
 
 def stop(timeout: float = 30) -> int | None:

@@ -99,7 +99,11 @@ def test_a_stopped_agents_unfinished_run_ends_crashed_at_once(host: dict[str, st
     assert agent(host, "stop").returncode == 0
     state = _state_of(run.id)
     assert state.is_crashed(), state
-    assert f"the agent of host {HOST} stopped" in (state.message or "")
+    # the run's own engine says so when it had the time to, on its SIGTERM; else the agent
+    assert any(
+        why in (state.message or "")
+        for why in (f"the agent of host {HOST} stopped", "aborted by a termination signal")
+    ), state.message
     info = json.loads(cli("cluster", "describe", "slow", "-o", "json", env=host).stdout)
     assert info["last_run_state"] == "Crashed", info
     # the agent made the automation of the next test; as it is, it is not made again
