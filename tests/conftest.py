@@ -121,14 +121,28 @@ class _Harness:
 HARNESS = _Harness()
 
 
-#: Modules that keep one worker for minutes: run first (after pytest-randomly's shuffle), so
-#: that the other workers' many short modules fill that time, not one of them ending the run.
-LONG_MODULES = ("tests/ha/test_ha_cluster.py", "tests/flows/test_orphans.py")
+#: Modules that keep one worker for minutes, longest first (CI's durations, 2026-12-07): they
+#: run first, in this order (after pytest-randomly's shuffle), so that the other workers' many
+#: short modules fill that time, not one of them ending the run.
+LONG_MODULES = (
+    "tests/ha/test_ha_cluster.py",
+    "tests/flows/test_agent.py",
+    "tests/flows/test_orphans.py",
+    "tests/flows/test_restore_targets_api.py",
+    "tests/test_encryption.py",
+    "tests/flows/test_incremental_schedule.py",
+    "tests/flows/test_orchestration.py",
+    "tests/flows/test_restore_targets.py",
+    "tests/ha/test_ha_incremental.py",
+    "tests/faults/test_secrets.py",
+    "tests/faults/test_streaming_faults.py",
+)
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    items.sort(key=lambda item: item.nodeid.split("::")[0] not in LONG_MODULES)  # stable
+    first = {module: i for i, module in enumerate(LONG_MODULES)}
+    items.sort(key=lambda item: first.get(item.nodeid.split("::")[0], len(first)))  # stable
     # the root tests need root; a developer running as themself is told so (CI runs them as
     # root through `make test`, and anywhere under CI a root test run without root fails)
     if os.geteuid() != 0 and not os.environ.get("CI"):
