@@ -16,28 +16,16 @@ from typing import Any
 
 from bench.proc import say
 
-#: (ratio name, numerator key, denominator key, how the ratio is formed, target, holds when)
+#: (ratio name, numerator key, denominator key, how the ratio is formed, target, holds when):
+#: the one place the bench's targets are written, DESIGN.md's "Performance targets" as they
+#: stand (a ratio DESIGN.md sets no target for is "info": shown, not judged)
 RATIOS: list[tuple[str, str, str, str, float, str]] = [
-    (
-        "backup_local_p1",
-        "backup.local.pgpitr.w1",
-        "backup.local.pgbackrest.p1",
-        "time",
-        0.8,
-        "<=",
-    ),
-    (
-        "backup_local_p2",
-        "backup.local.pgpitr.w2",
-        "backup.local.pgbackrest.p2",
-        "time",
-        0.8,
-        "<=",
-    ),
-    ("backup_s3_vs_barman", "backup.s3.pgpitr.w2", "backup.s3.barman.j2", "time", 1.0, "<="),
-    ("restore_time", "restore.pgpitr", "restore.pgbackrest", "time", 1.0, "<="),
-    ("wal_vs_async", "wal.pgpitr", "wal.pgbackrest.async", "rate", 1.0, ">="),
-    ("wal_vs_sync", "wal.pgpitr", "wal.pgbackrest.sync", "rate", 1.0, ">="),
+    ("backup_local_p1", "backup.local.pgpitr.w1", "backup.local.pgbackrest.p1", "time", 0.6, "<="),
+    ("backup_local_p2", "backup.local.pgpitr.w2", "backup.local.pgbackrest.p2", "time", 0.6, "<="),
+    ("backup_s3_vs_barman", "backup.s3.pgpitr.w2", "backup.s3.barman.j2", "time", 0.0, "info"),
+    ("restore_time", "restore.pgpitr", "restore.pgbackrest", "time", 0.8, "<="),
+    ("wal_vs_async", "wal.pgpitr", "wal.pgbackrest.async", "rate", 1.5, ">="),
+    ("wal_vs_sync", "wal.pgpitr", "wal.pgbackrest.sync", "rate", 0.0, "info"),
     (
         "engine_overhead_zstd1",
         "backup.local.pgpitr.zstd1",
@@ -51,7 +39,7 @@ RATIOS: list[tuple[str, str, str, str, float, str]] = [
         "limit.pg_basebackup.none",
         "backup.local.pgpitr.none",
         "time",
-        0.8,
+        0.9,
         ">=",
     ),
 ]
