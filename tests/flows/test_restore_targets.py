@@ -69,14 +69,15 @@ def test_the_restore_form_offers_each_kind_of_target_typed_and_described(history
     ]
     fields = model["properties"]
     types = {k: [b.get("type") for b in f.get("anyOf", [f])] for k, f in fields.items()}
-    assert types["time"] == ["string", "null"] and fields["time"]["anyOf"][0]["format"] == (
-        "date-time"
-    )
+    # a text field taking the CLI's formats (a date-time format would give a date picker
+    # with no time of day); the kind a dropdown: tests/test_targets.py, tests/ui/
+    assert types["time"] == ["string"] and "format" not in fields["time"]
+    assert types["kind"] == ["string"] and "latest" in fields["kind"]["enum"]
     assert types["lsn"] == ["string", "null"] and "pattern" in fields["lsn"]["anyOf"][0]
     assert types["xid"] == ["integer", "null"] and fields["xid"]["anyOf"][0]["minimum"] == 3
     assert types["name"] == ["string", "null"]
     assert types["immediate"] == ["boolean"] and types["inclusive"] == ["boolean"]
-    for kind in (*KINDS, "inclusive"):
+    for kind in (*KINDS, "inclusive", "kind"):
         assert len(fields[kind]["description"]) > 40, kind
     assert model["additionalProperties"] is False
 
