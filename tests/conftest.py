@@ -123,7 +123,11 @@ HARNESS = _Harness()
 
 #: Modules that keep one worker for minutes: run first (after pytest-randomly's shuffle), so
 #: that the other workers' many short modules fill that time, not one of them ending the run.
-LONG_MODULES = ("tests/ha/test_ha_cluster.py", "tests/flows/test_orphans.py")
+LONG_MODULES = (
+    "tests/ha/test_ha_cluster.py",
+    "tests/flows/test_orphans.py",
+    "tests/ui/test_restore_form.py",  # 85 s: a server, a cluster, an agent, two form runs
+)
 
 
 @pytest.hookimpl(trylast=True)
