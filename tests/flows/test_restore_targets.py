@@ -159,7 +159,9 @@ def test_the_cli_sends_the_target_through_the_deployment_as_json(history) -> Non
     finally:
         Cluster.get("cli-xid").stop()
     (run,) = api.flow_runs(f"restore-{HOST}/cli-xid-from-src")
-    assert run.parameters["target"] == {"xid": history.xid_row_2, "inclusive": False}
+    # the kind said outright: the run's parameters read as what was meant
+    expected = {"kind": "xid", "xid": history.xid_row_2, "inclusive": False}
+    assert run.parameters["target"] == expected
     # its result kept as pgpitr's JSON, with its typed target
     kept = api.stored_result(run)[2]
     assert kept["type"] == "pgpitr.operations.restore.recovery.RestoreResult"
