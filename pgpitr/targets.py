@@ -79,8 +79,8 @@ def parse_lsn(text: str) -> str:
 
 
 def _no_default(schema: dict[str, Any]) -> None:
-    # null is no string: a form that started the field at its default would send a value
-    # that its own schema refuses; without one the field stays unset until typed into
+    # the schema says string: a null default beside it would contradict it (a form reading
+    # the field's own default would start it at a value its type does not allow)
     schema.pop("default", None)
 
 
