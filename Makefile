@@ -3,7 +3,8 @@
 # Install layout: when run as root, the virtualenv lives in /opt/pgpitr/venv and is built on the
 # system's /usr/bin/python3.11, because PostgreSQL runs as an unprivileged user that must be able
 # to execute the WAL commands (root's own Python under /root is mode 700).  The package is
-# installed (not linked to the checkout) for the same reason.
+# installed (not linked to the checkout) for the same reason.  Chromium and its driver are for
+# the browser test of the Prefect UI's run forms (tests/ui/).
 
 PYTHON_SYSTEM ?= /usr/bin/python3.11
 PG_BINDIR     ?= /usr/lib/postgresql/15/bin
@@ -21,13 +22,14 @@ all: install
 
 system:
 	@if [ ! -x $(PG_BINDIR)/postgres ] || [ ! -x $(PYTHON_SYSTEM) ] || ! command -v zstd >/dev/null \
-	    || ! command -v systemd-analyze >/dev/null; then \
-	  echo "installing PostgreSQL 15 and Python 3.11 from the distribution"; \
+	    || ! command -v systemd-analyze >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  echo "installing PostgreSQL 15, Python 3.11 and Chromium from the distribution"; \
 	  $(SUDO) mkdir -p /etc/postgresql-common; \
 	  echo "create_main_cluster = false" | $(SUDO) tee /etc/postgresql-common/createcluster.conf >/dev/null; \
 	  $(SUDO) apt-get update -qq; \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
-	    postgresql-15 postgresql-client-15 python3.11 python3.11-venv zstd tar systemd >/dev/null; \
+	    postgresql-15 postgresql-client-15 python3.11 python3.11-venv zstd tar systemd \
+	    chromium chromium-driver >/dev/null; \
 	fi
 	@python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install -q uv
 

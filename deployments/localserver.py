@@ -10,6 +10,7 @@ default 4200), detached from the command, with everything it keeps under
     PGPITR_HOME/prefect/server.log    its log
     PGPITR_HOME/prefect/server.lock   held while one command starts it (no second server)
     PGPITR_HOME/prefect/api-credentials  the API's auth string (0600; made at install)
+    PGPITR_HOME/prefect/ui/           the UI's files, as the server serves them
 
 The server requires those credentials on every request but ``/health`` (Prefect's
 ``server.api.auth_string``); pgpitr's commands and its agent read them from the file and hand
@@ -241,6 +242,10 @@ def _server_command(at: int) -> tuple[list[str], dict[str, str]]:
         PREFECT_PROFILES_PATH=str(directory() / "server-profiles.toml"),
         PREFECT_API_DATABASE_CONNECTION_URL=serverdb.connection_url(directory(), database()),
         PREFECT_UI_API_URL=api,
+        # Prefect copies its UI into the installed package before serving it, which the venv
+        # that root installed does not let this account write: without a directory of the
+        # server's own it serves no UI at all (and says so in no log)
+        PREFECT_UI_STATIC_DIRECTORY=str(directory() / "ui"),
     )
     argv = [sys.executable, "-I", "-m", "prefect", "server", "start", "--host", "127.0.0.1"]
     return argv + ["--port", str(at)], env

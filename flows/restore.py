@@ -40,8 +40,10 @@ def restore(
     Args:
         new_name: the new cluster's name (lower-case letters, digits and '-').
         source_cluster: the cluster whose backups and WAL are restored; never touched.
-        target: where recovery stops: one of a time, an LSN, a transaction id, a restore point
-            or the end of the backup (immediate); none of them: the end of the archived WAL.
+        target: where recovery stops: its kind (time, lsn, xid, name, immediate or latest)
+            and that kind's field; a kind chosen with its field empty is refused, never read
+            as latest.  No kind: the kind of the field that is filled; none filled: the end of
+            the archived WAL.
         backup_name: restore from this backup instead of the newest one before the target.
         backup_repo: the repository URL of a source cluster this host does not know.
         bindir: the PostgreSQL binaries of the new cluster (default: the backup's major's).

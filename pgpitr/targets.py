@@ -4,9 +4,12 @@ A ``RestoreTarget`` is what ``cluster restore`` builds from its ``--restore-to-*
 the ``restore`` flow takes as its ``target`` parameter (so that Prefect's run form shows each kind
 as a typed, described field, and a run started from the UI is checked the same way), and what the
 plan and the recovery settings read.  At most one kind is given; none is ``latest``, the end of
-the archived WAL.  Every check that needs nothing but the value is made here: a malformed LSN or
-xid, a time without a zone, two targets at once.  Whether the target can be reached (inside the
-archive, committed, a known restore point) is the plan's to check (pgpitr/operations/restore/).
+the archived WAL.  ``kind`` may also be said outright (the form's first field): then its field
+must be filled, so that a kind chosen in the form with its field left empty is refused rather
+than read as ``latest``.  Every check that needs nothing but the value is made here: a malformed
+LSN or xid, a time without a zone, two targets at once, a chosen kind with nothing to go with
+it.  Whether the target can be reached (inside the archive, committed, a known restore point) is
+the plan's to check (pgpitr/operations/restore/).
 
 The model's validators raise ``ValueError`` as pydantic expects, so a flow run's parameters fail
 the way Prefect reports them; ``RestoreTarget.of`` (the CLI's and the engine's door) turns that
@@ -17,9 +20,19 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from pgpitr import timeparse
 from pgpitr.errors import InvalidInput
@@ -38,12 +51,22 @@ MAX_XID = 2**64 - 1
 POINT_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", re.ASCII)
 POINT_NAME_RULE = "1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit"
 
+KINDS: tuple[Kind, ...] = get_args(Kind)
+
 _OPTIONS = {
     "time": "--restore-to-time",
     "lsn": "--restore-to-lsn",
     "xid": "--restore-to-xid",
     "name": "--restore-to-name",
     "immediate": "--restore-to-immediate",
+}
+#: What a kind's field holds, as its refusal names it.
+_FILLED_BY = {
+    "time": "time",
+    "lsn": "LSN",
+    "xid": "transaction id",
+    "name": "restore point name",
+    "immediate": "immediate",
 }
 
 
@@ -53,6 +76,12 @@ def parse_lsn(text: str) -> str:
         return str(Lsn.parse(text))
     except InvalidInput as exc:
         raise ValueError(exc.message) from None
+
+
+def _no_default(schema: dict[str, Any]) -> None:
+    # the schema says string: a null default beside it would contradict it (a form reading
+    # the field's own default would start it at a value its type does not allow)
+    schema.pop("default", None)
 
 
 def check_point_name(name: str) -> str:
@@ -67,15 +96,33 @@ class RestoreTarget(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", title="Restore target")
 
-    time: datetime | None = Field(
+    # Said outright, or else read from the field that is filled: always set once validated.
+    # Schema: a plain enum, no null and no default, which the run form shows as a dropdown with
+    # nothing chosen (an anyOf with null would be a pair of tabs).
+    kind: Annotated[Kind | None, WithJsonSchema({"type": "string", "enum": list(KINDS)})] = Field(
+        default=None,
+        title="Kind of target",
+        description=(
+            "Which of the fields below says where recovery stops: time, lsn (LSN), xid "
+            "(transaction id), name (restore point), immediate (the end of the backup) or "
+            "latest (the end of the archived WAL). The chosen kind's field must be filled: "
+            "a chosen kind with an empty field is refused, never read as latest. Not "
+            "chosen: the kind of whichever field is filled, latest if none is."
+        ),
+        json_schema_extra=_no_default,
+    )
+    # Schema: a plain string, which the run form shows as a text field, so that it takes every
+    # format the CLI takes (format date-time would give a date picker without a time of day).
+    time: Annotated[datetime | None, WithJsonSchema({"type": "string"})] = Field(
         default=None,
         title="Restore to time",
         description=(
             "Recover every transaction committed by this time (to the microsecond), with its "
-            "zone: RFC 3339 2023-04-17T11:56:40Z (the form's date picker), or through the API "
-            'and CLI also kbcli\'s "Apr 17,2023 19:56:40 UTC+0800" or "2023-04-17 19:56:40 '
-            'Asia/Shanghai". Empty (or "latest"): the end of the archived WAL.'
+            "zone, written as the CLI takes it: RFC 3339 2023-04-17T11:56:40Z or "
+            '2023-04-17T19:56:40+08:00, kbcli\'s "Apr 17,2023 19:56:40 UTC+0800", '
+            '"2023-04-17 19:56:40 Asia/Shanghai", or "latest" (the end of the archived WAL).'
         ),
+        json_schema_extra=_no_default,
     )
     lsn: str | None = Field(
         default=None,
@@ -186,18 +233,58 @@ class RestoreTarget(BaseModel):
                 )
         return data
 
+    @field_validator("kind", mode="before")
+    @classmethod
+    def _read_kind(cls, value: Any) -> Any:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _immediate_chosen(cls, data: Any) -> Any:
+        # choosing the kind is enough: the form always sends the checkbox, unticked by default
+        if isinstance(data, dict) and str(data.get("kind") or "").strip().lower() == "immediate":
+            return {**data, "immediate": True}
+        return data
+
     @model_validator(mode="after")
     def _one_kind(self) -> RestoreTarget:
-        given = [k for k in _OPTIONS if getattr(self, k) not in (None, False)]
-        if len(given) > 1:
-            shown = " and ".join(f"{_OPTIONS[k]} ({k})" for k in given)
+        filled = [k for k in _OPTIONS if getattr(self, k) not in (None, False)]
+        if len(filled) > 1:
+            shown = " and ".join(f"{_OPTIONS[k]} ({k})" for k in filled)
             raise ValueError(f"{shown} were given together: give one restore target at most")
-        if not self.inclusive and self.kind not in ("time", "lsn", "xid"):
+        found: Kind = filled[0] if filled else "latest"  # type: ignore[assignment]
+        chosen = self.kind
+        if chosen is not None and chosen != found:
+            if found == "latest":
+                raise ValueError(
+                    f"kind {chosen} was chosen but no {_FILLED_BY[chosen]} was given: fill it "
+                    "in, or choose kind latest for the end of the archived WAL"
+                )
+            raise ValueError(
+                f"kind {chosen} was chosen but the {_FILLED_BY[found]} field was filled "
+                f"({getattr(self, found)}): choose kind {found}, or empty that field"
+            )
+        if not self.inclusive and found not in ("time", "lsn", "xid"):
             raise ValueError(
                 "--exclusive (inclusive: false) stops just before a time, an LSN or a "
-                f"transaction id; a target of kind {self.kind} has nothing to stop before"
+                f"transaction id; a target of kind {found} has nothing to stop before"
             )
+        # the kind is part of the value: a target read from its field alone equals the same
+        # target with its kind said outright (the JSON that as_parameter sends).  Set in place,
+        # the model being frozen: pydantic keeps only `self` from a validator run by __init__.
+        self.__dict__["kind"] = found
         return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        # A kind that was read, not said, is left out: reading the dump infers it again, and
+        # the flow's default (the run form's starting value) chooses no kind for the person.
+        if "kind" not in self.model_fields_set:
+            data.pop("kind", None)
+        return data
 
     # -- the one way in from text, for the CLI and the engine --------------------------------
     @classmethod
@@ -210,13 +297,6 @@ class RestoreTarget(BaseModel):
 
     # -- reading it ---------------------------------------------------------------------------
     @property
-    def kind(self) -> Kind:
-        for kind in ("time", "lsn", "xid", "name"):
-            if getattr(self, kind) is not None:
-                return kind  # type: ignore[return-value]
-        return "immediate" if self.immediate else "latest"
-
-    @property
     def latest(self) -> bool:
         return self.kind == "latest"
 
@@ -226,8 +306,10 @@ class RestoreTarget(BaseModel):
         return Lsn.parse(self.lsn)
 
     def as_parameter(self) -> dict[str, Any]:
-        """The JSON a flow run's ``target`` parameter carries (only what differs from latest)."""
-        return self.model_dump(mode="json", exclude_defaults=True)
+        """The JSON a flow run's ``target`` parameter carries: the kind, said outright (so the
+        run's parameters read as what was meant), and the fields that differ from the
+        defaults."""
+        return {"kind": self.kind, **self.model_dump(mode="json", exclude_defaults=True)}
 
     @property
     def xid32(self) -> int | None:

@@ -127,6 +127,7 @@ HARNESS = _Harness()
 LONG_MODULES = (
     "tests/ha/test_ha_cluster.py",
     "tests/flows/test_agent.py",
+    "tests/ui/test_restore_form.py",  # a server, a cluster, an agent, two form runs: 85 s
     "tests/flows/test_orphans.py",
     "tests/flows/test_restore_targets_api.py",
     "tests/test_encryption.py",

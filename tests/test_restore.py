@@ -43,7 +43,7 @@ def test_a_request_takes_a_checked_target_and_normalises_empty_options() -> None
     request = RestoreRequest("new-pg", "my-pg", target, "", "")
     assert request.target.time == datetime(2023, 4, 17, 11, 56, 40, tzinfo=UTC)
     assert (request.backup_name, request.backup_repo, request.bindir) == (None, None, None)
-    assert target.as_parameter() == {"time": "2023-04-17T11:56:40Z"}
+    assert target.as_parameter() == {"kind": "time", "time": "2023-04-17T11:56:40Z"}
     assert RestoreTarget.model_validate(target.as_parameter()) == target  # a flow run's JSON
 
 

@@ -69,14 +69,15 @@ def test_the_restore_form_offers_each_kind_of_target_typed_and_described(history
     ]
     fields = model["properties"]
     types = {k: [b.get("type") for b in f.get("anyOf", [f])] for k, f in fields.items()}
-    assert types["time"] == ["string", "null"] and fields["time"]["anyOf"][0]["format"] == (
-        "date-time"
-    )
+    # a text field taking the CLI's formats (a date-time format would give a date picker
+    # with no time of day); the kind a dropdown: tests/test_targets.py, tests/ui/
+    assert types["time"] == ["string"] and "format" not in fields["time"]
+    assert types["kind"] == ["string"] and "latest" in fields["kind"]["enum"]
     assert types["lsn"] == ["string", "null"] and "pattern" in fields["lsn"]["anyOf"][0]
     assert types["xid"] == ["integer", "null"] and fields["xid"]["anyOf"][0]["minimum"] == 3
     assert types["name"] == ["string", "null"]
     assert types["immediate"] == ["boolean"] and types["inclusive"] == ["boolean"]
-    for kind in (*KINDS, "inclusive"):
+    for kind in (*KINDS, "inclusive", "kind"):
         assert len(fields[kind]["description"]) > 40, kind
     assert model["additionalProperties"] is False
 
@@ -158,7 +159,9 @@ def test_the_cli_sends_the_target_through_the_deployment_as_json(history) -> Non
     finally:
         Cluster.get("cli-xid").stop()
     (run,) = api.flow_runs(f"restore-{HOST}/cli-xid-from-src")
-    assert run.parameters["target"] == {"xid": history.xid_row_2, "inclusive": False}
+    # the kind said outright: the run's parameters read as what was meant
+    expected = {"kind": "xid", "xid": history.xid_row_2, "inclusive": False}
+    assert run.parameters["target"] == expected
     # its result kept as pgpitr's JSON, with its typed target
     kept = api.stored_result(run)[2]
     assert kept["type"] == "pgpitr.operations.restore.recovery.RestoreResult"
