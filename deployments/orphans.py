@@ -111,9 +111,19 @@ def ensure_crash_automation() -> bool:
 
 
 def _shape(automation: Automation) -> tuple[object, object]:
-    """What an automation does, without the ids the server gives."""
-    trigger = automation.trigger.model_dump(mode="json", exclude={"id"})
+    """What an automation does, without the ids the server gives.  The trigger's sets (after,
+    expect, for_each) come out as lists in each process's own hash order: sorted here, else
+    every agent would find the one made by another different, and make it again."""
+    trigger = _sorted_lists(automation.trigger.model_dump(mode="json", exclude={"id"}))
     return trigger, [action.model_dump(mode="json") for action in automation.actions]
+
+
+def _sorted_lists(value: object) -> object:
+    if isinstance(value, dict):
+        return {key: _sorted_lists(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return sorted((_sorted_lists(item) for item in value), key=repr)
+    return value
 
 
 def crash_orphaned_runs(host: str) -> list[str]:
