@@ -102,9 +102,11 @@ def test_a_drill_passes_on_a_healthy_archive_and_predicts_the_next(home: Path) -
     assert listed[1] == first
 
     info = w.describe(source).as_json()
-    assert info["last_drill"]["id"] == second.id and info["last_drill"]["result"] == "Passed"
+    # its random target may come before the first heartbeat: then nothing could be checked
+    shown = "Passed" if second.checked else "Unchecked"
+    assert info["last_drill"]["id"] == second.id and info["last_drill"]["result"] == shown
     assert info["predicted_rto_latest_seconds"] > 0
-    assert info["predicted_rto_note"] == "from 2 passed drill(s)"
+    assert info["predicted_rto_note"] == f"from {1 + second.checked} passed drill(s)"
     assert info["archive_lag_seconds"] is not None and info["rpo_max_seconds"] == 300
 
 
