@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -84,6 +85,14 @@ def prepare() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
     url, started = ensure_api_url()
     os.environ["PREFECT_API_URL"] = url
+    if "prefect.logging.configuration" in sys.modules:
+        # this process imported Prefect already (a caller's own, the suite's warm start), which
+        # read its settings and its logging then: have it read them again
+        from prefect.context import refresh_global_settings_context
+        from prefect.logging.configuration import setup_logging
+
+        refresh_global_settings_context()
+        setup_logging()
     if started:
         console.info(
             f"note: started the local Prefect server {url.removesuffix('/api')} "

@@ -43,7 +43,7 @@ def build(deployment: str | None = None) -> list[Any]:
     host = this_host()
     name = deployment or deployment_name(host)
     mine = [c for c in Cluster.all() if c.state.host == host]
-    wanted = [s for c in mine for s in schedules.for_policy(policy_store.load_policy(c), host)]
+    wanted = [s for c in mine for s in _schedules_of(c, host)]
     return [
         flow.to_deployment(
             name=name,
@@ -55,6 +55,17 @@ def build(deployment: str | None = None) -> list[Any]:
         )
         for flow in all_flows()
     ]
+
+
+def _schedules_of(cluster: Cluster, host: str) -> list[Any]:
+    from tasks import schedules
+
+    try:
+        policy = policy_store.load_policy(cluster)
+    except FileNotFoundError:
+        # being created: its state is written before its policy (which has no schedule yet)
+        return []
+    return schedules.for_policy(policy, host)
 
 
 def remove_stale(serving: str | None = None) -> list[str]:

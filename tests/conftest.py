@@ -179,6 +179,8 @@ import sys  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
 
+from tests import warm  # noqa: E402
+
 PG_BINDIR = Path(os.environ.get("PGPITR_PG_BINDIR", "/usr/lib/postgresql/15/bin"))
 PGPITR = [sys.executable, "-m", "pgpitr"]
 
@@ -249,7 +251,8 @@ def cli(
     """Run the real ``pgpitr`` command line in a child process, as a user would, against the
     session's Prefect harness (started now if no test has needed it yet); as USER (root only),
     with a Prefect home of its own, from the installed package; ``input`` is its standard
-    input."""
+    input.  The child is a fork of a process that has Prefect and the flows imported already
+    (tests/warm.py), unless PGPITR_TEST_COLD_CLI=1 or a USER is given."""
     if "PREFECT_API_URL" not in (env or {}):
         HARNESS.ensure()
     identity: dict = {}
@@ -264,16 +267,19 @@ def cli(
         prefect_home = reachable_tempdir("pgpitr-prefect-")
         os.chown(prefect_home, entry.pw_uid, entry.pw_gid)
         child.update(HOME=str(prefect_home), PREFECT_HOME=str(prefect_home), USER=user)
-    result = subprocess.run(
-        argv,
-        capture_output=True,
-        text=True,
-        input=input,
-        timeout=timeout,
-        env=child,
-        cwd="/" if user is not None else None,
-        **identity,
-    )
+    if user is None and warm.enabled():
+        result = warm.run(list(args), argv, child, input, timeout)
+    else:
+        result = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            input=input,
+            timeout=timeout,
+            env=child,
+            cwd="/" if user is not None else None,
+            **identity,
+        )
     if check and result.returncode != 0:
         raise AssertionError(
             f"pgpitr {' '.join(args)} failed ({result.returncode}):\n"
