@@ -15,10 +15,18 @@ for major in 17 18; do
   ( PGPITR_PG_BINDIR=$bindir PGPITR_PORTS=${ports[$major]} bash scripts/run_tests.sh "$py" -q -p no:randomly "$@" >"$logs/$major" 2>&1
     echo $? >"$logs/$major.rc"; echo "== PostgreSQL $major ($bindir)"; cat "$logs/$major" ) &
 done
+# WITH_ROOT_TESTS=1 (`make test` as root): the whole suite's root tests, on PostgreSQL 15, beside
+# the matrix: they wait on PostgreSQL and on accounts far more than they compute
+jobs=(17 18)
+if [ "${WITH_ROOT_TESTS:-}" = 1 ] && [ "$(id -u)" = 0 ]; then
+  jobs+=(root)
+  ( PGPITR_TEST_PART=root bash scripts/run_tests.sh "$py" -q -n 2 --dist loadfile --durations=10 >"$logs/root" 2>&1
+    echo $? >"$logs/root.rc"; echo "== the tests that start as root (PostgreSQL 15)"; cat "$logs/root" ) &
+fi
 wait
 status=0
-for major in 17 18; do
-  rc=$(cat "$logs/$major.rc")
-  [ "$rc" = 0 ] || { echo "PostgreSQL $major: the matrix tests failed (exit $rc)"; status=1; }
+for job in "${jobs[@]}"; do
+  rc=$(cat "$logs/$job.rc")
+  [ "$rc" = 0 ] || { echo "$job: the tests failed (exit $rc)"; status=1; }
 done
 exit $status

@@ -76,13 +76,17 @@ def _ext_user() -> pwd.struct_passwd:
     try:
         return pwd.getpwnam(EXT_USER)
     except KeyError:
-        subprocess.run(
+        # the version matrix runs this test on three versions at once: another may add it first
+        made = subprocess.run(
             ["useradd", "--system", "--user-group", "--home-dir", "/nonexistent"]
             + ["--shell", "/usr/sbin/nologin", EXT_USER],
-            check=True,
             capture_output=True,
+            text=True,
         )
-        return pwd.getpwnam(EXT_USER)
+        try:
+            return pwd.getpwnam(EXT_USER)
+        except KeyError:
+            raise AssertionError(f"useradd {EXT_USER} failed: {made.stderr}") from None
 
 
 def _as(entry: pwd.struct_passwd) -> dict:
