@@ -17,9 +17,11 @@ shell's for the CLI):
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from pgpitr.errors import InvalidInput
+from pgpitr.errors import InvalidInput, PitrError
 
 
 @dataclass(frozen=True)
@@ -56,3 +58,14 @@ def shown(seconds: float) -> str:
         if seconds >= size and seconds % size == 0:
             return f"{int(seconds // size)} {unit}"
     return f"{seconds:g} s"
+
+
+def poll(
+    done: Callable[[], bool], seconds: float, every: float, give_up: Callable[[], PitrError]
+) -> None:
+    """Until ``done()`` holds, asking every EVERY seconds; past SECONDS, raise ``give_up()``."""
+    deadline = time.monotonic() + seconds
+    while not done():
+        if time.monotonic() > deadline:
+            raise give_up()
+        time.sleep(every)

@@ -118,3 +118,11 @@ def test_wait_bounds_are_shown_in_the_unit_an_operator_sets() -> None:
         "1 h",
         "1 day",
     ]
+
+
+def test_poll_returns_once_done_and_raises_the_given_error_past_its_bound() -> None:
+    answers = iter([False, False, True])
+    waits.poll(lambda: next(answers), 5, 0.001, lambda: InvalidInput("never"))
+    assert next(answers, "spent") == "spent"  # asked exactly until the first yes
+    with pytest.raises(InvalidInput, match="gave up"):
+        waits.poll(lambda: False, 0.05, 0.01, lambda: InvalidInput("gave up"))

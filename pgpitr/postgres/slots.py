@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from pgpitr import waits
 from pgpitr.errors import ClusterStateError
 
 if TYPE_CHECKING:
@@ -104,16 +105,17 @@ def ensure_slot(cluster: Cluster, timeout: float = 60) -> bool:
     from pgpitr import patroni
 
     patroni.set_permanent_slot(cluster.state, SLOT, present=True)
-    deadline = time.monotonic() + timeout
-    while not _slot_exists(cluster):
-        if time.monotonic() > deadline:
-            raise ClusterStateError(
-                f"Patroni did not create the permanent slot {SLOT} on the primary of "
-                f"{cluster.name!r} within {timeout:.0f} s",
-                hint="see `patronictl show-config` (slots) and the primary's Patroni log",
-                transient=True,
-            )
-        time.sleep(0.2)
+    waits.poll(
+        lambda: _slot_exists(cluster),
+        timeout,
+        0.2,
+        lambda: ClusterStateError(
+            f"Patroni did not create the permanent slot {SLOT} on the primary of "
+            f"{cluster.name!r} within {timeout:.0f} s",
+            hint="see `patronictl show-config` (slots) and the primary's Patroni log",
+            transient=True,
+        ),
+    )
     log.info("replication slot %s created on %s by Patroni (a permanent slot)", SLOT, cluster.name)
     return True
 

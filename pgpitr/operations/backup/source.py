@@ -16,9 +16,8 @@ primary checkpoints first and the standby replays past it (``caught_up``, before
 from __future__ import annotations
 
 import logging
-import time
 
-from pgpitr import patroni
+from pgpitr import patroni, waits
 from pgpitr.errors import ClusterStateError
 from pgpitr.postgres import ha
 from pgpitr.postgres.cluster import Cluster
@@ -73,22 +72,25 @@ def caught_up(primary: Cluster, standby: Cluster, timeout: float = 60) -> None:
         db.execute("CHECKPOINT")
         row = db.execute("SELECT checkpoint_lsn FROM pg_control_checkpoint()").fetchone()
     assert row is not None
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def replayed() -> bool:
         with standby.connect() as db:
-            replayed = db.execute(
+            past = db.execute(
                 "SELECT pg_last_wal_replay_lsn() > %s::pg_lsn", (str(row[0]),)
             ).fetchone()
-        if replayed and replayed[0]:
-            return
-        if time.monotonic() > deadline:
-            raise ClusterStateError(
-                f"the standby on port {standby.state.port} did not replay the primary's "
-                f"checkpoint {row[0]} within {timeout:.0f} s",
-                hint="see its replication lag (`pgpitr cluster describe`); the retry chooses again",
-                transient=True,
-            )
-        time.sleep(0.1)
+        return bool(past and past[0])
+
+    waits.poll(
+        replayed,
+        timeout,
+        0.1,
+        lambda: ClusterStateError(
+            f"the standby on port {standby.state.port} did not replay the primary's "
+            f"checkpoint {row[0]} within {timeout:.0f} s",
+            hint="see its replication lag (`pgpitr cluster describe`); the retry chooses again",
+            transient=True,
+        ),
+    )
 
 
 def member_name(cluster: Cluster, server: Cluster) -> str | None:
