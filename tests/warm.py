@@ -10,9 +10,10 @@ that environment, and runs ``pgpitr``'s own entry point to a normal interpreter 
 handlers, log flushes and all).  The caller sees what ``subprocess.run`` gives: exit code,
 stdout, stderr, a timeout.
 
-What a warm child cannot show is the import itself under the command's environment: the version
-matrix and the tests that start as root run every command cold (``PGPITR_TEST_COLD_CLI=1``), and
-tests/test_warm.py holds a warm command to the same output as a cold one.
+What a warm child cannot show is the import itself under the command's environment: the tests
+that start as root run every command cold (as does ``PGPITR_TEST_COLD_CLI=1``), so do the tests
+that start ``pgpitr`` themselves (agents, a killed backup, the local server), and
+tests/test_warm.py holds warm commands to the output of cold ones.
 """
 
 from __future__ import annotations
