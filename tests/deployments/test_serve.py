@@ -93,3 +93,25 @@ def test_only_the_served_deployments_of_the_old_naming_are_removed() -> None:
         )
     assert runs == []
     assert remove_stale(serving="pgpitr-stale-host") == []  # once
+
+
+def test_a_cluster_being_created_has_no_schedules_yet_and_the_agent_serves_on(home) -> None:
+    # `cluster create` writes the cluster's state before its policy (after initdb): an agent
+    # starting in between serves every deployment, that cluster with no schedule
+    from datetime import UTC, datetime
+
+    from deployments.serve import build
+    from pgpitr.postgres.cluster import Cluster
+    from pgpitr.repository.url import RepositoryUrl
+    from tests.conftest import PG_BINDIR
+
+    Cluster.prepare(
+        "being-made",
+        port=None,
+        repository=RepositoryUrl.parse(f"file://{home}/repo"),
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        bindir=PG_BINDIR,
+    )
+    assert not (home / "clusters" / "being-made" / "policy.json").exists()
+    served = build()
+    assert {d.name for d in served} and all(not d.schedules for d in served)
