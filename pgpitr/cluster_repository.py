@@ -81,7 +81,14 @@ def prepare_file_repository(cluster: Cluster) -> None:
 
     root = location.path
     if not root.exists():
-        make_dir(root, cluster.user, 0o750)
+        try:
+            make_dir(root, cluster.user, 0o750)
+        except OSError as exc:
+            raise RepositoryError(
+                f"cannot make the repository directory {root}: {exc.strerror}",
+                hint="give a repository URL whose directory can be made, or make it "
+                f"and chown it to {cluster.state.os_user}",
+            ) from None
     probe = run(["test", "-w", str(root), "-a", "-x", str(root)], user=cluster.user, check=False)
     if probe.returncode != 0:
         raise RepositoryError(
