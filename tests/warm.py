@@ -18,6 +18,7 @@ tests/test_warm.py holds warm commands to the output of cold ones.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import selectors
@@ -125,23 +126,15 @@ def _session(conn: socket.socket) -> list[str]:
     watch.register(conn, selectors.EVENT_READ)
     while True:
         if any(key.fileobj is conn for key, _ in watch.select()):
-            with _suppressed():
+            with contextlib.suppress(OSError):
                 os.kill(pid, 9)  # still our unreaped child: the pid cannot be another's
             watch.unregister(conn)
             continue
         break
     code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-    with _suppressed():
+    with contextlib.suppress(OSError):
         conn.sendall(_HEADER.pack(code))
     os._exit(0)
-
-
-class _suppressed:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> bool:
-        return exc[0] is not None and issubclass(exc[0], OSError)  # type: ignore[arg-type]
 
 
 def _run_command(argv: list[str]) -> None:
