@@ -10,6 +10,7 @@ from typing import Any
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter,
+    ArtifactFilterFlowRunId,
     ArtifactFilterKey,
     FlowRunFilter,
     FlowRunFilterId,
@@ -61,11 +62,16 @@ def explain(run: Any, lines: int = 40) -> str:
     return f"{run.name}: {run.state.type.value} {run.state.message or ''}\n{tail}"
 
 
-def artifacts(key: str) -> list[Any]:
+def artifacts(key: str, flow_run: Any = None) -> list[Any]:
+    """The artifacts of ``key``, newest first (their ids are random, so by creation), those of
+    flow run id ``flow_run`` only if given: another module of the session may use the key."""
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    flt = ArtifactFilter(key=ArtifactFilterKey(any_=[key]))
+    if flow_run is not None:
+        flt.flow_run_id = ArtifactFilterFlowRunId(any_=[flow_run])
     with get_client(sync_client=True) as client:
-        return client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])), limit=50
-        )
+        return client.read_artifacts(artifact_filter=flt, sort=ArtifactSort.CREATED_DESC, limit=50)
 
 
 def events(prefix: str, resource: str | None = None, timeout: float = 15) -> list[dict[str, Any]]:

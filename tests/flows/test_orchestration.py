@@ -112,7 +112,7 @@ def test_walkthrough_runs_as_flows_with_tasks_and_artifacts(walkthrough: Walkthr
     for key in ("backups", "backup-progress"):
         assert api.artifacts(f"{key}-{HOST}-src"), f"no artifact {key}-{HOST}-src"
     assert api.artifacts(f"restore-progress-{HOST}-restored")
-    (table,) = api.artifacts(f"backups-{HOST}-src")[:1]
+    (table,) = api.artifacts(f"backups-{HOST}-src", flow_run=runs[f"backup-{HOST}/src"].id)
     assert "backup-default-src-" in json.dumps(table.data)
     resource = f"pgpitr.cluster.{HOST}.src"
     completed = api.events("pgpitr.backup.completed", resource=resource)

@@ -52,6 +52,7 @@ class Page:
             f"--user-data-dir={where / 'chromium-profile'}",
         ):
             options.add_argument(argument)
+        options.set_capability("goog:loggingPrefs", {"browser": "SEVERE"})
         self.base, self.where = base.rstrip("/"), where
         self.driver = webdriver.Chrome(options=options, service=Service(driver))
 
@@ -65,7 +66,35 @@ class Page:
         try:
             return WebDriverWait(self.driver, timeout).until(condition)
         except TimeoutException:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}") from None
+            raise AssertionError(
+                f"timed out after {timeout:.0f} s waiting for {what}; {self.showing()}"
+            ) from None
+
+    def showing(self) -> str:
+        """Where the browser is and what the page says (the start of its text, its alerts and
+        the browser's console errors): a failure in CI can be read from the test's output."""
+        from selenium.webdriver.common.by import By
+
+        try:
+            alerts = [
+                e.text.strip()
+                for e in self.driver.find_elements(
+                    By.XPATH, "//*[@role='alert' or @role='status' or @data-sonner-toast]"
+                )
+                if e.text.strip()
+            ]
+            text = " ".join(self.driver.find_element(By.TAG_NAME, "body").text.split())
+            console = [
+                entry["message"]
+                for entry in self.driver.get_log("browser")
+                if entry.get("level") == "SEVERE"
+            ]
+        except Exception as exc:  # the browser itself may be what failed
+            return f"the page could not be read: {exc!r}"
+        return (
+            f"at {self.driver.current_url}; alerts: {alerts}; console errors: {console[-5:]}; "
+            f"page text: {text[:1500]}"
+        )
 
     def open(self, path: str, credentials: str, ready: str) -> None:
         """Open PATH, logging in on the way when the UI asks (the auth string, never logged),
@@ -97,7 +126,9 @@ class Page:
         return self.driver.find_element(By.ID, found.get_attribute("for"))
 
     def type(self, label: str, text: str) -> None:
-        self.field(label).send_keys(text)
+        field = self.field(label)
+        field.send_keys(text)
+        self.wait(lambda _: field.get_attribute("value") == text, f"{label!r} to hold {text!r}")
 
     def choose(self, label: str, option: str) -> None:
         """Open the dropdown labelled LABEL and pick OPTION; wait until it shows it."""
@@ -113,6 +144,16 @@ class Page:
             f"option {option!r} of {label!r}",
         ).click()
         self.wait(lambda _: dropdown.text.strip() == option, f"{label!r} showing {option!r}")
+        # the list closes with an animation, during which the page ignores the pointer: a click
+        # on Submit then only dismisses the list, and no run is made
+        self.wait(
+            lambda driver: (
+                not driver.find_elements(By.XPATH, "//*[@role='listbox']")
+                and driver.execute_script("return getComputedStyle(document.body).pointerEvents")
+                != "none"
+            ),
+            f"the options of {label!r} to close",
+        )
 
     def button(self, text: str) -> Any:
         from selenium.webdriver.common.by import By
