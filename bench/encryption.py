@@ -181,7 +181,7 @@ def main(scale: int = 30, segments: int = 64, runs: int = 5) -> dict:
             for kind in kinds:
                 edit_policy.switch_repository("benc", RepositoryUrl.parse(urls[kind]))
                 started = time.perf_counter()
-                manifest = bk.run(Steps(), "benc", f"b-{kind}-{run}")
+                manifest = bk.run(Steps(), bk.BackupRequest("benc", f"b-{kind}-{run}"))
                 times[kind].append(round(time.perf_counter() - started, 2))
                 stored[kind] = manifest.stored_size or 0
         db_mb = out["database_bytes"] / 2**20

@@ -324,7 +324,7 @@ def _change_a_tenth(src: Source, rows: int) -> dict:
 def _one_backup(src: Source, tool: Any, who: str, kind: str, name: str, logs: Path) -> dict:
     if who == "pgpitr":
         backup_type = bk.BackupType.INCREMENTAL if kind == "incr" else bk.BackupType.FULL
-        m, seconds = _timed(bk.run, Steps(), SOURCE, name, backup_type=backup_type)
+        m, seconds = _timed(bk.run, Steps(), bk.BackupRequest(SOURCE, name, backup_type))
         return {"seconds": seconds, "stored_bytes": m.stored_size, "name": m.name}
     repo = 2 if who == "pgbackrest.block" else 1
     seconds = tool.backup(logs / f"{who}-{name}", kind=kind, repo=repo)
@@ -344,18 +344,14 @@ def _one_backup(src: Source, tool: Any, who: str, kind: str, name: str, logs: Pa
 def week(src: Source, days: int, per_day: int, runs: int) -> dict:
     out: dict = {"days": days, "pgbench_transactions_per_day": per_day}
     clients = ["-c", "2", "-j", "2", "-t", str(per_day // 2)]
-    full = bk.run(Steps(), SOURCE, "wk-full")
+    full = bk.run(Steps(), bk.BackupRequest(SOURCE, "wk-full"))
     links, cumulative = [full], []
     for day in range(1, days + 1):
         src.pgbench("-n", *clients)
         # the daily incremental on yesterday's (a lineage of a link a day), and beside it one on
         # the full (pgBackRest's differential: a lineage of two links, each day's larger)
-        links.append(
-            bk.run(Steps(), SOURCE, f"wk-day{day}", backup_type=INC, parent=links[-1].name)
-        )
-        cumulative.append(
-            bk.run(Steps(), SOURCE, f"wk-cum{day}", backup_type=INC, parent=full.name)
-        )
+        links.append(bk.run(Steps(), bk.BackupRequest(SOURCE, f"wk-day{day}", INC, links[-1].name)))
+        cumulative.append(bk.run(Steps(), bk.BackupRequest(SOURCE, f"wk-cum{day}", INC, full.name)))
     src.pgbench("-n", "-c", "2", "-j", "2", "-t", str(max(per_day // 20, 1)))  # the 7th morning
     src.sql("CREATE TABLE marker (t timestamptz)")
     src.sql("INSERT INTO marker VALUES (now())")
@@ -435,15 +431,15 @@ def copy_modes(src: Source, home: Path, runs: int) -> dict:
     for run in range(runs):
         basebackup.INCREMENTAL_SINCE = 99
         try:
-            _, seconds = _timed(bk.run, Steps(), SOURCE, f"cm-by-tool-{run}")
+            _, seconds = _timed(bk.run, Steps(), bk.BackupRequest(SOURCE, f"cm-by-tool-{run}"))
             tool_times.append(seconds)
         finally:
             basebackup.INCREMENTAL_SINCE = since
-        full, seconds = _timed(bk.run, Steps(), SOURCE, f"cm-full-{run}")
+        full, seconds = _timed(bk.run, Steps(), bk.BackupRequest(SOURCE, f"cm-full-{run}"))
         tap_times.append(seconds)
     out["manifest_tap_cost_ratio"] = round(_median(tap_times) / _median(tool_times), 3)
     src.sql("UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid % 10 = 0")
-    inc = bk.run(Steps(), SOURCE, "cm-inc", backup_type=bk.BackupType.INCREMENTAL)
+    inc = bk.run(Steps(), bk.BackupRequest(SOURCE, "cm-inc", INC))
     c, repo = src.c, cluster_repository.repository(src.c)
     work = home / "combine"
     make_dir(work, c.user, 0o755)

@@ -114,7 +114,7 @@ def main(commits: int = 100, archive_commits: int = 10, latency_commits: int = 3
     try:
         cluster = create.create(NAME)
         log_backup.set_log_backup(cluster, True)
-        bk.run(Steps(), NAME)
+        bk.run(Steps(), bk.BackupRequest(NAME))
         print("archive_command only (archive_timeout 60 s)", flush=True)
         reads: list[float] = []
         # a commit at a random moment of the 60 s cycle (the time since the previous switch)

@@ -164,14 +164,9 @@ def backup(
     from pgpitr.operations import backup as bk
 
     # an unknown name, type or parent, or a server too old, fails here, not as a failed run
-    kind = bk.check_request(name, backup_name, type_, parent)
-    parameters = {
-        "cluster": name,
-        "backup_name": backup_name,
-        "backup_type": kind.value,
-        "parent": parent,
-    }
-    flowio.backed_up(runner.run("backup", wait, progress="backup", **parameters))
+    request = bk.BackupRequest(name, backup_name, type_, parent)
+    request.check()
+    flowio.backed_up(runner.run("backup", wait, progress="backup", **request.parameters()))
 
 
 @app.command("list-backup")
@@ -219,10 +214,9 @@ def drill(
     """Restore a time of the window into a scratch cluster, check it, time it, remove it."""
     from pgpitr.operations import drill as dr
 
+    request = dr.DrillRequest.parse(name, at)
     Cluster.get(name)  # an unknown name or a bad time fails at once, not as a failed run
-    when = dr.parse_at(at)
-    parameters = {"cluster": name, "at": when.isoformat() if when else "random"}
-    result = runner.run("drill", wait, **parameters)
+    result = runner.run("drill", wait, **request.parameters())
     if result is not runner.NO_RESULT:
         console.info(result.summary())
 

@@ -35,18 +35,13 @@ def backup(
     ``apply_retention_after`` (set by the schedule) expires old backups afterwards."""
     name = backup_name
     try:
+        request = bk.BackupRequest(cluster, backup_name, backup_type, parent, verify)
         with cluster_slot("backup", cluster, wait=True):
             # chosen once per run (every attempt of the stream writes the same backup), once
             # this run has the slot: a run that waited never takes the name of the one before
-            name = name or bk.fresh_name(cluster)
-            manifest = bk.run(
-                STEPS,
-                cluster,
-                name,
-                backup_type=bk.BackupType.parse(backup_type),
-                parent=parent or None,
-                verify_after=verify,
-            )
+            request = request.named()
+            name = request.name
+            manifest = bk.run(STEPS, request)
     except BaseException as exc:
         events.backup_failed(cluster, name or "", exc)
         raise

@@ -26,11 +26,11 @@ def drill(cluster: str, at: str = "random") -> dr.DrillResult:
     result in the repository, remove the scratch cluster.  A failed drill fails the run; an
     unchecked one (no heartbeat before the target to check against) completes, reported as
     Unchecked: the archive restored, but nothing proved the restore stopped in the right place."""
-    when = dr.parse_at(at)
+    request = dr.DrillRequest.parse(cluster, at)
     try:
         # one drill per cluster at a time; a second one is refused rather than queued
         with cluster_slot("drill", cluster, wait=False):
-            result = dr.run(STEPS, cluster, when)
+            result = dr.run(STEPS, request)
     except Exception as exc:
         events.drill_crashed(cluster, exc)
         raise

@@ -24,7 +24,7 @@ def backup(
 ) -> BackupManifest:
     kind = bk.BackupType.INCREMENTAL if incremental else bk.BackupType.FULL
     name_of = cluster if isinstance(cluster, str) else cluster.name
-    return bk.run(Steps(), name_of, name, backup_type=kind, parent=parent)
+    return bk.run(Steps(), bk.BackupRequest(name_of, name, kind, parent))
 
 
 def restore(

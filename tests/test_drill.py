@@ -72,7 +72,7 @@ def test_a_drill_passes_on_a_healthy_archive_and_predicts_the_next(home: Path) -
     source, beats, _ = source_with_heartbeats("dsrc")
     target = target_between(beats)
 
-    first = drill.run(Steps(), "dsrc", target)
+    first = drill.run(Steps(), drill.DrillRequest("dsrc", target))
     assert first.passed, first.error
     assert first.heartbeat["status"] == "passed"
     assert first.heartbeat["expected"] == beats[1].beat_at.isoformat()
@@ -87,7 +87,7 @@ def test_a_drill_passes_on_a_healthy_archive_and_predicts_the_next(home: Path) -
     assert first.scratch_removed
     _scratch_gone(first.scratch, source)
 
-    second = drill.run(Steps(), "dsrc")  # a random target
+    second = drill.run(Steps(), drill.DrillRequest("dsrc"))  # a random target
     assert second.passed, second.error
     assert second.predicted_rto_seconds is not None
     assert second.prediction_error_percent is not None
@@ -120,7 +120,7 @@ def test_a_drill_with_no_heartbeat_before_its_target_is_unchecked_and_proves_not
     heartbeat.beat(cluster)  # the first heartbeat, after the target: a commit to reach it by
     archive_now("usrc")
 
-    result = drill.run(Steps(), "usrc", target)
+    result = drill.run(Steps(), drill.DrillRequest("usrc", target))
     assert result.heartbeat["status"] == "unchecked", result.heartbeat
     assert result.amcheck["status"] == "passed" and result.error is None
     assert result.result == "Unchecked" and not result.checked
@@ -157,7 +157,7 @@ def test_a_drill_with_no_heartbeat_before_its_target_is_unchecked_and_proves_not
 def test_a_target_outside_the_window_is_refused_before_anything_is_made(home: Path) -> None:
     source, beats, _ = source_with_heartbeats("osrc")
     with pytest.raises(RecoveryTargetError, match="outside the recoverable window"):
-        drill.run(Steps(), "osrc", beats[0].beat_at - timedelta(days=1))
+        drill.run(Steps(), drill.DrillRequest("osrc", beats[0].beat_at - timedelta(days=1)))
     assert [c.name for c in Cluster.all()] == ["osrc"]
     assert drill.list_drills(source) == []
     assert w.describe(source).as_json()["predicted_rto_note"] == "no drill yet"
@@ -170,7 +170,7 @@ def test_a_flipped_byte_inside_the_window_fails_the_drill_and_names_the_object(
     target = target_between(beats)
     key = flip_a_byte(source, segments[0])  # holds the first heartbeat: replayed before target
 
-    result = drill.run(Steps(), "fsrc", target)
+    result = drill.run(Steps(), drill.DrillRequest("fsrc", target))
     assert not result.passed
     assert result.error is not None and key in result.error
     assert result.error.startswith("the restore failed")
@@ -199,7 +199,7 @@ def test_a_heartbeat_restored_past_the_target_fails_the_drill(home: Path) -> Non
         archive_now("osrc")
         time.sleep(1.2)
 
-    result = drill.run(Steps(), "osrc", target_between(beats))
+    result = drill.run(Steps(), drill.DrillRequest("osrc", target_between(beats)))
     assert not result.passed
     assert result.heartbeat["status"] == "failed"
     assert "after the target restored" in result.heartbeat["detail"], result.heartbeat
@@ -213,7 +213,7 @@ def test_the_scratch_cluster_of_a_killed_drill_goes_with_the_next_drill(home: Pa
     archive_now("ksrc")
     process = in_child(
         "from pgpitr.operations import drill; from pgpitr.steps import Steps; "
-        "drill.run(Steps(), 'ksrc')"
+        "drill.run(Steps(), drill.DrillRequest('ksrc'))"
     )
     deadline = time.monotonic() + 300
     while not list(home.glob("clusters/ksrc-drill-*/data/postmaster.pid")):
@@ -226,7 +226,7 @@ def test_the_scratch_cluster_of_a_killed_drill_goes_with_the_next_drill(home: Pa
     assert scratch.is_scratch(left.name) and not heartbeat.wanted(left)
     assert restore_data.interrupted(left)
 
-    following = drill.run(Steps(), "ksrc", target_between(beats))
+    following = drill.run(Steps(), drill.DrillRequest("ksrc", target_between(beats)))
     assert following.passed, following.error
     _scratch_gone(left.name, source)
     _scratch_gone(following.scratch, source)
@@ -318,7 +318,7 @@ def test_a_check_that_cannot_run_fails_the_drill_and_is_recorded(home: Path) -> 
     heartbeat.beat(cluster)
     archive_now("nsrc")
 
-    result = drill.run(Steps(), "nsrc")
+    result = drill.run(Steps(), drill.DrillRequest("nsrc"))
     assert not result.passed
     assert result.error is not None and "could not be checked" in result.error
     assert "pg_amcheck" in result.error and result.backup

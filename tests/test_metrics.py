@@ -42,7 +42,7 @@ def scrape(url: str, host: str | None = None) -> Scraped:
 def test_a_scrape_reports_the_window_backup_archiving_and_drill_as_they_are(home: Path) -> None:
     source, beats, _ = source_with_heartbeats("msrc")
     (manifest,) = _completed("msrc")
-    passed = drill.run(Steps(), "msrc", target_between(beats))
+    passed = drill.run(Steps(), drill.DrillRequest("msrc", target_between(beats)))
     assert passed.result == "Passed", passed.error
     create.create("mbare")  # running, never backed up: no window to report, not a zero one
 

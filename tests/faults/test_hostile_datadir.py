@@ -112,7 +112,7 @@ def test_a_restore_and_a_drill_never_run_the_sources_cleanup_and_recovery_end_co
     )
 
     target = beats[1].beat_at + drill_checks.SLACK + timedelta(milliseconds=100)
-    result = drill.run(Steps(), "cmdsrc", target)
+    result = drill.run(Steps(), drill.DrillRequest("cmdsrc", target))
     assert result.passed, result.error
 
     assert sorted(p.name for p in marks.iterdir()) == ["keep"]

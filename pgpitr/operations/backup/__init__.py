@@ -28,7 +28,9 @@ backup of a cluster at a time, ``names`` a backup's name.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from enum import StrEnum
+from typing import Any
 
 from pgpitr import cluster_repository
 from pgpitr.catalog import backups as catalog_backups
@@ -41,9 +43,11 @@ from pgpitr.operations.backup.names import fresh_name, validate_name
 from pgpitr.operations.backup.take import stream
 from pgpitr.operations.edit_policy import require_incremental_support
 from pgpitr.postgres.cluster import Cluster
+from pgpitr.postgres.cluster import validate_name as validate_cluster_name
 from pgpitr.steps import Steps
 
 __all__ = [
+    "BackupRequest",
     "BackupType",
     "check_cluster",
     "choose_parent",
@@ -68,52 +72,73 @@ class BackupType(StrEnum):
             raise InvalidInput(f"unknown backup type {value!r}: use full or incremental") from None
 
 
+@dataclass(frozen=True)
+class BackupRequest:
+    """What a backup was asked for (CLI, flow, schedule, API), its form checked when it is made:
+    the names, the type (text is parsed), a parent only for an incremental.  ``check`` adds
+    what reads the cluster and the repository, and needs no flow; ``parameters`` are the
+    backup flow's."""
+
+    cluster: str
+    name: str | None = None
+    backup_type: BackupType = BackupType.FULL
+    parent: str | None = None
+    verify_after: bool = False
+
+    def __post_init__(self) -> None:
+        validate_cluster_name(self.cluster)
+        object.__setattr__(self, "backup_type", BackupType.parse(self.backup_type))
+        for key in ("name", "parent"):
+            value = getattr(self, key) or None  # "" from a form or a flag means not given
+            if value is not None:
+                validate_name(value)
+            object.__setattr__(self, key, value)
+        if self.parent and self.backup_type is BackupType.FULL:
+            raise InvalidInput("--parent is for incremental backups: add --type incremental")
+
+    def named(self) -> BackupRequest:
+        """This request with its backup's name, chosen now when none was given."""
+        return self if self.name else replace(self, name=fresh_name(self.cluster))
+
+    def check(self) -> None:
+        """What refuses the backup before anything is written: an unknown cluster, a wrong
+        encryption key, a server too old for incrementals, a parent not found."""
+        c = Cluster.get(self.cluster)
+        repo = cluster_repository.repository(c)
+        check_key(repo, c.state.stanza)
+        if self.backup_type is BackupType.INCREMENTAL:
+            require_incremental_support(c)
+            if self.parent:
+                catalog_backups.get_backup(repo, c.state.stanza, self.parent)
+
+    def parameters(self) -> dict[str, Any]:
+        """The backup flow's parameters (JSON: the same through a deployment)."""
+        return {
+            "cluster": self.cluster,
+            "backup_name": self.name,
+            "backup_type": self.backup_type.value,
+            "parent": self.parent,
+            "verify": self.verify_after,
+        }
+
+
 # -- the operation ---------------------------------------------------------------------------
 
 
-def run(
-    steps: Steps,
-    cluster: str,
-    name: str | None = None,
-    *,
-    backup_type: BackupType = BackupType.FULL,
-    parent: str | None = None,
-    verify_after: bool = False,
-) -> BackupManifest:
-    """One backup of CLUSTER named NAME (chosen here once when not given, so that a retried
-    stream reuses it): full, or incremental against ``parent`` (by default the newest usable
-    backup on the server's timeline)."""
-    name = name or fresh_name(cluster)
-    check_request(cluster, name, backup_type, parent)  # before anything is written
+def run(steps: Steps, request: BackupRequest) -> BackupManifest:
+    """One backup as REQUEST asks (its name chosen here once when not given, so that a
+    retried stream reuses it): full, or incremental against its parent (by default the newest
+    usable backup on the server's timeline)."""
+    request = request.named()
+    request.check()  # before anything is written
+    cluster = request.cluster
     policy = steps(check_cluster, cluster)
-    if backup_type is BackupType.INCREMENTAL:
+    parent = request.parent
+    if request.backup_type is BackupType.INCREMENTAL:
         parent = steps(choose_parent, cluster, parent)
-    manifest = steps(stream, cluster, name, parent)
+    manifest = steps(stream, cluster, request.name, parent)
     if policy.logfile_enabled:
         steps(confirm_wal_arrival, cluster)
-    if verify_after:
-        steps(verify.verify_backup, cluster, name)
+    if request.verify_after:
+        steps(verify.verify_backup, cluster, request.name)
     return manifest
-
-
-def check_request(
-    cluster: str, name: str | None, backup_type: BackupType | str, parent: str | None
-) -> BackupType:
-    """What refuses a backup before anything is written, and needs no flow: an unknown cluster,
-    a wrong encryption key, a bad name or type, a parent not found or given to a full backup, a
-    server too old for incrementals.  The CLI calls it before it starts the flow; ``run``
-    again.  Returns the parsed type."""
-    c = Cluster.get(cluster)
-    repo = cluster_repository.repository(c)
-    check_key(repo, c.state.stanza)
-    kind = BackupType.parse(backup_type)
-    if name:
-        validate_name(name)
-    if kind is BackupType.INCREMENTAL:
-        require_incremental_support(c)
-        if parent:
-            validate_name(parent)
-            catalog_backups.get_backup(repo, c.state.stanza, parent)
-    elif parent:
-        raise InvalidInput("--parent is for incremental backups: add --type incremental")
-    return kind

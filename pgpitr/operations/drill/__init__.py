@@ -29,7 +29,7 @@ from typing import Any
 from pgpitr.errors import DrillFailed, PitrError
 from pgpitr.operations import restore as rs
 from pgpitr.operations.drill.checks import check_heartbeat, find_damage, measure, run_amcheck
-from pgpitr.operations.drill.plan import DrillPlan, choose_target, parse_at
+from pgpitr.operations.drill.plan import DrillPlan, DrillRequest, choose_target
 from pgpitr.operations.drill.records import DrillResult, describe_fields, list_drills, record
 from pgpitr.operations.drill.scratch_cluster import mark_scratch, remove_leftovers, remove_scratch
 from pgpitr.steps import Steps
@@ -40,11 +40,11 @@ log = logging.getLogger(__name__)
 # -- the operation ---------------------------------------------------------------------------
 
 
-def run(steps: Steps, cluster: str, at: datetime | None = None) -> DrillResult:
-    """Drill ``cluster``: restore ``at`` (random inside the window when None) into a scratch
-    cluster, check it, time it, remove it, record the result."""
+def run(steps: Steps, request: DrillRequest) -> DrillResult:
+    """Drill the request's cluster: restore its time (random inside the window when None) into
+    a scratch cluster, check it, time it, remove it, record the result."""
     steps(remove_leftovers)
-    plan = steps(choose_target, cluster, at)
+    plan = steps(choose_target, request)
     steps(mark_scratch, plan)
     result: DrillResult | None = None
     try:
@@ -123,9 +123,9 @@ class _ScratchSteps(Steps):
 __all__ = [
     "DrillFailed",  # raised by the flow for a failed drill; defined with the other errors
     "DrillPlan",
+    "DrillRequest",
     "DrillResult",
     "describe_fields",
     "list_drills",
-    "parse_at",
     "run",
 ]

@@ -1,5 +1,5 @@
 """A drill's plan: its target (``--at``, or a random time inside the recoverable window), the
-scratch cluster's name and the drill's id (``DrillPlan``, ``choose_target``)."""
+scratch cluster's name and the drill's id (``DrillRequest``, ``DrillPlan``, ``choose_target``)."""
 
 from __future__ import annotations
 
@@ -26,17 +26,36 @@ class DrillPlan:
     started: str
 
 
-def parse_at(text: str | None) -> datetime | None:
-    """``--at``: a restore time (as ``restore --restore-to-time`` reads it) or ``random``."""
-    if text is None or text.strip().lower() in ("", "random"):
-        return None
-    when = timeparse.parse_restore_target(text)
-    if when is None:
-        raise RecoveryTargetError(
-            "a drill restores to a time inside the window, not to latest",
-            hint="pass --at TIME or --at random",
-        )
-    return when
+@dataclass(frozen=True)
+class DrillRequest:
+    """What a drill was asked for (CLI, flow, schedule): the cluster, and the time to restore
+    (None: a random time inside the window), its form checked when it is made."""
+
+    cluster: str
+    at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        validate_name(self.cluster)
+        if self.at is not None and self.at.tzinfo is None:
+            raise RecoveryTargetError(f"drill time {self.at!r} has no time zone")
+
+    @classmethod
+    def parse(cls, cluster: str, at: str | None) -> DrillRequest:
+        """``--at`` and the flow's ``at``: a restore time (as ``restore --restore-to-time``
+        reads it) or ``random``."""
+        if at is None or at.strip().lower() in ("", "random"):
+            return cls(cluster)
+        when = timeparse.parse_restore_target(at)
+        if when is None:
+            raise RecoveryTargetError(
+                "a drill restores to a time inside the window, not to latest",
+                hint="pass --at TIME or --at random",
+            )
+        return cls(cluster, when)
+
+    def parameters(self) -> dict[str, str]:
+        """The drill flow's parameters (JSON: the same through a deployment)."""
+        return {"cluster": self.cluster, "at": self.at.isoformat() if self.at else "random"}
 
 
 def scratch_name(cluster: str) -> str:
@@ -44,9 +63,10 @@ def scratch_name(cluster: str) -> str:
     return f"{cluster[:34].rstrip('-')}-drill-{secrets.token_hex(3)}"
 
 
-def choose_target(cluster: str, at: datetime | None = None) -> DrillPlan:
-    """The drill's target: ``at``, or a random time inside the recoverable window."""
-    validate_name(cluster)
+def choose_target(request: DrillRequest) -> DrillPlan:
+    """The drill's target: the time asked for, or a random time inside the recoverable
+    window."""
+    cluster, at = request.cluster, request.at
     c = Cluster.get(cluster)
     window = catalog_window.recoverable_window(
         cluster_repository.repository(c), c.state.stanza, c.bindir
