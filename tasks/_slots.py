@@ -20,9 +20,10 @@ from tasks.naming import qualified
 LEASE_SECONDS = 60  # the shortest lease Prefect's API accepts
 
 
-def slot_name(kind: str, cluster: str) -> str:
-    """``pgpitr-backup-HOST.NAME``: per cluster of this host (a limit's name takes no '/')."""
-    return f"pgpitr-{kind}-{qualified(cluster)}"
+def slot_name(kind: str, cluster: str, host: str | None = None) -> str:
+    """``pgpitr-backup-HOST.NAME``: per cluster of a host (this one by default; a limit's name
+    takes no '/')."""
+    return f"pgpitr-{kind}-{qualified(cluster, host)}"
 
 
 @contextmanager

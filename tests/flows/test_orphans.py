@@ -2,8 +2,8 @@
 agent is stopped, and through the heartbeat automation, within a minute, when it is killed with
 kill -9 and nothing of it is left to say so.  Real parts: the suite's Prefect server (its
 automations service evaluates the proactive trigger), an agent of a host of its own started with
-``pgpitr agent start``, a real backup run from its deployment, slowed by zstd level 19 so that
-it is surely still running when its agent goes."""
+``pgpitr agent start``, a real backup run from its deployment, which waits for its cluster's
+backup slot while the test holds it, so that it is surely still running when its agent goes."""
 
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 
 from deployments import orphans
+from tasks._slots import slot_name
 from tests.conftest import cli, free_port, reachable_tempdir, stop_everything_under
 from tests.flows import api
-from tests.flows.test_agent import agent, at, served
-from tests.pg import sql
+from tests.flows.test_agent import agent, served
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -32,7 +32,7 @@ RUN = f"backup-{HOST}/slow"
 
 @pytest.fixture(scope="module")
 def host_with_data(api_url: str) -> Iterator[dict[str, str]]:
-    """A host with a cluster whose backups take a while."""
+    """A host with a cluster."""
     path = reachable_tempdir("pgpitr-orphans-")
     env = {
         "PGPITR_HOST": HOST,
@@ -42,18 +42,23 @@ def host_with_data(api_url: str) -> Iterator[dict[str, str]]:
     }
     try:
         cli("cluster", "create", "slow", "--port", str(free_port()), env=env)
-        policy = "slow-postgresql-backup-policy"
-        slower = "schedule.datafile.compression=zstd:19"
-        cli("cluster", "edit-backup-policy", policy, "--set", slower, env=env)
-        with at(env):
-            sql(
-                "slow",
-                "CREATE TABLE filler AS SELECT g, md5(g::text) FROM generate_series(1, 1000000) g",
-            )
         yield env
     finally:
         stop_everything_under(path)
         shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def slot_held() -> Iterator[None]:
+    """The cluster's backup slot, held by the test: its backup run waits, running, meanwhile."""
+    from prefect.client.orchestration import get_client
+    from prefect.concurrency.sync import concurrency
+
+    name = slot_name("backup", "slow", HOST)
+    with get_client(sync_client=True) as client:
+        client.upsert_global_concurrency_limit_by_name(name, 1)
+    with concurrency(name, occupy=1, strict=True):
+        yield
 
 
 @pytest.fixture
@@ -95,8 +100,9 @@ def _state_of(run_id) -> object:
 
 
 def test_a_stopped_agents_unfinished_run_ends_crashed_at_once(host: dict[str, str]) -> None:
-    run = _backup_running(host)
-    assert agent(host, "stop").returncode == 0
+    with slot_held():
+        run = _backup_running(host)
+        assert agent(host, "stop").returncode == 0
     state = _state_of(run.id)
     assert state.is_crashed(), state
     # the run's own engine says so when it had the time to, on its SIGTERM; else the agent
@@ -111,14 +117,15 @@ def test_a_stopped_agents_unfinished_run_ends_crashed_at_once(host: dict[str, st
 
 
 def test_a_killed_agents_run_ends_crashed_within_a_minute(host: dict[str, str]) -> None:
-    run = _backup_running(host)
-    _kill_agent(host)
-    killed = time.monotonic()
-    try:
-        api.wait_for(
-            lambda: _state_of(run.id).is_crashed(), 120, "the orphan marked Crashed", interval=1
-        )
-    except AssertionError:
-        raise AssertionError(f"the run is {_state_of(run.id)!r}; {api.explain(run)}") from None
+    with slot_held():
+        run = _backup_running(host)
+        _kill_agent(host)
+        killed = time.monotonic()
+        try:
+            api.wait_for(
+                lambda: _state_of(run.id).is_crashed(), 120, "the orphan marked Crashed", interval=1
+            )
+        except AssertionError:
+            raise AssertionError(f"the run is {_state_of(run.id)!r}; {api.explain(run)}") from None
     print(f"a killed agent's run marked Crashed {time.monotonic() - killed:.0f} s after the kill")
     assert "no heartbeat" in (_state_of(run.id).message or "")
