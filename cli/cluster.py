@@ -196,7 +196,10 @@ def describe(name: str, output: Output = "table", backup_repo: BackupRepo = None
         from pgpitr.operations import info as repo_info
 
         url = flowio.repository_url(backup_repo)
-        views.stanza(repo_info.describe_stanza(url, name), output)
+        stanza = repo_info.describe_stanza(url, name)
+        if stanza["host"]:  # another host's cluster: is its agent there?
+            stanza.update(runner.host_fields(name, stanza["host"]))
+        views.stanza(stanza, output)
         return
     found = description.describe(reads.known(name))
     schedule = runner.schedule_fields(name, policy_store.load_policy(Cluster.get(name)))

@@ -281,7 +281,7 @@ def schedule_fields(cluster: str, policy: Any) -> dict[str, Any]:
     """The backup schedule of ``cluster`` as its host's deployment has it, in describe's fields,
     with its health (is an agent serving it, next/last/late runs); the saved policy's when the
     deployment cannot be read.  Warnings go to stderr.  HTTP to the API only: no flow."""
-    from deployments.health import deployment_health, runs_health
+    from deployments.health import deployment_health
 
     host = Cluster.get(cluster).state.host
     health = deployment_health("backup", host)
@@ -292,16 +292,7 @@ def schedule_fields(cluster: str, policy: Any) -> dict[str, Any]:
         schedule = next((s for s in deployment["schedules"] if s.get("slug") == slug), None)
         if schedule is None:
             why = f"{health.target} has no schedule for {slug}"
-    runs = runs_health(health, cluster)
-    fields: dict[str, Any] = {
-        "host": host,
-        "agent": "serving" if health.served else ("unknown" if deployment is None else "none"),
-        "agent_last_polled": health.last_polled,
-        "next_run": runs.next_run,
-        "last_run": runs.last_run,
-        "last_run_state": runs.last_state,
-        "late_runs": runs.late,
-    }
+    fields = host_fields(cluster, host)
     if schedule is None or "cron" not in schedule.get("schedule", {}):
         _note(f"note: backup schedule from the saved policy: {why}")
         fields.update(
@@ -330,6 +321,26 @@ def schedule_fields(cluster: str, policy: Any) -> dict[str, Any]:
     if fields["schedule_warning"]:
         _note(f"warning: {fields['schedule_warning']}")
     return fields
+
+
+def host_fields(cluster: str, host: str) -> dict[str, Any]:
+    """Whether an agent serves HOST (the cluster's), and the cluster's runs there: next, last
+    and Late (a cluster of another host's too: what a fleet's hosts see of each other)."""
+    from deployments.health import deployment_health, runs_health
+
+    health = deployment_health("backup", host)
+    runs = runs_health(health, cluster)
+    served = "unknown" if health.deployment is None else "none"
+    return {
+        "host": host,
+        "agent": "serving" if health.served else served,
+        "agent_last_polled": health.last_polled,
+        "agent_unknown_why": health.why or None,  # why the API could not tell
+        "next_run": runs.next_run,
+        "last_run": runs.last_run,
+        "last_run_state": runs.last_state,
+        "late_runs": runs.late,
+    }
 
 
 def _shown(schedule: tuple[bool, str, str]) -> str:

@@ -101,7 +101,7 @@ def use_postgresql(
     url = (
         serverdb.make_on_cluster(cluster)
         if cluster
-        else serverdb.check_url(serverdb.read_url_file(url_file or "-"))
+        else serverdb.check_url(serverdb.read_secret_file(url_file or "-"))
     )
     localserver.use_database(url)
     console.info(f"the local Prefect server keeps its data in {serverdb.shown(url)}")
@@ -110,3 +110,29 @@ def use_postgresql(
             "restart this home's agent (`pgpitr agent stop; pgpitr agent start`): it makes its "
             "deployments on the new database when it starts serving"
         )
+
+
+@app.command()
+def connect(
+    api: Annotated[str, typer.Argument(help="the server's API: http://HOST:PORT/api")],
+    credentials_file: Annotated[
+        str,
+        typer.Option(
+            help="a file (0600) or - (standard input) holding the server's auth string "
+            "(USER:SECRET, its PGPITR_HOME/prefect/api-credentials)"
+        ),
+    ] = "-",
+) -> None:
+    """Use another host's Prefect server (a fleet: one server, an agent per host): checks that
+    it answers and takes the credentials, then makes it the active Prefect profile
+    (pgpitr-remote), which pgpitr, its agent and `prefect` use from then on."""
+    from pgpitr.errors import InvalidInput
+
+    secret = serverdb.read_secret_file(credentials_file).strip()
+    if not secret:
+        raise InvalidInput(f"no auth string in {credentials_file}")
+    localserver.connect(api, secret)
+    console.info(
+        f"this host uses the Prefect server at {api} (profile {localserver.REMOTE_PROFILE} in "
+        f"{localserver.profiles_path()}); start its agent with `pgpitr agent start`"
+    )

@@ -250,6 +250,10 @@ def stanza(info: dict[str, Any], output: str) -> None:
         ]
     )
     restore_points_block([RestorePointRow.of(p) for p in info["restore_points"]])
+    if "agent" in info:
+        console.out.print()
+        for line in runner.health_lines(info):
+            console.out.print(line)
 
 
 def lineages_block(lineages: Sequence[Lineage]) -> None:

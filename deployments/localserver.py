@@ -2,7 +2,8 @@
 
 With no PREFECT_API_URL (and no Prefect profile of the user's own naming one), the first command
 that needs the API starts ``prefect server start`` on 127.0.0.1:PORT (PGPITR_PREFECT_PORT,
-default 4200), detached from the command, with everything it keeps under
+default 4200; PGPITR_PREFECT_ADDRESS for another address, the one the agents of a fleet's other
+hosts reach), detached from the command, with everything it keeps under
 ``PGPITR_HOME/prefect``::
 
     PGPITR_HOME/prefect/prefect.db    its database (runs, deployments, schedules, artifacts)
@@ -44,6 +45,8 @@ from pgpitr.errors import PitrError
 
 PORT_ENV = "PGPITR_PREFECT_PORT"
 DEFAULT_PORT = 4200
+ADDRESS_ENV = "PGPITR_PREFECT_ADDRESS"
+DEFAULT_ADDRESS = "127.0.0.1"
 PROFILE = "pgpitr"
 START_TIMEOUT = 180.0  # a loaded 2-core machine takes 10-30 s to migrate and serve
 #: PGPITR_HOME/prefect/server.json (pid, port) and server.log; its command line is
@@ -61,8 +64,31 @@ def port() -> int:
         ) from None
 
 
+def address() -> str:
+    """The address the server listens on (PGPITR_PREFECT_ADDRESS): 127.0.0.1 by default, this
+    host's address on the network when the agents of other hosts use it (a fleet)."""
+    import ipaddress
+
+    value = (os.environ.get(ADDRESS_ENV) or DEFAULT_ADDRESS).strip()
+    try:
+        parsed = ipaddress.ip_address(value.strip("[]"))
+    except ValueError:
+        raise PitrError(
+            f"{ADDRESS_ENV}={value!r} is not an IP address",
+            hint=f"unset {ADDRESS_ENV} (127.0.0.1), or give this host's address, e.g. 10.0.0.5",
+        ) from None
+    if parsed.is_unspecified:
+        raise PitrError(
+            f"{ADDRESS_ENV}={value!r} listens everywhere, and names no address to reach it at",
+            hint="give the one address the other hosts reach this one at",
+        )
+    return str(parsed)
+
+
 def url(at: int | None = None) -> str:
-    return f"http://127.0.0.1:{at or port()}/api"
+    host = address()
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{at or port()}/api"
 
 
 directory, pidfile, logfile = DAEMON.directory, DAEMON.pidfile, DAEMON.logfile
@@ -247,7 +273,7 @@ def _server_command(at: int) -> tuple[list[str], dict[str, str]]:
         # server's own it serves no UI at all (and says so in no log)
         PREFECT_UI_STATIC_DIRECTORY=str(directory() / "ui"),
     )
-    argv = [sys.executable, "-I", "-m", "prefect", "server", "start", "--host", "127.0.0.1"]
+    argv = [sys.executable, "-I", "-m", "prefect", "server", "start", "--host", address()]
     return argv + ["--port", str(at)], env
 
 
@@ -339,21 +365,21 @@ def active_profile_is_ours() -> bool:
     return (os.environ.get("PREFECT_PROFILE") or read_profiles().get("active")) == PROFILE
 
 
-def write_profile(api: str, secret: str | None = None) -> None:
-    """Profile ``pgpitr`` with PREFECT_API_URL=API and the auth string (SECRET, else the
-    credentials file's), made active; the other profiles are kept."""
+def write_profile(api: str, secret: str | None = None, name: str = PROFILE) -> None:
+    """Profile NAME (``pgpitr``: the local server's) with PREFECT_API_URL=API and the auth
+    string (SECRET, else the credentials file's), made active; the other profiles are kept."""
     data = read_profiles()
     profiles = dict(data.get("profiles") or {})  # type: ignore[call-overload]
-    mine = dict(profiles.get(PROFILE) or {})
+    mine = dict(profiles.get(name) or {})
     wanted = {"PREFECT_API_URL": api}
-    secret = secret or credentials()
+    secret = secret or (credentials() if name == PROFILE else None)
     if secret:
         wanted[AUTH_ENV] = secret
-    if data.get("active") == PROFILE and wanted.items() <= mine.items():
+    if data.get("active") == name and wanted.items() <= mine.items():
         return
     mine.update(wanted)
-    profiles[PROFILE] = mine
-    text = f"active = {_toml(PROFILE)}\n"
+    profiles[name] = mine
+    text = f"active = {_toml(name)}\n"
     for name, settings in profiles.items():
         text += f"\n[profiles.{_toml(name)}]\n"
         for key, value in dict(settings).items():
@@ -363,6 +389,45 @@ def write_profile(api: str, secret: str | None = None) -> None:
     from pgpitr.osutil import write_atomic
 
     write_atomic(path, text, mode=0o600)  # it holds the auth string
+
+
+#: the profile ``pgpitr server connect`` writes on a host that uses another host's server
+REMOTE_PROFILE = "pgpitr-remote"
+
+
+def connect(api: str, secret: str) -> None:
+    """Use the Prefect server at API (a fleet's: another host's pgpitr server, or any Prefect
+    server) with the auth string SECRET: checked against it first, then written into the
+    active Prefect profile ``pgpitr-remote`` (0600), which pgpitr, its agent and ``prefect``
+    read.  Wrong credentials, or no server there, change nothing."""
+    import base64
+
+    import httpx
+
+    api = api.strip().rstrip("/")
+    if not api.startswith(("http://", "https://")) or not api.endswith("/api"):
+        raise PitrError(
+            f"{api!r} is not a Prefect API URL", hint="give http://HOST:PORT/api (https too)"
+        )
+    secret = secret.strip()
+    header = {"Authorization": "Basic " + base64.b64encode(secret.encode()).decode()}
+    try:
+        httpx.get(f"{api}/health", timeout=5).raise_for_status()
+        answer = httpx.get(f"{api}/admin/version", headers=header, timeout=10)
+    except httpx.HTTPError as exc:
+        raise PitrError(
+            f"the Prefect API at {api} does not answer ({type(exc).__name__})",
+            hint="start the server there (`pgpitr server start` with PGPITR_PREFECT_ADDRESS "
+            "set to that host's address), and check the address and the port",
+        ) from None
+    if answer.status_code == 401:
+        raise PitrError(
+            f"the Prefect API at {api} refused the credentials",
+            hint="give the server's auth string: its PGPITR_HOME/prefect/api-credentials",
+        )
+    if answer.status_code != 200:
+        raise PitrError(f"the Prefect API at {api} answered {answer.status_code}")
+    write_profile(api, secret, name=REMOTE_PROFILE)
 
 
 def _toml(value: object) -> str:

@@ -70,7 +70,9 @@ def check_url(url: str) -> str:
     return url.strip()
 
 
-def read_url_file(path: str) -> str:
+def read_secret_file(path: str) -> str:
+    """A secret from the file PATH (0600: refused when others may read it), or ``-``: standard
+    input; never from the command line."""
     if path == "-":
         return sys.stdin.read()
     from pgpitr.osutil import read_private

@@ -85,8 +85,9 @@ def units() -> dict[str, str]:
     if api is None:
         api = localserver.url()
         port = localserver.port()
+        listens = localserver.url().removesuffix("/api")
         made[SERVER_UNIT] = f"""[Unit]
-Description=Prefect server of pgpitr on 127.0.0.1:{port} (database {localserver.database()})
+Description=Prefect server of pgpitr on {listens} (database {localserver.database()})
 After=network-online.target
 Wants=network-online.target
 
@@ -95,6 +96,7 @@ Type=simple
 {identity}WorkingDirectory={home}
 Environment=PGPITR_HOME={home}
 Environment={localserver.PORT_ENV}={port}
+Environment={localserver.ADDRESS_ENV}={localserver.address()}
 ExecStart={sys.executable} -I -m pgpitr server run
 Restart=always
 RestartSec=5

@@ -47,7 +47,11 @@ class BackupManifest:
     wal_in_backup: bool = False
     repository: str = ""
     pid: int | None = None
+    #: the pgpitr host (PGPITR_HOST, its agent) the backup was taken by
     host: str | None = None
+    #: the machine whose process ``pid`` is (several pgpitr hosts may share one); older
+    #: manifests have none, and their ``host`` was the machine's name
+    machine: str | None = None
     start_lsn: str | None = None
     stop_lsn: str | None = None
     timeline: int | None = None

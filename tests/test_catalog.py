@@ -47,11 +47,20 @@ def test_an_in_progress_backup_whose_process_died_is_failed(repo) -> None:
     dead = BackupManifest("dead", "s", "InProgress", T0, pid=_dead_pid(), host=here)
     alive = BackupManifest("alive", "s", "InProgress", T0, pid=os.getpid(), host=here)
     elsewhere = BackupManifest("elsewhere", "s", "InProgress", T0, pid=1, host="other-host")
-    for m in (dead, alive, elsewhere):
+    # the pgpitr host (an agent's PGPITR_HOST) is not the machine: the pid is this machine's
+    agents = BackupManifest(
+        "agents", "s", "InProgress", T0, pid=_dead_pid(), host="agent-x", machine=here
+    )
+    for m in (dead, alive, elsewhere, agents):
         backups.save_backup(repo, "s", m)
     status = {b.name: b.status for b in backups.list_backups(repo, "s")}
-    # another host's backup is taken at its word: its pid means nothing here
-    assert status == {"dead": "Failed", "alive": "InProgress", "elsewhere": "InProgress"}
+    # another machine's backup is taken at its word: its pid means nothing here
+    assert status == {
+        "dead": "Failed",
+        "alive": "InProgress",
+        "elsewhere": "InProgress",
+        "agents": "Failed",
+    }
 
 
 def test_a_leftover_stanza_holds_neither_backup_nor_segment(repo) -> None:

@@ -21,7 +21,7 @@ from pgpitr.wal import archive
 def _alive(manifest: BackupManifest) -> bool:
     """Whether the process an InProgress backup names still runs (on this host; elsewhere,
     it is taken at its word)."""
-    if manifest.host != socket.gethostname():
+    if (manifest.machine or manifest.host) != socket.gethostname():
         return True
     return bool(manifest.pid) and process_alive(int(manifest.pid or 0))
 

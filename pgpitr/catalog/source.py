@@ -59,7 +59,8 @@ def resolve_source(name: str, repository: RepositoryUrl | None = None) -> Source
     except NotFound:
         pass
     url = repository or st.default_repository_url()
-    source = Source(name, url)
+    lent = lent_credentials(url)
+    source = Source(name, url, str(lent) if lent else None)
     if not source.open().exists(archive.archive_info_key(name)) and not backups.list_backups(
         source.open(), name
     ):
@@ -70,3 +71,15 @@ def resolve_source(name: str, repository: RepositoryUrl | None = None) -> Source
             "(`pgpitr info` lists the stanzas of each repository)",
         )
     return source
+
+
+def lent_credentials(url: RepositoryUrl) -> Path | None:
+    """The credentials file of a cluster of this home that keeps its backups at URL (S3): a
+    host of a fleet reads another host's cluster in the repository they share with the keys it
+    has for it (the environment's keys come first, as for every S3 repository)."""
+    if not url.is_s3:
+        return None
+    for cluster in Cluster.all():
+        if cluster.state.repository == url and cluster.state.credentials_file.exists():
+            return cluster.state.credentials_file
+    return None

@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from deployments import localserver
+from pgpitr.errors import PitrError
 from tests.conftest import PGPITR, free_port, reachable_tempdir, stop_everything_under
 
 
@@ -149,3 +150,17 @@ def test_the_profile_keeps_the_users_other_profiles(tmp_path, monkeypatch):
         "PREFECT_API_URL": "https://prefect.example/api",
         "PREFECT_API_ENABLE_HTTP2": False,
     }
+
+
+def test_the_server_listens_on_the_address_asked_and_refuses_a_vague_one(monkeypatch):
+    monkeypatch.delenv(localserver.ADDRESS_ENV, raising=False)
+    monkeypatch.setenv(localserver.PORT_ENV, "4321")
+    assert localserver.url() == "http://127.0.0.1:4321/api"
+    monkeypatch.setenv(localserver.ADDRESS_ENV, "10.0.0.5")
+    assert localserver.url() == "http://10.0.0.5:4321/api"
+    monkeypatch.setenv(localserver.ADDRESS_ENV, "fd00::5")
+    assert localserver.url() == "http://[fd00::5]:4321/api"
+    for vague, says in (("0.0.0.0", "listens everywhere"), ("db1.example", "not an IP address")):
+        monkeypatch.setenv(localserver.ADDRESS_ENV, vague)
+        with pytest.raises(PitrError, match=says):
+            localserver.url()
