@@ -20,7 +20,7 @@ done
 jobs=(17 18)
 if [ "${WITH_ROOT_TESTS:-}" = 1 ] && [ "$(id -u)" = 0 ]; then
   jobs+=(root)
-  ( PGPITR_TEST_PART=root bash scripts/run_tests.sh "$py" -q -n 2 --dist loadfile --durations=10 >"$logs/root" 2>&1
+  ( PGPITR_TEST_PART=root bash scripts/run_tests.sh "$py" -q -n 2 --dist loadfile --no-loadscope-reorder --durations=10 >"$logs/root" 2>&1
     echo $? >"$logs/root.rc"; echo "== the tests that start as root (PostgreSQL 15)"; cat "$logs/root" ) &
 fi
 wait
