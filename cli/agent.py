@@ -14,7 +14,13 @@ from deployments import agent
 app = typer.Typer(help="The agent of this host: serves its clusters' scheduled and started runs.")
 
 Output = Annotated[Literal["table", "json"], typer.Option("--output", "-o")]
-Limit = Annotated[int | None, typer.Option(help="at most this many flow runs at once (default 5)")]
+Limit = Annotated[
+    int | None,
+    typer.Option(
+        help="at most this many flow runs at once (default: PGPITR_AGENT_CONCURRENCY, or "
+        "twice the cores, at least 4)"
+    ),
+]
 MetricsPort = Annotated[
     str | None,
     typer.Option(

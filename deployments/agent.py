@@ -48,10 +48,39 @@ directory, pidfile, logfile = DAEMON.directory, DAEMON.pidfile, DAEMON.logfile
 # -- the foreground agent ----------------------------------------------------------------------
 
 
+#: how many runs of this host execute at once (each is a process of its own); the others wait
+#: their turn, Scheduled and then Late, instead of all starting together: fifty clusters' backups
+#: due in the same minute, started at once, had the embedded server's SQLite answer 500 and runs
+#: crash (bench/fleet.py)
+CONCURRENCY_ENV = "PGPITR_AGENT_CONCURRENCY"
+
+
+def concurrency() -> int:
+    """PGPITR_AGENT_CONCURRENCY, or twice the cores (at least 4): runs mostly wait on
+    PostgreSQL, the network and the repository rather than compute."""
+    from pgpitr.errors import InvalidInput
+
+    value = os.environ.get(CONCURRENCY_ENV)
+    if not value:
+        return max(4, 2 * (os.cpu_count() or 1))
+    try:
+        limit = int(value)
+        if limit < 1:
+            raise ValueError
+    except ValueError:
+        raise InvalidInput(
+            f"{CONCURRENCY_ENV}={value!r} is not a number of runs (1 or more)",
+            hint=f"unset {CONCURRENCY_ENV} for twice the cores",
+        ) from None
+    return limit
+
+
 def run(limit: int | None = None) -> int:
-    """Serve this host's deployments until SIGTERM/SIGINT; serving restarts when it ends."""
+    """Serve this host's deployments until SIGTERM/SIGINT, at most LIMIT runs at once
+    (``concurrency()``); serving restarts when it ends."""
     from deployments.api import ensure_api_url
 
+    limit = limit or concurrency()
     host = state.this_host()
     stopping: list[int] = []
     child: list[subprocess.Popen[bytes]] = []
@@ -83,8 +112,7 @@ def run(limit: int | None = None) -> int:
             started = time.monotonic()
             # isolated (-I): the code is the installed package's, never a directory's it runs in
             argv = [sys.executable, "-I", "-m", "deployments.serve"]
-            if limit is not None:
-                argv += ["--limit", str(limit)]
+            argv += ["--limit", str(limit)]
             env = {**os.environ, "PREFECT_API_URL": url, state.HOST_ENV: host}
             child[:] = [subprocess.Popen(argv, cwd=directory(), env=env)]
             code = child[0].wait()
@@ -281,6 +309,7 @@ def start(timeout: float = START_TIMEOUT) -> tuple[int, bool]:
     running = _recorded()
     if running is not None:
         return running, False
+    concurrency()  # a bad setting fails here, not in the background
     process = DAEMON.spawn(
         [sys.executable, "-I", "-m", "pgpitr", "agent", "run"],
         cwd=directory(),

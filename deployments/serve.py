@@ -43,7 +43,7 @@ def build(deployment: str | None = None) -> list[Any]:
     host = this_host()
     name = deployment or deployment_name(host)
     mine = [c for c in Cluster.all() if c.state.host == host]
-    wanted = [s for c in mine for s in _schedules_of(c, host)]
+    wanted = [s for c in mine for s in _schedules_of(c, host)] + schedules.for_host(host)
     return [
         flow.to_deployment(
             name=name,
@@ -109,7 +109,8 @@ def remove_stale(serving: str | None = None) -> list[str]:
 
 
 def main(limit: int | None = None) -> None:
-    """Serve until interrupted."""
+    """Serve until interrupted, at most ``limit`` runs at once (the agent passes its
+    ``concurrency()``)."""
     # a queued run starts within 2 s; deployments/health.py reads the same setting
     os.environ.setdefault("PREFECT_RUNNER_POLL_FREQUENCY", str(int(POLL_SECONDS)))
     # the runner's scratch (runner_storage) in this home, not in a /tmp that other accounts share
@@ -129,6 +130,8 @@ def main(limit: int | None = None) -> None:
     deployments = build()
     for line in remove_stale():
         print(f"pgpitr serve: {line}", flush=True)
+    if limit:
+        print(f"pgpitr serve: at most {limit} runs at once", flush=True)
     serve(*deployments, pause_on_shutdown=False, limit=limit)
 
 

@@ -40,6 +40,7 @@ FLOWS: tuple[FlowEntry, ...] = (
     FlowEntry("apply-retention", "flows.retention:apply_retention"),
     FlowEntry("delete-backup", "flows.retention:delete_backup"),
     FlowEntry("refresh-recoverable-window", "flows.window:refresh_recoverable_window"),
+    FlowEntry("housekeeping", "flows.housekeeping:housekeeping"),
     FlowEntry("drill", "flows.drill:drill"),
     FlowEntry("reindex", "flows.repository:reindex"),
     FlowEntry("edit-backup-policy", "flows.policy:edit_backup_policy"),

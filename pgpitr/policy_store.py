@@ -30,6 +30,11 @@ def agent_policy(cluster: Cluster) -> pol.BackupPolicy | None:
         return None
 
 
+def agent_clusters() -> list[Cluster]:
+    """The clusters this host's agent looks after (``agent_policy``), by name."""
+    return [c for c in Cluster.all() if agent_policy(c) is not None]
+
+
 def load_policy(cluster: Cluster) -> pol.BackupPolicy:
     import json
 

@@ -10,10 +10,15 @@ parameter; ``FLOW/pgpitr-HOST``, tasks/naming.py).  Each cluster has one schedul
   ``schedule.datafile.enable`` is true, and retention applied right after each scheduled backup;
   and a second one, slug ``HOST/NAME/incremental``, for ``schedule.incremental.cronExpression``
   (incremental backups, PostgreSQL 17+), active while ``schedule.incremental.enable`` is true;
-- apply-retention: every hour (a backup that expires between two backups still goes);
-- refresh-recoverable-window: every ten minutes, which also checks that WAL archiving keeps up;
 - drill: the policy's ``schedule.drill.cronExpression`` (daily by default) in its timezone,
   active while ``schedule.drill.enable`` is true.
+
+The host's housekeeping is one run for all its clusters, not one per cluster (a run is a process
+of its own: fifty clusters made three hundred of them an hour), on its ``housekeeping``
+deployment, slugs ``HOST/*`` and ``HOST/*/retention``: every ten minutes each cluster's window is
+refreshed (which also checks that WAL archiving keeps up), and at half past each hour its
+retention applied too (a backup that expires between two backups still goes).  Each cluster's
+refresh and retention still run, and show, as that cluster's own (sub)flow runs.
 
 ``sync`` writes a cluster's schedules from its policy (``edit-backup-policy`` runs it in the same
 flow that saves the policy); ``remove`` takes them away when the cluster is deleted; serving the
@@ -34,11 +39,15 @@ from pgpitr.postgres.cluster import Cluster
 from tasks._common import RETRYING, logger
 from tasks.naming import deployment_name, schedule_slug, this_host
 
+#: the host's housekeeping: the windows every ten minutes, with retention at half past the hour
+#: (one run then does both)
+WINDOW_CRON = "0,10,20,40,50 * * * *"
 RETENTION_CRON = "30 * * * *"
-WINDOW_CRON = "*/10 * * * *"
+#: a slug's cluster part that no cluster name can be: every cluster of the host
+EVERY_CLUSTER = "*"
 #: Runs created ahead of time for each schedule when it changes (the scheduler adds the rest).
 NEXT_RUNS = 3
-SCHEDULED_FLOWS = ("backup", "apply-retention", "refresh-recoverable-window", "drill")
+SCHEDULED_FLOWS = ("backup", "drill")
 
 
 @dataclass(frozen=True)
@@ -89,12 +98,6 @@ def for_policy(policy: pol.BackupPolicy, host: str | None = None) -> list[Cluste
             variant="incremental",
         ),
         ClusterSchedule(
-            "apply-retention", name, RETENTION_CRON, "UTC", True, {"cluster": name}, host
-        ),
-        ClusterSchedule(
-            "refresh-recoverable-window", name, WINDOW_CRON, "UTC", True, {"cluster": name}, host
-        ),
-        ClusterSchedule(
             "drill",
             name,
             policy.drill_cron,
@@ -102,6 +105,26 @@ def for_policy(policy: pol.BackupPolicy, host: str | None = None) -> list[Cluste
             policy.drill_enabled,
             {"cluster": name, "at": "random"},
             host,
+        ),
+    ]
+
+
+def for_host(host: str | None = None) -> list[ClusterSchedule]:
+    """The host's housekeeping schedules (every cluster of the host in one run)."""
+    host = host or this_host()
+    return [
+        ClusterSchedule(
+            "housekeeping", EVERY_CLUSTER, WINDOW_CRON, "UTC", True, {"retention": False}, host
+        ),
+        ClusterSchedule(
+            "housekeeping",
+            EVERY_CLUSTER,
+            RETENTION_CRON,
+            "UTC",
+            True,
+            {"retention": True},
+            host,
+            variant="retention",
         ),
     ]
 
@@ -120,9 +143,17 @@ def as_prefect(schedule: ClusterSchedule) -> Any:
 
 
 def sync(policy: pol.BackupPolicy, client: Any = None, host: str | None = None) -> list[str]:
-    """Create or update the cluster's schedules on every deployment that exists; say what.
+    """Create or update the cluster's schedules on every deployment that exists; say what."""
+    return _sync(for_policy(policy, host), client)
 
-    Each deployment is read once and, when one of its schedules was written, asked once to
+
+def sync_host(host: str | None = None, client: Any = None) -> list[str]:
+    """Create or update the host's housekeeping schedules (after a ``prefect deploy``)."""
+    return _sync(for_host(host), client)
+
+
+def _sync(schedules: list[ClusterSchedule], client: Any) -> list[str]:
+    """Each deployment is read once and, when one of its schedules was written, asked once to
     schedule its next runs: the server deletes every cluster's scheduled runs of a deployment
     when any of its schedules changes, and they must not wait for the scheduler's next pass."""
     from prefect.client.orchestration import get_client
@@ -130,7 +161,7 @@ def sync(policy: pol.BackupPolicy, client: Any = None, host: str | None = None) 
 
     done = []
     by_deployment: dict[str, list[ClusterSchedule]] = {}
-    for wanted in for_policy(policy, host):
+    for wanted in schedules:
         by_deployment.setdefault(wanted.deployment, []).append(wanted)
     with _client(client, get_client) as api:
         for target, wanted_here in by_deployment.items():

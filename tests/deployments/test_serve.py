@@ -5,6 +5,7 @@ the deployments per host."""
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -114,4 +115,22 @@ def test_a_cluster_being_created_has_no_schedules_yet_and_the_agent_serves_on(ho
     )
     assert not (home / "clusters" / "being-made" / "policy.json").exists()
     served = build()
-    assert {d.name for d in served} and all(not d.schedules for d in served)
+    assert {d.name for d in served}
+    # none for the cluster; the host's housekeeping has its own two, whatever its clusters
+    assert all(not d.schedules for d in served if d.flow_name != "housekeeping")
+    (housekeeping,) = [d for d in served if d.flow_name == "housekeeping"]
+    assert len(housekeeping.schedules) == 2
+
+
+def test_the_agent_runs_a_bounded_number_of_runs_at_once(monkeypatch) -> None:
+    from deployments import agent
+    from pgpitr.errors import InvalidInput
+
+    monkeypatch.delenv(agent.CONCURRENCY_ENV, raising=False)
+    assert agent.concurrency() == max(4, 2 * (os.cpu_count() or 1))
+    monkeypatch.setenv(agent.CONCURRENCY_ENV, "3")
+    assert agent.concurrency() == 3
+    for bad in ("0", "many", "-2"):
+        monkeypatch.setenv(agent.CONCURRENCY_ENV, bad)
+        with pytest.raises(InvalidInput, match=agent.CONCURRENCY_ENV):
+            agent.concurrency()

@@ -218,17 +218,17 @@ def test_a_clusters_schedules_cost_one_read_and_one_scheduling_per_deployment(re
 
     policy = BackupPolicy("counted", create_time=datetime.now(UTC).isoformat())
     deployments = {s.deployment for s in schedules.for_policy(policy, HOST)}
-    assert len(deployments) == 4  # full and incremental share the backup deployment
+    assert len(deployments) == 2  # full and incremental share the backup deployment
     with get_client(sync_client=True) as client:
         counting = CountingClient(client)
         try:
             said = schedules.sync(policy, client=counting, host=HOST)
-            assert len(said) == 5 and not any("unchanged" in line for line in said), said
+            assert len(said) == 3 and not any("unchanged" in line for line in said), said
             calls = counting.calls
-            assert calls.count("read_deployment_by_name") == 4, calls
-            assert calls.count("create_deployment_schedules") == 5, calls
-            # runs made ahead once for each of the 4 deployments written to
-            assert sum(c.endswith("/schedule") for c in calls) == 4, calls
+            assert calls.count("read_deployment_by_name") == 2, calls
+            assert calls.count("create_deployment_schedules") == 3, calls
+            # runs made ahead once for each of the 2 deployments written to
+            assert sum(c.endswith("/schedule") for c in calls) == 2, calls
             (drill,) = [s for s in deployment("drill").schedules if s.slug == f"{HOST}/counted"]
             assert (drill.schedule.cron, drill.active) == ("0 3 * * *", True)  # daily
             assert drill.parameters == {"cluster": "counted", "at": "random"}
@@ -236,10 +236,10 @@ def test_a_clusters_schedules_cost_one_read_and_one_scheduling_per_deployment(re
             counting.calls.clear()
             again = schedules.sync(policy, client=counting, host=HOST)
             assert all(line.endswith("unchanged") for line in again), again
-            assert counting.calls == ["read_deployment_by_name"] * 4
+            assert counting.calls == ["read_deployment_by_name"] * 2
         finally:
             removed = schedules.remove("counted", client=client, host=HOST)
-    assert len(removed) == 5, removed
+    assert len(removed) == 3, removed
 
 
 def test_a_refused_upload_is_retried_and_the_backup_completes(source, monkeypatch):
