@@ -10,6 +10,11 @@ if sys.argv[1:2] == ["rpo"]:  # python -m bench rpo: the RPO bench (bench/rpo.py
 
     raise SystemExit(rpo(sys.argv[2:]))
 
+if sys.argv[1:2] == ["fleet"]:  # python -m bench fleet [COUNT]: clusters on one host's agent
+    from bench.fleet import cli as fleet
+
+    raise SystemExit(fleet(sys.argv[2:]))
+
 if sys.argv[1:2] == ["describe-scale"]:  # python -m bench describe-scale [file|s3] [COUNT…]
     from bench import describe_scale
 
