@@ -184,8 +184,16 @@ def stream_backup(
         wal_range = (start.group(1), end.group(1), int(start.group(2)))
     elif standby and tapped is not None:
         wal_range = range_from_manifest(bytes(tapped.manifest))
-    else:  # -X none prints no WAL range: the server's backup history file has it
+    elif log_backup:  # -X none prints no WAL range: the server's backup history file has it
         wal_range = range_from_history_file(cluster, repo, stanza, name)
+    else:
+        # -X fetch prints both points; nothing archives the history file with log backup off,
+        # so waiting for it could only end in a misleading timeout
+        raise PitrError(
+            f"pg_basebackup of {cluster.name!r} did not report its WAL start and end points",
+            hint="run the backup again; its output ended: " + " | ".join(text.splitlines()[-3:]),
+            transient=True,
+        )
     return {
         "start_lsn": wal_range[0],
         "stop_lsn": wal_range[1],
