@@ -31,7 +31,7 @@ def agent_policy(cluster: Cluster) -> pol.BackupPolicy | None:
 
 
 def agent_clusters() -> list[Cluster]:
-    """The clusters this host's agent looks after (``agent_policy``), by name."""
+    """The clusters this host's agent looks after (``agent_policy``)."""
     return [c for c in Cluster.all() if agent_policy(c) is not None]
 
 
