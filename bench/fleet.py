@@ -1,26 +1,29 @@
-"""Fifty clusters on one host: do their scheduled runs start on time, and what does the agent
-cost? (issue 24; DESIGN's targets: every scheduled run starts within 10 s of its time, p99; the
-agent under 500 MiB resident at rest.)
+"""Fifty clusters on one host: do their scheduled runs start on time, and what does the agent cost?
+(issue 24; DESIGN's targets: every scheduled run starts within 10 s of its time, p99; the agent
+under 500 MiB resident at rest.)
 
-``python -m bench fleet [COUNT] [sqlite|postgresql]`` as pgpitr's service account (or any
-account but root); JSON in bench/results/ (also when interrupted: what was seen until then).
+``python -m bench fleet [COUNT] [sqlite|postgresql] [placed|same-minute]`` as pgpitr's service
+account (or any account but root); JSON in bench/results/ (also when interrupted: what was seen
+until then).
 
-How.  A home of its own, with pgpitr's local Prefect server on a free port: on its SQLite
-database (the embedded default), or moved to PostgreSQL first (`cluster create prefect-db`,
-then `server use-postgresql --cluster prefect-db`, as the README's fleet layout does).  COUNT
-clusters (PostgreSQL 15) are made by the engine's create, each with the default policy (WAL
-archiving off, the host's housekeeping every 10 minutes, a drill daily at 03:00 UTC) plus a
-daily full backup, all at the same minute T: the worst moment a host can have.  Then `pgpitr
-agent start`, as an operator starts it.
+How. A home of its own, with pgpitr's local Prefect server on a free port: on its SQLite
+database (the embedded default), or moved to PostgreSQL first (`cluster create prefect-db`, then
+`server use-postgresql --cluster prefect-db`, as the README's fleet layout does). COUNT clusters
+(PostgreSQL 15) are made by the engine's create, each with the default policy (WAL archiving
+off, the host's housekeeping every 10 minutes, a drill daily at 03:MM UTC, MM the minute its
+policy was given when it was made) plus a daily full backup: at that same minute (layout
+"placed": the fifty spread over an hour, observed for that hour) or all at one minute (layout
+"same-minute": the worst moment a host can have). Then `pgpitr agent start`, as an operator
+starts it.
 
-- At rest (after the agent serves, before T): the resident memory of the agent's own processes
-  (the agent and its serving process; the flow runs they start are not the agent) and their CPU
-  over ``REST_SECONDS``.
-- From the agent's start until every backup due at T, and every housekeeping run due at the
-  next ten-minute mark after T (each cluster's window refresh), has ended: every scheduled run
-  of the host as the Prefect API records it; its lateness is its start time minus its expected
-  start time.  A run still Scheduled (Late) when the bench ends counts with the lateness it has
-  then.
+- At rest (after the agent serves, before the first backup is due): the resident memory of the
+  agent's own processes (the agent and its serving process; the flow runs they start are not the
+  agent) and their CPU over ``REST_SECONDS``.
+- From the agent's start until every daily backup due, and every housekeeping run due at the
+  next ten-minute mark after the last (each cluster's window refresh), has ended: every
+  scheduled run of the host as the Prefect API records it; its lateness is its start time minus
+  its expected start time. A run still Scheduled (Late) when the bench ends counts with the
+  lateness it has then.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -50,6 +54,9 @@ REST_SECONDS = 60.0
 #: the lateness and memory DESIGN asks for
 TARGET_P99_SECONDS = 10.0
 TARGET_RSS_MIB = 500.0
+#: when the clusters' daily backups are due: each at the minute its policy was given when it was
+#: made (the default: they spread over an hour), or all at one minute (the worst a host can have)
+LAYOUTS = ("placed", "same-minute")
 
 
 def _pgpitr(env: dict[str, str], *args: str, timeout: float = 300) -> str:
@@ -168,30 +175,26 @@ def _stats(values: list[float]) -> dict[str, float]:
 
 
 def _observe(
-    due: datetime, housekeeping: datetime, count: int, pids: list[int], out: dict[str, Any]
+    first: datetime, last: datetime, count: int, pids: list[int], out: dict[str, Any]
 ) -> None:
-    """Until every backup due at DUE and every run due at HOUSEKEEPING has ended (20 minutes
-    at most): the agent's peak memory, and how often the API did not answer in time."""
+    """Until every daily backup due from FIRST to LAST, and every run due at the first
+    housekeeping minute after LAST, has ended (20 minutes after LAST at most): the agent's peak
+    memory, and how often the API did not answer in time."""
+    housekeeping = (last + timedelta(minutes=10 - last.minute % 10)).replace(second=0)
+    out["housekeeping_due"] = housekeeping.isoformat()
     out["agent_peak_rss_mib"] = 0.0
     out["api_timeouts_while_observing"] = 0
     ended_types = ("COMPLETED", "FAILED", "CRASHED")
-    while datetime.now(UTC) < housekeeping + timedelta(minutes=20):
+    while datetime.now(UTC) < last + timedelta(minutes=20):
         out["agent_peak_rss_mib"] = round(max(out["agent_peak_rss_mib"], _rss_mib(pids)), 1)
         try:
-            runs = _host_runs(due - timedelta(seconds=1))
+            runs = _host_runs(first - timedelta(seconds=1))
         except httpx.TimeoutException:  # a busy server: counted, asked again
             out["api_timeouts_while_observing"] += 1
             continue
-        backups = [
-            r
-            for r in runs
-            if r["expected_start_time"].startswith(due.isoformat()[:16])
-            and (r.get("parameters") or {}).get("apply_retention_after")
-        ]
+        backups = [r for r in runs if _daily_backup(r) and _expected(r) <= last]
         ended = [r for r in backups if r["state"]["type"] in ended_types]
-        tidy = [
-            r for r in runs if r["expected_start_time"].startswith(housekeeping.isoformat()[:16])
-        ]
+        tidy = [r for r in runs if _expected(r) == housekeeping]
         if (
             datetime.now(UTC) > housekeeping + timedelta(seconds=30)
             and len(ended) == count
@@ -202,10 +205,41 @@ def _observe(
         time.sleep(5)
 
 
-def run(count: int = COUNT, database: str = "sqlite") -> dict[str, Any]:
+def _daily_backup(run: dict[str, Any]) -> bool:
+    parameters = run.get("parameters") or {}
+    return bool(parameters.get("apply_retention_after")) and "backup_type" not in parameters
+
+
+def _expected(run: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(run["expected_start_time"])
+
+
+def _iso(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat()
+
+
+def _daily_times(names: list[str], layout: str, first: datetime) -> dict[str, datetime]:
+    """When each cluster's daily backup is due: at its own minute (the one its policy was
+    given when it was made) within the hour from FIRST, or all at FIRST."""
     from pgpitr import policy_store
-    from pgpitr.operations import create
     from pgpitr.postgres.cluster import Cluster
+
+    due = {}
+    for name in names:
+        cluster = Cluster.get(name)
+        policy = policy_store.load_policy(cluster)
+        at = first
+        if layout == "placed":
+            minute = int(policy.cron.split()[0])
+            at = first + timedelta(minutes=(minute - first.minute) % 60)
+        cron = f"{at.minute} {at.hour} * * *"
+        policy_store.save_policy(cluster, replace(policy, cron=cron))
+        due[name] = at
+    return due
+
+
+def run(count: int = COUNT, database: str = "sqlite", layout: str = "placed") -> dict[str, Any]:
+    from pgpitr.operations import create
 
     home = reachable_tempdir("pgpitr-bench-fleet-")
     os.environ.update(
@@ -225,6 +259,7 @@ def run(count: int = COUNT, database: str = "sqlite") -> dict[str, Any]:
         "postgresql": 15,
         "clusters": count,
         "prefect_database": database,
+        "layout": layout,
         "method": __doc__.split("How.")[1].strip(),
     }
     try:
@@ -239,16 +274,19 @@ def run(count: int = COUNT, database: str = "sqlite") -> dict[str, Any]:
             create.create(name)
         out["create_seconds"] = round(time.monotonic() - started, 1)
         say(f"{count} clusters made in {out['create_seconds']} s")
-        # T: far enough ahead for the agent to serve and rest first, on a minute that is no
-        # window refresh's (every 10 minutes) so that the backups' lateness is theirs
-        due = (datetime.now(UTC) + timedelta(minutes=5)).replace(second=0, microsecond=0)
-        if due.minute % 10 == 0:
-            due += timedelta(minutes=1)
-        cron = f"{due.minute} {due.hour} * * *"
-        for name in names:
-            c = Cluster.get(name)
-            policy_store.save_policy(c, replace(policy_store.load_policy(c), cron=cron))
-        out["backups_due"] = due.isoformat()
+        # far enough ahead for the agent to serve and rest first; the same-minute layout on a
+        # minute that is no window refresh's (every 10 minutes), so that its lateness is its own
+        first = (datetime.now(UTC) + timedelta(minutes=5)).replace(second=0, microsecond=0)
+        if layout == "same-minute" and first.minute % 10 == 0:
+            first += timedelta(minutes=1)
+        due = _daily_times(names, layout, first)
+        last = max(due.values())
+        out["backups_due"] = {
+            "layout": layout,
+            "first": _iso(first),
+            "last": _iso(last),
+            "most_at_one_minute": max(Counter(due.values()).values()),
+        }
         agent_started = datetime.now(UTC)
         _pgpitr(env, "agent", "start")
         while True:
@@ -259,10 +297,10 @@ def run(count: int = COUNT, database: str = "sqlite") -> dict[str, Any]:
                 pass
             time.sleep(1)
         out["agent_serving_seconds"] = round((datetime.now(UTC) - agent_started).total_seconds())
-        say(f"the agent serves after {out['agent_serving_seconds']} s; backups due at {due}")
+        say(f"the agent serves after {out['agent_serving_seconds']} s; backups due {first}-{last}")
         pids = _agent_processes(home)
         cpu_before, rest_started = _cpu_seconds(pids), time.monotonic()
-        time.sleep(min(REST_SECONDS, max(5.0, (due - datetime.now(UTC)).total_seconds() - 20)))
+        time.sleep(min(REST_SECONDS, max(5.0, (first - datetime.now(UTC)).total_seconds() - 20)))
         rested = time.monotonic() - rest_started
         cpu = _cpu_seconds(pids) - cpu_before
         out["at_rest"] = {
@@ -274,16 +312,13 @@ def run(count: int = COUNT, database: str = "sqlite") -> dict[str, Any]:
             "cpu_seconds_per_cluster_per_hour": round(cpu / rested * 3600 / count, 2),
         }
         say(f"at rest: {out['at_rest']}")
-        # then the first housekeeping minute after T (every cluster's window refresh is due)
-        housekeeping = (due + timedelta(minutes=10 - due.minute % 10)).replace(second=0)
-        out["housekeeping_due"] = housekeeping.isoformat()
         try:
-            _observe(due, housekeeping, count, pids, out)
+            _observe(first, last, count, pids, out)
             out["interrupted"] = False
         except KeyboardInterrupt:  # what was seen until then is written
             out["interrupted"] = True
         finished = datetime.now(UTC)
-        out["observed_until_seconds_after_due"] = round((finished - due).total_seconds())
+        out["observed_until_seconds_after_first_due"] = round((finished - first).total_seconds())
         runs = _host_runs(agent_started - timedelta(seconds=1))
         by_flow: dict[str, list[float]] = {}
         states: dict[str, int] = {}
@@ -327,7 +362,8 @@ def run(count: int = COUNT, database: str = "sqlite") -> dict[str, Any]:
 def cli(argv: list[str]) -> int:
     count = int(argv[0]) if argv else COUNT
     database = argv[1] if len(argv) > 1 else "sqlite"
-    if database not in ("sqlite", "postgresql"):
-        raise SystemExit("python -m bench fleet [COUNT] [sqlite|postgresql]")
-    result = run(count, database)
+    layout = argv[2] if len(argv) > 2 else "placed"
+    if database not in ("sqlite", "postgresql") or layout not in LAYOUTS:
+        raise SystemExit(f"python -m bench fleet [COUNT] [sqlite|postgresql] [{'|'.join(LAYOUTS)}]")
+    result = run(count, database, layout)
     return 0 if all(result["targets"].values()) else 1

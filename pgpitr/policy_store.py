@@ -4,6 +4,8 @@ follows.
 
 from __future__ import annotations
 
+from typing import Any
+
 from pgpitr import policy as pol
 from pgpitr import state as st
 from pgpitr.errors import (
@@ -33,6 +35,14 @@ def agent_policy(cluster: Cluster) -> pol.BackupPolicy | None:
 def agent_clusters() -> list[Cluster]:
     """The clusters this host's agent looks after (``agent_policy``)."""
     return [c for c in Cluster.all() if agent_policy(c) is not None]
+
+
+def new_policy(name: str, **fields: Any) -> pol.BackupPolicy:
+    """A new cluster's policy: the defaults and FIELDS, with its schedules at a minute the
+    host's other clusters leave free (``policy.placed``)."""
+    others = [agent_policy(c) for c in Cluster.all() if c.name != name]
+    taken = [p.cron for p in others if p is not None]
+    return pol.placed(pol.BackupPolicy(cluster=name, **fields), taken)
 
 
 def load_policy(cluster: Cluster) -> pol.BackupPolicy:

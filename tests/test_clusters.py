@@ -4,6 +4,7 @@ policy change switches, and where the backups of a cluster are when the cluster 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,46 @@ def test_new_clusters_take_their_port_from_pgpitr_ports(monkeypatch: pytest.Monk
         monkeypatch.setenv("PGPITR_PORTS", bad)
         with pytest.raises(InvalidInput, match="cannot read \\$PGPITR_PORTS"):
             ports.free_port(set())
+
+
+def test_a_new_clusters_policy_avoids_the_minutes_of_this_hosts_clusters(home: Path) -> None:
+    from pgpitr import policy_store
+    from pgpitr.postgres.cluster import Cluster
+    from pgpitr.state import ClusterState
+
+    def saved(name: str, **fields: object) -> None:
+        ClusterState(
+            name=name,
+            platform="local",
+            port=free_port(),
+            repository=f"file://{home}/repo",
+            bindir="/usr/lib/postgresql/15/bin",
+            os_user="postgres",
+            home=str(home),
+            **fields,
+        ).save()
+        policy_store.save_policy(Cluster.get(name), policy_store.new_policy(name, create_time=""))
+
+    alone = policy_store.new_policy("new-pg", create_time="")
+    minute = alone.cron.split()[0]
+    assert alone.cron == f"{minute} 18 * * 0" and alone.drill_cron == f"{minute} 3 * * *"
+    # three names whose own minute is new-pg's: alone, each would take that minute
+    names = (f"pg{n}" for n in itertools.count())
+    rivals = list(
+        itertools.islice(
+            (
+                n
+                for n in names
+                if pol.placed(pol.BackupPolicy(n, create_time=""), []).cron == alone.cron
+            ),
+            3,
+        )
+    )
+    for name in rivals:
+        saved(name)
+    # another host's cluster in the same home: its agent, not this one, runs its schedules
+    saved("elsewhere", host="other-host")
+    minutes = [policy_store.load_policy(Cluster.get(name)).cron.split()[0] for name in rivals]
+    assert minutes[0] == minute and len(set(minutes)) == 3, minutes
+    placed = policy_store.new_policy("new-pg", create_time="").cron.split()[0]
+    assert placed not in minutes

@@ -21,6 +21,7 @@ from pgpitr.policy import (
     from_dict,
     from_yaml,
     next_run,
+    placed,
     to_dict,
     to_yaml,
 )
@@ -493,3 +494,38 @@ def test_incremental_schedule_keys_are_validated_like_the_others() -> None:
     message = refusal(apply_settings, BASE, ["schedule.incremental.cronExpression=daily"])
     assert "schedule.incremental.cronExpression" in message and "5-field" in message
     assert from_yaml(to_yaml(daily), BASE) == daily
+
+
+def test_a_new_clusters_schedules_go_to_the_least_taken_minute() -> None:
+    alone = placed(BASE, [])
+    minute = alone.cron.split()[0]
+    # each default moved to the same minute, its hours and days kept
+    assert (alone.cron, alone.incremental_cron, alone.drill_cron) == (
+        f"{minute} 18 * * 0",
+        f"{minute} 18 * * 1-6",
+        f"{minute} 3 * * *",
+    )
+    assert placed(BASE, []) == alone  # the name decides where the search starts: stable
+    taken_once = [f"{m} 18 * * 0" for m in range(60)]
+    # every minute taken once, the name's one twice: the next one round the hour
+    nxt = placed(BASE, [*taken_once, alone.cron]).cron.split()[0]
+    assert nxt == str((int(minute) + 1) % 60)
+    # a busy hour: the minute the fewest start at
+    busy = [f"{m} 1 * * *" for m in range(60) for _ in range(2) if m != 17] + ["17 2 * * *"]
+    assert placed(BASE, busy).cron == "17 18 * * 0"
+    # schedules without one minute count for none
+    assert placed(BASE, ["*/5 * * * *", "0,30 * * * *"]) == alone
+
+
+def test_fifty_new_clusters_get_fifty_minutes() -> None:
+    taken: list[str] = []
+    for n in range(50):
+        taken.append(placed(BackupPolicy(f"pg{n:02d}", create_time=CREATED), taken).cron)
+    assert len({cron.split()[0] for cron in taken}) == 50
+
+
+def test_a_minute_that_is_not_one_number_stays() -> None:
+    written = dataclasses.replace(BASE, cron="*/15 18 * * 0", drill_cron="0,30 3 * * *")
+    moved = placed(written, [])
+    assert (moved.cron, moved.drill_cron) == ("*/15 18 * * 0", "0,30 3 * * *")
+    assert moved.incremental_cron != written.incremental_cron  # a plain minute: moved

@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pgpitr import policy as pol
 from pgpitr import state as st
 from pgpitr.catalog import backups
 from pgpitr.cluster_repository import (
@@ -22,7 +21,7 @@ from pgpitr.cluster_repository import (
 from pgpitr.errors import (
     AlreadyExists,
 )
-from pgpitr.policy_store import save_policy
+from pgpitr.policy_store import new_policy, save_policy
 from pgpitr.postgres import binaries, conf
 from pgpitr.postgres.cluster import Cluster
 from pgpitr.repository import RepositoryUrl
@@ -102,7 +101,7 @@ def create(
         cluster.initdb()
         cluster.configure(archive=conf.archive_command(st.home(), name, enabled=False))
         cluster.refresh_identity()
-        save_policy(cluster, pol.BackupPolicy(cluster=name, repository=url, create_time=now))
+        save_policy(cluster, new_policy(name, repository=url, create_time=now))
         cluster.start(move_if_port_taken=port is None)
         cluster.wait_ready()
         enable_wal_summaries(cluster)

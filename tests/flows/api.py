@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
@@ -128,16 +129,32 @@ def fire_minutely_schedules(*deployment_ids: Any) -> None:
 
     Only early in a minute: the run the schedule makes at the next boundary is then 30 s or more
     away, time for the backfilled one to end before it (two backups of a cluster at once, one is
-    refused); later in a minute, that next run is near and none is made here.  Never at minute
-    0: the suite's other schedules (the policy's defaults, `0 18 * * 0`, `0 3 * * *`) fire at
-    minute 0 only, and must not fire here."""
+    refused); later in a minute, that next run is near and none is made here.  Never at a minute
+    where one of the deployments' other schedules (other clusters' policies: a daily drill at
+    03:MM, a weekly backup at 18:MM) fires: they must not fire here."""
+    from croniter import croniter
+
     now = datetime.now(UTC)
     if now.second >= 30:
         return
     minute = now.replace(second=0, microsecond=0)
-    if minute.minute == 0:
-        minute -= timedelta(minutes=1)
-    window = {"start_time": minute.isoformat(), "end_time": minute.isoformat()}
     with get_client(sync_client=True) as client:
+        others = [
+            schedule.schedule
+            for deployment_id in deployment_ids
+            for schedule in client.read_deployment(deployment_id).schedules
+            if getattr(schedule.schedule, "cron", "* * * * *") != "* * * * *"
+        ]
+
+        def fires(at: datetime) -> bool:
+            return any(
+                croniter.match(s.cron, at.astimezone(ZoneInfo(s.timezone or "UTC"))) for s in others
+            )
+
+        for _ in range(60):  # bounded: another every-minute schedule fires at every minute
+            if not fires(minute):
+                break
+            minute -= timedelta(minutes=1)
+        window = {"start_time": minute.isoformat(), "end_time": minute.isoformat()}
         for deployment_id in deployment_ids:
             client.request("POST", f"/deployments/{deployment_id}/schedule", json=window)

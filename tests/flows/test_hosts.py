@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,6 +66,8 @@ def test_same_named_clusters_on_two_hosts_stay_independent(homes):
     assert sorted(schedules_of("host-b")) == ["host-b/my-pg", "host-b/my-pg/incremental"]
     assert not schedules_of("host-a")["host-a/my-pg/incremental"].active
 
+    before = schedules_of("host-b")["host-b/my-pg"].schedule.cron
+    assert re.fullmatch(r"\d+ 18 \* \* 0", before), before  # weekly, at the cluster's minute
     policy = "my-pg-postgresql-backup-policy"
     cli(
         "cluster",
@@ -75,13 +78,13 @@ def test_same_named_clusters_on_two_hosts_stay_independent(homes):
         env=a,
     )
     assert schedules_of("host-a")["host-a/my-pg"].schedule.cron == "5 4 * * *"
-    assert schedules_of("host-b")["host-b/my-pg"].schedule.cron == "0 18 * * 0"  # untouched
+    assert schedules_of("host-b")["host-b/my-pg"].schedule.cron == before  # untouched
     described = {
         host: json.loads(cli("cluster", "describe", "my-pg", "-o", "json", env=env).stdout)
         for host, env in homes.items()
     }
     assert described["host-a"]["backup_schedule"] == "5 4 * * *"
-    assert described["host-b"]["backup_schedule"] == "0 18 * * 0"
+    assert described["host-b"]["backup_schedule"] == before
     assert described["host-b"]["schedule_source"] == "deployment backup/pgpitr-host-b"
 
     names = {

@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pgpitr import cluster_repository, patroni, policy_store
-from pgpitr import policy as pol
 from pgpitr import state as st
 from pgpitr.errors import ClusterStateError, NotFound
 from pgpitr.operations.log_backup import set_streaming
@@ -83,8 +82,8 @@ def save_registration(request: RegisterRequest, server: Server, found: Settings)
         policy_store.save_policy(
             cluster,
             # no heartbeat rows and no scheduled drills in someone else's server unless asked
-            pol.BackupPolicy(
-                cluster=cluster.name,
+            policy_store.new_policy(
+                cluster.name,
                 repository=url,
                 create_time=now,
                 heartbeat_enabled=False,
