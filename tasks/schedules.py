@@ -29,6 +29,7 @@ deployments (``deployments.serve``) recreates all of them from the saved policie
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from prefect import task
@@ -160,6 +161,7 @@ def _sync(schedules: list[ClusterSchedule], client: Any) -> list[str]:
     from prefect.exceptions import ObjectNotFound
 
     done = []
+    began = datetime.now(UTC)
     by_deployment: dict[str, list[ClusterSchedule]] = {}
     for wanted in schedules:
         by_deployment.setdefault(wanted.deployment, []).append(wanted)
@@ -184,12 +186,19 @@ def _sync(schedules: list[ClusterSchedule], client: Any) -> list[str]:
                 runs_to_make = True
                 done.append(said)
             if runs_to_make:
-                # The server's scheduler would get to it within a minute; do it now so that the
-                # next run shows at once (runs are keyed by schedule and time: never twice).
-                api.request(
-                    "POST", f"/deployments/{deployment.id}/schedule", json={"max_runs": NEXT_RUNS}
-                )
+                _make_runs(api, deployment.id, began)
     return done
+
+
+def _make_runs(api: Any, deployment_id: Any, since: datetime) -> None:
+    """Place the deployment's next runs now rather than at the server's next scheduling pass
+    (runs are keyed by schedule and time: never twice), from SINCE, a moment before the write
+    that deleted them: a run of another cluster due between the two is made again, not lost."""
+    api.request(
+        "POST",
+        f"/deployments/{deployment_id}/schedule",
+        json={"max_runs": NEXT_RUNS, "start_time": since.isoformat()},
+    )
 
 
 def _write(api: Any, deployment_id: Any, existing: Any, wanted: ClusterSchedule) -> None:
@@ -234,6 +243,7 @@ def remove(cluster: str, client: Any = None, host: str | None = None) -> list[st
     from prefect.exceptions import ObjectNotFound
 
     done = []
+    began = datetime.now(UTC)
     with _client(client, get_client) as api:
         for flow_name in SCHEDULED_FLOWS:
             target = f"{flow_name}/{deployment_name(host)}"
@@ -251,9 +261,7 @@ def remove(cluster: str, client: Any = None, host: str | None = None) -> list[st
                     removed = True
             if removed:
                 # the deletion took every cluster's scheduled runs of the deployment with it
-                api.request(
-                    "POST", f"/deployments/{deployment.id}/schedule", json={"max_runs": NEXT_RUNS}
-                )
+                _make_runs(api, deployment.id, began)
     return done
 
 

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -112,6 +112,8 @@ def test_walkthrough_runs_as_flows_with_tasks_and_artifacts(walkthrough: Walkthr
     for key in ("backups", "backup-progress"):
         assert api.artifacts(f"{key}-{HOST}-src"), f"no artifact {key}-{HOST}-src"
     assert api.artifacts(f"restore-progress-{HOST}-restored")
+    shown = api.artifacts(f"backup-progress-{HOST}-src", flow_run=runs[f"backup-{HOST}/src"].id)
+    assert shown and shown[0].data == 100.0  # the last update, after the reporter's
     (table,) = api.artifacts(f"backups-{HOST}-src", flow_run=runs[f"backup-{HOST}/src"].id)
     assert "backup-default-src-" in json.dumps(table.data)
     resource = f"pgpitr.cluster.{HOST}.src"
@@ -199,12 +201,16 @@ class CountingClient:
     def __init__(self, client) -> None:
         self._client = client
         self.calls: list[str] = []
+        #: the JSON bodies of the requests made with ``request``
+        self.bodies: list[object] = []
 
     def __getattr__(self, name: str):
         method = getattr(self._client, name)
 
         def counted(*args, **kwargs):
             self.calls.append(args[1] if name == "request" else name)
+            if name == "request":
+                self.bodies.append(kwargs.get("json"))
             return method(*args, **kwargs)
 
         return counted
@@ -222,13 +228,19 @@ def test_a_clusters_schedules_cost_one_read_and_one_scheduling_per_deployment(re
     with get_client(sync_client=True) as client:
         counting = CountingClient(client)
         try:
+            before = datetime.now(UTC)
             said = schedules.sync(policy, client=counting, host=HOST)
             assert len(said) == 3 and not any("unchanged" in line for line in said), said
             calls = counting.calls
             assert calls.count("read_deployment_by_name") == 2, calls
             assert calls.count("create_deployment_schedules") == 3, calls
-            # runs made ahead once for each of the 2 deployments written to
+            # runs made ahead once for each of the 2 deployments written to, from a moment
+            # before the writes: the server deleted the other clusters' scheduled runs, and
+            # one due between the write and this call is made again, not lost
             assert sum(c.endswith("/schedule") for c in calls) == 2, calls
+            for body in counting.bodies:
+                made_from = datetime.fromisoformat(body["start_time"])
+                assert before <= made_from <= before + timedelta(seconds=5), body
             (drill,) = [s for s in deployment("drill").schedules if s.slug == f"{HOST}/counted"]
             assert (drill.schedule.cron, drill.active) == ("0 3 * * *", True)  # daily
             assert drill.parameters == {"cluster": "counted", "at": "random"}
@@ -238,8 +250,12 @@ def test_a_clusters_schedules_cost_one_read_and_one_scheduling_per_deployment(re
             assert all(line.endswith("unchanged") for line in again), again
             assert counting.calls == ["read_deployment_by_name"] * 2
         finally:
-            removed = schedules.remove("counted", client=client, host=HOST)
+            counting.bodies.clear()
+            before = datetime.now(UTC)
+            removed = schedules.remove("counted", client=counting, host=HOST)
     assert len(removed) == 3, removed
+    assert len(counting.bodies) == 2
+    assert all(before <= datetime.fromisoformat(b["start_time"]) for b in counting.bodies)
 
 
 def test_a_refused_upload_is_retried_and_the_backup_completes(source, monkeypatch):
