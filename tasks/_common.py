@@ -120,7 +120,12 @@ def step_task(
                 bar = ByteProgress(cluster_artifact_key(key, subject), description)
                 bound.arguments["progress"] = bar
                 args, kwargs = bound.args, bound.kwargs
-        result = step(*args, **kwargs)
+        try:
+            result = step(*args, **kwargs)
+        except BaseException:
+            if bar is not None:
+                bar.stop()
+            raise
         if bar is not None:
             bar.finish()
         if undo is not None:
@@ -153,6 +158,10 @@ def artifact_key(*parts: str) -> str:
     return "".join(c if c.isalnum() or c == "-" else "-" for c in text)
 
 
+#: ByteProgress: the end of its reporter thread, and how long its last update may take
+_DONE = -1.0
+_REPORTER_GRACE = 30.0
+
 # Whoever runs a flow in this process (the CLI's progress bar) may listen to the bytes moved.
 _listeners: list[Callable[[int, int], None]] = []
 
@@ -167,7 +176,10 @@ class ByteProgress:
     """A progress artifact for bytes moved, updated at most once per ``interval`` seconds.
 
     The engine reports progress from whatever thread moves the bytes (pg_basebackup's stderr
-    reader for a backup); the Prefect settings and run context live in context variables, which
+    reader for a backup).  An update is an API call, which a busy server can hold for seconds
+    (retries after a 503): it is made by a thread of its own, never by the one moving the bytes
+    (pg_basebackup's last lines, its WAL end point, were once left unread while the reader
+    waited on the API).  The Prefect settings and run context live in context variables, which
     a thread does not inherit, so updates run in a copy of the task's context."""
 
     def __init__(self, key: str, description: str, interval: float = 1.0) -> None:
@@ -176,8 +188,12 @@ class ByteProgress:
         self._context = contextvars.copy_context()
         self._interval = interval
         self._last = 0.0
-        self._lock = threading.Lock()
         self._artifact = None
+        #: the newest percentage not yet shown (None: none); ``_DONE`` ends the reporter
+        self._latest: float | None = None
+        self._wake = threading.Event()
+        self._reporter: threading.Thread | None = None
+        self._stopped = False
         try:
             self._artifact = create_progress_artifact(0.0, key=key, description=description)
         except Exception as exc:  # an artifact is a view: never fail the work for it
@@ -187,13 +203,37 @@ class ByteProgress:
         for listener in list(_listeners):
             listener(done, total)
         now = time.monotonic()
-        if self._artifact is None or now - self._last < self._interval:
+        if self._artifact is None or self._stopped or now - self._last < self._interval:
             return
-        with self._lock:
-            self._last = now
-            self._update(100.0 * done / total if total else 0.0)
+        self._last = now
+        self._latest = 100.0 * done / total if total else 0.0
+        if self._reporter is None:
+            self._reporter = threading.Thread(
+                target=self._report, name="progress-artifact", daemon=True
+            )
+            self._reporter.start()
+        self._wake.set()
+
+    def _report(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            percent, self._latest = self._latest, None
+            if percent == _DONE:
+                return
+            if percent is not None:  # intermediate values skipped while the API was slow
+                self._update(percent)
+
+    def stop(self) -> None:
+        """No more updates (the work failed: its bar stays where it was)."""
+        self._stopped = True
+        self._latest = _DONE
+        self._wake.set()
 
     def finish(self) -> None:
+        self.stop()
+        if self._reporter is not None:
+            self._reporter.join(timeout=_REPORTER_GRACE)
         self._update(100.0)
 
     def _update(self, percent: float) -> None:

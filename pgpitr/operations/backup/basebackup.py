@@ -93,6 +93,10 @@ def _tar_number(field: bytes) -> int:
     return int(field.strip(b"\0 ") or b"0", 8)
 
 
+#: how long pg_basebackup's output may take to be read to its end once it has exited
+STDERR_GRACE = 60.0
+
+
 def stream_backup(
     cluster: Cluster,
     repo: Repository,
@@ -161,7 +165,15 @@ def stream_backup(
         raise
     finally:
         process.wait()
-        reader.join(timeout=10)
+        # the pipe ends with the process: only a reader stalled in a progress callback is late
+        reader.join(timeout=STDERR_GRACE)
+    if reader.is_alive():
+        raise PitrError(
+            f"pg_basebackup of {cluster.name!r} ended but its output was not read to the end "
+            f"within {STDERR_GRACE:.0f} s (a progress report stalled)",
+            hint="run the backup again",
+            transient=True,
+        )
     text = stderr.decode(errors="replace")
     try:
         check(process, argv, text)
