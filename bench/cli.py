@@ -13,12 +13,11 @@ from pathlib import Path
 
 from bench import backups, pgbackrest, s3, sysinfo, walrestore
 from bench.context import Context
-from bench.proc import ROOT, make_dir, remove_tree, server_user, stop_postmasters_under
-from bench.results import Results
+from bench.proc import make_dir, remove_tree, server_user, stop_postmasters_under
+from bench.results import RESULTS_DIR, Results
 from bench.source import SourceCluster
 
 SECTIONS = ("backup", "s3", "wal", "limits", "cli")
-RESULTS_DIR = ROOT / "bench" / "results"
 
 
 def _parser() -> argparse.ArgumentParser:

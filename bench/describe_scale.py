@@ -39,7 +39,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
-from bench.proc import ROOT
+from bench.results import save
 from pgpitr import cluster_repository
 from pgpitr.operations import create, log_backup
 from pgpitr.operations import describe as w
@@ -51,7 +51,6 @@ from tests import engine
 from tests.conftest import reachable_tempdir
 from tests.pg import archive_now, sql
 
-RESULTS = ROOT / "bench" / "results"
 COUNTS = (1_000, 10_000, 100_000)
 RUNS = 7
 
@@ -195,9 +194,7 @@ def main(counts: tuple[int, ...] = COUNTS, backends: tuple[str, ...] = ("file", 
             out[f"{backend}_same_requests"] = (
                 results[high]["describe_requests"] == results[low]["describe_requests"]
             )
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"{datetime.now(UTC):%Y%m%d-%H%M%S}-describe-scale.json"
-    path.write_text(json.dumps(out, indent=1) + "\n")
+    path = save(out, "describe-scale")
     print(f"results in {path}")
     return out
 

@@ -25,6 +25,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench.results import save
 from pgpitr import keys
 from pgpitr import state as st
 from pgpitr.operations import backup as bk
@@ -35,7 +36,6 @@ from pgpitr.repository.url import RepositoryUrl
 from pgpitr.steps import Steps
 from tests.conftest import reachable_tempdir
 
-RESULTS = Path(__file__).parent / "results"
 PG_BINDIR = Path("/usr/lib/postgresql/15/bin")
 
 
@@ -202,9 +202,7 @@ def main(scale: int = 30, segments: int = 64, runs: int = 5) -> dict:
             except Exception:  # noqa: S110 - a serverless cluster has no server to stop
                 pass
         shutil.rmtree(home, ignore_errors=True)
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"{datetime.now(UTC):%Y%m%d-%H%M%S}-encryption-scale{scale}.json"
-    path.write_text(json.dumps(out, indent=1) + "\n")
+    path = save(out, f"encryption-scale{scale}")
     print(json.dumps(out, indent=1))
     print(path)
     return out

@@ -45,9 +45,9 @@ from typing import Any
 import httpx
 
 from bench.proc import ROOT, say
+from bench.results import save
 from tests.conftest import free_port, reachable_tempdir
 
-RESULTS = ROOT / "bench" / "results"
 HOST = "bench-fleet"
 COUNT = 50
 REST_SECONDS = 60.0
@@ -352,9 +352,7 @@ def run(count: int = COUNT, database: str = "sqlite", layout: str = "placed") ->
             [sys.executable, "-m", "pgpitr", "server", "stop"], env=env, capture_output=True
         )
         shutil.rmtree(home, ignore_errors=True)
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"{datetime.now(UTC):%Y%m%d-%H%M%S}-fleet-{count}.json"
-    path.write_text(json.dumps(out, indent=1) + "\n")
+    path = save(out, f"fleet-{count}")
     say(f"wrote {path}")
     return out
 

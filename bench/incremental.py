@@ -49,6 +49,7 @@ from typing import Any
 
 from bench import pgbackrest as pgbr
 from bench.proc import du, say
+from bench.results import save
 from pgpitr import cluster_repository
 from pgpitr.catalog import backups
 from pgpitr.manifest import copy_data
@@ -67,7 +68,6 @@ from pgpitr.wal.lsn import Lsn
 from tests import pgwheels
 from tests.conftest import reachable_tempdir
 
-RESULTS = Path(__file__).parent / "results"
 INC = bk.BackupType.INCREMENTAL
 SOURCE = "binc"
 
@@ -196,10 +196,8 @@ def main(argv: list[str] | None = None) -> dict:
                 pass
         shutil.rmtree(home, ignore_errors=True)
     out["load_average_at_end"] = os.getloadavg()
-    RESULTS.mkdir(exist_ok=True)
     major = "" if args.postgresql == 17 else f"-pg{args.postgresql}"
-    path = RESULTS / f"{started:%Y%m%d-%H%M%S}-incremental{major}-scale{args.scale}.json"
-    path.write_text(json.dumps(out, indent=1) + "\n")
+    path = save(out, f"incremental{major}-scale{args.scale}", started)
     print(json.dumps(out, indent=1))
     print(path)
     return out

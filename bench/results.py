@@ -11,10 +11,23 @@ import json
 import statistics
 import sys
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.proc import say
+from bench.proc import ROOT, say
+
+#: where every bench writes its JSON (committed: the README's numbers come from these)
+RESULTS_DIR = ROOT / "bench" / "results"
+
+
+def save(out: dict[str, Any], what: str, at: datetime | None = None) -> Path:
+    """OUT as bench/results/STAMP-WHAT.json (STAMP: AT, or now, in UTC); the path."""
+    RESULTS_DIR.mkdir(exist_ok=True)
+    path = RESULTS_DIR / f"{(at or datetime.now(UTC)).astimezone(UTC):%Y%m%d-%H%M%S}-{what}.json"
+    path.write_text(json.dumps(out, indent=1) + "\n")
+    return path
+
 
 #: (ratio name, numerator key, denominator key, how the ratio is formed, target, holds when):
 #: the one place the bench's targets are written, DESIGN.md's "Performance targets" as they

@@ -20,7 +20,6 @@ bench/results/.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import random
@@ -28,8 +27,8 @@ import shutil
 import statistics
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
+from bench.results import save
 from pgpitr import cluster_repository
 from pgpitr.catalog import window
 from pgpitr.operations import backup as bk
@@ -39,7 +38,6 @@ from pgpitr.steps import Steps
 from pgpitr.wal import stream
 from tests.conftest import reachable_tempdir
 
-RESULTS = Path(__file__).parent / "results"
 NAME = "rpo"
 
 
@@ -154,10 +152,7 @@ def main(commits: int = 100, archive_commits: int = 10, latency_commits: int = 3
         except Exception as exc:  # noqa: BLE001 - report, then clean the rest
             print(f"cluster not removed: {exc}")
         shutil.rmtree(home, ignore_errors=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"{stamp}-rpo.json"
-    path.write_text(json.dumps(out, indent=2) + "\n")
+    path = save(out, "rpo")
     print(f"results: {path}")
     return out
 
