@@ -38,11 +38,16 @@ def agent_clusters() -> list[Cluster]:
 
 
 def new_policy(name: str, **fields: Any) -> pol.BackupPolicy:
-    """A new cluster's policy: the defaults and FIELDS, with its schedules at a minute the
-    host's other clusters leave free (``policy.placed``)."""
-    others = [agent_policy(c) for c in Cluster.all() if c.name != name]
-    taken = [p.cron for p in others if p is not None]
-    return pol.placed(pol.BackupPolicy(cluster=name, **fields), taken)
+    """A new cluster's policy: the defaults and FIELDS, with its schedules at a minute of its
+    own (``placed_here``)."""
+    return placed_here(pol.BackupPolicy(cluster=name, **fields))
+
+
+def placed_here(policy: pol.BackupPolicy) -> pol.BackupPolicy:
+    """POLICY with its schedules at the minute the fewest of this host's other clusters back up
+    at (``policy.placed``)."""
+    others = [agent_policy(c) for c in Cluster.all() if c.name != policy.cluster]
+    return pol.placed(policy, [p.cron for p in others if p is not None])
 
 
 def load_policy(cluster: Cluster) -> pol.BackupPolicy:

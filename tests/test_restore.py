@@ -17,7 +17,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from pgpitr import cluster_repository
+from pgpitr import cluster_repository, policy_store
 from pgpitr.catalog import backups, records, restore_points, walindex
 from pgpitr.catalog import window as catalog_window
 from pgpitr.errors import AlreadyExists, InvalidInput, NotFound, RecoveryTargetError
@@ -182,6 +182,14 @@ def restored_rows(new_name: str, **target: object) -> list[int]:
 
 def test_latest_restores_every_row(source: Source) -> None:
     assert restored_rows("t-latest") == [1, 2, 3, 4, 5]
+    # the source's policy, its backups at another minute of the same hours and days
+    mine = policy_store.load_policy(Cluster.get("t-latest"))
+    theirs = policy_store.load_policy(Cluster.get("tsrc"))
+    assert (mine.logfile_enabled, mine.ttl) == (theirs.logfile_enabled, theirs.ttl)
+    for attr in ("cron", "incremental_cron", "drill_cron"):
+        minute, *when = getattr(mine, attr).split()
+        their_minute, *their_when = getattr(theirs, attr).split()
+        assert when == their_when and minute != their_minute, (attr, mine, theirs)
 
 
 def test_immediate_restores_the_backups_content_only(source: Source) -> None:

@@ -47,11 +47,14 @@ def configure_recovery(p: Plan, new_cluster: str) -> None:
         (datadir / stale).unlink(missing_ok=True)
     conf.strip_auto_conf(datadir, owner)
     source_policy = _source_policy(p)
-    policy = dataclasses.replace(
-        source_policy,
-        cluster=cluster.name,
-        repository=p.source.repository,
-        create_time=cluster.state.created,
+    # the source's policy, its schedules at a minute of their own: not the source's backups'
+    policy = policy_store.placed_here(
+        dataclasses.replace(
+            source_policy,
+            cluster=cluster.name,
+            repository=p.source.repository,
+            create_time=cluster.state.created,
+        )
     )
     policy_store.save_policy(cluster, policy)
     home = st.home()
