@@ -24,7 +24,7 @@ import yaml
 from croniter import croniter
 
 from pgpitr.errors import InvalidInput
-from pgpitr.policy_values import SETTING_KEYS, SETTINGS, parse_size
+from pgpitr.policy_values import OWN_MINUTE, SETTING_KEYS, SETTINGS, parse_size
 from pgpitr.repository.url import RepositoryUrl
 
 __all__ = [
@@ -107,6 +107,12 @@ class BackupPolicy:
             )
         if problems:
             raise _refusal(problems)
+        # H as a schedule's minute: the full backups' minute, or one the name decides
+        own = _minute(self.cron)
+        if own is None:
+            own = zlib.crc32(self.cluster.encode()) % MINUTES
+        for attr in _CRONS:
+            object.__setattr__(self, attr, _own_minute(getattr(self, attr), own))
 
     @property
     def name(self) -> str:
@@ -151,6 +157,11 @@ class _Changes:
         """A new policy when every value is valid; otherwise every problem at once."""
         if self.problems:
             raise _refusal(self.problems)
+        own = _minute(policy.cron)
+        if own is not None:  # H keeps the minute the cluster has (BackupPolicy resolves the rest)
+            for attr in _CRONS:
+                if attr in self.values:
+                    self.values[attr] = _own_minute(self.values[attr], own)
         return dataclasses.replace(policy, **self.values)
 
 
@@ -338,23 +349,32 @@ MINUTES = 60
 
 
 def placed(policy: BackupPolicy, taken: Iterable[str]) -> BackupPolicy:
-    """POLICY with its full, incremental and drill schedules moved to a minute of their own: the
-    minute past the hour that the fewest of TAKEN (other clusters' full-backup schedules) start
-    at, the first from a point that the cluster's name decides.
+    """POLICY with its full backups moved to a minute of their own, the minute past the hour
+    that the fewest of TAKEN (other clusters' full-backup schedules) start at, the first from a
+    point that the cluster's name decides; its incremental and drill schedules move by as many
+    minutes (the defaults all start at minute 0: they stay together).
 
     Every cluster on the default policy would otherwise back up, and drill, at the same minute:
     fifty runs at once where a host runs a few at a time, each starting late (issue 24's
-    bench: p99 249 s).  For a new cluster's policy; a schedule whose minute field is not one
-    number (``*/15``) stays as it is."""
+    bench: p99 249 s).  For a new cluster's policy (created, registered or restored); a
+    schedule whose minute field is not one number (``*/15``) stays as it is."""
     used = Counter(m for m in map(_minute, taken) if m is not None)
     first = zlib.crc32(policy.cluster.encode()) % MINUTES
     # min keeps the first of equals: the search goes round the hour from the name's minute
     minute = min(((first + k) % MINUTES for k in range(MINUTES)), key=lambda m: used[m])
-    moved = {
-        attr: _at_minute(getattr(policy, attr), minute)
-        for attr in ("cron", "incremental_cron", "drill_cron")
-    }
+    shift = minute - (_minute(policy.cron) or 0)
+    moved = {attr: _moved(getattr(policy, attr), shift) for attr in _CRONS}
     return dataclasses.replace(policy, **moved)
+
+
+#: the policy's schedules (its full backups' first)
+_CRONS = ("cron", "incremental_cron", "drill_cron")
+
+
+def _own_minute(cron: str, own: int) -> str:
+    """CRON with OWN as its minute where it says H (``OWN_MINUTE``)."""
+    minute, *rest = cron.split()
+    return " ".join([str(own), *rest]) if minute == OWN_MINUTE else cron
 
 
 def _minute(cron: str) -> int | None:
@@ -362,11 +382,12 @@ def _minute(cron: str) -> int | None:
     return int(field) if field.isdigit() else None
 
 
-def _at_minute(cron: str, minute: int) -> str:
-    fields = cron.split()
-    if not fields[0].isdigit():
+def _moved(cron: str, shift: int) -> str:
+    """CRON SHIFT minutes later within its hour, when its minute is one number."""
+    minute = _minute(cron)
+    if minute is None:
         return cron
-    return " ".join([str(minute), *fields[1:]])
+    return " ".join([str((minute + shift) % MINUTES), *cron.split()[1:]])
 
 
 def next_run(policy: BackupPolicy, after: datetime) -> datetime | None:

@@ -18,7 +18,7 @@ from pgpitr.errors import InvalidInput
 from pgpitr.repository.url import RepositoryUrl
 from pgpitr.timeparse import canonical_zone, parse_ttl
 
-__all__ = ["SETTINGS", "SETTING_KEYS", "parse_size"]
+__all__ = ["OWN_MINUTE", "SETTINGS", "SETTING_KEYS", "parse_size"]
 
 
 _TRUE = {"true", "yes", "on", "1"}
@@ -36,9 +36,14 @@ def _bool(value: Any) -> bool:
     raise InvalidInput(f"{value!r} is not a boolean: expected true or false (also yes/no, on/off)")
 
 
+#: a cron expression's minute that means "the cluster's own minute" (pgpitr/policy.py)
+OWN_MINUTE = "H"
+
+
 def _cron(value: Any) -> str:
     expected = (
-        'expected a 5-field cron expression like "0 18 * * 0" (minute hour day month weekday)'
+        'expected a 5-field cron expression like "0 18 * * 0" (minute hour day month weekday; '
+        "H as the minute is the cluster's own)"
     )
     if not isinstance(value, str):
         raise InvalidInput(f"{value!r} is not text: {expected}")
@@ -47,10 +52,13 @@ def _cron(value: Any) -> str:
     # deployments take the five classic fields, so refuse anything else rather than reinterpret.
     if len(fields) != 5:
         raise InvalidInput(f"{value!r} has {len(fields)} fields: {expected}")
+    if fields[0].upper() == OWN_MINUTE:
+        fields[0] = OWN_MINUTE
     normal = " ".join(fields)
+    checked = " ".join(["0", *fields[1:]]) if fields[0] == OWN_MINUTE else normal
     try:
         # A valid-looking expression can still never fire ("0 0 30 2 *"): ask for one run.
-        croniter(normal, datetime(2000, 1, 1, tzinfo=UTC)).get_next(datetime)
+        croniter(checked, datetime(2000, 1, 1, tzinfo=UTC)).get_next(datetime)
     except Exception as exc:  # croniter raises many types; none of them is ours to pass on
         raise InvalidInput(
             f"{value!r} is not a cron schedule that runs ({exc}): {expected}"

@@ -529,3 +529,42 @@ def test_a_minute_that_is_not_one_number_stays() -> None:
     moved = placed(written, [])
     assert (moved.cron, moved.drill_cron) == ("*/15 18 * * 0", "0,30 3 * * *")
     assert moved.incremental_cron != written.incremental_cron  # a plain minute: moved
+
+
+def test_schedules_written_apart_move_together() -> None:
+    # e.g. a restored cluster's copy of its source's policy: the full at :50, the drill at :20
+    written = dataclasses.replace(BASE, cron="50 1 * * *", drill_cron="20 4 * * *")
+    moved = placed(written, ["50 1 * * *"])  # the source's own minute is taken
+    full, drill = int(moved.cron.split()[0]), int(moved.drill_cron.split()[0])
+    assert full != 50 and (drill - full) % 60 == 30, moved
+    assert (moved.cron.split()[1:], moved.drill_cron.split()[1:]) == (
+        ["1", "*", "*", "*"],
+        ["4", "*", "*", "*"],
+    )
+
+
+def test_h_as_the_minute_is_the_clusters_own() -> None:
+    mine = placed(BASE, [])
+    minute = mine.cron.split()[0]
+    daily = apply_settings(
+        mine,
+        [
+            "schedule.datafile.cronExpression=H 1 * * *,"
+            "schedule.incremental.cronExpression=h 1 * * 1-6"
+        ],
+    )
+    assert (daily.cron, daily.incremental_cron) == (f"{minute} 1 * * *", f"{minute} 1 * * 1-6")
+    assert daily.drill_cron == mine.drill_cron
+    edited = from_yaml(
+        to_yaml(mine).replace(f"cronExpression: {minute} 3", "cronExpression: H 4"), mine
+    )
+    assert edited.drill_cron == f"{minute} 4 * * *"
+    # made without a minute to keep: the same one for each, one the name decides
+    made = BackupPolicy("made", cron="H 2 * * *", drill_cron="H 5 * * *", create_time=CREATED)
+    own = made.cron.split()[0]
+    assert own.isdigit() and made.drill_cron == f"{own} 5 * * *"
+    # a schedule given a minute keeps it
+    assert BackupPolicy("made", cron="H 2 * * *", create_time=CREATED).drill_cron == "0 3 * * *"
+    assert "H/15 * * * *" in refusal(
+        apply_settings, BASE, ["schedule.datafile.cronExpression=H/15 * * * *"]
+    )
