@@ -178,8 +178,8 @@ class ByteProgress:
     The engine reports progress from whatever thread moves the bytes (pg_basebackup's stderr
     reader for a backup).  An update is an API call, which a busy server can hold for seconds
     (retries after a 503): it is made by a thread of its own, never by the one moving the bytes
-    (pg_basebackup's last lines, its WAL end point, were once left unread while the reader
-    waited on the API).  The Prefect settings and run context live in context variables, which
+    (a reader waiting on the API could leave pg_basebackup's last lines, its WAL end point,
+    unread).  The Prefect settings and run context live in context variables, which
     a thread does not inherit, so updates run in a copy of the task's context."""
 
     def __init__(self, key: str, description: str, interval: float = 1.0) -> None:

@@ -165,12 +165,13 @@ def stream_backup(
         raise
     finally:
         process.wait()
-        # the pipe ends with the process: only a reader stalled in a progress callback is late
+        # the pipe ends with the process: a reader still busy is stalled (e.g. in a progress
+        # callback), and its text would be cut short
         reader.join(timeout=STDERR_GRACE)
     if reader.is_alive():
         raise PitrError(
             f"pg_basebackup of {cluster.name!r} ended but its output was not read to the end "
-            f"within {STDERR_GRACE:.0f} s (a progress report stalled)",
+            f"within {STDERR_GRACE:.0f} s",
             hint="run the backup again",
             transient=True,
         )
