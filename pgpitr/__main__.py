@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import sys
 
+from pgpitr.osutil import no_collection_at_exit
+
 #: what root runs as root: installing (the account, the home, the credentials, systemd units)
 #: and reading the help
 ROOT_COMMANDS = (("install",), ("agent", "install-service"))
@@ -26,6 +28,7 @@ def _stays_root(args: list[str]) -> bool:
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
+    no_collection_at_exit()
     if os.geteuid() == 0 and not _stays_root(args):
         from pgpitr import privilege, state
         from pgpitr.errors import PitrError

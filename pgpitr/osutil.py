@@ -1,10 +1,13 @@
-"""Operating-system helpers the engine shares: atomic file writes, whether a process runs.
+"""Operating-system helpers the engine shares: atomic file writes, whether a process runs, a
+process exit that skips the final garbage collection.
 
 Imported by the WAL commands' fast path: standard library only.
 """
 
 from __future__ import annotations
 
+import atexit
+import gc
 import os
 import secrets
 from pathlib import Path
@@ -124,3 +127,13 @@ def copy_mode(directory: Path) -> str:
             except (OSError, AttributeError):
                 pass
     return "copy"
+
+
+def no_collection_at_exit() -> None:
+    """Have this process end without the interpreter's final garbage collection.
+
+    A process that imported Prefect holds about a million objects; walking them at exit costs
+    0.35-0.45 s of CPU, a quarter of a short command's, for memory the kernel frees anyway.
+    ``gc.freeze`` (run last among the atexit handlers, so after Prefect has drained its logs
+    and events) hides them from that walk; everything else about the exit stays as it was."""
+    atexit.register(gc.freeze)

@@ -19,6 +19,7 @@ tests/test_warm.py holds warm commands to the output of cold ones.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import selectors
@@ -272,4 +273,7 @@ def run(
 
 if __name__ == "__main__":
     _preload()
+    # what every fork shares stays out of the collector's sight: a collection in a command
+    # would otherwise walk (and so copy, page by page) the whole preloaded heap
+    gc.freeze()
     _run_command(_serve(sys.argv[1]))
