@@ -58,15 +58,16 @@ MATRIX_TESTS ?= tests/test_walkthrough.py \
 # wall time); four fill those waits (a run under the same kind of load: 1,547 s -> 1,209 s).
 TEST_WORKERS  ?= 4
 
-# As root, the suite runs as pgpitr's service account, beside the tests that start as root and
+# As root, the suite runs as pgpitr's service account, then the tests that start as root beside
 # the version matrix (scripts/run_tests.sh, scripts/test_matrix.sh).  First, at once: the layers'
 # sizes and the engine's module limit.  --no-loadscope-reorder keeps the order the suite gives
 # (tests/conftest.py: the longest modules first), which xdist would otherwise replace by the
 # number of tests in a module.
-SERVICE_SUITE ?= -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25
 test: install
 	$(PY) scripts/layout.py
-	@WITH_ROOT_TESTS=1 SERVICE_SUITE="$(SERVICE_SUITE)" bash scripts/test_matrix.sh $(PY) $(MATRIX_TESTS)
+	PGPITR_TEST_PART=service bash scripts/run_tests.sh $(PY) -q -n $(TEST_WORKERS) --dist loadfile \
+	  --no-loadscope-reorder --durations=25
+	@WITH_ROOT_TESTS=1 bash scripts/test_matrix.sh $(PY) $(MATRIX_TESTS)
 
 test-matrix: install
 	@bash scripts/test_matrix.sh $(PY) $(MATRIX_TESTS)
