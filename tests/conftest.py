@@ -126,6 +126,7 @@ HARNESS = _Harness()
 #: short modules fill that time, not one of them ending the run.
 LONG_MODULES = (
     "tests/fleet/test_fleet.py",  # root's: three hosts, a server, five tests: 110-170 s
+    "tests/security/test_hostile_account.py",  # root's: 140 s
     "tests/ha/test_ha_cluster.py",
     "tests/flows/test_agent.py",
     "tests/ui/test_restore_form.py",  # a server, a cluster, an agent, two form runs: 85 s
