@@ -15,6 +15,11 @@ if sys.argv[1:2] == ["fleet"]:  # python -m bench fleet [COUNT]: clusters on one
 
     raise SystemExit(fleet(sys.argv[2:]))
 
+if sys.argv[1:2] == ["commands"]:  # python -m bench commands [RUNS]: a command's wait
+    from bench.commands import cli as commands
+
+    raise SystemExit(commands(sys.argv[2:]))
+
 if sys.argv[1:2] == ["describe-scale"]:  # python -m bench describe-scale [file|s3] [COUNT…]
     from bench import describe_scale
 
