@@ -18,20 +18,16 @@ cluster (deleted after its timing, untimed).
 
 from __future__ import annotations
 
-import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.proc import say
-from bench.results import save
-from tests.conftest import free_port, reachable_tempdir
+from bench.proc import home_with_local_server, say
+from bench.results import save, stamp
 
 CLUSTER = "cmd-pg"
 RUNS = 5
@@ -105,15 +101,9 @@ def _commands() -> list[tuple[str, str, Callable[[int], tuple[list[str], str | N
 
 
 def run(runs: int = RUNS) -> dict[str, Any]:
-    home = reachable_tempdir("pgpitr-bench-commands-")
-    os.environ.update(PGPITR_HOME=str(home), PGPITR_PREFECT_PORT=str(free_port()), TZ="UTC")
-    for name in ("PREFECT_API_URL", "PREFECT_PROFILE", "PGPITR_PREFECT_ADDRESS"):
-        os.environ.pop(name, None)
-    os.environ["PREFECT_HOME"] = str(home / "prefect-home")
-    env = dict(os.environ)
+    home, env = home_with_local_server("pgpitr-bench-commands-")
     out: dict[str, Any] = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.node()}, {os.cpu_count()} cores, {platform.machine()}",
+        **stamp(),
         "postgresql": 15,
         "runs": runs,
         "method": __doc__.split("How.")[1].strip(),

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -44,9 +43,8 @@ from typing import Any
 
 import httpx
 
-from bench.proc import ROOT, say
-from bench.results import save
-from tests.conftest import free_port, reachable_tempdir
+from bench.proc import ROOT, free_port, home_with_local_server, say
+from bench.results import save, stamp
 
 HOST = "bench-fleet"
 COUNT = 50
@@ -241,21 +239,11 @@ def _daily_times(names: list[str], layout: str, first: datetime) -> dict[str, da
 def run(count: int = COUNT, database: str = "sqlite", layout: str = "placed") -> dict[str, Any]:
     from pgpitr.operations import create
 
-    home = reachable_tempdir("pgpitr-bench-fleet-")
-    os.environ.update(
-        PGPITR_HOME=str(home),
-        PGPITR_HOST=HOST,
-        PGPITR_PREFECT_PORT=str(free_port()),
-        PGPITR_METRICS_PORT=str(free_port()),
-        TZ="UTC",
+    home, env = home_with_local_server(
+        "pgpitr-bench-fleet-", PGPITR_HOST=HOST, PGPITR_METRICS_PORT=str(free_port())
     )
-    for name in ("PREFECT_API_URL", "PREFECT_PROFILE", "PGPITR_PREFECT_ADDRESS"):
-        os.environ.pop(name, None)
-    os.environ["PREFECT_HOME"] = str(home / "prefect-home")
-    env = dict(os.environ)
     out: dict[str, Any] = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.node()}, {os.cpu_count()} cores, {platform.machine()}",
+        **stamp(),
         "postgresql": 15,
         "clusters": count,
         "prefect_database": database,

@@ -208,3 +208,19 @@ def stop_postmasters_under(path: Path) -> list[int]:
             time.sleep(0.1)
         stopped.append(pid)
     return stopped
+
+
+def home_with_local_server(prefix: str, **environment: str) -> tuple[Path, dict[str, str]]:
+    """A new PGPITR_HOME whose commands use pgpitr's own local Prefect server on a free port
+    (never a profile's or PREFECT_API_URL's), set in this process's environment with
+    ENVIRONMENT; the home and that environment."""
+    from tests.conftest import reachable_tempdir
+
+    home = reachable_tempdir(prefix)
+    os.environ.update(
+        PGPITR_HOME=str(home), PGPITR_PREFECT_PORT=str(free_port()), TZ="UTC", **environment
+    )
+    for name in ("PREFECT_API_URL", "PREFECT_PROFILE", "PGPITR_PREFECT_ADDRESS"):
+        os.environ.pop(name, None)
+    os.environ["PREFECT_HOME"] = str(home / "prefect-home")
+    return home, dict(os.environ)

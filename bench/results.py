@@ -8,6 +8,8 @@ archiving and ``pg_basebackup time / pgpitr time`` for the share of pg_basebacku
 from __future__ import annotations
 
 import json
+import os
+import platform
 import statistics
 import sys
 from dataclasses import dataclass, field
@@ -19,6 +21,14 @@ from bench.proc import ROOT, say
 
 #: where every bench writes its JSON (committed: the README's numbers come from these)
 RESULTS_DIR = ROOT / "bench" / "results"
+
+
+def stamp() -> dict[str, str]:
+    """When and where a result was measured: its JSON's first keys."""
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.node()}, {os.cpu_count()} cores, {platform.machine()}",
+    }
 
 
 def save(out: dict[str, Any], what: str, at: datetime | None = None) -> Path:
