@@ -2,6 +2,11 @@
 timeline, lag) and where each one's server is on this host (``Placement``: data directory,
 Unix socket directory, server log), found from the running postmasters, since Patroni's API
 names neither.
+
+"This host" is this network namespace: a member is here when its address is one a socket here
+can bind to and its postmaster runs in this namespace.  On a machine (or a container host) that
+runs several namespaces, a postmaster of another one listens on another address even when its
+port is the same, and is another host's member.
 """
 
 from __future__ import annotations
@@ -108,6 +113,9 @@ class Placement:
     server_log: str = ""
     #: its REST API, which answers for the cluster when the one registered does not
     api_url: str = ""
+    #: the pgpitr host (agent) whose member this is, when it is not this host's ("" for this
+    #: host's): that host keeps the cluster too (pgpitr/operations/register/member_hosts.py)
+    host: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -118,6 +126,7 @@ def local_postmasters() -> dict[int, tuple[str, str, int]]:
     account on this host (other accounts' data directories cannot be read, and pgpitr acts
     only on servers of its own account: register's rule)."""
     found: dict[int, tuple[str, str, int]] = {}
+    here = _network_namespace("self")
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -126,6 +135,9 @@ def local_postmasters() -> dict[int, tuple[str, str, int]]:
                 continue
             argv = Path(entry.path, "cmdline").read_bytes().split(b"\0")
         except OSError:
+            continue
+        namespace = _network_namespace(entry.name)
+        if namespace and here and namespace != here:
             continue
         datadir = _data_directory(argv)
         if datadir is None:
@@ -138,6 +150,15 @@ def local_postmasters() -> dict[int, tuple[str, str, int]]:
         if pid == int(entry.name):
             found[port] = (str(Path(datadir).resolve()), lines[4].strip(), pid)
     return found
+
+
+def _network_namespace(pid: str) -> str:
+    """The network namespace PID runs in ("" when it cannot be read: then every process is
+    taken as this host's, as before namespaces mattered)."""
+    try:
+        return os.readlink(f"/proc/{pid}/ns/net")
+    except OSError:
+        return ""
 
 
 def _data_directory(argv: list[bytes]) -> str | None:
@@ -184,13 +205,27 @@ def place(members: list[Member]) -> dict[str, Placement]:
 
 
 def _is_this_host(host: str) -> bool:
+    """HOST (a name or an address, as Patroni advertises a member) is one of this host's own
+    addresses: a socket here can bind to it.  The machine's name is not enough: a network
+    namespace shares it with the machine, and a name may resolve to an address of another."""
     import socket
 
     if host in ("", "localhost") or host.startswith("127.") or host == "::1":
         return True
     try:
-        mine = {socket.gethostname(), socket.getfqdn()}
-        addresses = {info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None)}
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
     except OSError:
         return False
-    return host in mine or host in addresses
+    return any(_can_bind(address) for address in addresses)
+
+
+def _can_bind(address: str) -> bool:
+    import socket
+
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((address, 0))
+    except OSError:
+        return False
+    return True
