@@ -4,9 +4,17 @@ Patroni 4.1.5 (the test extra) with its built-in Raft DCS, PostgreSQL from BINDI
 unless told), everything on 127.0.0.1 with ports from ``$PGPITR_PORTS`` and every file under one
 directory.  Each member is one ``patroni`` process started with this interpreter and a YAML
 config the harness writes; the REST API asks for a username and password on its changing
-requests (:attr:`PatroniCluster.rest_auth`).  The superuser is the OS user running the tests, so
-that peer authentication over a member's Unix socket works for pgpitr; it also has a password
-(:attr:`PatroniCluster.superuser_password`) for TCP, which pg_rewind and the writer use.
+requests (:attr:`PatroniCluster.rest_auth`).  The superuser is the members' OS user (by default
+the one running the tests), so that peer authentication over a member's Unix socket works for
+pgpitr; it also has a password (:attr:`PatroniCluster.superuser_password`) for TCP, which
+pg_rewind and the writer use.
+
+A member may also run on a "host" of its own (:class:`Site`): an address it listens on and
+advertises, and a command prefix that starts it there (a network namespace, say), as another OS
+account (``os_user``, root's tests pass the service account).  The files stay on one file system
+and the harness, patronictl included, still runs in the caller's namespace: it reaches the
+members over their addresses, and over TCP with the superuser's password when the caller is not
+the members' account (peer authentication would map it to the wrong role).
 
 Nothing is mocked: the timings are Patroni's own, with the smallest ``ttl``, ``loop_wait`` and
 ``retry_timeout`` its validator accepts (20, 1, 3 seconds; ``retry_timeout`` 5 here), so a
@@ -30,6 +38,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,6 +85,34 @@ def _os_user() -> str:
     return pwd.getpwuid(os.geteuid()).pw_name
 
 
+@dataclass(frozen=True)
+class Site:
+    """Where one member runs: the "host" of a multi-host test on this one machine.
+
+    ADDRESS is the IP the member's PostgreSQL, REST API and Raft node listen on and advertise
+    (their ``connect_address``); the caller must be able to reach it.  WRAP turns an argv into
+    the argv that runs it on that host, e.g. ``["ip", "netns", "exec", NS, "setpriv",
+    "--reuid=...", ..., *argv]``; None runs it here, as it is.  The wrap must *exec* ARGV in
+    place (``ip netns exec``, ``setpriv``, ``nsenter`` and ``env`` do; a shell without ``exec``,
+    ``sudo`` or ``su`` do not): the harness signals the process it started as the member's
+    Patroni (a stop's SIGTERM, a crash's SIGKILL), and a parent left between them would take
+    the signal instead, leaving Patroni and its PostgreSQL running."""
+
+    address: str = "127.0.0.1"
+    wrap: Callable[[list[str]], list[str]] | None = None
+
+    def command(self, argv: list[str]) -> list[str]:
+        """ARGV as it runs on this site."""
+        return list(argv) if self.wrap is None else list(self.wrap(list(argv)))
+
+
+def _cidr(address: str) -> str:
+    """ADDRESS as a pg_hba address: one host unless it already names a network."""
+    if "/" in address:
+        return address
+    return f"{address}/128" if ":" in address else f"{address}/32"
+
+
 @dataclass
 class Member:
     """One member: its PostgreSQL, its REST API and its Raft node, and where its files are."""
@@ -86,6 +123,7 @@ class Member:
     rest_port: int
     raft_port: int
     socket_dir: Path
+    site: Site = field(default_factory=Site)
     process: subprocess.Popen | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -108,15 +146,15 @@ class Member:
 
     @property
     def host(self) -> str:
-        return "127.0.0.1"
+        return self.site.address
 
     @property
     def rest_url(self) -> str:
-        return f"http://127.0.0.1:{self.rest_port}"
+        return f"http://{self.host}:{self.rest_port}"
 
     @property
     def raft_addr(self) -> str:
-        return f"127.0.0.1:{self.raft_port}"
+        return f"{self.host}:{self.raft_port}"
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -130,7 +168,9 @@ class Member:
         return pid if _alive(pid) else None
 
     def socket_conninfo(self, dbname: str = "postgres") -> str:
-        """As the OS user over the Unix socket (peer authentication, no password)."""
+        """As the OS user over the Unix socket (peer authentication, no password): only for a
+        caller that is the members' OS account (:meth:`PatroniCluster.member_conninfo` for
+        others)."""
         return f"host={self.socket_dir} port={self.port} dbname={dbname}"
 
 
@@ -162,6 +202,14 @@ class PatroniCluster:
     """Three (or MEMBERS) Patroni members of scope SCOPE under BASE, the leader made by initdb
     or by the custom BOOTSTRAP_METHOD.
 
+    SITES, one per member, put each on a host of its own (:class:`Site`); by default all run
+    here on 127.0.0.1.  OS_USER is the account the members run as (their site's wrap makes them
+    so) and the PostgreSQL superuser's name; by default the caller's.  When it is another
+    account (a root caller's), every directory and file the harness makes for the members is
+    that account's, which needs root, and every directory above BASE must let it in.
+    CLIENT_ADDRESSES are the addresses, besides 127.0.0.1 and the members', that pg_hba lets
+    connect (over TCP, with a password): where the caller reaches a namespaced member from.
+
     ``start()`` bootstraps and waits for a leader and streaming replicas; ``stop()`` stops every
     process it started, and is safe to call at any point (also after a failed start)."""
 
@@ -178,6 +226,9 @@ class PatroniCluster:
         retry_timeout: int = 5,
         parameters: dict[str, Any] | None = None,
         bootstrap_method: dict[str, dict[str, Any]] | None = None,
+        sites: list[Site] | None = None,
+        os_user: str | None = None,
+        client_addresses: Sequence[str] = (),
     ) -> None:
         self.base = Path(base)
         self.bindir = Path(bindir)
@@ -190,7 +241,21 @@ class PatroniCluster:
         self.bootstrap_method = dict(bootstrap_method or {})
         if len(self.bootstrap_method) > 1:
             raise HarnessError("one custom bootstrap method at most")
-        self.superuser = _os_user()
+        sites = list(sites) if sites is not None else [Site() for _ in range(members)]
+        if len(sites) != members:
+            raise HarnessError(f"{len(sites)} sites for {members} members: one per member")
+        self.client_addresses = list(client_addresses)
+        self.os_user = os_user or _os_user()
+        #: (uid, gid) the members' files are given to; None when they are the caller's own
+        self._owner: tuple[int, int] | None = None
+        if self.os_user != _os_user():
+            try:
+                account = pwd.getpwnam(self.os_user)
+            except KeyError:
+                raise HarnessError(f"no OS account {self.os_user!r}") from None
+            self._owner = (account.pw_uid, account.pw_gid)
+        #: the members' own PostgreSQL role is their OS account, so that peer auth maps it
+        self.superuser = self.os_user
         self.superuser_password = secrets.token_urlsafe(18)
         self.replication_password = secrets.token_urlsafe(18)
         self.rest_username = REST_USER
@@ -198,9 +263,10 @@ class PatroniCluster:
         # Unix socket paths are limited to 107 bytes: the sockets live in a short directory
         self._socket_root = Path(tempfile.mkdtemp(prefix="ha-", dir="/tmp"))
         self._socket_root.chmod(0o755)
+        self._own(self._socket_root)
         taken: set[int] = set()
         self.members: list[Member] = []
-        for i in range(1, members + 1):
+        for i, site in enumerate(sites, start=1):
             port, rest_port, raft_port = _take_ports(3, taken)
             self.members.append(
                 Member(
@@ -210,6 +276,7 @@ class PatroniCluster:
                     rest_port=rest_port,
                     raft_port=raft_port,
                     socket_dir=self._socket_root / f"m{i}",
+                    site=site,
                 )
             )
 
@@ -258,6 +325,41 @@ class PatroniCluster:
             f"password={_quote(self.superuser_password)} dbname={dbname} connect_timeout=2"
         )
 
+    def _harness_conninfo(self, member: Member) -> str:
+        """How the harness itself connects to MEMBER: over its socket as before when the caller
+        is the members' account, else over TCP with the password (peer authentication would
+        take the caller, root say, for a role that does not exist)."""
+        if self._owner is None:
+            return member.socket_conninfo()
+        return self.member_conninfo(member)
+
+    # -- the members' files --------------------------------------------------------------------
+
+    def _own(self, path: Path) -> None:
+        """Give PATH to the members' account (when it is not the caller's), so that a member
+        running as that account can write where the harness made room for it."""
+        if self._owner is not None:
+            os.chown(path, *self._owner)
+
+    def _check_reachable(self, path: Path) -> None:
+        """Fail at once, rather than after a start's timeout with the reason in a Patroni log,
+        when the members' account cannot enter a directory above PATH (a root-only 0700
+        temporary directory, say)."""
+        if self._owner is None:
+            return
+        uid, gid = self._owner
+        groups = set(os.getgrouplist(self.os_user, gid))
+        for parent in path.resolve().parents:
+            st = parent.stat()
+            if st.st_uid == uid:
+                bit = 0o100
+            elif st.st_gid in groups:
+                bit = 0o010
+            else:
+                bit = 0o001
+            if not st.st_mode & bit:
+                raise HarnessError(f"{self.os_user} cannot enter {parent} (mode {st.st_mode:o})")
+
     # -- configuration ---------------------------------------------------------------------------
 
     def _config(self, m: Member) -> dict[str, Any]:
@@ -294,8 +396,8 @@ class PatroniCluster:
             "name": m.name,
             "log": {"level": "INFO"},
             "restapi": {
-                "listen": f"127.0.0.1:{m.rest_port}",
-                "connect_address": f"127.0.0.1:{m.rest_port}",
+                "listen": f"{m.host}:{m.rest_port}",
+                "connect_address": f"{m.host}:{m.rest_port}",
                 "authentication": {
                     "username": self.rest_username,
                     "password": self.rest_password,
@@ -308,8 +410,8 @@ class PatroniCluster:
             },
             "bootstrap": bootstrap,
             "postgresql": {
-                "listen": f"127.0.0.1:{m.port}",
-                "connect_address": f"127.0.0.1:{m.port}",
+                "listen": f"{m.host}:{m.port}",
+                "connect_address": f"{m.host}:{m.port}",
                 "data_dir": str(m.datadir),
                 "bin_dir": str(self.bindir),
                 # Patroni writes this file; its default is ~/.pgpass, the account's own
@@ -333,44 +435,62 @@ class PatroniCluster:
                     "log_filename": "postgresql.log",
                     "shared_buffers": "16MB",
                 },
-                "pg_hba": [
-                    "local all all peer",
-                    "local replication all peer",
-                    f"host replication {REPLICATION_USER} 127.0.0.1/32 scram-sha-256",
-                    "host all all 127.0.0.1/32 scram-sha-256",
-                ],
+                "pg_hba": self._pg_hba(),
             },
             "tags": {"nofailover": False, "noloadbalance": False, "clonefrom": False},
         }
 
+    def _pg_hba(self) -> list[str]:
+        """Peer authentication over the sockets; a password over TCP from 127.0.0.1, from every
+        member's address (replication, pg_rewind) and from the caller's CLIENT_ADDRESSES."""
+        members = list(dict.fromkeys(["127.0.0.1/32", *(_cidr(m.host) for m in self.members)]))
+        clients = list(dict.fromkeys([*members, *(_cidr(a) for a in self.client_addresses)]))
+        return [
+            "local all all peer",
+            "local replication all peer",
+            *(f"host replication {REPLICATION_USER} {a} scram-sha-256" for a in members),
+            *(f"host all all {a} scram-sha-256" for a in clients),
+        ]
+
     def _write_config(self, m: Member) -> None:
-        m.dir.mkdir(parents=True, exist_ok=True)
-        m.socket_dir.mkdir(parents=True, exist_ok=True)
-        m.pg_log_dir.mkdir(parents=True, exist_ok=True)
+        for directory in (m.dir, m.socket_dir, m.pg_log_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+            self._own(directory)
         m.config_file.write_text(yaml.safe_dump(self._config(m), sort_keys=False))
         m.config_file.chmod(0o600)  # it holds the passwords
+        self._own(m.config_file)
+        m.log_file.touch()
+        self._own(m.log_file)
 
     # -- processes ----------------------------------------------------------------------------
 
     def _spawn(self, m: Member) -> None:
+        """Start M's Patroni through its site's wrap: the process started is Patroni itself
+        (the wrap execs it), which the harness signals to stop or crash the member."""
         if m.running():
             raise HarnessError(f"{m.name}'s Patroni already runs")
+        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+        if self._owner is not None:  # the account's own, not the caller's (root's HOME)
+            home = pwd.getpwnam(self.os_user).pw_dir
+            env.update(HOME=home, USER=self.os_user, LOGNAME=self.os_user)
         with open(m.log_file, "ab") as log:
             m.process = subprocess.Popen(
-                [*PATRONI, str(m.config_file)],
+                m.site.command([*PATRONI, str(m.config_file)]),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=m.dir,
                 # its own session: a signal to the test's terminal does not reach it
                 start_new_session=True,
-                env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+                env=env,
             )
 
     def start(self, timeout: float = 120) -> PatroniCluster:
         """Bootstrap all members together; return once a leader runs and every replica
         streams."""
         self.base.mkdir(parents=True, exist_ok=True)
+        self._check_reachable(self.base)
+        self._own(self.base)
         for m in self.members:
             self._write_config(m)
         for m in self.members:
@@ -587,7 +707,9 @@ class PatroniCluster:
         import psycopg
 
         try:
-            with psycopg.connect(m.socket_conninfo(), connect_timeout=2, autocommit=True) as c:
+            with psycopg.connect(
+                self._harness_conninfo(m), connect_timeout=2, autocommit=True
+            ) as c:
                 return c.execute("select not pg_is_in_recovery()").fetchone()[0]
         except psycopg.Error:
             return False
@@ -629,7 +751,10 @@ class PatroniCluster:
         return self.wait_for_leader(not_name=old.name, timeout=timeout)
 
     def patronictl(self, *args: str, check: bool = True, timeout: float = 60):
-        """Run ``patronictl -c <a member's config> ARGS``; the CompletedProcess."""
+        """Run ``patronictl -c <a member's config> ARGS``; the CompletedProcess.
+
+        It runs here, as the caller, whatever the members' sites: a Raft client of every
+        member's ``raft_addr`` and a client of their REST APIs, all over their addresses."""
         config = next((m for m in self.members if m.running()), self.members[0]).config_file
         result = subprocess.run(
             [str(PATRONICTL), "-c", str(config), *args],
