@@ -192,10 +192,11 @@ def describe(name: str, output: Output = "table", backup_repo: BackupRepo = None
     """Show a cluster and its data protection: schedule, TTL, recoverable window; with
     --backup-repo, what that repository holds of it (a deleted cluster's backups)."""
     views.check_output(output)
-    if backup_repo:
+    kept = None if backup_repo else reads.kept_for_members(name)
+    if backup_repo or kept is not None:
         from pgpitr.operations import info as repo_info
 
-        url = flowio.repository_url(backup_repo)
+        url = kept or flowio.repository_url(backup_repo)
         stanza = repo_info.describe_stanza(url, name)
         if stanza["host"]:  # another host's cluster: is its agent there?
             stanza.update(runner.host_fields(name, stanza["host"]))

@@ -170,6 +170,11 @@ def registered(result: Any) -> None:
             f"Patroni cluster {result['patroni_scope']}: members {', '.join(result['members'])}; "
             "archive settings are in its dynamic configuration, so every primary archives"
         )
+    if result.get("member_hosts"):
+        console.info(
+            f"kept on host(s) {', '.join(result['member_hosts'])} too, for their members: "
+            "their agents archive when one of those is primary"
+        )
     before = ", ".join(f"{key}={old['value']!r}" for key, old in result["previous"].items())
     console.info(f"settings before registration (`unregister` puts them back): {before}")
 

@@ -24,6 +24,17 @@ def known(name: str) -> Cluster:
         ) from None
 
 
+def kept_for_members(name: str) -> Any:
+    """The repository of NAME when this host keeps it only for its members (another host's HA
+    cluster, whose policy and schedules are there): describe reads it as another host's
+    cluster, from the repository."""
+    try:
+        cluster = Cluster.get(name)
+    except NotFound:
+        return None
+    return None if policy_store.has_policy(cluster) else cluster.state.repository
+
+
 def cluster_rows() -> list[dict[str, Any]]:
     return [
         {
@@ -60,6 +71,8 @@ def policy_rows() -> list[dict[str, Any]]:
 
     rows = []
     for c in Cluster.all():
+        if not policy_store.has_policy(c):
+            continue  # another host's, kept here for its members: its policy is there
         p = policy_store.load_policy(c)
         rows.append(
             {

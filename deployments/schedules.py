@@ -16,6 +16,8 @@ def sync_all() -> list[str]:
     done = []
     hosts = set()
     for cluster in Cluster.all():
+        if not policy_store.has_policy(cluster):
+            continue  # another host's HA cluster, kept here for its members: scheduled there
         hosts.add(cluster.state.host)
         done += [
             f"{cluster.name}: {line}"

@@ -10,6 +10,7 @@ from prefect import flow
 
 from pgpitr.operations import accounts, create, delete, register, roles, start, stop, unregister
 from pgpitr.repository.url import RepositoryUrl
+from tasks import member_hosts
 from tasks.naming import run_name
 from tasks.results import PERSISTED, SERIALIZER
 from tasks.steps import STEPS
@@ -95,6 +96,29 @@ def unregister_cluster(name: str) -> dict[str, Any]:
     """Stop protecting a registered server: its settings put back, its backups kept, the
     server left running."""
     return unregister.run(STEPS, name)
+
+
+@flow(
+    name="keep-for-members",
+    flow_run_name=run_name("keep-for-members-{host}/{cluster}"),
+    **PERSISTED,
+)
+def keep_for_members(
+    cluster: str, spec: dict[str, Any], secrets_block: str | None = None
+) -> list[dict[str, Any]]:
+    """Keep another host's HA cluster here when members of it run here (asked by its
+    registration): the placements of those members, also left as a table artifact."""
+    return member_hosts.keep_here(cluster, spec, secrets_block)
+
+
+@flow(
+    name="drop-for-members",
+    flow_run_name=run_name("drop-for-members-{host}/{cluster}"),
+    **PERSISTED,
+)
+def drop_for_members(cluster: str, home_host: str) -> bool:
+    """Forget this host's copy of HOME_HOST's HA cluster (asked by its unregistration)."""
+    return member_hosts.drop_here(cluster, home_host)
 
 
 @flow(

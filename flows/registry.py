@@ -51,6 +51,8 @@ FLOWS: tuple[FlowEntry, ...] = (
     FlowEntry("stop-cluster", "flows.clusters:stop_cluster"),
     FlowEntry("register-cluster", "flows.clusters:register_cluster"),
     FlowEntry("unregister-cluster", "flows.clusters:unregister_cluster"),
+    FlowEntry("keep-for-members", "flows.clusters:keep_for_members"),
+    FlowEntry("drop-for-members", "flows.clusters:drop_for_members"),
     FlowEntry("create-account", "flows.clusters:create_account", served=False),
     FlowEntry("grant-role", "flows.clusters:grant_role"),
     FlowEntry("setup", "flows.setup:setup", kubernetes=True),

@@ -57,18 +57,26 @@ def check_new_cluster_key(url: RepositoryUrl | None) -> None:
     encryption_key_file(url, user)
 
 
-def store_credentials(cluster: Cluster) -> None:
-    """Keep the AWS keys of the environment for the archiver (mode 0600, server account)."""
+def store_credentials(cluster: Cluster, text: str | None = None) -> None:
+    """Keep the AWS keys of the environment (or TEXT, a credentials file's) for the archiver
+    (mode 0600, server account)."""
+    text = text or credentials_text(cluster.state.repository)
+    if text:
+        conf.write_file(cluster.state.credentials_file, text, cluster.owner, 0o600)
+
+
+def credentials_text(url: RepositoryUrl) -> str | None:
+    """The credentials file of the environment's AWS keys for URL; None when it needs none."""
     key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
-    if not cluster.state.repository.is_s3 or not key or not secret:
-        return
+    if not url.is_s3 or not key or not secret:
+        return None
     ini = configparser.ConfigParser()
     ini["default"] = {"aws_access_key_id": key, "aws_secret_access_key": secret}
     if os.environ.get("AWS_SESSION_TOKEN"):
         ini["default"]["aws_session_token"] = os.environ["AWS_SESSION_TOKEN"]
     text = io.StringIO()
     ini.write(text)
-    conf.write_file(cluster.state.credentials_file, text.getvalue(), cluster.owner, 0o600)
+    return text.getvalue()
 
 
 def prepare_file_repository(cluster: Cluster) -> None:

@@ -50,6 +50,13 @@ def placed_here(policy: pol.BackupPolicy) -> pol.BackupPolicy:
     return pol.placed(policy, [p.cron for p in others if p is not None])
 
 
+def has_policy(cluster: Cluster) -> bool:
+    """Whether this home keeps CLUSTER's policy: not for another host's HA cluster, kept here
+    for its members only (pgpitr/operations/register/member_hosts.py), whose policy is its own
+    host's."""
+    return (cluster.state.dir / POLICY_FILE).exists()
+
+
 def load_policy(cluster: Cluster) -> pol.BackupPolicy:
     import json
 

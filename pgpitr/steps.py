@@ -85,3 +85,27 @@ class Steps:
     def remove_schedules(self, cluster: str) -> list[str]:
         """Remove the cluster's schedules from the deployments (nothing to do here)."""
         return []
+
+    def keep_on_member_hosts(self, spec: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+        """Have the agents of the other hosts keep the HA cluster SPEC describes (see
+        pgpitr/operations/register/member_hosts.py): per host asked, the placements of its
+        members.  Other hosts are reached through their agents, which only the orchestration
+        has."""
+        from pgpitr.errors import ClusterStateError
+
+        names = ", ".join(m["name"] for m in spec["members"])
+        raise ClusterStateError(
+            f"members of {spec['cluster']['name']!r} run on other hosts ({names}), whose "
+            "agents only a flow reaches",
+            hint="register it with `pgpitr cluster register --patroni`",
+        )
+
+    def drop_on_member_hosts(self, cluster: str, hosts: list[str]) -> None:
+        """Have the agents of HOSTS forget their copy of CLUSTER (none to reach here)."""
+        if hosts:
+            from pgpitr.errors import ClusterStateError
+
+            raise ClusterStateError(
+                f"hosts {', '.join(hosts)} keep {cluster!r}, and only a flow reaches their agents",
+                hint=f"unregister it with `pgpitr cluster unregister {cluster}`",
+            )

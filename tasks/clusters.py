@@ -30,6 +30,7 @@ create_account = step_task(accounts.create_account_from_environment, "create-acc
 grant_role = step_task(roles.grant, "grant-role", **RETRYING)
 find_server = step_task(register.find_server, "find-server", **ONCE)
 check_server = step_task(register.check_server, "check-server", **RETRYING)
+record_of = step_task(register.record_of, "record-of", **ONCE)
 save_registration = step_task(register.save_registration, "save-registration", **ONCE)
 turn_on_archive_mode = step_task(register.turn_on_archive_mode, "turn-on-archive-mode", **ONCE)
 set_archive_settings = step_task(register.set_archive_settings, "set-archive-settings", **RETRYING)

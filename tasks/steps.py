@@ -89,6 +89,17 @@ class TaskSteps(Steps):
     def remove_schedules(self, cluster: str) -> list[str]:
         return schedules.remove_schedules(cluster)
 
+    def keep_on_member_hosts(self, spec: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+        from tasks import member_hosts
+
+        return member_hosts.keep_on_member_hosts(spec)
+
+    def drop_on_member_hosts(self, cluster: str, hosts: list[str]) -> None:
+        if hosts:
+            from tasks import member_hosts
+
+            member_hosts.drop_on_member_hosts(cluster, hosts)
+
 
 #: What flows hand to the engine's operations.
 STEPS = TaskSteps()

@@ -127,6 +127,7 @@ HARNESS = _Harness()
 LONG_MODULES = (
     "tests/fleet/test_fleet.py",  # root's: three hosts, a server, five tests: 110-170 s
     "tests/security/test_hostile_account.py",  # root's: 140 s
+    "tests/fleet/test_ha_hosts.py",  # root's: two hosts, a server, Patroni: 110 s
     "tests/ha/test_ha_cluster.py",
     "tests/flows/test_agent.py",
     "tests/ui/test_restore_form.py",  # a server, a cluster, an agent, two form runs: 85 s

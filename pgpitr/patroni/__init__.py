@@ -64,19 +64,35 @@ def follow(state: ClusterState) -> list[Member]:
 
 
 def placement_of(state: ClusterState, member: Member, members: list[Member]) -> Placement:
-    """Where MEMBER's server is on this host; refused when it is not here."""
+    """Where MEMBER's server is on this host; refused when it is not here, naming the host
+    whose member it is when registration found one."""
     known = {entry["name"]: Placement(**entry) for entry in state.members}
     found = known.get(member.name)
-    if found is not None and found.port == member.port and Path(found.datadir).is_dir():
+    if (
+        found is not None
+        and not found.host
+        and found.port == member.port
+        and Path(found.datadir).is_dir()
+    ):
         return found
     placed = place(members)  # a member added, moved or not seen before: look again
     if member.name in placed:
         return placed[member.name]
+    where = f"{member.role}, {member.host}:{member.port}"
+    if found is not None and found.host:
+        raise ClusterStateError(
+            f"member {member.name} of {state.name!r} ({where}) is a member of host "
+            f"{found.host}, not of this one",
+            hint=f"run the command on host {found.host}, whose pgpitr keeps {state.name!r} "
+            "too (its agent archives for that member)",
+            transient=True,
+        )
     raise ClusterStateError(
-        f"member {member.name} of {state.name!r} ({member.role}, {member.host}:{member.port}) "
-        "runs on no server of this host that pgpitr can see",
-        hint="pgpitr serves the members of one host for now; run it on the member's host, "
-        "as the database's OS user",
+        f"member {member.name} of {state.name!r} ({where}) runs on no server of this host "
+        "that pgpitr can see",
+        hint="run the command on the member's host, as the database's OS user; a member "
+        "on a host added after registration is kept there once the cluster is unregistered "
+        "and registered again",
     )
 
 

@@ -65,7 +65,17 @@ def slot_state(cluster: Cluster) -> SlotState:
 
 def check_ready(cluster: Cluster) -> None:
     """Refuse streaming where it cannot work, before anything changes: no pg_receivewal in the
-    server's binaries, wal_level minimal, no WAL sender or slot left."""
+    server's binaries, wal_level minimal, no WAL sender or slot left, an HA cluster with
+    members on other hosts (the receiver runs under this host's agent and reaches its primary
+    over its Unix socket: a primary promoted on another host is out of its reach)."""
+    elsewhere = sorted({m["host"] for m in cluster.state.members if m.get("host")})
+    if elsewhere:
+        raise ClusterStateError(
+            f"WAL streaming of {cluster.name!r} is refused: members of it run on other hosts "
+            f"({', '.join(elsewhere)}), where this host's receiver cannot follow the primary",
+            hint="keep schedule.logfile.method=archive: archive_command archives from whichever "
+            "member is primary, on any host",
+        )
     if not (cluster.bindir / "pg_receivewal").exists():
         raise ClusterStateError(
             f"streaming needs {cluster.bindir / 'pg_receivewal'}, which is missing",

@@ -8,11 +8,13 @@ addresses, nothing else.  The file system is shared: each host keeps its own PGP
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 
 def _ip(*args: str, namespace: str | None = None, check: bool = True) -> str:
@@ -28,10 +30,22 @@ class Host:
     name: str
     namespace: str
     address: str
+    #: (SOURCE, TARGET): every command of this host sees the directory SOURCE at TARGET, a
+    #: path all hosts share (each machine has its own /var/lib/pgpitr); "" for none
+    home_mount: tuple[str, str] = ("", "")
 
     def command(self, argv: list[str]) -> list[str]:
-        """ARGV run inside this host's network namespace."""
-        return ["ip", "netns", "exec", self.namespace, *argv]
+        """ARGV run inside this host's network namespace (and its mount, in a mount namespace
+        of its own: `ip netns exec` makes one per command, so no other host sees it)."""
+        where = ["ip", "netns", "exec", self.namespace]
+        source, target = self.home_mount
+        if not source:
+            return [*where, *argv]
+        script = 'mount --bind "$1" "$2" && shift 2 && exec "$@"'
+        return [*where, "sh", "-c", script, "sh", source, target, *argv]
+
+    def with_home(self, source: Path, target: Path) -> Host:
+        return dataclasses.replace(self, home_mount=(str(source), str(target)))
 
     def routes(self) -> list[str]:
         return [line for line in _ip("route", "show", namespace=self.namespace).splitlines()]

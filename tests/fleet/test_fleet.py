@@ -17,7 +17,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -39,6 +38,7 @@ from tests.conftest import (
     stop_everything_under,
 )
 from tests.fleet.netns import Host, network
+from tests.fleet.service import base_env, owned_by_service, run_as_service, stop_agent
 from tests.flows.api import wait_for
 from tests.flows.test_agent import at
 from tests.pg import rows, rows_either_side_of_a_second
@@ -116,52 +116,6 @@ class Fleet:
             host, "cluster", "describe", cluster, "--backup-repo", self.repository, "-o", "json"
         )
         return json.loads(shown.stdout)
-
-
-def run_as_service(
-    argv: list[str],
-    env: dict[str, str],
-    input: str | None = None,
-    timeout: float = 300,
-    on: Host | None = None,
-) -> subprocess.CompletedProcess[str]:
-    """ARGV as pgpitr's service account, in host ON's namespace if given (entering it takes
-    root: the account is taken on inside it)."""
-    from pgpitr.privilege import make_service_account
-
-    account = make_service_account()
-    identity = [f"--reuid={account.uid}", f"--regid={account.gid}", "--clear-groups"]
-    return subprocess.run(
-        on.command(["setpriv", *identity, *argv]) if on else ["setpriv", *identity, *argv],
-        env=env,
-        input=input,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd="/",
-    )
-
-
-def owned_by_service(path: Path) -> Path:
-    from pgpitr.privilege import make_service_account
-
-    account = make_service_account()
-    os.chown(path, account.uid, account.gid)
-    return path
-
-
-def base_env(home: Path, **settings: str) -> dict[str, str]:
-    """A clean environment: nothing of the test process's Prefect API or home."""
-    prefect_home = home / "prefect-home"
-    return {
-        "PATH": os.environ["PATH"],
-        "HOME": str(prefect_home),
-        "PREFECT_HOME": str(prefect_home),
-        "PGPITR_HOME": str(home),
-        "TZ": "UTC",
-        "LANG": "C.UTF-8",
-        **settings,
-    }
 
 
 @pytest.fixture(scope="module")
@@ -317,14 +271,6 @@ def join(fleet: Fleet, name: str, secret: str) -> None:
             return False
 
     wait_for(serving, 180, f"the agent of host-{name} serving")
-
-
-def stop_agent(home: Path) -> None:
-    try:
-        pid = json.loads((home / "agent" / "agent.json").read_text())["pid"]
-        os.killpg(pid, signal.SIGKILL)
-    except (OSError, ValueError, KeyError):
-        pass
 
 
 def test_no_host_has_a_route_beyond_the_fleet(fleet: Fleet) -> None:

@@ -1,11 +1,13 @@
 """Which server a backup reads: the policy's ``backup.source`` among an HA cluster's members.
 
-A standby's backup is restorable like the primary's: pg_basebackup on a standby ends at the
-standby's replay point, whose WAL the primary archives (``confirm_wal_arrival`` switches a
-segment on the primary afterwards).  A standby more than ``LAG_LIMIT`` behind is passed over
-(its backup would wait on its replay, and hold a window that ends later than it could).  If
-the chosen standby goes away mid-backup, pg_basebackup fails, the attempt is marked Failed and
-removed, and the task's retry chooses again from the members then.
+Only a standby of this host is backed up from (the standbys of another host are that host's to
+back up, where the cluster is kept too).  A standby's backup is restorable like the primary's:
+pg_basebackup on a standby ends at the standby's replay point, whose WAL the primary archives
+(``confirm_wal_arrival`` switches a segment on the primary afterwards).  A standby more than
+``LAG_LIMIT`` behind is passed over (its backup would wait on its replay, and hold a window
+that ends later than it could).  If the chosen standby goes away mid-backup, pg_basebackup
+fails, the attempt is marked Failed and removed, and the task's retry chooses again from the
+members then.
 
 A standby's backup starts at its last restartpoint, which it makes only where the primary
 checkpointed: after a quiet while that can be long before now, and an incremental must start
@@ -38,9 +40,12 @@ def choose(cluster: Cluster, preference: str) -> Cluster:
         (m for m in members if m.is_streaming_standby and (m.lag or 0) <= LAG_LIMIT),
         key=lambda m: (m.lag or 0, m.name),
     )
-    if standbys:
-        chosen = standbys[0]
-        placement = patroni.placement_of(cluster.state, chosen, members)
+    for chosen in standbys:
+        try:
+            placement = patroni.placement_of(cluster.state, chosen, members)
+        except ClusterStateError as exc:  # another host's member: that host backs it up
+            log.info("%s: not backing up from standby %s: %s", cluster.name, chosen.name, exc)
+            continue
         log.info(
             "%s: backing up from standby %s (port %s, %s bytes behind)",
             cluster.name,
@@ -50,7 +55,7 @@ def choose(cluster: Cluster, preference: str) -> Cluster:
         )
         return ha.member(cluster, placement)
     why = cluster.ha_problem or (
-        f"no member streams within {LAG_LIMIT >> 20} MiB of the primary"
+        f"no member of this host streams within {LAG_LIMIT >> 20} MiB of the primary"
         if members
         else "Patroni named no members"
     )

@@ -12,13 +12,14 @@ from typing import Any
 from pgpitr.errors import ClusterStateError, InvalidInput
 from pgpitr.patroni import dynamic_parameters
 from pgpitr.patroni.api import Credentials, PatroniApi
-from pgpitr.patroni.members import members_of, place, primary_of
+from pgpitr.patroni.members import Member, members_of, place, primary_of
 
 
-def find_members(url: str) -> tuple[str, str, list[dict[str, Any]], dict[str, Any]]:
-    """(scope, system identifier, the members' placements, the primary's placement) of the
-    Patroni cluster whose member answers at URL.  Every member must run on this host: a member
-    pgpitr cannot reach would archive into a home that is not there once promoted."""
+def find_members(url: str) -> Members:
+    """The Patroni cluster whose member answers at URL: its scope, system identifier, the
+    placements of the members on this host (the primary's among them: registration starts on
+    the primary's host) and the members on other hosts, whose hosts keep the cluster too
+    (member_hosts.py)."""
     api = PatroniApi(url, Credentials.from_environment())
     members = members_of(api.cluster())
     if not members:
@@ -31,21 +32,32 @@ def find_members(url: str) -> tuple[str, str, list[dict[str, Any]], dict[str, An
     system_identifier = str(identity.get("database_system_identifier", ""))
     primary = primary_of(members, scope or url)
     placed = place(members)
-    missing = [m for m in members if m.name not in placed]
-    if missing:
-        names = ", ".join(f"{m.name} ({m.host}:{m.port})" for m in missing)
+    if primary.name not in placed:
         raise ClusterStateError(
-            f"members of the Patroni cluster {scope!r} run on no server of this host that "
-            f"pgpitr can see: {names}",
-            hint="pgpitr protects the members of one host for now, run as the database's OS "
-            "user on that host",
+            f"the primary of the Patroni cluster {scope!r}, {primary.name} "
+            f"({primary.host}:{primary.port}), runs on no server of this host that pgpitr can "
+            "see",
+            hint="register the cluster on the primary's host, as the database's OS user; the "
+            "hosts of the other members then keep it through their agents",
         )
-    return (
-        scope,
-        system_identifier,
-        [placed[m.name].as_dict() for m in members],
-        placed[primary.name].as_dict(),
+    return Members(
+        scope=scope,
+        system_identifier=system_identifier,
+        here=tuple(placed[m.name].as_dict() for m in members if m.name in placed),
+        primary=placed[primary.name].as_dict(),
+        elsewhere=tuple(m for m in members if m.name not in placed),
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class Members:
+    scope: str
+    system_identifier: str
+    #: the placements of this host's members
+    here: tuple[dict[str, Any], ...]
+    primary: dict[str, Any]
+    #: what Patroni says of the members on other hosts
+    elsewhere: tuple[Member, ...]
 
 
 def request_for_primary(request: Any, primary: dict[str, Any]) -> Any:

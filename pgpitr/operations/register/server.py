@@ -9,7 +9,7 @@ import dataclasses
 import os
 import pwd
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +119,9 @@ class Server:
     patroni_url: str = ""
     patroni_scope: str = ""
     members: tuple[dict[str, Any], ...] = ()
+    #: what Patroni says of the members on other hosts (``Member``'s fields), whose hosts
+    #: keep the cluster too: their placements join ``members`` once they do
+    members_elsewhere: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -227,8 +230,9 @@ def find_server(request: RegisterRequest) -> Server:
     """Everything about the running server that needs no connection; a Patroni cluster's
     primary, with its members."""
     if request.patroni:
-        scope, identifier, members, primary = ha.find_members(request.patroni)
-        server = find_server(ha.request_for_primary(request, primary))
+        found = ha.find_members(request.patroni)
+        server = find_server(ha.request_for_primary(request, found.primary))
+        identifier = found.system_identifier
         if identifier and identifier != server.system_identifier:
             raise ClusterStateError(
                 f"Patroni at {request.patroni} reports system identifier {identifier}, its "
@@ -236,10 +240,11 @@ def find_server(request: RegisterRequest) -> Server:
             )
         return dataclasses.replace(
             server,
-            server_log=server.server_log or primary["server_log"],
+            server_log=server.server_log or found.primary["server_log"],
             patroni_url=request.patroni,
-            patroni_scope=scope,
-            members=tuple(members),
+            patroni_scope=found.scope,
+            members=found.here,
+            members_elsewhere=tuple(asdict(m) for m in found.elsewhere),
         )
     create.require_idle_name(request.name)
     datadir, config_dir = locate(Path(request.pgdata))

@@ -51,17 +51,26 @@ def _undo_registration(name: str) -> None:
     log.warning("registration of %s failed: forgot it again", name)
 
 
+def record_of(request: RegisterRequest, server: Server, found: Settings) -> st.ClusterState:
+    """The cluster's record as registration saves it (not saved here)."""
+    url = request.backup_repo or st.default_repository_url()
+    state = state_of(request.name, server, url, found.superuser)
+    state.created = datetime.now(UTC).isoformat(timespec="seconds")
+    state.previous_settings = found.previous
+    state.encryption_key_file = cluster_repository.encryption_key_file(url, _user_of(server))
+    return state
+
+
+def _user_of(server: Server) -> OsUser:
+    entry = pwd.getpwnam(server.os_user)
+    return OsUser(entry.pw_name, entry.pw_uid, entry.pw_gid)
+
+
 @undone_by(_undo_registration)
 def save_registration(request: RegisterRequest, server: Server, found: Settings) -> str:
     """Record the cluster under PGPITR_HOME: state, default policy, credentials, spool."""
-    now = datetime.now(UTC).isoformat(timespec="seconds")
-    url = request.backup_repo or st.default_repository_url()
-    state = state_of(request.name, server, url, found.superuser)
-    state.created = now
-    state.previous_settings = found.previous
-    entry = pwd.getpwnam(server.os_user)
-    user = OsUser(entry.pw_name, entry.pw_uid, entry.pw_gid)
-    state.encryption_key_file = cluster_repository.encryption_key_file(url, user)
+    state = record_of(request, server, found)
+    now, url, user = state.created, state.repository, _user_of(server)
     home = st.home()
     if not home.exists():
         make_dir(home, user, 0o755)

@@ -1,0 +1,344 @@
+"""A Patroni cluster whose members run on two hosts, each with its own pgpitr agent.
+
+Hosts a and b are network namespaces (tests/fleet/netns.py), each with its own address, its own
+PGPITR_HOME mounted at the same path (as every machine has its own /var/lib/pgpitr) and its own
+agent, joined to one Prefect server; the repository is moto's S3 server.  One Patroni member
+runs on each host, as pgpitr's service account.  Proven here: registering on the primary's
+host has host b's agent keep the cluster for its member (with the repository's and Patroni's
+credentials, which never travel as a parameter), and refuses, leaving nothing anywhere, while
+b's agent is down; after a switchover to b's member, b archives the new timeline, so a restore
+on host a to a time after the switchover holds exactly the rows committed before it, and
+`latest` every row archived; unregister makes b forget it and leaves Patroni as it was."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from tests.conftest import S3_KEY, S3_SECRET, free_port, reachable_tempdir
+from tests.fleet.netns import Host, network
+from tests.fleet.service import base_env, owned_by_service, run_as_service, stop_agent
+from tests.flows.api import wait_for
+from tests.ha.patroni import PatroniCluster, Site, require_patroni
+from tests.ha.writer import Writer
+
+pytestmark = [pytest.mark.root, pytest.mark.timeout(900)]
+
+PG15 = Path("/usr/lib/postgresql/15/bin")
+NAME = "pgha"
+POLICY = f"{NAME}-postgresql-backup-policy"
+
+
+@dataclass
+class Hosts:
+    api: str
+    auth: tuple[str, str]
+    repository: str
+    common_home: Path  # where each host sees its own home
+    homes: dict[str, Path]  # each host's home, as the test sees it
+    hosts: dict[str, Host]
+    envs: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def pgpitr(
+        self, host: str, *args: str, check: bool = True, input: str | None = None, **extra: str
+    ) -> Any:
+        done = run_as_service(
+            [sys.executable, "-I", "-m", "pgpitr", *args],
+            {**self.envs[host], **extra},
+            input,
+            on=self.hosts[host],
+        )
+        if check:
+            assert done.returncode == 0, f"{host}: pgpitr {' '.join(args)}\n{done.stderr}"
+        return done
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        answer = httpx.request(method, self.api + path, json=body, auth=self.auth, timeout=30)
+        answer.raise_for_status()
+        return answer.json() if answer.content else None
+
+    def serving(self, host: str) -> bool:
+        try:
+            found = self.call("GET", f"/deployments/name/keep-for-members/pgpitr-host-{host}")
+        except httpx.HTTPStatusError:
+            return False
+        return found["status"] == "READY"
+
+    def runs(self, name_like: str) -> list[dict[str, Any]]:
+        return self.call("POST", "/flow_runs/filter", {"flow_runs": {"name": {"like_": name_like}}})
+
+
+@pytest.fixture(scope="module")
+def hosts() -> Iterator[Hosts]:
+    import logging
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    require_patroni()
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    base = reachable_tempdir("pgpitr-ha-hosts-")
+    common = Path(tempfile.mkdtemp(prefix="pgpitr-home-", dir="/tmp"))  # only ever mounted on
+    common.chmod(0o755)
+    homes = {}
+    for name in ("server", "a", "b"):
+        (base / name).mkdir(mode=0o755)
+        homes[name] = owned_by_service(base / name)
+        (homes[name] / "prefect-home").mkdir(mode=0o700)
+        owned_by_service(homes[name] / "prefect-home")
+    moto = None
+    with network(["a", "b"], subnet="10.215.0") as net:
+        server_env = base_env(
+            homes["server"],
+            PGPITR_PREFECT_ADDRESS=net.address,
+            PGPITR_PREFECT_PORT=str(free_port()),
+        )
+        try:
+            moto_port = free_port()
+            moto = ThreadedMotoServer(ip_address=net.address, port=moto_port, verbose=False)
+            moto.start()
+            endpoint = f"http://{net.address}:{moto_port}"
+            bucket = f"pgpitr-ha-{time.time_ns() % 10**9}"
+            boto3.client(
+                "s3",
+                endpoint_url=endpoint,
+                region_name="us-east-1",
+                aws_access_key_id=S3_KEY,
+                aws_secret_access_key=S3_SECRET,
+            ).create_bucket(Bucket=bucket)
+            started = run_as_service(
+                [sys.executable, "-I", "-m", "pgpitr", "server", "start", "-o", "json"],
+                server_env,
+            )
+            assert started.returncode == 0, started.stderr
+            status = run_as_service(
+                [sys.executable, "-I", "-m", "pgpitr", "server", "status", "-o", "json"],
+                server_env,
+            )
+            url = json.loads(status.stdout)["url"]
+            secret = (homes["server"] / "prefect" / "api-credentials").read_text().strip()
+            user, _, password = secret.partition(":")
+            made = Hosts(
+                api=url,
+                auth=(user, password),
+                repository=f"s3://{bucket}/backups?endpoint={endpoint}&region=us-east-1",
+                common_home=common,
+                homes=homes,
+                hosts={n: h.with_home(homes[n], common) for n, h in net.hosts.items()},
+            )
+            for name in ("a", "b"):
+                made.envs[name] = base_env(
+                    common,
+                    PGPITR_HOST=f"host-{name}",
+                    PREFECT_RUNNER_POLL_FREQUENCY="1",
+                    PGPITR_METRICS_PORT="off",
+                )
+                made.pgpitr(name, "server", "connect", url, input=secret + "\n")
+            yield made
+        finally:
+            for name in ("a", "b"):
+                stop_agent(homes[name])
+            run_as_service([sys.executable, "-I", "-m", "pgpitr", "server", "stop"], server_env)
+            if moto is not None:
+                moto.stop()
+    shutil.rmtree(base, ignore_errors=True)
+    shutil.rmtree(common, ignore_errors=True)
+
+
+def start_agent(hosts: Hosts, name: str) -> None:
+    hosts.pgpitr(name, "agent", "start")
+    wait_for(lambda: hosts.serving(name), 180, f"the agent of host-{name} serving")
+
+
+@pytest.fixture(scope="module")
+def patroni(hosts: Hosts) -> Iterator[PatroniCluster]:
+    from pgpitr.privilege import make_service_account
+
+    account = make_service_account()
+    identity = [f"--reuid={account.uid}", f"--regid={account.gid}", "--clear-groups"]
+
+    def wrap(host: Host):
+        return lambda argv: host.command(["setpriv", *identity, *argv])
+
+    base = owned_by_service(reachable_tempdir("pgpitr-ha-members-"))
+    cluster = PatroniCluster(
+        base,
+        scope=NAME,
+        members=2,
+        sites=[Site(h.address, wrap(h)) for h in (hosts.hosts["a"], hosts.hosts["b"])],
+        os_user=account.name,
+        client_addresses=[f"{hosts.hosts['a'].address.rsplit('.', 1)[0]}.1"],
+    )
+    try:
+        cluster.start()
+        if cluster.leader().name != cluster.members[0].name:  # the primary on host a
+            cluster.switchover(candidate=cluster.members[0])
+        yield cluster
+    except BaseException:
+        print(cluster.logs())
+        raise
+    finally:
+        cluster.stop(graceful=False)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _rows(conninfo: str) -> list[tuple[int, datetime]]:
+    with psycopg.connect(conninfo, autocommit=True) as db:
+        return db.execute("SELECT n, at FROM ha_writes ORDER BY n").fetchall()
+
+
+def _restored_rows(hosts: Hosts, cluster: str) -> list[int]:
+    state = json.loads((hosts.homes["a"] / "clusters" / cluster / "cluster.json").read_text())
+    socket_dir = hosts.common_home / "clusters" / cluster / "run"
+    done = run_as_service(
+        [
+            str(PG15 / "psql"),
+            "-h",
+            str(socket_dir),
+            "-p",
+            str(state["port"]),
+            "-d",
+            "postgres",
+            "-XAtc",
+            "SELECT n FROM ha_writes ORDER BY n",
+        ],
+        {"PATH": "/usr/bin:/bin"},
+        on=hosts.hosts["a"],
+    )
+    assert done.returncode == 0, done.stderr
+    return [int(line) for line in done.stdout.split()]
+
+
+def test_a_member_on_another_host_is_kept_by_its_agent_and_archives_after_a_switchover(
+    hosts: Hosts, patroni: PatroniCluster
+) -> None:
+    user, password = patroni.rest_auth
+    secrets = {
+        "PATRONI_RESTAPI_USERNAME": user,
+        "PATRONI_RESTAPI_PASSWORD": password,
+        "AWS_ACCESS_KEY_ID": S3_KEY,
+        "AWS_SECRET_ACCESS_KEY": S3_SECRET,
+    }
+    on_a, on_b = patroni.members
+    config_before = patroni.dcs_config()
+    register = ["cluster", "register", NAME, "--patroni", on_a.rest_url, "--restart"]
+    register += ["--backup-repo", hosts.repository]
+
+    # host b's agent is not running: its member has no host, and nothing is left anywhere
+    start_agent(hosts, "a")
+    refused = hosts.pgpitr("a", *register, check=False, **secrets)
+    assert refused.returncode != 0, refused.stdout
+    assert f"{on_b.name} ({on_b.host}:{on_b.port})" in refused.stderr, refused.stderr
+    assert "run on no host pgpitr serves" in refused.stderr
+    for name in ("a", "b"):
+        assert not (hosts.homes[name] / "clusters" / NAME).exists()
+    assert patroni.dcs_config() == config_before
+
+    start_agent(hosts, "b")
+    writer = Writer(patroni.conninfo()).start()
+    try:
+        writer.wait_for_more(5)
+        done = hosts.pgpitr("a", *register, **secrets)
+        output = done.stdout + done.stderr
+        for secret in (password, S3_SECRET):
+            assert secret not in output
+        copy = hosts.homes["b"] / "clusters" / NAME
+        kept = json.loads((copy / "cluster.json").read_text())
+        assert kept["host"] == "host-a" and kept["patroni_scope"] == NAME
+        assert [m["name"] for m in kept["members"]] == [on_b.name]
+        assert kept["pgdata"] == str(on_b.datadir.resolve())
+        for secret_file in ("aws-credentials", "patroni-credentials"):
+            assert (copy / secret_file).stat().st_mode & 0o777 == 0o600
+        assert not (copy / "policy.json").exists()  # the policy stays host a's
+        mine = json.loads((hosts.homes["a"] / "clusters" / NAME / "cluster.json").read_text())
+        assert {m["name"]: m["host"] for m in mine["members"]} == {
+            on_a.name: "",
+            on_b.name: "host-b",
+        }
+        # the secrets went through a block that is gone; b's run shows what it kept
+        blocks = hosts.call("POST", "/block_documents/filter", {})
+        assert not [b for b in blocks if b["name"].startswith("pgpitr-members-")], blocks
+        keep_runs = hosts.runs("keep-for-members-host-b/%")
+        assert [r["state"]["type"] for r in keep_runs] == ["COMPLETED"] * len(keep_runs)
+        for run in keep_runs:
+            assert password not in json.dumps(run["parameters"])
+
+        hosts.pgpitr(
+            "a", "cluster", "edit-backup-policy", POLICY, "--set", "schedule.logfile.enable=true"
+        )
+        # the receiver runs under host a's agent: it could not follow a primary on host b
+        stream = [
+            "cluster",
+            "edit-backup-policy",
+            POLICY,
+            "--set",
+            "schedule.logfile.method=stream",
+        ]
+        refused = hosts.pgpitr("a", *stream, check=False)
+        assert refused.returncode != 0, refused.stdout
+        assert "members of it run on other hosts (host-b)" in refused.stderr, refused.stderr
+        hosts.pgpitr("a", "cluster", "backup", NAME, **secrets)
+        writer.wait_for_more(5)
+
+        patroni.switchover(candidate=on_b)
+        switched = datetime.now(UTC)
+        writer.wait_for_more(15)
+        with psycopg.connect(patroni.conninfo(), autocommit=True) as db:
+            db.execute("SELECT pg_switch_wal()")
+            db.execute("SELECT pg_switch_wal()")  # the rows above are in a finished segment
+        last = writer.last_acknowledged()
+    finally:
+        writer.stop()
+    truth = _rows(patroni.conninfo())
+    numbers = [n for n, _ in truth]
+
+    # host b archived the new timeline: the window, read on host a, reaches past the switch
+    def window_past_switchover() -> list[list[str]] | None:
+        shown = json.loads(hosts.pgpitr("a", "cluster", "describe", NAME, "-o", "json").stdout)
+        periods = shown["recoverable_time"]
+        ends = [datetime.fromisoformat(end) for _, end in periods]
+        return periods if len(periods) == 1 and ends[0] >= last.server_at else None
+
+    periods = wait_for(window_past_switchover, 120, "the window to reach past the switchover", 2)
+    # host b keeps the cluster for its member only: it reads it as host a's, from the repository
+    seen_on_b = json.loads(hosts.pgpitr("b", "cluster", "describe", NAME, "-o", "json").stdout)
+    assert seen_on_b["host"] == "host-a", seen_on_b
+    assert seen_on_b["recoverable_time"][0][0] == periods[0][0], seen_on_b
+    policies = hosts.pgpitr("b", "cluster", "list-backup-policy", "-o", "json").stdout
+    assert json.loads(policies) == []  # its policy is host a's
+
+    after = [(n, at) for n, at in truth if at > switched and n < last.n]
+    n, at = after[len(after) // 2]
+    following = truth[numbers.index(n) + 1][1]
+    target = at + (following - at) / 2
+    hosts.pgpitr(
+        "a",
+        "cluster",
+        "restore",
+        f"{NAME}-at",
+        "--restore-to-time",
+        target.isoformat(),
+        "--source-cluster",
+        NAME,
+        **secrets,
+    )
+    assert _restored_rows(hosts, f"{NAME}-at") == [m for m in numbers if m <= n]
+
+    hosts.pgpitr("a", "cluster", "unregister", NAME, **secrets)
+    assert not (hosts.homes["b"] / "clusters" / NAME).exists()
+    assert not (hosts.homes["a"] / "clusters" / NAME).exists()
+    drop_runs = hosts.runs("drop-for-members-host-b/%")
+    assert [r["state"]["type"] for r in drop_runs] == ["COMPLETED"]
+    assert patroni.dcs_config() == config_before

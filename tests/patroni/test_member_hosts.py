@@ -1,0 +1,117 @@
+"""The hosts of an HA cluster's members on other hosts (pgpitr/operations/register/member_hosts.py),
+without Patroni: what they are told, what a host with no member of the cluster does, and what a
+member's host refuses to remove.  tests/fleet/test_ha_hosts.py runs the whole of it on two
+hosts."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+
+from pgpitr import state as st
+from pgpitr.errors import ClusterStateError
+from pgpitr.operations.register import member_hosts
+from pgpitr.patroni import members
+from tests.conftest import free_port
+
+
+def _state(home: Path, name: str = "pgha", host: str = "host-a") -> st.ClusterState:
+    return st.ClusterState(
+        name=name,
+        platform="local",
+        port=5432,
+        repository="s3://bucket/prefix?endpoint=http://127.0.0.1:9&region=us-east-1",
+        bindir="/usr/lib/postgresql/15/bin",
+        os_user="postgres",
+        system_identifier="7400000000000000001",
+        registered=True,
+        patroni_url="http://10.0.0.2:8008",
+        patroni_scope=name,
+        host=host,
+        home=str(home),
+        previous_settings={"archive_command": {"value": "(disabled)", "in_auto_conf": False}},
+    )
+
+
+def _elsewhere(port: int) -> tuple[dict, ...]:
+    # an address no socket here can bind to (TEST-NET-3): another host's member
+    return (
+        {
+            "name": "pgha-2",
+            "role": "replica",
+            "state": "streaming",
+            "host": "203.0.113.7",
+            "port": port,
+            "api_url": "http://203.0.113.7:8008",
+        },
+    )
+
+
+def test_the_spec_carries_the_record_and_the_archive_command_and_no_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PGPITR_HOME", str(tmp_path))
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3-secret-value")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "s3-key")
+    monkeypatch.setenv("PATRONI_RESTAPI_USERNAME", "patroni")
+    monkeypatch.setenv("PATRONI_RESTAPI_PASSWORD", "rest-secret-value")
+    state = _state(tmp_path)
+    spec = member_hosts.spec_of(state, _elsewhere(5432))
+    text = json.dumps(spec)  # JSON: it is a flow parameter
+    assert "secret-value" not in text
+    assert spec["cluster"]["host"] == "host-a" and spec["cluster"]["previous_settings"] == {}
+    assert "wal-push" in spec["archive_command"] and str(tmp_path) in spec["archive_command"]
+    found = member_hosts.secrets_of_environment(state.repository)
+    assert "s3-secret-value" in found[member_hosts.AWS_CREDENTIALS]
+    assert json.loads(found[member_hosts.PATRONI_CREDENTIALS]) == {
+        "username": "patroni",
+        "password": "rest-secret-value",
+    }
+
+
+def test_a_host_running_no_member_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PGPITR_HOME", str(tmp_path))
+    spec = member_hosts.spec_of(_state(tmp_path), _elsewhere(free_port()))
+    assert member_hosts.keep(spec, {}) == []
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_address_is_this_hosts_when_a_socket_binds_to_it() -> None:
+    assert members._is_this_host("127.0.0.1")
+    assert not members._is_this_host("203.0.113.7")
+    assert not members._is_this_host("no-such-host.invalid")
+    assert members._is_this_host(socket.gethostbyname("localhost"))
+
+
+def test_a_registration_with_a_member_no_host_keeps_is_refused_naming_it() -> None:
+    elsewhere = _elsewhere(6543)
+    with pytest.raises(ClusterStateError, match=r"pgha-2 \(203\.0\.113\.7:6543\)") as caught:
+        member_hosts.unplaced(elsewhere, [], ["host-b"])
+    assert "host-b run none of them" in caught.value.hint
+    kept = [{"name": "pgha-2", "datadir": "/d", "host": "host-b"}]
+    member_hosts.unplaced(elsewhere, kept, ["host-b"])  # every member kept: no error
+    assert member_hosts.kept_on([{"name": "pgha-1", "host": ""}, *kept]) == ["host-b"]
+
+
+def test_a_hosts_own_cluster_is_never_dropped_as_a_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PGPITR_HOME", str(tmp_path))
+    monkeypatch.setenv("PGPITR_HOST", "host-b")
+    own = _state(tmp_path, host="host-b")
+    own.save()
+    with pytest.raises(ClusterStateError, match="not a copy"):
+        member_hosts.drop("pgha", "host-b")
+    with pytest.raises(ClusterStateError, match="not a copy"):
+        member_hosts.drop("pgha", "host-a")
+    assert own.dir.exists()
+    copy = _state(tmp_path, name="other", host="host-a")
+    copy.save()
+    assert member_hosts.drop("other", "host-a")
+    assert not copy.dir.exists()
+    assert not member_hosts.drop("other", "host-a")  # gone already: nothing to do
