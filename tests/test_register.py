@@ -249,8 +249,9 @@ def test_a_debian_cluster_is_protected_restored_and_let_go_as_it_was(
 @pytest.fixture
 def ext_home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A PGPITR_HOME of the other account's, for pgpitr run as that account."""
+    entry = _ext_user()  # made here too: this test may run before any other that makes it
     path = reachable_tempdir("pgpitr-ext-home-")
-    shutil.chown(path, EXT_USER, EXT_USER)
+    shutil.chown(path, entry.pw_uid, entry.pw_gid)
     monkeypatch.setenv("PGPITR_HOME", str(path))
     yield path
     stop_everything_under(path)
