@@ -36,6 +36,7 @@ from pydantic import (
 
 from pgpitr import timeparse
 from pgpitr.errors import InvalidInput
+from pgpitr.restore_point_name import POINT_NAME_RE, POINT_NAME_RULE
 from pgpitr.wal.lsn import LSN_RE, Lsn
 
 Kind = Literal["latest", "time", "lsn", "xid", "name", "immediate"]
@@ -48,8 +49,6 @@ FIRST_NORMAL_XID = 3
 XID_SPACE = 2**32
 MAX_XID = 2**64 - 1
 #: What a restore point's name may be: safe in an object key, PostgreSQL's 63-byte limit.
-POINT_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", re.ASCII)
-POINT_NAME_RULE = "1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit"
 
 KINDS: tuple[Kind, ...] = get_args(Kind)
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from pgpitr.errors import InvalidInput, NotFound, TamperedObject
 from pgpitr.repository import Repository
-from pgpitr.targets import POINT_NAME_RE, POINT_NAME_RULE
+from pgpitr.restore_point_name import POINT_NAME_RE, POINT_NAME_RULE
 from pgpitr.wal.lsn import Lsn
 
 
