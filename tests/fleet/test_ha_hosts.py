@@ -1,8 +1,9 @@
 """A Patroni cluster whose members run on two hosts, each with its own pgpitr agent.
 
-Hosts a and b are network namespaces (tests/fleet/netns.py), each with its own address, its own
-PGPITR_HOME mounted at the same path (as every machine has its own /var/lib/pgpitr) and its own
-agent, joined to one Prefect server; the repository is moto's S3 server.  One Patroni member
+Hosts a and b are network namespaces (tests/fleet/netns.py), each with its own address and its
+own PGPITR_HOME mounted at the same path (as every machine has its own /var/lib/pgpitr), joined
+to one Prefect server; host b runs its agent (host a needs none: its commands run their flows
+themselves); the repository is moto's S3 server.  One Patroni member
 runs on each host, as pgpitr's service account.  Proven here: registering on the primary's
 host has host b's agent keep the cluster for its member (with the repository's and Patroni's
 credentials, which never travel as a parameter), and refuses, leaving nothing anywhere, while
@@ -236,8 +237,8 @@ def test_a_member_on_another_host_is_kept_by_its_agent_and_archives_after_a_swit
     register = ["cluster", "register", NAME, "--patroni", on_a.rest_url, "--restart"]
     register += ["--backup-repo", hosts.repository]
 
-    # host b's agent is not running: its member has no host, and nothing is left anywhere
-    start_agent(hosts, "a")
+    # no agent runs yet (host a needs none: the CLI runs its flows), so b's member has no host,
+    # and nothing is left anywhere
     refused = hosts.pgpitr("a", *register, check=False, **secrets)
     assert refused.returncode != 0, refused.stdout
     assert f"{on_b.name} ({on_b.host}:{on_b.port})" in refused.stderr, refused.stderr
