@@ -3,9 +3,13 @@ retention."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from prefect import flow
 
 from flows.retention import apply_retention
+from pgpitr import policy as pol
+from pgpitr import policy_store
 from pgpitr.manifest import BackupManifest
 from pgpitr.operations import backup as bk
 from pgpitr.operations import verify as vf
@@ -50,6 +54,26 @@ def backup(
     if apply_retention_after:
         apply_retention(cluster)
     return manifest
+
+
+@flow(
+    name="backup-for-members",
+    flow_run_name=run_name("backup-for-members-{host}/{cluster}"),
+    **PERSISTED,
+)
+def backup_for_members(
+    cluster: str,
+    backup_name: str,
+    policy: dict[str, Any],
+    backup_type: bk.BackupType = bk.BackupType.FULL,
+    parent: str | None = None,
+    verify: bool = False,
+) -> BackupManifest:
+    """Back up another host's HA cluster whose primary runs here (started by that host's
+    backup run, which holds the cluster's backup slot): its members here, with its POLICY."""
+    request = bk.BackupRequest(cluster, backup_name, backup_type, parent, verify)
+    with policy_store.lent(cluster, pol.from_dict(policy)):
+        return bk.run(STEPS, request)
 
 
 @flow(

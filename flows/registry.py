@@ -35,6 +35,7 @@ class FlowEntry:
 FLOWS: tuple[FlowEntry, ...] = (
     FlowEntry("backup", "flows.backup:backup"),
     FlowEntry("verify-backup", "flows.backup:verify_backup"),
+    FlowEntry("backup-for-members", "flows.backup:backup_for_members"),
     FlowEntry("restore", "flows.restore:restore"),
     FlowEntry("create-restore-point", "flows.restore:create_restore_point"),
     FlowEntry("apply-retention", "flows.retention:apply_retention"),

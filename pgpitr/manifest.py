@@ -47,7 +47,8 @@ class BackupManifest:
     wal_in_backup: bool = False
     repository: str = ""
     pid: int | None = None
-    #: the pgpitr host (PGPITR_HOST, its agent) the backup was taken by
+    #: the pgpitr host (PGPITR_HOST, its agent) whose cluster it is: the one that took it, but
+    #: for an HA cluster's backup that the host of its primary took (``machine`` says where)
     host: str | None = None
     #: the machine whose process ``pid`` is (several pgpitr hosts may share one); older
     #: manifests have none, and their ``host`` was the machine's name

@@ -4,6 +4,8 @@ follows.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from pgpitr import policy as pol
@@ -50,6 +52,22 @@ def placed_here(policy: pol.BackupPolicy) -> pol.BackupPolicy:
     return pol.placed(policy, [p.cron for p in others if p is not None])
 
 
+#: Policies lent to this process by name (``lent``): a member's host backing up another host's
+#: HA cluster has no policy of it, and is handed the cluster's own for the run.
+_LENT: dict[str, pol.BackupPolicy] = {}
+
+
+@contextlib.contextmanager
+def lent(name: str, policy: pol.BackupPolicy) -> Iterator[None]:
+    """``load_policy`` of cluster NAME is POLICY while this lasts (in every thread of this
+    process: a flow run's tasks)."""
+    _LENT[name] = policy
+    try:
+        yield
+    finally:
+        _LENT.pop(name, None)
+
+
 def has_policy(cluster: Cluster) -> bool:
     """Whether this home keeps CLUSTER's policy: not for another host's HA cluster, kept here
     for its members only (pgpitr/operations/register/member_hosts.py), whose policy is its own
@@ -60,6 +78,8 @@ def has_policy(cluster: Cluster) -> bool:
 def load_policy(cluster: Cluster) -> pol.BackupPolicy:
     import json
 
+    if cluster.name in _LENT:
+        return _LENT[cluster.name]
     path = cluster.state.dir / POLICY_FILE
     with open(path) as f:
         return pol.from_dict(json.load(f))

@@ -100,6 +100,18 @@ class Steps:
             hint="register it with `pgpitr cluster register --patroni`",
         )
 
+    def backup_on_host(self, host: str, request: Any, policy: Any) -> Any:
+        """Have the agent of HOST take the backup REQUEST asks for, with the cluster's POLICY;
+        the manifest it stored."""
+        from pgpitr.errors import ClusterStateError
+
+        raise ClusterStateError(
+            f"the primary of {request.cluster!r} runs on host {host}, whose agent only a flow "
+            "reaches",
+            hint=f"back it up with `pgpitr cluster backup {request.cluster}`",
+            transient=True,
+        )
+
     def drop_on_member_hosts(self, cluster: str, hosts: list[str]) -> None:
         """Have the agents of HOSTS forget their copy of CLUSTER (none to reach here)."""
         if hosts:

@@ -26,6 +26,7 @@ from tasks.naming import deployment_name, this_host
 
 KEEP_FLOW = "keep-for-members"
 DROP_FLOW = "drop-for-members"
+BACKUP_FLOW = "backup-for-members"
 TERMINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 
 
@@ -90,6 +91,39 @@ def drop_on_member_hosts(cluster: str, hosts: list[str]) -> None:
             hint=f"run `pgpitr cluster unregister {cluster}` again once their agents run",
             transient=True,
         )
+
+
+def backup_on_host(host: str, request: Any, policy: Any) -> Any:
+    """The backup REQUEST asks for, taken by HOST's agent (a child run of this one), with the
+    cluster's POLICY; its manifest, read back from the repository."""
+    from pgpitr import cluster_repository
+    from pgpitr import policy as pol
+    from pgpitr.catalog import backups
+    from pgpitr.postgres.cluster import Cluster
+
+    if host not in served_hosts(BACKUP_FLOW):
+        raise ClusterStateError(
+            f"the primary of {request.cluster!r} runs on host {host}, whose agent does not "
+            "serve pgpitr now: a backup reads the primary's host",
+            hint=f"start `pgpitr agent` on host {host}",
+            transient=True,
+        )
+    parameters = {
+        "cluster": request.cluster,
+        "backup_name": request.name,
+        "backup_type": request.backup_type.value,
+        "parent": request.parent,
+        "verify": request.verify_after,
+        "policy": pol.to_dict(policy),
+    }
+    run = _ended(_start(BACKUP_FLOW, host, parameters))
+    if run.state is None or not run.state.is_completed():
+        raise ClusterStateError(
+            f"the backup of {request.cluster!r} on host {host} ended {_message(run)}",
+            hint=f"see the run {run.name} in the Prefect UI",
+        )
+    c = Cluster.get(request.cluster)
+    return backups.get_backup(cluster_repository.repository(c), c.state.stanza, request.name)
 
 
 def served_hosts(flow_name: str) -> list[str]:

@@ -94,6 +94,11 @@ class TaskSteps(Steps):
 
         return member_hosts.keep_on_member_hosts(spec)
 
+    def backup_on_host(self, host: str, request: Any, policy: Any) -> Any:
+        from tasks import member_hosts
+
+        return member_hosts.backup_on_host(host, request, policy)
+
     def drop_on_member_hosts(self, cluster: str, hosts: list[str]) -> None:
         if hosts:
             from tasks import member_hosts

@@ -63,6 +63,15 @@ def follow(state: ClusterState) -> list[Member]:
     return members
 
 
+def primary_host(state: ClusterState) -> str:
+    """The pgpitr host whose member Patroni names primary now, when registration found it on
+    another host ("" for this host's, or a member no host was recorded for)."""
+    members = members_of(api_of(state).cluster())
+    primary = primary_of(members, state.patroni_scope or state.name)
+    known = {entry["name"]: entry for entry in state.members}
+    return str((known.get(primary.name) or {}).get("host", ""))
+
+
 def placement_of(state: ClusterState, member: Member, members: list[Member]) -> Placement:
     """Where MEMBER's server is on this host; refused when it is not here, naming the host
     whose member it is when registration found one."""
@@ -221,6 +230,7 @@ __all__ = [
     "dynamic_parameters",
     "follow",
     "placement_of",
+    "primary_host",
     "restart_with",
     "set_permanent_slot",
 ]

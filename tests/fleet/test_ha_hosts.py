@@ -1,15 +1,16 @@
-"""A Patroni cluster whose members run on two hosts, each with its own pgpitr agent.
+"""A Patroni cluster whose members run on two hosts, one of them serving the other's runs.
 
 Hosts a and b are network namespaces (tests/fleet/netns.py), each with its own address and its
 own PGPITR_HOME mounted at the same path (as every machine has its own /var/lib/pgpitr), joined
 to one Prefect server; host b runs its agent (host a needs none: its commands run their flows
-themselves); the repository is moto's S3 server.  One Patroni member
-runs on each host, as pgpitr's service account.  Proven here: registering on the primary's
+themselves); the repository is moto's S3 server.  One Patroni member runs on each host, as
+pgpitr's service account.  Proven here: registering on the primary's
 host has host b's agent keep the cluster for its member (with the repository's and Patroni's
 credentials, which never travel as a parameter), and refuses, leaving nothing anywhere, while
-b's agent is down; after a switchover to b's member, b archives the new timeline, so a restore
-on host a to a time after the switchover holds exactly the rows committed before it, and
-`latest` every row archived; unregister makes b forget it and leaves Patroni as it was."""
+b's agent is down; after a switchover to b's member, b archives the new timeline and takes
+host a's backup of it (its primary is b's now), so a restore on host a from that backup to a
+time after it holds exactly the rows committed before that time; unregister makes b forget the
+cluster and leaves Patroni as it was."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -294,7 +295,15 @@ def test_a_member_on_another_host_is_kept_by_its_agent_and_archives_after_a_swit
         writer.wait_for_more(5)
 
         patroni.switchover(candidate=on_b)
-        switched = datetime.now(UTC)
+        writer.wait_for_more(5)
+        # the primary runs on host b now: host a's backup is taken there, by b's agent
+        hosts.pgpitr("a", "cluster", "backup", NAME, "--backup-name", "on-b", **secrets)
+        ran = hosts.runs("backup-for-members-host-b/%")
+        assert [r["state"]["type"] for r in ran] == ["COMPLETED"], ran
+        listed = json.loads(hosts.pgpitr("a", "cluster", "list-backup", NAME, "-o", "json").stdout)
+        taken = next(b for b in listed if b["name"] == "on-b")
+        assert (taken["status"], taken["timeline"]) == ("Completed", 2), taken
+        backed_up = datetime.fromisoformat(taken["completion_time"])
         writer.wait_for_more(15)
         with psycopg.connect(patroni.conninfo(), autocommit=True) as db:
             db.execute("SELECT pg_switch_wal()")
@@ -320,7 +329,7 @@ def test_a_member_on_another_host_is_kept_by_its_agent_and_archives_after_a_swit
     policies = hosts.pgpitr("b", "cluster", "list-backup-policy", "-o", "json").stdout
     assert json.loads(policies) == []  # its policy is host a's
 
-    after = [(n, at) for n, at in truth if at > switched and n < last.n]
+    after = [(n, at) for n, at in truth if at > backed_up and n < last.n]
     n, at = after[len(after) // 2]
     following = truth[numbers.index(n) + 1][1]
     target = at + (following - at) / 2
@@ -333,6 +342,8 @@ def test_a_member_on_another_host_is_kept_by_its_agent_and_archives_after_a_swit
         target.isoformat(),
         "--source-cluster",
         NAME,
+        "--backup",
+        "on-b",
         **secrets,
     )
     assert _restored_rows(hosts, f"{NAME}-at") == [m for m in numbers if m <= n]

@@ -115,3 +115,22 @@ def test_a_hosts_own_cluster_is_never_dropped_as_a_copy(
     assert member_hosts.drop("other", "host-a")
     assert not copy.dir.exists()
     assert not member_hosts.drop("other", "host-a")  # gone already: nothing to do
+
+
+def test_a_policy_lent_to_this_process_is_the_clusters_while_the_loan_lasts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pgpitr import policy as pol
+    from pgpitr import policy_store
+    from pgpitr.postgres.cluster import Cluster
+
+    monkeypatch.setenv("PGPITR_HOME", str(tmp_path))
+    copy = _state(tmp_path, host="host-a")  # another host's cluster, kept here: no policy
+    copy.save()
+    cluster = Cluster(copy)
+    assert not policy_store.has_policy(cluster)
+    lent = pol.BackupPolicy(cluster="pgha", create_time="2026-12-07T00:00:00+00:00")
+    with policy_store.lent("pgha", lent):
+        assert policy_store.load_policy(cluster) is lent
+    with pytest.raises(FileNotFoundError):
+        policy_store.load_policy(cluster)

@@ -2,7 +2,8 @@
 
 ``run`` is the backup operation, the one place its steps are put in order: check the cluster,
 choose the parent of an incremental, stream the backup, confirm the WAL reached the repository,
-and verify it when asked.
+and verify it when asked.  An HA cluster whose primary runs on another host is backed up by
+that host's agent, handed the request and the cluster's policy (``Steps.backup_on_host``).
 
 Repository layout::
 
@@ -32,7 +33,8 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
-from pgpitr import cluster_repository
+from pgpitr import cluster_repository, patroni, policy_store
+from pgpitr import state as st
 from pgpitr.catalog import backups as catalog_backups
 from pgpitr.catalog.source import check_key
 from pgpitr.errors import InvalidInput
@@ -50,6 +52,7 @@ __all__ = [
     "BackupRequest",
     "BackupType",
     "check_cluster",
+    "primary_host_of",
     "choose_parent",
     "confirm_wal_arrival",
     "fresh_name",
@@ -125,6 +128,18 @@ class BackupRequest:
 # -- the operation ---------------------------------------------------------------------------
 
 
+def kept_elsewhere(cluster: str) -> bool:
+    """Whether CLUSTER is an HA cluster with members on other hosts (its record alone)."""
+    return any(m.get("host") for m in st.ClusterState.load(cluster).members)
+
+
+def primary_host_of(cluster: str) -> str:
+    """The other host whose member is the primary of an HA cluster ("" when it is this
+    host's): a backup checkpoints and switches WAL on the primary, over its Unix socket, so
+    the primary's host takes it (from its standbys or the primary itself)."""
+    return patroni.primary_host(Cluster.get(cluster).state)
+
+
 def run(steps: Steps, request: BackupRequest) -> BackupManifest:
     """One backup as REQUEST asks (its name chosen here once when not given, so that a
     retried stream reuses it): full, or incremental against its parent (by default the newest
@@ -132,6 +147,9 @@ def run(steps: Steps, request: BackupRequest) -> BackupManifest:
     request = request.named()
     request.check()  # before anything is written
     cluster = request.cluster
+    host = steps(primary_host_of, cluster) if kept_elsewhere(cluster) else ""
+    if host:  # an HA cluster whose primary runs on another host: that host backs it up
+        return steps.backup_on_host(host, request, policy_store.load_policy(Cluster.get(cluster)))
     policy = steps(check_cluster, cluster)
     parent = request.parent
     if request.backup_type is BackupType.INCREMENTAL:

@@ -141,7 +141,7 @@ def take_backup(
             superuser=None if cluster.superuser == "postgres" else cluster.superuser,
             start_time=started,
             pid=os.getpid(),
-            host=st.this_host(),
+            host=cluster.state.host,  # the cluster's, also when another host takes it
             machine=socket.gethostname(),
             compression=compression_of(compress_level),
             wal_in_backup=not log_backup,
