@@ -3,10 +3,12 @@ of its own, and its agent stopped hard at the end."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 from tests.fleet.netns import Host
@@ -64,3 +66,33 @@ def stop_agent(home: Path) -> None:
         os.killpg(pid, signal.SIGKILL)
     except (OSError, ValueError, KeyError):
         pass
+
+
+@contextlib.contextmanager
+def s3_repository(address: str, prefix: str) -> Iterator[str]:
+    """moto's S3 server on ADDRESS (the fleet's) with a bucket of its own: the repository URL
+    the hosts share."""
+    import logging
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from tests.conftest import S3_KEY, S3_SECRET, free_port
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per S3 request
+    port = free_port()
+    moto = ThreadedMotoServer(ip_address=address, port=port, verbose=False)
+    moto.start()
+    try:
+        endpoint = f"http://{address}:{port}"
+        bucket = f"{prefix}-{os.urandom(5).hex()}"
+        boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=S3_KEY,
+            aws_secret_access_key=S3_SECRET,
+        ).create_bucket(Bucket=bucket)
+        yield f"s3://{bucket}/backups?endpoint={endpoint}&region=us-east-1"
+    finally:
+        moto.stop()

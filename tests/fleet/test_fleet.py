@@ -38,7 +38,13 @@ from tests.conftest import (
     stop_everything_under,
 )
 from tests.fleet.netns import Host, network
-from tests.fleet.service import base_env, owned_by_service, run_as_service, stop_agent
+from tests.fleet.service import (
+    base_env,
+    owned_by_service,
+    run_as_service,
+    s3_repository,
+    stop_agent,
+)
 from tests.flows.api import wait_for
 from tests.flows.test_agent import at
 from tests.pg import rows, rows_either_side_of_a_second
@@ -120,12 +126,6 @@ class Fleet:
 
 @pytest.fixture(scope="module")
 def fleet() -> Iterator[Fleet]:
-    import logging
-
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per S3 request
-
     if not PG15.is_dir():
         pytest.fail(f"PostgreSQL 15 from Debian is missing ({PG15}): `make install` installs it")
     base = reachable_tempdir("pgpitr-fleet-")
@@ -136,35 +136,23 @@ def fleet() -> Iterator[Fleet]:
         owned_by_service(homes[name])
         (homes[name] / "prefect-home").mkdir(mode=0o700)
         owned_by_service(homes[name] / "prefect-home")
-    moto = None
-    with network(list(HOSTS)) as net:
+    with (
+        network(list(HOSTS)) as net,
+        s3_repository(net.address, "pgpitr-fleet") as repository,
+    ):
         server_env = base_env(
             homes["server"],
             PGPITR_PREFECT_ADDRESS=net.address,
             PGPITR_PREFECT_PORT=str(free_port()),
         )
         try:
-            moto_port = free_port()
-            moto = ThreadedMotoServer(ip_address=net.address, port=moto_port, verbose=False)
-            moto.start()
-            endpoint = f"http://{net.address}:{moto_port}"
-            bucket = f"pgpitr-fleet-{os.urandom(5).hex()}"
-            import boto3
-
-            boto3.client(
-                "s3",
-                endpoint_url=endpoint,
-                region_name="us-east-1",
-                aws_access_key_id=S3_KEY,
-                aws_secret_access_key=S3_SECRET,
-            ).create_bucket(Bucket=bucket)
             url = start_server_on_postgresql(homes["server"], server_env)
             secret = (homes["server"] / "prefect" / "api-credentials").read_text().strip()
             user, _, password = secret.partition(":")
             made = Fleet(
                 api=url,
                 auth=(user, password),
-                repository=f"s3://{bucket}/backups?endpoint={endpoint}&region=us-east-1",
+                repository=repository,
                 hosts=net.hosts,
             )
             for name in HOSTS:
@@ -185,8 +173,6 @@ def fleet() -> Iterator[Fleet]:
                     stop_everything_under(homes[name])
             run_as_service([sys.executable, "-I", "-m", "pgpitr", "server", "stop"], server_env)
             pg_ctl(homes["server"], "stop", "-m", "immediate")
-            if moto is not None:
-                moto.stop()
     shutil.rmtree(base, ignore_errors=True)
 
 

@@ -18,7 +18,6 @@ import json
 import shutil
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -31,7 +30,13 @@ import pytest
 
 from tests.conftest import S3_KEY, S3_SECRET, free_port, reachable_tempdir
 from tests.fleet.netns import Host, network
-from tests.fleet.service import base_env, owned_by_service, run_as_service, stop_agent
+from tests.fleet.service import (
+    base_env,
+    owned_by_service,
+    run_as_service,
+    s3_repository,
+    stop_agent,
+)
 from tests.flows.api import wait_for
 from tests.ha.patroni import PatroniCluster, Site, require_patroni
 from tests.ha.writer import Writer
@@ -84,13 +89,7 @@ class Hosts:
 
 @pytest.fixture(scope="module")
 def hosts() -> Iterator[Hosts]:
-    import logging
-
-    import boto3
-    from moto.server import ThreadedMotoServer
-
     require_patroni()
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     base = reachable_tempdir("pgpitr-ha-hosts-")
     common = Path(tempfile.mkdtemp(prefix="pgpitr-home-", dir="/tmp"))  # only ever mounted on
     common.chmod(0o755)
@@ -100,26 +99,16 @@ def hosts() -> Iterator[Hosts]:
         homes[name] = owned_by_service(base / name)
         (homes[name] / "prefect-home").mkdir(mode=0o700)
         owned_by_service(homes[name] / "prefect-home")
-    moto = None
-    with network(["a", "b"], subnet="10.215.0") as net:
+    with (
+        network(["a", "b"], subnet="10.215.0") as net,
+        s3_repository(net.address, "pgpitr-ha") as repository,
+    ):
         server_env = base_env(
             homes["server"],
             PGPITR_PREFECT_ADDRESS=net.address,
             PGPITR_PREFECT_PORT=str(free_port()),
         )
         try:
-            moto_port = free_port()
-            moto = ThreadedMotoServer(ip_address=net.address, port=moto_port, verbose=False)
-            moto.start()
-            endpoint = f"http://{net.address}:{moto_port}"
-            bucket = f"pgpitr-ha-{time.time_ns() % 10**9}"
-            boto3.client(
-                "s3",
-                endpoint_url=endpoint,
-                region_name="us-east-1",
-                aws_access_key_id=S3_KEY,
-                aws_secret_access_key=S3_SECRET,
-            ).create_bucket(Bucket=bucket)
             started = run_as_service(
                 [sys.executable, "-I", "-m", "pgpitr", "server", "start", "-o", "json"],
                 server_env,
@@ -135,7 +124,7 @@ def hosts() -> Iterator[Hosts]:
             made = Hosts(
                 api=url,
                 auth=(user, password),
-                repository=f"s3://{bucket}/backups?endpoint={endpoint}&region=us-east-1",
+                repository=repository,
                 common_home=common,
                 homes=homes,
                 hosts={n: h.with_home(homes[n], common) for n, h in net.hosts.items()},
@@ -153,8 +142,6 @@ def hosts() -> Iterator[Hosts]:
             for name in ("a", "b"):
                 stop_agent(homes[name])
             run_as_service([sys.executable, "-I", "-m", "pgpitr", "server", "stop"], server_env)
-            if moto is not None:
-                moto.stop()
     shutil.rmtree(base, ignore_errors=True)
     shutil.rmtree(common, ignore_errors=True)
 

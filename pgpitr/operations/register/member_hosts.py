@@ -33,11 +33,10 @@ from typing import Any
 from pgpitr import cluster_repository, patroni
 from pgpitr import state as st
 from pgpitr.errors import ClusterStateError, InvalidInput
+from pgpitr.operations.register.settings import save_record
 from pgpitr.patroni.members import Member, Placement, local_postmasters, place
 from pgpitr.postgres import conf
-from pgpitr.postgres.cluster import Cluster
 from pgpitr.postgres.command import OsUser
-from pgpitr.postgres.osuser import check_reachable, make_dir
 
 log = logging.getLogger(__name__)
 
@@ -102,16 +101,8 @@ def keep(spec: dict[str, Any], secrets: dict[str, str]) -> list[dict[str, Any]]:
     state.encryption_key_file = cluster_repository.encryption_key_file(
         state.repository, user, record.get("encryption_key_file", "")
     )
-    home = st.home()
-    if not home.exists():
-        make_dir(home, user, 0o755)
-    check_reachable(user, home, writable=False)
-    make_dir(state.dir, user, 0o750)
     try:
-        for sub in ("log", "spool"):
-            make_dir(state.dir / sub, user, 0o750)
-        state.save()
-        cluster = Cluster(state)
+        cluster = save_record(state, user)
         if AWS_CREDENTIALS in secrets:
             cluster_repository.store_credentials(cluster, secrets[AWS_CREDENTIALS])
         if PATRONI_CREDENTIALS in secrets:

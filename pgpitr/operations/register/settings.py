@@ -61,6 +61,21 @@ def record_of(request: RegisterRequest, server: Server, found: Settings) -> st.C
     return state
 
 
+def save_record(state: st.ClusterState, user: OsUser) -> Cluster:
+    """A registered cluster's directory under PGPITR_HOME (its log and spool, which the
+    server's OS user USER writes) and its record; a failure after this leaves the directory
+    to its caller to remove."""
+    home = st.home()
+    if not home.exists():
+        make_dir(home, user, 0o755)
+    check_reachable(user, home, writable=False)  # it writes only in its own directory
+    make_dir(state.dir, user, 0o750)
+    for sub in ("log", "spool"):
+        make_dir(state.dir / sub, user, 0o750)
+    state.save()
+    return Cluster(state)
+
+
 def _user_of(server: Server) -> OsUser:
     entry = pwd.getpwnam(server.os_user)
     return OsUser(entry.pw_name, entry.pw_uid, entry.pw_gid)
@@ -71,16 +86,8 @@ def save_registration(request: RegisterRequest, server: Server, found: Settings)
     """Record the cluster under PGPITR_HOME: state, default policy, credentials, spool."""
     state = record_of(request, server, found)
     now, url, user = state.created, state.repository, _user_of(server)
-    home = st.home()
-    if not home.exists():
-        make_dir(home, user, 0o755)
-    check_reachable(user, home, writable=False)  # it writes only in its own directory
-    make_dir(state.dir, user, 0o750)
     try:
-        for sub in ("log", "spool"):
-            make_dir(state.dir / sub, user, 0o750)
-        state.save()
-        cluster = Cluster(state)
+        cluster = save_record(state, user)
         cluster_repository.store_credentials(cluster)
         if state.is_ha:
             credentials = patroni.Credentials.from_environment()
