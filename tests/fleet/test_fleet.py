@@ -21,9 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -37,8 +35,9 @@ from tests.conftest import (
     reachable_tempdir,
     stop_everything_under,
 )
-from tests.fleet.netns import Host, network
+from tests.fleet.netns import network
 from tests.fleet.service import (
+    Fleet,
     base_env,
     owned_by_service,
     run_as_service,
@@ -53,75 +52,6 @@ pytestmark = [pytest.mark.root, pytest.mark.timeout(900)]
 
 PG15 = Path("/usr/lib/postgresql/15/bin")
 HOSTS = ("a", "b", "c")
-TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
-
-
-@dataclass
-class Fleet:
-    api: str  # http://ADDRESS:PORT/api
-    auth: tuple[str, str]  # the server's credentials, as the hosts were given them
-    repository: str  # the S3 URL every cluster keeps its backups in
-    envs: dict[str, dict[str, str]] = field(default_factory=dict)  # per host
-    hosts: dict[str, Host] = field(default_factory=dict)
-
-    def pgpitr(
-        self, host: str, *args: str, input: str | None = None, check: bool = True, **extra: str
-    ) -> subprocess.CompletedProcess[str]:
-        """`pgpitr ARGS` on HOST: in its namespace, as the service account, in its home."""
-        done = run_as_service(
-            [sys.executable, "-I", "-m", "pgpitr", *args],
-            {**self.envs[host], **extra},
-            input,
-            on=self.hosts[host],
-        )
-        if check:
-            assert done.returncode == 0, f"{host}: pgpitr {' '.join(args)}\n{done.stderr}"
-        return done
-
-    def call(self, method: str, path: str, body: Any = None) -> Any:
-        answer = httpx.request(method, self.api + path, json=body, auth=self.auth, timeout=30)
-        answer.raise_for_status()
-        return answer.json() if answer.content else None
-
-    def deployment(self, flow: str, host: str) -> dict[str, Any]:
-        return self.call("GET", f"/deployments/name/{flow}/pgpitr-host-{host}")
-
-    def start_run(self, flow: str, host: str, parameters: dict[str, Any]) -> str:
-        deployment = self.deployment(flow, host)
-        made = self.call(
-            "POST", f"/deployments/{deployment['id']}/create_flow_run", {"parameters": parameters}
-        )
-        return made["id"]
-
-    def run(self, run_id: str) -> dict[str, Any]:
-        return self.call("GET", f"/flow_runs/{run_id}")
-
-    def ended(self, run_id: str, timeout: float = 180) -> dict[str, Any]:
-        def done() -> dict[str, Any] | None:
-            found = self.run(run_id)
-            return found if found["state"]["type"] in TERMINAL else None
-
-        return wait_for(done, timeout, f"flow run {run_id} to end")
-
-    def agent_seen(self, host: str, cluster: str, agent: str, timeout: float) -> dict[str, Any]:
-        """HOST's describe of CLUSTER once it says AGENT (serving, none) of its host's agent."""
-        last: dict[str, Any] = {}
-
-        def says() -> dict[str, Any] | None:
-            last.update(self.describe(host, cluster))
-            return dict(last) if last["agent"] == agent else None
-
-        try:
-            return wait_for(says, timeout, f"{host}'s describe of {cluster}: agent {agent}", 2)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}; it said {last}") from None
-
-    def describe(self, host: str, cluster: str) -> dict[str, Any]:
-        """What HOST's `describe --backup-repo` says of CLUSTER (another host's)."""
-        shown = self.pgpitr(
-            host, "cluster", "describe", cluster, "--backup-repo", self.repository, "-o", "json"
-        )
-        return json.loads(shown.stdout)
 
 
 @pytest.fixture(scope="module")
