@@ -17,11 +17,13 @@ import secrets
 import time
 from typing import Any
 
+from prefect import task
+
 from pgpitr import waits
 from pgpitr.errors import ClusterStateError, PitrError
 from pgpitr.operations.register import member_hosts
 from pgpitr.repository import RepositoryUrl
-from tasks._common import artifact_key
+from tasks._common import ONCE, RETRYING, artifact_key
 from tasks.naming import deployment_name, this_host
 
 KEEP_FLOW = "keep-for-members"
@@ -226,7 +228,8 @@ def secrets_of_block(name: str | None) -> dict[str, str]:
 # -- on the member's host --------------------------------------------------------------------
 
 
-def _keep_here(
+@task(name="keep-cluster-copy", **ONCE)
+def keep_here(
     cluster: str, spec: dict[str, Any], secrets_block: str | None
 ) -> list[dict[str, Any]]:
     """This host keeps CLUSTER for its members (if it runs any); a table artifact says which."""
@@ -241,13 +244,4 @@ def _keep_here(
     return placed
 
 
-def _task(function: Any, name: str) -> Any:
-    from prefect import task
-
-    from tasks._common import ONCE, RETRYING
-
-    return task(name=name, **(RETRYING if name == "drop-cluster-copy" else ONCE))(function)
-
-
-keep_here = _task(_keep_here, "keep-cluster-copy")
-drop_here = _task(member_hosts.drop, "drop-cluster-copy")
+drop_here = task(name="drop-cluster-copy", **RETRYING)(member_hosts.drop)
