@@ -76,9 +76,10 @@ os.environ["PREFECT_API_URL"] = NO_API
 
 
 class _Harness:
-    """Prefect's test harness (a temporary SQLite server in a subprocess), started by the first
-    test that needs it and kept until the session ends: a unit-only session never pays its
-    10-15 s start."""
+    """A Prefect server (SQLite, in a subprocess) for the session, as Prefect's own test harness
+    starts it but on a database earlier servers migrated (tests/prefect_db.py), started by the
+    first test that needs it and kept until the session ends: a unit-only session never pays
+    its start."""
 
     def __init__(self) -> None:
         self._stack: ExitStack | None = None
@@ -86,24 +87,16 @@ class _Harness:
 
     def ensure(self) -> str:
         if self.url is None:
-            import prefect.settings
-            from prefect.testing.utilities import prefect_test_harness
-
             stack = ExitStack()
-            # the harness's server is not told of NO_API (its environment is this process's)
+            # the server is not told of NO_API (its environment is this process's)
             os.environ.pop("PREFECT_API_URL", None)
             try:
-                stack.enter_context(
-                    prefect.settings.temporary_settings(
-                        restore_defaults={prefect.settings.PREFECT_API_URL}
-                    )
-                )
-                stack.enter_context(prefect_test_harness(server_startup_timeout=120))
+                self.url = _start_server(stack)
             except BaseException:
                 os.environ["PREFECT_API_URL"] = NO_API  # never no URL at all: see NO_API
                 stack.close()
                 raise
-            self.url, self._stack = prefect.settings.PREFECT_API_URL.value(), stack
+            self._stack = stack
         # in os.environ so that every child process (the `pgpitr` CLI, whose changing commands
         # run flows, and the agents) reports to it
         os.environ["PREFECT_API_URL"] = self.url
@@ -116,6 +109,35 @@ class _Harness:
             with suppress(ValueError, RuntimeError):
                 self._stack.close()
             self._stack, self.url = None, None
+
+
+def _start_server(stack: ExitStack) -> str:
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_SERVER_DATABASE_CONNECTION_URL,
+        temporary_settings,
+    )
+
+    from tests import prefect_db
+
+    directory = Path(tempfile.mkdtemp(prefix="pgpitr-prefect-server-"))
+    stack.callback(shutil.rmtree, directory, ignore_errors=True)
+    database = directory / "prefect.db"
+    stack.enter_context(
+        temporary_settings(
+            updates={PREFECT_SERVER_DATABASE_CONNECTION_URL: f"sqlite+aiosqlite:///{database}"},
+            restore_defaults={PREFECT_API_URL},
+        )
+    )
+    with prefect_db.started_from_kept_copy(database) as copied:
+        server = SubprocessASGIServer(port=free_port())
+        server.start(timeout=120)
+        stack.callback(server.stop)
+        if not copied:
+            prefect_db.keep(database)
+    stack.enter_context(temporary_settings(updates={PREFECT_API_URL: server.api_url}))
+    return server.api_url
 
 
 HARNESS = _Harness()
@@ -329,9 +351,16 @@ def reachable_tempdir(prefix: str) -> Path:
     return path
 
 
-@pytest.fixture(params=["file", "s3"])
+#: The repository kinds ``repo_url`` gives: both, unless PGPITR_TEST_REPOSITORY_KINDS names
+#: some (the version matrix gives each version one: the difference between the kinds is not the
+#: version's, and the whole suite runs both on PostgreSQL 15).
+REPOSITORY_KINDS = os.environ.get("PGPITR_TEST_REPOSITORY_KINDS", "file,s3").split(",")
+
+
+@pytest.fixture(params=REPOSITORY_KINDS)
 def repo_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Both repository kinds, for suites that must behave the same on each."""
+    """Each repository kind (``REPOSITORY_KINDS``), for suites that must behave the same on
+    each."""
     if request.param == "s3":
         yield request.getfixturevalue("s3_url")
         return
