@@ -10,9 +10,11 @@ trap 'rm -rf "$logs"' EXIT
 # each version's clusters take ports of their own (PGPITR_PORTS): one run's stopped cluster keeps
 # its port, which the other run, not knowing that cluster, would otherwise give to a new one
 declare -A ports=([17]=7433-8432 [18]=8433-9432)
+# the repository kinds split between the versions (tests/conftest.py's REPOSITORY_KINDS)
+declare -A kinds=([17]=s3 [18]=file)
 for major in 17 18; do
   bindir=$("$py" -m tests.pgwheels "$major") || exit 1
-  ( PGPITR_PG_BINDIR=$bindir PGPITR_PORTS=${ports[$major]} bash scripts/run_tests.sh "$py" -q -p no:randomly "$@" >"$logs/$major" 2>&1
+  ( PGPITR_PG_BINDIR=$bindir PGPITR_PORTS=${ports[$major]} PGPITR_TEST_REPOSITORY_KINDS=${kinds[$major]} bash scripts/run_tests.sh "$py" -q -p no:randomly "$@" >"$logs/$major" 2>&1
     echo $? >"$logs/$major.rc"; echo "== PostgreSQL $major ($bindir)"; cat "$logs/$major" ) &
 done
 # WITH_ROOT_TESTS=1 (`make test` as root): the whole suite's root tests, on PostgreSQL 15, beside

@@ -49,6 +49,8 @@ def _preload() -> None:
     environment when made, which must be the command's."""
     import importlib
 
+    # Prefect imports FastAPI's encoders when a flow's parameters are serialized, in each run
+    import fastapi.encoders  # noqa: F401
     import prefect.flow_engine  # noqa: F401
     import prefect.main  # noqa: F401
     import rich.console  # noqa: F401
@@ -61,6 +63,10 @@ def _preload() -> None:
         if entry.kubernetes and not registry.kubernetes_available():
             continue
         importlib.import_module(entry.entrypoint.partition(":")[0])
+    # botocore's S3 model, parsed here once instead of in each command that opens a repository
+    from pgpitr.repository.s3 import shared_data_loader
+
+    shared_data_loader().load_service_model("s3", "service-2")
     assert "cli" not in sys.modules, "the cli package must be imported by each command"
 
 
