@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 from pgpitr import state as st
-from pgpitr.errors import ClusterStateError
+from pgpitr.errors import ClusterStateError, InvalidInput
 from pgpitr.operations.register import member_hosts
 from pgpitr.patroni import members
 from tests.conftest import free_port
+from tests.test_register import handmade  # noqa: F401  (a fixture)
 
 
 def _state(home: Path, name: str = "pgha", host: str = "host-a") -> st.ClusterState:
@@ -134,3 +135,55 @@ def test_a_policy_lent_to_this_process_is_the_clusters_while_the_loan_lasts(
         assert policy_store.load_policy(cluster) is lent
     with pytest.raises(FileNotFoundError):
         policy_store.load_policy(cluster)
+
+
+def _here(port: int) -> tuple[dict, ...]:
+    # a member whose server runs on this host (matched by its port; 127.0.0.1 binds here)
+    return (
+        {
+            "name": "pgha-2",
+            "role": "replica",
+            "state": "streaming",
+            "host": "127.0.0.1",
+            "port": port,
+            "api_url": "http://127.0.0.1:8008",
+        },
+    )
+
+
+def test_a_members_host_whose_pgpitr_would_archive_elsewhere_refuses_and_writes_nothing(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    handmade,  # noqa: F811
+) -> None:
+    server = handmade()
+    home_a, home_b = tmp_path / "a", tmp_path / "b"
+    home_b.mkdir()
+    monkeypatch.setenv("PGPITR_HOME", str(home_a))  # host a's pgpitr lives elsewhere
+    spec = member_hosts.spec_of(_state(home_a), _here(server.port))
+    monkeypatch.setenv("PGPITR_HOME", str(home_b))
+    monkeypatch.setenv("PGPITR_HOST", "host-b")
+    with pytest.raises(InvalidInput, match="would archive with") as caught:
+        member_hosts.keep(spec, {})
+    assert str(home_a) in caught.value.message and str(home_b) in caught.value.message
+    assert "same PGPITR_HOME" in caught.value.hint
+    assert list(home_b.iterdir()) == []
+
+
+def test_a_members_host_never_overwrites_its_own_cluster_of_that_name(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    handmade,  # noqa: F811
+) -> None:
+    server = handmade()
+    monkeypatch.setenv("PGPITR_HOME", str(tmp_path))
+    monkeypatch.setenv("PGPITR_HOST", "host-b")
+    own = _state(tmp_path, host="host-b")
+    own.system_identifier = "7400000000000000999"
+    own.save()
+    before = (own.dir / "cluster.json").read_bytes()
+    spec = member_hosts.spec_of(_state(tmp_path), _here(server.port))
+    with pytest.raises(ClusterStateError, match="has a cluster named 'pgha' already"):
+        member_hosts.keep(spec, {})
+    assert (own.dir / "cluster.json").read_bytes() == before
+    assert sorted(p.name for p in (tmp_path / "clusters").iterdir()) == ["pgha"]
