@@ -81,9 +81,6 @@ class S3Repository(Repository):
         self.endpoint = endpoint = location.endpoint
         self.url = location.display
         core = botocore.session.Session()
-        core.register_component(
-            "data_loader", shared_data_loader(core.get_config_variable("data_path"))
-        )
         if (
             credentials_file is not None
             and "AWS_ACCESS_KEY_ID" not in os.environ
@@ -102,6 +99,10 @@ class S3Repository(Repository):
                 "not configured",
                 hint="add it to ~/.aws/config or ~/.aws/credentials, or fix ?profile= in the URL",
             ) from None
+        # after boto3's session set its own loader up (it adds to the loader's search path)
+        core.register_component(
+            "data_loader", shared_data_loader(core.get_config_variable("data_path"))
+        )
         self._client = session.client(
             "s3",
             endpoint_url=endpoint,
