@@ -24,15 +24,17 @@ import dataclasses
 import logging
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pgpitr.errors import DrillFailed, PitrError
-from pgpitr.operations import restore as rs
 from pgpitr.operations.drill.checks import check_heartbeat, find_damage, measure, run_amcheck
 from pgpitr.operations.drill.plan import DrillPlan, DrillRequest, choose_target
 from pgpitr.operations.drill.records import DrillResult, describe_fields, list_drills, record
 from pgpitr.operations.drill.scratch_cluster import mark_scratch, remove_leftovers, remove_scratch
 from pgpitr.steps import Steps
+
+if TYPE_CHECKING:
+    from pgpitr.operations import restore as rs
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,9 @@ def run(steps: Steps, request: DrillRequest) -> DrillResult:
 
 
 def _restore_and_check(steps: Steps, plan: DrillPlan) -> DrillResult:
+    # imported here, as in _request: describe imports this package for the drills' records
+    from pgpitr.operations import restore as rs
+
     base = DrillResult(plan.id, plan.cluster, plan.scratch, plan.target.isoformat(), plan.started)
     try:
         restored = rs.run(_ScratchSteps(steps), _request(plan))
@@ -96,10 +101,14 @@ def _reason(exc: Exception) -> str:
 
 def _time_target(when: datetime) -> rs.RestoreTarget:
     """The one place a drill builds a restore target."""
+    from pgpitr.operations import restore as rs
+
     return rs.RestoreTarget(time=when)
 
 
 def _request(plan: DrillPlan) -> rs.RestoreRequest:
+    from pgpitr.operations import restore as rs
+
     return rs.RestoreRequest(plan.scratch, plan.cluster, _time_target(plan.target))
 
 

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pgpitr import cluster_repository, heartbeat, rto
 from pgpitr.catalog import backups, walindex
 from pgpitr.errors import ChecksumMismatch, PitrError
 from pgpitr.manifest import BackupManifest
-from pgpitr.operations import restore as rs
 from pgpitr.operations.drill.plan import DrillPlan
 from pgpitr.operations.drill.records import DrillResult, history
 from pgpitr.postgres import command
@@ -21,6 +20,9 @@ from pgpitr.postgres.command import run as run_command
 from pgpitr.repository import Repository
 from pgpitr.wal import archive
 from pgpitr.wal.lsn import Lsn
+
+if TYPE_CHECKING:
+    from pgpitr.operations import restore as rs
 
 log = logging.getLogger(__name__)
 

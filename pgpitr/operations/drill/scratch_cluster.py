@@ -12,7 +12,6 @@ from pgpitr import cluster_repository, scratch
 from pgpitr import state as st
 from pgpitr.errors import NotFound
 from pgpitr.operations.drill.plan import DrillPlan
-from pgpitr.operations.restore import data as restore_data
 from pgpitr.postgres.cluster import Cluster
 from pgpitr.repository import Repository
 from pgpitr.wal import spool
@@ -51,6 +50,9 @@ def remove_scratch(plan: DrillPlan) -> bool:
 def _remove(name: str, source: str | None) -> None:
     if not _SCRATCH.search(name):  # a marker names only scratch clusters; never anything else
         return
+    # imported here: the drill package is imported by describe, which restores nothing
+    from pgpitr.operations.restore import data as restore_data
+
     restore_data.remove_interrupted(name)  # killed mid-restore: the restore's own cleanup
     try:
         c = Cluster.get(name)
