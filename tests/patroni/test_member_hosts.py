@@ -37,18 +37,28 @@ def _state(home: Path, name: str = "pgha", host: str = "host-a") -> st.ClusterSt
     )
 
 
-def _elsewhere(port: int) -> tuple[dict, ...]:
-    # an address no socket here can bind to (TEST-NET-3): another host's member
+def _member(host: str, port: int) -> tuple[dict, ...]:
+    """A standby of the cluster, as Patroni's ``GET /cluster`` lists it, at HOST:PORT."""
     return (
         {
             "name": "pgha-2",
             "role": "replica",
             "state": "streaming",
-            "host": "203.0.113.7",
+            "host": host,
             "port": port,
-            "api_url": "http://203.0.113.7:8008",
+            "api_url": f"http://{host}:8008",
         },
     )
+
+
+def _elsewhere(port: int) -> tuple[dict, ...]:
+    # an address no socket here can bind to (TEST-NET-3): another host's member
+    return _member("203.0.113.7", port)
+
+
+def _here(port: int) -> tuple[dict, ...]:
+    # a member whose server runs on this host (matched by its port; 127.0.0.1 binds here)
+    return _member("127.0.0.1", port)
 
 
 def test_the_spec_carries_the_record_and_the_archive_command_and_no_secret(
@@ -135,20 +145,6 @@ def test_a_policy_lent_to_this_process_is_the_clusters_while_the_loan_lasts(
         assert policy_store.load_policy(cluster) is lent
     with pytest.raises(FileNotFoundError):
         policy_store.load_policy(cluster)
-
-
-def _here(port: int) -> tuple[dict, ...]:
-    # a member whose server runs on this host (matched by its port; 127.0.0.1 binds here)
-    return (
-        {
-            "name": "pgha-2",
-            "role": "replica",
-            "state": "streaming",
-            "host": "127.0.0.1",
-            "port": port,
-            "api_url": "http://127.0.0.1:8008",
-        },
-    )
 
 
 def test_a_members_host_whose_pgpitr_would_archive_elsewhere_refuses_and_writes_nothing(
