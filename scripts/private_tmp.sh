@@ -13,7 +13,13 @@ set -euo pipefail
 available_gib=$(awk '/^MemAvailable:/ {print int($2 / 1048576)}' /proc/meminfo)
 if [ "$(id -u)" = 0 ] && [ -z "${PGPITR_TEST_DISK_TMP:-}" ] && [ "$available_gib" -ge 8 ] \
     && command -v unshare >/dev/null; then
-  exec unshare --mount --propagation private -- \
-    sh -c 'mount -t tmpfs -o mode=1777 pgpitr-test-tmp /tmp && exec "$@"' sh "$@"
+  # a working directory under /tmp (a checkout there) is hidden by the new /tmp: it is copied
+  # to the same path in it first
+  exec unshare --mount --propagation private -- sh -c '
+    set -e
+    here=$(pwd -P)
+    mount -t tmpfs -o mode=1777 pgpitr-test-tmp /tmp
+    case $here in /tmp/?*) mkdir -p "$here"; tar -cf - . | tar -xf - -C "$here"; cd "$here" ;; esac
+    exec "$@"' sh "$@"
 fi
 exec "$@"
