@@ -22,7 +22,7 @@ import sqlite3
 import stat
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 
@@ -70,8 +70,12 @@ def keep(database: Path) -> None:
     if kept is None:
         return
     partial = kept.with_suffix(f".{os.getpid()}.partial")
-    with sqlite3.connect(database) as source, sqlite3.connect(partial) as copy:
-        source.backup(copy)
-    source.close()
-    copy.close()
-    os.replace(partial, kept)
+    try:
+        with (
+            closing(sqlite3.connect(database)) as source,
+            closing(sqlite3.connect(partial)) as copy,
+        ):
+            source.backup(copy)
+        os.replace(partial, kept)
+    finally:
+        partial.unlink(missing_ok=True)
