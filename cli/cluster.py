@@ -355,7 +355,9 @@ def create_restore_point(
     --restore-to-name; it is restorable once its WAL is archived (archive_timeout)."""
 
     restore_points.validate_name(point)
-    Cluster.get(name).require_running()  # fails at once, not as a failed flow run
+    cluster = Cluster.get(name)  # an unknown name fails at once, not as a failed flow run
+    if not cluster.state.is_ha:  # an HA cluster's primary may run on another host: the run asks
+        cluster.require_running()
     flowio.restore_point_created(
         name, runner.run("create-restore-point", wait, cluster=name, name=point)
     )

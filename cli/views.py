@@ -189,14 +189,20 @@ def members_block(membership: Membership) -> None:
     console.out.print(f"\nMembers (Patroni {membership.patroni}):")
     if membership.problem:
         console.warning(f"members unknown: {membership.problem}; the primary last seen is shown")
+    if membership.primary_host:
+        console.info(
+            f"the primary runs on host {membership.primary_host}: its agent archives it, and "
+            "backups and what else needs the primary are handed to it"
+        )
     console.table(
-        ["MEMBER", "ROLE", "STATE", "HOST", "PORT", "TIMELINE", "LAG"],
+        ["MEMBER", "ROLE", "STATE", "HOST", "PGPITR-HOST", "PORT", "TIMELINE", "LAG"],
         [
             [
                 m.name,
                 m.role,
                 m.state,
                 m.host,
+                _pgpitr_host(membership, m),
                 m.port,
                 "" if m.timeline is None else m.timeline,
                 "" if m.is_primary else progress.size(m.lag or 0),
@@ -204,6 +210,12 @@ def members_block(membership: Membership) -> None:
             for m in membership.members
         ],
     )
+
+
+def _pgpitr_host(membership: Membership, member: Any) -> str:
+    """Which pgpitr host serves MEMBER: "this", another's name, or "" when not kept here."""
+    host = membership.pgpitr_host(member)
+    return "this" if host == "" else host or ""
 
 
 def stanza(info: dict[str, Any], output: str) -> None:

@@ -134,6 +134,21 @@ def create_account(cluster: str, username: str) -> None:
 
 
 @flow(
+    name="create-account-for-members",
+    flow_run_name=run_name("create-account-for-members-{host}/{cluster}-{username}"),
+    persist_result=False,  # nothing to keep; a failure is still written, as JSON
+    result_serializer=SERIALIZER,
+)
+def create_account_for_members(
+    cluster: str, username: str, secrets_block: str | None = None
+) -> None:
+    """Create a login role in another host's HA cluster whose primary runs here (started by
+    that host's create-account run).  Its password comes in the Secret block SECRETS_BLOCK,
+    which that run deletes: never as a parameter, a log line or a result."""
+    member_hosts.create_account_here(cluster, username, secrets_block)
+
+
+@flow(
     name="grant-role",
     flow_run_name=run_name("grant-role-{host}/{cluster}-{username}"),
     **PERSISTED,

@@ -26,6 +26,18 @@ def set_log_backup(cluster: str, enabled: bool) -> str | None:
 
 
 @flow(
+    name="set-log-backup-for-members",
+    flow_run_name=run_name("set-log-backup-for-members-{host}/{cluster}"),
+    **PERSISTED,
+)
+def set_log_backup_for_members(cluster: str, enabled: bool) -> str | None:
+    """Turn WAL archiving on or off for another host's HA cluster whose primary runs here
+    (started by that host's run, which saves the policy): on waits until a switched segment
+    is archived."""
+    return STEPS(log_backup.apply_log_backup, cluster, enabled)
+
+
+@flow(
     name="edit-backup-policy",
     flow_run_name=run_name("edit-backup-policy-{host}/{cluster}"),
     **PERSISTED,

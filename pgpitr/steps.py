@@ -100,15 +100,26 @@ class Steps:
             hint="register it with `pgpitr cluster register --patroni`",
         )
 
-    def backup_on_host(self, host: str, request: Any, policy: Any) -> Any:
-        """Have the agent of HOST take the backup REQUEST asks for, with the cluster's POLICY;
-        the manifest it stored."""
+    def run_on_host(
+        self,
+        host: str,
+        flow: str,
+        parameters: dict[str, Any],
+        *,
+        needs: str,
+        secrets: dict[str, str] | None = None,
+    ) -> None:
+        """Have the agent of HOST run FLOW with PARAMETERS (an operation that NEEDS the primary
+        of an HA cluster, which runs there: pgpitr/operations/primary_host.py), and wait for it;
+        SECRETS reach that run without being parameters.  Other hosts are reached through their
+        agents, which only the orchestration has."""
         from pgpitr.errors import ClusterStateError
 
+        cluster = parameters["cluster"]
         raise ClusterStateError(
-            f"the primary of {request.cluster!r} runs on host {host}, whose agent only a flow "
-            "reaches",
-            hint=f"back it up with `pgpitr cluster backup {request.cluster}`",
+            f"the primary of {cluster!r} runs on host {host}, whose agent only a flow reaches: "
+            f"{needs} needs the primary's host",
+            hint=f"run it through pgpitr's command line or a deployment (flow {flow})",
             transient=True,
         )
 

@@ -17,7 +17,7 @@ from pgpitr.postgres.cluster import Cluster
 from tasks._common import ONCE, RETRYING, cluster_artifact_key, step_task
 
 check_cluster = step_task(bk.check_cluster, "check-cluster", **RETRYING)
-primary_host_of = step_task(bk.primary_host_of, "primary-host", **RETRYING)
+stored_manifest = step_task(bk.stored_manifest, "read-stored-manifest", **RETRYING)
 choose_parent = step_task(bk.choose_parent, "choose-parent", **RETRYING)
 stream_base_backup = step_task(
     bk.stream, "stream-base-backup", progress=("backup-progress", "cluster"), **RETRYING

@@ -10,6 +10,7 @@ from pgpitr.operations import (
     delete,
     edit_policy,
     log_backup,
+    primary_host,
     register,
     roles,
     start,
@@ -21,6 +22,9 @@ from tasks._common import ONCE, RETRYING, step_task
 create_cluster = step_task(create.create_cluster, "create-cluster", **RETRYING)
 delete_cluster = step_task(delete.delete_cluster, "delete-cluster", **ONCE)
 set_log_backup = step_task(log_backup.switch_log_backup, "set-log-backup", **RETRYING)
+apply_log_backup = step_task(log_backup.apply_log_backup, "set-log-backup", **RETRYING)
+record_log_backup = step_task(log_backup.record_log_backup, "save-log-backup", **RETRYING)
+primary_host_of = step_task(primary_host.primary_host_of, "primary-host", **RETRYING)
 set_streaming = step_task(log_backup.switch_streaming, "set-streaming", **RETRYING)
 set_wal_summaries = step_task(edit_policy.switch_wal_summaries, "set-wal-summaries", **RETRYING)
 read_policy_change = step_task(edit_policy.read_policy_change, "read-policy-change", **ONCE)

@@ -1,6 +1,7 @@
 """Reaching the other hosts of an HA cluster's members: their agents run the
 ``keep-for-members`` and ``drop-for-members`` flows (flows/clusters.py) on their deployments,
-as child runs of the registration, so the UI shows what each host did.
+as child runs of the registration, so the UI shows what each host did; and, while the primary
+runs on one of them, what needs the primary (``run_on_host``: pgpitr/operations/primary_host.py).
 
 The secrets a member's host needs (the repository's keys, Patroni's REST credentials) never
 travel as a parameter: they go in a Prefect Secret block of a random name, which the Prefect
@@ -13,6 +14,7 @@ its own host's result storage, which this host cannot read.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import time
 from typing import Any
@@ -28,7 +30,6 @@ from tasks.naming import deployment_name, this_host
 
 KEEP_FLOW = "keep-for-members"
 DROP_FLOW = "drop-for-members"
-BACKUP_FLOW = "backup-for-members"
 TERMINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 
 
@@ -95,37 +96,59 @@ def drop_on_member_hosts(cluster: str, hosts: list[str]) -> None:
         )
 
 
-def backup_on_host(host: str, request: Any, policy: Any) -> Any:
-    """The backup REQUEST asks for, taken by HOST's agent (a child run of this one), with the
-    cluster's POLICY; its manifest, read back from the repository."""
-    from pgpitr import cluster_repository
-    from pgpitr import policy as pol
-    from pgpitr.catalog import backups
-    from pgpitr.postgres.cluster import Cluster
-
-    if host not in served_hosts(BACKUP_FLOW):
+def run_on_host(
+    host: str,
+    flow_name: str,
+    parameters: dict[str, Any],
+    *,
+    needs: str,
+    secrets: dict[str, str] | None = None,
+) -> Any:
+    """Run FLOW_NAME on HOST's deployment as a child run of this one, with PARAMETERS, and wait
+    for it (an operation that NEEDS the primary, which runs there); SECRETS go through a Secret
+    block named in its ``secrets_block`` parameter, deleted when it ends.  Its failure is raised
+    here as the error it raised there (its type, message and hint, from the run's state)."""
+    cluster = parameters["cluster"]
+    if host not in served_hosts(flow_name):
         raise ClusterStateError(
-            f"the primary of {request.cluster!r} runs on host {host}, whose agent does not "
-            "serve pgpitr now: a backup reads the primary's host",
+            f"the primary of {cluster!r} runs on host {host}, whose agent does not serve "
+            f"pgpitr now: {needs} needs the primary's host",
             hint=f"start `pgpitr agent` on host {host}",
             transient=True,
         )
-    parameters = {
-        "cluster": request.cluster,
-        "backup_name": request.name,
-        "backup_type": request.backup_type.value,
-        "parent": request.parent,
-        "verify": request.verify_after,
-        "policy": pol.to_dict(policy),
-    }
-    run = _ended(_start(BACKUP_FLOW, host, parameters))
+    block = _store_secrets(secrets) if secrets else None
+    try:
+        given = {**parameters, "secrets_block": block} if block else parameters
+        run = _ended(_start(flow_name, host, given))
+    finally:
+        if block is not None:
+            _delete_block(block)
     if run.state is None or not run.state.is_completed():
-        raise ClusterStateError(
-            f"the backup of {request.cluster!r} on host {host} ended {_message(run)}",
-            hint=f"see the run {run.name} in the Prefect UI",
-        )
-    c = Cluster.get(request.cluster)
-    return backups.get_backup(cluster_repository.repository(c), c.state.stanza, request.name)
+        raise _raised_there(run, host, flow_name, cluster)
+    return run
+
+
+#: how Prefect words a failed flow run's state: "…exception: TypeName: message\n  hint: …"
+_FAILURE = re.compile(r"^Flow run encountered an exception: (\w+): (.*)$", re.DOTALL)
+
+
+def _raised_there(run: Any, host: str, flow_name: str, cluster: str) -> PitrError:
+    """The error a run on HOST ended with: one of pgpitr's errors, as raised there (named by
+    its type only, and only looked up among pgpitr's errors), or a ClusterStateError."""
+    from pgpitr import errors
+
+    matched = _FAILURE.match((getattr(run.state, "message", None) or "").strip())
+    kind = getattr(errors, matched.group(1), None) if matched else None
+    if matched and isinstance(kind, type) and issubclass(kind, PitrError):
+        message, _, hint = matched.group(2).partition("\n  hint: ")
+        error = kind.__new__(kind)
+        # not retried here: the run there retried what could succeed later
+        PitrError.__init__(error, f"host {host}: {message}", hint=hint or None, transient=False)
+        return error
+    return ClusterStateError(
+        f"{flow_name} of {cluster!r} on host {host} ended {_message(run)}",
+        hint=f"see the run {run.name} in the Prefect UI",
+    )
 
 
 def served_hosts(flow_name: str) -> list[str]:
@@ -245,3 +268,20 @@ def keep_here(
 
 
 drop_here = task(name="drop-cluster-copy", **RETRYING)(member_hosts.drop)
+
+
+@task(name="create-account", **ONCE)
+def create_account_here(cluster: str, username: str, secrets_block: str | None) -> None:
+    """Create USERNAME in CLUSTER with the password the Secret block SECRETS_BLOCK holds (the
+    password is neither a parameter nor this task's result)."""
+    from pgpitr.errors import InvalidInput
+    from pgpitr.operations import accounts
+    from pgpitr.postgres.cluster import Cluster
+
+    password = secrets_of_block(secrets_block).get(accounts.PASSWORD_ENV)
+    if not password:
+        raise InvalidInput(
+            f"no password came with the request to create {username!r}",
+            hint="run `pgpitr cluster create-account` on the cluster's own host",
+        )
+    accounts.create_account(Cluster.get(cluster), username, password)

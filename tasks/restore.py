@@ -37,3 +37,6 @@ check_new_restore_point = step_task(
 create_restore_point = step_task(
     operations_restore_points.create_point, "create-restore-point", **ONCE
 )
+recorded_restore_point = step_task(
+    operations_restore_points.recorded_point, "read-restore-point", **RETRYING
+)

@@ -94,10 +94,18 @@ class TaskSteps(Steps):
 
         return member_hosts.keep_on_member_hosts(spec)
 
-    def backup_on_host(self, host: str, request: Any, policy: Any) -> Any:
+    def run_on_host(
+        self,
+        host: str,
+        flow: str,
+        parameters: dict[str, Any],
+        *,
+        needs: str,
+        secrets: dict[str, str] | None = None,
+    ) -> None:
         from tasks import member_hosts
 
-        return member_hosts.backup_on_host(host, request, policy)
+        member_hosts.run_on_host(host, flow, parameters, needs=needs, secrets=secrets)
 
     def drop_on_member_hosts(self, cluster: str, hosts: list[str]) -> None:
         if hosts:

@@ -18,6 +18,7 @@ from psycopg import errors as pg_errors
 from psycopg import sql
 
 from pgpitr.errors import AlreadyExists, InvalidInput
+from pgpitr.operations.primary_host import primary_host
 from pgpitr.postgres.cluster import Cluster
 from pgpitr.steps import Steps
 
@@ -28,17 +29,35 @@ log = logging.getLogger(__name__)
 
 
 def run(steps: Steps, cluster: str, username: str) -> None:
-    steps(create_account_from_environment, cluster, username)
+    """Create USERNAME in CLUSTER; when its primary runs on another host, that host's agent
+    does (its password passed to that run in a Secret block, never as a parameter)."""
+    check_username(username)
+    host = primary_host(steps, cluster)
+    if not host:
+        steps(create_account_from_environment, cluster, username)
+        return
+    steps.run_on_host(
+        host,
+        "create-account-for-members",
+        {"cluster": cluster, "username": username},
+        needs="creating an account",
+        secrets={PASSWORD_ENV: password_from_environment(username)},
+    )
+    log.info("account %s created in %s by host %s, where its primary runs", username, cluster, host)
 
 
-def create_account_from_environment(cluster: str, username: str) -> None:
+def password_from_environment(username: str) -> str:
     password = os.environ.get(PASSWORD_ENV)
     if not password:
         raise InvalidInput(
             f"no password for {username!r}: the step expects it in ${PASSWORD_ENV}",
             hint="run `pgpitr cluster create-account`, which generates one",
         )
-    create_account(Cluster.get(cluster), username, password)
+    return password
+
+
+def create_account_from_environment(cluster: str, username: str) -> None:
+    create_account(Cluster.get(cluster), username, password_from_environment(username))
     log.info("account %s created in %s", username, cluster)
 
 

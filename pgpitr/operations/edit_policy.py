@@ -18,7 +18,8 @@ from pgpitr.errors import (
     InvalidInput,
 )
 from pgpitr.operations.create import enable_wal_summaries
-from pgpitr.operations.log_backup import stream_mode, switch_log_backup, switch_streaming
+from pgpitr.operations.log_backup import stream_mode, switch_streaming
+from pgpitr.operations.log_backup import switch as switch_log_backup
 from pgpitr.policy_store import load_policy, save_policy
 from pgpitr.postgres import binaries, slots
 from pgpitr.postgres.cluster import Cluster
@@ -73,13 +74,13 @@ def run(
     if change.repository_switch:
         steps(switch_repository, cluster, change.new.repository)
     if change.log_backup_switch and change.new.logfile_enabled:
-        steps(switch_log_backup, cluster, True)
+        switch_log_backup(steps, cluster, True)
     if change.streaming_switch:
         steps(switch_streaming, cluster, *stream_mode(change.new))
     if change.incrementals_asked:
         steps(switch_wal_summaries, cluster)
     if change.log_backup_switch and not change.new.logfile_enabled:
-        steps(switch_log_backup, cluster, False)
+        switch_log_backup(steps, cluster, False)
     saved = steps(save_policy_of, cluster, change.new)
     return PolicyEdit(saved, steps.sync_schedules(cluster))
 

@@ -17,6 +17,7 @@ from pgpitr.errors import (
     ClusterStateError,
     RepositoryError,
 )
+from pgpitr.operations.primary_host import primary_host
 from pgpitr.policy_store import load_policy, save_policy
 from pgpitr.postgres import conf, slots
 from pgpitr.postgres.cluster import Cluster
@@ -35,7 +36,32 @@ def stream_mode(policy: pol.BackupPolicy) -> tuple[bool, bool]:
 
 
 def run(steps: Steps, cluster: str, enabled: bool) -> str | None:
-    return steps(switch_log_backup, cluster, enabled)
+    return switch(steps, cluster, enabled)
+
+
+def switch(steps: Steps, cluster: str, enabled: bool) -> str | None:
+    """The log-backup switch as a step; when the primary runs on another host, that host's
+    agent sets archiving and confirms a segment, and the policy is saved here once it has (it
+    stays this host's).  Returns the confirmed segment when it was confirmed here."""
+    host = primary_host(steps, cluster)
+    if not host:
+        return steps(switch_log_backup, cluster, enabled)
+    parameters = {"cluster": cluster, "enabled": enabled}
+    steps.run_on_host(host, "set-log-backup-for-members", parameters, needs="the log-backup switch")
+    steps(record_log_backup, cluster, enabled)
+    log.info("log backup %s for %s, set by host %s", "on" if enabled else "off", cluster, host)
+    return None
+
+
+def apply_log_backup(cluster: str, enabled: bool) -> str | None:
+    """Archiving on (a segment confirmed) or off on another host's HA cluster whose primary
+    runs here; its policy is that host's, which saves it."""
+    return set_log_backup(Cluster.get(cluster), enabled, keep_policy=False)
+
+
+def record_log_backup(cluster: str, enabled: bool) -> None:
+    c = Cluster.get(cluster)
+    save_policy(c, dataclasses.replace(load_policy(c), logfile_enabled=enabled))
 
 
 def switch_log_backup(cluster: str, enabled: bool) -> str | None:
@@ -61,8 +87,11 @@ def switch_streaming(cluster: str, stream: bool, synchronous: bool) -> None:
     )
 
 
-def set_log_backup(cluster: Cluster, enabled: bool, timeout: float = 60) -> str | None:
-    """Turn WAL archiving on or off without a restart.
+def set_log_backup(
+    cluster: Cluster, enabled: bool, timeout: float = 60, keep_policy: bool = True
+) -> str | None:
+    """Turn WAL archiving on or off without a restart (and save it in the policy when
+    KEEP_POLICY).
 
     On: check the repository, set the archive command, reload, switch to a new segment and wait
     until that segment is in the repository; raise if it does not arrive.  Off: acknowledge WAL
@@ -73,7 +102,8 @@ def set_log_backup(cluster: Cluster, enabled: bool, timeout: float = 60) -> str 
         repo.check()
         ensure_archive_info(cluster, repo)
     cluster.set_archive_command(conf.archive_command(st.home(), cluster.name, enabled))
-    save_policy(cluster, dataclasses.replace(load_policy(cluster), logfile_enabled=enabled))
+    if keep_policy:
+        save_policy(cluster, dataclasses.replace(load_policy(cluster), logfile_enabled=enabled))
     if not enabled:
         return None
     return switch_and_confirm(cluster, repo, timeout=timeout)

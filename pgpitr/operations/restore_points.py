@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pgpitr import cluster_repository
 from pgpitr.catalog.restore_points import RestorePoint, get_point, point_key, validate_name
 from pgpitr.errors import AlreadyExists, ClusterStateError
+from pgpitr.operations.primary_host import primary_host
 from pgpitr.postgres.cluster import Cluster
 from pgpitr.steps import Steps
 
@@ -32,7 +33,14 @@ def run(steps: Steps, cluster: str, name: str) -> RestorePoint:
     """Create the restore point NAME on CLUSTER and record it in its repository.  Two
     creations of one cluster's points run one after the other (a run on the cluster's host
     holds its lock), so that of two of one name the second is refused, not recorded over the
-    first's (a restore stops at the first point of a name in the WAL)."""
+    first's (a restore stops at the first point of a name in the WAL).  When the primary runs
+    on another host, that host's agent creates it (and holds the lock there)."""
+    validate_name(name)
+    host = primary_host(steps, cluster)
+    if host:
+        parameters = {"cluster": cluster, "name": name}
+        steps.run_on_host(host, "create-restore-point", parameters, needs="a restore point")
+        return steps(recorded_point, cluster, name)
     with _points_lock(Cluster.get(cluster)):
         steps(check_new_point, cluster, name)
         return steps(create_point, cluster, name)
@@ -91,3 +99,9 @@ def create_point(cluster: str, name: str) -> RestorePoint:
         point.timeline,
     )
     return point
+
+
+def recorded_point(cluster: str, name: str) -> RestorePoint:
+    """The restore point NAME of CLUSTER as the repository records it."""
+    c = Cluster.get(cluster)
+    return get_point(cluster_repository.repository(c), c.state.stanza, name)

@@ -8,6 +8,7 @@ from psycopg import sql
 
 from pgpitr.errors import InvalidInput, NotFound
 from pgpitr.operations.accounts import check_username
+from pgpitr.operations.primary_host import primary_host
 from pgpitr.postgres.cluster import Cluster
 from pgpitr.steps import Steps
 
@@ -16,7 +17,16 @@ log = logging.getLogger(__name__)
 
 
 def run(steps: Steps, cluster: str, username: str, role: str) -> None:
-    steps(grant, cluster, username, role)
+    """Grant ROLE to USERNAME in CLUSTER; when its primary runs on another host, that host's
+    agent does."""
+    check_grant(username, role)
+    host = primary_host(steps, cluster)
+    if not host:
+        steps(grant, cluster, username, role)
+        return
+    parameters = {"cluster": cluster, "username": username, "role": role}
+    steps.run_on_host(host, "grant-role", parameters, needs="granting a role")
+    log.info("granted %s to %s in %s by host %s", role.upper(), username, cluster, host)
 
 
 def grant(cluster: str, username: str, role: str) -> None:
@@ -24,12 +34,16 @@ def grant(cluster: str, username: str, role: str) -> None:
     log.info("granted %s to %s in %s", role.upper(), username, cluster)
 
 
+def check_grant(username: str, role: str) -> None:
+    check_username(username)
+    if role.upper() not in ROLES:
+        raise InvalidInput(f"unknown role {role!r}: use one of {', '.join(ROLES)}")
+
+
 def grant_role(cluster: Cluster, username: str, role: str) -> None:
     """READONLY: read every table; READWRITE: read and write every table; SUPERUSER."""
-    check_username(username)
+    check_grant(username, role)
     role = role.upper()
-    if role not in ROLES:
-        raise InvalidInput(f"unknown role {role!r}: use one of {', '.join(ROLES)}")
     cluster.require_running()
     user = sql.Identifier(username)
     statements = {

@@ -55,7 +55,11 @@ def follow(state: ClusterState) -> list[Member]:
     host is refused: a member on another host is served by that host's agent."""
     members = members_of(api_of(state).cluster())
     primary = primary_of(members, state.patroni_scope or state.name)
-    placement = placement_of(state, primary, members)
+    try:
+        placement = placement_of(state, primary, members)
+    except PrimaryElsewhere as exc:
+        exc.members = members
+        raise
     state.port = placement.port
     state.pgdata = placement.datadir
     state.server_socket_dir = placement.socket_dir
@@ -70,6 +74,17 @@ def primary_host(state: ClusterState) -> str:
     primary = primary_of(members, state.patroni_scope or state.name)
     known = {entry["name"]: entry for entry in state.members}
     return str((known.get(primary.name) or {}).get("host", ""))
+
+
+class PrimaryElsewhere(ClusterStateError):
+    """The primary runs on another pgpitr host (HOST), which keeps the cluster for its member:
+    that host's agent archives it, and what needs the primary is handed to it
+    (pgpitr/operations/primary_host.py).  ``members``: every member, as Patroni described them."""
+
+    def __init__(self, host: str, message: str, *, hint: str, transient: bool) -> None:
+        super().__init__(message, hint=hint, transient=transient)
+        self.host = host
+        self.members: list[Member] = []
 
 
 def placement_of(state: ClusterState, member: Member, members: list[Member]) -> Placement:
@@ -89,7 +104,8 @@ def placement_of(state: ClusterState, member: Member, members: list[Member]) -> 
         return placed[member.name]
     where = f"{member.role}, {member.host}:{member.port}"
     if found is not None and found.host:
-        raise ClusterStateError(
+        raise PrimaryElsewhere(
+            found.host,
             f"member {member.name} of {state.name!r} ({where}) is a member of host "
             f"{found.host}, not of this one",
             hint=f"run the command on host {found.host}, whose pgpitr keeps {state.name!r} "
@@ -230,6 +246,7 @@ __all__ = [
     "dynamic_parameters",
     "follow",
     "placement_of",
+    "PrimaryElsewhere",
     "primary_host",
     "restart_with",
     "set_permanent_slot",

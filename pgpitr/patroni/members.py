@@ -68,19 +68,34 @@ class Membership:
     patroni: str
     members: tuple[Member, ...]
     problem: str = ""
+    #: the other pgpitr host whose member is the primary, whose agent archives it now
+    primary_host: str = ""
+    #: each member's pgpitr host as registration found it ("": this host); a member that is
+    #: not here is one this host does not keep (another host's copy)
+    member_hosts: tuple[tuple[str, str], ...] = ()
 
     @staticmethod
     def of(cluster: Any) -> Membership:
         """Of a ``Cluster`` as ``Cluster.get`` followed it."""
+        elsewhere = bool(cluster.primary_host)
         return Membership(
-            cluster.state.patroni_url, tuple(cluster.members or ()), cluster.ha_problem
+            cluster.state.patroni_url,
+            tuple(cluster.members or ()),
+            "" if elsewhere else cluster.ha_problem,
+            cluster.primary_host,
+            tuple((m["name"], m.get("host", "")) for m in cluster.state.members),
         )
+
+    def pgpitr_host(self, member: Member) -> str | None:
+        """The pgpitr host of MEMBER ("": this one; None: not known here)."""
+        return dict(self.member_hosts).get(member.name)
 
     def as_json(self) -> dict[str, Any]:
         return {
             "patroni": self.patroni,
-            "members": [asdict(m) for m in self.members],
+            "members": [{**asdict(m), "pgpitr_host": self.pgpitr_host(m)} for m in self.members],
             "ha_problem": self.problem or None,
+            "primary_host": self.primary_host or None,
         }
 
 

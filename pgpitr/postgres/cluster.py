@@ -48,6 +48,8 @@ class Cluster:
         #: last seen stands in)
         self.members: list[Member] | None = None
         self.ha_problem = ""
+        #: the other pgpitr host whose member is the primary now ("": this host's, or unknown)
+        self.primary_host = ""
 
     # -- lookup ------------------------------------------------------------------------------
     @classmethod

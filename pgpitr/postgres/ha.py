@@ -23,6 +23,10 @@ def follow_primary(cluster: Cluster) -> None:
     why; an operation that must have the primary checks ``require_primary``."""
     try:
         cluster.members = patroni.follow(cluster.state)
+    except patroni.PrimaryElsewhere as exc:  # known, not a problem: that host acts on it
+        cluster.members = exc.members
+        cluster.primary_host = exc.host
+        cluster.ha_problem = exc.message
     except ClusterStateError as exc:
         cluster.ha_problem = exc.message
 

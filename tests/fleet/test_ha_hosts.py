@@ -22,11 +22,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
 import pytest
 
+from pgpitr.postgres.conf import ARCHIVE_OFF
 from tests.conftest import S3_KEY, S3_SECRET, free_port, reachable_tempdir
 from tests.fleet.netns import Host, network
 from tests.fleet.service import (
@@ -46,6 +48,7 @@ pytestmark = [pytest.mark.root, pytest.mark.timeout(900)]
 PG15 = Path("/usr/lib/postgresql/15/bin")
 NAME = "pgha"
 POLICY = f"{NAME}-postgresql-backup-policy"
+ACCOUNT_PASSWORD = "reporter-Pa55-never-shown"
 
 
 @dataclass
@@ -267,6 +270,21 @@ def test_a_member_on_another_host_is_kept_by_its_agent_and_archives_after_a_swit
         # the switchover's timeline (the fixture may have switched over to a already)
         assert (taken["status"], taken["timeline"]) == ("Completed", first["timeline"] + 1), listed
         backed_up = datetime.fromisoformat(taken["completion_time"])
+        # what else needs the primary is handed to b's agent the same way
+        hosts.pgpitr("a", "cluster", "create-restore-point", NAME, "--name", "on-b")
+        hosts.pgpitr(
+            "a",
+            "cluster",
+            "create-account",
+            NAME,
+            "--username",
+            "reporter",
+            "--password-stdin",
+            input=ACCOUNT_PASSWORD + "\n",
+        )
+        hosts.pgpitr(
+            "a", "cluster", "grant-role", NAME, "--username", "reporter", "--role", "readonly"
+        )
         writer.wait_for_more(15)
         with psycopg.connect(patroni.conninfo(), autocommit=True) as db:
             db.execute("SELECT pg_switch_wal()")
@@ -278,19 +296,42 @@ def test_a_member_on_another_host_is_kept_by_its_agent_and_archives_after_a_swit
     numbers = [n for n, _ in truth]
 
     # host b archived the new timeline: the window, read on host a, reaches past the switch
-    def window_past_switchover() -> list[list[str]] | None:
+    def window_past_switchover() -> dict[str, Any] | None:
         shown = json.loads(hosts.pgpitr("a", "cluster", "describe", NAME, "-o", "json").stdout)
-        periods = shown["recoverable_time"]
-        ends = [datetime.fromisoformat(end) for _, end in periods]
-        return periods if len(periods) == 1 and ends[0] >= last.server_at else None
+        ends = [datetime.fromisoformat(end) for _, end in shown["recoverable_time"]]
+        return shown if len(ends) == 1 and ends[0] >= last.server_at else None
 
-    periods = wait_for(window_past_switchover, 120, "the window to reach past the switchover", 2)
+    shown = wait_for(window_past_switchover, 120, "the window to reach past the switchover", 2)
+    periods = shown["recoverable_time"]
+    # host a shows where the primary runs, and which host serves each member
+    assert (shown["primary_host"], shown["ha_problem"]) == ("host-b", None), shown
+    assert {m["name"]: m["pgpitr_host"] for m in shown["members"]} == {
+        on_a.name: "",
+        on_b.name: "host-b",
+    }
     # host b keeps the cluster for its member only: it reads it as host a's, from the repository
     seen_on_b = json.loads(hosts.pgpitr("b", "cluster", "describe", NAME, "-o", "json").stdout)
     assert seen_on_b["host"] == "host-a", seen_on_b
     assert seen_on_b["recoverable_time"][0][0] == periods[0][0], seen_on_b
     policies = hosts.pgpitr("b", "cluster", "list-backup-policy", "-o", "json").stdout
     assert json.loads(policies) == []  # its policy is host a's
+    [point] = shown["restore_points"]
+    assert (point["name"], point["timeline"]) == ("on-b", taken["timeline"]), point
+    assert point["restorable"], point
+    with psycopg.connect(patroni.conninfo(), autocommit=True) as db:
+        granted = db.execute(
+            "SELECT r.rolcanlogin, pg_has_role(r.oid, 'pg_read_all_data', 'MEMBER'), "
+            "starts_with(a.rolpassword, 'SCRAM-SHA-256$') "
+            "FROM pg_roles r JOIN pg_authid a USING (oid) WHERE r.rolname = 'reporter'"
+        ).fetchall()
+    assert granted == [(True, True, True)]
+    handed = hosts.runs("create-account-for-members-host-b/%")
+    handed += hosts.runs("grant-role-host-b/%") + hosts.runs("create-restore-point-host-b/%")
+    assert [r["state"]["type"] for r in handed] == ["COMPLETED"] * 3, handed
+    for run in handed:
+        assert ACCOUNT_PASSWORD not in json.dumps(run["parameters"])
+    blocks = hosts.call("POST", "/block_documents/filter", {})
+    assert not [b for b in blocks if b["name"].startswith("pgpitr-members-")], blocks
 
     after = [(n, at) for n, at in truth if at > backed_up and n < last.n]
     n, at = after[len(after) // 2]
@@ -310,6 +351,18 @@ def test_a_member_on_another_host_is_kept_by_its_agent_and_archives_after_a_swit
         **secrets,
     )
     assert _restored_rows(hosts, f"{NAME}-at") == [m for m in numbers if m <= n]
+
+    # the log-backup switch: Patroni's configuration set and a segment confirmed by host b,
+    # the policy saved on host a
+    archiving = patroni.dcs_config()["postgresql"]["parameters"]["archive_command"]
+    toggle = ["cluster", "edit-backup-policy", POLICY, "--set", "schedule.logfile.enable="]
+    for enabled, command in (("false", ARCHIVE_OFF), ("true", archiving)):
+        hosts.pgpitr("a", *toggle[:-1], toggle[-1] + enabled, **secrets)
+        assert patroni.dcs_config()["postgresql"]["parameters"]["archive_command"] == command
+        policy = json.loads((hosts.homes["a"] / "clusters" / NAME / "policy.json").read_text())
+        assert policy["logfile_enabled"] is (enabled == "true"), policy
+    switched = hosts.runs("set-log-backup-for-members-host-b/%")
+    assert [r["state"]["type"] for r in switched] == ["COMPLETED"] * 2, switched
 
     hosts.pgpitr("a", "cluster", "unregister", NAME, **secrets)
     assert not (hosts.homes["b"] / "clusters" / NAME).exists()

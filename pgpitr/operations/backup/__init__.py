@@ -3,7 +3,7 @@
 ``run`` is the backup operation, the one place its steps are put in order: check the cluster,
 choose the parent of an incremental, stream the backup, confirm the WAL reached the repository,
 and verify it when asked.  An HA cluster whose primary runs on another host is backed up by
-that host's agent, handed the request and the cluster's policy (``Steps.backup_on_host``).
+that host's agent, handed the request and the cluster's policy (operations/primary_host.py).
 
 Repository layout::
 
@@ -33,8 +33,8 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
-from pgpitr import cluster_repository, patroni, policy_store
-from pgpitr import state as st
+from pgpitr import cluster_repository, policy_store
+from pgpitr import policy as pol
 from pgpitr.catalog import backups as catalog_backups
 from pgpitr.catalog.source import check_key
 from pgpitr.errors import InvalidInput
@@ -44,6 +44,7 @@ from pgpitr.operations.backup.checks import check_cluster, choose_parent, confir
 from pgpitr.operations.backup.names import fresh_name, validate_name
 from pgpitr.operations.backup.take import stream
 from pgpitr.operations.edit_policy import require_incremental_support
+from pgpitr.operations.primary_host import primary_host
 from pgpitr.postgres.cluster import Cluster
 from pgpitr.postgres.cluster import validate_name as validate_cluster_name
 from pgpitr.steps import Steps
@@ -52,7 +53,7 @@ __all__ = [
     "BackupRequest",
     "BackupType",
     "check_cluster",
-    "primary_host_of",
+    "stored_manifest",
     "choose_parent",
     "confirm_wal_arrival",
     "fresh_name",
@@ -128,18 +129,6 @@ class BackupRequest:
 # -- the operation ---------------------------------------------------------------------------
 
 
-def kept_elsewhere(cluster: str) -> bool:
-    """Whether CLUSTER is an HA cluster with members on other hosts (its record alone)."""
-    return any(m.get("host") for m in st.ClusterState.load(cluster).members)
-
-
-def primary_host_of(cluster: str) -> str:
-    """The other host whose member is the primary of an HA cluster ("" when it is this
-    host's): a backup checkpoints and switches WAL on the primary, over its Unix socket, so
-    the primary's host takes it (from its standbys or the primary itself)."""
-    return patroni.primary_host(Cluster.get(cluster).state)
-
-
 def run(steps: Steps, request: BackupRequest) -> BackupManifest:
     """One backup as REQUEST asks (its name chosen here once when not given, so that a
     retried stream reuses it): full, or incremental against its parent (by default the newest
@@ -147,9 +136,12 @@ def run(steps: Steps, request: BackupRequest) -> BackupManifest:
     request = request.named()
     request.check()  # before anything is written
     cluster = request.cluster
-    host = steps(primary_host_of, cluster) if kept_elsewhere(cluster) else ""
-    if host:  # an HA cluster whose primary runs on another host: that host backs it up
-        return steps.backup_on_host(host, request, policy_store.load_policy(Cluster.get(cluster)))
+    host = primary_host(steps, cluster)
+    if host:  # the primary runs on another host: that host backs it up, with this policy
+        policy = policy_store.load_policy(Cluster.get(cluster))
+        parameters = {**request.parameters(), "policy": pol.to_dict(policy)}
+        steps.run_on_host(host, "backup-for-members", parameters, needs="a backup")
+        return steps(stored_manifest, cluster, request.name)
     policy = steps(check_cluster, cluster)
     parent = request.parent
     if request.backup_type is BackupType.INCREMENTAL:
@@ -160,3 +152,9 @@ def run(steps: Steps, request: BackupRequest) -> BackupManifest:
     if request.verify_after:
         steps(verify.verify_backup, cluster, request.name)
     return manifest
+
+
+def stored_manifest(cluster: str, name: str) -> BackupManifest:
+    """Backup NAME of CLUSTER as its manifest in the repository says (one another host took)."""
+    c = Cluster.get(cluster)
+    return catalog_backups.get_backup(cluster_repository.repository(c), c.state.stanza, name)
