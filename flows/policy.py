@@ -34,7 +34,7 @@ def set_log_backup_for_members(cluster: str, enabled: bool) -> str | None:
     """Turn WAL archiving on or off for another host's HA cluster whose primary runs here
     (started by that host's run, which saves the policy): on waits until a switched segment
     is archived."""
-    return STEPS(log_backup.apply_log_backup, cluster, enabled)
+    return log_backup.run_for_members(STEPS, cluster, enabled)
 
 
 @flow(

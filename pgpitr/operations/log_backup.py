@@ -53,6 +53,11 @@ def switch(steps: Steps, cluster: str, enabled: bool) -> str | None:
     return None
 
 
+def run_for_members(steps: Steps, cluster: str, enabled: bool) -> str | None:
+    """The switch on the primary's host, asked by the cluster's own host (``switch``)."""
+    return steps(apply_log_backup, cluster, enabled)
+
+
 def apply_log_backup(cluster: str, enabled: bool) -> str | None:
     """Archiving on (a segment confirmed) or off on another host's HA cluster whose primary
     runs here; its policy is that host's, which saves it."""

@@ -1,5 +1,6 @@
 """A Patroni cluster on PostgreSQL 17: a full and an incremental backup, both from a standby,
-restored together to a time after the incremental.
+restored together to a time after the incremental, and to a time after a switchover to that
+standby.
 
 Real parts: two Patroni 4.1.5 members with their Raft DCS on the PostgreSQL 17 test wheel
 (tests/pgwheels.py: the HA test's version beside Debian's 15), and the real ``pgpitr`` command
@@ -63,14 +64,21 @@ def test_full_and_incremental_backups_from_a_standby_restore_to_a_time(
     _row(3)
     target = _row(4)
     _row(5)
-    archive_now(NAME)
 
     repo = open_repository(default_repository_url(home))
-    standby = ha.replicas()[0].name
+    [standby] = ha.replicas()
     full = catalog_backups.get_backup(repo, NAME, "ha17-full")
     incremental = catalog_backups.get_backup(repo, NAME, "ha17-inc")
-    assert (full.member, incremental.member) == (standby, standby)
+    assert (full.member, incremental.member) == (standby.name, standby.name)
     assert incremental.parent == "ha17-full"
+
+    # a switchover to that standby: the new primary archives its timeline, and a restore to a
+    # time on it starts from the same backups and follows the timeline's history
+    ha.switchover(candidate=standby)
+    _row(6)
+    after_switchover = _row(7)
+    _row(8)
+    archive_now(NAME)
 
     restored = cli(
         "cluster",
@@ -85,6 +93,11 @@ def test_full_and_incremental_backups_from_a_standby_restore_to_a_time(
     )
     assert "ha17-inc" in restored.stdout + restored.stderr  # the newest backup before the target
     assert [r[0] for r in sql("pgha17-at", "SELECT id FROM msg ORDER BY id")] == [1, 2, 3, 4]
+    # rows 6 and 7 exist only on the switchover's timeline
+    when = after_switchover.isoformat()
+    restore = ["restore", "pgha17-after", "--restore-to-time", when, "--source-cluster", NAME]
+    cli("cluster", *restore, "--bindir", bindir)
+    assert [r[0] for r in sql("pgha17-after", "SELECT id FROM msg ORDER BY id")] == [*range(1, 8)]
 
     cli("cluster", "unregister", NAME)
     assert ha.dcs_config() == config_before

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pgpitr import state as st
-from pgpitr.errors import ClusterStateError, InvalidInput
+from pgpitr.errors import ClusterStateError, EncryptionKeyError, InvalidInput
 from pgpitr.operations.register import member_hosts
 from pgpitr.patroni import members
 from tests.conftest import free_port
@@ -183,3 +183,23 @@ def test_a_members_host_never_overwrites_its_own_cluster_of_that_name(
         member_hosts.keep(spec, {})
     assert (own.dir / "cluster.json").read_bytes() == before
     assert sorted(p.name for p in (tmp_path / "clusters").iterdir()) == ["pgha"]
+
+
+def test_a_members_host_without_the_key_file_refuses_and_writes_nothing(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    handmade,  # noqa: F811
+) -> None:
+    server = handmade()
+    monkeypatch.setenv("PGPITR_HOME", str(tmp_path))
+    monkeypatch.setenv("PGPITR_HOST", "host-b")
+    monkeypatch.delenv("PGPITR_ENCRYPTION_KEY_FILE", raising=False)
+    state = _state(tmp_path)
+    state.repository = f"file://{tmp_path}/repository?encryption=aes-256-gcm"
+    state.encryption_key_file = str(tmp_path / "only-on-host-a" / "pgha.key")
+    spec = member_hosts.spec_of(state, _here(server.port))
+    with pytest.raises(EncryptionKeyError, match="does not exist") as caught:
+        member_hosts.keep(spec, {})
+    assert "host host-b runs members of 'pgha', whose repository is encrypted" in str(caught.value)
+    assert "copy the key file from host host-a to the same path here" in caught.value.hint
+    assert not (tmp_path / "clusters").exists()

@@ -32,7 +32,7 @@ from typing import Any
 
 from pgpitr import cluster_repository, patroni
 from pgpitr import state as st
-from pgpitr.errors import ClusterStateError, InvalidInput
+from pgpitr.errors import ClusterStateError, EncryptionKeyError, InvalidInput
 from pgpitr.operations.register.settings import save_record
 from pgpitr.patroni.members import Member, Placement, local_postmasters, place
 from pgpitr.postgres import conf
@@ -98,9 +98,17 @@ def keep(spec: dict[str, Any], secrets: dict[str, str]) -> list[dict[str, Any]]:
     state.server_socket_dir, state.server_log = first.socket_dir, first.server_log
     state.os_user, state.bindir = user.name, bindir
     state.members = [p.as_dict() for p in placed.values()]
-    state.encryption_key_file = cluster_repository.encryption_key_file(
-        state.repository, user, record.get("encryption_key_file", "")
-    )
+    try:
+        state.encryption_key_file = cluster_repository.encryption_key_file(
+            state.repository, user, record.get("encryption_key_file", "")
+        )
+    except EncryptionKeyError as exc:  # every member archives with the key at the same path
+        raise EncryptionKeyError(
+            f"host {st.this_host()} runs members of {name!r}, whose repository is encrypted, "
+            f"but {exc.message}",
+            hint=f"copy the key file from host {record.get('host') or 'of the registration'} "
+            f"to the same path here, owned by {user.name}, mode 0600, then register again",
+        ) from None
     try:
         cluster = save_record(state, user)
         if AWS_CREDENTIALS in secrets:
