@@ -51,8 +51,7 @@ install: venv
 # pg_basebackup, pg_waldump, recovery, timelines, pg_ctl), not the checks made before any of them.
 MATRIX_TESTS ?= tests/test_walkthrough.py::test_walkthrough_restores_exactly_the_rows_committed_by_the_noted_time \
 	tests/test_walkthrough.py::test_window_ends_at_a_wal_gap_and_restore_past_it_is_refused \
-	tests/faults/test_archiving_faults.py::test_timelines_restore_of_a_restored_cluster \
-	tests/test_register.py::test_a_server_run_by_hand_under_another_user_is_protected_and_let_go
+	tests/faults/test_archiving_faults.py::test_timelines_restore_of_a_restored_cluster
 
 # Four workers (pytest-xdist), a test module each at a time (module fixtures stay whole): the
 # suite waits on PostgreSQL, Prefect, fsync and its agents' polls far more than it computes; on

@@ -2,7 +2,9 @@
 # The version matrix: the given tests on PostgreSQL 17 and 18 (the test wheels, tests/pgwheels.py),
 # both at once (each spends most of its time waiting on PostgreSQL and Prefect, not on a core);
 # each version's output is printed whole when it ends, so the two never interleave.  As root, each
-# runs as the service account and then as root, as `make test` does (scripts/run_tests.sh).
+# runs as the service account (scripts/run_tests.sh); the root tests that need a version of their
+# own are parametrized over the versions in the root job below, since a pytest session as root per
+# version cost more than its one test (ci48: about 100 s each on the loaded machine).
 set -uo pipefail
 py=$1; shift
 logs=$(mktemp -d)
@@ -14,7 +16,7 @@ declare -A ports=([17]=7433-8432 [18]=8433-9432)
 declare -A kinds=([17]=s3 [18]=file)
 for major in 17 18; do
   bindir=$("$py" -m tests.pgwheels "$major") || exit 1
-  ( PGPITR_PG_BINDIR=$bindir PGPITR_PORTS=${ports[$major]} PGPITR_TEST_REPOSITORY_KINDS=${kinds[$major]} bash scripts/run_tests.sh "$py" -q -p no:randomly "$@" >"$logs/$major" 2>&1
+  ( PGPITR_TEST_PART=service PGPITR_PG_BINDIR=$bindir PGPITR_PORTS=${ports[$major]} PGPITR_TEST_REPOSITORY_KINDS=${kinds[$major]} bash scripts/run_tests.sh "$py" -q -p no:randomly "$@" >"$logs/$major" 2>&1
     echo $? >"$logs/$major.rc"; echo "== PostgreSQL $major ($bindir)"; cat "$logs/$major" ) &
 done
 # WITH_ROOT_TESTS=1 (`make test` as root): the whole suite's root tests, on PostgreSQL 15, beside

@@ -184,11 +184,18 @@ def _log_backup_on(name: str, user: str | None = None) -> None:
 
 
 def _protect_write_restore(
-    server: Server, name: str, home: Path, *extra: str, user: str | None = None
+    server: Server,
+    name: str,
+    home: Path,
+    *extra: str,
+    user: str | None = None,
+    bindir: Path | None = None,
 ) -> None:
     """register, log backup on, backup, two rows a second apart, restore to between them;
-    the commands as USER (root's test of a server another account runs)."""
-    cli("cluster", "register", name, "--pgdata", server.pgdata, *extra, user=user)
+    the commands as USER (root's test of a server another account runs); BINDIR: the server's
+    binaries, when not the suite's own."""
+    binaries = ["--bindir", str(bindir)] if bindir else []
+    cli("cluster", "register", name, "--pgdata", server.pgdata, *binaries, *extra, user=user)
     _log_backup_on(name, user)
     assert f"wal-push --cluster {name}" in server.psql("SHOW archive_command")
     assert "wal-push" in (server.datadir / "postgresql.auto.conf").read_text()
@@ -198,11 +205,12 @@ def _protect_write_restore(
 
     copy = f"{name}-copy"
     when = timeparse.format_kbcli(noted)
-    cli("cluster", "restore", copy, "--restore-to-time", when, "--source-cluster", name, user=user)
+    restore = ["restore", copy, "--restore-to-time", when, "--source-cluster", name]
+    cli("cluster", *restore, *binaries, user=user)
     assert rows(copy) == [1]
     assert rows(name) == [1, 2]
     copied = json.loads((home / "clusters" / copy / "cluster.json").read_text())
-    assert not copied.get("registered") and copied["bindir"] == str(PG_BINDIR)
+    assert not copied.get("registered") and copied["bindir"] == str(bindir or PG_BINDIR)
     assert (
         copied.get("superuser", "postgres") == server.role
     )  # the source's roles came with its data
@@ -270,15 +278,20 @@ def test_a_server_another_account_runs_is_refused_by_pgpitrs_service_account(
 
 
 @pytest.mark.root  # another account runs the server, and pgpitr as that account protects it
+# on each major: the version matrix runs no root test of its own (a pytest session as root per
+# version cost more than the test)
+@pytest.mark.parametrize("major", [None, 17, 18], ids=["suite", "17", "18"])
 def test_a_server_run_by_hand_under_another_user_is_protected_and_let_go(
-    ext_home: Path, handmade: Callable[..., Server], s3_url: str
+    ext_home: Path, handmade: Callable[..., Server], s3_url: str, major: int | None
 ) -> None:
     home = ext_home
-    server = handmade(archive_timeout="'5min'")
+    bindir = pgwheels.require(major) if major else None
+    server = handmade(archive_timeout="'5min'", bindir=bindir or PG_BINDIR)
     server.psql("ALTER SYSTEM SET archive_timeout = '2min'")  # a value of its owner's
     server.psql("SELECT pg_reload_conf()")
     before, pid = server.snapshot(), server.pid()
-    _protect_write_restore(server, "hand-pg", home, "--backup-repo", s3_url, user=EXT_USER)
+    repository = ["--backup-repo", s3_url]
+    _protect_write_restore(server, "hand-pg", home, *repository, user=EXT_USER, bindir=bindir)
 
     state = json.loads((home / "clusters" / "hand-pg" / "cluster.json").read_text())
     assert (state["os_user"], state["superuser"]) == (EXT_USER, EXT_USER)
