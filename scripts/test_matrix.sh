@@ -20,12 +20,13 @@ for major in 17 18; do
     echo $? >"$logs/$major.rc"; echo "== PostgreSQL $major ($bindir)"; cat "$logs/$major" ) &
 done
 # WITH_ROOT_TESTS=1 (`make test` as root): the whole suite's root tests, on PostgreSQL 15, beside
-# the matrix: they wait on PostgreSQL and on accounts far more than they compute (about 60 % of
-# the two cores for all three jobs), so on three workers, the fleet's module alone on one
+# the matrix: they wait on PostgreSQL, Patroni, agents and accounts far more than they compute, so
+# on four workers: the three long modules (conftest's LONG_MODULES) one each, the rest on the
+# fourth (ci49, on three: the root job took 381 s, 230 s of it after the matrix had ended)
 jobs=(17 18)
 if [ "${WITH_ROOT_TESTS:-}" = 1 ] && [ "$(id -u)" = 0 ]; then
   jobs+=(root)
-  ( PGPITR_TEST_PART=root bash scripts/run_tests.sh "$py" -q -n 3 --dist loadfile --no-loadscope-reorder --durations=10 >"$logs/root" 2>&1
+  ( PGPITR_TEST_PART=root bash scripts/run_tests.sh "$py" -q -n 4 --dist loadfile --no-loadscope-reorder --durations=10 >"$logs/root" 2>&1
     echo $? >"$logs/root.rc"; echo "== the tests that start as root (PostgreSQL 15)"; cat "$logs/root" ) &
 fi
 wait
