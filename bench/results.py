@@ -49,6 +49,7 @@ RATIOS: list[tuple[str, str, str, str, float, str]] = [
     ("restore_time", "restore.pgpitr", "restore.pgbackrest", "time", 0.8, "<="),
     ("wal_vs_async", "wal.pgpitr", "wal.pgbackrest.async", "rate", 1.5, ">="),
     ("wal_vs_sync", "wal.pgpitr", "wal.pgbackrest.sync", "rate", 0.0, "info"),
+    ("wal_limit_share", "limit.wal.compress_hash", "wal.pgpitr", "time", 0.9, ">="),
     (
         "engine_overhead_zstd1",
         "backup.local.pgpitr.zstd1",

@@ -166,14 +166,20 @@ def test_a_members_host_whose_pgpitr_would_archive_elsewhere_refuses_and_writes_
     assert list(home_b.iterdir()) == []
 
 
-def test_a_members_host_never_overwrites_its_own_cluster_of_that_name(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    handmade,  # noqa: F811
-) -> None:
-    server = handmade()
+@pytest.fixture
+def host_b(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """This process as host b's pgpitr; its home."""
     monkeypatch.setenv("PGPITR_HOME", str(tmp_path))
     monkeypatch.setenv("PGPITR_HOST", "host-b")
+    return tmp_path
+
+
+def test_a_members_host_never_overwrites_its_own_cluster_of_that_name(
+    host_b: Path,
+    handmade,  # noqa: F811
+) -> None:
+    tmp_path = host_b
+    server = handmade()
     own = _state(tmp_path, host="host-b")
     own.system_identifier = "7400000000000000999"
     own.save()
@@ -186,13 +192,12 @@ def test_a_members_host_never_overwrites_its_own_cluster_of_that_name(
 
 
 def test_a_members_host_without_the_key_file_refuses_and_writes_nothing(
-    tmp_path: Path,
+    host_b: Path,
     monkeypatch: pytest.MonkeyPatch,
     handmade,  # noqa: F811
 ) -> None:
+    tmp_path = host_b
     server = handmade()
-    monkeypatch.setenv("PGPITR_HOME", str(tmp_path))
-    monkeypatch.setenv("PGPITR_HOST", "host-b")
     monkeypatch.delenv("PGPITR_ENCRYPTION_KEY_FILE", raising=False)
     state = _state(tmp_path)
     state.repository = f"file://{tmp_path}/repository?encryption=aes-256-gcm"
