@@ -40,9 +40,9 @@ def run(steps: Steps, cluster: str, enabled: bool) -> str | None:
 
 
 def switch(steps: Steps, cluster: str, enabled: bool) -> str | None:
-    """The log-backup switch as a step; when the primary runs on another host, that host's
-    agent sets archiving and confirms a segment, and the policy is saved here once it has (it
-    stays this host's).  Returns the confirmed segment when it was confirmed here."""
+    """The log-backup switch (of ``run`` and of edit-backup-policy); when the primary runs on
+    another host, that host's agent sets archiving and confirms a segment, and the policy is
+    saved here once it has (it stays this host's).  Returns the segment confirmed here."""
     host = primary_host(steps, cluster)
     if not host:
         return steps(switch_log_backup, cluster, enabled)
