@@ -78,9 +78,22 @@ def wal_command(home: Path, verb: str, cluster: str, *args: str) -> str:
     return " ".join(shlex.quote(a) for a in argv) + "".join(f" {a}" for a in args)
 
 
+#: The push spool's names (pgpitr/wal/spool.py), which the archive_command's shell reads too: the
+#: marks of files stored, of files that could not be, of files a call waits for, and the lock the
+#: push worker holds for its whole life.
+PUSHED, PUSH_FAILED, PUSH_ASKED, PUSH_LOCK = "pushed", "push-failed", "push-asked", "push.lock"
+#: How long the archive_command's shell waits for a running worker's mark before it starts
+#: wal-push, and how often it looks (``sleep`` is a process: 50 a second cost about 5 % of a core).
+SHELL_WAIT_SECONDS, SHELL_POLL_SECONDS = 5, 0.02
+
+
+def push_spool_dir(home: Path, cluster: str) -> Path:
+    return home / "clusters" / cluster / "spool"
+
+
 def pushed_marker_dir(home: Path, cluster: str) -> Path:
     """Where wal-push marks the files it archived ahead of PostgreSQL asking for them."""
-    return home / "clusters" / cluster / "spool" / "pushed"
+    return push_spool_dir(home, cluster) / PUSHED
 
 
 def stream_spool_dir(home: Path, cluster: str) -> Path:
@@ -90,12 +103,25 @@ def stream_spool_dir(home: Path, cluster: str) -> Path:
 
 
 def archive_command(home: Path, cluster: str, enabled: bool) -> str:
-    """wal-push, behind a shell test: a file already pushed ahead costs no Python start."""
+    """wal-push, behind shell tests, so that most files cost no Python start: a file already
+    pushed ahead is answered by its mark; while the push worker runs (it holds its lock), the
+    shell waits for the file's mark, having asked for the file (a file the worker failed to
+    store is tried again only when asked).  A failure mark, no worker, or no mark within
+    SHELL_WAIT_SECONDS starts wal-push, which waits, reports and retries as before.  A Python
+    start costs the worker, which compresses on every core, a good share of the CPU (bench/)."""
     if not enabled:
         return ARCHIVE_OFF
-    marker = shlex.quote(str(pushed_marker_dir(home, cluster))) + "/%f"
+    spool = shlex.quote(str(push_spool_dir(home, cluster)))
+    marker, failed, asked = (f'"$s/{name}/$f"' for name in (PUSHED, PUSH_FAILED, PUSH_ASKED))
+    polls = round(SHELL_WAIT_SECONDS / SHELL_POLL_SECONDS)
+    # flock's 75 says "held": the worker runs; 0 (taken and let go) says none does
+    wait = (
+        f'{{ flock -n -E 75 "$s/{PUSH_LOCK}" true; test $? = 75 && : > {asked} && i=0 && '
+        f"until test -e {marker} || test -e {failed} || test $i = {polls}; "
+        f"do sleep {SHELL_POLL_SECONDS}; i=$((i+1)); done && test -e {marker} && rm {marker}; }}"
+    )
     push = wal_command(home, "wal-push", cluster, "%p")
-    return f"{{ test -e {marker} && rm {marker}; }} || {push}"
+    return f"s={spool}; f=%f; {{ test -e {marker} && rm {marker}; }} || {wait} || {push}"
 
 
 def fetched_spool_dir(home: Path, cluster: str) -> Path:

@@ -82,7 +82,9 @@ def _server_directory(cluster) -> Path:
 def push(cluster, path: Path) -> int:
     if not path.is_absolute():
         path = _server_directory(cluster) / path
-    marker = cluster.spool / "pushed" / path.name
+    from pgpitr.postgres.conf import PUSHED
+
+    marker = cluster.spool / PUSHED / path.name
     if marker.exists():
         marker.unlink()
         return 0

@@ -30,6 +30,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from pgpitr.osutil import write_atomic
+from pgpitr.postgres.conf import PUSH_ASKED, PUSH_FAILED, PUSH_LOCK, PUSHED
 from pgpitr.wal import archive
 
 # Compression and hashing are CPU work: one thread per CPU.  Measured in bench/ on 2 CPUs, 4
@@ -110,7 +111,7 @@ def wait_idle(spool: Path, timeout: float = 60) -> bool:
     """Wait until no WAL worker of this spool runs (one exits a few seconds after it idles);
     False when one still does after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
-    for name in ("push.lock", "fetch.lock"):
+    for name in (PUSH_LOCK, "fetch.lock"):
         while (spool / name).exists():
             fd = _try_lock(spool / name)
             if fd is not None:
@@ -147,10 +148,10 @@ class PushSpool:
         self.spool = spool
         self.pg_wal = pg_wal
         self.status = pg_wal / "archive_status"
-        self.pushed = spool / "pushed"
-        self.failed = spool / "push-failed"
-        self.asked = spool / "push-asked"
-        self.lock = spool / "push.lock"
+        self.pushed = spool / PUSHED
+        self.failed = spool / PUSH_FAILED
+        self.asked = spool / PUSH_ASKED
+        self.lock = spool / PUSH_LOCK
 
     def is_ready(self, name: str) -> bool:
         return (self.status / f"{name}.ready").exists()

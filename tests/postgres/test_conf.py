@@ -61,12 +61,11 @@ def test_archive_command_off_is_true() -> None:
     assert conf.archive_command(HOME, "my-pg", enabled=False) == "/bin/true" == conf.ARCHIVE_OFF
 
 
-def test_archive_command_answers_a_pushed_file_with_a_shell_test_then_pushes() -> None:
-    marker = "'/var/lib/pg pitr/clusters/my-pg/spool/pushed'/%f"
+def test_archive_command_tests_the_marks_in_the_clusters_spool_then_pushes() -> None:
+    command = conf.archive_command(HOME, "my-pg", enabled=True)
     push = conf.wal_command(HOME, "wal-push", "my-pg", "%p")
-    assert conf.archive_command(HOME, "my-pg", enabled=True) == (
-        f"{{ test -e {marker} && rm {marker}; }} || {push}"
-    )
+    assert command.startswith("s='/var/lib/pg pitr/clusters/my-pg/spool'; f=%f; ")
+    assert command.endswith(f" || {push}")
     assert conf.pushed_marker_dir(HOME, "my-pg") == HOME / "clusters/my-pg/spool/pushed"
 
 
@@ -105,6 +104,83 @@ def test_archive_commands_shell_test_consumes_the_marker_without_starting_python
     assert not marker.exists()
     again = _as_postgres_would(command, tmp_path, p="pg_wal/x", f="000000010000000000000003")
     assert again.returncode != 0  # no marker now: wal-push ran, and found no cluster c1
+    assert "c1" in again.stderr
+    # no worker held the lock: the shell neither asked for the file nor waited for it
+    assert not (conf.push_spool_dir(home, "c1") / conf.PUSH_ASKED).exists()
+
+
+def _push_spool(home: Path) -> Path:
+    spool = conf.push_spool_dir(home, "c1")
+    for name in (conf.PUSHED, conf.PUSH_FAILED, conf.PUSH_ASKED):
+        (spool / name).mkdir(parents=True)
+    return spool
+
+
+def _worker_holding_the_lock(spool: Path, then: str) -> subprocess.Popen[str]:
+    """A stand-in for the push worker: holds the lock, then runs THEN (a shell command) once
+    the file was asked for, and lets go of the lock when told (stdin closed), or at once when
+    the file is not asked for within a minute."""
+    script = (
+        "import fcntl, os, subprocess, sys, time\n"
+        f"fd = os.open({str(spool / conf.PUSH_LOCK)!r}, os.O_RDWR | os.O_CREAT, 0o600)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+        "print('held', flush=True)\n"
+        f"asked = {str(spool / conf.PUSH_ASKED / SEGMENT)!r}\n"
+        "deadline = time.monotonic() + 60\n"
+        "while not os.path.exists(asked):\n"
+        "    if time.monotonic() > deadline:\n"
+        "        sys.exit('never asked')\n"
+        "    time.sleep(0.01)\n"
+        f"subprocess.run({then!r}, shell=True, check=True)\n"
+        "sys.stdin.read()\n"
+    )
+    worker = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert worker.stdout is not None and worker.stdout.readline() == "held\n"
+    return worker
+
+
+SEGMENT = "000000010000000000000007"
+
+
+def test_while_the_worker_runs_the_shell_waits_for_the_files_mark_without_starting_python(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "home dir"
+    spool = _push_spool(home)
+    marker = spool / conf.PUSHED / SEGMENT
+    # the worker marks the file stored only after the shell asked for it: the shell waited
+    worker = _worker_holding_the_lock(spool, f"touch {shlex.quote(str(marker))}")
+    try:
+        command = conf.archive_command(home, "c1", enabled=True)
+        done = _as_postgres_would(command, tmp_path, p=f"pg_wal/{SEGMENT}", f=SEGMENT)
+    finally:
+        worker.communicate("")
+    assert worker.returncode == 0
+    # the home has no cluster c1: a wal-push started would have failed
+    assert done.returncode == 0, done.stderr
+    assert not marker.exists()
+
+
+def test_a_failure_mark_sends_the_waiting_shell_to_wal_push(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a wait longer than _as_postgres_would's timeout: only the failure mark ends it in time
+    monkeypatch.setattr(conf, "SHELL_WAIT_SECONDS", 3600)
+    home = tmp_path / "home dir"
+    spool = _push_spool(home)
+    failure = spool / conf.PUSH_FAILED / SEGMENT
+    worker = _worker_holding_the_lock(
+        spool, f"echo 'the repository said no' > {shlex.quote(str(failure))}"
+    )
+    try:
+        command = conf.archive_command(home, "c1", enabled=True)
+        done = _as_postgres_would(command, tmp_path, p=f"pg_wal/{SEGMENT}", f=SEGMENT)
+    finally:
+        worker.communicate("")
+    assert done.returncode != 0
+    assert "c1" in done.stderr  # wal-push ran (and found no cluster c1)
 
 
 def test_restore_commands_shell_test_moves_the_spooled_segment_into_place(tmp_path: Path) -> None:
