@@ -1,8 +1,9 @@
 """A Patroni cluster on PostgreSQL 17: a full and an incremental backup, both from a standby,
-restored together to a time after the incremental, and to a time after a switchover to that
-standby.
+restored together to a time after the incremental, to a time after a switchover to that
+standby, and to a time after the new primary was killed (kill -9, Patroni and PostgreSQL) and
+the last member took over: three timelines, one lineage.
 
-Real parts: two Patroni 4.1.5 members with their Raft DCS on the PostgreSQL 17 test wheel
+Real parts: three Patroni 4.1.5 members with their Raft DCS on the PostgreSQL 17 test wheel
 (tests/pgwheels.py: the HA test's version beside Debian's 15), and the real ``pgpitr`` command
 line.  ``summarize_wal``, which incrementals need on whichever member they are taken from, goes
 through Patroni's dynamic configuration (the policy's incremental switch) and leaves it again on
@@ -17,14 +18,16 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from pgpitr.catalog import backups as catalog_backups
+from pgpitr.errors import ClusterStateError
 from pgpitr.repository import open_repository
 from pgpitr.state import default_repository_url
 from tests import pgwheels
 from tests.conftest import cli
-from tests.ha.patroni import PatroniCluster
+from tests.ha.patroni import Member, PatroniCluster
 from tests.pg import archive_now, sql
 
 NAME = "pgha17"
@@ -39,13 +42,18 @@ def _row(n: int) -> datetime:
     return after
 
 
-@pytest.mark.timeout(400)
+def _replayed(ha: PatroniCluster, member: Member, row: int) -> bool:
+    with psycopg.connect(ha.member_conninfo(member), connect_timeout=2, autocommit=True) as db:
+        return db.execute("SELECT count(*) FROM msg WHERE id = %s", (row,)).fetchone()[0] == 1
+
+
+@pytest.mark.timeout(500)
 def test_full_and_incremental_backups_from_a_standby_restore_to_a_time(
     home: Path, make_patroni_cluster: Callable[..., PatroniCluster]
 ) -> None:
     bindir = str(pgwheels.require(17))
     ha = make_patroni_cluster(
-        bindir=bindir, scope=NAME, members=2, parameters={"archive_mode": "on"}
+        bindir=bindir, scope=NAME, members=3, parameters={"archive_mode": "on"}
     )
     config_before = ha.dcs_config()
     user, password = ha.rest_auth
@@ -66,11 +74,12 @@ def test_full_and_incremental_backups_from_a_standby_restore_to_a_time(
     _row(5)
 
     repo = open_repository(default_repository_url(home))
-    [standby] = ha.replicas()
     full = catalog_backups.get_backup(repo, NAME, "ha17-full")
     incremental = catalog_backups.get_backup(repo, NAME, "ha17-inc")
-    assert (full.member, incremental.member) == (standby.name, standby.name)
+    assert full.member in {m.name for m in ha.replicas()}
+    assert incremental.member == full.member  # the lineage stays on the standby it began on
     assert incremental.parent == "ha17-full"
+    standby = ha.member(full.member)
 
     # a switchover to that standby: the new primary archives its timeline, and a restore to a
     # time on it starts from the same backups and follows the timeline's history
@@ -99,5 +108,32 @@ def test_full_and_incremental_backups_from_a_standby_restore_to_a_time(
     cli("cluster", *restore, "--bindir", bindir)
     assert [r[0] for r in sql("pgha17-after", "SELECT id FROM msg ORDER BY id")] == [*range(1, 8)]
 
+    # kill -9 of that new primary, once the others hold row 8: one of them takes over, archives
+    # a third timeline, and a restore from the same backups follows both switches
+    others = ha.replicas()
+    ha.until("row 8 on every standby", lambda: all(_replayed(ha, m, 8) for m in others), 30)
+    crashed = ha.crash_leader()
+    assert crashed.name == standby.name
+    assert ha.wait_for_leader(not_name=crashed.name).name in {m.name for m in others}
+    ha.until("pgpitr on the new primary", lambda: _committed(9), 60)
+    after_failover = _row(10)
+    _row(11)
+    archive_now(NAME)
+    restore = ["restore", "pgha17-failover", "--restore-to-time", after_failover.isoformat()]
+    cli("cluster", *restore, "--source-cluster", NAME, "--bindir", bindir)
+    assert [r[0] for r in sql("pgha17-failover", "SELECT id FROM msg ORDER BY id")] == [
+        *range(1, 11)
+    ]
+
     cli("cluster", "unregister", NAME)
     assert ha.dcs_config() == config_before
+
+
+def _committed(n: int) -> bool:
+    """Row N committed through pgpitr's view of the primary; False while that view still
+    points at the member that is gone."""
+    try:
+        _row(n)
+    except (ClusterStateError, psycopg.errors.ReadOnlySqlTransaction):
+        return False
+    return True
