@@ -77,7 +77,6 @@ def prepare() -> None:
     """Point Prefect at the API and quiet its console; call before importing a flow module."""
     # Set before Prefect is imported: its logging reads these once.  The runs' logs still go to
     # the API; only Prefect's console chatter (and tracebacks of engine errors) is silenced.
-    orphans.heartbeat_environment()  # a run of this process is not taken for an orphan
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
     os.environ.setdefault("PREFECT_INTERNAL_LOGGING_LEVEL", "CRITICAL")  # its internals
     # Its background workers report their exit-time drain on loggers of their own names.
@@ -106,10 +105,23 @@ def _run_here(
     label: str | None,
     environment: Mapping[str, str] | None,
 ) -> Any:
+    from prefect import tags
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
     flow = registry.load(flow_name)
-    with _environment(environment or {}), _progress_bar(label):
+    heartbeat = orphans.Heartbeat()
+    # tagged as the agents' runs are, so that the crash automation watches this one too; it
+    # beats from our thread (orphans.Heartbeat), the engine's own thread off
+    with (
+        _environment(environment or {}),
+        _progress_bar(label),
+        tags(orphans.TAG, f"host:{this_host()}"),
+        temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}),
+    ):
         try:
-            return flow(**parameters)
+            return flow.with_options(on_running=[*flow.on_running_hooks, heartbeat.hook])(
+                **parameters
+            )
         except PitrError:
             raise
         except Exception as exc:  # not the engine's: one line, and where the run's log is
@@ -118,6 +130,8 @@ def _run_here(
                 f"the {flow.name} flow failed: {type(exc).__name__}: {first}",
                 hint=f"see the flow run's log in the Prefect UI ({ui_url('runs')})",
             ) from exc
+        finally:
+            heartbeat.stop()
 
 
 @contextlib.contextmanager

@@ -14,10 +14,11 @@ an agent ends:
   run's own process: a run whose process outlived its agent is not an orphan), and the
   automation ``pgpitr: crash runs without a heartbeat`` (``ensure_crash_automation``, made when
   serving starts) marks a run Crashed when ``CRASH_AFTER`` passes after it went Pending or
-  Running, or after its last heartbeat, with neither a heartbeat nor an end.  The run's engine
-  sets the frequency from ``PREFECT_FLOWS_HEARTBEAT_FREQUENCY``, which ``heartbeat_environment``
-  puts in every process that runs pgpitr's flows (the agent's and the CLI's): at Prefect's
-  default of 180 s a run alive would be taken for an orphan.
+  Running, or after its last heartbeat, with neither a heartbeat nor an end.  An agent's run's
+  engine sets the frequency from ``PREFECT_FLOWS_HEARTBEAT_FREQUENCY``, which
+  ``heartbeat_environment`` puts in the agent's process (at Prefect's default of 180 s a run
+  alive would be taken for an orphan); a run the CLI runs in its own process beats from a
+  thread of ours instead (``Heartbeat``), which ends with the run.
 
 ``CRASH_AFTER`` is HEARTBEAT_SECONDS (Prefect's minimum, 30) plus a margin for a late event on a
 loaded host, so an orphan is marked Crashed within a minute of its agent's death: at most
@@ -28,12 +29,14 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from prefect.automations import Automation
 
 HEARTBEAT_SECONDS = 30
+#: The tag of every pgpitr run, served or run by the CLI: the automation watches these runs only
+TAG = "pgpitr"
 CRASH_AFTER = timedelta(seconds=45)
 AUTOMATION = "pgpitr: crash runs without a heartbeat"
 #: the states of a run that is not over
@@ -44,6 +47,67 @@ def heartbeat_environment() -> None:
     """Have this process's flow runs (and the runs its runner starts) send a heartbeat every
     HEARTBEAT_SECONDS; set before Prefect reads its settings."""
     os.environ["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] = str(HEARTBEAT_SECONDS)
+
+
+class Heartbeat:
+    """The heartbeat of a flow run the CLI runs in its own process, sent from a thread of ours.
+
+    Prefect's engine beats from a thread that sleeps in whole seconds and is joined when the
+    run ends: a command waited up to a second (half on average) after its work was done.  This
+    thread waits on an event, so it ends the moment the run returns.  The event is Prefect's
+    own (``prefect.flow-run.heartbeat``, about the run, related to its flow and tags), so the
+    crash automation reads it as it reads the engine's: a run whose command was killed ends
+    Crashed as an agent's run does.  ``hook`` is the run's ``on_running`` hook; the CLI's runs
+    start no subflow in its process, which would need beats of their own."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def hook(self, flow: Any, flow_run: Any, state: Any) -> None:
+        import contextvars
+        import threading
+
+        from prefect import __version__
+        from prefect.events import emit_event
+
+        if self._thread is not None:  # a retry's Running again: the thread beats already
+            return
+        resource = {
+            "prefect.resource.id": f"prefect.flow-run.{flow_run.id}",
+            "prefect.resource.name": flow_run.name or "",
+            "prefect.version": __version__,
+        }
+        related = [
+            {
+                "prefect.resource.id": f"prefect.flow.{flow_run.flow_id}",
+                "prefect.resource.role": "flow",
+                "prefect.resource.name": flow.name,
+            },
+            *(
+                {"prefect.resource.id": f"prefect.tag.{tag}", "prefect.resource.role": "tag"}
+                for tag in sorted(set(flow_run.tags or ()))
+            ),
+        ]
+
+        def beat() -> None:
+            while True:
+                emit_event(event="prefect.flow-run.heartbeat", resource=resource, related=related)
+                if self._stopped.wait(HEARTBEAT_SECONDS):
+                    return
+
+        # the run's context (its settings: the API it reports to) in the thread too
+        self._thread = threading.Thread(
+            target=contextvars.copy_context().run, args=(beat,), daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
 
 
 def crash_automation() -> Automation:
@@ -75,7 +139,7 @@ def crash_automation() -> Automation:
             match={"prefect.resource.id": "prefect.flow-run.*"},
             match_related={
                 "prefect.resource.role": "tag",
-                "prefect.resource.id": "prefect.tag.pgpitr",
+                "prefect.resource.id": f"prefect.tag.{TAG}",
             },
             for_each={"prefect.resource.id"},
             posture=Posture.Proactive,

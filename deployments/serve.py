@@ -49,7 +49,7 @@ def build(deployment: str | None = None) -> list[Any]:
             name=name,
             schedules=[schedules.as_prefect(s) for s in wanted if s.flow == flow.name],
             description=(flow.description or "").strip() or None,
-            tags=["pgpitr", f"host:{host}"],
+            tags=[orphans.TAG, f"host:{host}"],
             # by module path: the same entrypoint from a checkout and from the installed package
             entrypoint_type=EntrypointType.MODULE_PATH,
         )

@@ -129,3 +129,24 @@ def test_a_killed_agents_run_ends_crashed_within_a_minute(host: dict[str, str]) 
             raise AssertionError(f"the run is {_state_of(run.id)!r}; {api.explain(run)}") from None
     print(f"a killed agent's run marked Crashed {time.monotonic() - killed:.0f} s after the kill")
     assert "no heartbeat" in (_state_of(run.id).message or "")
+
+
+def test_a_run_the_cli_runs_in_its_own_process_sends_its_heartbeat(
+    home: Path, prefect_harness: str
+) -> None:
+    """The CLI's runs beat from a thread of the CLI's (orphans.Heartbeat), not the engine's: the
+    event the crash automation expects, about the run and related to the pgpitr tag."""
+    cli("cluster", "create", "beat-pg", "--port", str(free_port()))
+    [run] = [
+        r
+        for r in api.flow_runs()
+        if r.name.startswith("create-cluster-")
+        and r.name.endswith("/beat-pg")
+        and r.parameters.get("name") == "beat-pg"
+    ]
+    assert run.state.is_completed()
+    [beat, *_] = api.events("prefect.flow-run.heartbeat", f"prefect.flow-run.{run.id}")
+    tags = {
+        r["prefect.resource.id"] for r in beat["related"] if r["prefect.resource.role"] == "tag"
+    }
+    assert "prefect.tag.pgpitr" in tags
