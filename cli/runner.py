@@ -106,7 +106,6 @@ def _run_here(
     environment: Mapping[str, str] | None,
 ) -> Any:
     from prefect import tags
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
     flow = registry.load(flow_name)
     heartbeat = orphans.Heartbeat()
@@ -116,7 +115,7 @@ def _run_here(
         _environment(environment or {}),
         _progress_bar(label),
         tags(orphans.TAG, f"host:{this_host()}"),
-        temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}),
+        _engine_heartbeat_off(),
     ):
         try:
             return flow.with_options(on_running=[*flow.on_running_hooks, heartbeat.hook])(
@@ -132,6 +131,24 @@ def _run_here(
             ) from exc
         finally:
             heartbeat.stop()
+
+
+@contextlib.contextmanager
+def _engine_heartbeat_off() -> Iterator[None]:
+    """No heartbeat thread of the engine's for this run (orphans.Heartbeat beats instead): the
+    current settings changed in place and put back.  A settings context of its own
+    (``temporary_settings``) would give the run log and event workers of their own, which
+    nothing drains before the process exits, by when the API may be gone: in the suite's
+    in-process runs, a minute of retries at exit."""
+    from prefect.settings import get_current_settings
+
+    flows = get_current_settings().flows
+    before = flows.heartbeat_frequency
+    flows.heartbeat_frequency = None
+    try:
+        yield
+    finally:
+        flows.heartbeat_frequency = before
 
 
 @contextlib.contextmanager
