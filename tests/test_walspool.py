@@ -260,10 +260,17 @@ def test_the_push_worker_archives_every_ready_file_once_and_marks_it(
     for directory in (push.pushed, push.failed, push.asked):
         directory.mkdir()
     pushed: list[Path] = []
-    push.run(pushed.append)
+    taking: list[bool] = []  # while it takes files, the archive_command's shell waits for it
+
+    def push_one(path: Path) -> None:
+        taking.append(push.accepting.exists())
+        pushed.append(path)
+
+    push.run(push_one)
     assert sorted(pushed) == [pg_wal / f for f in files]  # each exactly once
     assert names(push.pushed) == files
     assert names(push.failed) == [] and names(push.asked) == []
+    assert taking == [True] * len(files) and not push.accepting.exists()
 
 
 def test_the_push_worker_records_why_a_file_failed(

@@ -79,9 +79,10 @@ def wal_command(home: Path, verb: str, cluster: str, *args: str) -> str:
 
 
 #: The push spool's names (pgpitr/wal/spool.py), which the archive_command's shell reads too: the
-#: marks of files stored, of files that could not be, of files a call waits for, and the lock the
-#: push worker holds for its whole life.
-PUSHED, PUSH_FAILED, PUSH_ASKED, PUSH_LOCK = "pushed", "push-failed", "push-asked", "push.lock"
+#: marks of files stored, of files that could not be, of files a call waits for, the lock the
+#: push worker holds for its whole life, and the file that exists while it takes files.
+PUSHED, PUSH_FAILED, PUSH_ASKED = "pushed", "push-failed", "push-asked"
+PUSH_LOCK, PUSH_ACCEPTING = "push.lock", "push-accepting"
 #: How long the archive_command's shell waits for a running worker's mark before it starts
 #: wal-push, and how often it looks (``sleep`` is a process: 50 a second cost about 5 % of a core).
 SHELL_WAIT_SECONDS, SHELL_POLL_SECONDS = 5, 0.02
@@ -104,10 +105,11 @@ def stream_spool_dir(home: Path, cluster: str) -> Path:
 
 def archive_command(home: Path, cluster: str, enabled: bool) -> str:
     """wal-push, behind shell tests, so that most files cost no Python start: a file already
-    pushed ahead is answered by its mark; while the push worker runs (it holds its lock), the
-    shell waits for the file's mark, having asked for the file (a file the worker failed to
-    store is tried again only when asked).  A failure mark, no worker, or no mark within
-    SHELL_WAIT_SECONDS starts wal-push, which waits, reports and retries as before.  A Python
+    pushed ahead is answered by its mark; while the push worker runs (it holds its lock) and
+    takes files (PUSH_ACCEPTING), the shell waits for the file's mark, having asked for the file
+    (a file the worker failed to store is tried again only when asked).  A failure mark, no
+    worker, one that stopped taking files, or no mark within SHELL_WAIT_SECONDS starts wal-push,
+    which waits, reports, starts a worker and retries as before.  A Python
     start costs the worker, which compresses on every core, a good share of the CPU (bench/)."""
     if not enabled:
         return ARCHIVE_OFF
@@ -117,7 +119,8 @@ def archive_command(home: Path, cluster: str, enabled: bool) -> str:
     # flock's 75 says "held": the worker runs; 0 (taken and let go) says none does
     wait = (
         f'{{ flock -n -E 75 "$s/{PUSH_LOCK}" true; test $? = 75 && : > {asked} && i=0 && '
-        f"until test -e {marker} || test -e {failed} || test $i = {polls}; "
+        f'until test -e {marker} || test -e {failed} || ! test -e "$s/{PUSH_ACCEPTING}" || '
+        f"test $i = {polls}; "
         f"do sleep {SHELL_POLL_SECONDS}; i=$((i+1)); done && test -e {marker} && rm {marker}; }}"
     )
     push = wal_command(home, "wal-push", cluster, "%p")

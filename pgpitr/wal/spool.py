@@ -30,7 +30,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from pgpitr.osutil import write_atomic
-from pgpitr.postgres.conf import PUSH_ASKED, PUSH_FAILED, PUSH_LOCK, PUSHED
+from pgpitr.postgres.conf import PUSH_ACCEPTING, PUSH_ASKED, PUSH_FAILED, PUSH_LOCK, PUSHED
 from pgpitr.wal import archive
 
 # Compression and hashing are CPU work: one thread per CPU.  Measured in bench/ on 2 CPUs, 4
@@ -152,6 +152,7 @@ class PushSpool:
         self.failed = spool / PUSH_FAILED
         self.asked = spool / PUSH_ASKED
         self.lock = spool / PUSH_LOCK
+        self.accepting = spool / PUSH_ACCEPTING
 
     def is_ready(self, name: str) -> bool:
         return (self.status / f"{name}.ready").exists()
@@ -216,8 +217,21 @@ class PushSpool:
         journal ``push`` adds to, see wal.push_file): it runs before any file of the batch is
         acknowledged, and when it fails, the batch fails (the archiver pushes the files again).
         A file that failed is tried again only when a call asks for it (the archiver's retry),
-        so that an outage costs one attempt per retry, not a loop against the repository."""
+        so that an outage costs one attempt per retry, not a loop against the repository.
+
+        ``spool/push-accepting`` exists while the loop takes files: the archive_command's shell
+        waits for a marker only then, not while the worker compacts the index or exits."""
         self._drop_orphan_markers()
+        self.accepting.touch()
+        try:
+            self._take_files(push, flush)
+        finally:
+            self.accepting.unlink(missing_ok=True)
+        self._drop_orphan_markers()
+
+    def _take_files(
+        self, push: Callable[[Path], object], flush: Callable[[], object] | None
+    ) -> None:
         done: set[str] = set()  # never twice in one life, even if .ready lingers a moment
         failed: set[str] = set()
         running: dict[str, Future] = {}
@@ -257,7 +271,6 @@ class PushSpool:
                     break
                 else:
                     time.sleep(0.02)
-        self._drop_orphan_markers()
 
     def _answer(self, name: str, future: Future) -> bool:
         """Leave the marker or the reason; True when stored."""

@@ -116,10 +116,15 @@ def _push_spool(home: Path) -> Path:
     return spool
 
 
-def _worker_holding_the_lock(spool: Path, then: str) -> subprocess.Popen[str]:
-    """A stand-in for the push worker: holds the lock, then runs THEN (a shell command) once
-    the file was asked for, and lets go of the lock when told (stdin closed), or at once when
-    the file is not asked for within a minute."""
+def _worker_holding_the_lock(
+    spool: Path, then: str, accepting: bool = True
+) -> subprocess.Popen[str]:
+    """A stand-in for the push worker: holds the lock (taking files, ``spool/push-accepting``,
+    or not: compacting, exiting), then runs THEN (a shell command) once the file was asked for,
+    and lets go of the lock when told (stdin closed), or at once when the file is not asked for
+    within a minute."""
+    if accepting:
+        (spool / conf.PUSH_ACCEPTING).touch()
     script = (
         "import fcntl, os, subprocess, sys, time\n"
         f"fd = os.open({str(spool / conf.PUSH_LOCK)!r}, os.O_RDWR | os.O_CREAT, 0o600)\n"
@@ -420,3 +425,21 @@ def test_set_managed_changes_one_setting_and_keeps_the_others(tmp_path) -> None:
     assert "port = 6001" in text and "port = 5433" not in text
     expected = c.render({**settings, "port": 6001})
     assert text == expected
+
+
+def test_a_worker_that_no_longer_takes_files_sends_the_shell_to_wal_push(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker holds its lock while it compacts the index and exits, but takes no more files
+    then: the shell does not wait for it (an hour here: only that check ends it in time)."""
+    monkeypatch.setattr(conf, "SHELL_WAIT_SECONDS", 3600)
+    home = tmp_path / "home dir"
+    spool = _push_spool(home)
+    worker = _worker_holding_the_lock(spool, "true", accepting=False)
+    try:
+        command = conf.archive_command(home, "c1", enabled=True)
+        done = _as_postgres_would(command, tmp_path, p=f"pg_wal/{SEGMENT}", f=SEGMENT)
+    finally:
+        worker.communicate("")
+    assert done.returncode != 0
+    assert "c1" in done.stderr  # wal-push ran (and found no cluster c1)
