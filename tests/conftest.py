@@ -151,6 +151,7 @@ LONG_MODULES = (
     "tests/security/test_hostile_account.py",  # root's: 140 s
     "tests/fleet/test_ha_hosts.py",  # root's: two hosts, a server, Patroni: 110 s
     "tests/ha/test_ha_cluster.py",
+    "tests/ha/test_ha_incremental.py",  # Patroni on 17, a switchover and a failover: 155 s
     "tests/flows/test_agent.py",
     "tests/ui/test_restore_form.py",  # a server, a cluster, an agent, two form runs: 85 s
     "tests/flows/test_orphans.py",
@@ -159,7 +160,6 @@ LONG_MODULES = (
     "tests/flows/test_incremental_schedule.py",
     "tests/flows/test_orchestration.py",
     "tests/flows/test_restore_targets.py",
-    "tests/ha/test_ha_incremental.py",
     "tests/faults/test_secrets.py",
     "tests/faults/test_streaming_faults.py",
 )
