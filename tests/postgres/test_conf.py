@@ -149,6 +149,18 @@ def _worker_holding_the_lock(
 SEGMENT = "000000010000000000000007"
 
 
+def _archive_beside(
+    worker: subprocess.Popen[str], home: Path, tmp_path: Path
+) -> subprocess.CompletedProcess[str]:
+    """The archive_command, run as PostgreSQL runs it for SEGMENT while WORKER runs; the worker
+    is told to let go of its lock after."""
+    try:
+        command = conf.archive_command(home, "c1", enabled=True)
+        return _as_postgres_would(command, tmp_path, p=f"pg_wal/{SEGMENT}", f=SEGMENT)
+    finally:
+        worker.communicate("")
+
+
 def test_while_the_worker_runs_the_shell_waits_for_the_files_mark_without_starting_python(
     tmp_path: Path,
 ) -> None:
@@ -157,11 +169,7 @@ def test_while_the_worker_runs_the_shell_waits_for_the_files_mark_without_starti
     marker = spool / conf.PUSHED / SEGMENT
     # the worker marks the file stored only after the shell asked for it: the shell waited
     worker = _worker_holding_the_lock(spool, f"touch {shlex.quote(str(marker))}")
-    try:
-        command = conf.archive_command(home, "c1", enabled=True)
-        done = _as_postgres_would(command, tmp_path, p=f"pg_wal/{SEGMENT}", f=SEGMENT)
-    finally:
-        worker.communicate("")
+    done = _archive_beside(worker, home, tmp_path)
     assert worker.returncode == 0
     # the home has no cluster c1: a wal-push started would have failed
     assert done.returncode == 0, done.stderr
@@ -179,11 +187,7 @@ def test_a_failure_mark_sends_the_waiting_shell_to_wal_push(
     worker = _worker_holding_the_lock(
         spool, f"echo 'the repository said no' > {shlex.quote(str(failure))}"
     )
-    try:
-        command = conf.archive_command(home, "c1", enabled=True)
-        done = _as_postgres_would(command, tmp_path, p=f"pg_wal/{SEGMENT}", f=SEGMENT)
-    finally:
-        worker.communicate("")
+    done = _archive_beside(worker, home, tmp_path)
     assert done.returncode != 0
     assert "c1" in done.stderr  # wal-push ran (and found no cluster c1)
 
@@ -436,10 +440,6 @@ def test_a_worker_that_no_longer_takes_files_sends_the_shell_to_wal_push(
     home = tmp_path / "home dir"
     spool = _push_spool(home)
     worker = _worker_holding_the_lock(spool, "true", accepting=False)
-    try:
-        command = conf.archive_command(home, "c1", enabled=True)
-        done = _as_postgres_would(command, tmp_path, p=f"pg_wal/{SEGMENT}", f=SEGMENT)
-    finally:
-        worker.communicate("")
+    done = _archive_beside(worker, home, tmp_path)
     assert done.returncode != 0
     assert "c1" in done.stderr  # wal-push ran (and found no cluster c1)
