@@ -109,8 +109,8 @@ def archive_command(home: Path, cluster: str, enabled: bool) -> str:
     takes files (PUSH_ACCEPTING), the shell waits for the file's mark, having asked for the file
     (a file the worker failed to store is tried again only when asked).  A failure mark, no
     worker, one that stopped taking files, or no mark within SHELL_WAIT_SECONDS starts wal-push,
-    which waits, reports, starts a worker and retries as before.  A Python
-    start costs the worker, which compresses on every core, a good share of the CPU (bench/)."""
+    which waits, reports, starts a worker and retries as before.  A Python start costs the
+    worker, which compresses on every core, a good share of the CPU (bench/)."""
     if not enabled:
         return ARCHIVE_OFF
     spool = shlex.quote(str(push_spool_dir(home, cluster)))
