@@ -93,10 +93,11 @@ class Heartbeat:
         ]
 
         def beat() -> None:
-            while True:
+            # never a beat once the run ended: the automation would wait for a next one, and
+            # mark the finished run Crashed
+            while not self._stopped.is_set():
                 emit_event(event="prefect.flow-run.heartbeat", resource=resource, related=related)
-                if self._stopped.wait(HEARTBEAT_SECONDS):
-                    return
+                self._stopped.wait(HEARTBEAT_SECONDS)
 
         # the run's context (its settings: the API it reports to) in the thread too
         self._thread = threading.Thread(
