@@ -50,12 +50,17 @@ def host_with_data(api_url: str) -> Iterator[dict[str, str]]:
 
 @contextlib.contextmanager
 def slot_held() -> Iterator[None]:
-    """The cluster's backup slot, held by the test: its backup run waits, running, meanwhile."""
+    """The cluster's backup slot, held by the test: its backup run waits, running, meanwhile.
+    The limit is made afresh: a run the other test's agent left may hold its slot until its
+    lease expires (ci56: this test then waited 600 s to acquire it)."""
     from prefect.client.orchestration import get_client
     from prefect.concurrency.sync import concurrency
+    from prefect.exceptions import ObjectNotFound
 
     name = slot_name("backup", "slow", HOST)
     with get_client(sync_client=True) as client:
+        with contextlib.suppress(ObjectNotFound):
+            client.delete_global_concurrency_limit_by_name(name)
         client.upsert_global_concurrency_limit_by_name(name, 1)
     with concurrency(name, occupy=1, strict=True):
         yield
