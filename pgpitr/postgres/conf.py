@@ -88,19 +88,20 @@ PUSH_LOCK, PUSH_ACCEPTING = "push.lock", "push-accepting"
 SHELL_WAIT_SECONDS, SHELL_POLL_SECONDS = 5, 0.02
 
 
-def push_spool_dir(home: Path, cluster: str) -> Path:
+def spool_dir(home: Path, cluster: str) -> Path:
+    """A cluster's spool (state.ClusterState.spool): the WAL commands' markers and workers."""
     return home / "clusters" / cluster / "spool"
 
 
 def pushed_marker_dir(home: Path, cluster: str) -> Path:
     """Where wal-push marks the files it archived ahead of PostgreSQL asking for them."""
-    return push_spool_dir(home, cluster) / PUSHED
+    return spool_dir(home, cluster) / PUSHED
 
 
 def stream_spool_dir(home: Path, cluster: str) -> Path:
     """Where pg_receivewal writes the segments it streams (pgpitr/wal/stream/) until they are
     in the repository."""
-    return home / "clusters" / cluster / "spool" / "stream"
+    return spool_dir(home, cluster) / "stream"
 
 
 def archive_command(home: Path, cluster: str, enabled: bool) -> str:
@@ -113,7 +114,7 @@ def archive_command(home: Path, cluster: str, enabled: bool) -> str:
     worker, which compresses on every core, a good share of the CPU (bench/)."""
     if not enabled:
         return ARCHIVE_OFF
-    spool = shlex.quote(str(push_spool_dir(home, cluster)))
+    spool = shlex.quote(str(spool_dir(home, cluster)))
     marker, failed, asked = (f'"$s/{name}/$f"' for name in (PUSHED, PUSH_FAILED, PUSH_ASKED))
     polls = round(SHELL_WAIT_SECONDS / SHELL_POLL_SECONDS)
     # flock's 75 says "held": the worker runs; 0 (taken and let go) says none does
@@ -129,7 +130,7 @@ def archive_command(home: Path, cluster: str, enabled: bool) -> str:
 
 def fetched_spool_dir(home: Path, cluster: str) -> Path:
     """Where wal-fetch leaves the segments it fetched ahead, checksums verified."""
-    return home / "clusters" / cluster / "spool" / "fetched"
+    return spool_dir(home, cluster) / "fetched"
 
 
 def restore_command(home: Path, cluster: str) -> str:

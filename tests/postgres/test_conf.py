@@ -106,11 +106,11 @@ def test_archive_commands_shell_test_consumes_the_marker_without_starting_python
     assert again.returncode != 0  # no marker now: wal-push ran, and found no cluster c1
     assert "c1" in again.stderr
     # no worker held the lock: the shell neither asked for the file nor waited for it
-    assert not (conf.push_spool_dir(home, "c1") / conf.PUSH_ASKED).exists()
+    assert not (conf.spool_dir(home, "c1") / conf.PUSH_ASKED).exists()
 
 
 def _push_spool(home: Path) -> Path:
-    spool = conf.push_spool_dir(home, "c1")
+    spool = conf.spool_dir(home, "c1")
     for name in (conf.PUSHED, conf.PUSH_FAILED, conf.PUSH_ASKED):
         (spool / name).mkdir(parents=True)
     return spool
